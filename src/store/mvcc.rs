@@ -1,0 +1,1 @@
+//! In-memory MVCC index (in progress).

@@ -1,0 +1,1 @@
+//! Embedded redb backend (in progress).
