@@ -11,11 +11,9 @@
 //! - [`redb`] is the default backend: the MVCC index kept durable in an
 //!   embedded redb file, with group commit.
 //! - [`watch`] fans committed events out to watchers.
-//! - [`lease`] tracks lease deadlines.
 //! - [`grpc`] serves the etcd v3 gRPC API on top of any [`Backend`].
 
 pub mod grpc;
-pub mod lease;
 pub mod mvcc;
 pub mod redb;
 pub mod watch;
@@ -323,6 +321,8 @@ pub enum StoreError {
     Compacted { compact_revision: Revision },
     #[error("mvcc: required revision is a future revision")]
     FutureRevision,
+    #[error("etcdserver: key not found")]
+    KeyNotFound,
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
     #[error("etcdserver: lease already exists")]

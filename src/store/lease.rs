@@ -1,1 +1,0 @@
-//! Lease bookkeeping (in progress).
