@@ -4,11 +4,15 @@
 //! Modules, one per component:
 //! - [`store`]: the etcd-role MVCC key-value store (embedded redb backend,
 //!   etcd v3 gRPC endpoint).
+//! - [`api`]: the Kubernetes API server (REST, authn, RBAC, admission, watch).
+//! - [`resources`]: the kinds served, with defaulting and validation.
 //! - [`pki`]: the cluster CA and the certificates the servers and clients use.
 //! - [`server`]: `wkube server`, which wires the components together.
 //! - [`cli`]: the user-facing subcommands other than `server`.
 
+pub mod api;
 pub mod cli;
 pub mod pki;
+pub mod resources;
 pub mod server;
 pub mod store;

@@ -1,0 +1,341 @@
+//! Admission: what the API server itself does to objects of some kinds on
+//! their way in and out — Service IP and NodePort allocation, pod service
+//! accounts, namespace termination.
+
+use std::net::Ipv4Addr;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use super::ApiState;
+use super::handlers::DeleteOptions;
+use super::objects;
+use super::status::ApiError;
+use crate::resources::{FieldError, Kind};
+use crate::store::{Compare, CompareResult, CompareTarget, DeleteRangeRequest, KeyRange, PutRequest, TxnOp, TxnRequest};
+
+/// An IPv4 CIDR.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    pub base: u32,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (ip, len) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not a CIDR (expected a.b.c.d/n)"))?;
+        let ip: Ipv4Addr = ip.parse().map_err(|e| format!("{s:?}: {e}"))?;
+        let prefix: u8 = len.parse().map_err(|e| format!("{s:?}: {e}"))?;
+        if prefix > 30 {
+            return Err(format!("{s:?}: prefix length must be at most 30"));
+        }
+        let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+        Ok(Cidr {
+            base: u32::from(ip) & mask,
+            prefix,
+        })
+    }
+
+    pub fn size(&self) -> u32 {
+        1u32 << (32 - self.prefix)
+    }
+
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) };
+        u32::from(ip) & mask == self.base
+    }
+
+    /// The `i`-th address of the range.
+    pub fn nth(&self, i: u32) -> Ipv4Addr {
+        Ipv4Addr::from(self.base + i)
+    }
+}
+
+const IP_ALLOC: &str = "/registry/allocations/serviceips/";
+const PORT_ALLOC: &str = "/registry/allocations/nodeports/";
+
+/// The hooks. Stateless: everything lives in the store.
+#[derive(Default)]
+pub struct Admission;
+
+async fn claim(state: &ApiState, key: String, owner: &str) -> Result<bool, ApiError> {
+    let key = Bytes::from(key);
+    let resp = state
+        .registry
+        .store()
+        .txn(TxnRequest {
+            compare: vec![Compare {
+                range: KeyRange::single(key.clone()),
+                result: CompareResult::Equal,
+                target: CompareTarget::Create(0),
+            }],
+            success: vec![TxnOp::Put(PutRequest {
+                key,
+                value: Bytes::from(owner.to_string()),
+                ..Default::default()
+            })],
+            failure: vec![],
+        })
+        .await?;
+    Ok(resp.succeeded)
+}
+
+async fn release(state: &ApiState, key: String) {
+    let _ = state
+        .registry
+        .store()
+        .delete_range(DeleteRangeRequest {
+            range: KeyRange::single(key),
+            prev_kv: false,
+        })
+        .await;
+}
+
+fn service_owner(obj: &Value) -> String {
+    format!(
+        "{}/{}",
+        obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or(""),
+        objects::name_of(obj)
+    )
+}
+
+fn invalid_service(obj: &Value, field: &str, value: String, detail: &str) -> ApiError {
+    ApiError::Invalid {
+        group: String::new(),
+        kind: "Service".into(),
+        name: objects::name_of(obj).to_string(),
+        causes: vec![FieldError::invalid(field, value, detail)],
+    }
+}
+
+impl Admission {
+    pub async fn on_create(&self, state: &ApiState, kind: &Kind, obj: &mut Value) -> Result<(), ApiError> {
+        match kind.kind {
+            "Service" => self.allocate_service(state, obj).await,
+            "Pod" => {
+                if obj.pointer("/spec/serviceAccountName").and_then(Value::as_str).is_none_or(str::is_empty) {
+                    obj["spec"]["serviceAccountName"] = json!("default");
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub async fn on_create_failed(&self, state: &ApiState, kind: &Kind, obj: &Value) {
+        if kind.kind == "Service" {
+            self.release_service(state, obj).await;
+        }
+    }
+
+    pub async fn on_update(&self, _state: &ApiState, kind: &Kind, old: &Value, new: &mut Value) -> Result<(), ApiError> {
+        if kind.kind == "Service" {
+            // Allocated addresses stay with the service.
+            let old_ip = old.pointer("/spec/clusterIP").cloned();
+            match (old_ip, new.pointer("/spec/clusterIP").cloned()) {
+                (Some(o), None) => {
+                    new["spec"]["clusterIP"] = o.clone();
+                    new["spec"]["clusterIPs"] = old.pointer("/spec/clusterIPs").cloned().unwrap_or(json!([o]));
+                }
+                (Some(o), Some(n)) if o != n && n != json!("") => {
+                    return Err(invalid_service(new, "spec.clusterIPs[0]", n.as_str().unwrap_or("").to_string(), "may not change once set"));
+                }
+                (Some(o), Some(_)) => {
+                    new["spec"]["clusterIP"] = o.clone();
+                    new["spec"]["clusterIPs"] = old.pointer("/spec/clusterIPs").cloned().unwrap_or(json!([o]));
+                }
+                _ => {}
+            }
+            // Keep allocated node ports that the update leaves out.
+            if let (Some(old_ports), Some(new_ports)) = (
+                old.pointer("/spec/ports").and_then(Value::as_array).cloned(),
+                new.pointer_mut("/spec/ports").and_then(Value::as_array_mut),
+            ) {
+                for p in new_ports.iter_mut() {
+                    if p.get("nodePort").is_none()
+                        && let Some(op) = old_ports.iter().find(|o| o.get("port") == p.get("port"))
+                        && let Some(np) = op.get("nodePort")
+                    {
+                        p["nodePort"] = np.clone();
+                    }
+                }
+            }
+            if !matches!(new.pointer("/spec/ipFamilies"), Some(Value::Array(_))) {
+                new["spec"]["ipFamilies"] = json!(["IPv4"]);
+            }
+            new["spec"]["ipFamilyPolicy"] = new.pointer("/spec/ipFamilyPolicy").cloned().unwrap_or(json!("SingleStack"));
+            new["spec"]["internalTrafficPolicy"] = new.pointer("/spec/internalTrafficPolicy").cloned().unwrap_or(json!("Cluster"));
+        }
+        Ok(())
+    }
+
+    /// Returns true when the object must be marked for deletion (and kept)
+    /// rather than removed at once.
+    pub async fn on_delete(&self, state: &ApiState, kind: &Kind, obj: &mut Value, opts: &DeleteOptions) -> Result<bool, ApiError> {
+        match (kind.kind, opts.propagation.as_deref()) {
+            ("Namespace", _) => {
+                let name = objects::name_of(obj).to_string();
+                if matches!(name.as_str(), "default" | "kube-system" | "kube-public") {
+                    return Err(ApiError::Forbidden {
+                        message: format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"),
+                        kind: "namespaces".into(),
+                        name,
+                        group: String::new(),
+                    });
+                }
+                obj["status"]["phase"] = json!("Terminating");
+                state.spawn_namespace_finalizer(name);
+                Ok(true)
+            }
+            (_, Some("Foreground")) => {
+                add_finalizer(obj, "foregroundDeletion");
+                Ok(true)
+            }
+            (_, Some("Orphan")) => {
+                add_finalizer(obj, "orphan");
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    pub async fn on_deleted(&self, state: &ApiState, kind: &Kind, obj: &Value) {
+        if kind.kind == "Service" {
+            self.release_service(state, obj).await;
+        }
+    }
+
+    async fn allocate_service(&self, state: &ApiState, obj: &mut Value) -> Result<(), ApiError> {
+        let owner = service_owner(obj);
+        let ty = obj.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
+        if ty != "ExternalName" {
+            let requested = obj.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or("").to_string();
+            let cidr = state.config.service_cidr;
+            let ip = if requested == "None" {
+                None
+            } else if !requested.is_empty() {
+                let ip: Ipv4Addr = requested.parse().map_err(|_| {
+                    invalid_service(obj, "spec.clusterIPs[0]", requested.clone(), "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)")
+                })?;
+                if !cidr.contains(ip) {
+                    return Err(invalid_service(obj, "spec.clusterIPs", format!("[]string{{\"{requested}\"}}"), &format!("failed to allocate IP {requested}: the provided IP ({requested}) is not in the valid range. The range of valid IPs is {}/{}", Ipv4Addr::from(cidr.base), cidr.prefix)));
+                }
+                if !claim(state, format!("{IP_ALLOC}{ip}"), &owner).await? {
+                    return Err(invalid_service(obj, "spec.clusterIPs", format!("[]string{{\"{requested}\"}}"), &format!("failed to allocate IP {requested}: provided IP is already allocated")));
+                }
+                Some(ip)
+            } else {
+                // Random probing, skipping the network address and the
+                // first host (reserved for the `kubernetes` service).
+                let size = cidr.size();
+                let mut found = None;
+                for _ in 0..64 {
+                    let i = rand::random_range(2..size.saturating_sub(1).max(3));
+                    let ip = cidr.nth(i);
+                    if claim(state, format!("{IP_ALLOC}{ip}"), &owner).await? {
+                        found = Some(ip);
+                        break;
+                    }
+                }
+                if found.is_none() {
+                    for i in 2..size.saturating_sub(1) {
+                        let ip = cidr.nth(i);
+                        if claim(state, format!("{IP_ALLOC}{ip}"), &owner).await? {
+                            found = Some(ip);
+                            break;
+                        }
+                    }
+                }
+                Some(found.ok_or_else(|| ApiError::internal("failed to allocate a service IP: range is full"))?)
+            };
+            let ip_str = ip.map_or("None".to_string(), |i| i.to_string());
+            obj["spec"]["clusterIP"] = json!(ip_str);
+            obj["spec"]["clusterIPs"] = json!([ip_str]);
+            if ip.is_some() {
+                obj["spec"]["ipFamilies"] = json!(["IPv4"]);
+                obj["spec"]["ipFamilyPolicy"] = json!("SingleStack");
+            }
+            obj["spec"]["internalTrafficPolicy"] = obj.pointer("/spec/internalTrafficPolicy").cloned().unwrap_or(json!("Cluster"));
+        }
+        if ty == "NodePort" || ty == "LoadBalancer" {
+            let (lo, hi) = state.config.node_port_range;
+            let ports_len = obj.pointer("/spec/ports").and_then(Value::as_array).map_or(0, Vec::len);
+            for i in 0..ports_len {
+                let requested = obj["spec"]["ports"][i].get("nodePort").and_then(Value::as_u64).unwrap_or(0) as u16;
+                let port = if requested != 0 {
+                    if !(lo..=hi).contains(&requested) {
+                        self.release_service(state, obj).await;
+                        return Err(invalid_service(obj, &format!("spec.ports[{i}].nodePort"), requested.to_string(), &format!("provided port is not in the valid range. The range of valid ports is {lo}-{hi}")));
+                    }
+                    if !claim(state, format!("{PORT_ALLOC}{requested}"), &owner).await? {
+                        self.release_service(state, obj).await;
+                        return Err(invalid_service(obj, &format!("spec.ports[{i}].nodePort"), requested.to_string(), "provided port is already allocated"));
+                    }
+                    requested
+                } else {
+                    let mut found = None;
+                    for _ in 0..64 {
+                        let p = rand::random_range(lo..=hi);
+                        if claim(state, format!("{PORT_ALLOC}{p}"), &owner).await? {
+                            found = Some(p);
+                            break;
+                        }
+                    }
+                    match found {
+                        Some(p) => p,
+                        None => {
+                            self.release_service(state, obj).await;
+                            return Err(ApiError::internal("failed to allocate a node port: range is full"));
+                        }
+                    }
+                };
+                obj["spec"]["ports"][i]["nodePort"] = json!(port);
+            }
+            obj["spec"]["externalTrafficPolicy"] = obj.pointer("/spec/externalTrafficPolicy").cloned().unwrap_or(json!("Cluster"));
+        }
+        Ok(())
+    }
+
+    async fn release_service(&self, state: &ApiState, obj: &Value) {
+        if let Some(ip) = obj.pointer("/spec/clusterIP").and_then(Value::as_str)
+            && ip != "None"
+            && !ip.is_empty()
+        {
+            release(state, format!("{IP_ALLOC}{ip}")).await;
+        }
+        for p in obj.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten() {
+            if let Some(np) = p.get("nodePort").and_then(Value::as_u64) {
+                release(state, format!("{PORT_ALLOC}{np}")).await;
+            }
+        }
+    }
+}
+
+fn add_finalizer(obj: &mut Value, f: &str) {
+    let mut list = obj
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if !list.iter().any(|x| x == f) {
+        list.push(json!(f));
+    }
+    obj["metadata"]["finalizers"] = json!(list);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs_parse_and_contain() {
+        let c = Cidr::parse("127.96.0.0/16").unwrap();
+        assert_eq!(c.size(), 65536);
+        assert!(c.contains("127.96.3.4".parse().unwrap()));
+        assert!(!c.contains("127.97.0.1".parse().unwrap()));
+        assert_eq!(c.nth(1), "127.96.0.1".parse::<Ipv4Addr>().unwrap());
+        assert!(Cidr::parse("nonsense").is_err());
+    }
+}

@@ -1,0 +1,289 @@
+//! Authentication: who is calling. JWT bearer tokens signed by the cluster's
+//! signing key (ES256), or a client certificate issued by the cluster CA
+//! (CN = user, O = groups). Anything else is anonymous, and anonymous
+//! callers only reach the health and version endpoints.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+/// The audience every wkube API token carries unless a TokenRequest asks
+/// for others.
+pub const API_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
+/// The issuer of wkube tokens.
+pub const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+
+/// The authenticated caller, as RBAC sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserInfo {
+    pub username: String,
+    pub uid: String,
+    pub groups: Vec<String>,
+}
+
+impl UserInfo {
+    pub fn is_anonymous(&self) -> bool {
+        self.username == "system:anonymous"
+    }
+
+    pub fn anonymous() -> Self {
+        UserInfo {
+            username: "system:anonymous".into(),
+            uid: String::new(),
+            groups: vec!["system:unauthenticated".into()],
+        }
+    }
+}
+
+/// Claims of a wkube token. Service-account tokens carry the
+/// `kubernetes.io` claim naming the account (and the pod they are bound
+/// to), which lets the API server reject them once either is gone.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: Vec<String>,
+    pub exp: u64,
+    pub iat: u64,
+    pub nbf: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub jti: String,
+    #[serde(rename = "kubernetes.io", default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesClaims>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KubernetesClaims {
+    pub namespace: String,
+    pub serviceaccount: ObjectRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<ObjectRef>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ObjectRef {
+    pub name: String,
+    pub uid: String,
+}
+
+/// Why a token was refused. All of them answer 401; the variant is logged.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthnError {
+    #[error("invalid bearer token: {0}")]
+    InvalidToken(#[from] jsonwebtoken::errors::Error),
+    #[error("token's service account or pod no longer exists")]
+    Revoked,
+    #[error("reading the signing key {path}: {source}")]
+    Key {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("generating the signing key: {0}")]
+    Generate(String),
+}
+
+/// Signs and verifies tokens with the cluster signing key.
+pub struct TokenAuthority {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl TokenAuthority {
+    /// Load `DATA/pki/sa.key` (PKCS#8 ECDSA P-256), creating it on first
+    /// start.
+    pub fn load_or_create(pki_dir: &Path) -> Result<Self, AuthnError> {
+        let path = pki_dir.join("sa.key");
+        let pem = match std::fs::read_to_string(&path) {
+            Ok(pem) => pem,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+                    .map_err(|e| AuthnError::Generate(e.to_string()))?;
+                let pem = key.serialize_pem();
+                write_private(&path, &pem).map_err(|source| AuthnError::Key {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                pem
+            }
+            Err(source) => {
+                return Err(AuthnError::Key {
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
+        };
+        Self::from_pem(&pem)
+    }
+
+    pub fn from_pem(pem: &str) -> Result<Self, AuthnError> {
+        let key = rcgen::KeyPair::from_pem(pem).map_err(|e| AuthnError::Generate(e.to_string()))?;
+        let encoding = EncodingKey::from_ec_pem(pem.as_bytes())?;
+        let decoding = DecodingKey::from_ec_pem(key.public_key_pem().as_bytes())?;
+        Ok(TokenAuthority { encoding, decoding })
+    }
+
+    /// Mint a token for a user.
+    pub fn issue_user(
+        &self,
+        user: &str,
+        groups: &[String],
+        ttl: Duration,
+    ) -> Result<String, AuthnError> {
+        let now = now_secs();
+        let claims = Claims {
+            iss: ISSUER.into(),
+            sub: user.into(),
+            aud: vec![API_AUDIENCE.into()],
+            exp: now + ttl.as_secs(),
+            iat: now,
+            nbf: now,
+            groups: groups.to_vec(),
+            jti: uuid::Uuid::new_v4().to_string(),
+            kubernetes: None,
+        };
+        self.sign(&claims)
+    }
+
+    pub fn sign(&self, claims: &Claims) -> Result<String, AuthnError> {
+        Ok(jsonwebtoken::encode(
+            &Header::new(Algorithm::ES256),
+            claims,
+            &self.encoding,
+        )?)
+    }
+
+    /// Verify signature, expiry, not-before, issuer and audience. Only
+    /// ES256 is accepted, so `alg: none` and HMAC confusion fail here.
+    pub fn verify(&self, token: &str, audience: &str) -> Result<Claims, AuthnError> {
+        let mut v = Validation::new(Algorithm::ES256);
+        v.set_audience(&[audience]);
+        v.set_issuer(&[ISSUER]);
+        v.leeway = 5;
+        v.validate_nbf = true;
+        v.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
+        Ok(jsonwebtoken::decode::<Claims>(token, &self.decoding, &v)?.claims)
+    }
+}
+
+/// What the claims make of the caller.
+pub fn user_from_claims(c: &Claims) -> UserInfo {
+    let mut groups = c.groups.clone();
+    if let Some(k) = &c.kubernetes {
+        groups.push("system:serviceaccounts".into());
+        groups.push(format!("system:serviceaccounts:{}", k.namespace));
+    }
+    groups.push("system:authenticated".into());
+    UserInfo {
+        username: c.sub.clone(),
+        uid: c
+            .kubernetes
+            .as_ref()
+            .map(|k| k.serviceaccount.uid.clone())
+            .unwrap_or_default(),
+        groups,
+    }
+}
+
+/// The user a verified client certificate names (DER input).
+pub fn user_from_cert(der: &[u8]) -> Option<UserInfo> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject();
+    let cn = subject.iter_common_name().next()?.as_str().ok()?.to_string();
+    let mut groups: Vec<String> = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(str::to_string))
+        .collect();
+    groups.push("system:authenticated".into());
+    Some(UserInfo {
+        username: cn,
+        uid: String::new(),
+        groups,
+    })
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts.open(path)?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    fn authority() -> TokenAuthority {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        TokenAuthority::from_pem(&key.serialize_pem()).unwrap()
+    }
+
+    #[test]
+    fn a_minted_token_verifies_and_names_the_user() {
+        let a = authority();
+        let t = a
+            .issue_user("alice", &["dev".into()], Duration::from_secs(60))
+            .unwrap();
+        let user = user_from_claims(&a.verify(&t, API_AUDIENCE).unwrap());
+        assert_eq!(user.username, "alice");
+        assert_eq!(user.groups, vec!["dev", "system:authenticated"]);
+    }
+
+    #[test]
+    fn another_keys_token_is_refused() {
+        let t = authority()
+            .issue_user("alice", &[], Duration::from_secs(60))
+            .unwrap();
+        assert!(authority().verify(&t, API_AUDIENCE).is_err());
+    }
+
+    #[test]
+    fn an_expired_token_is_refused() {
+        let a = authority();
+        let mut c = a
+            .verify(
+                &a.issue_user("bob", &[], Duration::from_secs(60)).unwrap(),
+                API_AUDIENCE,
+            )
+            .unwrap();
+        c.exp = now_secs() - 3600;
+        c.iat = c.exp - 60;
+        c.nbf = c.iat;
+        assert!(a.verify(&a.sign(&c).unwrap(), API_AUDIENCE).is_err());
+    }
+
+    #[test]
+    fn a_wrong_audience_is_refused() {
+        let a = authority();
+        let t = a.issue_user("bob", &[], Duration::from_secs(60)).unwrap();
+        assert!(a.verify(&t, "something-else").is_err());
+    }
+
+    #[test]
+    fn alg_none_is_refused() {
+        let a = authority();
+        let t = a.issue_user("bob", &[], Duration::from_secs(60)).unwrap();
+        let payload = t.split('.').nth(1).unwrap();
+        let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let forged = format!("{header}.{payload}.");
+        assert!(a.verify(&forged, API_AUDIENCE).is_err());
+    }
+}

@@ -1,0 +1,207 @@
+//! What the API server guarantees from its first start, and the small
+//! loops it runs itself: system namespaces, the default RBAC policy, a
+//! `default` ServiceAccount in every namespace, the `kubernetes` Service,
+//! namespace finalization, and service-account token revocation checks.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::authn::KubernetesClaims;
+use super::objects;
+use super::registry::Registry;
+use super::status::ApiError;
+use super::{ApiState, rbac};
+use crate::resources::{self, Kind};
+use crate::store::{EventType, KeyRange, WatchRequest};
+
+fn kind(plural: &str, group: &str) -> Result<&'static Kind, ApiError> {
+    let version = if group.is_empty() { "v1" } else { "v1" };
+    resources::by_resource(group, version, plural).ok_or(ApiError::NoRoute)
+}
+
+/// Create `obj` unless an object of that name exists.
+async fn ensure(state: &ApiState, k: &'static Kind, ns: Option<&str>, mut obj: Value) -> Result<(), ApiError> {
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    if state.registry.try_get(k, ns, &name).await?.is_some() {
+        return Ok(());
+    }
+    let (ns, name) = objects::prepare_create(k, ns, &mut obj)?;
+    let (mut obj, _) = objects::admit(k, obj, objects::FieldValidation::Ignore)?;
+    state.admission.on_create(state, k, &mut obj).await?;
+    match state.registry.create(k, ns.as_deref(), &name, &obj).await {
+        Ok(_) | Err(ApiError::AlreadyExists { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Create the objects every cluster has. Idempotent.
+pub async fn run(state: &ApiState, advertise: Ipv4Addr, port: u16) -> Result<(), ApiError> {
+    let ns_kind = kind("namespaces", "")?;
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        ensure(state, ns_kind, None, json!({"metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}}})).await?;
+    }
+    for (plural, obj) in rbac::bootstrap_policy() {
+        ensure(state, kind(plural, "rbac.authorization.k8s.io")?, None, obj).await?;
+    }
+    // The `kubernetes` service: the first address of the service range,
+    // pointing at the API server.
+    let svc = kind("services", "")?;
+    let first = state.config.service_cidr.nth(1).to_string();
+    ensure(
+        state,
+        svc,
+        Some("default"),
+        json!({
+            "metadata": {"name": "kubernetes", "namespace": "default",
+                "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {"type": "ClusterIP", "clusterIP": first,
+                "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}],
+                "sessionAffinity": "None"},
+        }),
+    )
+    .await?;
+    let ep = kind("endpoints", "")?;
+    let endpoints = json!({
+        "metadata": {"name": "kubernetes", "namespace": "default",
+            "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": advertise.to_string()}],
+                     "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
+    });
+    match state.registry.try_get(ep, Some("default"), "kubernetes").await? {
+        None => ensure(state, ep, Some("default"), endpoints).await?,
+        Some(current) if current.get("subsets") != endpoints.get("subsets") => {
+            let mut next = current.clone();
+            next["subsets"] = endpoints["subsets"].clone();
+            let rv = super::registry::parse_rv(objects::rv_of(&current).unwrap_or("0"))?;
+            state.registry.update(ep, Some("default"), "kubernetes", rv, &next).await?;
+        }
+        Some(_) => {}
+    }
+    ensure_service_accounts(state).await?;
+    Ok(())
+}
+
+/// Give every active namespace its `default` ServiceAccount.
+pub async fn ensure_service_accounts(state: &ApiState) -> Result<(), ApiError> {
+    let ns_kind = kind("namespaces", "")?;
+    let sa = kind("serviceaccounts", "")?;
+    let all = state.registry.list(ns_kind, None, 0, None, &|_| true).await?;
+    for ns in all.items {
+        if ns.pointer("/metadata/deletionTimestamp").is_some() {
+            continue;
+        }
+        let name = objects::name_of(&ns).to_string();
+        ensure(state, sa, Some(&name), json!({"metadata": {"name": "default", "namespace": name}})).await?;
+    }
+    Ok(())
+}
+
+/// Watch namespaces and give each new one its `default` ServiceAccount,
+/// the API server's built-in service-account controller.
+pub fn spawn_service_account_loop(state: std::sync::Arc<ApiState>) {
+    tokio::spawn(async move {
+        loop {
+            let start = match state.registry.revision().await {
+                Ok(r) => r + 1,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if let Err(e) = ensure_service_accounts(&state).await {
+                tracing::warn!(error = %e, "ensuring default service accounts");
+            }
+            let Ok(ns_kind) = kind("namespaces", "") else { return };
+            let watch = state
+                .registry
+                .store()
+                .watch(WatchRequest {
+                    range: KeyRange::prefix(ns_kind.key_prefix()),
+                    start_revision: start,
+                    ..Default::default()
+                })
+                .await;
+            let Ok(mut watch) = watch else {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            };
+            while let Some(Ok(batch)) = watch.next().await {
+                if batch.events.iter().any(|e| e.kind == EventType::Put && e.kv.version == 1)
+                    && let Err(e) = ensure_service_accounts(&state).await
+                {
+                    tracing::warn!(error = %e, "ensuring default service accounts");
+                }
+            }
+        }
+    });
+}
+
+/// Delete everything in a terminating namespace, then the namespace.
+pub async fn finalize_namespace(registry: &Registry, ns: &str) -> Result<(), ApiError> {
+    for k in resources::KINDS.iter().filter(|k| k.namespaced && k.stored) {
+        for _ in 0..10 {
+            let page = registry.list(k, Some(ns), 0, None, &|_| true).await?;
+            if page.items.is_empty() {
+                break;
+            }
+            for item in page.items {
+                let name = objects::name_of(&item).to_string();
+                let rv = super::registry::parse_rv(objects::rv_of(&item).unwrap_or("0"))?;
+                // Finalizers of contents are the business of their
+                // controllers; the namespace controller removes objects.
+                match registry.delete(k, Some(ns), &name, rv).await {
+                    Ok(_) | Err(ApiError::NotFound { .. } | ApiError::Conflict { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    let ns_kind = kind("namespaces", "")?;
+    let current = match registry.try_get(ns_kind, None, ns).await? {
+        Some(c) => c,
+        None => return Ok(()),
+    };
+    let rv = super::registry::parse_rv(objects::rv_of(&current).unwrap_or("0"))?;
+    let finalizers_left = current
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty());
+    if finalizers_left {
+        let mut next = current.clone();
+        next["spec"]["finalizers"] = json!([]);
+        registry.update(ns_kind, None, ns, rv, &next).await?;
+        return Ok(());
+    }
+    match registry.delete(ns_kind, None, ns, rv).await {
+        Ok(_) | Err(ApiError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// A service-account token is valid only while its account (and the pod
+/// it is bound to) exists with the same UID.
+pub async fn check_token_owner(registry: &Registry, k: &KubernetesClaims) -> Result<(), ApiError> {
+    let sa_kind = kind("serviceaccounts", "")?;
+    let sa = registry
+        .try_get(sa_kind, Some(&k.namespace), &k.serviceaccount.name)
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    if sa.pointer("/metadata/uid").and_then(Value::as_str) != Some(k.serviceaccount.uid.as_str()) {
+        return Err(ApiError::Unauthorized);
+    }
+    if let Some(pod) = &k.pod {
+        let pods = kind("pods", "")?;
+        let p = registry
+            .try_get(pods, Some(&k.namespace), &pod.name)
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
+        if p.pointer("/metadata/uid").and_then(Value::as_str) != Some(pod.uid.as_str())
+            || p.pointer("/metadata/deletionTimestamp").is_some()
+        {
+            return Err(ApiError::Unauthorized);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,366 @@
+//! The API server: Kubernetes' REST API over the cluster store.
+//!
+//! A request passes authentication ([`authn`]), authorization ([`rbac`]),
+//! decoding ([`body`]), admission ([`objects`], [`admission`]) and the
+//! generic [`registry`] before it reaches the store; errors become a
+//! Kubernetes `Status` once, in [`status`].
+//!
+//! - [`serve`]: listeners, TLS (HTTP/1.1 and HTTP/2), connection limits.
+//! - [`discovery`], [`openapi`]: what kubectl reads before it acts.
+//! - [`handlers`], [`subresources`], [`patch`], [`watch`], [`table`]: the verbs.
+//! - [`bootstrap`]: what exists from the first start.
+
+pub mod admission;
+pub mod authn;
+pub mod body;
+pub mod bootstrap;
+pub mod discovery;
+pub mod handlers;
+pub mod metrics;
+pub mod objects;
+pub mod openapi;
+pub mod patch;
+pub mod path;
+pub mod protobuf;
+pub mod rbac;
+pub mod registry;
+pub mod reviews;
+pub mod selectors;
+pub mod serve;
+pub mod status;
+pub mod subresources;
+pub mod table;
+pub mod watch;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use authn::{TokenAuthority, UserInfo};
+use path::{Target, Verb};
+use rbac::{Attributes, RbacCache};
+use registry::Registry;
+use status::ApiError;
+
+use crate::resources::{self, Kind};
+
+/// The Kubernetes version whose API wkube implements.
+pub const KUBE_MAJOR: &str = "1";
+pub const KUBE_MINOR: &str = "33";
+pub const KUBE_GIT_VERSION: &str = "v1.33.0-wkube";
+
+/// Configuration of the API server.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    pub service_cidr: admission::Cidr,
+    pub node_port_range: (u16, u16),
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Most connections served at once.
+    pub max_connections: usize,
+    /// Longest a single watch request stays open.
+    pub max_watch_duration: Duration,
+    /// Longest a TokenRequest token lives.
+    pub max_token_ttl: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            service_cidr: admission::Cidr::parse("127.96.0.0/16").expect("valid default CIDR"),
+            node_port_range: (30000, 32767),
+            max_body_bytes: 3 * 1024 * 1024,
+            max_connections: 10_000,
+            max_watch_duration: Duration::from_secs(1800),
+            max_token_ttl: Duration::from_secs(48 * 3600),
+        }
+    }
+}
+
+/// Everything handlers share.
+pub struct ApiState {
+    pub registry: Registry,
+    pub tokens: TokenAuthority,
+    pub rbac: Arc<RbacCache>,
+    pub admission: admission::Admission,
+    pub config: ApiConfig,
+    pub metrics: metrics::Metrics,
+    pub started: Instant,
+}
+
+impl ApiState {
+    /// RBAC check for a resource request.
+    pub async fn authorize(&self, user: &UserInfo, verb: Verb, target: &Target) -> Result<(), ApiError> {
+        let a = Attributes {
+            verb: verb.as_str().to_string(),
+            group: target.kind.group.to_string(),
+            resource: target.kind.plural.to_string(),
+            subresource: target.subresource.clone().unwrap_or_default(),
+            namespace: target.namespace.clone().unwrap_or_default(),
+            name: target.name.clone().unwrap_or_default(),
+            path: None,
+        };
+        self.check(user, &a)
+    }
+
+    /// RBAC check of arbitrary attributes.
+    pub fn check(&self, user: &UserInfo, a: &Attributes) -> Result<(), ApiError> {
+        if self.rbac.allows(user, a) {
+            return Ok(());
+        }
+        Err(ApiError::Forbidden {
+            message: rbac::forbidden_message(user, a),
+            kind: if a.path.is_some() { String::new() } else { a.resource.clone() },
+            name: a.name.clone(),
+            group: a.group.clone(),
+        })
+    }
+
+    /// Objects may only be created in a namespace that exists and is not
+    /// being deleted (Kubernetes' NamespaceLifecycle admission).
+    pub async fn require_active_namespace(&self, ns: &str) -> Result<(), ApiError> {
+        let kind = resources::by_resource("", "v1", "namespaces").ok_or(ApiError::NoRoute)?;
+        match self.registry.try_get(kind, None, ns).await? {
+            None => Err(ApiError::NotFound {
+                group: String::new(),
+                resource: "namespaces".into(),
+                name: ns.into(),
+            }),
+            Some(n) if n.pointer("/metadata/deletionTimestamp").is_some() => Err(ApiError::Forbidden {
+                message: format!("unable to create new content in namespace {ns} because it is being terminated"),
+                kind: "namespaces".into(),
+                name: ns.into(),
+                group: String::new(),
+            }),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// An object marked for deletion whose last finalizer is gone is
+    /// removed, as Kubernetes does after the update that cleared it.
+    pub async fn finish_if_deleting(&self, kind: &'static Kind, ns: Option<&str>, name: &str, stored: Value) -> Result<Value, ApiError> {
+        let deleting = stored.pointer("/metadata/deletionTimestamp").is_some();
+        let finalizers_left = stored
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
+        let ns_finalizers_left = kind.kind == "Namespace"
+            && stored
+                .pointer("/spec/finalizers")
+                .and_then(Value::as_array)
+                .is_some_and(|f| !f.is_empty());
+        if !deleting || finalizers_left || ns_finalizers_left {
+            return Ok(stored);
+        }
+        let rv = registry::parse_rv(objects::rv_of(&stored).unwrap_or("0"))?;
+        match self.registry.delete(kind, ns, name, rv).await {
+            Ok(gone) => {
+                self.admission.on_deleted(self, kind, &gone).await;
+                Ok(gone)
+            }
+            Err(ApiError::NotFound { .. } | ApiError::Conflict { .. }) => Ok(stored),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Empty a terminating namespace, then remove it.
+    pub fn spawn_namespace_finalizer(&self, ns: String) {
+        let registry = self.registry.clone();
+        tokio::spawn(async move {
+            if let Err(e) = bootstrap::finalize_namespace(&registry, &ns).await {
+                tracing::warn!(namespace = %ns, error = %e, "finalizing namespace");
+            }
+        });
+    }
+}
+
+/// Build the router.
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/version", axum::routing::get(version))
+        .route("/version/", axum::routing::get(version))
+        .route("/healthz", axum::routing::get(health))
+        .route("/livez", axum::routing::get(health))
+        .route("/readyz", axum::routing::get(health))
+        .route("/metrics", axum::routing::get(metrics::serve))
+        .route("/api", axum::routing::get(api_root))
+        .route("/apis", axum::routing::get(apis_root))
+        .route("/openapi/v2", axum::routing::get(openapi::v2))
+        .route("/openapi/v3", axum::routing::get(openapi::v3_index))
+        .route("/openapi/v3/{*path}", axum::routing::get(openapi::v3_document))
+        .fallback(resource)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), authenticate))
+        .with_state(state)
+}
+
+async fn version() -> Response {
+    handlers::json_response(
+        StatusCode::OK,
+        &json!({
+            "major": KUBE_MAJOR,
+            "minor": KUBE_MINOR,
+            "gitVersion": KUBE_GIT_VERSION,
+            "gitCommit": env!("CARGO_PKG_VERSION"),
+            "gitTreeState": "clean",
+            "buildDate": "",
+            "goVersion": "rust",
+            "compiler": "rustc",
+            "platform": format!("{}/{}", std::env::consts::OS, normalize_arch(std::env::consts::ARCH)),
+        }),
+    )
+}
+
+/// Kubernetes' name for the machine architecture.
+pub fn normalize_arch(arch: &str) -> &str {
+    match arch {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+async fn health() -> Response {
+    (StatusCode::OK, "ok").into_response()
+}
+
+async fn api_root(headers: HeaderMap) -> Response {
+    discovery::root(&headers, true)
+}
+
+async fn apis_root(headers: HeaderMap) -> Response {
+    discovery::root(&headers, false)
+}
+
+/// Paths anyone may read without credentials.
+fn is_public(path: &str) -> bool {
+    matches!(path, "/version" | "/version/" | "/healthz" | "/livez" | "/readyz")
+}
+
+/// The caller's identity, attached to every request.
+#[derive(Clone, Debug)]
+pub struct Caller(pub UserInfo);
+
+/// The identity proven by the connection's client certificate, if any.
+#[derive(Clone, Debug, Default)]
+pub struct PeerIdentity(pub Option<UserInfo>);
+
+async fn authenticate(State(state): State<Arc<ApiState>>, mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let auth = req.headers().get(header::AUTHORIZATION).cloned();
+    let peer = req.extensions().get::<PeerIdentity>().and_then(|p| p.0.clone());
+    let user = match identify(&state, auth, peer).await {
+        Ok(Some(u)) => u,
+        Ok(None) if is_public(&path) => UserInfo::anonymous(),
+        Ok(None) | Err(_) => {
+            let resp = ApiError::Unauthorized.into_response();
+            state.metrics.observe(&method, &path, resp.status(), started.elapsed());
+            return resp;
+        }
+    };
+    if !is_public(&path)
+        && path::parse(&path).ok().flatten().is_none()
+        && !is_review(&path)
+    {
+        // Non-resource URLs go through RBAC as `get PATH`.
+        let a = Attributes {
+            verb: method.as_str().to_ascii_lowercase(),
+            path: Some(path.clone()),
+            ..Default::default()
+        };
+        if let Err(e) = state.check(&user, &a) {
+            let resp = e.into_response();
+            state.metrics.observe(&method, &path, resp.status(), started.elapsed());
+            return resp;
+        }
+    }
+    req.extensions_mut().insert(Caller(user));
+    let resp = next.run(req).await;
+    state.metrics.observe(&method, &path, resp.status(), started.elapsed());
+    resp
+}
+
+fn is_review(path: &str) -> bool {
+    reviews::parse(path).is_some()
+}
+
+async fn identify(
+    state: &ApiState,
+    auth: Option<axum::http::HeaderValue>,
+    peer: Option<UserInfo>,
+) -> Result<Option<UserInfo>, ApiError> {
+    if let Some(auth) = auth {
+        let auth = auth.to_str().map_err(|_| ApiError::Unauthorized)?;
+        let token = auth
+            .strip_prefix("Bearer ")
+            .or_else(|| auth.strip_prefix("bearer "))
+            .ok_or(ApiError::Unauthorized)?
+            .trim();
+        let claims = state
+            .tokens
+            .verify(token, authn::API_AUDIENCE)
+            .map_err(|e| {
+                tracing::debug!(error = %e, "token refused");
+                ApiError::Unauthorized
+            })?;
+        if let Some(k) = &claims.kubernetes {
+            bootstrap::check_token_owner(&state.registry, k).await?;
+        }
+        return Ok(Some(authn::user_from_claims(&claims)));
+    }
+    Ok(peer)
+}
+
+/// Every path under `/api` and `/apis` that is not discovery.
+async fn resource(State(state): State<Arc<ApiState>>, req: Request) -> Response {
+    let user = req
+        .extensions()
+        .get::<Caller>()
+        .map(|c| c.0.clone())
+        .unwrap_or_else(UserInfo::anonymous);
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_string();
+    // Discovery of one group or group-version.
+    if parts.method == Method::GET
+        && let Some(resp) = group_discovery(&path)
+    {
+        return resp;
+    }
+    let limit = state.config.max_body_bytes;
+    let bytes = match axum::body::to_bytes(Body::new(body), limit).await {
+        Ok(b) => b,
+        Err(_) => return ApiError::TooLarge { limit }.into_response(),
+    };
+    if let Some(review) = reviews::parse(&path) {
+        return match reviews::handle(&state, &user, review, &parts.headers, &bytes).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        };
+    }
+    match handlers::dispatch(state.clone(), user, parts.method, &path, parts.uri.query(), parts.headers, bytes).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn group_discovery(path: &str) -> Option<Response> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let body = match segs.as_slice() {
+        ["api", v] => discovery::resource_list("", v),
+        ["apis", g] => discovery::api_group(g),
+        ["apis", g, v] => discovery::resource_list(g, v),
+        _ => return None,
+    };
+    Some(match body {
+        Some(b) => handlers::json_response(StatusCode::OK, &b),
+        None => ApiError::NoRoute.into_response(),
+    })
+}

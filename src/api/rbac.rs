@@ -1,0 +1,402 @@
+//! Authorization: RBAC evaluated as Kubernetes evaluates it, from a cache of
+//! Roles, ClusterRoles and their bindings that a store watch keeps current.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use serde_json::{Value, json};
+
+use super::authn::UserInfo;
+use crate::store::{EventType, KeyRange, RangeRequest, Store, WatchRequest};
+
+/// What is being asked: a verb on a resource (or a non-resource URL).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Attributes {
+    pub verb: String,
+    pub group: String,
+    pub resource: String,
+    pub subresource: String,
+    pub namespace: String,
+    pub name: String,
+    /// Set for non-resource requests (`/healthz`, `/api`, ...).
+    pub path: Option<String>,
+}
+
+const RBAC_PREFIX: &str = "/registry/rbac.authorization.k8s.io/";
+
+/// The RBAC objects, by store key.
+#[derive(Default)]
+pub struct RbacCache {
+    objects: RwLock<HashMap<String, Value>>,
+}
+
+fn str_list(v: Option<&Value>) -> Vec<&str> {
+    v.and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+fn covers(list: &[&str], want: &str) -> bool {
+    list.iter().any(|x| *x == "*" || *x == want)
+}
+
+/// Does one PolicyRule allow the request?
+pub fn rule_allows(rule: &Value, a: &Attributes) -> bool {
+    let verbs = str_list(rule.get("verbs"));
+    if !covers(&verbs, &a.verb) {
+        return false;
+    }
+    if let Some(path) = &a.path {
+        let urls = str_list(rule.get("nonResourceURLs"));
+        return urls.iter().any(|u| {
+            *u == "*" || *u == path || u.strip_suffix('*').is_some_and(|p| path.starts_with(p))
+        });
+    }
+    let groups = str_list(rule.get("apiGroups"));
+    if !covers(&groups, &a.group) {
+        return false;
+    }
+    let resources = str_list(rule.get("resources"));
+    let combined = if a.subresource.is_empty() {
+        a.resource.clone()
+    } else {
+        format!("{}/{}", a.resource, a.subresource)
+    };
+    let resource_ok = resources.iter().any(|r| {
+        *r == "*"
+            || *r == combined
+            || (!a.subresource.is_empty() && *r == format!("*/{}", a.subresource))
+    });
+    if !resource_ok {
+        return false;
+    }
+    let names = str_list(rule.get("resourceNames"));
+    names.is_empty() || names.contains(&a.name.as_str())
+}
+
+fn subject_matches(subject: &Value, user: &UserInfo, binding_ns: &str) -> bool {
+    let name = subject.get("name").and_then(Value::as_str).unwrap_or("");
+    match subject.get("kind").and_then(Value::as_str) {
+        Some("User") => name == user.username,
+        Some("Group") => user.groups.iter().any(|g| g == name),
+        Some("ServiceAccount") => {
+            let ns = subject
+                .get("namespace")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+                .unwrap_or(binding_ns);
+            user.username == format!("system:serviceaccount:{ns}:{name}")
+        }
+        _ => false,
+    }
+}
+
+impl RbacCache {
+    /// Load every RBAC object and keep the cache current from a watch.
+    pub async fn start(store: Store) -> Result<Arc<Self>, crate::store::StoreError> {
+        let cache = Arc::new(RbacCache::default());
+        let resp = store
+            .range(RangeRequest {
+                range: KeyRange::prefix(RBAC_PREFIX),
+                ..Default::default()
+            })
+            .await?;
+        {
+            let mut objs = cache.objects.write();
+            for kv in &resp.kvs {
+                if let Ok(v) = serde_json::from_slice(&kv.value) {
+                    objs.insert(String::from_utf8_lossy(&kv.key).into_owned(), v);
+                }
+            }
+        }
+        let mut watch = store
+            .watch(WatchRequest {
+                range: KeyRange::prefix(RBAC_PREFIX),
+                start_revision: resp.header.revision + 1,
+                ..Default::default()
+            })
+            .await?;
+        let weak = Arc::downgrade(&cache);
+        tokio::spawn(async move {
+            while let Some(Ok(batch)) = watch.next().await {
+                let Some(cache) = weak.upgrade() else { return };
+                let mut objs = cache.objects.write();
+                for ev in &batch.events {
+                    let key = String::from_utf8_lossy(&ev.kv.key).into_owned();
+                    match ev.kind {
+                        EventType::Put => {
+                            if let Ok(v) = serde_json::from_slice(&ev.kv.value) {
+                                objs.insert(key, v);
+                            }
+                        }
+                        EventType::Delete => {
+                            objs.remove(&key);
+                        }
+                    }
+                }
+            }
+        });
+        Ok(cache)
+    }
+
+    /// A cache over fixed objects (tests).
+    pub fn from_objects(objs: impl IntoIterator<Item = (String, Value)>) -> Self {
+        RbacCache {
+            objects: RwLock::new(objs.into_iter().collect()),
+        }
+    }
+
+    fn role_rules(&self, objs: &HashMap<String, Value>, role_ref: &Value, ns: &str) -> Vec<Value> {
+        let kind = role_ref.get("kind").and_then(Value::as_str).unwrap_or("");
+        let name = role_ref.get("name").and_then(Value::as_str).unwrap_or("");
+        let key = match kind {
+            "ClusterRole" => format!("{RBAC_PREFIX}clusterroles/{name}"),
+            "Role" => format!("{RBAC_PREFIX}roles/{ns}/{name}"),
+            _ => return Vec::new(),
+        };
+        objs.get(&key)
+            .and_then(|r| r.get("rules"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Every rule that applies to `user` in namespace `ns` (cluster-wide
+    /// rules always; namespaced ones when `ns` is set).
+    pub fn rules_for(&self, user: &UserInfo, ns: &str) -> Vec<Value> {
+        let objs = self.objects.read();
+        let mut rules = Vec::new();
+        for (key, b) in objs.iter() {
+            let binding_ns = if let Some(rest) = key.strip_prefix(&format!("{RBAC_PREFIX}clusterrolebindings/")) {
+                let _ = rest;
+                ""
+            } else if let Some(rest) = key.strip_prefix(&format!("{RBAC_PREFIX}rolebindings/")) {
+                let bns = rest.split('/').next().unwrap_or("");
+                if bns != ns || ns.is_empty() {
+                    continue;
+                }
+                bns
+            } else {
+                continue;
+            };
+            let applies = b
+                .get("subjects")
+                .and_then(Value::as_array)
+                .is_some_and(|s| s.iter().any(|s| subject_matches(s, user, binding_ns)));
+            if applies && let Some(r) = b.get("roleRef") {
+                rules.extend(self.role_rules(&objs, r, binding_ns));
+            }
+        }
+        rules
+    }
+
+    /// Is the request allowed?
+    pub fn allows(&self, user: &UserInfo, a: &Attributes) -> bool {
+        if user.groups.iter().any(|g| g == "system:masters") {
+            return true;
+        }
+        self.rules_for(user, &a.namespace)
+            .iter()
+            .any(|r| rule_allows(r, a))
+    }
+}
+
+/// Kubernetes' denial message.
+pub fn forbidden_message(user: &UserInfo, a: &Attributes) -> String {
+    if let Some(path) = &a.path {
+        return format!(
+            "forbidden: User \"{}\" cannot {} path \"{}\"",
+            user.username, a.verb, path
+        );
+    }
+    let resource = if a.subresource.is_empty() {
+        a.resource.clone()
+    } else {
+        format!("{}/{}", a.resource, a.subresource)
+    };
+    let qualified = if a.group.is_empty() {
+        resource.clone()
+    } else {
+        format!("{}.{}", resource, a.group)
+    };
+    let what = if a.name.is_empty() {
+        format!("{qualified} is forbidden")
+    } else {
+        format!("{qualified} \"{}\" is forbidden", a.name)
+    };
+    let scope = if a.namespace.is_empty() {
+        "at the cluster scope".to_string()
+    } else {
+        format!("in the namespace \"{}\"", a.namespace)
+    };
+    format!(
+        "{what}: User \"{}\" cannot {} resource \"{}\" in API group \"{}\" {scope}",
+        user.username, a.verb, resource, a.group
+    )
+}
+
+fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> Value {
+    json!({"apiGroups": groups, "resources": resources, "verbs": verbs})
+}
+
+const READ: &[&str] = &["get", "list", "watch"];
+const WRITE: &[&str] = &["create", "delete", "deletecollection", "patch", "update"];
+
+/// The default ClusterRoles and ClusterRoleBindings, created at first start.
+pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
+    let read_resources = [
+        "pods", "pods/log", "pods/status", "services", "services/status", "endpoints", "configmaps",
+        "serviceaccounts", "events", "persistentvolumeclaims", "replicationcontrollers",
+        "resourcequotas", "limitranges", "namespaces/status", "pods/status",
+    ];
+    let apps = ["deployments", "deployments/scale", "deployments/status", "replicasets", "replicasets/scale", "replicasets/status", "daemonsets", "statefulsets"];
+    let batch = ["jobs", "jobs/status", "cronjobs", "cronjobs/status"];
+    let view_rules = vec![
+        rule(&[""], &read_resources, READ),
+        rule(&[""], &["namespaces"], READ),
+        rule(&["apps"], &apps, READ),
+        rule(&["batch"], &batch, READ),
+        rule(&["discovery.k8s.io"], &["endpointslices"], READ),
+        rule(&["coordination.k8s.io"], &["leases"], READ),
+        rule(&["wkube.dev"], &["modules"], READ),
+    ];
+    let mut edit_rules = view_rules.clone();
+    edit_rules.extend([
+        rule(&[""], &["pods", "pods/proxy", "pods/binding", "services", "services/proxy", "endpoints", "configmaps", "secrets", "serviceaccounts", "persistentvolumeclaims", "replicationcontrollers", "events"], WRITE),
+        rule(&[""], &["secrets"], READ),
+        rule(&[""], &["serviceaccounts/token"], &["create"]),
+        rule(&["apps"], &apps, WRITE),
+        rule(&["batch"], &batch, WRITE),
+        rule(&["discovery.k8s.io"], &["endpointslices"], WRITE),
+        rule(&["coordination.k8s.io"], &["leases"], WRITE),
+    ]);
+    let mut admin_rules = edit_rules.clone();
+    admin_rules.extend([
+        rule(&["rbac.authorization.k8s.io"], &["roles", "rolebindings"], &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]),
+        rule(&["authorization.k8s.io"], &["localsubjectaccessreviews"], &["create"]),
+    ]);
+    let role = |name: &str, rules: Vec<Value>| {
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+               "metadata": {"name": name, "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
+               "rules": rules})
+    };
+    let binding = |name: &str, role: &str, kind: &str, subject: &str| {
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+               "metadata": {"name": name, "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+               "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": subject}]})
+    };
+    vec![
+        ("clusterroles", role("cluster-admin", vec![
+            rule(&["*"], &["*"], &["*"]),
+            json!({"nonResourceURLs": ["*"], "verbs": ["*"]}),
+        ])),
+        ("clusterroles", role("admin", admin_rules)),
+        ("clusterroles", role("edit", edit_rules)),
+        ("clusterroles", role("view", view_rules)),
+        ("clusterroles", role("system:discovery", vec![
+            json!({"nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/readyz", "/openapi", "/openapi/*", "/version", "/version/"], "verbs": ["get"]}),
+        ])),
+        ("clusterroles", role("system:basic-user", vec![
+            rule(&["authorization.k8s.io"], &["selfsubjectaccessreviews", "selfsubjectrulesreviews"], &["create"]),
+            rule(&["authentication.k8s.io"], &["selfsubjectreviews"], &["create"]),
+        ])),
+        ("clusterroles", role("system:public-info-viewer", vec![
+            json!({"nonResourceURLs": ["/healthz", "/livez", "/readyz", "/version", "/version/"], "verbs": ["get"]}),
+        ])),
+        ("clusterrolebindings", binding("cluster-admin", "cluster-admin", "Group", "system:masters")),
+        ("clusterrolebindings", binding("system:discovery", "system:discovery", "Group", "system:authenticated")),
+        ("clusterrolebindings", binding("system:basic-user", "system:basic-user", "Group", "system:authenticated")),
+        ("clusterrolebindings", binding("system:public-info-viewer", "system:public-info-viewer", "Group", "system:authenticated")),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str, groups: &[&str]) -> UserInfo {
+        UserInfo {
+            username: name.into(),
+            uid: String::new(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        }
+    }
+
+    fn cache_with(objs: Vec<(&str, Value)>) -> RbacCache {
+        RbacCache::from_objects(objs.into_iter().map(|(k, v)| (format!("{RBAC_PREFIX}{k}"), v)))
+    }
+
+    fn attrs(verb: &str, resource: &str, ns: &str) -> Attributes {
+        Attributes {
+            verb: verb.into(),
+            resource: resource.into(),
+            namespace: ns.into(),
+            ..Default::default()
+        }
+    }
+
+    fn defaults() -> Vec<(String, Value)> {
+        bootstrap_policy()
+            .into_iter()
+            .map(|(plural, v)| (format!("{plural}/{}", v["metadata"]["name"].as_str().unwrap()), v))
+            .collect()
+    }
+
+    #[test]
+    fn a_view_binding_allows_reads_but_not_writes() {
+        let mut objs = defaults();
+        objs.push(("rolebindings/dev/alice-view".into(), json!({
+            "roleRef": {"kind": "ClusterRole", "name": "view"},
+            "subjects": [{"kind": "User", "name": "alice"}]})));
+        let cache = cache_with(objs.iter().map(|(k, v)| (k.as_str(), v.clone())).collect());
+        let alice = user("alice", &["system:authenticated"]);
+        assert!(cache.allows(&alice, &attrs("list", "pods", "dev")));
+        assert!(!cache.allows(&alice, &attrs("create", "pods", "dev")));
+        assert!(!cache.allows(&alice, &attrs("list", "pods", "other")));
+        assert!(!cache.allows(&alice, &attrs("get", "secrets", "dev")));
+    }
+
+    #[test]
+    fn masters_may_do_anything() {
+        let cache = cache_with(vec![]);
+        assert!(cache.allows(&user("root", &["system:masters"]), &attrs("delete", "nodes", "")));
+    }
+
+    #[test]
+    fn resource_names_and_subresources_are_exact() {
+        let r = json!({"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"], "resourceNames": ["web"]});
+        let mut a = attrs("get", "pods", "d");
+        a.subresource = "log".into();
+        a.name = "web".into();
+        assert!(rule_allows(&r, &a));
+        a.name = "db".into();
+        assert!(!rule_allows(&r, &a));
+        a.subresource = String::new();
+        a.name = "web".into();
+        assert!(!rule_allows(&r, &a));
+    }
+
+    #[test]
+    fn service_account_subjects_default_to_the_binding_namespace() {
+        let cache = cache_with(vec![
+            ("roles/ns1/r", json!({"rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}]})),
+            ("rolebindings/ns1/b", json!({"roleRef": {"kind": "Role", "name": "r"},
+                "subjects": [{"kind": "ServiceAccount", "name": "sa"}]})),
+        ]);
+        let sa = user("system:serviceaccount:ns1:sa", &[]);
+        assert!(cache.allows(&sa, &attrs("list", "configmaps", "ns1")));
+        assert!(!cache.allows(&user("system:serviceaccount:ns2:sa", &[]), &attrs("list", "configmaps", "ns1")));
+    }
+
+    #[test]
+    fn denials_read_like_kubernetes() {
+        let mut a = attrs("create", "deployments", "default");
+        a.group = "apps".into();
+        assert_eq!(
+            forbidden_message(&user("alice", &[]), &a),
+            "deployments.apps is forbidden: User \"alice\" cannot create resource \"deployments\" in API group \"apps\" in the namespace \"default\""
+        );
+    }
+}

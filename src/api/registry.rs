@@ -1,0 +1,412 @@
+//! Object storage over the cluster store, generic over kinds: keys under
+//! `/registry/`, JSON values, `resourceVersion` = the key's mod revision,
+//! and optimistic concurrency as compare-and-swap transactions.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::status::ApiError;
+use crate::resources::Kind;
+use crate::store::{
+    Compare, CompareResult, CompareTarget, DeleteRangeRequest, KeyRange, KeyValue, PutRequest,
+    RangeRequest, Revision, Store, TxnOp, TxnOpResponse, TxnRequest,
+};
+
+/// Where a list continues: the revision it was taken at and the next key.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ContinueToken {
+    rv: Revision,
+    start: String,
+}
+
+/// One page of a list.
+pub struct ListPage {
+    pub items: Vec<Value>,
+    /// The revision the list was taken at.
+    pub revision: Revision,
+    /// Set when more items follow.
+    pub continue_token: Option<String>,
+    /// How many items remain after this page, when known.
+    pub remaining: Option<i64>,
+}
+
+/// Storage of API objects.
+#[derive(Clone)]
+pub struct Registry {
+    store: Store,
+}
+
+/// Decode a stored value and stamp its `resourceVersion`.
+pub fn decode(kv: &KeyValue) -> Result<Value, ApiError> {
+    let mut obj: Value = serde_json::from_slice(&kv.value)
+        .map_err(|e| ApiError::internal(format!("decoding stored object {:?}: {e}", kv.key)))?;
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert(
+            "resourceVersion".into(),
+            Value::String(kv.mod_revision.to_string()),
+        );
+    }
+    Ok(obj)
+}
+
+fn encode(obj: &Value) -> Result<Bytes, ApiError> {
+    let mut obj = obj.clone();
+    // The revision is the store's business; never store a stale copy.
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("resourceVersion");
+    }
+    serde_json::to_vec(&obj)
+        .map(Bytes::from)
+        .map_err(ApiError::internal)
+}
+
+/// Parse a `resourceVersion` string.
+pub fn parse_rv(rv: &str) -> Result<Revision, ApiError> {
+    rv.parse::<Revision>()
+        .ok()
+        .filter(|r| *r >= 0)
+        .ok_or_else(|| ApiError::bad_request(format!("invalid resource version: {rv:?}")))
+}
+
+fn not_found(kind: &Kind, name: &str) -> ApiError {
+    ApiError::NotFound {
+        group: kind.group.to_string(),
+        resource: kind.plural.to_string(),
+        name: name.to_string(),
+    }
+}
+
+fn conflict(kind: &Kind, name: &str) -> ApiError {
+    ApiError::Conflict {
+        group: kind.group.to_string(),
+        resource: kind.plural.to_string(),
+        name: name.to_string(),
+        message: format!(
+            "Operation cannot be fulfilled on {} \"{}\": the object has been modified; please apply your changes to the latest version and try again",
+            kind.qualified_plural(),
+            name
+        ),
+    }
+}
+
+impl Registry {
+    pub fn new(store: Store) -> Self {
+        Registry { store }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Read one object.
+    pub async fn get(&self, kind: &Kind, ns: Option<&str>, name: &str) -> Result<Value, ApiError> {
+        let key = kind.key(ns, name);
+        let resp = self
+            .store
+            .range(RangeRequest {
+                range: KeyRange::single(key),
+                ..Default::default()
+            })
+            .await?;
+        match resp.kvs.first() {
+            Some(kv) => decode(kv),
+            None => Err(not_found(kind, name)),
+        }
+    }
+
+    /// Read one object, `None` when absent.
+    pub async fn try_get(
+        &self,
+        kind: &Kind,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Option<Value>, ApiError> {
+        match self.get(kind, ns, name).await {
+            Ok(v) => Ok(Some(v)),
+            Err(ApiError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The current store revision.
+    pub async fn revision(&self) -> Result<Revision, ApiError> {
+        let resp = self
+            .store
+            .range(RangeRequest {
+                range: KeyRange::single("/registry/"),
+                count_only: true,
+                ..Default::default()
+            })
+            .await?;
+        Ok(resp.header.revision)
+    }
+
+    /// List objects of `kind` (in `ns`, or everywhere), `limit` at a time,
+    /// keeping those `keep` accepts. A continue token pins the revision of
+    /// the first page, so pages form one consistent snapshot.
+    pub async fn list(
+        &self,
+        kind: &Kind,
+        ns: Option<&str>,
+        limit: i64,
+        continue_from: Option<&str>,
+        keep: &(dyn Fn(&Value) -> bool + Send + Sync),
+    ) -> Result<ListPage, ApiError> {
+        let prefix = match ns {
+            Some(ns) if kind.namespaced => format!("{}{}/", kind.key_prefix(), ns),
+            _ => kind.key_prefix(),
+        };
+        let range_end = crate::store::prefix_end(prefix.as_bytes());
+        let (mut start, mut revision) = match continue_from {
+            Some(token) => {
+                let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(token)
+                    .map_err(|_| ApiError::bad_request("invalid continue token"))?;
+                let t: ContinueToken = serde_json::from_slice(&raw)
+                    .map_err(|_| ApiError::bad_request("invalid continue token"))?;
+                if !t.start.starts_with(&prefix) {
+                    return Err(ApiError::bad_request("invalid continue token"));
+                }
+                (Bytes::from(t.start), t.rv)
+            }
+            None => (Bytes::from(prefix.clone()), 0),
+        };
+        let mut items = Vec::new();
+        let want = if limit > 0 { limit as usize } else { usize::MAX };
+        loop {
+            let resp = self
+                .store
+                .range(RangeRequest {
+                    range: KeyRange {
+                        key: start.clone(),
+                        range_end: range_end.clone(),
+                    },
+                    revision,
+                    limit: if limit > 0 { (want - items.len()) as i64 } else { 0 },
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| match e {
+                    crate::store::StoreError::Compacted { .. } => ApiError::Gone {
+                        message: "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.".into(),
+                    },
+                    e => e.into(),
+                })?;
+            if revision == 0 {
+                revision = resp.header.revision;
+            }
+            let fetched = resp.kvs.len() as i64;
+            for kv in &resp.kvs {
+                let obj = decode(kv)?;
+                if keep(&obj) {
+                    items.push(obj);
+                }
+            }
+            let last_key = resp.kvs.last().map(|kv| kv.key.clone());
+            if !resp.more {
+                return Ok(ListPage {
+                    items,
+                    revision,
+                    continue_token: None,
+                    remaining: None,
+                });
+            }
+            let Some(last) = last_key else {
+                return Ok(ListPage {
+                    items,
+                    revision,
+                    continue_token: None,
+                    remaining: None,
+                });
+            };
+            let mut next = last.to_vec();
+            next.push(0);
+            start = Bytes::from(next);
+            if items.len() >= want {
+                let token = ContinueToken {
+                    rv: revision,
+                    start: String::from_utf8_lossy(&start).into_owned(),
+                };
+                let raw = serde_json::to_vec(&token).map_err(ApiError::internal)?;
+                return Ok(ListPage {
+                    items,
+                    revision,
+                    continue_token: Some(
+                        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw),
+                    ),
+                    remaining: Some(resp.count - fetched),
+                });
+            }
+        }
+    }
+
+    /// Store a new object. Fails with `AlreadyExists` if the name is taken.
+    pub async fn create(
+        &self,
+        kind: &Kind,
+        ns: Option<&str>,
+        name: &str,
+        obj: &Value,
+    ) -> Result<Value, ApiError> {
+        let key = Bytes::from(kind.key(ns, name));
+        let value = encode(obj)?;
+        let resp = self
+            .store
+            .txn(TxnRequest {
+                compare: vec![Compare {
+                    range: KeyRange::single(key.clone()),
+                    result: CompareResult::Equal,
+                    target: CompareTarget::Create(0),
+                }],
+                success: vec![TxnOp::Put(PutRequest {
+                    key,
+                    value,
+                    ..Default::default()
+                })],
+                failure: vec![],
+            })
+            .await?;
+        if !resp.succeeded {
+            return Err(ApiError::AlreadyExists {
+                group: kind.group.to_string(),
+                resource: kind.plural.to_string(),
+                name: name.to_string(),
+            });
+        }
+        let mut out = obj.clone();
+        out["metadata"]["resourceVersion"] = Value::String(resp.header.revision.to_string());
+        Ok(out)
+    }
+
+    /// Replace an object if it is still at `expected` (its mod revision).
+    pub async fn update(
+        &self,
+        kind: &Kind,
+        ns: Option<&str>,
+        name: &str,
+        expected: Revision,
+        obj: &Value,
+    ) -> Result<Value, ApiError> {
+        let key = Bytes::from(kind.key(ns, name));
+        let value = encode(obj)?;
+        let resp = self
+            .store
+            .txn(TxnRequest {
+                compare: vec![Compare {
+                    range: KeyRange::single(key.clone()),
+                    result: CompareResult::Equal,
+                    target: CompareTarget::Mod(expected),
+                }],
+                success: vec![TxnOp::Put(PutRequest {
+                    key: key.clone(),
+                    value,
+                    ..Default::default()
+                })],
+                failure: vec![TxnOp::Range(RangeRequest {
+                    range: KeyRange::single(key),
+                    keys_only: true,
+                    ..Default::default()
+                })],
+            })
+            .await?;
+        if !resp.succeeded {
+            let exists = matches!(resp.responses.first(), Some(TxnOpResponse::Range(r)) if !r.kvs.is_empty());
+            return Err(if exists {
+                conflict(kind, name)
+            } else {
+                not_found(kind, name)
+            });
+        }
+        let mut out = obj.clone();
+        out["metadata"]["resourceVersion"] = Value::String(resp.header.revision.to_string());
+        Ok(out)
+    }
+
+    /// Remove an object if it is still at `expected`. Returns the removed
+    /// object with its final resourceVersion (the delete's revision).
+    pub async fn delete(
+        &self,
+        kind: &Kind,
+        ns: Option<&str>,
+        name: &str,
+        expected: Revision,
+    ) -> Result<Value, ApiError> {
+        let key = Bytes::from(kind.key(ns, name));
+        let resp = self
+            .store
+            .txn(TxnRequest {
+                compare: vec![Compare {
+                    range: KeyRange::single(key.clone()),
+                    result: CompareResult::Equal,
+                    target: CompareTarget::Mod(expected),
+                }],
+                success: vec![TxnOp::DeleteRange(DeleteRangeRequest {
+                    range: KeyRange::single(key.clone()),
+                    prev_kv: true,
+                })],
+                failure: vec![TxnOp::Range(RangeRequest {
+                    range: KeyRange::single(key),
+                    keys_only: true,
+                    ..Default::default()
+                })],
+            })
+            .await?;
+        if !resp.succeeded {
+            let exists = matches!(resp.responses.first(), Some(TxnOpResponse::Range(r)) if !r.kvs.is_empty());
+            return Err(if exists {
+                conflict(kind, name)
+            } else {
+                not_found(kind, name)
+            });
+        }
+        match resp.responses.first() {
+            Some(TxnOpResponse::DeleteRange(d)) => match d.prev_kvs.first() {
+                Some(prev) => {
+                    let mut obj = decode(prev)?;
+                    obj["metadata"]["resourceVersion"] =
+                        Value::String(resp.header.revision.to_string());
+                    Ok(obj)
+                }
+                None => Err(not_found(kind, name)),
+            },
+            _ => Err(ApiError::internal("unexpected delete response")),
+        }
+    }
+
+    /// Read-modify-write with retries on conflict: `f` gets the current
+    /// object and returns the new one (or `None` to leave it unchanged).
+    pub async fn guaranteed_update<F>(
+        &self,
+        kind: &Kind,
+        ns: Option<&str>,
+        name: &str,
+        mut f: F,
+    ) -> Result<Value, ApiError>
+    where
+        F: FnMut(Value) -> Result<Option<Value>, ApiError> + Send,
+    {
+        for _ in 0..16 {
+            let current = self.get(kind, ns, name).await?;
+            let rv = current
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .map(parse_rv)
+                .transpose()?
+                .unwrap_or(0);
+            let Some(next) = f(current.clone())? else {
+                return Ok(current);
+            };
+            match self.update(kind, ns, name, rv, &next).await {
+                Err(ApiError::Conflict { .. }) => continue,
+                other => return other,
+            }
+        }
+        Err(conflict(kind, name))
+    }
+}
+
+/// Shared handle.
+pub type SharedRegistry = Arc<Registry>;

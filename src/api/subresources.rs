@@ -1,0 +1,323 @@
+//! Subresources: status, scale, binding, serviceaccounts/token, and the
+//! node-served ones (log, proxy) that answer 503 until a kubelet serves them.
+
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use super::authn::{API_AUDIENCE, Claims, ISSUER, KubernetesClaims, ObjectRef, UserInfo};
+use super::handlers::{self, Query, Wants, json_response};
+use super::objects::{self, FieldValidation};
+use super::path::{Target, Verb};
+use super::status::ApiError;
+use super::{ApiState, body, patch};
+use crate::resources::{self, Kind, Subresource};
+
+fn sub_of(kind: &Kind, name: &str) -> Result<Subresource, ApiError> {
+    let sub = match name {
+        "status" => Subresource::Status,
+        "scale" => Subresource::Scale,
+        "binding" => Subresource::Binding,
+        "log" => Subresource::Log,
+        "proxy" => Subresource::Proxy,
+        "token" => Subresource::Token,
+        _ => return Err(ApiError::NoRoute),
+    };
+    if kind.has_subresource(sub) {
+        Ok(sub)
+    } else {
+        Err(ApiError::NoRoute)
+    }
+}
+
+/// Serve a subresource request.
+#[allow(clippy::too_many_arguments)] // mirrors the REST verb's inputs
+pub async fn handle(
+    state: &ApiState,
+    _user: &UserInfo,
+    verb: Verb,
+    target: &Target,
+    sub: &str,
+    query: &Query,
+    headers: &HeaderMap,
+    raw: Bytes,
+    _how: Wants,
+) -> Result<Response, ApiError> {
+    let kind = target.kind;
+    let ns = target.namespace.as_deref();
+    let name = target.name.as_deref().unwrap_or_default();
+    let validation = FieldValidation::parse(query.get("fieldValidation"))?;
+    match (sub_of(kind, sub)?, verb) {
+        (Subresource::Status, Verb::Get) => {
+            Ok(json_response(StatusCode::OK, &state.registry.get(kind, ns, name).await?))
+        }
+        (Subresource::Status, Verb::Update) => {
+            let obj = body::decode(headers, &raw, Some(kind))?;
+            let (obj, code, _) =
+                handlers::update(state, kind, ns, name, obj, Some("status"), validation, false).await?;
+            Ok(json_response(code, &obj))
+        }
+        (Subresource::Status, Verb::Patch) => {
+            let (obj, code, _) = patch::handle(state, kind, ns, name, Some("status"), headers, &raw, query, validation).await?;
+            Ok(json_response(code, &obj))
+        }
+        (Subresource::Scale, Verb::Get) => {
+            let obj = state.registry.get(kind, ns, name).await?;
+            Ok(json_response(StatusCode::OK, &scale_of(&obj)))
+        }
+        (Subresource::Scale, Verb::Update | Verb::Patch) => {
+            let current = state.registry.get(kind, ns, name).await?;
+            let wanted = if verb == Verb::Update {
+                body::decode(headers, &raw, None)?
+            } else {
+                let ty = patch::PatchType::from_headers(headers)?;
+                let p = body::decode_json(&raw)?;
+                patch::apply_patch(ty, &scale_of(&current), &p)?
+            };
+            let replicas = wanted
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .ok_or_else(|| ApiError::Invalid {
+                    group: "autoscaling".into(),
+                    kind: "Scale".into(),
+                    name: name.into(),
+                    causes: vec![crate::resources::FieldError::required("spec.replicas")],
+                })?;
+            if replicas < 0 {
+                return Err(ApiError::Invalid {
+                    group: "autoscaling".into(),
+                    kind: "Scale".into(),
+                    name: name.into(),
+                    causes: vec![crate::resources::FieldError::invalid("spec.replicas", replicas.to_string(), "must be greater than or equal to 0")],
+                });
+            }
+            let precondition = wanted
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty() && verb == Verb::Update)
+                .map(str::to_string);
+            let mut next = current.clone();
+            next["spec"]["replicas"] = json!(replicas);
+            if let Some(rv) = precondition {
+                next["metadata"]["resourceVersion"] = json!(rv);
+            }
+            let (stored, _, _) = handlers::update(state, kind, ns, name, next, None, FieldValidation::Ignore, false).await?;
+            Ok(json_response(StatusCode::OK, &scale_of(&stored)))
+        }
+        (Subresource::Binding, Verb::Create) => {
+            let binding = body::decode(headers, &raw, None)?;
+            bind(state, ns, name, &binding).await?;
+            Ok(json_response(StatusCode::CREATED, &super::status::success_status(None)))
+        }
+        (Subresource::Token, Verb::Create) => {
+            let req = body::decode(headers, &raw, None)?;
+            let resp = token_request(state, ns.unwrap_or_default(), name, req).await?;
+            Ok(json_response(StatusCode::CREATED, &resp))
+        }
+        (Subresource::Log | Subresource::Proxy, _) => Err(node_unreachable(state, kind, ns, name).await),
+        _ => Err(ApiError::MethodNotAllowed),
+    }
+}
+
+async fn node_unreachable(state: &ApiState, kind: &Kind, ns: Option<&str>, name: &str) -> ApiError {
+    let node = state
+        .registry
+        .try_get(kind, ns, name)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|o| o.pointer("/spec/nodeName").and_then(Value::as_str).map(str::to_string));
+    ApiError::ServiceUnavailable {
+        message: match node {
+            Some(n) => format!("the kubelet of node {n:?} cannot be reached to serve {} {name:?}", kind.singular),
+            None => format!("{} {name:?} is not running on any node yet", kind.singular),
+        },
+    }
+}
+
+/// The `autoscaling/v1` Scale view of a Deployment or ReplicaSet.
+pub fn scale_of(obj: &Value) -> Value {
+    let selector = obj
+        .pointer("/spec/selector")
+        .map(selector_string)
+        .unwrap_or_default();
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": obj.pointer("/metadata/name"),
+            "namespace": obj.pointer("/metadata/namespace"),
+            "uid": obj.pointer("/metadata/uid"),
+            "resourceVersion": obj.pointer("/metadata/resourceVersion"),
+            "creationTimestamp": obj.pointer("/metadata/creationTimestamp"),
+        },
+        "spec": {"replicas": obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0)},
+        "status": {
+            "replicas": obj.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0),
+            "selector": selector,
+        },
+    })
+}
+
+fn selector_string(sel: &Value) -> String {
+    let mut parts: Vec<String> = sel
+        .get("matchLabels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    for e in sel.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
+        let key = e.get("key").and_then(Value::as_str).unwrap_or("");
+        let vals: Vec<&str> = e.get("values").and_then(Value::as_array).map(|v| v.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        match e.get("operator").and_then(Value::as_str) {
+            Some("In") => parts.push(format!("{key} in ({})", vals.join(","))),
+            Some("NotIn") => parts.push(format!("{key} notin ({})", vals.join(","))),
+            Some("Exists") => parts.push(key.to_string()),
+            Some("DoesNotExist") => parts.push(format!("!{key}")),
+            _ => {}
+        }
+    }
+    parts.join(",")
+}
+
+/// Bind a pod to a node (what the scheduler does).
+pub async fn bind(state: &ApiState, ns: Option<&str>, name: &str, binding: &Value) -> Result<(), ApiError> {
+    let node = binding
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::Invalid {
+            group: String::new(),
+            kind: "Binding".into(),
+            name: name.into(),
+            causes: vec![crate::resources::FieldError::required("target.name")],
+        })?
+        .to_string();
+    let pods = resources::by_resource("", "v1", "pods").ok_or(ApiError::NoRoute)?;
+    state
+        .registry
+        .guaranteed_update(pods, ns, name, |mut pod| {
+            if pod.pointer("/metadata/deletionTimestamp").is_some() {
+                return Err(ApiError::Conflict {
+                    group: String::new(),
+                    resource: "pods".into(),
+                    name: name.into(),
+                    message: format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is being deleted, cannot be assigned to a host"),
+                });
+            }
+            if let Some(existing) = pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+                return Err(ApiError::Conflict {
+                    group: String::new(),
+                    resource: "pods".into(),
+                    name: name.into(),
+                    message: format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{existing}\""),
+                });
+            }
+            pod["spec"]["nodeName"] = json!(node);
+            let cond = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
+                              "lastTransitionTime": objects::now_rfc3339()});
+            let conds = pod["status"]["conditions"].as_array().cloned().unwrap_or_default();
+            let mut conds: Vec<Value> = conds.into_iter().filter(|c| c["type"] != "PodScheduled").collect();
+            conds.push(cond);
+            pod["status"]["conditions"] = json!(conds);
+            Ok(Some(pod))
+        })
+        .await?;
+    Ok(())
+}
+
+/// Serve a TokenRequest for a service account.
+async fn token_request(state: &ApiState, ns: &str, name: &str, req: Value) -> Result<Value, ApiError> {
+    let sa_kind = resources::by_resource("", "v1", "serviceaccounts").ok_or(ApiError::NoRoute)?;
+    let sa = state.registry.get(sa_kind, Some(ns), name).await?;
+    let sa_uid = sa.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("").to_string();
+    let expiration = req
+        .pointer("/spec/expirationSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(3600);
+    if expiration < 600 {
+        return Err(ApiError::Invalid {
+            group: "authentication.k8s.io".into(),
+            kind: "TokenRequest".into(),
+            name: name.into(),
+            causes: vec![crate::resources::FieldError::invalid(
+                "spec.expirationSeconds",
+                expiration.to_string(),
+                "may not specify a duration less than 10 minutes",
+            )],
+        });
+    }
+    let expiration = expiration.min(state.config.max_token_ttl.as_secs() as i64);
+    let audiences: Vec<String> = req
+        .pointer("/spec/audiences")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .filter(|a: &Vec<String>| !a.is_empty())
+        .unwrap_or_else(|| vec![API_AUDIENCE.to_string()]);
+    let pod = match req.pointer("/spec/boundObjectRef") {
+        Some(r) if r.get("kind").and_then(Value::as_str) == Some("Pod") => {
+            let pod_name = r.get("name").and_then(Value::as_str).unwrap_or("");
+            let pods = resources::by_resource("", "v1", "pods").ok_or(ApiError::NoRoute)?;
+            let pod = state.registry.get(pods, Some(ns), pod_name).await?;
+            let uid = pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("").to_string();
+            if let Some(want) = r.get("uid").and_then(Value::as_str).filter(|u| !u.is_empty())
+                && want != uid
+            {
+                return Err(ApiError::Conflict {
+                    group: String::new(),
+                    resource: "pods".into(),
+                    name: pod_name.into(),
+                    message: format!("the UID in the bound object reference ({want}) does not match the UID in record ({uid})"),
+                });
+            }
+            Some(ObjectRef { name: pod_name.to_string(), uid })
+        }
+        Some(r) if r.get("kind").and_then(Value::as_str).is_some() => {
+            return Err(ApiError::bad_request("only Pod bound object references are supported"));
+        }
+        _ => None,
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let claims = Claims {
+        iss: ISSUER.into(),
+        sub: format!("system:serviceaccount:{ns}:{name}"),
+        aud: audiences.clone(),
+        exp: now + expiration as u64,
+        iat: now,
+        nbf: now,
+        groups: Vec::new(),
+        jti: uuid::Uuid::new_v4().to_string(),
+        kubernetes: Some(KubernetesClaims {
+            namespace: ns.to_string(),
+            serviceaccount: ObjectRef { name: name.to_string(), uid: sa_uid },
+            pod,
+        }),
+    };
+    let token = state.tokens.sign(&claims).map_err(ApiError::internal)?;
+    let expires = time::OffsetDateTime::now_utc() + Duration::from_secs(expiration as u64);
+    let expires = expires
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default();
+    Ok(json!({
+        "kind": "TokenRequest",
+        "apiVersion": "authentication.k8s.io/v1",
+        "metadata": {"name": name, "namespace": ns, "creationTimestamp": null},
+        "spec": {
+            "audiences": audiences,
+            "expirationSeconds": expiration,
+            "boundObjectRef": req.pointer("/spec/boundObjectRef").cloned(),
+        },
+        "status": {"token": token, "expirationTimestamp": expires},
+    }))
+}

@@ -1,0 +1,173 @@
+//! Watch: a store watch on the kind's key prefix, turned into Kubernetes
+//! watch events (newline-delimited JSON, chunked), with selectors applied
+//! to both the old and the new object (an object that stops matching is
+//! DELETED for this watcher, one that starts matching is ADDED), bookmarks,
+//! and `410 Gone` as an ERROR event when the start is compacted.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use super::ApiState;
+use super::handlers::{Query, selectors};
+use super::registry::{decode, parse_rv};
+use super::status::ApiError;
+use crate::resources::Kind;
+use crate::store::{EventType, KeyRange, StoreError, WatchRequest};
+
+fn event_line(ty: &str, obj: &Value) -> Bytes {
+    let mut line = serde_json::to_vec(&json!({"type": ty, "object": obj})).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+fn gone_line(message: &str) -> Bytes {
+    event_line(
+        "ERROR",
+        &json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": "Failure", "message": message, "reason": "Expired", "code": 410,
+        }),
+    )
+}
+
+/// Serve a watch request.
+pub async fn serve(
+    state: &ApiState,
+    kind: &'static Kind,
+    ns: Option<&str>,
+    name: Option<&str>,
+    query: &Query,
+) -> Result<Response, ApiError> {
+    let (labels, mut fields) = selectors(kind, query)?;
+    if let Some(n) = name {
+        fields.0.push(("metadata.name".into(), true, n.to_string()));
+    }
+    let prefix = match ns {
+        Some(ns) if kind.namespaced => format!("{}{}/", kind.key_prefix(), ns),
+        _ => kind.key_prefix(),
+    };
+    let rv = match query.get("resourceVersion") {
+        None | Some("") | Some("0") => None,
+        Some(rv) => Some(parse_rv(rv)?),
+    };
+    let bookmarks = query.flag("allowWatchBookmarks");
+    let timeout = query
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(state.config.max_watch_duration)
+        .min(state.config.max_watch_duration);
+
+    // "" or "0": replay the current state as ADDED events, then follow.
+    let mut initial = Vec::new();
+    let start = match rv {
+        Some(rv) => rv + 1,
+        None => {
+            let keep = |o: &Value| labels.matches(o) && fields.matches(o);
+            let page = state.registry.list(kind, ns, 0, None, &keep).await?;
+            for item in page.items {
+                initial.push(event_line("ADDED", &item));
+            }
+            page.revision + 1
+        }
+    };
+    let watch = state
+        .registry
+        .store()
+        .watch(WatchRequest {
+            range: KeyRange::prefix(prefix),
+            start_revision: start,
+            prev_kv: true,
+            progress_notify: bookmarks,
+            ..Default::default()
+        })
+        .await;
+    let watch = match watch {
+        Ok(w) => w,
+        Err(StoreError::Compacted { .. }) => {
+            // Kubernetes answers 200 and an ERROR event for a watch whose
+            // start has been compacted; clients then re-list.
+            let body = Body::from(gone_line(&format!(
+                "too old resource version: {} ({})",
+                start - 1,
+                state.registry.revision().await.unwrap_or(0)
+            )));
+            return Ok(stream_response(body));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let api_version = kind.api_version();
+    let kind_name = kind.kind;
+    let events = watch.flat_map(move |item| {
+        let lines: Vec<Bytes> = match item {
+            Ok(batch) => {
+                if batch.events.is_empty() {
+                    if bookmarks {
+                        vec![event_line(
+                            "BOOKMARK",
+                            &json!({"kind": kind_name, "apiVersion": api_version,
+                                "metadata": {"resourceVersion": batch.header.revision.to_string()}}),
+                        )]
+                    } else {
+                        Vec::new()
+                    }
+                } else {
+                    batch
+                        .events
+                        .iter()
+                        .filter_map(|ev| {
+                            let new = match ev.kind {
+                                EventType::Put => decode(&ev.kv).ok(),
+                                EventType::Delete => None,
+                            };
+                            let old = ev.prev_kv.as_ref().and_then(|p| decode(p).ok());
+                            let matches = |o: &Option<Value>| {
+                                o.as_ref().is_some_and(|o| labels.matches(o) && fields.matches(o))
+                            };
+                            match (matches(&old), matches(&new)) {
+                                (false, true) => Some(event_line("ADDED", new.as_ref()?)),
+                                (true, true) => Some(event_line("MODIFIED", new.as_ref()?)),
+                                (true, false) => {
+                                    // Deleted objects carry the deletion's
+                                    // revision.
+                                    let mut gone = new.or(old)?;
+                                    gone["metadata"]["resourceVersion"] =
+                                        Value::String(ev.kv.mod_revision.to_string());
+                                    Some(event_line("DELETED", &gone))
+                                }
+                                (false, false) => None,
+                            }
+                        })
+                        .collect()
+                }
+            }
+            Err(StoreError::Compacted { .. }) => vec![gone_line("too old resource version")],
+            Err(e) => vec![event_line(
+                "ERROR",
+                &ApiError::from(e).status(),
+            )],
+        };
+        futures::stream::iter(lines.into_iter().map(Ok::<Bytes, std::io::Error>))
+    });
+    let initial = futures::stream::iter(initial.into_iter().map(Ok::<Bytes, std::io::Error>));
+    let stream = initial.chain(events);
+    // Every watch ends after its timeout; clients re-watch from the last
+    // resourceVersion they saw.
+    let stream = stream.take_until(tokio::time::sleep(timeout));
+    Ok(stream_response(Body::from_stream(stream)))
+}
+
+fn stream_response(body: Body) -> Response {
+    let mut r = (StatusCode::OK, body).into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+    r
+}

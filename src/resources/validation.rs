@@ -1,0 +1,352 @@
+//! Validation as Kubernetes does it: every problem is a [`FieldError`]
+//! naming the field path, and the API server joins them into one 422
+//! `Status` (`Pod "x" is invalid: spec.containers[0].image: Required value`).
+
+use serde_json::Value;
+
+/// What is wrong with a field (Kubernetes' `field.ErrorType`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldErrorKind {
+    Required,
+    Invalid,
+    NotSupported,
+    Duplicate,
+    Forbidden,
+    TooLong,
+}
+
+impl FieldErrorKind {
+    /// The reason string Kubernetes puts in `details.causes[].reason`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            FieldErrorKind::Required => "FieldValueRequired",
+            FieldErrorKind::Invalid => "FieldValueInvalid",
+            FieldErrorKind::NotSupported => "FieldValueNotSupported",
+            FieldErrorKind::Duplicate => "FieldValueDuplicate",
+            FieldErrorKind::Forbidden => "FieldValueForbidden",
+            FieldErrorKind::TooLong => "FieldValueTooLong",
+        }
+    }
+}
+
+/// One problem with one field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    pub kind: FieldErrorKind,
+    /// Dotted path, e.g. `spec.containers[0].image`.
+    pub field: String,
+    /// The offending value, rendered, when there is one.
+    pub value: Option<String>,
+    pub detail: String,
+}
+
+impl FieldError {
+    pub fn required(field: impl Into<String>) -> Self {
+        FieldError {
+            kind: FieldErrorKind::Required,
+            field: field.into(),
+            value: None,
+            detail: String::new(),
+        }
+    }
+
+    pub fn invalid(field: impl Into<String>, value: impl Into<String>, detail: impl Into<String>) -> Self {
+        FieldError {
+            kind: FieldErrorKind::Invalid,
+            field: field.into(),
+            value: Some(value.into()),
+            detail: detail.into(),
+        }
+    }
+
+    /// Rendered as Kubernetes renders a field error.
+    pub fn message(&self) -> String {
+        let what = match self.kind {
+            FieldErrorKind::Required => "Required value".to_string(),
+            FieldErrorKind::Invalid => match &self.value {
+                Some(v) => format!("Invalid value: {v:?}"),
+                None => "Invalid value".to_string(),
+            },
+            FieldErrorKind::NotSupported => match &self.value {
+                Some(v) => format!("Unsupported value: {v:?}"),
+                None => "Unsupported value".to_string(),
+            },
+            FieldErrorKind::Duplicate => match &self.value {
+                Some(v) => format!("Duplicate value: {v:?}"),
+                None => "Duplicate value".to_string(),
+            },
+            FieldErrorKind::Forbidden => "Forbidden".to_string(),
+            FieldErrorKind::TooLong => "Too long".to_string(),
+        };
+        if self.detail.is_empty() {
+            format!("{}: {}", self.field, what)
+        } else {
+            format!("{}: {}: {}", self.field, what, self.detail)
+        }
+    }
+}
+
+const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+const DNS1123_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+const DNS1035_LABEL_MSG: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')";
+
+fn is_dns1123_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// RFC 1123 subdomain: dot-separated labels, at most 253 characters.
+pub fn is_dns1123_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
+}
+
+fn is_dns1035_label(s: &str) -> bool {
+    is_dns1123_label(s) && s.as_bytes()[0].is_ascii_lowercase()
+}
+
+/// How a kind's object names are checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NameRule {
+    Subdomain,
+    Label,
+    Dns1035,
+    /// RBAC names and the like: anything without `/` or `%`.
+    Path,
+}
+
+pub fn name_rule(kind: &str) -> NameRule {
+    match kind {
+        "Namespace" => NameRule::Label,
+        "Service" => NameRule::Dns1035,
+        "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" => NameRule::Path,
+        _ => NameRule::Subdomain,
+    }
+}
+
+/// Problems with a name under `rule`, as messages without the field.
+pub fn check_name(rule: NameRule, name: &str) -> Option<String> {
+    match rule {
+        NameRule::Subdomain if !is_dns1123_subdomain(name) => Some(DNS1123_SUBDOMAIN_MSG.into()),
+        NameRule::Label if !is_dns1123_label(name) => Some(DNS1123_LABEL_MSG.into()),
+        NameRule::Dns1035 if !is_dns1035_label(name) => Some(DNS1035_LABEL_MSG.into()),
+        NameRule::Path if name == "." || name == ".." => Some(format!("may not be '{name}'")),
+        NameRule::Path if name.contains('/') => Some("may not contain '/'".into()),
+        NameRule::Path if name.contains('%') => Some("may not contain '%'".into()),
+        _ => None,
+    }
+}
+
+fn is_qualified_name(s: &str) -> bool {
+    let (prefix, name) = match s.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, s),
+    };
+    if let Some(p) = prefix
+        && !is_dns1123_subdomain(p)
+    {
+        return false;
+    }
+    !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
+}
+
+fn is_label_value(s: &str) -> bool {
+    s.is_empty()
+        || (s.len() <= 63
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+            && s.as_bytes()[0].is_ascii_alphanumeric()
+            && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric())
+}
+
+/// Validate `metadata`: labels and annotations keys and values.
+pub fn validate_metadata(meta: &Value) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    if let Some(labels) = meta.get("labels").and_then(Value::as_object) {
+        for (k, v) in labels {
+            if !is_qualified_name(k) {
+                errs.push(FieldError::invalid("metadata.labels", k.clone(),
+                    "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"));
+            }
+            let v = v.as_str().unwrap_or_default();
+            if !is_label_value(v) {
+                errs.push(FieldError::invalid("metadata.labels", v.to_string(),
+                    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"));
+            }
+        }
+    }
+    if let Some(ann) = meta.get("annotations").and_then(Value::as_object) {
+        let mut total = 0usize;
+        for (k, v) in ann {
+            total += k.len() + v.as_str().map_or(0, str::len);
+            if !is_qualified_name(&k.to_ascii_lowercase()) {
+                errs.push(FieldError::invalid("metadata.annotations", k.clone(), "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"));
+            }
+        }
+        if total > 256 * 1024 {
+            errs.push(FieldError {
+                kind: FieldErrorKind::TooLong,
+                field: "metadata.annotations".into(),
+                value: None,
+                detail: "may not be more than 262144 bytes".into(),
+            });
+        }
+    }
+    errs
+}
+
+/// Kind-specific checks that the typed round trip cannot express.
+pub fn validate_kind(kind: &str, obj: &Value) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    match kind {
+        "Pod" => {
+            validate_pod_spec(obj.get("spec"), "spec", &mut errs);
+        }
+        "Deployment" | "ReplicaSet" => {
+            validate_selector_matches_template(obj, &mut errs);
+            validate_pod_spec(obj.pointer("/spec/template/spec"), "spec.template.spec", &mut errs);
+        }
+        "Job" => {
+            validate_pod_spec(obj.pointer("/spec/template/spec"), "spec.template.spec", &mut errs);
+        }
+        "Service" => {
+            if let Some(ports) = obj.pointer("/spec/ports").and_then(Value::as_array) {
+                for (i, p) in ports.iter().enumerate() {
+                    match p.get("port").and_then(Value::as_i64) {
+                        None => errs.push(FieldError::required(format!("spec.ports[{i}].port"))),
+                        Some(n) if !(1..=65535).contains(&n) => errs.push(FieldError::invalid(
+                            format!("spec.ports[{i}].port"),
+                            n.to_string(),
+                            "must be between 1 and 65535, inclusive",
+                        )),
+                        _ => {}
+                    }
+                }
+                if ports.len() > 1 {
+                    for (i, p) in ports.iter().enumerate() {
+                        if p.get("name").and_then(Value::as_str).unwrap_or("").is_empty() {
+                            errs.push(FieldError::required(format!("spec.ports[{i}].name")));
+                        }
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    errs
+}
+
+fn validate_selector_matches_template(obj: &Value, errs: &mut Vec<FieldError>) {
+    let Some(selector) = obj.pointer("/spec/selector") else {
+        errs.push(FieldError::required("spec.selector"));
+        return;
+    };
+    let labels = obj
+        .pointer("/spec/template/metadata/labels")
+        .and_then(Value::as_object);
+    if let Some(ml) = selector.get("matchLabels").and_then(Value::as_object) {
+        let matches = ml.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v));
+        if !matches {
+            let rendered = labels
+                .map(|l| {
+                    l.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default();
+            errs.push(FieldError::invalid(
+                "spec.template.metadata.labels",
+                rendered,
+                "`selector` does not match template `labels`",
+            ));
+        }
+    }
+}
+
+fn validate_pod_spec(spec: Option<&Value>, path: &str, errs: &mut Vec<FieldError>) {
+    let Some(spec) = spec else {
+        errs.push(FieldError::required(path.to_string()));
+        return;
+    };
+    let containers = spec.get("containers").and_then(Value::as_array);
+    match containers {
+        None => errs.push(FieldError::required(format!("{path}.containers"))),
+        Some(c) if c.is_empty() => errs.push(FieldError::required(format!("{path}.containers"))),
+        Some(_) => {}
+    }
+    let mut names = std::collections::HashSet::new();
+    for list in ["initContainers", "containers"] {
+        for (i, c) in spec
+            .get(list)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let field = format!("{path}.{list}[{i}]");
+            match c.get("name").and_then(Value::as_str) {
+                None | Some("") => errs.push(FieldError::required(format!("{field}.name"))),
+                Some(n) => {
+                    if !is_dns1123_label(n) {
+                        errs.push(FieldError::invalid(format!("{field}.name"), n, DNS1123_LABEL_MSG));
+                    }
+                    if !names.insert(n.to_string()) {
+                        errs.push(FieldError {
+                            kind: FieldErrorKind::Duplicate,
+                            field: format!("{field}.name"),
+                            value: Some(n.to_string()),
+                            detail: String::new(),
+                        });
+                    }
+                }
+            }
+            if c.get("image").and_then(Value::as_str).unwrap_or("").is_empty() {
+                errs.push(FieldError::required(format!("{field}.image")));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn names_follow_rfc_1123() {
+        assert!(is_dns1123_subdomain("web-1.example"));
+        assert!(!is_dns1123_subdomain("Web"));
+        assert!(!is_dns1123_subdomain("-web"));
+        assert!(check_name(NameRule::Label, "a.b").is_some());
+        assert!(check_name(NameRule::Dns1035, "1abc").is_some());
+        assert!(check_name(NameRule::Path, "system:masters").is_none());
+    }
+
+    #[test]
+    fn a_pod_without_image_names_the_field() {
+        let pod = json!({"spec": {"containers": [{"name": "c"}]}});
+        let errs = validate_kind("Pod", &pod);
+        assert_eq!(errs[0].message(), "spec.containers[0].image: Required value");
+    }
+
+    #[test]
+    fn a_deployment_selector_must_match_its_template() {
+        let d = json!({"spec": {"selector": {"matchLabels": {"app": "a"}},
+            "template": {"metadata": {"labels": {"app": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+        let errs = validate_kind("Deployment", &d);
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].message().contains("`selector` does not match template `labels`"));
+    }
+
+    #[test]
+    fn bad_label_values_are_rejected() {
+        let errs = validate_metadata(&json!({"labels": {"app": "-bad"}}));
+        assert_eq!(errs.len(), 1);
+    }
+}
