@@ -1,1 +1,41 @@
-fn main() {}
+//! The `wkube` binary: parses flags and hands over to the component that
+//! owns the subcommand. Nothing else lives here.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+use wkube::cli::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Logs go to stderr so that stdout carries only what a command prints
+    // (etcdctl-compatible output of `wkube kv`, usage lines of the server).
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    let data_dir = match cli.data_dir() {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Server(args) => {
+            let cfg = args.into_config(data_dir);
+            match wkube::server::run(cfg, wkube::server::shutdown_signal()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("Error: {:#}", anyhow::Error::from(e));
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Kv(args) => wkube::cli::kv::run(args, &data_dir).await,
+    }
+}

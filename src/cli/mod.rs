@@ -1,1 +1,207 @@
-//! Client subcommands.
+//! The command line: flag definitions for every subcommand and the client
+//! subcommands themselves (`kv`; later `token`, `kubeconfig`, `push`, `run`).
+//!
+//! Long-running components (`server`, later `agent`) keep their own
+//! configuration types free of clap; this module turns flags into them.
+
+pub mod kv;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::server::{ServerConfig, StoreSpec, TlsMode};
+use crate::store::grpc::Limits;
+
+/// `wkube`: a Kubernetes-style orchestrator whose pods are WebAssembly
+/// components.
+#[derive(Debug, Parser)]
+#[command(name = "wkube", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Where the server keeps its state (store, certificates, endpoint file);
+    /// clients read the endpoint and certificates from here.
+    /// [default: $HOME/.wkube]
+    #[arg(long, global = true, env = "WKUBE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Why the data directory could not be determined.
+#[derive(Debug, thiserror::Error)]
+#[error("no data directory: pass --data-dir or set WKUBE_DATA_DIR or HOME")]
+pub struct NoDataDir;
+
+impl Cli {
+    /// The data directory: `--data-dir`, `$WKUBE_DATA_DIR`, or `$HOME/.wkube`.
+    ///
+    /// # Errors
+    /// [`NoDataDir`] when none is given and `HOME` is unset.
+    pub fn data_dir(&self) -> Result<PathBuf, NoDataDir> {
+        if let Some(dir) = &self.data_dir {
+            return Ok(dir.clone());
+        }
+        match std::env::var_os("HOME") {
+            Some(home) if !home.is_empty() => Ok(PathBuf::from(home).join(".wkube")),
+            _ => Err(NoDataDir),
+        }
+    }
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the control plane: the store and its etcd v3 API.
+    Server(ServerArgs),
+    /// Read and write the store with etcdctl's verbs and output.
+    Kv(kv::KvArgs),
+}
+
+/// Flags of `wkube server`.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Address the etcd v3 gRPC API listens on; port 0 picks a free port
+    /// (the URL actually used is written to DATA/etcd.endpoint).
+    #[arg(long, default_value = "127.0.0.1:2379", value_name = "ADDR")]
+    pub etcd_listen: SocketAddr,
+
+    /// `auto`: TLS with certificates generated into DATA/pki, and client
+    /// certificates required. `off`: plaintext, meant for local tests only.
+    #[arg(long, value_enum, default_value_t = TlsArg::Auto)]
+    pub tls: TlsArg,
+
+    /// Extra subject alternative name (DNS name or IP) for the serving
+    /// certificate; repeat for more.
+    #[arg(long = "tls-san", value_name = "NAME")]
+    pub tls_sans: Vec<String>,
+
+    /// Which store holds the cluster state: `redb` (embedded, under the data
+    /// dir). An external etcd (`etcd://HOST:PORT,...`) comes later.
+    #[arg(long, default_value = "redb", value_parser = parse_store)]
+    pub store: StoreSpec,
+
+    /// Largest request the etcd API accepts, in bytes (etcd's default: 1.5 MiB).
+    #[arg(long, default_value_t = Limits::default().max_request_bytes)]
+    pub max_request_bytes: usize,
+
+    /// Most operations one transaction may hold (etcd's default: 128).
+    #[arg(long, default_value_t = Limits::default().max_txn_ops)]
+    pub max_txn_ops: usize,
+
+    /// Most watches one watch stream may hold.
+    #[arg(long, default_value_t = Limits::default().max_watchers_per_stream)]
+    pub max_watchers_per_stream: usize,
+
+    /// Most concurrent gRPC streams per client connection.
+    #[arg(long, default_value_t = Limits::default().max_concurrent_streams)]
+    pub max_concurrent_streams: u32,
+
+    /// How often idle watches that asked for it get a progress notification,
+    /// in seconds.
+    #[arg(long, default_value_t = Limits::default().progress_interval.as_secs_f64(), value_name = "SECONDS")]
+    pub progress_interval: f64,
+
+    /// Member name reported by `etcdctl member list`.
+    #[arg(long, default_value = "default")]
+    pub name: String,
+}
+
+/// `--tls` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TlsArg {
+    Auto,
+    Off,
+}
+
+fn parse_store(s: &str) -> Result<StoreSpec, String> {
+    match s {
+        "redb" => Ok(StoreSpec::Redb),
+        s if s.starts_with("etcd://") => Err(
+            "an external etcd store is not supported yet; use --store redb (the default)".into(),
+        ),
+        _ => Err("expected `redb`".into()),
+    }
+}
+
+impl ServerArgs {
+    /// The server configuration these flags describe.
+    pub fn into_config(self, data_dir: PathBuf) -> ServerConfig {
+        let progress_interval =
+            if self.progress_interval.is_finite() && self.progress_interval > 0.0 {
+                Duration::from_secs_f64(self.progress_interval)
+            } else {
+                Limits::default().progress_interval
+            };
+        ServerConfig {
+            data_dir,
+            etcd_listen: self.etcd_listen,
+            tls: match self.tls {
+                TlsArg::Auto => TlsMode::Auto,
+                TlsArg::Off => TlsMode::Off,
+            },
+            tls_sans: self.tls_sans,
+            store: self.store,
+            limits: Limits {
+                max_request_bytes: self.max_request_bytes,
+                max_txn_ops: self.max_txn_ops,
+                max_watchers_per_stream: self.max_watchers_per_stream,
+                max_concurrent_streams: self.max_concurrent_streams,
+                progress_interval,
+            },
+            member_name: self.name,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn flag_definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn an_external_etcd_store_is_refused_with_a_clear_message() {
+        let e = Cli::try_parse_from(["wkube", "server", "--store", "etcd://h:2379"]).unwrap_err();
+        assert!(e.to_string().contains("not supported yet"), "{e}");
+    }
+
+    #[test]
+    fn kv_flags_may_stand_before_or_after_the_verb() {
+        for argv in [
+            &[
+                "wkube",
+                "kv",
+                "--endpoints",
+                "h:1",
+                "get",
+                "k",
+                "--key",
+                "f",
+            ][..],
+            &[
+                "wkube",
+                "kv",
+                "get",
+                "k",
+                "--endpoints",
+                "h:1",
+                "--key",
+                "f",
+            ][..],
+        ] {
+            let cli = Cli::try_parse_from(argv).unwrap();
+            let Command::Kv(kv) = cli.command else {
+                panic!("not kv")
+            };
+            assert_eq!(kv.conn.endpoints, ["h:1"]);
+            assert_eq!(kv.conn.key, Some(PathBuf::from("f")));
+        }
+    }
+}

@@ -87,6 +87,9 @@ struct OpenRevision {
     events: Vec<Event>,
 }
 
+/// The events of a revision an operation closed, if it wrote anything.
+pub type ClosedRevision = Option<(Revision, Arc<[Event]>)>;
+
 /// Smallest lease TTL granted, as etcd's default minimum.
 pub const MIN_LEASE_TTL: i64 = 2;
 
@@ -378,7 +381,7 @@ impl Mvcc {
 
     /// Close the operation's revision, if it wrote anything; returns the
     /// events of that revision.
-    fn close_revision(&mut self) -> Option<(Revision, Arc<[Event]>)> {
+    fn close_revision(&mut self) -> ClosedRevision {
         let open = self.open.take()?;
         self.current = open.rev;
         let events: Arc<[Event]> = open.events.into();
@@ -515,10 +518,7 @@ impl Mvcc {
     }
 
     /// Apply one put as a whole operation (its own revision).
-    pub fn put(
-        &mut self,
-        req: &PutRequest,
-    ) -> Result<(PutResponse, Option<(Revision, Arc<[Event]>)>)> {
+    pub fn put(&mut self, req: &PutRequest) -> Result<(PutResponse, ClosedRevision)> {
         self.check_put(req)?;
         let resp = self.apply_put(req);
         Ok((resp, self.close_revision()))
@@ -528,7 +528,7 @@ impl Mvcc {
     pub fn delete_range(
         &mut self,
         req: &DeleteRangeRequest,
-    ) -> Result<(DeleteRangeResponse, Option<(Revision, Arc<[Event]>)>)> {
+    ) -> Result<(DeleteRangeResponse, ClosedRevision)> {
         if req.range.key.is_empty() {
             return Err(StoreError::EmptyKey);
         }
@@ -629,10 +629,7 @@ impl Mvcc {
     }
 
     /// Apply a transaction atomically: one revision for all of its writes.
-    pub fn txn(
-        &mut self,
-        req: &TxnRequest,
-    ) -> Result<(TxnResponse, Option<(Revision, Arc<[Event]>)>)> {
+    pub fn txn(&mut self, req: &TxnRequest) -> Result<(TxnResponse, ClosedRevision)> {
         let mut path = Vec::new();
         self.plan_txn(req, &mut path)?;
         let mut resp = self.apply_txn_path(req, &mut path.iter());
@@ -709,7 +706,7 @@ impl Mvcc {
     }
 
     /// Revoke a lease, deleting its keys in one revision.
-    pub fn lease_revoke(&mut self, id: LeaseId) -> Result<Option<(Revision, Arc<[Event]>)>> {
+    pub fn lease_revoke(&mut self, id: LeaseId) -> Result<ClosedRevision> {
         let lease = self.leases.remove(&id).ok_or(StoreError::LeaseNotFound)?;
         self.changes.push(Change::LeaseRevoked(id));
         for key in lease.keys {

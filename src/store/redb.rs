@@ -39,7 +39,7 @@ use parking_lot::{Mutex, RwLock};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
-use super::mvcc::{Change, Mvcc};
+use super::mvcc::{Change, ClosedRevision, Mvcc};
 use super::watch::{EventSource, WatchHub, WatchLimits};
 use super::{
     Backend, DeleteRangeRequest, DeleteRangeResponse, Event, EventType, Header, KeyValue,
@@ -609,7 +609,7 @@ fn apply(
     now: Instant,
     revisions: &mut Vec<(Revision, Arc<[Event]>)>,
 ) -> Result<Reply> {
-    let mut record = |closed: Option<(Revision, Arc<[Event]>)>| {
+    let mut record = |closed: ClosedRevision| {
         if let Some(c) = closed {
             revisions.push(c);
         }

@@ -1,0 +1,521 @@
+//! Shared fixtures for the integration tests: a real `wkube server` process
+//! on loopback with a temporary data directory, and helpers that run stock
+//! `etcdctl` and `wkube kv` against it with bounded waits.
+
+// Each test binary uses its own subset of these helpers.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Stock etcdctl from Debian's `etcd-client` package.
+pub const ETCDCTL: &str = "/usr/bin/etcdctl";
+
+/// Upper bound for any single command a test runs.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Upper bound for a server to come up (debug build, certificates made on
+/// first start).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Builds a [`TestServer`].
+pub struct TestServerBuilder {
+    tls: bool,
+    extra_args: Vec<String>,
+}
+
+impl TestServerBuilder {
+    /// TLS with client certificates (the default) or plaintext (`--tls off`).
+    pub fn tls(mut self, on: bool) -> Self {
+        self.tls = on;
+        self
+    }
+
+    /// One more flag for `wkube server`.
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.extra_args.push(arg.into());
+        self
+    }
+
+    /// Starts the server and waits until it has published its endpoint.
+    pub fn start(self) -> TestServer {
+        let root = tempfile::Builder::new()
+            .prefix("wkube-test-")
+            .tempdir()
+            .expect("temp dir");
+        let mut server = TestServer {
+            data_dir: root.path().join("data"),
+            log: root.path().join("server.log"),
+            root,
+            tls: self.tls,
+            extra_args: self.extra_args,
+            child: None,
+            endpoint: String::new(),
+            starts: 0,
+        };
+        server.spawn();
+        server
+    }
+}
+
+/// A running `wkube server`; killed (SIGKILL) when dropped.
+pub struct TestServer {
+    root: tempfile::TempDir,
+    /// The server's data directory.
+    pub data_dir: PathBuf,
+    /// stdout and stderr of every start, appended.
+    pub log: PathBuf,
+    tls: bool,
+    extra_args: Vec<String>,
+    child: Option<Child>,
+    /// URL of the etcd v3 API, as read from DATA/etcd.endpoint.
+    pub endpoint: String,
+    starts: usize,
+}
+
+impl TestServer {
+    pub fn builder() -> TestServerBuilder {
+        TestServerBuilder {
+            tls: true,
+            extra_args: Vec::new(),
+        }
+    }
+
+    /// A server with the default configuration (TLS on).
+    pub fn start() -> TestServer {
+        Self::builder().start()
+    }
+
+    /// The command line that starts this server.
+    pub fn server_command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wkube"));
+        cmd.arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("server")
+            .args(["--etcd-listen", "127.0.0.1:0"]);
+        if !self.tls {
+            cmd.args(["--tls", "off"]);
+        }
+        cmd.args(&self.extra_args);
+        cmd.env("RUST_LOG", "info");
+        cmd
+    }
+
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "server already running");
+        // A file left by a killed server must not be mistaken for the new one.
+        let endpoint_file = self.data_dir.join("etcd.endpoint");
+        let _ = std::fs::remove_file(&endpoint_file);
+        self.starts += 1;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open server log");
+        writeln!(&log, "----- start #{} -----", self.starts).expect("write log");
+        let child = self
+            .server_command()
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn wkube server");
+        self.child = Some(child);
+
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(s) = std::fs::read_to_string(&endpoint_file)
+                && s.ends_with('\n')
+            {
+                self.endpoint = s.trim().to_owned();
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                panic!(
+                    "wkube server exited with {status} before it published its endpoint:\n{}",
+                    self.log_text()
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "wkube server did not publish {} within {START_TIMEOUT:?}:\n{}",
+                    endpoint_file.display(),
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the server printed so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL, as a crash or power cut would stop it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends a signal and waits (bounded) for the process to exit.
+    pub fn signal_and_wait(&mut self, signal: &str, timeout: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("server not running");
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for server") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "server did not exit within {timeout:?} after SIG{signal}:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the server again on the same data directory.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// A PKI file of this server's data directory.
+    pub fn pki(&self, file: &str) -> PathBuf {
+        self.data_dir.join("pki").join(file)
+    }
+
+    /// etcdctl's connection flags for this server, with the admin client
+    /// certificate when TLS is on.
+    pub fn etcdctl_flags(&self) -> Vec<String> {
+        let mut flags = vec![
+            format!("--endpoints={}", self.endpoint),
+            "--dial-timeout=5s".to_owned(),
+            "--command-timeout=15s".to_owned(),
+        ];
+        if self.tls {
+            flags.push(format!("--cacert={}", self.pki("ca.crt").display()));
+            flags.push(format!("--cert={}", self.pki("etcd-client.crt").display()));
+            flags.push(format!("--key={}", self.pki("etcd-client.key").display()));
+        }
+        flags
+    }
+
+    /// Runs stock etcdctl (v3 API) against this server.
+    pub fn etcdctl(&self, args: &[&str]) -> Output {
+        self.etcdctl_with_stdin(args, None)
+    }
+
+    pub fn etcdctl_with_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut cmd = etcdctl_command();
+        cmd.args(self.etcdctl_flags()).args(args);
+        run(cmd, stdin, COMMAND_TIMEOUT)
+    }
+
+    /// Runs `wkube kv ARGS` the way a user types it: no connection flags,
+    /// only the data directory to find the server and its certificates.
+    pub fn wkube_kv(&self, args: &[&str]) -> Output {
+        self.wkube_kv_with_stdin(args, None)
+    }
+
+    pub fn wkube_kv_with_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wkube"));
+        cmd.env("WKUBE_DATA_DIR", &self.data_dir)
+            .env("RUST_LOG", "warn")
+            .arg("kv")
+            .args(args);
+        run(cmd, stdin, COMMAND_TIMEOUT)
+    }
+
+    /// Starts a long-running command (a watch) whose stdout lines the test
+    /// reads one by one.
+    pub fn spawn_lines(&self, mut cmd: Command) -> LineStream {
+        LineStream::spawn(&mut cmd)
+    }
+
+    /// `etcdctl ARGS`, not yet run, with this server's flags.
+    pub fn etcdctl_command(&self, args: &[&str]) -> Command {
+        let mut cmd = etcdctl_command();
+        cmd.args(self.etcdctl_flags()).args(args);
+        cmd
+    }
+
+    /// `wkube kv ARGS`, not yet run, finding the server through the data dir.
+    pub fn wkube_kv_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wkube"));
+        cmd.env("WKUBE_DATA_DIR", &self.data_dir)
+            .env("RUST_LOG", "warn")
+            .arg("kv")
+            .args(args);
+        cmd
+    }
+
+    /// The store's current revision, as `etcdctl endpoint status` reports it.
+    pub fn revision(&self) -> i64 {
+        let out = self
+            .etcdctl(&["endpoint", "status", "-w", "json"])
+            .success();
+        let v: serde_json::Value = serde_json::from_str(&out).expect("status json");
+        v[0]["Status"]["header"]["revision"]
+            .as_i64()
+            .expect("revision in status")
+    }
+
+    /// Root of the test's temporary files (outside the data dir).
+    pub fn scratch(&self) -> &Path {
+        self.root.path()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- wkube server log ---\n{}", self.log_text());
+        }
+    }
+}
+
+/// etcdctl with the v3 API selected and no inherited endpoint settings.
+pub fn etcdctl_command() -> Command {
+    let mut cmd = Command::new(ETCDCTL);
+    cmd.env("ETCDCTL_API", "3");
+    for var in [
+        "ETCDCTL_ENDPOINTS",
+        "ETCDCTL_CACERT",
+        "ETCDCTL_CERT",
+        "ETCDCTL_KEY",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// What a finished command printed.
+#[derive(Debug)]
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    /// Asserts the command succeeded and returns its stdout.
+    #[track_caller]
+    pub fn success(self) -> String {
+        assert!(
+            self.status.success(),
+            "command failed ({}):\nstdout: {}\nstderr: {}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        self.stdout
+    }
+
+    /// Asserts the command failed with `Error: MESSAGE` on stderr and exit
+    /// code 1, as etcdctl reports a server error.
+    #[track_caller]
+    pub fn fails_with(self, message: &str) {
+        let line = format!("Error: {message}");
+        assert!(
+            self.stderr.lines().any(|l| l == line),
+            "expected `{line}` on stderr\nstatus: {}\nstdout: {}\nstderr: {}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        assert_eq!(
+            self.status.code(),
+            Some(1),
+            "exit code; stderr: {}",
+            self.stderr
+        );
+    }
+}
+
+/// Runs `cmd` to completion, feeding `stdin`, killing it after `timeout`.
+pub fn run(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> Output {
+    let mut child = cmd
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let writer = stdin.map(|data| {
+        let mut pipe = child.stdin.take().expect("stdin pipe");
+        let data = data.to_vec();
+        // A separate thread: a large input would otherwise fill the pipe
+        // while the child waits for us to read its output.
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&data);
+        })
+    });
+    let stdout = read_in_background(child.stdout.take().expect("stdout pipe"));
+    let stderr = read_in_background(child.stderr.take().expect("stderr pipe"));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{cmd:?} did not finish within {timeout:?}; stderr so far: {}",
+                stderr.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
+    Output {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
+fn read_in_background(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = pipe.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+}
+
+/// The stdout of a long-running process, line by line; the process is
+/// killed when this is dropped.
+pub struct LineStream {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl LineStream {
+    fn spawn(cmd: &mut Command) -> LineStream {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        let stdout = child.stdout.take().expect("stdout pipe");
+        let stderr = read_in_background(child.stderr.take().expect("stderr pipe"));
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        LineStream {
+            child,
+            lines,
+            stderr: Some(stderr),
+        }
+    }
+
+    /// The next line, or a panic after `timeout`.
+    #[track_caller]
+    pub fn next_line(&mut self, timeout: Duration) -> String {
+        match self.lines.recv_timeout(timeout) {
+            Ok(line) => line,
+            Err(e) => {
+                let _ = self.child.kill();
+                let status = self.child.wait();
+                let stderr = self.stderr.take().map(|h| h.join().unwrap_or_default());
+                panic!(
+                    "no line within {timeout:?} ({e}); process {status:?}, stderr: {}",
+                    stderr.unwrap_or_default()
+                );
+            }
+        }
+    }
+
+    /// The next `n` lines, each within `timeout`.
+    #[track_caller]
+    pub fn next_lines(&mut self, n: usize, timeout: Duration) -> Vec<String> {
+        (0..n).map(|_| self.next_line(timeout)).collect()
+    }
+
+    /// Waits (bounded) for the process to end; returns its status and stderr.
+    pub fn wait(mut self, timeout: Duration) -> (ExitStatus, String) {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("process did not end within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let stderr = self.stderr.take().map(|h| h.join().unwrap_or_default());
+        (status, stderr.unwrap_or_default())
+    }
+}
+
+impl Drop for LineStream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The revision a write got, from `etcdctl put -w json` output.
+pub fn header_revision(json: &str) -> i64 {
+    let v: serde_json::Value =
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("not json ({e}): {json}"));
+    v["header"]["revision"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no header.revision in {json}"))
+}
+
+/// Polls `check` every 50 ms until it returns true or `timeout` passes.
+pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
