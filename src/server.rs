@@ -1,5 +1,6 @@
 //! `wkube server`: opens the store under the data directory, sets up the
-//! cluster PKI and serves the etcd v3 API until asked to stop.
+//! cluster PKI, and serves the Kubernetes API and the etcd v3 API until
+//! asked to stop.
 //!
 //! Data directory layout (everything the server owns):
 //!
@@ -7,7 +8,10 @@
 //! DATA/server.lock     held (flock) while a server runs: one server per data dir
 //! DATA/store.redb      the embedded store
 //! DATA/etcd.endpoint   URL of the etcd v3 API of the running server
+//! DATA/api.endpoint    URL of the Kubernetes API of the running server
+//! DATA/admin.kubeconfig  kubeconfig of the cluster admin (group system:masters)
 //! DATA/pki/            ca.crt ca.key etcd-server.{crt,key} etcd-client.{crt,key}
+//!                      apiserver.{crt,key} sa.key (token signing key)
 //! ```
 
 use std::fs::{File, OpenOptions};
@@ -28,6 +32,13 @@ pub const ENDPOINT_FILE: &str = "etcd.endpoint";
 pub const LOCK_FILE: &str = "server.lock";
 /// Folder of the cluster certificates.
 pub const PKI_DIR: &str = "pki";
+/// Holds the URL of the Kubernetes API.
+pub const API_ENDPOINT_FILE: &str = "api.endpoint";
+/// The admin kubeconfig.
+pub const ADMIN_KUBECONFIG: &str = "admin.kubeconfig";
+/// How long the admin kubeconfig's token lives; it is renewed on a start
+/// within 30 days of expiry.
+const ADMIN_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
 
 /// Which backend holds the cluster state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +64,12 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Where the etcd v3 API listens; port 0 picks a free one.
     pub etcd_listen: SocketAddr,
+    /// Where the Kubernetes API listens; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// The address in-cluster clients and other nodes reach the API at.
+    pub advertise_address: Option<Ipv4Addr>,
+    /// API server settings (service range, limits).
+    pub api: crate::api::ApiConfig,
     pub tls: TlsMode,
     /// Extra names for the serving certificate.
     pub tls_sans: Vec<String>,
@@ -109,6 +126,18 @@ pub enum ServerError {
     },
     #[error("etcd v3 API failed")]
     Grpc(#[from] GrpcError),
+    #[error("cannot listen on {addr} for the Kubernetes API")]
+    BindApi {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the API server")]
+    Api(#[from] crate::api::StartError),
+    #[error("API server failed")]
+    ApiServe(#[from] crate::api::serve::ServeError),
+    #[error("cannot write the admin kubeconfig {path}: {message}")]
+    Kubeconfig { path: PathBuf, message: String },
 }
 
 /// Runs the server until `shutdown` resolves, then drains in-flight requests
@@ -137,19 +166,38 @@ pub async fn run(
         }
     };
 
+    // The PKI exists even with TLS off: it holds the token signing key.
+    let pki_err = |source| ServerError::Pki {
+        path: data_dir.join(PKI_DIR),
+        source,
+    };
+    let mut sans = cfg.tls_sans.clone();
+    if !cfg.etcd_listen.ip().is_unspecified() {
+        sans.push(cfg.etcd_listen.ip().to_string());
+    }
+    if let Some(ip) = cfg.advertise_address {
+        sans.push(ip.to_string());
+    }
+    let pki = ClusterPki::load_or_create(&data_dir, &sans).map_err(pki_err)?;
     let tls = match cfg.tls {
         TlsMode::Off => None,
+        TlsMode::Auto => Some((pki.etcd_server_tls().map_err(pki_err)?, &pki)),
+    };
+    let api_tls = match cfg.tls {
+        TlsMode::Off => None,
         TlsMode::Auto => {
-            let mut sans = cfg.tls_sans.clone();
-            if !cfg.etcd_listen.ip().is_unspecified() {
-                sans.push(cfg.etcd_listen.ip().to_string());
+            let mut api_sans = cfg.tls_sans.clone();
+            if !cfg.listen.ip().is_unspecified() {
+                api_sans.push(cfg.listen.ip().to_string());
             }
-            let pki_err = |source| ServerError::Pki {
-                path: data_dir.join(PKI_DIR),
-                source,
-            };
-            let pki = ClusterPki::load_or_create(&data_dir, &sans).map_err(pki_err)?;
-            Some((pki.etcd_server_tls().map_err(pki_err)?, pki))
+            if let Some(ip) = cfg.advertise_address {
+                api_sans.push(ip.to_string());
+            }
+            // The `kubernetes` service address, for in-cluster clients.
+            api_sans.push(cfg.api.service_cidr.nth(1).to_string());
+            let t = pki.api_server_tls(&api_sans).map_err(pki_err)?;
+            let ca = t.client_ca_pem.clone().unwrap_or_default();
+            Some(crate::api::serve::tls_config(&t.cert_pem, &t.key_pem, &ca)?)
         }
     };
 
@@ -173,22 +221,92 @@ pub async fn run(
     })?;
 
     tracing::info!(%url, data_dir = %data_dir.display(), "etcd v3 API listening");
-    print_usage(&url, &data_dir, tls.as_ref().map(|(_, pki)| pki));
+
+    let api_listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| ServerError::BindApi {
+            addr: cfg.listen,
+            source,
+        })?;
+    let api_local = api_listener
+        .local_addr()
+        .map_err(|source| ServerError::BindApi {
+            addr: cfg.listen,
+            source,
+        })?;
+    let advertise = cfg.advertise_address.unwrap_or(match api_local.ip() {
+        IpAddr::V4(ip) if !ip.is_unspecified() => ip,
+        _ => Ipv4Addr::LOCALHOST,
+    });
+    let api_state = crate::api::start(
+        store.clone(),
+        crate::api::StartOptions {
+            config: cfg.api.clone(),
+            pki_dir: pki.dir.clone(),
+            advertise,
+            port: api_local.port(),
+        },
+    )
+    .await?;
+    let api_url = endpoint_url(api_local, api_tls.is_some());
+    let api_endpoint_path = data_dir.join(API_ENDPOINT_FILE);
+    write_atomically(&api_endpoint_path, format!("{api_url}\n").as_bytes()).map_err(|source| {
+        ServerError::WriteEndpoint {
+            path: api_endpoint_path.clone(),
+            source,
+        }
+    })?;
+    let kubeconfig_path = data_dir.join(ADMIN_KUBECONFIG);
+    write_admin_kubeconfig(
+        &kubeconfig_path,
+        &api_url,
+        &api_state,
+        api_tls.is_some().then(|| pki.ca_cert_pem()),
+    )?;
+    tracing::info!(url = %api_url, "Kubernetes API listening");
+    print_usage(&url, &data_dir, tls.as_ref().map(|(_, pki)| *pki));
+    println!();
+    println!("Kubernetes API listening on {api_url}");
+    println!("Use it with kubectl:");
+    println!("  export KUBECONFIG={}", kubeconfig_path.display());
+    println!("  kubectl get namespaces");
 
     let member = Member {
         name: cfg.member_name.clone(),
         client_urls: vec![url.clone()],
         peer_urls: Vec::new(),
     };
-    let result = grpc::serve(
+    // One shutdown signal stops both servers.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let etcd = grpc::serve(
         store,
         listener,
         tls.map(|(server_tls, _)| server_tls),
         cfg.limits.clone(),
         member,
-        shutdown,
-    )
-    .await;
+        stopped(stop_rx.clone()),
+    );
+    let api = crate::api::serve::serve(
+        api_state,
+        api_listener,
+        api_tls,
+        stopped(stop_rx),
+        std::time::Duration::from_secs(10),
+    );
+    let (etcd_result, api_result) = tokio::join!(etcd, api);
+    if std::fs::read_to_string(&api_endpoint_path).is_ok_and(|s| s.trim() == api_url) {
+        let _ = std::fs::remove_file(&api_endpoint_path);
+    }
+    let result = etcd_result
+        .map_err(ServerError::from)
+        .and(api_result.map_err(ServerError::from));
 
     // Clients that find the file would only get "connection refused"; a
     // missing file tells them plainly that no server runs.
@@ -196,7 +314,64 @@ pub async fn run(
         let _ = std::fs::remove_file(&endpoint_path);
     }
     tracing::info!("server stopped");
-    result.map_err(ServerError::from)
+    result
+}
+
+/// Write `DATA/admin.kubeconfig` unless one with a token that is still good
+/// for 30 days and the same server URL is there.
+fn write_admin_kubeconfig(
+    path: &Path,
+    url: &str,
+    state: &crate::api::ApiState,
+    ca_pem: Option<&str>,
+) -> Result<(), ServerError> {
+    let err = |message: String| ServerError::Kubeconfig {
+        path: path.to_path_buf(),
+        message,
+    };
+    if let Ok(existing) = std::fs::read_to_string(path)
+        && let Ok(doc) = serde_yaml_ng::from_str::<serde_json::Value>(&existing)
+        && doc
+            .pointer("/clusters/0/cluster/server")
+            .and_then(|v| v.as_str())
+            == Some(url)
+        && let Some(token) = doc.pointer("/users/0/user/token").and_then(|v| v.as_str())
+        && let Ok(claims) = state.tokens.verify(token, crate::api::authn::API_AUDIENCE)
+    {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        if claims.exp > now + 30 * 24 * 3600 {
+            return Ok(());
+        }
+    }
+    let token = state
+        .tokens
+        .issue_user(
+            "wkube-admin",
+            &["system:masters".to_string()],
+            ADMIN_TOKEN_TTL,
+        )
+        .map_err(|e| err(e.to_string()))?;
+    let doc = crate::api::kubeconfig::render("wkube", url, ca_pem, "wkube-admin", &token);
+    write_private_file(path, doc.as_bytes()).map_err(|e| err(e.to_string()))
+}
+
+/// A file only its owner may read (it holds a credential), written
+/// atomically.
+fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(contents)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Resolves on the first SIGINT or SIGTERM. A second one ends the process at

@@ -12,7 +12,10 @@ use super::handlers::DeleteOptions;
 use super::objects;
 use super::status::ApiError;
 use crate::resources::{FieldError, Kind};
-use crate::store::{Compare, CompareResult, CompareTarget, DeleteRangeRequest, KeyRange, PutRequest, TxnOp, TxnRequest};
+use crate::store::{
+    Compare, CompareResult, CompareTarget, DeleteRangeRequest, KeyRange, PutRequest, TxnOp,
+    TxnRequest,
+};
 
 /// An IPv4 CIDR.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,7 +34,11 @@ impl Cidr {
         if prefix > 30 {
             return Err(format!("{s:?}: prefix length must be at most 30"));
         }
-        let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+        let mask = if prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - prefix)
+        };
         Ok(Cidr {
             base: u32::from(ip) & mask,
             prefix,
@@ -43,7 +50,11 @@ impl Cidr {
     }
 
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) };
+        let mask = if self.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - self.prefix)
+        };
         u32::from(ip) & mask == self.base
     }
 
@@ -96,7 +107,9 @@ async fn release(state: &ApiState, key: String) {
 fn service_owner(obj: &Value) -> String {
     format!(
         "{}/{}",
-        obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or(""),
+        obj.pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or(""),
         objects::name_of(obj)
     )
 }
@@ -111,11 +124,20 @@ fn invalid_service(obj: &Value, field: &str, value: String, detail: &str) -> Api
 }
 
 impl Admission {
-    pub async fn on_create(&self, state: &ApiState, kind: &Kind, obj: &mut Value) -> Result<(), ApiError> {
+    pub async fn on_create(
+        &self,
+        state: &ApiState,
+        kind: &Kind,
+        obj: &mut Value,
+    ) -> Result<(), ApiError> {
         match kind.kind {
             "Service" => self.allocate_service(state, obj).await,
             "Pod" => {
-                if obj.pointer("/spec/serviceAccountName").and_then(Value::as_str).is_none_or(str::is_empty) {
+                if obj
+                    .pointer("/spec/serviceAccountName")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+                {
                     obj["spec"]["serviceAccountName"] = json!("default");
                 }
                 Ok(())
@@ -130,27 +152,46 @@ impl Admission {
         }
     }
 
-    pub async fn on_update(&self, _state: &ApiState, kind: &Kind, old: &Value, new: &mut Value) -> Result<(), ApiError> {
+    pub async fn on_update(
+        &self,
+        _state: &ApiState,
+        kind: &Kind,
+        old: &Value,
+        new: &mut Value,
+    ) -> Result<(), ApiError> {
         if kind.kind == "Service" {
             // Allocated addresses stay with the service.
             let old_ip = old.pointer("/spec/clusterIP").cloned();
             match (old_ip, new.pointer("/spec/clusterIP").cloned()) {
                 (Some(o), None) => {
                     new["spec"]["clusterIP"] = o.clone();
-                    new["spec"]["clusterIPs"] = old.pointer("/spec/clusterIPs").cloned().unwrap_or(json!([o]));
+                    new["spec"]["clusterIPs"] = old
+                        .pointer("/spec/clusterIPs")
+                        .cloned()
+                        .unwrap_or(json!([o]));
                 }
                 (Some(o), Some(n)) if o != n && n != json!("") => {
-                    return Err(invalid_service(new, "spec.clusterIPs[0]", n.as_str().unwrap_or("").to_string(), "may not change once set"));
+                    return Err(invalid_service(
+                        new,
+                        "spec.clusterIPs[0]",
+                        n.as_str().unwrap_or("").to_string(),
+                        "may not change once set",
+                    ));
                 }
                 (Some(o), Some(_)) => {
                     new["spec"]["clusterIP"] = o.clone();
-                    new["spec"]["clusterIPs"] = old.pointer("/spec/clusterIPs").cloned().unwrap_or(json!([o]));
+                    new["spec"]["clusterIPs"] = old
+                        .pointer("/spec/clusterIPs")
+                        .cloned()
+                        .unwrap_or(json!([o]));
                 }
                 _ => {}
             }
             // Keep allocated node ports that the update leaves out.
             if let (Some(old_ports), Some(new_ports)) = (
-                old.pointer("/spec/ports").and_then(Value::as_array).cloned(),
+                old.pointer("/spec/ports")
+                    .and_then(Value::as_array)
+                    .cloned(),
                 new.pointer_mut("/spec/ports").and_then(Value::as_array_mut),
             ) {
                 for p in new_ports.iter_mut() {
@@ -165,21 +206,35 @@ impl Admission {
             if !matches!(new.pointer("/spec/ipFamilies"), Some(Value::Array(_))) {
                 new["spec"]["ipFamilies"] = json!(["IPv4"]);
             }
-            new["spec"]["ipFamilyPolicy"] = new.pointer("/spec/ipFamilyPolicy").cloned().unwrap_or(json!("SingleStack"));
-            new["spec"]["internalTrafficPolicy"] = new.pointer("/spec/internalTrafficPolicy").cloned().unwrap_or(json!("Cluster"));
+            new["spec"]["ipFamilyPolicy"] = new
+                .pointer("/spec/ipFamilyPolicy")
+                .cloned()
+                .unwrap_or(json!("SingleStack"));
+            new["spec"]["internalTrafficPolicy"] = new
+                .pointer("/spec/internalTrafficPolicy")
+                .cloned()
+                .unwrap_or(json!("Cluster"));
         }
         Ok(())
     }
 
     /// Returns true when the object must be marked for deletion (and kept)
     /// rather than removed at once.
-    pub async fn on_delete(&self, state: &ApiState, kind: &Kind, obj: &mut Value, opts: &DeleteOptions) -> Result<bool, ApiError> {
+    pub async fn on_delete(
+        &self,
+        state: &ApiState,
+        kind: &Kind,
+        obj: &mut Value,
+        opts: &DeleteOptions,
+    ) -> Result<bool, ApiError> {
         match (kind.kind, opts.propagation.as_deref()) {
             ("Namespace", _) => {
                 let name = objects::name_of(obj).to_string();
                 if matches!(name.as_str(), "default" | "kube-system" | "kube-public") {
                     return Err(ApiError::Forbidden {
-                        message: format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"),
+                        message: format!(
+                            "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+                        ),
                         kind: "namespaces".into(),
                         name,
                         group: String::new(),
@@ -209,21 +264,50 @@ impl Admission {
 
     async fn allocate_service(&self, state: &ApiState, obj: &mut Value) -> Result<(), ApiError> {
         let owner = service_owner(obj);
-        let ty = obj.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
+        let ty = obj
+            .pointer("/spec/type")
+            .and_then(Value::as_str)
+            .unwrap_or("ClusterIP")
+            .to_string();
         if ty != "ExternalName" {
-            let requested = obj.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or("").to_string();
+            let requested = obj
+                .pointer("/spec/clusterIP")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             let cidr = state.config.service_cidr;
             let ip = if requested == "None" {
                 None
             } else if !requested.is_empty() {
                 let ip: Ipv4Addr = requested.parse().map_err(|_| {
-                    invalid_service(obj, "spec.clusterIPs[0]", requested.clone(), "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)")
+                    invalid_service(
+                        obj,
+                        "spec.clusterIPs[0]",
+                        requested.clone(),
+                        "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+                    )
                 })?;
                 if !cidr.contains(ip) {
-                    return Err(invalid_service(obj, "spec.clusterIPs", format!("[]string{{\"{requested}\"}}"), &format!("failed to allocate IP {requested}: the provided IP ({requested}) is not in the valid range. The range of valid IPs is {}/{}", Ipv4Addr::from(cidr.base), cidr.prefix)));
+                    return Err(invalid_service(
+                        obj,
+                        "spec.clusterIPs",
+                        format!("[]string{{\"{requested}\"}}"),
+                        &format!(
+                            "failed to allocate IP {requested}: the provided IP ({requested}) is not in the valid range. The range of valid IPs is {}/{}",
+                            Ipv4Addr::from(cidr.base),
+                            cidr.prefix
+                        ),
+                    ));
                 }
                 if !claim(state, format!("{IP_ALLOC}{ip}"), &owner).await? {
-                    return Err(invalid_service(obj, "spec.clusterIPs", format!("[]string{{\"{requested}\"}}"), &format!("failed to allocate IP {requested}: provided IP is already allocated")));
+                    return Err(invalid_service(
+                        obj,
+                        "spec.clusterIPs",
+                        format!("[]string{{\"{requested}\"}}"),
+                        &format!(
+                            "failed to allocate IP {requested}: provided IP is already allocated"
+                        ),
+                    ));
                 }
                 Some(ip)
             } else {
@@ -248,7 +332,9 @@ impl Admission {
                         }
                     }
                 }
-                Some(found.ok_or_else(|| ApiError::internal("failed to allocate a service IP: range is full"))?)
+                Some(found.ok_or_else(|| {
+                    ApiError::internal("failed to allocate a service IP: range is full")
+                })?)
             };
             let ip_str = ip.map_or("None".to_string(), |i| i.to_string());
             obj["spec"]["clusterIP"] = json!(ip_str);
@@ -257,21 +343,42 @@ impl Admission {
                 obj["spec"]["ipFamilies"] = json!(["IPv4"]);
                 obj["spec"]["ipFamilyPolicy"] = json!("SingleStack");
             }
-            obj["spec"]["internalTrafficPolicy"] = obj.pointer("/spec/internalTrafficPolicy").cloned().unwrap_or(json!("Cluster"));
+            obj["spec"]["internalTrafficPolicy"] = obj
+                .pointer("/spec/internalTrafficPolicy")
+                .cloned()
+                .unwrap_or(json!("Cluster"));
         }
         if ty == "NodePort" || ty == "LoadBalancer" {
             let (lo, hi) = state.config.node_port_range;
-            let ports_len = obj.pointer("/spec/ports").and_then(Value::as_array).map_or(0, Vec::len);
+            let ports_len = obj
+                .pointer("/spec/ports")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
             for i in 0..ports_len {
-                let requested = obj["spec"]["ports"][i].get("nodePort").and_then(Value::as_u64).unwrap_or(0) as u16;
+                let requested = obj["spec"]["ports"][i]
+                    .get("nodePort")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0) as u16;
                 let port = if requested != 0 {
                     if !(lo..=hi).contains(&requested) {
                         self.release_service(state, obj).await;
-                        return Err(invalid_service(obj, &format!("spec.ports[{i}].nodePort"), requested.to_string(), &format!("provided port is not in the valid range. The range of valid ports is {lo}-{hi}")));
+                        return Err(invalid_service(
+                            obj,
+                            &format!("spec.ports[{i}].nodePort"),
+                            requested.to_string(),
+                            &format!(
+                                "provided port is not in the valid range. The range of valid ports is {lo}-{hi}"
+                            ),
+                        ));
                     }
                     if !claim(state, format!("{PORT_ALLOC}{requested}"), &owner).await? {
                         self.release_service(state, obj).await;
-                        return Err(invalid_service(obj, &format!("spec.ports[{i}].nodePort"), requested.to_string(), "provided port is already allocated"));
+                        return Err(invalid_service(
+                            obj,
+                            &format!("spec.ports[{i}].nodePort"),
+                            requested.to_string(),
+                            "provided port is already allocated",
+                        ));
                     }
                     requested
                 } else {
@@ -287,13 +394,18 @@ impl Admission {
                         Some(p) => p,
                         None => {
                             self.release_service(state, obj).await;
-                            return Err(ApiError::internal("failed to allocate a node port: range is full"));
+                            return Err(ApiError::internal(
+                                "failed to allocate a node port: range is full",
+                            ));
                         }
                     }
                 };
                 obj["spec"]["ports"][i]["nodePort"] = json!(port);
             }
-            obj["spec"]["externalTrafficPolicy"] = obj.pointer("/spec/externalTrafficPolicy").cloned().unwrap_or(json!("Cluster"));
+            obj["spec"]["externalTrafficPolicy"] = obj
+                .pointer("/spec/externalTrafficPolicy")
+                .cloned()
+                .unwrap_or(json!("Cluster"));
         }
         Ok(())
     }
@@ -305,7 +417,12 @@ impl Admission {
         {
             release(state, format!("{IP_ALLOC}{ip}")).await;
         }
-        for p in obj.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten() {
+        for p in obj
+            .pointer("/spec/ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             if let Some(np) = p.get("nodePort").and_then(Value::as_u64) {
                 release(state, format!("{PORT_ALLOC}{np}")).await;
             }

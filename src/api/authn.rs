@@ -52,7 +52,11 @@ pub struct Claims {
     pub groups: Vec<String>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub jti: String,
-    #[serde(rename = "kubernetes.io", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "kubernetes.io",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub kubernetes: Option<KubernetesClaims>,
 }
 
@@ -200,7 +204,12 @@ pub fn user_from_claims(c: &Claims) -> UserInfo {
 pub fn user_from_cert(der: &[u8]) -> Option<UserInfo> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let subject = cert.subject();
-    let cn = subject.iter_common_name().next()?.as_str().ok()?.to_string();
+    let cn = subject
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
     let mut groups: Vec<String> = subject
         .iter_organization()
         .filter_map(|o| o.as_str().ok().map(str::to_string))
@@ -282,7 +291,8 @@ mod tests {
         let a = authority();
         let t = a.issue_user("bob", &[], Duration::from_secs(60)).unwrap();
         let payload = t.split('.').nth(1).unwrap();
-        let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(br#"{"alg":"none","typ":"JWT"}"#);
         let forged = format!("{header}.{payload}.");
         assert!(a.verify(&forged, API_AUDIENCE).is_err());
     }

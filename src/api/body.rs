@@ -28,7 +28,9 @@ pub fn decode(headers: &HeaderMap, body: &Bytes, kind: Option<&Kind>) -> Result<
         "application/yaml" | "application/x-yaml" | "text/yaml" => decode_yaml(body),
         "application/vnd.kubernetes.protobuf" => super::protobuf::decode(body, kind),
         other => Err(ApiError::UnsupportedMediaType {
-            message: format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {other})"),
+            message: format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {other})"
+            ),
         }),
     }
 }
@@ -38,9 +40,7 @@ pub fn decode_json(body: &[u8]) -> Result<Value, ApiError> {
         return super::protobuf::decode(&Bytes::copy_from_slice(body), None);
     }
     serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(format!(
-            "couldn't get version/kind; json parse error: {e}"
-        ))
+        ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
     })
 }
 
@@ -51,7 +51,11 @@ pub fn decode_yaml(body: &[u8]) -> Result<Value, ApiError> {
 
 /// Delete options from the body (a `DeleteOptions` object, possibly absent)
 /// and the query.
-pub fn delete_options(headers: &HeaderMap, body: &Bytes, query: &Query) -> Result<DeleteOptions, ApiError> {
+pub fn delete_options(
+    headers: &HeaderMap,
+    body: &Bytes,
+    query: &Query,
+) -> Result<DeleteOptions, ApiError> {
     let mut opts = DeleteOptions::default();
     if !body.is_empty() {
         let v = decode(headers, body, None)?;
@@ -76,10 +80,10 @@ pub fn delete_options(headers: &HeaderMap, body: &Bytes, query: &Query) -> Resul
         opts.propagation = Some(p.to_string());
     }
     if let Some(g) = query.get("gracePeriodSeconds") {
-        opts.grace_period = Some(
-            g.parse()
-                .map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds: {g:?}")))?,
-        );
+        opts.grace_period =
+            Some(g.parse().map_err(|_| {
+                ApiError::bad_request(format!("invalid gracePeriodSeconds: {g:?}"))
+            })?);
     }
     match opts.propagation.as_deref() {
         None | Some("Orphan" | "Background" | "Foreground") => Ok(opts),

@@ -17,13 +17,21 @@ use crate::resources::{self, Kind};
 use crate::store::{EventType, KeyRange, WatchRequest};
 
 fn kind(plural: &str, group: &str) -> Result<&'static Kind, ApiError> {
-    let version = if group.is_empty() { "v1" } else { "v1" };
-    resources::by_resource(group, version, plural).ok_or(ApiError::NoRoute)
+    // Every kind the API server itself manages is served at v1.
+    resources::by_resource(group, "v1", plural).ok_or(ApiError::NoRoute)
 }
 
 /// Create `obj` unless an object of that name exists.
-async fn ensure(state: &ApiState, k: &'static Kind, ns: Option<&str>, mut obj: Value) -> Result<(), ApiError> {
-    let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
+async fn ensure(
+    state: &ApiState,
+    k: &'static Kind,
+    ns: Option<&str>,
+    mut obj: Value,
+) -> Result<(), ApiError> {
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     if state.registry.try_get(k, ns, &name).await?.is_some() {
         return Ok(());
     }
@@ -40,7 +48,13 @@ async fn ensure(state: &ApiState, k: &'static Kind, ns: Option<&str>, mut obj: V
 pub async fn run(state: &ApiState, advertise: Ipv4Addr, port: u16) -> Result<(), ApiError> {
     let ns_kind = kind("namespaces", "")?;
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        ensure(state, ns_kind, None, json!({"metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}}})).await?;
+        ensure(
+            state,
+            ns_kind,
+            None,
+            json!({"metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}}}),
+        )
+        .await?;
     }
     for (plural, obj) in rbac::bootstrap_policy() {
         ensure(state, kind(plural, "rbac.authorization.k8s.io")?, None, obj).await?;
@@ -69,13 +83,20 @@ pub async fn run(state: &ApiState, advertise: Ipv4Addr, port: u16) -> Result<(),
         "subsets": [{"addresses": [{"ip": advertise.to_string()}],
                      "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
     });
-    match state.registry.try_get(ep, Some("default"), "kubernetes").await? {
+    match state
+        .registry
+        .try_get(ep, Some("default"), "kubernetes")
+        .await?
+    {
         None => ensure(state, ep, Some("default"), endpoints).await?,
         Some(current) if current.get("subsets") != endpoints.get("subsets") => {
             let mut next = current.clone();
             next["subsets"] = endpoints["subsets"].clone();
             let rv = super::registry::parse_rv(objects::rv_of(&current).unwrap_or("0"))?;
-            state.registry.update(ep, Some("default"), "kubernetes", rv, &next).await?;
+            state
+                .registry
+                .update(ep, Some("default"), "kubernetes", rv, &next)
+                .await?;
         }
         Some(_) => {}
     }
@@ -87,13 +108,22 @@ pub async fn run(state: &ApiState, advertise: Ipv4Addr, port: u16) -> Result<(),
 pub async fn ensure_service_accounts(state: &ApiState) -> Result<(), ApiError> {
     let ns_kind = kind("namespaces", "")?;
     let sa = kind("serviceaccounts", "")?;
-    let all = state.registry.list(ns_kind, None, 0, None, &|_| true).await?;
+    let all = state
+        .registry
+        .list(ns_kind, None, 0, None, &|_| true)
+        .await?;
     for ns in all.items {
         if ns.pointer("/metadata/deletionTimestamp").is_some() {
             continue;
         }
         let name = objects::name_of(&ns).to_string();
-        ensure(state, sa, Some(&name), json!({"metadata": {"name": "default", "namespace": name}})).await?;
+        ensure(
+            state,
+            sa,
+            Some(&name),
+            json!({"metadata": {"name": "default", "namespace": name}}),
+        )
+        .await?;
     }
     Ok(())
 }
@@ -113,7 +143,9 @@ pub fn spawn_service_account_loop(state: std::sync::Arc<ApiState>) {
             if let Err(e) = ensure_service_accounts(&state).await {
                 tracing::warn!(error = %e, "ensuring default service accounts");
             }
-            let Ok(ns_kind) = kind("namespaces", "") else { return };
+            let Ok(ns_kind) = kind("namespaces", "") else {
+                return;
+            };
             let watch = state
                 .registry
                 .store()
@@ -128,7 +160,10 @@ pub fn spawn_service_account_loop(state: std::sync::Arc<ApiState>) {
                 continue;
             };
             while let Some(Ok(batch)) = watch.next().await {
-                if batch.events.iter().any(|e| e.kind == EventType::Put && e.kv.version == 1)
+                if batch
+                    .events
+                    .iter()
+                    .any(|e| e.kind == EventType::Put && e.kv.version == 1)
                     && let Err(e) = ensure_service_accounts(&state).await
                 {
                     tracing::warn!(error = %e, "ensuring default service accounts");

@@ -9,7 +9,8 @@ use super::handlers::json_response;
 use crate::resources::{self, Kind, Subresource};
 
 /// The exact content type kubectl requires to accept an aggregated reply.
-pub const AGGREGATED_CT: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+pub const AGGREGATED_CT: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
 /// Kinds served only as POST targets (reviews), listed in discovery too.
 pub struct VirtualKind {
@@ -44,17 +45,45 @@ pub const VIRTUAL: &[VirtualKind] = &[
     },
 ];
 
-const FULL_VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+const FULL_VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 
-fn sub_info(kind: &Kind, sub: Subresource) -> (&'static str, &'static str, &'static str, Vec<&'static str>) {
+fn sub_info(
+    kind: &Kind,
+    sub: Subresource,
+) -> (&'static str, &'static str, &'static str, Vec<&'static str>) {
     // (group, version, kind of the response, verbs)
     match sub {
         Subresource::Status => ("", "", "", vec!["get", "patch", "update"]),
         Subresource::Scale => ("autoscaling", "v1", "Scale", vec!["get", "patch", "update"]),
         Subresource::Binding => ("", "v1", "Binding", vec!["create"]),
         Subresource::Log => ("", "v1", "Pod", vec!["get"]),
-        Subresource::Proxy => ("", "v1", if kind.kind == "Pod" { "PodProxyOptions" } else if kind.kind == "Node" { "NodeProxyOptions" } else { "ServiceProxyOptions" }, vec!["create", "delete", "get", "patch", "update"]),
-        Subresource::Token => ("authentication.k8s.io", "v1", "TokenRequest", vec!["create"]),
+        Subresource::Proxy => (
+            "",
+            "v1",
+            if kind.kind == "Pod" {
+                "PodProxyOptions"
+            } else if kind.kind == "Node" {
+                "NodeProxyOptions"
+            } else {
+                "ServiceProxyOptions"
+            },
+            vec!["create", "delete", "get", "patch", "update"],
+        ),
+        Subresource::Token => (
+            "authentication.k8s.io",
+            "v1",
+            "TokenRequest",
+            vec!["create"],
+        ),
     }
 }
 
@@ -100,7 +129,11 @@ pub fn api_group_list() -> Value {
 /// `GET /apis/GROUP`.
 pub fn api_group(group: &str) -> Option<Value> {
     let list = api_group_list();
-    let g = list["groups"].as_array()?.iter().find(|x| x["name"] == group)?.clone();
+    let g = list["groups"]
+        .as_array()?
+        .iter()
+        .find(|x| x["name"] == group)?
+        .clone();
     let mut g = g;
     g["kind"] = json!("APIGroup");
     g["apiVersion"] = json!("v1");
@@ -113,7 +146,10 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         return None;
     }
     let mut out = Vec::new();
-    for k in resources::KINDS.iter().filter(|k| k.group == group && k.version == version) {
+    for k in resources::KINDS
+        .iter()
+        .filter(|k| k.group == group && k.version == version)
+    {
         out.push(json!({
             "name": k.plural,
             "singularName": k.singular,
@@ -139,7 +175,10 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             out.push(r);
         }
     }
-    for v in VIRTUAL.iter().filter(|v| v.group == group && v.version == version) {
+    for v in VIRTUAL
+        .iter()
+        .filter(|v| v.group == group && v.version == version)
+    {
         out.push(json!({
             "name": v.plural, "singularName": v.singular, "namespaced": false,
             "kind": v.kind, "verbs": ["create"],
@@ -150,12 +189,17 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     } else {
         format!("{group}/{version}")
     };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": out}))
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": out}),
+    )
 }
 
 fn aggregated_resources(group: &str, version: &str) -> Vec<Value> {
     let mut out = Vec::new();
-    for k in resources::KINDS.iter().filter(|k| k.group == group && k.version == version) {
+    for k in resources::KINDS
+        .iter()
+        .filter(|k| k.group == group && k.version == version)
+    {
         let subs: Vec<Value> = k
             .subresources
             .iter()
@@ -183,7 +227,10 @@ fn aggregated_resources(group: &str, version: &str) -> Vec<Value> {
             "subresources": subs,
         }));
     }
-    for v in VIRTUAL.iter().filter(|v| v.group == group && v.version == version) {
+    for v in VIRTUAL
+        .iter()
+        .filter(|v| v.group == group && v.version == version)
+    {
         out.push(json!({
             "resource": v.plural,
             "responseKind": {"group": v.group, "version": v.version, "kind": v.kind},
@@ -202,7 +249,8 @@ pub fn aggregated(core: bool) -> Value {
         if core != g.is_empty() {
             continue;
         }
-        let version = json!({"version": v, "resources": aggregated_resources(g, v), "freshness": "Current"});
+        let version =
+            json!({"version": v, "resources": aggregated_resources(g, v), "freshness": "Current"});
         if let Some(existing) = items.iter_mut().find(|x| x["metadata"]["name"] == g) {
             if let Some(vs) = existing["versions"].as_array_mut() {
                 vs.push(version);
@@ -232,15 +280,21 @@ pub fn root(headers: &HeaderMap, core: bool) -> Response {
     if wants_aggregated(headers) {
         let body = serde_json::to_vec(&aggregated(core)).unwrap_or_default();
         let mut r = (StatusCode::OK, body).into_response();
-        r.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(AGGREGATED_CT));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(AGGREGATED_CT),
+        );
         r.headers_mut()
             .insert(header::VARY, HeaderValue::from_static("Accept"));
         return r;
     }
     json_response(
         StatusCode::OK,
-        &if core { api_versions() } else { api_group_list() },
+        &if core {
+            api_versions()
+        } else {
+            api_group_list()
+        },
     )
 }
 
@@ -260,9 +314,24 @@ mod tests {
     #[test]
     fn scale_is_an_autoscaling_subresource() {
         let agg = aggregated(false);
-        let apps = agg["items"].as_array().unwrap().iter().find(|i| i["metadata"]["name"] == "apps").unwrap();
-        let deploy = apps["versions"][0]["resources"].as_array().unwrap().iter().find(|r| r["resource"] == "deployments").unwrap();
-        let scale = deploy["subresources"].as_array().unwrap().iter().find(|s| s["subresource"] == "scale").unwrap();
+        let apps = agg["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["metadata"]["name"] == "apps")
+            .unwrap();
+        let deploy = apps["versions"][0]["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["resource"] == "deployments")
+            .unwrap();
+        let scale = deploy["subresources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["subresource"] == "scale")
+            .unwrap();
         assert_eq!(scale["responseKind"]["group"], "autoscaling");
         assert_eq!(scale["responseKind"]["kind"], "Scale");
     }
@@ -270,8 +339,21 @@ mod tests {
     #[test]
     fn groups_list_every_served_group() {
         let g = api_group_list();
-        let names: Vec<&str> = g["groups"].as_array().unwrap().iter().map(|x| x["name"].as_str().unwrap()).collect();
-        for want in ["apps", "batch", "rbac.authorization.k8s.io", "coordination.k8s.io", "discovery.k8s.io", "authorization.k8s.io", "wkube.dev"] {
+        let names: Vec<&str> = g["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["name"].as_str().unwrap())
+            .collect();
+        for want in [
+            "apps",
+            "batch",
+            "rbac.authorization.k8s.io",
+            "coordination.k8s.io",
+            "discovery.k8s.io",
+            "authorization.k8s.io",
+            "wkube.dev",
+        ] {
             assert!(names.contains(&want), "{want} missing from {names:?}");
         }
     }

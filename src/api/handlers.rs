@@ -65,7 +65,10 @@ pub fn wants(headers: &HeaderMap) -> Wants {
         if p.contains("as=Table") {
             return Wants::Table;
         }
-        if p.starts_with("application/json") || p.starts_with("*/*") || p.starts_with("application/vnd.kubernetes.protobuf") {
+        if p.starts_with("application/json")
+            || p.starts_with("*/*")
+            || p.starts_with("application/vnd.kubernetes.protobuf")
+        {
             return Wants::Json;
         }
         if p.starts_with("application/yaml") {
@@ -79,8 +82,10 @@ pub fn wants(headers: &HeaderMap) -> Wants {
 pub fn json_response(code: StatusCode, v: &Value) -> Response {
     let body = serde_json::to_vec(v).unwrap_or_default();
     let mut r = (code, body).into_response();
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -93,8 +98,10 @@ fn respond(code: StatusCode, obj: Value, how: Wants, kind: &Kind, query: &Query)
         Wants::Yaml => {
             let body = serde_yaml_ng::to_string(&obj).unwrap_or_default();
             let mut r = (code, body).into_response();
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/yaml"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/yaml"),
+            );
             r
         }
         Wants::Json => json_response(code, &obj),
@@ -128,12 +135,13 @@ pub async fn dispatch(
     let query = Query::parse(raw_query)?;
     let watching = query.flag("watch");
     let verb = path::verb(&method, &target, watching)?;
-    state
-        .authorize(&user, verb, &target)
-        .await?;
+    state.authorize(&user, verb, &target).await?;
     let how = wants(&headers);
     if let Some(sub) = target.subresource.clone() {
-        return super::subresources::handle(&state, &user, verb, &target, &sub, &query, &headers, body_bytes, how).await;
+        return super::subresources::handle(
+            &state, &user, verb, &target, &sub, &query, &headers, body_bytes, how,
+        )
+        .await;
     }
     let kind = target.kind;
     let ns = target.namespace.as_deref();
@@ -148,22 +156,52 @@ pub async fn dispatch(
         Verb::Create => {
             let obj = body::decode(&headers, &body_bytes, Some(kind))?;
             let validation = FieldValidation::parse(query.get("fieldValidation"))?;
-            let (created, warnings) = create(&state, kind, ns, obj, validation, query.dry_run()).await?;
-            Ok(with_warnings(respond(StatusCode::CREATED, created, how, kind, &query), &warnings))
+            let (created, warnings) =
+                create(&state, kind, ns, obj, validation, query.dry_run()).await?;
+            Ok(with_warnings(
+                respond(StatusCode::CREATED, created, how, kind, &query),
+                &warnings,
+            ))
         }
         Verb::Update => {
             let obj = body::decode(&headers, &body_bytes, Some(kind))?;
             let validation = FieldValidation::parse(query.get("fieldValidation"))?;
             let name = target.name.as_deref().unwrap_or_default();
-            let (obj, code, warnings) = update(&state, kind, ns, name, obj, None, validation, query.dry_run()).await?;
-            Ok(with_warnings(respond(code, obj, how, kind, &query), &warnings))
+            let (obj, code, warnings) = update(
+                &state,
+                kind,
+                ns,
+                name,
+                obj,
+                None,
+                validation,
+                query.dry_run(),
+            )
+            .await?;
+            Ok(with_warnings(
+                respond(code, obj, how, kind, &query),
+                &warnings,
+            ))
         }
         Verb::Patch => {
             let name = target.name.as_deref().unwrap_or_default();
             let validation = FieldValidation::parse(query.get("fieldValidation"))?;
-            let (obj, code, warnings) =
-                patch::handle(&state, kind, ns, name, None, &headers, &body_bytes, &query, validation).await?;
-            Ok(with_warnings(respond(code, obj, how, kind, &query), &warnings))
+            let (obj, code, warnings) = patch::handle(
+                &state,
+                kind,
+                ns,
+                name,
+                None,
+                &headers,
+                &body_bytes,
+                &query,
+                validation,
+            )
+            .await?;
+            Ok(with_warnings(
+                respond(code, obj, how, kind, &query),
+                &warnings,
+            ))
         }
         Verb::Delete => {
             let name = target.name.as_deref().unwrap_or_default();
@@ -186,7 +224,13 @@ pub fn selectors(kind: &Kind, query: &Query) -> Result<(LabelSelector, FieldSele
     Ok((labels, fields))
 }
 
-async fn list(state: &ApiState, kind: &'static Kind, ns: Option<&str>, query: &Query, how: Wants) -> Result<Response, ApiError> {
+async fn list(
+    state: &ApiState,
+    kind: &'static Kind,
+    ns: Option<&str>,
+    query: &Query,
+    how: Wants,
+) -> Result<Response, ApiError> {
     let (labels, fields) = selectors(kind, query)?;
     let limit = match query.get("limit") {
         Some(l) if !l.is_empty() => l
@@ -197,7 +241,13 @@ async fn list(state: &ApiState, kind: &'static Kind, ns: Option<&str>, query: &Q
     let keep = move |o: &Value| labels.matches(o) && fields.matches(o);
     let page = state
         .registry
-        .list(kind, ns, limit, query.get("continue").filter(|c| !c.is_empty()), &keep)
+        .list(
+            kind,
+            ns,
+            limit,
+            query.get("continue").filter(|c| !c.is_empty()),
+            &keep,
+        )
         .await?;
     let mut list_meta = json!({"resourceVersion": page.revision.to_string()});
     if let Some(c) = &page.continue_token {
@@ -208,7 +258,10 @@ async fn list(state: &ApiState, kind: &'static Kind, ns: Option<&str>, query: &Q
     }
     if how == Wants::Table {
         let include = query.get("includeObject").unwrap_or("Metadata");
-        return Ok(json_response(StatusCode::OK, &table::list(kind, &page.items, list_meta, include)));
+        return Ok(json_response(
+            StatusCode::OK,
+            &table::list(kind, &page.items, list_meta, include),
+        ));
     }
     let body = json!({
         "kind": kind.list_kind,
@@ -240,7 +293,10 @@ pub async fn create(
     if dry_run {
         return Ok((obj, warnings));
     }
-    let created = state.registry.create(kind, ns.as_deref(), &name, &obj).await;
+    let created = state
+        .registry
+        .create(kind, ns.as_deref(), &name, &obj)
+        .await;
     if created.is_err() {
         state.admission.on_create_failed(state, kind, &obj).await;
     }
@@ -271,7 +327,10 @@ pub async fn update(
     objects::prepare_update(kind, &old, &mut new, sub)?;
     let (mut admitted, warnings) = objects::admit(kind, new, validation)?;
     objects::bump_generation(&old, &mut admitted);
-    state.admission.on_update(state, kind, &old, &mut admitted).await?;
+    state
+        .admission
+        .on_update(state, kind, &old, &mut admitted)
+        .await?;
     let unchanged = {
         let strip = |v: &Value| {
             let mut v = v.clone();
@@ -289,7 +348,10 @@ pub async fn update(
         // A no-op update writes nothing and keeps the resourceVersion.
         return Ok((old, StatusCode::OK, warnings));
     }
-    let stored = state.registry.update(kind, ns, name, expected, &admitted).await?;
+    let stored = state
+        .registry
+        .update(kind, ns, name, expected, &admitted)
+        .await?;
     let stored = state.finish_if_deleting(kind, ns, name, stored).await?;
     Ok((stored, StatusCode::OK, warnings))
 }
@@ -327,7 +389,10 @@ pub async fn delete(
                     kind.qualified_plural(),
                     name,
                     uid,
-                    current.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("")
+                    current
+                        .pointer("/metadata/uid")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
                 ),
             });
         }
@@ -352,7 +417,10 @@ pub async fn delete(
             return Ok((StatusCode::OK, current));
         }
         let mut marked = current.clone();
-        let needs_mark = state.admission.on_delete(state, kind, &mut marked, opts).await?;
+        let needs_mark = state
+            .admission
+            .on_delete(state, kind, &mut marked, opts)
+            .await?;
         let has_finalizers = marked
             .pointer("/metadata/finalizers")
             .and_then(Value::as_array)
@@ -385,7 +453,11 @@ pub async fn delete(
         group: kind.group.into(),
         resource: kind.plural.into(),
         name: name.into(),
-        message: format!("Operation cannot be fulfilled on {} \"{}\": too many concurrent changes", kind.qualified_plural(), name),
+        message: format!(
+            "Operation cannot be fulfilled on {} \"{}\": too many concurrent changes",
+            kind.qualified_plural(),
+            name
+        ),
     })
 }
 

@@ -16,6 +16,7 @@ pub mod body;
 pub mod bootstrap;
 pub mod discovery;
 pub mod handlers;
+pub mod kubeconfig;
 pub mod metrics;
 pub mod objects;
 pub mod openapi;
@@ -97,7 +98,12 @@ pub struct ApiState {
 
 impl ApiState {
     /// RBAC check for a resource request.
-    pub async fn authorize(&self, user: &UserInfo, verb: Verb, target: &Target) -> Result<(), ApiError> {
+    pub async fn authorize(
+        &self,
+        user: &UserInfo,
+        verb: Verb,
+        target: &Target,
+    ) -> Result<(), ApiError> {
         let a = Attributes {
             verb: verb.as_str().to_string(),
             group: target.kind.group.to_string(),
@@ -117,7 +123,11 @@ impl ApiState {
         }
         Err(ApiError::Forbidden {
             message: rbac::forbidden_message(user, a),
-            kind: if a.path.is_some() { String::new() } else { a.resource.clone() },
+            kind: if a.path.is_some() {
+                String::new()
+            } else {
+                a.resource.clone()
+            },
             name: a.name.clone(),
             group: a.group.clone(),
         })
@@ -133,19 +143,29 @@ impl ApiState {
                 resource: "namespaces".into(),
                 name: ns.into(),
             }),
-            Some(n) if n.pointer("/metadata/deletionTimestamp").is_some() => Err(ApiError::Forbidden {
-                message: format!("unable to create new content in namespace {ns} because it is being terminated"),
-                kind: "namespaces".into(),
-                name: ns.into(),
-                group: String::new(),
-            }),
+            Some(n) if n.pointer("/metadata/deletionTimestamp").is_some() => {
+                Err(ApiError::Forbidden {
+                    message: format!(
+                        "unable to create new content in namespace {ns} because it is being terminated"
+                    ),
+                    kind: "namespaces".into(),
+                    name: ns.into(),
+                    group: String::new(),
+                })
+            }
             Some(_) => Ok(()),
         }
     }
 
     /// An object marked for deletion whose last finalizer is gone is
     /// removed, as Kubernetes does after the update that cleared it.
-    pub async fn finish_if_deleting(&self, kind: &'static Kind, ns: Option<&str>, name: &str, stored: Value) -> Result<Value, ApiError> {
+    pub async fn finish_if_deleting(
+        &self,
+        kind: &'static Kind,
+        ns: Option<&str>,
+        name: &str,
+        stored: Value,
+    ) -> Result<Value, ApiError> {
         let deleting = stored.pointer("/metadata/deletionTimestamp").is_some();
         let finalizers_left = stored
             .pointer("/metadata/finalizers")
@@ -194,9 +214,15 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/apis", axum::routing::get(apis_root))
         .route("/openapi/v2", axum::routing::get(openapi::v2))
         .route("/openapi/v3", axum::routing::get(openapi::v3_index))
-        .route("/openapi/v3/{*path}", axum::routing::get(openapi::v3_document))
+        .route(
+            "/openapi/v3/{*path}",
+            axum::routing::get(openapi::v3_document),
+        )
         .fallback(resource)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ))
         .with_state(state)
 }
 
@@ -240,7 +266,10 @@ async fn apis_root(headers: HeaderMap) -> Response {
 
 /// Paths anyone may read without credentials.
 fn is_public(path: &str) -> bool {
-    matches!(path, "/version" | "/version/" | "/healthz" | "/livez" | "/readyz")
+    matches!(
+        path,
+        "/version" | "/version/" | "/healthz" | "/livez" | "/readyz"
+    )
 }
 
 /// The caller's identity, attached to every request.
@@ -251,25 +280,31 @@ pub struct Caller(pub UserInfo);
 #[derive(Clone, Debug, Default)]
 pub struct PeerIdentity(pub Option<UserInfo>);
 
-async fn authenticate(State(state): State<Arc<ApiState>>, mut req: Request, next: Next) -> Response {
+async fn authenticate(
+    State(state): State<Arc<ApiState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let auth = req.headers().get(header::AUTHORIZATION).cloned();
-    let peer = req.extensions().get::<PeerIdentity>().and_then(|p| p.0.clone());
+    let peer = req
+        .extensions()
+        .get::<PeerIdentity>()
+        .and_then(|p| p.0.clone());
     let user = match identify(&state, auth, peer).await {
         Ok(Some(u)) => u,
         Ok(None) if is_public(&path) => UserInfo::anonymous(),
         Ok(None) | Err(_) => {
             let resp = ApiError::Unauthorized.into_response();
-            state.metrics.observe(&method, &path, resp.status(), started.elapsed());
+            state
+                .metrics
+                .observe(&method, &path, resp.status(), started.elapsed());
             return resp;
         }
     };
-    if !is_public(&path)
-        && path::parse(&path).ok().flatten().is_none()
-        && !is_review(&path)
-    {
+    if !is_public(&path) && path::parse(&path).ok().flatten().is_none() && !is_review(&path) {
         // Non-resource URLs go through RBAC as `get PATH`.
         let a = Attributes {
             verb: method.as_str().to_ascii_lowercase(),
@@ -278,13 +313,17 @@ async fn authenticate(State(state): State<Arc<ApiState>>, mut req: Request, next
         };
         if let Err(e) = state.check(&user, &a) {
             let resp = e.into_response();
-            state.metrics.observe(&method, &path, resp.status(), started.elapsed());
+            state
+                .metrics
+                .observe(&method, &path, resp.status(), started.elapsed());
             return resp;
         }
     }
     req.extensions_mut().insert(Caller(user));
     let resp = next.run(req).await;
-    state.metrics.observe(&method, &path, resp.status(), started.elapsed());
+    state
+        .metrics
+        .observe(&method, &path, resp.status(), started.elapsed());
     resp
 }
 
@@ -345,7 +384,17 @@ async fn resource(State(state): State<Arc<ApiState>>, req: Request) -> Response 
             Err(e) => e.into_response(),
         };
     }
-    match handlers::dispatch(state.clone(), user, parts.method, &path, parts.uri.query(), parts.headers, bytes).await {
+    match handlers::dispatch(
+        state.clone(),
+        user,
+        parts.method,
+        &path,
+        parts.uri.query(),
+        parts.headers,
+        bytes,
+    )
+    .await
+    {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
@@ -363,4 +412,50 @@ fn group_discovery(path: &str) -> Option<Response> {
         Some(b) => handlers::json_response(StatusCode::OK, &b),
         None => ApiError::NoRoute.into_response(),
     })
+}
+
+/// What `start` needs.
+pub struct StartOptions {
+    pub config: ApiConfig,
+    /// Where the cluster PKI lives (`DATA/pki`): the signing key is kept here.
+    pub pki_dir: std::path::PathBuf,
+    /// The address in-cluster clients reach the API server at.
+    pub advertise: std::net::Ipv4Addr,
+    /// The port the API server listens on (for the `kubernetes` service).
+    pub port: u16,
+}
+
+/// Why the API server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("service-account signing key: {0}")]
+    Keys(#[from] authn::AuthnError),
+    #[error("loading RBAC policy: {0}")]
+    Rbac(#[from] crate::store::StoreError),
+    #[error("creating the default objects: {0}")]
+    Bootstrap(ApiError),
+}
+
+/// Build the shared state, create the default objects and start the API
+/// server's own loops. Serve it with [`serve::serve`].
+pub async fn start(
+    store: crate::store::Store,
+    opts: StartOptions,
+) -> Result<Arc<ApiState>, StartError> {
+    let tokens = TokenAuthority::load_or_create(&opts.pki_dir)?;
+    let rbac = RbacCache::start(store.clone()).await?;
+    let state = Arc::new(ApiState {
+        registry: Registry::new(store),
+        tokens,
+        rbac,
+        admission: admission::Admission,
+        config: opts.config,
+        metrics: metrics::Metrics::default(),
+        started: Instant::now(),
+    });
+    bootstrap::run(&state, opts.advertise, opts.port)
+        .await
+        .map_err(StartError::Bootstrap)?;
+    bootstrap::spawn_service_account_loop(state.clone());
+    Ok(state)
 }

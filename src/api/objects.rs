@@ -35,7 +35,10 @@ pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .replace_nanosecond(0)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }
 
@@ -171,7 +174,10 @@ pub fn prepare_create(
         name = format!("{prefix}{}", random_suffix(5));
         meta.insert("name".into(), Value::String(name.clone()));
     }
-    meta.insert("uid".into(), Value::String(uuid::Uuid::new_v4().to_string()));
+    meta.insert(
+        "uid".into(),
+        Value::String(uuid::Uuid::new_v4().to_string()),
+    );
     meta.insert("creationTimestamp".into(), Value::String(now_rfc3339()));
     meta.remove("resourceVersion");
     meta.remove("deletionTimestamp");
@@ -197,7 +203,10 @@ fn reset_status_on_create(kind: &Kind, obj: &mut Value) {
         }
         "Pod" => {
             let qos = pod_qos_class(map.get("spec"));
-            map.insert("status".into(), json!({"phase": "Pending", "qosClass": qos}));
+            map.insert(
+                "status".into(),
+                json!({"phase": "Pending", "qosClass": qos}),
+            );
         }
         "Namespace" => {
             map.insert("status".into(), json!({"phase": "Active"}));
@@ -286,7 +295,14 @@ pub fn prepare_update(
     let old_meta = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
     let meta = metadata_mut(new);
     meta.insert("name".into(), Value::String(name));
-    for field in ["namespace", "uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+    for field in [
+        "namespace",
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+    ] {
         match old_meta.get(field) {
             Some(v) => {
                 meta.insert(field.into(), v.clone());
@@ -330,13 +346,18 @@ pub fn bump_generation(old: &Value, new: &mut Value) {
 /// Default, normalize through the typed representation and validate.
 /// Returns the canonical object and the unknown fields found (which the
 /// caller reports according to `fieldValidation`).
-pub fn admit(kind: &Kind, obj: Value, validation: FieldValidation) -> Result<(Value, Vec<String>), ApiError> {
+pub fn admit(
+    kind: &Kind,
+    obj: Value,
+    validation: FieldValidation,
+) -> Result<(Value, Vec<String>), ApiError> {
     let name = name_of(&obj).to_string();
     let mut obj = obj;
     kind.ops.default(&mut obj);
-    let normalized = kind.ops.normalize(&obj).map_err(|e| {
-        ApiError::bad_request(format!("{} in body is invalid: {e}", kind.kind))
-    })?;
+    let normalized = kind
+        .ops
+        .normalize(&obj)
+        .map_err(|e| ApiError::bad_request(format!("{} in body is invalid: {e}", kind.kind)))?;
     let unknown = if validation == FieldValidation::Ignore {
         Vec::new()
     } else {
@@ -447,7 +468,10 @@ mod tests {
         let obj = json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "a", "namespace": "d"}, "data": {"x": "y"}, "bogus": 1});
         let err = admit(cm(), obj.clone(), FieldValidation::Strict).unwrap_err();
-        assert_eq!(err.to_string(), "strict decoding error: unknown field \"bogus\"");
+        assert_eq!(
+            err.to_string(),
+            "strict decoding error: unknown field \"bogus\""
+        );
         let (_, unknown) = admit(cm(), obj, FieldValidation::Warn).unwrap();
         assert_eq!(unknown, vec!["bogus"]);
     }
@@ -458,7 +482,11 @@ mod tests {
         let obj = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "d"},
             "spec": {"containers": [{"name": "c", "image": "i", "imagePullPolice": "x"}]}});
         let err = admit(pods, obj, FieldValidation::Strict).unwrap_err();
-        assert!(err.to_string().contains("spec.containers[0].imagePullPolice"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("spec.containers[0].imagePullPolice"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -466,12 +494,17 @@ mod tests {
         let obj = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "Bad_Name", "namespace": "d"}});
         let err = admit(cm(), obj, FieldValidation::Warn).unwrap_err();
         assert!(matches!(err, ApiError::Invalid { .. }));
-        assert!(err.to_string().starts_with("ConfigMap \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\""));
+        assert!(err.to_string().starts_with(
+            "ConfigMap \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\""
+        ));
     }
 
     #[test]
     fn qos_classes_follow_requests_and_limits() {
-        assert_eq!(pod_qos_class(Some(&json!({"containers": [{"name": "a"}]}))), "BestEffort");
+        assert_eq!(
+            pod_qos_class(Some(&json!({"containers": [{"name": "a"}]}))),
+            "BestEffort"
+        );
         let g = json!({"containers": [{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]});
         assert_eq!(pod_qos_class(Some(&g)), "Guaranteed");
         let b = json!({"containers": [{"resources": {"requests": {"cpu": "1"}}}]});
@@ -481,7 +514,8 @@ mod tests {
     #[test]
     fn generation_moves_only_with_the_spec() {
         let old = json!({"metadata": {"generation": 3}, "spec": {"replicas": 1}});
-        let mut same = json!({"metadata": {"generation": 3, "labels": {"a": "b"}}, "spec": {"replicas": 1}});
+        let mut same =
+            json!({"metadata": {"generation": 3, "labels": {"a": "b"}}, "spec": {"replicas": 1}});
         bump_generation(&old, &mut same);
         assert_eq!(same["metadata"]["generation"], 3);
         let mut changed = json!({"metadata": {"generation": 3}, "spec": {"replicas": 2}});

@@ -34,7 +34,9 @@ impl PatchType {
             "application/strategic-merge-patch+json" => Ok(PatchType::Strategic),
             "application/apply-patch+yaml" | "application/apply-patch+cbor" => Ok(PatchType::Apply),
             other => Err(ApiError::UnsupportedMediaType {
-                message: format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {other:?})"),
+                message: format!(
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {other:?})"
+                ),
             }),
         }
     }
@@ -51,7 +53,11 @@ pub fn apply_patch(ty: PatchType, current: &Value, patch: &Value) -> Result<Valu
                 group: String::new(),
                 kind: String::new(),
                 name: String::new(),
-                causes: vec![crate::resources::FieldError::invalid("patch", "", e.to_string())],
+                causes: vec![crate::resources::FieldError::invalid(
+                    "patch",
+                    "",
+                    e.to_string(),
+                )],
             })?;
             Ok(doc)
         }
@@ -62,7 +68,9 @@ pub fn apply_patch(ty: PatchType, current: &Value, patch: &Value) -> Result<Valu
         }
         PatchType::Strategic | PatchType::Apply => {
             if !patch.is_object() {
-                return Err(ApiError::bad_request("a strategic merge patch must be a JSON object"));
+                return Err(ApiError::bad_request(
+                    "a strategic merge patch must be a JSON object",
+                ));
             }
             Ok(strategic_merge(current, patch, ""))
         }
@@ -73,8 +81,13 @@ pub fn apply_patch(ty: PatchType, current: &Value, patch: &Value) -> Result<Valu
 /// shape of its elements). `None`: the list is replaced atomically.
 fn merge_key(field: &str, sample: Option<&Value>) -> Option<&'static str> {
     Some(match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes"
-        | "imagePullSecrets" | "resourceClaims" => "name",
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "volumes"
+        | "imagePullSecrets"
+        | "resourceClaims" => "name",
         "volumeMounts" => "mountPath",
         "volumeDevices" => "devicePath",
         "conditions" => "type",
@@ -136,7 +149,11 @@ fn strategic_merge(current: &Value, patch: &Value, _path: &str) -> Value {
             Value::Object(_) => {
                 let base = out.get(k).cloned().unwrap_or(Value::Object(Map::new()));
                 let merged = strategic_merge(
-                    if base.is_object() { &base } else { &Value::Null },
+                    if base.is_object() {
+                        &base
+                    } else {
+                        &Value::Null
+                    },
                     v,
                     k,
                 );
@@ -171,7 +188,12 @@ fn strategic_merge(current: &Value, patch: &Value, _path: &str) -> Value {
     Value::Object(out)
 }
 
-fn merge_list(field: &str, current: Option<&Value>, patch: &[Value], order: Option<&Vec<Value>>) -> Value {
+fn merge_list(
+    field: &str,
+    current: Option<&Value>,
+    patch: &[Value],
+    order: Option<&Vec<Value>>,
+) -> Value {
     let cur: Vec<Value> = current
         .and_then(Value::as_array)
         .cloned()
@@ -288,9 +310,12 @@ pub async fn handle(
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str)
             .map(str::to_string);
-        let rv = precondition
-            .clone()
-            .or_else(|| current.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(str::to_string));
+        let rv = precondition.clone().or_else(|| {
+            current
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        });
         if let Some(rv) = rv {
             patched["metadata"]["resourceVersion"] = Value::String(rv);
         }
@@ -323,7 +348,10 @@ mod tests {
     #[test]
     fn containers_merge_by_name() {
         let cur = json!({"spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}]}});
-        let out = smp(cur, json!({"spec": {"containers": [{"name": "b", "image": "z"}]}}));
+        let out = smp(
+            cur,
+            json!({"spec": {"containers": [{"name": "b", "image": "z"}]}}),
+        );
         assert_eq!(out["spec"]["containers"][0]["image"], "x");
         assert_eq!(out["spec"]["containers"][1]["image"], "z");
     }
@@ -338,8 +366,11 @@ mod tests {
     #[test]
     fn set_element_order_reorders() {
         let cur = json!({"containers": [{"name": "a"}, {"name": "b"}]});
-        let out = smp(cur, json!({"$setElementOrder/containers": [{"name": "b"}, {"name": "a"}],
-            "containers": [{"name": "a", "image": "new"}]}));
+        let out = smp(
+            cur,
+            json!({"$setElementOrder/containers": [{"name": "b"}, {"name": "a"}],
+            "containers": [{"name": "a", "image": "new"}]}),
+        );
         assert_eq!(out["containers"][0]["name"], "b");
         assert_eq!(out["containers"][1]["image"], "new");
     }
@@ -347,7 +378,10 @@ mod tests {
     #[test]
     fn null_removes_a_field_and_plain_lists_are_replaced() {
         let cur = json!({"metadata": {"labels": {"a": "1", "b": "2"}}, "args": ["x", "y"]});
-        let out = smp(cur, json!({"metadata": {"labels": {"a": null}}, "args": ["z"]}));
+        let out = smp(
+            cur,
+            json!({"metadata": {"labels": {"a": null}}, "args": ["z"]}),
+        );
         assert_eq!(out["metadata"]["labels"], json!({"b": "2"}));
         assert_eq!(out["args"], json!(["z"]));
     }
@@ -363,7 +397,12 @@ mod tests {
     #[test]
     fn json_patch_and_merge_patch_work() {
         let cur = json!({"spec": {"replicas": 1}});
-        let out = apply_patch(PatchType::Json, &cur, &json!([{"op": "replace", "path": "/spec/replicas", "value": 3}])).unwrap();
+        let out = apply_patch(
+            PatchType::Json,
+            &cur,
+            &json!([{"op": "replace", "path": "/spec/replicas", "value": 3}]),
+        )
+        .unwrap();
         assert_eq!(out["spec"]["replicas"], 3);
         let out = apply_patch(PatchType::Merge, &cur, &json!({"spec": {"replicas": 5}})).unwrap();
         assert_eq!(out["spec"]["replicas"], 5);

@@ -54,12 +54,13 @@ pub fn parse(path: &str) -> Result<Option<Target>, ApiError> {
         ["apis", g, v, rest @ ..] if !rest.is_empty() => (*g, *v, rest),
         _ => return Ok(None),
     };
-    let lookup = |plural: &str| {
-        resources::by_resource(group, version, plural).ok_or(ApiError::NoRoute)
-    };
+    let lookup =
+        |plural: &str| resources::by_resource(group, version, plural).ok_or(ApiError::NoRoute);
     let t = match rest {
         // /namespaces/NS/RESOURCE[/NAME[/SUB[/...]]]
-        ["namespaces", ns, plural, tail @ ..] if resources::by_resource(group, version, plural).is_some() => {
+        ["namespaces", ns, plural, tail @ ..]
+            if resources::by_resource(group, version, plural).is_some() =>
+        {
             let kind = lookup(plural)?;
             if !kind.namespaced {
                 return Err(ApiError::NoRoute);
@@ -138,7 +139,9 @@ mod tests {
 
     #[test]
     fn namespaced_paths_parse() {
-        let t = parse("/api/v1/namespaces/default/pods/web/log").unwrap().unwrap();
+        let t = parse("/api/v1/namespaces/default/pods/web/log")
+            .unwrap()
+            .unwrap();
         assert_eq!(t.kind.plural, "pods");
         assert_eq!(t.namespace.as_deref(), Some("default"));
         assert_eq!(t.name.as_deref(), Some("web"));
@@ -150,7 +153,9 @@ mod tests {
         let t = parse("/api/v1/namespaces/kube-system").unwrap().unwrap();
         assert_eq!(t.kind.plural, "namespaces");
         assert_eq!(t.name.as_deref(), Some("kube-system"));
-        let t = parse("/api/v1/namespaces/kube-system/status").unwrap().unwrap();
+        let t = parse("/api/v1/namespaces/kube-system/status")
+            .unwrap()
+            .unwrap();
         assert_eq!(t.subresource.as_deref(), Some("status"));
     }
 
@@ -163,7 +168,9 @@ mod tests {
 
     #[test]
     fn proxy_paths_keep_their_tail() {
-        let t = parse("/api/v1/namespaces/d/services/web:80/proxy/a/b").unwrap().unwrap();
+        let t = parse("/api/v1/namespaces/d/services/web:80/proxy/a/b")
+            .unwrap()
+            .unwrap();
         assert_eq!(t.rest, "/a/b");
     }
 

@@ -168,7 +168,9 @@ impl RbacCache {
         let objs = self.objects.read();
         let mut rules = Vec::new();
         for (key, b) in objs.iter() {
-            let binding_ns = if let Some(rest) = key.strip_prefix(&format!("{RBAC_PREFIX}clusterrolebindings/")) {
+            let binding_ns = if let Some(rest) =
+                key.strip_prefix(&format!("{RBAC_PREFIX}clusterrolebindings/"))
+            {
                 let _ = rest;
                 ""
             } else if let Some(rest) = key.strip_prefix(&format!("{RBAC_PREFIX}rolebindings/")) {
@@ -246,11 +248,32 @@ const WRITE: &[&str] = &["create", "delete", "deletecollection", "patch", "updat
 /// The default ClusterRoles and ClusterRoleBindings, created at first start.
 pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
     let read_resources = [
-        "pods", "pods/log", "pods/status", "services", "services/status", "endpoints", "configmaps",
-        "serviceaccounts", "events", "persistentvolumeclaims", "replicationcontrollers",
-        "resourcequotas", "limitranges", "namespaces/status", "pods/status",
+        "pods",
+        "pods/log",
+        "pods/status",
+        "services",
+        "services/status",
+        "endpoints",
+        "configmaps",
+        "serviceaccounts",
+        "events",
+        "persistentvolumeclaims",
+        "replicationcontrollers",
+        "resourcequotas",
+        "limitranges",
+        "namespaces/status",
+        "pods/status",
     ];
-    let apps = ["deployments", "deployments/scale", "deployments/status", "replicasets", "replicasets/scale", "replicasets/status", "daemonsets", "statefulsets"];
+    let apps = [
+        "deployments",
+        "deployments/scale",
+        "deployments/status",
+        "replicasets",
+        "replicasets/scale",
+        "replicasets/status",
+        "daemonsets",
+        "statefulsets",
+    ];
     let batch = ["jobs", "jobs/status", "cronjobs", "cronjobs/status"];
     let view_rules = vec![
         rule(&[""], &read_resources, READ),
@@ -263,7 +286,24 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
     ];
     let mut edit_rules = view_rules.clone();
     edit_rules.extend([
-        rule(&[""], &["pods", "pods/proxy", "pods/binding", "services", "services/proxy", "endpoints", "configmaps", "secrets", "serviceaccounts", "persistentvolumeclaims", "replicationcontrollers", "events"], WRITE),
+        rule(
+            &[""],
+            &[
+                "pods",
+                "pods/proxy",
+                "pods/binding",
+                "services",
+                "services/proxy",
+                "endpoints",
+                "configmaps",
+                "secrets",
+                "serviceaccounts",
+                "persistentvolumeclaims",
+                "replicationcontrollers",
+                "events",
+            ],
+            WRITE,
+        ),
         rule(&[""], &["secrets"], READ),
         rule(&[""], &["serviceaccounts/token"], &["create"]),
         rule(&["apps"], &apps, WRITE),
@@ -273,8 +313,25 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
     ]);
     let mut admin_rules = edit_rules.clone();
     admin_rules.extend([
-        rule(&["rbac.authorization.k8s.io"], &["roles", "rolebindings"], &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]),
-        rule(&["authorization.k8s.io"], &["localsubjectaccessreviews"], &["create"]),
+        rule(
+            &["rbac.authorization.k8s.io"],
+            &["roles", "rolebindings"],
+            &[
+                "create",
+                "delete",
+                "deletecollection",
+                "get",
+                "list",
+                "patch",
+                "update",
+                "watch",
+            ],
+        ),
+        rule(
+            &["authorization.k8s.io"],
+            &["localsubjectaccessreviews"],
+            &["create"],
+        ),
     ]);
     let role = |name: &str, rules: Vec<Value>| {
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
@@ -288,27 +345,86 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": subject}]})
     };
     vec![
-        ("clusterroles", role("cluster-admin", vec![
-            rule(&["*"], &["*"], &["*"]),
-            json!({"nonResourceURLs": ["*"], "verbs": ["*"]}),
-        ])),
+        (
+            "clusterroles",
+            role(
+                "cluster-admin",
+                vec![
+                    rule(&["*"], &["*"], &["*"]),
+                    json!({"nonResourceURLs": ["*"], "verbs": ["*"]}),
+                ],
+            ),
+        ),
         ("clusterroles", role("admin", admin_rules)),
         ("clusterroles", role("edit", edit_rules)),
         ("clusterroles", role("view", view_rules)),
-        ("clusterroles", role("system:discovery", vec![
-            json!({"nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/readyz", "/openapi", "/openapi/*", "/version", "/version/"], "verbs": ["get"]}),
-        ])),
-        ("clusterroles", role("system:basic-user", vec![
-            rule(&["authorization.k8s.io"], &["selfsubjectaccessreviews", "selfsubjectrulesreviews"], &["create"]),
-            rule(&["authentication.k8s.io"], &["selfsubjectreviews"], &["create"]),
-        ])),
-        ("clusterroles", role("system:public-info-viewer", vec![
-            json!({"nonResourceURLs": ["/healthz", "/livez", "/readyz", "/version", "/version/"], "verbs": ["get"]}),
-        ])),
-        ("clusterrolebindings", binding("cluster-admin", "cluster-admin", "Group", "system:masters")),
-        ("clusterrolebindings", binding("system:discovery", "system:discovery", "Group", "system:authenticated")),
-        ("clusterrolebindings", binding("system:basic-user", "system:basic-user", "Group", "system:authenticated")),
-        ("clusterrolebindings", binding("system:public-info-viewer", "system:public-info-viewer", "Group", "system:authenticated")),
+        (
+            "clusterroles",
+            role(
+                "system:discovery",
+                vec![
+                    json!({"nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/readyz", "/openapi", "/openapi/*", "/version", "/version/"], "verbs": ["get"]}),
+                ],
+            ),
+        ),
+        (
+            "clusterroles",
+            role(
+                "system:basic-user",
+                vec![
+                    rule(
+                        &["authorization.k8s.io"],
+                        &["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+                        &["create"],
+                    ),
+                    rule(
+                        &["authentication.k8s.io"],
+                        &["selfsubjectreviews"],
+                        &["create"],
+                    ),
+                ],
+            ),
+        ),
+        (
+            "clusterroles",
+            role(
+                "system:public-info-viewer",
+                vec![
+                    json!({"nonResourceURLs": ["/healthz", "/livez", "/readyz", "/version", "/version/"], "verbs": ["get"]}),
+                ],
+            ),
+        ),
+        (
+            "clusterrolebindings",
+            binding("cluster-admin", "cluster-admin", "Group", "system:masters"),
+        ),
+        (
+            "clusterrolebindings",
+            binding(
+                "system:discovery",
+                "system:discovery",
+                "Group",
+                "system:authenticated",
+            ),
+        ),
+        (
+            "clusterrolebindings",
+            binding(
+                "system:basic-user",
+                "system:basic-user",
+                "Group",
+                "system:authenticated",
+            ),
+        ),
+        (
+            "clusterrolebindings",
+            binding(
+                "system:public-info-viewer",
+                "system:public-info-viewer",
+                "Group",
+                "system:authenticated",
+            ),
+        ),
     ]
 }
 
@@ -325,7 +441,10 @@ mod tests {
     }
 
     fn cache_with(objs: Vec<(&str, Value)>) -> RbacCache {
-        RbacCache::from_objects(objs.into_iter().map(|(k, v)| (format!("{RBAC_PREFIX}{k}"), v)))
+        RbacCache::from_objects(
+            objs.into_iter()
+                .map(|(k, v)| (format!("{RBAC_PREFIX}{k}"), v)),
+        )
     }
 
     fn attrs(verb: &str, resource: &str, ns: &str) -> Attributes {
@@ -340,16 +459,24 @@ mod tests {
     fn defaults() -> Vec<(String, Value)> {
         bootstrap_policy()
             .into_iter()
-            .map(|(plural, v)| (format!("{plural}/{}", v["metadata"]["name"].as_str().unwrap()), v))
+            .map(|(plural, v)| {
+                (
+                    format!("{plural}/{}", v["metadata"]["name"].as_str().unwrap()),
+                    v,
+                )
+            })
             .collect()
     }
 
     #[test]
     fn a_view_binding_allows_reads_but_not_writes() {
         let mut objs = defaults();
-        objs.push(("rolebindings/dev/alice-view".into(), json!({
+        objs.push((
+            "rolebindings/dev/alice-view".into(),
+            json!({
             "roleRef": {"kind": "ClusterRole", "name": "view"},
-            "subjects": [{"kind": "User", "name": "alice"}]})));
+            "subjects": [{"kind": "User", "name": "alice"}]}),
+        ));
         let cache = cache_with(objs.iter().map(|(k, v)| (k.as_str(), v.clone())).collect());
         let alice = user("alice", &["system:authenticated"]);
         assert!(cache.allows(&alice, &attrs("list", "pods", "dev")));
@@ -361,7 +488,10 @@ mod tests {
     #[test]
     fn masters_may_do_anything() {
         let cache = cache_with(vec![]);
-        assert!(cache.allows(&user("root", &["system:masters"]), &attrs("delete", "nodes", "")));
+        assert!(cache.allows(
+            &user("root", &["system:masters"]),
+            &attrs("delete", "nodes", "")
+        ));
     }
 
     #[test]
@@ -381,13 +511,22 @@ mod tests {
     #[test]
     fn service_account_subjects_default_to_the_binding_namespace() {
         let cache = cache_with(vec![
-            ("roles/ns1/r", json!({"rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}]})),
-            ("rolebindings/ns1/b", json!({"roleRef": {"kind": "Role", "name": "r"},
-                "subjects": [{"kind": "ServiceAccount", "name": "sa"}]})),
+            (
+                "roles/ns1/r",
+                json!({"rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}]}),
+            ),
+            (
+                "rolebindings/ns1/b",
+                json!({"roleRef": {"kind": "Role", "name": "r"},
+                "subjects": [{"kind": "ServiceAccount", "name": "sa"}]}),
+            ),
         ]);
         let sa = user("system:serviceaccount:ns1:sa", &[]);
         assert!(cache.allows(&sa, &attrs("list", "configmaps", "ns1")));
-        assert!(!cache.allows(&user("system:serviceaccount:ns2:sa", &[]), &attrs("list", "configmaps", "ns1")));
+        assert!(!cache.allows(
+            &user("system:serviceaccount:ns2:sa", &[]),
+            &attrs("list", "configmaps", "ns1")
+        ));
     }
 
     #[test]

@@ -31,24 +31,52 @@ pub fn parse(path: &str) -> Option<Review> {
 }
 
 fn s(v: &Value, p: &str) -> String {
-    v.pointer(p).and_then(Value::as_str).unwrap_or("").to_string()
+    v.pointer(p)
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
 }
 
 /// Answer a review for the caller.
-pub async fn handle(state: &ApiState, user: &UserInfo, review: Review, headers: &HeaderMap, raw: &Bytes) -> Result<Response, ApiError> {
+pub async fn handle(
+    state: &ApiState,
+    user: &UserInfo,
+    review: Review,
+    headers: &HeaderMap,
+    raw: &Bytes,
+) -> Result<Response, ApiError> {
     let (group, plural, kind, api_version) = match review {
-        Review::Access => ("authorization.k8s.io", "selfsubjectaccessreviews", "SelfSubjectAccessReview", "authorization.k8s.io/v1"),
-        Review::Rules => ("authorization.k8s.io", "selfsubjectrulesreviews", "SelfSubjectRulesReview", "authorization.k8s.io/v1"),
-        Review::Subject => ("authentication.k8s.io", "selfsubjectreviews", "SelfSubjectReview", "authentication.k8s.io/v1"),
+        Review::Access => (
+            "authorization.k8s.io",
+            "selfsubjectaccessreviews",
+            "SelfSubjectAccessReview",
+            "authorization.k8s.io/v1",
+        ),
+        Review::Rules => (
+            "authorization.k8s.io",
+            "selfsubjectrulesreviews",
+            "SelfSubjectRulesReview",
+            "authorization.k8s.io/v1",
+        ),
+        Review::Subject => (
+            "authentication.k8s.io",
+            "selfsubjectreviews",
+            "SelfSubjectReview",
+            "authentication.k8s.io/v1",
+        ),
     };
-    state.check(user, &Attributes {
-        verb: "create".into(),
-        group: group.into(),
-        resource: plural.into(),
-        ..Default::default()
-    })?;
+    state.check(
+        user,
+        &Attributes {
+            verb: "create".into(),
+            group: group.into(),
+            resource: plural.into(),
+            ..Default::default()
+        },
+    )?;
     let req = body::decode(headers, raw, None)?;
-    let mut out = json!({"kind": kind, "apiVersion": api_version, "metadata": {"creationTimestamp": null}});
+    let mut out =
+        json!({"kind": kind, "apiVersion": api_version, "metadata": {"creationTimestamp": null}});
     out["spec"] = req.get("spec").cloned().unwrap_or_else(|| json!({}));
     match review {
         Review::Access => {
@@ -73,7 +101,9 @@ pub async fn handle(state: &ApiState, user: &UserInfo, review: Review, headers: 
                     group: group.into(),
                     kind: kind.into(),
                     name: String::new(),
-                    causes: vec![crate::resources::FieldError::required("spec.resourceAttributes")],
+                    causes: vec![crate::resources::FieldError::required(
+                        "spec.resourceAttributes",
+                    )],
                 });
             };
             let allowed = state.rbac.allows(user, &a);
@@ -84,7 +114,11 @@ pub async fn handle(state: &ApiState, user: &UserInfo, review: Review, headers: 
         }
         Review::Rules => {
             let ns = s(&req, "/spec/namespace");
-            let (resource_rules, non_resource_rules) = if user.groups.iter().any(|g| g == "system:masters") {
+            let (resource_rules, non_resource_rules) = if user
+                .groups
+                .iter()
+                .any(|g| g == "system:masters")
+            {
                 (
                     vec![json!({"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]})],
                     vec![json!({"verbs": ["*"], "nonResourceURLs": ["*"]})],

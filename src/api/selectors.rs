@@ -31,9 +31,7 @@ impl LabelSelector {
     /// Parse `app=web,tier!=db,env in (a,b),!legacy,version>2`.
     pub fn parse(s: &str) -> Result<Self, ApiError> {
         let mut reqs = Vec::new();
-        let bad = |why: &str| {
-            ApiError::bad_request(format!("unable to parse requirement: {why}"))
-        };
+        let bad = |why: &str| ApiError::bad_request(format!("unable to parse requirement: {why}"));
         for part in split_top_level(s) {
             let part = part.trim();
             if part.is_empty() {
@@ -52,17 +50,17 @@ impl LabelSelector {
                 } else if let Some(l) = rest.strip_prefix("in") {
                     ("in", l)
                 } else {
-                    return Err(bad(&format!("found '{rest}', expected: in, notin, =, ==, !=, gt, lt")));
+                    return Err(bad(&format!(
+                        "found '{rest}', expected: in, notin, =, ==, !=, gt, lt"
+                    )));
                 };
                 let list = list.trim();
                 let inner = list
                     .strip_prefix('(')
                     .and_then(|l| l.strip_suffix(')'))
                     .ok_or_else(|| bad("expected '(' and ')' around the values"))?;
-                let values: BTreeSet<String> = inner
-                    .split(',')
-                    .map(|v| v.trim().to_string())
-                    .collect();
+                let values: BTreeSet<String> =
+                    inner.split(',').map(|v| v.trim().to_string()).collect();
                 reqs.push(if op == "in" {
                     Requirement::In(key, values)
                 } else {
@@ -71,16 +69,25 @@ impl LabelSelector {
                 continue;
             }
             if let Some((k, v)) = part.split_once("!=") {
-                reqs.push(Requirement::NotEq(check_key(k.trim())?, v.trim().to_string()));
+                reqs.push(Requirement::NotEq(
+                    check_key(k.trim())?,
+                    v.trim().to_string(),
+                ));
             } else if let Some((k, v)) = part.split_once("==") {
                 reqs.push(Requirement::Eq(check_key(k.trim())?, v.trim().to_string()));
             } else if let Some((k, v)) = part.split_once('=') {
                 reqs.push(Requirement::Eq(check_key(k.trim())?, v.trim().to_string()));
             } else if let Some((k, v)) = part.split_once('>') {
-                let n = v.trim().parse().map_err(|_| bad("for 'gt', 'lt' operators, the value must be an integer"))?;
+                let n = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad("for 'gt', 'lt' operators, the value must be an integer"))?;
                 reqs.push(Requirement::Gt(check_key(k.trim())?, n));
             } else if let Some((k, v)) = part.split_once('<') {
-                let n = v.trim().parse().map_err(|_| bad("for 'gt', 'lt' operators, the value must be an integer"))?;
+                let n = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad("for 'gt', 'lt' operators, the value must be an integer"))?;
                 reqs.push(Requirement::Lt(check_key(k.trim())?, n));
             } else {
                 reqs.push(Requirement::Exists(check_key(part)?));
@@ -95,12 +102,19 @@ impl LabelSelector {
         let mut reqs = Vec::new();
         if let Some(ml) = sel.get("matchLabels").and_then(Value::as_object) {
             for (k, v) in ml {
-                reqs.push(Requirement::Eq(k.clone(), v.as_str().unwrap_or_default().to_string()));
+                reqs.push(Requirement::Eq(
+                    k.clone(),
+                    v.as_str().unwrap_or_default().to_string(),
+                ));
             }
         }
         if let Some(exprs) = sel.get("matchExpressions").and_then(Value::as_array) {
             for e in exprs {
-                let key = e.get("key").and_then(Value::as_str).unwrap_or_default().to_string();
+                let key = e
+                    .get("key")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
                 let values: BTreeSet<String> = e
                     .get("values")
                     .and_then(Value::as_array)
@@ -128,7 +142,9 @@ impl LabelSelector {
     pub fn from_map(map: &serde_json::Map<String, Value>) -> Self {
         LabelSelector(
             map.iter()
-                .map(|(k, v)| Requirement::Eq(k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .map(|(k, v)| {
+                    Requirement::Eq(k.clone(), v.as_str().unwrap_or_default().to_string())
+                })
                 .collect(),
         )
     }
@@ -160,7 +176,8 @@ impl LabelSelector {
 fn check_key(k: &str) -> Result<String, ApiError> {
     let ok = !k.is_empty()
         && k.len() <= 317
-        && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
     if ok {
         Ok(k.to_string())
     } else {

@@ -205,9 +205,7 @@ impl From<StoreError> for ApiError {
                 message: "the storage is shutting down".into(),
             },
             StoreError::TooManyWatchers => ApiError::TooManyRequests,
-            StoreError::RequestTooLarge => ApiError::TooLarge {
-                limit: 1536 * 1024,
-            },
+            StoreError::RequestTooLarge => ApiError::TooLarge { limit: 1536 * 1024 },
             other => ApiError::internal(other),
         }
     }
@@ -259,7 +257,10 @@ mod tests {
             "Pod \"p\" is invalid: spec.containers[0].image: Required value"
         );
         let s = e.status();
-        assert_eq!(s["details"]["causes"][0]["field"], "spec.containers[0].image");
+        assert_eq!(
+            s["details"]["causes"][0]["field"],
+            "spec.containers[0].image"
+        );
         assert_eq!(s["details"]["causes"][0]["reason"], "FieldValueRequired");
     }
 }

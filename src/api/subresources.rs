@@ -51,17 +51,38 @@ pub async fn handle(
     let name = target.name.as_deref().unwrap_or_default();
     let validation = FieldValidation::parse(query.get("fieldValidation"))?;
     match (sub_of(kind, sub)?, verb) {
-        (Subresource::Status, Verb::Get) => {
-            Ok(json_response(StatusCode::OK, &state.registry.get(kind, ns, name).await?))
-        }
+        (Subresource::Status, Verb::Get) => Ok(json_response(
+            StatusCode::OK,
+            &state.registry.get(kind, ns, name).await?,
+        )),
         (Subresource::Status, Verb::Update) => {
             let obj = body::decode(headers, &raw, Some(kind))?;
-            let (obj, code, _) =
-                handlers::update(state, kind, ns, name, obj, Some("status"), validation, false).await?;
+            let (obj, code, _) = handlers::update(
+                state,
+                kind,
+                ns,
+                name,
+                obj,
+                Some("status"),
+                validation,
+                false,
+            )
+            .await?;
             Ok(json_response(code, &obj))
         }
         (Subresource::Status, Verb::Patch) => {
-            let (obj, code, _) = patch::handle(state, kind, ns, name, Some("status"), headers, &raw, query, validation).await?;
+            let (obj, code, _) = patch::handle(
+                state,
+                kind,
+                ns,
+                name,
+                Some("status"),
+                headers,
+                &raw,
+                query,
+                validation,
+            )
+            .await?;
             Ok(json_response(code, &obj))
         }
         (Subresource::Scale, Verb::Get) => {
@@ -91,7 +112,11 @@ pub async fn handle(
                     group: "autoscaling".into(),
                     kind: "Scale".into(),
                     name: name.into(),
-                    causes: vec![crate::resources::FieldError::invalid("spec.replicas", replicas.to_string(), "must be greater than or equal to 0")],
+                    causes: vec![crate::resources::FieldError::invalid(
+                        "spec.replicas",
+                        replicas.to_string(),
+                        "must be greater than or equal to 0",
+                    )],
                 });
             }
             let precondition = wanted
@@ -104,20 +129,35 @@ pub async fn handle(
             if let Some(rv) = precondition {
                 next["metadata"]["resourceVersion"] = json!(rv);
             }
-            let (stored, _, _) = handlers::update(state, kind, ns, name, next, None, FieldValidation::Ignore, false).await?;
+            let (stored, _, _) = handlers::update(
+                state,
+                kind,
+                ns,
+                name,
+                next,
+                None,
+                FieldValidation::Ignore,
+                false,
+            )
+            .await?;
             Ok(json_response(StatusCode::OK, &scale_of(&stored)))
         }
         (Subresource::Binding, Verb::Create) => {
             let binding = body::decode(headers, &raw, None)?;
             bind(state, ns, name, &binding).await?;
-            Ok(json_response(StatusCode::CREATED, &super::status::success_status(None)))
+            Ok(json_response(
+                StatusCode::CREATED,
+                &super::status::success_status(None),
+            ))
         }
         (Subresource::Token, Verb::Create) => {
             let req = body::decode(headers, &raw, None)?;
             let resp = token_request(state, ns.unwrap_or_default(), name, req).await?;
             Ok(json_response(StatusCode::CREATED, &resp))
         }
-        (Subresource::Log | Subresource::Proxy, _) => Err(node_unreachable(state, kind, ns, name).await),
+        (Subresource::Log | Subresource::Proxy, _) => {
+            Err(node_unreachable(state, kind, ns, name).await)
+        }
         _ => Err(ApiError::MethodNotAllowed),
     }
 }
@@ -129,10 +169,17 @@ async fn node_unreachable(state: &ApiState, kind: &Kind, ns: Option<&str>, name:
         .await
         .ok()
         .flatten()
-        .and_then(|o| o.pointer("/spec/nodeName").and_then(Value::as_str).map(str::to_string));
+        .and_then(|o| {
+            o.pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        });
     ApiError::ServiceUnavailable {
         message: match node {
-            Some(n) => format!("the kubelet of node {n:?} cannot be reached to serve {} {name:?}", kind.singular),
+            Some(n) => format!(
+                "the kubelet of node {n:?} cannot be reached to serve {} {name:?}",
+                kind.singular
+            ),
             None => format!("{} {name:?} is not running on any node yet", kind.singular),
         },
     }
@@ -172,9 +219,18 @@ fn selector_string(sel: &Value) -> String {
                 .collect()
         })
         .unwrap_or_default();
-    for e in sel.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
+    for e in sel
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let key = e.get("key").and_then(Value::as_str).unwrap_or("");
-        let vals: Vec<&str> = e.get("values").and_then(Value::as_array).map(|v| v.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        let vals: Vec<&str> = e
+            .get("values")
+            .and_then(Value::as_array)
+            .map(|v| v.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
         match e.get("operator").and_then(Value::as_str) {
             Some("In") => parts.push(format!("{key} in ({})", vals.join(","))),
             Some("NotIn") => parts.push(format!("{key} notin ({})", vals.join(","))),
@@ -187,7 +243,12 @@ fn selector_string(sel: &Value) -> String {
 }
 
 /// Bind a pod to a node (what the scheduler does).
-pub async fn bind(state: &ApiState, ns: Option<&str>, name: &str, binding: &Value) -> Result<(), ApiError> {
+pub async fn bind(
+    state: &ApiState,
+    ns: Option<&str>,
+    name: &str,
+    binding: &Value,
+) -> Result<(), ApiError> {
     let node = binding
         .pointer("/target/name")
         .and_then(Value::as_str)
@@ -233,10 +294,19 @@ pub async fn bind(state: &ApiState, ns: Option<&str>, name: &str, binding: &Valu
 }
 
 /// Serve a TokenRequest for a service account.
-async fn token_request(state: &ApiState, ns: &str, name: &str, req: Value) -> Result<Value, ApiError> {
+async fn token_request(
+    state: &ApiState,
+    ns: &str,
+    name: &str,
+    req: Value,
+) -> Result<Value, ApiError> {
     let sa_kind = resources::by_resource("", "v1", "serviceaccounts").ok_or(ApiError::NoRoute)?;
     let sa = state.registry.get(sa_kind, Some(ns), name).await?;
-    let sa_uid = sa.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("").to_string();
+    let sa_uid = sa
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let expiration = req
         .pointer("/spec/expirationSeconds")
         .and_then(Value::as_i64)
@@ -257,7 +327,12 @@ async fn token_request(state: &ApiState, ns: &str, name: &str, req: Value) -> Re
     let audiences: Vec<String> = req
         .pointer("/spec/audiences")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .filter(|a: &Vec<String>| !a.is_empty())
         .unwrap_or_else(|| vec![API_AUDIENCE.to_string()]);
     let pod = match req.pointer("/spec/boundObjectRef") {
@@ -265,21 +340,35 @@ async fn token_request(state: &ApiState, ns: &str, name: &str, req: Value) -> Re
             let pod_name = r.get("name").and_then(Value::as_str).unwrap_or("");
             let pods = resources::by_resource("", "v1", "pods").ok_or(ApiError::NoRoute)?;
             let pod = state.registry.get(pods, Some(ns), pod_name).await?;
-            let uid = pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("").to_string();
-            if let Some(want) = r.get("uid").and_then(Value::as_str).filter(|u| !u.is_empty())
+            let uid = pod
+                .pointer("/metadata/uid")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            if let Some(want) = r
+                .get("uid")
+                .and_then(Value::as_str)
+                .filter(|u| !u.is_empty())
                 && want != uid
             {
                 return Err(ApiError::Conflict {
                     group: String::new(),
                     resource: "pods".into(),
                     name: pod_name.into(),
-                    message: format!("the UID in the bound object reference ({want}) does not match the UID in record ({uid})"),
+                    message: format!(
+                        "the UID in the bound object reference ({want}) does not match the UID in record ({uid})"
+                    ),
                 });
             }
-            Some(ObjectRef { name: pod_name.to_string(), uid })
+            Some(ObjectRef {
+                name: pod_name.to_string(),
+                uid,
+            })
         }
         Some(r) if r.get("kind").and_then(Value::as_str).is_some() => {
-            return Err(ApiError::bad_request("only Pod bound object references are supported"));
+            return Err(ApiError::bad_request(
+                "only Pod bound object references are supported",
+            ));
         }
         _ => None,
     };
@@ -298,7 +387,10 @@ async fn token_request(state: &ApiState, ns: &str, name: &str, req: Value) -> Re
         jti: uuid::Uuid::new_v4().to_string(),
         kubernetes: Some(KubernetesClaims {
             namespace: ns.to_string(),
-            serviceaccount: ObjectRef { name: name.to_string(), uid: sa_uid },
+            serviceaccount: ObjectRef {
+                name: name.to_string(),
+                uid: sa_uid,
+            },
             pod,
         }),
     };
@@ -307,7 +399,10 @@ async fn token_request(state: &ApiState, ns: &str, name: &str, req: Value) -> Re
     let expires = expires
         .replace_nanosecond(0)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default();
     Ok(json!({
         "kind": "TokenRequest",

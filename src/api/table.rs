@@ -14,7 +14,12 @@ struct Column {
     description: &'static str,
 }
 
-const fn col(name: &'static str, ty: &'static str, priority: u8, description: &'static str) -> Column {
+const fn col(
+    name: &'static str,
+    ty: &'static str,
+    priority: u8,
+    description: &'static str,
+) -> Column {
     Column {
         name,
         ty,
@@ -31,107 +36,363 @@ const NAME: Column = Column {
     priority: 0,
     description: "Name must be unique within a namespace.",
 };
-const AGE: Column = col("Age", "string", 0, "CreationTimestamp is a timestamp representing the server time when this object was created.");
+const AGE: Column = col(
+    "Age",
+    "string",
+    0,
+    "CreationTimestamp is a timestamp representing the server time when this object was created.",
+);
 
 fn columns(kind: &str) -> Vec<Column> {
     match kind {
         "Pod" => vec![
             NAME,
-            col("Ready", "string", 0, "The aggregate readiness state of this pod for accepting traffic."),
-            col("Status", "string", 0, "The aggregate status of the containers in this pod."),
-            col("Restarts", "string", 0, "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted."),
+            col(
+                "Ready",
+                "string",
+                0,
+                "The aggregate readiness state of this pod for accepting traffic.",
+            ),
+            col(
+                "Status",
+                "string",
+                0,
+                "The aggregate status of the containers in this pod.",
+            ),
+            col(
+                "Restarts",
+                "string",
+                0,
+                "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.",
+            ),
             AGE,
-            col("IP", "string", 1, "IP address allocated to the pod. Routable at least within the cluster."),
-            col("Node", "string", 1, "NodeName is a request to schedule this pod onto a specific node."),
-            col("Nominated Node", "string", 1, "nominatedNodeName is set only when this pod preempts other pods on the node."),
-            col("Readiness Gates", "string", 1, "If specified, all readiness gates will be evaluated for pod readiness."),
+            col(
+                "IP",
+                "string",
+                1,
+                "IP address allocated to the pod. Routable at least within the cluster.",
+            ),
+            col(
+                "Node",
+                "string",
+                1,
+                "NodeName is a request to schedule this pod onto a specific node.",
+            ),
+            col(
+                "Nominated Node",
+                "string",
+                1,
+                "nominatedNodeName is set only when this pod preempts other pods on the node.",
+            ),
+            col(
+                "Readiness Gates",
+                "string",
+                1,
+                "If specified, all readiness gates will be evaluated for pod readiness.",
+            ),
         ],
         "Node" => vec![
             NAME,
             col("Status", "string", 0, "The status of the node"),
             col("Roles", "string", 0, "The roles of the node"),
             AGE,
-            col("Version", "string", 0, "Kubelet Version reported by the node."),
+            col(
+                "Version",
+                "string",
+                0,
+                "Kubelet Version reported by the node.",
+            ),
             col("Internal-IP", "string", 1, "List of internal IPs."),
             col("External-IP", "string", 1, "List of external IPs."),
-            col("OS-Image", "string", 1, "OS Image reported by the node from /etc/os-release."),
-            col("Kernel-Version", "string", 1, "Kernel Version reported by the node."),
-            col("Container-Runtime", "string", 1, "Container Runtime Version reported by the node."),
+            col(
+                "OS-Image",
+                "string",
+                1,
+                "OS Image reported by the node from /etc/os-release.",
+            ),
+            col(
+                "Kernel-Version",
+                "string",
+                1,
+                "Kernel Version reported by the node.",
+            ),
+            col(
+                "Container-Runtime",
+                "string",
+                1,
+                "Container Runtime Version reported by the node.",
+            ),
         ],
         "Deployment" => vec![
             NAME,
             col("Ready", "string", 0, "Number of the pod with ready state"),
-            col("Up-to-date", "string", 0, "Total number of non-terminated pods targeted by this deployment that have the desired template spec."),
-            col("Available", "string", 0, "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment."),
+            col(
+                "Up-to-date",
+                "string",
+                0,
+                "Total number of non-terminated pods targeted by this deployment that have the desired template spec.",
+            ),
+            col(
+                "Available",
+                "string",
+                0,
+                "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.",
+            ),
             AGE,
-            col("Containers", "string", 1, "Names of each container in the template."),
-            col("Images", "string", 1, "Images referenced by each container in the template."),
+            col(
+                "Containers",
+                "string",
+                1,
+                "Names of each container in the template.",
+            ),
+            col(
+                "Images",
+                "string",
+                1,
+                "Images referenced by each container in the template.",
+            ),
             col("Selector", "string", 1, "Label selector for pods."),
         ],
         "ReplicaSet" => vec![
             NAME,
-            col("Desired", "integer", 0, "Replicas is the number of desired replicas."),
-            col("Current", "integer", 0, "Replicas is the most recently observed number of replicas."),
-            col("Ready", "integer", 0, "The number of ready replicas for this replica set."),
+            col(
+                "Desired",
+                "integer",
+                0,
+                "Replicas is the number of desired replicas.",
+            ),
+            col(
+                "Current",
+                "integer",
+                0,
+                "Replicas is the most recently observed number of replicas.",
+            ),
+            col(
+                "Ready",
+                "integer",
+                0,
+                "The number of ready replicas for this replica set.",
+            ),
             AGE,
-            col("Containers", "string", 1, "Names of each container in the template."),
-            col("Images", "string", 1, "Images referenced by each container in the template."),
-            col("Selector", "string", 1, "Selector is a label query over pods that should match the replica count."),
+            col(
+                "Containers",
+                "string",
+                1,
+                "Names of each container in the template.",
+            ),
+            col(
+                "Images",
+                "string",
+                1,
+                "Images referenced by each container in the template.",
+            ),
+            col(
+                "Selector",
+                "string",
+                1,
+                "Selector is a label query over pods that should match the replica count.",
+            ),
         ],
         "Service" => vec![
             NAME,
-            col("Type", "string", 0, "type determines how the Service is exposed."),
-            col("Cluster-IP", "string", 0, "clusterIP is the IP address of the service."),
-            col("External-IP", "string", 0, "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service."),
-            col("Port(s)", "string", 0, "The list of ports that are exposed by this service."),
+            col(
+                "Type",
+                "string",
+                0,
+                "type determines how the Service is exposed.",
+            ),
+            col(
+                "Cluster-IP",
+                "string",
+                0,
+                "clusterIP is the IP address of the service.",
+            ),
+            col(
+                "External-IP",
+                "string",
+                0,
+                "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service.",
+            ),
+            col(
+                "Port(s)",
+                "string",
+                0,
+                "The list of ports that are exposed by this service.",
+            ),
             AGE,
-            col("Selector", "string", 1, "Route service traffic to pods with label keys and values matching this selector."),
+            col(
+                "Selector",
+                "string",
+                1,
+                "Route service traffic to pods with label keys and values matching this selector.",
+            ),
         ],
-        "Namespace" => vec![NAME, col("Status", "string", 0, "The status of the namespace"), AGE],
-        "ConfigMap" => vec![NAME, col("Data", "string", 0, "Data contains the configuration data."), AGE],
+        "Namespace" => vec![
+            NAME,
+            col("Status", "string", 0, "The status of the namespace"),
+            AGE,
+        ],
+        "ConfigMap" => vec![
+            NAME,
+            col("Data", "string", 0, "Data contains the configuration data."),
+            AGE,
+        ],
         "Secret" => vec![
             NAME,
-            col("Type", "string", 0, "Used to facilitate programmatic handling of secret data."),
+            col(
+                "Type",
+                "string",
+                0,
+                "Used to facilitate programmatic handling of secret data.",
+            ),
             col("Data", "string", 0, "Data contains the secret data."),
             AGE,
         ],
-        "ServiceAccount" => vec![NAME, col("Secrets", "string", 0, "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use."), AGE],
+        "ServiceAccount" => vec![
+            NAME,
+            col(
+                "Secrets",
+                "string",
+                0,
+                "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use.",
+            ),
+            AGE,
+        ],
         "Job" => vec![
             NAME,
             col("Status", "string", 0, "Status of the job."),
-            col("Completions", "string", 0, "The desired number of successfully finished pods the job should be run with."),
-            col("Duration", "string", 0, "Time required to complete the job."),
+            col(
+                "Completions",
+                "string",
+                0,
+                "The desired number of successfully finished pods the job should be run with.",
+            ),
+            col(
+                "Duration",
+                "string",
+                0,
+                "Time required to complete the job.",
+            ),
             AGE,
-            col("Containers", "string", 1, "Names of each container in the template."),
-            col("Images", "string", 1, "Images referenced by each container in the template."),
-            col("Selector", "string", 1, "A label query over pods that should match the pod count."),
+            col(
+                "Containers",
+                "string",
+                1,
+                "Names of each container in the template.",
+            ),
+            col(
+                "Images",
+                "string",
+                1,
+                "Images referenced by each container in the template.",
+            ),
+            col(
+                "Selector",
+                "string",
+                1,
+                "A label query over pods that should match the pod count.",
+            ),
         ],
-        "Endpoints" => vec![NAME, col("Endpoints", "string", 0, "Endpoints is the list of endpoints for this service."), AGE],
+        "Endpoints" => vec![
+            NAME,
+            col(
+                "Endpoints",
+                "string",
+                0,
+                "Endpoints is the list of endpoints for this service.",
+            ),
+            AGE,
+        ],
         "EndpointSlice" => vec![
             NAME,
-            col("AddressType", "string", 0, "addressType specifies the type of address carried by this EndpointSlice."),
-            col("Ports", "string", 0, "ports specifies the list of network ports exposed by each endpoint in this slice."),
-            col("Endpoints", "string", 0, "endpoints is a list of unique endpoints in this slice."),
+            col(
+                "AddressType",
+                "string",
+                0,
+                "addressType specifies the type of address carried by this EndpointSlice.",
+            ),
+            col(
+                "Ports",
+                "string",
+                0,
+                "ports specifies the list of network ports exposed by each endpoint in this slice.",
+            ),
+            col(
+                "Endpoints",
+                "string",
+                0,
+                "endpoints is a list of unique endpoints in this slice.",
+            ),
             AGE,
         ],
         "Event" => vec![
-            col("Last Seen", "string", 0, "Time when this Event was last observed."),
+            col(
+                "Last Seen",
+                "string",
+                0,
+                "Time when this Event was last observed.",
+            ),
             col("Type", "string", 0, "Type of this event (Normal, Warning)."),
-            col("Reason", "string", 0, "This should be a short, machine understandable string that gives the reason for the transition into the object's current status."),
-            col("Object", "string", 0, "The object that this event is about."),
-            col("Message", "string", 0, "A human-readable description of the status of this operation."),
+            col(
+                "Reason",
+                "string",
+                0,
+                "This should be a short, machine understandable string that gives the reason for the transition into the object's current status.",
+            ),
+            col(
+                "Object",
+                "string",
+                0,
+                "The object that this event is about.",
+            ),
+            col(
+                "Message",
+                "string",
+                0,
+                "A human-readable description of the status of this operation.",
+            ),
         ],
-        "Lease" => vec![NAME, col("Holder", "string", 0, "holderIdentity contains the identity of the holder of a current lease."), AGE],
+        "Lease" => vec![
+            NAME,
+            col(
+                "Holder",
+                "string",
+                0,
+                "holderIdentity contains the identity of the holder of a current lease.",
+            ),
+            AGE,
+        ],
         "RoleBinding" | "ClusterRoleBinding" => vec![
             NAME,
             col("Role", "string", 0, "RoleRef is the reference to the role."),
             AGE,
             col("Users", "string", 1, "Users in the binding"),
             col("Groups", "string", 1, "Groups in the binding"),
-            col("ServiceAccounts", "string", 1, "ServiceAccounts in the binding"),
+            col(
+                "ServiceAccounts",
+                "string",
+                1,
+                "ServiceAccounts in the binding",
+            ),
         ],
-        "Role" | "ClusterRole" => vec![NAME, col("Created At", "date", 0, "CreationTimestamp is a timestamp representing the server time when this object was created.")],
-        _ => vec![NAME, col("Created At", "date", 0, "CreationTimestamp is a timestamp representing the server time when this object was created.")],
+        "Role" | "ClusterRole" => vec![
+            NAME,
+            col(
+                "Created At",
+                "date",
+                0,
+                "CreationTimestamp is a timestamp representing the server time when this object was created.",
+            ),
+        ],
+        _ => vec![
+            NAME,
+            col(
+                "Created At",
+                "date",
+                0,
+                "CreationTimestamp is a timestamp representing the server time when this object was created.",
+            ),
+        ],
     }
 }
 
@@ -148,19 +409,35 @@ pub fn human_duration(secs: i64) -> String {
     if s < 120 {
         format!("{s}s")
     } else if m < 10 {
-        if s % 60 == 0 { format!("{m}m") } else { format!("{m}m{}s", s % 60) }
+        if s % 60 == 0 {
+            format!("{m}m")
+        } else {
+            format!("{m}m{}s", s % 60)
+        }
     } else if m < 180 {
         format!("{m}m")
     } else if h < 8 {
-        if m % 60 == 0 { format!("{h}h") } else { format!("{h}h{}m", m % 60) }
+        if m % 60 == 0 {
+            format!("{h}h")
+        } else {
+            format!("{h}h{}m", m % 60)
+        }
     } else if h < 48 {
         format!("{h}h")
     } else if h < 24 * 8 {
-        if h % 24 == 0 { format!("{d}d") } else { format!("{d}d{}h", h % 24) }
+        if h % 24 == 0 {
+            format!("{d}d")
+        } else {
+            format!("{d}d{}h", h % 24)
+        }
     } else if d < 365 * 2 {
         format!("{d}d")
     } else if y < 8 {
-        if d % 365 == 0 { format!("{y}y") } else { format!("{y}y{}d", d % 365) }
+        if d % 365 == 0 {
+            format!("{y}y")
+        } else {
+            format!("{y}y{}d", d % 365)
+        }
     } else {
         format!("{y}y")
     }
@@ -192,7 +469,10 @@ fn selector_string(sel: Option<&Value>) -> String {
     let Some(sel) = sel else {
         return "<none>".into();
     };
-    let map = sel.get("matchLabels").and_then(Value::as_object).or(sel.as_object());
+    let map = sel
+        .get("matchLabels")
+        .and_then(Value::as_object)
+        .or(sel.as_object());
     let mut parts: Vec<String> = map
         .map(|m| {
             m.iter()
@@ -272,7 +552,10 @@ fn pod_cells(o: &Value) -> Vec<Value> {
         json!(format!("{ready}/{total}")),
         json!(reason),
         json!(restarts.to_string()),
-        json!(age_of(o.pointer("/metadata/creationTimestamp").and_then(Value::as_str))),
+        json!(age_of(
+            o.pointer("/metadata/creationTimestamp")
+                .and_then(Value::as_str)
+        )),
         json!(none_if_empty(s(o, "/status/podIP").to_string())),
         json!(none_if_empty(s(o, "/spec/nodeName").to_string())),
         json!(none_if_empty(s(o, "/status/nominatedNodeName").to_string())),
@@ -282,11 +565,18 @@ fn pod_cells(o: &Value) -> Vec<Value> {
 
 fn cells(kind: &str, o: &Value) -> Vec<Value> {
     let name = json!(s(o, "/metadata/name"));
-    let age = json!(age_of(o.pointer("/metadata/creationTimestamp").and_then(Value::as_str)));
+    let age = json!(age_of(
+        o.pointer("/metadata/creationTimestamp")
+            .and_then(Value::as_str)
+    ));
     match kind {
         "Pod" => pod_cells(o),
         "Node" => {
-            let conds = o.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+            let conds = o
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             let ready = conds.iter().find(|c| s(c, "/type") == "Ready");
             let mut status = match ready.map(|c| s(c, "/status")) {
                 Some("True") => "Ready".to_string(),
@@ -300,7 +590,10 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                 .and_then(Value::as_object)
                 .map(|l| {
                     l.keys()
-                        .filter_map(|k| k.strip_prefix("node-role.kubernetes.io/").map(str::to_string))
+                        .filter_map(|k| {
+                            k.strip_prefix("node-role.kubernetes.io/")
+                                .map(str::to_string)
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
@@ -328,7 +621,11 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             let (c, i) = template_containers(o);
             vec![
                 name,
-                json!(format!("{}/{}", n(o, "/status/readyReplicas"), n(o, "/spec/replicas"))),
+                json!(format!(
+                    "{}/{}",
+                    n(o, "/status/readyReplicas"),
+                    n(o, "/spec/replicas")
+                )),
                 json!(n(o, "/status/updatedReplicas")),
                 json!(n(o, "/status/availableReplicas")),
                 age,
@@ -360,7 +657,9 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                         .map(|p| {
                             let node = p.get("nodePort").and_then(Value::as_i64);
                             match node {
-                                Some(np) if np > 0 => format!("{}:{}/{}", n(p, "/port"), np, s(p, "/protocol")),
+                                Some(np) if np > 0 => {
+                                    format!("{}:{}/{}", n(p, "/port"), np, s(p, "/protocol"))
+                                }
                                 _ => format!("{}/{}", n(p, "/port"), s(p, "/protocol")),
                             }
                         })
@@ -370,13 +669,22 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             let mut external: Vec<String> = o
                 .pointer("/status/loadBalancer/ingress")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().map(|x| s(x, "/ip").to_string()).filter(|x| !x.is_empty()).collect())
+                .map(|a| {
+                    a.iter()
+                        .map(|x| s(x, "/ip").to_string())
+                        .filter(|x| !x.is_empty())
+                        .collect()
+                })
                 .unwrap_or_default();
             if let Some(e) = o.pointer("/spec/externalIPs").and_then(Value::as_array) {
                 external.extend(e.iter().filter_map(Value::as_str).map(str::to_string));
             }
             let external = if external.is_empty() {
-                if ty == "LoadBalancer" { "<pending>".to_string() } else { "<none>".to_string() }
+                if ty == "LoadBalancer" {
+                    "<pending>".to_string()
+                } else {
+                    "<none>".to_string()
+                }
             } else {
                 external.join(",")
             };
@@ -392,22 +700,41 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
         }
         "Namespace" => vec![name, json!(s(o, "/status/phase")), age],
         "ConfigMap" => {
-            let count = o.get("data").and_then(Value::as_object).map_or(0, |m| m.len())
-                + o.get("binaryData").and_then(Value::as_object).map_or(0, |m| m.len());
+            let count = o
+                .get("data")
+                .and_then(Value::as_object)
+                .map_or(0, |m| m.len())
+                + o.get("binaryData")
+                    .and_then(Value::as_object)
+                    .map_or(0, |m| m.len());
             vec![name, json!(count), age]
         }
         "Secret" => {
-            let count = o.get("data").and_then(Value::as_object).map_or(0, |m| m.len());
+            let count = o
+                .get("data")
+                .and_then(Value::as_object)
+                .map_or(0, |m| m.len());
             vec![name, json!(s(o, "/type")), json!(count), age]
         }
         "ServiceAccount" => {
-            let count = o.get("secrets").and_then(Value::as_array).map_or(0, Vec::len);
+            let count = o
+                .get("secrets")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
             vec![name, json!(count), age]
         }
         "Job" => {
             let (c, i) = template_containers(o);
-            let conds = o.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
-            let is = |t: &str| conds.iter().any(|x| s(x, "/type") == t && s(x, "/status") == "True");
+            let conds = o
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let is = |t: &str| {
+                conds
+                    .iter()
+                    .any(|x| s(x, "/type") == t && s(x, "/status") == "True")
+            };
             let status = if is("Complete") {
                 "Complete"
             } else if is("Failed") {
@@ -417,14 +744,24 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             } else {
                 "Running"
             };
-            let completions = format!("{}/{}", n(o, "/status/succeeded"), n(o, "/spec/completions").max(1));
+            let completions = format!(
+                "{}/{}",
+                n(o, "/status/succeeded"),
+                n(o, "/spec/completions").max(1)
+            );
             let duration = match (
                 o.pointer("/status/startTime").and_then(Value::as_str),
                 o.pointer("/status/completionTime").and_then(Value::as_str),
             ) {
                 (Some(_), None) => age_of(o.pointer("/status/startTime").and_then(Value::as_str)),
                 (Some(a), Some(b)) => {
-                    let p = |t: &str| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok();
+                    let p = |t: &str| {
+                        time::OffsetDateTime::parse(
+                            t,
+                            &time::format_description::well_known::Rfc3339,
+                        )
+                        .ok()
+                    };
                     match (p(a), p(b)) {
                         (Some(a), Some(b)) => human_duration((b - a).whole_seconds()),
                         _ => String::new(),
@@ -432,14 +769,36 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                 }
                 _ => String::new(),
             };
-            vec![name, json!(status), json!(completions), json!(duration), age, json!(c), json!(i),
-                json!(selector_string(o.pointer("/spec/selector")))]
+            vec![
+                name,
+                json!(status),
+                json!(completions),
+                json!(duration),
+                age,
+                json!(c),
+                json!(i),
+                json!(selector_string(o.pointer("/spec/selector"))),
+            ]
         }
         "Endpoints" => {
             let mut eps = Vec::new();
-            for sub in o.get("subsets").and_then(Value::as_array).into_iter().flatten() {
-                let ports: Vec<i64> = sub.get("ports").and_then(Value::as_array).map(|p| p.iter().map(|x| n(x, "/port")).collect()).unwrap_or_default();
-                for a in sub.get("addresses").and_then(Value::as_array).into_iter().flatten() {
+            for sub in o
+                .get("subsets")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let ports: Vec<i64> = sub
+                    .get("ports")
+                    .and_then(Value::as_array)
+                    .map(|p| p.iter().map(|x| n(x, "/port")).collect())
+                    .unwrap_or_default();
+                for a in sub
+                    .get("addresses")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     if ports.is_empty() {
                         eps.push(s(a, "/ip").to_string());
                     }
@@ -456,22 +815,66 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             vec![name, json!(shown), age]
         }
         "EndpointSlice" => {
-            let ports: Vec<String> = o.get("ports").and_then(Value::as_array).map(|p| p.iter().map(|x| n(x, "/port").to_string()).collect()).unwrap_or_default();
-            let addrs: Vec<String> = o.get("endpoints").and_then(Value::as_array).map(|e| e.iter().flat_map(|x| x.get("addresses").and_then(Value::as_array).cloned().unwrap_or_default()).filter_map(|a| a.as_str().map(str::to_string)).collect()).unwrap_or_default();
-            vec![name, json!(s(o, "/addressType")), json!(none_if_empty(ports.join(","))), json!(none_if_empty(addrs.join(","))), age]
+            let ports: Vec<String> = o
+                .get("ports")
+                .and_then(Value::as_array)
+                .map(|p| p.iter().map(|x| n(x, "/port").to_string()).collect())
+                .unwrap_or_default();
+            let addrs: Vec<String> = o
+                .get("endpoints")
+                .and_then(Value::as_array)
+                .map(|e| {
+                    e.iter()
+                        .flat_map(|x| {
+                            x.get("addresses")
+                                .and_then(Value::as_array)
+                                .cloned()
+                                .unwrap_or_default()
+                        })
+                        .filter_map(|a| a.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            vec![
+                name,
+                json!(s(o, "/addressType")),
+                json!(none_if_empty(ports.join(","))),
+                json!(none_if_empty(addrs.join(","))),
+                age,
+            ]
         }
         "Event" => {
             let last = o
                 .get("lastTimestamp")
                 .and_then(Value::as_str)
                 .or(o.get("eventTime").and_then(Value::as_str))
-                .or(o.pointer("/metadata/creationTimestamp").and_then(Value::as_str));
-            let obj = format!("{}/{}", s(o, "/involvedObject/kind").to_lowercase(), s(o, "/involvedObject/name"));
-            vec![json!(age_of(last)), json!(s(o, "/type")), json!(s(o, "/reason")), json!(obj), json!(s(o, "/message"))]
+                .or(o
+                    .pointer("/metadata/creationTimestamp")
+                    .and_then(Value::as_str));
+            let obj = format!(
+                "{}/{}",
+                s(o, "/involvedObject/kind").to_lowercase(),
+                s(o, "/involvedObject/name")
+            );
+            vec![
+                json!(age_of(last)),
+                json!(s(o, "/type")),
+                json!(s(o, "/reason")),
+                json!(obj),
+                json!(s(o, "/message")),
+            ]
         }
-        "Lease" => vec![name, json!(none_if_empty(s(o, "/spec/holderIdentity").to_string())), age],
+        "Lease" => vec![
+            name,
+            json!(none_if_empty(s(o, "/spec/holderIdentity").to_string())),
+            age,
+        ],
         "RoleBinding" | "ClusterRoleBinding" => {
-            let subjects = o.get("subjects").and_then(Value::as_array).cloned().unwrap_or_default();
+            let subjects = o
+                .get("subjects")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             let of = |k: &str| {
                 subjects
                     .iter()
@@ -488,7 +891,11 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             };
             vec![
                 name,
-                json!(format!("{}/{}", s(o, "/roleRef/kind"), s(o, "/roleRef/name"))),
+                json!(format!(
+                    "{}/{}",
+                    s(o, "/roleRef/kind"),
+                    s(o, "/roleRef/name")
+                )),
                 age,
                 json!(of("User")),
                 json!(of("Group")),
@@ -587,6 +994,9 @@ mod tests {
         assert_eq!(cells[3], "2");
         assert_eq!(cells[6], "n1");
         assert_eq!(t["rows"][0]["object"]["metadata"]["namespace"], "d");
-        assert_eq!(t["columnDefinitions"].as_array().unwrap().len(), cells.as_array().unwrap().len());
+        assert_eq!(
+            t["columnDefinitions"].as_array().unwrap().len(),
+            cells.as_array().unwrap().len()
+        );
     }
 }

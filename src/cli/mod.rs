@@ -68,6 +68,32 @@ pub struct ServerArgs {
     #[arg(long, default_value = "127.0.0.1:2379", value_name = "ADDR")]
     pub etcd_listen: SocketAddr,
 
+    /// Address the Kubernetes API listens on; port 0 picks a free port (the
+    /// URL actually used is written to DATA/api.endpoint).
+    #[arg(long, default_value = "127.0.0.1:6443", value_name = "ADDR")]
+    pub listen: SocketAddr,
+
+    /// Address other nodes and in-cluster clients reach this server at.
+    #[arg(long, value_name = "IP")]
+    pub advertise_address: Option<std::net::Ipv4Addr>,
+
+    /// Range ClusterIPs are allocated from (a loopback range by default, so
+    /// a service address can never leak onto a network).
+    #[arg(long, default_value = "127.96.0.0/16", value_parser = parse_cidr, value_name = "CIDR")]
+    pub service_cidr: crate::api::admission::Cidr,
+
+    /// Range NodePorts are allocated from.
+    #[arg(long, default_value = "30000-32767", value_parser = parse_port_range, value_name = "LO-HI")]
+    pub service_node_port_range: (u16, u16),
+
+    /// Largest API request body, in bytes.
+    #[arg(long, default_value_t = crate::api::ApiConfig::default().max_body_bytes)]
+    pub max_api_body_bytes: usize,
+
+    /// Most API connections served at once.
+    #[arg(long, default_value_t = crate::api::ApiConfig::default().max_connections)]
+    pub max_api_connections: usize,
+
     /// `auto`: TLS with certificates generated into DATA/pki, and client
     /// certificates required. `off`: plaintext, meant for local tests only.
     #[arg(long, value_enum, default_value_t = TlsArg::Auto)]
@@ -116,6 +142,24 @@ pub enum TlsArg {
     Off,
 }
 
+fn parse_cidr(s: &str) -> Result<crate::api::admission::Cidr, String> {
+    crate::api::admission::Cidr::parse(s)
+}
+
+fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let (lo, hi) = s
+        .split_once('-')
+        .ok_or_else(|| format!("{s:?}: expected LO-HI, e.g. 30000-32767"))?;
+    let lo: u16 = lo.trim().parse().map_err(|e| format!("{s:?}: {e}"))?;
+    let hi: u16 = hi.trim().parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if lo == 0 || lo > hi {
+        return Err(format!(
+            "{s:?}: the range must be non-empty and start above 0"
+        ));
+    }
+    Ok((lo, hi))
+}
+
 fn parse_store(s: &str) -> Result<StoreSpec, String> {
     match s {
         "redb" => Ok(StoreSpec::Redb),
@@ -138,6 +182,15 @@ impl ServerArgs {
         ServerConfig {
             data_dir,
             etcd_listen: self.etcd_listen,
+            listen: self.listen,
+            advertise_address: self.advertise_address,
+            api: crate::api::ApiConfig {
+                service_cidr: self.service_cidr,
+                node_port_range: self.service_node_port_range,
+                max_body_bytes: self.max_api_body_bytes,
+                max_connections: self.max_api_connections,
+                ..Default::default()
+            },
             tls: match self.tls {
                 TlsArg::Auto => TlsMode::Auto,
                 TlsArg::Off => TlsMode::Off,

@@ -339,6 +339,47 @@ impl ClusterPki {
         })
     }
 
+    /// Server TLS material for the API server: `apiserver.crt`/`.key`,
+    /// issued for localhost, the loopback addresses, the in-cluster names
+    /// of the `kubernetes` service and `extra_sans`, reissued when a name is
+    /// missing or it nears expiry. Client certificates are checked against
+    /// the cluster CA (and are optional for API clients).
+    ///
+    /// # Errors
+    /// Invalid names, key generation or file failures.
+    pub fn api_server_tls(&self, extra_sans: &[String]) -> Result<ServerTls, PkiError> {
+        let mut names: Vec<String> = [
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+            "127.0.0.1",
+            "::1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        names.extend(extra_sans.iter().cloned());
+        let sans: BTreeSet<String> = names.into_iter().collect();
+        let (dns_names, ips) = split_sans(&sans)?;
+        let spec = CertSpec {
+            common_name: "wkube-apiserver".into(),
+            organizations: Vec::new(),
+            dns_names,
+            ips,
+            server: true,
+            client: false,
+            validity: LEAF_VALIDITY,
+        };
+        self.ensure_leaf("apiserver", &spec)?;
+        Ok(ServerTls {
+            cert_pem: read(&self.path("apiserver.crt"))?,
+            key_pem: read(&self.path("apiserver.key"))?,
+            client_ca_pem: Some(self.ca_cert_pem.clone()),
+        })
+    }
+
     /// A file in the PKI directory, e.g. `path("ca.crt")`.
     pub fn path(&self, file: &str) -> PathBuf {
         self.dir.join(file)

@@ -260,11 +260,20 @@ mod tests {
     #[test]
     fn store_keys_follow_the_registry_layout() {
         let pods = by_resource("", "v1", "pods").unwrap();
-        assert_eq!(pods.key(Some("default"), "web"), "/registry/pods/default/web");
+        assert_eq!(
+            pods.key(Some("default"), "web"),
+            "/registry/pods/default/web"
+        );
         let deploy = by_resource("apps", "v1", "deployments").unwrap();
-        assert_eq!(deploy.key(Some("ns"), "d"), "/registry/apps/deployments/ns/d");
+        assert_eq!(
+            deploy.key(Some("ns"), "d"),
+            "/registry/apps/deployments/ns/d"
+        );
         let ns = by_resource("", "v1", "namespaces").unwrap();
-        assert_eq!(ns.key(None, "kube-system"), "/registry/namespaces/kube-system");
+        assert_eq!(
+            ns.key(None, "kube-system"),
+            "/registry/namespaces/kube-system"
+        );
     }
 
     #[test]

@@ -51,8 +51,11 @@ pub struct ModuleOps;
 
 /// True for `sha256:` followed by 64 lowercase hex digits.
 pub fn is_digest(s: &str) -> bool {
-    s.strip_prefix("sha256:")
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    s.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
 }
 
 impl KindOps for ModuleOps {
@@ -69,11 +72,23 @@ impl KindOps for ModuleOps {
             for (tag, digest) in tags {
                 let d = digest.as_str().unwrap_or("");
                 if !is_digest(d) {
-                    errs.push(FieldError::invalid(format!("spec.tags[{tag}]"), d, "must be sha256:<64 lowercase hex digits>"));
+                    errs.push(FieldError::invalid(
+                        format!("spec.tags[{tag}]"),
+                        d,
+                        "must be sha256:<64 lowercase hex digits>",
+                    ));
                 }
-                let tag_ok = !tag.is_empty() && tag.len() <= 128 && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+                let tag_ok = !tag.is_empty()
+                    && tag.len() <= 128
+                    && tag
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
                 if !tag_ok {
-                    errs.push(FieldError::invalid("spec.tags", tag.clone(), "a tag must be 1-128 characters of [A-Za-z0-9._-]"));
+                    errs.push(FieldError::invalid(
+                        "spec.tags",
+                        tag.clone(),
+                        "a tag must be 1-128 characters of [A-Za-z0-9._-]",
+                    ));
                 }
             }
         }

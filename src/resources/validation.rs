@@ -50,7 +50,11 @@ impl FieldError {
         }
     }
 
-    pub fn invalid(field: impl Into<String>, value: impl Into<String>, detail: impl Into<String>) -> Self {
+    pub fn invalid(
+        field: impl Into<String>,
+        value: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
         FieldError {
             kind: FieldErrorKind::Invalid,
             field: field.into(),
@@ -93,7 +97,8 @@ const DNS1035_LABEL_MSG: &str = "a DNS-1035 label must consist of lower case alp
 fn is_dns1123_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -151,7 +156,9 @@ fn is_qualified_name(s: &str) -> bool {
     }
     !name.is_empty()
         && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
         && name.as_bytes()[0].is_ascii_alphanumeric()
         && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
 }
@@ -159,7 +166,8 @@ fn is_qualified_name(s: &str) -> bool {
 fn is_label_value(s: &str) -> bool {
     s.is_empty()
         || (s.len() <= 63
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
             && s.as_bytes()[0].is_ascii_alphanumeric()
             && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric())
 }
@@ -209,10 +217,18 @@ pub fn validate_kind(kind: &str, obj: &Value) -> Vec<FieldError> {
         }
         "Deployment" | "ReplicaSet" => {
             validate_selector_matches_template(obj, &mut errs);
-            validate_pod_spec(obj.pointer("/spec/template/spec"), "spec.template.spec", &mut errs);
+            validate_pod_spec(
+                obj.pointer("/spec/template/spec"),
+                "spec.template.spec",
+                &mut errs,
+            );
         }
         "Job" => {
-            validate_pod_spec(obj.pointer("/spec/template/spec"), "spec.template.spec", &mut errs);
+            validate_pod_spec(
+                obj.pointer("/spec/template/spec"),
+                "spec.template.spec",
+                &mut errs,
+            );
         }
         "Service" => {
             if let Some(ports) = obj.pointer("/spec/ports").and_then(Value::as_array) {
@@ -229,7 +245,11 @@ pub fn validate_kind(kind: &str, obj: &Value) -> Vec<FieldError> {
                 }
                 if ports.len() > 1 {
                     for (i, p) in ports.iter().enumerate() {
-                        if p.get("name").and_then(Value::as_str).unwrap_or("").is_empty() {
+                        if p.get("name")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .is_empty()
+                        {
                             errs.push(FieldError::required(format!("spec.ports[{i}].name")));
                         }
                     }
@@ -250,7 +270,9 @@ fn validate_selector_matches_template(obj: &Value, errs: &mut Vec<FieldError>) {
         .pointer("/spec/template/metadata/labels")
         .and_then(Value::as_object);
     if let Some(ml) = selector.get("matchLabels").and_then(Value::as_object) {
-        let matches = ml.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v));
+        let matches = ml
+            .iter()
+            .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v));
         if !matches {
             let rendered = labels
                 .map(|l| {
@@ -294,7 +316,11 @@ fn validate_pod_spec(spec: Option<&Value>, path: &str, errs: &mut Vec<FieldError
                 None | Some("") => errs.push(FieldError::required(format!("{field}.name"))),
                 Some(n) => {
                     if !is_dns1123_label(n) {
-                        errs.push(FieldError::invalid(format!("{field}.name"), n, DNS1123_LABEL_MSG));
+                        errs.push(FieldError::invalid(
+                            format!("{field}.name"),
+                            n,
+                            DNS1123_LABEL_MSG,
+                        ));
                     }
                     if !names.insert(n.to_string()) {
                         errs.push(FieldError {
@@ -306,7 +332,11 @@ fn validate_pod_spec(spec: Option<&Value>, path: &str, errs: &mut Vec<FieldError
                     }
                 }
             }
-            if c.get("image").and_then(Value::as_str).unwrap_or("").is_empty() {
+            if c.get("image")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .is_empty()
+            {
                 errs.push(FieldError::required(format!("{field}.image")));
             }
         }
@@ -332,7 +362,10 @@ mod tests {
     fn a_pod_without_image_names_the_field() {
         let pod = json!({"spec": {"containers": [{"name": "c"}]}});
         let errs = validate_kind("Pod", &pod);
-        assert_eq!(errs[0].message(), "spec.containers[0].image: Required value");
+        assert_eq!(
+            errs[0].message(),
+            "spec.containers[0].image: Required value"
+        );
     }
 
     #[test]
@@ -341,7 +374,11 @@ mod tests {
             "template": {"metadata": {"labels": {"app": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
         let errs = validate_kind("Deployment", &d);
         assert_eq!(errs.len(), 1);
-        assert!(errs[0].message().contains("`selector` does not match template `labels`"));
+        assert!(
+            errs[0]
+                .message()
+                .contains("`selector` does not match template `labels`")
+        );
     }
 
     #[test]

@@ -1,0 +1,371 @@
+//! `components.schemas` of one group-version document: the `k8s-openapi`
+//! types' schemars output under Kubernetes' definition names, plus the
+//! vendor extensions kubectl reads that `k8s-openapi` does not carry.
+
+use k8s_openapi::api::{apps, authentication, authorization, autoscaling, batch, coordination, core, discovery, rbac};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
+use k8s_openapi::schemars::JsonSchema;
+use k8s_openapi::schemars::generate::{SchemaGenerator, SchemaSettings};
+use serde_json::{Map, Value, json};
+
+use super::Gvk;
+
+/// Where OpenAPI 3 documents keep their schemas; schemars' `openapi3`
+/// settings write `$ref`s with the same prefix.
+pub const REF_PREFIX: &str = "#/components/schemas/";
+
+/// A `$ref` to a component schema.
+pub fn reference(name: &str) -> Value {
+    json!({ "$ref": format!("{REF_PREFIX}{name}") })
+}
+
+/// Kubernetes' definition names of the shared meta types the paths use.
+pub const DELETE_OPTIONS: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions";
+pub const STATUS: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.Status";
+pub const PATCH: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.Patch";
+pub const API_RESOURCE_LIST: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.APIResourceList";
+/// The group of wkube's own `Module` kind.
+const MODULE_GROUP: &str = "wkube.dev";
+const OBJECT_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
+const LIST_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta";
+
+/// Collects the schemas one document needs.
+pub struct Collector {
+    generator: SchemaGenerator,
+    /// Schemas built here rather than by schemars (lists, wkube's kinds).
+    extra: Map<String, Value>,
+    /// Schema name → the kinds it is the schema of.
+    gvks: Vec<(String, Gvk)>,
+}
+
+impl Collector {
+    pub fn new() -> Self {
+        let mut c = Collector {
+            generator: SchemaSettings::openapi3().into_generator(),
+            extra: Map::new(),
+            gvks: Vec::new(),
+        };
+        // Every document's operations refer to these.
+        c.generator.subschema_for::<meta::DeleteOptions>();
+        c.generator.subschema_for::<meta::Status>();
+        c.generator.subschema_for::<meta::Patch>();
+        c.generator.subschema_for::<meta::APIResourceList>();
+        // The event's schema does not depend on the object type.
+        c.generator.subschema_for::<meta::WatchEvent<core::v1::Pod>>();
+        c
+    }
+
+    /// Add the schema of a kind (and of its list, when `list_kind` is
+    /// set); returns the kind's schema name. `None` for a kind this
+    /// module has no schema for.
+    pub fn add_kind(&mut self, gvk: Gvk, list_kind: Option<&'static str>) -> Option<String> {
+        let name = if (gvk.group, gvk.kind) == (MODULE_GROUP, "Module") {
+            self.add_module()
+        } else {
+            typed_schema(&mut self.generator, gvk.group, gvk.kind)?
+        };
+        self.gvks.push((name.clone(), gvk));
+        if let Some(list_kind) = list_kind {
+            let list_name = format!("{name}List");
+            let list_gvk = Gvk { kind: list_kind, ..gvk };
+            self.extra.insert(list_name.clone(), list_schema(&name, gvk.kind));
+            self.gvks.push((list_name, list_gvk));
+        }
+        Some(name)
+    }
+
+    /// The finished schemas with their vendor extensions.
+    pub fn finish(mut self) -> Map<String, Value> {
+        let mut schemas = self.generator.take_definitions(true);
+        schemas.append(&mut self.extra);
+        for (name, gvk) in &self.gvks {
+            if let Some(Value::Object(s)) = schemas.get_mut(name) {
+                s.insert(
+                    "x-kubernetes-group-version-kind".into(),
+                    json!([{ "group": gvk.group, "version": gvk.version, "kind": gvk.kind }]),
+                );
+            }
+        }
+        for schema in schemas.values_mut() {
+            add_conditions_metadata(schema);
+        }
+        for m in LIST_METADATA {
+            let Some(field) = schemas
+                .get_mut(m.schema)
+                .and_then(|s| s.get_mut("properties"))
+                .and_then(|p| p.get_mut(m.field))
+                .and_then(Value::as_object_mut)
+            else {
+                continue;
+            };
+            if let Some(key) = m.merge_key {
+                field.insert("x-kubernetes-patch-merge-key".into(), json!(key));
+            }
+            field.insert("x-kubernetes-patch-strategy".into(), json!(m.strategy));
+            if let Some(list_type) = m.list_type {
+                field.insert("x-kubernetes-list-type".into(), json!(list_type));
+                if !m.map_keys.is_empty() {
+                    field.insert("x-kubernetes-list-map-keys".into(), json!(m.map_keys));
+                }
+            }
+        }
+        schemas
+    }
+
+    fn add_module(&mut self) -> String {
+        // Module references ObjectMeta (and its list ListMeta) by name.
+        self.generator.subschema_for::<meta::ObjectMeta>();
+        self.generator.subschema_for::<meta::ListMeta>();
+        // Named as Kubernetes names custom resources' schemas: the group
+        // reversed, then version and kind.
+        let name = "dev.wkube.v1.Module".to_string();
+        self.extra.insert(name.clone(), module_schema());
+        name
+    }
+}
+
+/// Registers the schemars schema of a `k8s-openapi` kind; returns its name.
+fn typed_schema(generator: &mut SchemaGenerator, group: &str, kind: &str) -> Option<String> {
+    macro_rules! kinds {
+        ($($ty:ty),* $(,)?) => {
+            $(
+                if <$ty as k8s_openapi::Resource>::GROUP == group && <$ty as k8s_openapi::Resource>::KIND == kind {
+                    generator.subschema_for::<$ty>();
+                    // The list's `metadata`.
+                    generator.subschema_for::<meta::ListMeta>();
+                    return Some(<$ty as JsonSchema>::schema_name().into_owned());
+                }
+            )*
+        };
+    }
+    kinds!(
+        core::v1::Namespace,
+        core::v1::Node,
+        core::v1::Pod,
+        core::v1::Service,
+        core::v1::Endpoints,
+        core::v1::ConfigMap,
+        core::v1::Secret,
+        core::v1::ServiceAccount,
+        core::v1::Event,
+        core::v1::Binding,
+        apps::v1::Deployment,
+        apps::v1::ReplicaSet,
+        batch::v1::Job,
+        rbac::v1::Role,
+        rbac::v1::ClusterRole,
+        rbac::v1::RoleBinding,
+        rbac::v1::ClusterRoleBinding,
+        coordination::v1::Lease,
+        discovery::v1::EndpointSlice,
+        autoscaling::v1::Scale,
+        authentication::v1::TokenRequest,
+        authentication::v1::SelfSubjectReview,
+        authorization::v1::SelfSubjectAccessReview,
+        authorization::v1::SelfSubjectRulesReview,
+    );
+    None
+}
+
+/// `FooList`: Kubernetes' list envelope, which `k8s-openapi` models as a
+/// generic `List<T>` without a schema of its own.
+fn list_schema(item: &str, kind: &str) -> Value {
+    json!({
+        "description": format!("{kind}List is a list of {kind} objects."),
+        "type": "object",
+        "properties": {
+            "apiVersion": { "description": API_VERSION_DOC, "type": "string" },
+            "kind": { "description": KIND_DOC, "type": "string" },
+            "items": {
+                "description": format!("The {kind} objects."),
+                "type": "array",
+                "items": reference(item),
+            },
+            "metadata": {
+                "description": "Standard list metadata: the resourceVersion to watch from and the continue token of a paginated list.",
+                "allOf": [reference(LIST_META)],
+            },
+        },
+        "required": ["items"],
+    })
+}
+
+const API_VERSION_DOC: &str = "APIVersion is the versioned schema of this representation of an object, GROUP/VERSION (or VERSION for the core group).";
+const KIND_DOC: &str = "Kind is the REST resource this object represents, in CamelCase.";
+
+/// wkube's `Module` (see `resources::module`), written by hand: it has no
+/// schemars implementation. The shape follows the Rust type.
+fn module_schema() -> Value {
+    json!({
+        "description": "Module is wkube's module registry index: a cluster-scoped object, named after a module repository, that maps tags to the sha256 digests of uploaded WebAssembly blobs, as an image repository maps tags to manifests.",
+        "type": "object",
+        "properties": {
+            "apiVersion": { "description": API_VERSION_DOC, "type": "string" },
+            "kind": { "description": KIND_DOC, "type": "string" },
+            "metadata": {
+                "description": "Standard object's metadata.",
+                "allOf": [reference(OBJECT_META)],
+            },
+            "spec": {
+                "description": "ModuleSpec is the desired state: the tags of the repository.",
+                "type": "object",
+                "properties": {
+                    "tags": {
+                        "description": "Tags maps a tag (1-128 characters of [A-Za-z0-9._-]) to the digest of a blob, written sha256:<64 lowercase hex digits>.",
+                        "type": "object",
+                        "additionalProperties": { "type": "string" },
+                    },
+                },
+            },
+            "status": {
+                "description": "ModuleStatus is what the registry learnt about the uploaded blobs. Written by the server.",
+                "type": "object",
+                "properties": {
+                    "blobs": {
+                        "description": "Blobs maps a digest to what the registry learnt about that blob.",
+                        "type": "object",
+                        "additionalProperties": {
+                            "description": "BlobInfo describes one uploaded blob.",
+                            "type": "object",
+                            "properties": {
+                                "size": {
+                                    "description": "Size of the blob in bytes.",
+                                    "type": "integer",
+                                    "format": "int64",
+                                },
+                                "format": {
+                                    "description": "Format is `component` (a WebAssembly component) or `module` (a core WebAssembly module).",
+                                    "type": "string",
+                                },
+                                "exports": {
+                                    "description": "The interfaces or functions the blob exports.",
+                                    "type": "array",
+                                    "items": { "type": "string" },
+                                },
+                            },
+                            "required": ["size", "format"],
+                        },
+                    },
+                },
+            },
+        },
+        "required": ["apiVersion", "kind", "metadata"],
+    })
+}
+
+/// How strategic merge patch and server-side apply treat one list (or
+/// struct) field.
+struct ListMetadata {
+    schema: &'static str,
+    field: &'static str,
+    merge_key: Option<&'static str>,
+    strategy: &'static str,
+    list_type: Option<&'static str>,
+    map_keys: &'static [&'static str],
+}
+
+const fn keyed(schema: &'static str, field: &'static str, key: &'static str, map_keys: &'static [&'static str]) -> ListMetadata {
+    ListMetadata { schema, field, merge_key: Some(key), strategy: "merge", list_type: Some("map"), map_keys }
+}
+
+const POD_SPEC: &str = "io.k8s.api.core.v1.PodSpec";
+const CONTAINER: &str = "io.k8s.api.core.v1.Container";
+const EPHEMERAL_CONTAINER: &str = "io.k8s.api.core.v1.EphemeralContainer";
+
+/// The merge semantics kubectl's client-side apply, `edit` and `patch`
+/// need to merge lists element by element instead of replacing them. These
+/// are properties of the Kubernetes API (its documented patch strategies);
+/// `k8s-openapi` does not carry them. Without an entry a list is replaced
+/// whole, which is what Kubernetes does for unmarked lists too.
+/// `conditions` lists are handled generically by [`add_conditions_metadata`].
+const LIST_METADATA: &[ListMetadata] = &[
+    keyed(POD_SPEC, "containers", "name", &["name"]),
+    keyed(POD_SPEC, "initContainers", "name", &["name"]),
+    keyed(POD_SPEC, "ephemeralContainers", "name", &["name"]),
+    keyed(POD_SPEC, "imagePullSecrets", "name", &["name"]),
+    keyed(POD_SPEC, "hostAliases", "ip", &["ip"]),
+    keyed(POD_SPEC, "topologySpreadConstraints", "topologyKey", &["topologyKey", "whenUnsatisfiable"]),
+    keyed(POD_SPEC, "schedulingGates", "name", &["name"]),
+    // A volume's source is a one-of: retainKeys drops the old source when
+    // an apply switches, say, from emptyDir to configMap.
+    ListMetadata {
+        schema: POD_SPEC,
+        field: "volumes",
+        merge_key: Some("name"),
+        strategy: "merge,retainKeys",
+        list_type: Some("map"),
+        map_keys: &["name"],
+    },
+    ListMetadata {
+        schema: POD_SPEC,
+        field: "resourceClaims",
+        merge_key: Some("name"),
+        strategy: "merge,retainKeys",
+        list_type: Some("map"),
+        map_keys: &["name"],
+    },
+    keyed(CONTAINER, "env", "name", &["name"]),
+    keyed(CONTAINER, "ports", "containerPort", &["containerPort", "protocol"]),
+    keyed(CONTAINER, "volumeMounts", "mountPath", &["mountPath"]),
+    keyed(CONTAINER, "volumeDevices", "devicePath", &["devicePath"]),
+    keyed(EPHEMERAL_CONTAINER, "env", "name", &["name"]),
+    keyed(EPHEMERAL_CONTAINER, "ports", "containerPort", &["containerPort", "protocol"]),
+    keyed(EPHEMERAL_CONTAINER, "volumeMounts", "mountPath", &["mountPath"]),
+    keyed(EPHEMERAL_CONTAINER, "volumeDevices", "devicePath", &["devicePath"]),
+    keyed("io.k8s.api.core.v1.ServiceSpec", "ports", "port", &["port", "protocol"]),
+    keyed("io.k8s.api.core.v1.PodStatus", "podIPs", "ip", &["ip"]),
+    keyed("io.k8s.api.core.v1.PodStatus", "hostIPs", "ip", &["ip"]),
+    keyed("io.k8s.api.core.v1.NodeStatus", "addresses", "type", &["type"]),
+    keyed("io.k8s.api.core.v1.ServiceAccount", "secrets", "name", &["name"]),
+    keyed(OBJECT_META, "ownerReferences", "uid", &["uid"]),
+    ListMetadata {
+        schema: OBJECT_META,
+        field: "finalizers",
+        merge_key: None,
+        strategy: "merge",
+        list_type: Some("set"),
+        map_keys: &[],
+    },
+    ListMetadata {
+        schema: "io.k8s.api.core.v1.NodeSpec",
+        field: "podCIDRs",
+        merge_key: None,
+        strategy: "merge",
+        list_type: Some("set"),
+        map_keys: &[],
+    },
+    // Switching the deployment strategy type must drop `rollingUpdate`.
+    ListMetadata {
+        schema: "io.k8s.api.apps.v1.DeploymentSpec",
+        field: "strategy",
+        merge_key: None,
+        strategy: "retainKeys",
+        list_type: None,
+        map_keys: &[],
+    },
+];
+
+/// Every `conditions` list of objects keyed by `type` (pod, node,
+/// deployment, job, … conditions, and meta/v1 `Condition`) merges by
+/// `type`, so a controller's status patch does not wipe others'
+/// conditions.
+fn add_conditions_metadata(schema: &mut Value) {
+    let Some(field) = schema
+        .get_mut("properties")
+        .and_then(|p| p.get_mut("conditions"))
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    let item_is_condition = field
+        .get("items")
+        .and_then(|i| i.get("$ref"))
+        .and_then(Value::as_str)
+        .is_some_and(|r| r.ends_with("Condition"));
+    if field.get("type").and_then(Value::as_str) == Some("array") && item_is_condition {
+        field.insert("x-kubernetes-patch-merge-key".into(), json!("type"));
+        field.insert("x-kubernetes-patch-strategy".into(), json!("merge"));
+        field.insert("x-kubernetes-list-type".into(), json!("map"));
+        field.insert("x-kubernetes-list-map-keys".into(), json!(["type"]));
+    }
+}
