@@ -152,7 +152,7 @@ pub async fn dispatch(
             Ok(respond(StatusCode::OK, obj, how, kind, &query))
         }
         Verb::List => list(&state, kind, ns, &query, how).await,
-        Verb::Watch => watch::serve(&state, kind, ns, target.name.as_deref(), &query).await,
+        Verb::Watch => watch::serve(&state, kind, ns, target.name.as_deref(), &query, how).await,
         Verb::Create => {
             let obj = body::decode(&headers, &body_bytes, Some(kind))?;
             let validation = FieldValidation::parse(query.get("fieldValidation"))?;
@@ -238,6 +238,9 @@ async fn list(
             .map_err(|_| ApiError::bad_request(format!("invalid limit: {l:?}")))?,
         _ => 0,
     };
+    if how == Wants::Json {
+        return list_json(state, kind, ns, query, limit, labels, fields).await;
+    }
     let keep = move |o: &Value| labels.matches(o) && fields.matches(o);
     let page = state
         .registry
@@ -270,6 +273,56 @@ async fn list(
         "items": page.items,
     });
     Ok(respond(StatusCode::OK, body, how, kind, query))
+}
+
+/// A plain JSON list, assembled from the stored bytes: objects are only
+/// decoded when a selector has to look inside them. Listing thousands of
+/// objects is dominated by JSON work, so this is the path that matters.
+async fn list_json(
+    state: &ApiState,
+    kind: &'static Kind,
+    ns: Option<&str>,
+    query: &Query,
+    limit: i64,
+    labels: LabelSelector,
+    fields: FieldSelector,
+) -> Result<Response, ApiError> {
+    let filtered = !labels.is_empty() || !fields.is_empty();
+    let keep = move |kv: &crate::store::KeyValue| {
+        !filtered
+            || super::registry::decode(kv).is_ok_and(|o| labels.matches(&o) && fields.matches(&o))
+    };
+    let page = state
+        .registry
+        .list_raw(kind, ns, limit, query.get("continue").filter(|c| !c.is_empty()), &keep)
+        .await?;
+    let mut list_meta = json!({"resourceVersion": page.revision.to_string()});
+    if let Some(c) = &page.continue_token {
+        list_meta["continue"] = json!(c);
+    }
+    if let Some(r) = page.remaining {
+        list_meta["remainingItemCount"] = json!(r);
+    }
+    let size: usize = page.items.iter().map(|kv| kv.value.len() + 32).sum();
+    let mut out = Vec::with_capacity(size + 256);
+    out.extend_from_slice(b"{\"kind\":");
+    serde_json::to_writer(&mut out, kind.list_kind).map_err(ApiError::internal)?;
+    out.extend_from_slice(b",\"apiVersion\":");
+    serde_json::to_writer(&mut out, &kind.api_version()).map_err(ApiError::internal)?;
+    out.extend_from_slice(b",\"metadata\":");
+    serde_json::to_writer(&mut out, &list_meta).map_err(ApiError::internal)?;
+    out.extend_from_slice(b",\"items\":[");
+    for (i, kv) in page.items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        super::registry::write_stamped(kv, &mut out)?;
+    }
+    out.extend_from_slice(b"]}");
+    let mut r = (StatusCode::OK, out).into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(r)
 }
 
 /// Create an object through every admission step.

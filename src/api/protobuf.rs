@@ -141,9 +141,15 @@ pub fn decode(body: &Bytes, kind: Option<&Kind>) -> Result<Value, ApiError> {
         )
     })?;
     let unknown = k8s_pb::apimachinery::pkg::runtime::Unknown::decode(rest).map_err(|e| {
-        ApiError::bad_request(format!("protobuf envelope (runtime.Unknown) is malformed: {e}"))
+        ApiError::bad_request(format!(
+            "protobuf envelope (runtime.Unknown) is malformed: {e}"
+        ))
     })?;
-    if let Some(enc) = unknown.content_encoding.as_deref().filter(|e| !e.is_empty()) {
+    if let Some(enc) = unknown
+        .content_encoding
+        .as_deref()
+        .filter(|e| !e.is_empty())
+    {
         return Err(ApiError::bad_request(format!(
             "protobuf envelope has contentEncoding {enc:?}; only unencoded objects are supported"
         )));
@@ -215,9 +221,7 @@ fn find_kind(api_version: &str, kind: &str) -> Option<usize> {
 }
 
 fn find_message(name: &str) -> Option<usize> {
-    schema::MESSAGES
-        .binary_search_by(|m| m.name.cmp(name))
-        .ok()
+    schema::MESSAGES.binary_search_by(|m| m.name.cmp(name)).ok()
 }
 
 /// A cursor over protobuf wire data.
@@ -270,7 +274,8 @@ impl<'a> Reader<'a> {
             return Ok(None);
         }
         let key = self.varint()?;
-        let tag = u32::try_from(key >> 3).map_err(|_| format!("field number {} too large", key >> 3))?;
+        let tag =
+            u32::try_from(key >> 3).map_err(|_| format!("field number {} too large", key >> 3))?;
         if tag == 0 {
             return Err("field number 0".into());
         }
@@ -317,7 +322,11 @@ fn decode_message(index: usize, buf: &[u8], depth: usize) -> Result<Value, Strin
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             // A nil Go slice encodes as null.
-            Ok(if items.is_empty() { Value::Null } else { Value::Array(items) })
+            Ok(if items.is_empty() {
+                Value::Null
+            } else {
+                Value::Array(items)
+            })
         }
         Shape::Time | Shape::MicroTime => {
             if buf.is_empty() {
@@ -443,7 +452,9 @@ fn decode_object(msg: &Message, buf: &[u8], depth: usize) -> Result<Value, Strin
                     // Packed repeated scalars: accepted although Go writes
                     // them unpacked.
                     (Ty::Bool | Ty::Int32 | Ty::Int64, LEN) => {
-                        let mut packed = Reader { buf: r.bytes().map_err(at)? };
+                        let mut packed = Reader {
+                            buf: r.bytes().map_err(at)?,
+                        };
                         let mut values = Vec::new();
                         while !packed.buf.is_empty() {
                             values.push(scalar(&mut packed, VARINT, field.ty).map_err(at)?);
@@ -530,7 +541,9 @@ fn schema_mismatch() -> String {
 
 fn expect_len<'a>(r: &mut Reader<'a>, wire: u8) -> Result<&'a [u8], String> {
     if wire != LEN {
-        return Err(format!("wire type {wire} where length-delimited data was expected"));
+        return Err(format!(
+            "wire type {wire} where length-delimited data was expected"
+        ));
     }
     r.bytes()
 }

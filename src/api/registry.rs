@@ -15,6 +15,9 @@ use crate::store::{
     RangeRequest, Revision, Store, TxnOp, TxnOpResponse, TxnRequest,
 };
 
+/// Turns a stored key-value into a list item, or skips it.
+type ItemMap<'a, T> = dyn Fn(&Arc<KeyValue>) -> Result<Option<T>, ApiError> + Send + Sync + 'a;
+
 /// Where a list continues: the revision it was taken at and the next key.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct ContinueToken {
@@ -23,8 +26,8 @@ struct ContinueToken {
 }
 
 /// One page of a list.
-pub struct ListPage {
-    pub items: Vec<Value>,
+pub struct ListPage<T = Value> {
+    pub items: Vec<T>,
     /// The revision the list was taken at.
     pub revision: Revision,
     /// Set when more items follow.
@@ -37,6 +40,31 @@ pub struct ListPage {
 #[derive(Clone)]
 pub struct Registry {
     store: Store,
+}
+
+/// Append a stored object's JSON to `out` with its `resourceVersion`
+/// stamped in, without decoding it. Stored objects are serialized with
+/// sorted keys and no `resourceVersion`, so the first `"metadata":{` is the
+/// top-level one (only `apiVersion` and `kind` come before it).
+pub fn write_stamped(kv: &KeyValue, out: &mut Vec<u8>) -> Result<(), ApiError> {
+    const META: &[u8] = b"\"metadata\":{";
+    let raw = &kv.value[..];
+    let Some(at) = raw.windows(META.len()).position(|w| w == META) else {
+        // Not in the expected shape: take the slow, exact path.
+        let obj = decode(kv)?;
+        serde_json::to_writer(&mut *out, &obj).map_err(ApiError::internal)?;
+        return Ok(());
+    };
+    let split = at + META.len();
+    out.extend_from_slice(&raw[..split]);
+    out.extend_from_slice(b"\"resourceVersion\":\"");
+    out.extend_from_slice(kv.mod_revision.to_string().as_bytes());
+    out.extend_from_slice(b"\"");
+    if raw.get(split) != Some(&b'}') {
+        out.push(b',');
+    }
+    out.extend_from_slice(&raw[split..]);
+    Ok(())
 }
 
 /// Decode a stored value and stamp its `resourceVersion`.
@@ -155,6 +183,37 @@ impl Registry {
         continue_from: Option<&str>,
         keep: &(dyn Fn(&Value) -> bool + Send + Sync),
     ) -> Result<ListPage, ApiError> {
+        self.list_with(kind, ns, limit, continue_from, &|kv| {
+            let obj = decode(kv)?;
+            Ok(keep(&obj).then_some(obj))
+        })
+        .await
+    }
+
+    /// Like [`Registry::list`] but hands out the stored key-values, so a
+    /// caller that only forwards them (a plain JSON list) skips decoding.
+    pub async fn list_raw(
+        &self,
+        kind: &Kind,
+        ns: Option<&str>,
+        limit: i64,
+        continue_from: Option<&str>,
+        keep: &(dyn Fn(&KeyValue) -> bool + Send + Sync),
+    ) -> Result<ListPage<Arc<KeyValue>>, ApiError> {
+        self.list_with(kind, ns, limit, continue_from, &|kv| {
+            Ok(keep(kv).then(|| kv.clone()))
+        })
+        .await
+    }
+
+    async fn list_with<T>(
+        &self,
+        kind: &Kind,
+        ns: Option<&str>,
+        limit: i64,
+        continue_from: Option<&str>,
+        map: &ItemMap<'_, T>,
+    ) -> Result<ListPage<T>, ApiError> {
         let prefix = match ns {
             Some(ns) if kind.namespaced => format!("{}{}/", kind.key_prefix(), ns),
             _ => kind.key_prefix(),
@@ -175,11 +234,7 @@ impl Registry {
             None => (Bytes::from(prefix.clone()), 0),
         };
         let mut items = Vec::new();
-        let want = if limit > 0 {
-            limit as usize
-        } else {
-            usize::MAX
-        };
+        let want = if limit > 0 { limit as usize } else { usize::MAX };
         loop {
             let resp = self
                 .store
@@ -204,21 +259,12 @@ impl Registry {
             }
             let fetched = resp.kvs.len() as i64;
             for kv in &resp.kvs {
-                let obj = decode(kv)?;
-                if keep(&obj) {
-                    items.push(obj);
+                if let Some(item) = map(kv)? {
+                    items.push(item);
                 }
             }
             let last_key = resp.kvs.last().map(|kv| kv.key.clone());
-            if !resp.more {
-                return Ok(ListPage {
-                    items,
-                    revision,
-                    continue_token: None,
-                    remaining: None,
-                });
-            }
-            let Some(last) = last_key else {
+            let Some(last) = last_key.filter(|_| resp.more) else {
                 return Ok(ListPage {
                     items,
                     revision,
@@ -412,5 +458,34 @@ impl Registry {
     }
 }
 
-/// Shared handle.
-pub type SharedRegistry = Arc<Registry>;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(value: &str, rev: i64) -> KeyValue {
+        KeyValue {
+            key: Bytes::from_static(b"/registry/pods/d/p"),
+            value: Bytes::copy_from_slice(value.as_bytes()),
+            create_revision: rev,
+            mod_revision: rev,
+            version: 1,
+            lease: 0,
+        }
+    }
+
+    #[test]
+    fn stamping_raw_json_matches_decoding() {
+        for stored in [
+            r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","namespace":"d"},"spec":{}}"#,
+            r#"{"apiVersion":"v1","kind":"Pod","metadata":{},"spec":{}}"#,
+            r#"{"apiVersion":"v1","kind":"Pod","spec":{}}"#,
+        ] {
+            let kv = kv(stored, 42);
+            let mut out = Vec::new();
+            write_stamped(&kv, &mut out).unwrap();
+            let fast: Value = serde_json::from_slice(&out).unwrap();
+            let slow = decode(&kv).unwrap();
+            assert_eq!(fast, slow, "{stored}");
+        }
+    }
+}

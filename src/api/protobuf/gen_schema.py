@@ -9,8 +9,8 @@ struct tags in the same packages. Both are read at the Kubernetes version
 k8s-pb was generated from (1.35 for k8s-pb 0.9), so tags agree with the
 k8s-pb types the tests encode with.
 
-Usage (API = a checkout of github.com/kubernetes/api at v0.35.x,
-MACHINERY = github.com/kubernetes/apimachinery at the same tag):
+Usage (API = a checkout of the kubernetes/api repository at v0.35.x,
+MACHINERY = the kubernetes/apimachinery repository at the same tag):
 
     python3 gen_schema.py API MACHINERY > schema.rs && rustfmt schema.rs
 """
