@@ -15,11 +15,12 @@
 //! and, for `explain`, the descriptions.
 //!
 //! Documents are built once, on first use, and served from memory.
-//! `/openapi/v2` is not served: kubectl 1.27+ reads v3 and only falls back
-//! to v2 when v3 lacks what it looks for.
+//! `/openapi/v2` ([`v2`]) carries the same definitions for what kubectl
+//! still reads from v2.
 
 mod paths;
 mod schemas;
+mod v2;
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -54,13 +55,29 @@ impl Gvk {
 struct Doc {
     body: Bytes,
     hash: String,
+    content_type: &'static str,
 }
+
+/// The media type of the protobuf-encoded v2 document in a reply. Clients
+/// ask with `…spec.v2@v1.0+protobuf`, but `@` is not allowed in a media
+/// type, and Go's client fails to parse a reply labelled with it.
+const V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
 
 impl Doc {
     fn new(value: &Value) -> Doc {
-        let body = Bytes::from(serde_json::to_vec(value).expect("a JSON value serializes"));
+        Doc::bytes(
+            serde_json::to_vec(value).expect("a JSON value serializes"),
+            "application/json",
+        )
+    }
+
+    fn bytes(body: Vec<u8>, content_type: &'static str) -> Doc {
         let hash = hex::encode_upper(Sha256::digest(&body));
-        Doc { body, hash }
+        Doc {
+            body: Bytes::from(body),
+            hash,
+            content_type,
+        }
     }
 }
 
@@ -69,6 +86,9 @@ struct Documents {
     index: Doc,
     /// `api/v1`, `apis/apps/v1`, … → document.
     by_path: HashMap<String, Doc>,
+    /// `/openapi/v2` as JSON and as protobuf.
+    v2_json: Doc,
+    v2_protobuf: Doc,
 }
 
 /// Built on first use: a few MB of JSON and tens of milliseconds of CPU
@@ -102,25 +122,46 @@ fn group_versions() -> Vec<(&'static str, &'static str)> {
 
 /// The document path of a group-version, as the index names it.
 fn doc_path(group: &str, version: &str) -> String {
-    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
 }
 
 impl Documents {
     fn build() -> Documents {
         let mut by_path = HashMap::new();
         let mut index = Map::new();
+        let mut definitions = Map::new();
         for (group, version) in group_versions() {
             let path = doc_path(group, version);
-            let doc = Doc::new(&document(group, version));
+            let value = document(group, version);
+            if let Some(schemas) = value["components"]["schemas"].as_object() {
+                for (name, schema) in schemas {
+                    // wkube's own kinds stay out of v2, as custom resources'
+                    // do: kubectl would otherwise compute strategic merge
+                    // patches for them from v2.
+                    if !name.starts_with("dev.wkube.") {
+                        definitions
+                            .entry(name.clone())
+                            .or_insert_with(|| schema.clone());
+                    }
+                }
+            }
+            let doc = Doc::new(&value);
             index.insert(
                 path.clone(),
                 json!({ "serverRelativeURL": format!("/openapi/v3/{path}?hash={}", doc.hash) }),
             );
             by_path.insert(path, doc);
         }
+        let (v2_json, v2_protobuf) = v2::encode(&definitions, super::KUBE_GIT_VERSION);
         Documents {
             index: Doc::new(&json!({ "paths": index })),
             by_path,
+            v2_json: Doc::new(&v2_json),
+            v2_protobuf: Doc::bytes(v2_protobuf, V2_PROTOBUF),
         }
     }
 }
@@ -130,15 +171,29 @@ fn document(group: &'static str, version: &'static str) -> Value {
     let mut collector = schemas::Collector::new();
     let mut paths = Map::new();
     paths::add_discovery(&mut paths, group, version);
-    for kind in KINDS.iter().filter(|k| k.group == group && k.version == version) {
-        let gvk = Gvk { group, version, kind: kind.kind };
+    for kind in KINDS
+        .iter()
+        .filter(|k| k.group == group && k.version == version)
+    {
+        let gvk = Gvk {
+            group,
+            version,
+            kind: kind.kind,
+        };
         match collector.add_kind(gvk, Some(kind.list_kind)) {
             Some(schema) => paths::add_kind(&mut paths, &mut collector, kind, &schema),
             None => tracing::warn!(?gvk, "no OpenAPI schema for a served kind"),
         }
     }
-    for v in VIRTUAL.iter().filter(|v| v.group == group && v.version == version) {
-        let gvk = Gvk { group, version, kind: v.kind };
+    for v in VIRTUAL
+        .iter()
+        .filter(|v| v.group == group && v.version == version)
+    {
+        let gvk = Gvk {
+            group,
+            version,
+            kind: v.kind,
+        };
         match collector.add_kind(gvk, None) {
             Some(schema) => paths::add_virtual(&mut paths, v, &schema),
             None => tracing::warn!(?gvk, "no OpenAPI schema for a served kind"),
@@ -183,9 +238,12 @@ fn serve(doc: &Doc, headers: &HeaderMap, requested_hash: Option<&str>) -> Respon
         (StatusCode::OK, doc.body.clone()).into_response()
     };
     let h = resp.headers_mut();
-    // JSON whatever the Accept header asks for (kubectl may prefer the
-    // protobuf encoding of the document, and accepts JSON).
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    // v3 is JSON whatever the Accept header asks for: kubectl may prefer
+    // the protobuf encoding of v3 documents, and accepts JSON.
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(doc.content_type),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     if let Ok(v) = HeaderValue::from_str(&etag) {
         h.insert(header::ETAG, v);
@@ -194,9 +252,20 @@ fn serve(doc: &Doc, headers: &HeaderMap, requested_hash: Option<&str>) -> Respon
     resp
 }
 
-/// `GET /openapi/v2`: not served; see the module comment.
-pub async fn v2() -> Response {
-    ApiError::NoRoute.into_response()
+/// `GET /openapi/v2`: protobuf when asked for (client-go always asks, and
+/// only decodes protobuf), JSON otherwise.
+pub async fn v2(headers: HeaderMap) -> Response {
+    let docs = documents().await;
+    let wants_protobuf = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("protobuf"));
+    let doc = if wants_protobuf {
+        &docs.v2_protobuf
+    } else {
+        &docs.v2_json
+    };
+    serve(doc, &headers, None)
 }
 
 /// `GET /openapi/v3`.
@@ -205,7 +274,11 @@ pub async fn v3_index(headers: HeaderMap) -> Response {
 }
 
 /// `GET /openapi/v3/api/v1`, `/openapi/v3/apis/GROUP/VERSION`.
-pub async fn v3_document(Path(path): Path<String>, RawQuery(query): RawQuery, headers: HeaderMap) -> Response {
+pub async fn v3_document(
+    Path(path): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
     let hash = query
         .as_deref()
         .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())

@@ -37,7 +37,11 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn object_types(&self) -> &'static [&'static str] {
-        if self.builtin { &[JSON, YAML, PROTOBUF] } else { &[JSON, YAML] }
+        if self.builtin {
+            &[JSON, YAML, PROTOBUF]
+        } else {
+            &[JSON, YAML]
+        }
     }
 
     fn patch_types(&self) -> &'static [&'static str] {
@@ -76,14 +80,18 @@ impl Operation {
     }
 
     fn body(mut self, schema: &Value, types: &[&str], required: bool) -> Self {
-        self.value["requestBody"] = json!({ "content": content(schema, types), "required": required });
+        self.value["requestBody"] =
+            json!({ "content": content(schema, types), "required": required });
         self
     }
 
     fn responds(mut self, codes: &[&str], schema: &Value, types: &[&str]) -> Self {
         let mut responses = Map::new();
         for code in codes {
-            responses.insert((*code).into(), json!({ "description": describe_code(code), "content": content(schema, types) }));
+            responses.insert(
+                (*code).into(),
+                json!({ "description": describe_code(code), "content": content(schema, types) }),
+            );
         }
         responses.insert("401".into(), json!({ "description": "Unauthorized" }));
         self.value["responses"] = Value::Object(responses);
@@ -127,18 +135,58 @@ fn pretty() -> Value {
 
 fn list_params(watch: bool) -> Vec<Value> {
     let mut p = vec![
-        query("allowWatchBookmarks", "boolean", "Ask for BOOKMARK events in a watch; servers may ignore the request."),
-        query("continue", "string", "The continue token of the previous page of a paginated list."),
-        query("fieldSelector", "string", "Restrict the result to objects whose fields match, e.g. metadata.name=web."),
-        query("labelSelector", "string", "Restrict the result to objects whose labels match."),
-        query("limit", "integer", "Most objects in one page of a list; the reply's metadata.continue fetches the next page."),
-        query("resourceVersion", "string", "Which version of the collection to list, or to watch changes after."),
-        query("resourceVersionMatch", "string", "How resourceVersion applies to a list: Exact or NotOlderThan."),
-        query("sendInitialEvents", "boolean", "Start a watch with synthetic ADDED events for the current state."),
-        query("timeoutSeconds", "integer", "Longest duration of the list or watch call."),
+        query(
+            "allowWatchBookmarks",
+            "boolean",
+            "Ask for BOOKMARK events in a watch; servers may ignore the request.",
+        ),
+        query(
+            "continue",
+            "string",
+            "The continue token of the previous page of a paginated list.",
+        ),
+        query(
+            "fieldSelector",
+            "string",
+            "Restrict the result to objects whose fields match, e.g. metadata.name=web.",
+        ),
+        query(
+            "labelSelector",
+            "string",
+            "Restrict the result to objects whose labels match.",
+        ),
+        query(
+            "limit",
+            "integer",
+            "Most objects in one page of a list; the reply's metadata.continue fetches the next page.",
+        ),
+        query(
+            "resourceVersion",
+            "string",
+            "Which version of the collection to list, or to watch changes after.",
+        ),
+        query(
+            "resourceVersionMatch",
+            "string",
+            "How resourceVersion applies to a list: Exact or NotOlderThan.",
+        ),
+        query(
+            "sendInitialEvents",
+            "boolean",
+            "Start a watch with synthetic ADDED events for the current state.",
+        ),
+        query(
+            "timeoutSeconds",
+            "integer",
+            "Longest duration of the list or watch call.",
+        ),
     ];
     if watch {
-        p.push(query("watch", "boolean", "Watch for changes instead of listing: a stream of ADDED, MODIFIED and DELETED events."));
+        p.push(query(
+            "watch",
+            "boolean",
+            "Watch for changes instead of listing: a stream of ADDED, MODIFIED and DELETED events.",
+        ));
     }
     p
 }
@@ -147,8 +195,16 @@ fn list_params(watch: bool) -> Vec<Value> {
 /// lists `fieldValidation` before it asks the server to validate fields.
 fn write_params(patch: bool) -> Vec<Value> {
     let mut p = vec![
-        query("dryRun", "string", "When All, run every stage of the request but persist nothing."),
-        query("fieldManager", "string", "Name of the actor making the change, recorded in managedFields."),
+        query(
+            "dryRun",
+            "string",
+            "When All, run every stage of the request but persist nothing.",
+        ),
+        query(
+            "fieldManager",
+            "string",
+            "Name of the actor making the change, recorded in managedFields.",
+        ),
         query(
             "fieldValidation",
             "string",
@@ -156,23 +212,47 @@ fn write_params(patch: bool) -> Vec<Value> {
         ),
     ];
     if patch {
-        p.push(query("force", "boolean", "Make an apply request take ownership of fields other managers own."));
+        p.push(query(
+            "force",
+            "boolean",
+            "Make an apply request take ownership of fields other managers own.",
+        ));
     }
     p
 }
 
 fn delete_params() -> Vec<Value> {
     vec![
-        query("dryRun", "string", "When All, run every stage of the request but persist nothing."),
-        query("gracePeriodSeconds", "integer", "Seconds before the object is deleted; 0 deletes at once."),
-        query("orphanDependents", "boolean", "Deprecated: use propagationPolicy."),
-        query("propagationPolicy", "string", "What happens to dependents: Orphan, Background or Foreground."),
+        query(
+            "dryRun",
+            "string",
+            "When All, run every stage of the request but persist nothing.",
+        ),
+        query(
+            "gracePeriodSeconds",
+            "integer",
+            "Seconds before the object is deleted; 0 deletes at once.",
+        ),
+        query(
+            "orphanDependents",
+            "boolean",
+            "Deprecated: use propagationPolicy.",
+        ),
+        query(
+            "propagationPolicy",
+            "string",
+            "What happens to dependents: Orphan, Background or Foreground.",
+        ),
     ]
 }
 
 /// `CoreV1`, `AppsV1`, `RbacAuthorizationV1`, `WkubeDevV1`.
 fn id_infix(group: &str, version: &str) -> String {
-    let group = if group.is_empty() { "core" } else { group.strip_suffix(".k8s.io").unwrap_or(group) };
+    let group = if group.is_empty() {
+        "core"
+    } else {
+        group.strip_suffix(".k8s.io").unwrap_or(group)
+    };
     let mut out = String::new();
     for part in group.split('.').chain([version]) {
         let mut chars = part.chars();
@@ -189,16 +269,28 @@ fn tag(group: &str, version: &str) -> String {
     let infix = id_infix(group, version);
     let group_part = &infix[..infix.len() - version.len()];
     let mut chars = group_part.chars();
-    let mut out: String = chars.next().map(|c| c.to_lowercase().collect()).unwrap_or_default();
+    let mut out: String = chars
+        .next()
+        .map(|c| c.to_lowercase().collect())
+        .unwrap_or_default();
     out.push_str(chars.as_str());
     format!("{out}_{version}")
 }
 
 fn prefix(group: &str, version: &str) -> String {
-    if group.is_empty() { format!("/api/{version}") } else { format!("/apis/{group}/{version}") }
+    if group.is_empty() {
+        format!("/api/{version}")
+    } else {
+        format!("/apis/{group}/{version}")
+    }
 }
 
-fn insert(paths: &mut Map<String, Value>, path: String, path_params: Vec<Value>, ops: Vec<(&str, Value)>) {
+fn insert(
+    paths: &mut Map<String, Value>,
+    path: String,
+    path_params: Vec<Value>,
+    ops: Vec<(&str, Value)>,
+) {
     let mut item = Map::new();
     for (method, op) in ops {
         item.insert(method.into(), op);
@@ -224,7 +316,11 @@ pub fn add_discovery(paths: &mut Map<String, Value>, group: &str, version: &str)
 
 /// The operations of a stored kind and its subresources.
 pub fn add_kind(paths: &mut Map<String, Value>, c: &mut Collector, kind: &Kind, schema: &str) {
-    let gvk = Gvk { group: kind.group, version: kind.version, kind: kind.kind };
+    let gvk = Gvk {
+        group: kind.group,
+        version: kind.version,
+        kind: kind.kind,
+    };
     let ctx = Ctx {
         gvk,
         schema,
@@ -236,12 +332,19 @@ pub fn add_kind(paths: &mut Map<String, Value>, c: &mut Collector, kind: &Kind, 
     let k = kind.kind;
     let scope = if kind.namespaced { "Namespaced" } else { "" };
     let ns_params = if kind.namespaced {
-        vec![path_param("namespace", "object name and auth scope, such as for teams and projects")]
+        vec![path_param(
+            "namespace",
+            "object name and auth scope, such as for teams and projects",
+        )]
     } else {
         vec![]
     };
     let collection = if kind.namespaced {
-        format!("{}/namespaces/{{namespace}}/{}", prefix(kind.group, kind.version), kind.plural)
+        format!(
+            "{}/namespaces/{{namespace}}/{}",
+            prefix(kind.group, kind.version),
+            kind.plural
+        )
     } else {
         format!("{}/{}", prefix(kind.group, kind.version), kind.plural)
     };
@@ -251,7 +354,11 @@ pub fn add_kind(paths: &mut Map<String, Value>, c: &mut Collector, kind: &Kind, 
     let infix = &ctx.id_infix;
 
     let list_types = [JSON, YAML, PROTOBUF, JSON_WATCH];
-    let list_types: &[&str] = if ctx.builtin { &list_types } else { &[JSON, YAML, JSON_WATCH] };
+    let list_types: &[&str] = if ctx.builtin {
+        &list_types
+    } else {
+        &[JSON, YAML, JSON_WATCH]
+    };
     let mut collection_params = ns_params.clone();
     collection_params.push(pretty());
     insert(
@@ -261,27 +368,42 @@ pub fn add_kind(paths: &mut Map<String, Value>, c: &mut Collector, kind: &Kind, 
         vec![
             (
                 "get",
-                ctx.op("list", format!("list{infix}{scope}{k}"), format!("list or watch objects of kind {k}"), gvk)
-                    .params(list_params(true))
-                    .responds(&["200"], &list, list_types)
-                    .done(),
+                ctx.op(
+                    "list",
+                    format!("list{infix}{scope}{k}"),
+                    format!("list or watch objects of kind {k}"),
+                    gvk,
+                )
+                .params(list_params(true))
+                .responds(&["200"], &list, list_types)
+                .done(),
             ),
             (
                 "post",
-                ctx.op("post", format!("create{infix}{scope}{k}"), format!("create a {k}"), gvk)
-                    .params(write_params(false))
-                    .body(&object, ctx.object_types(), true)
-                    .responds(&["200", "201", "202"], &object, ctx.object_types())
-                    .done(),
+                ctx.op(
+                    "post",
+                    format!("create{infix}{scope}{k}"),
+                    format!("create a {k}"),
+                    gvk,
+                )
+                .params(write_params(false))
+                .body(&object, ctx.object_types(), true)
+                .responds(&["200", "201", "202"], &object, ctx.object_types())
+                .done(),
             ),
             (
                 "delete",
-                ctx.op("deletecollection", format!("deletecollection{infix}{scope}{k}"), format!("delete collection of {k}"), gvk)
-                    .params(list_params(false))
-                    .params(delete_params())
-                    .body(&reference(DELETE_OPTIONS), &[JSON], false)
-                    .responds(&["200"], &reference(STATUS), ctx.object_types())
-                    .done(),
+                ctx.op(
+                    "deletecollection",
+                    format!("deletecollection{infix}{scope}{k}"),
+                    format!("delete collection of {k}"),
+                    gvk,
+                )
+                .params(list_params(false))
+                .params(delete_params())
+                .body(&reference(DELETE_OPTIONS), &[JSON], false)
+                .responds(&["200"], &reference(STATUS), ctx.object_types())
+                .done(),
             ),
         ],
     );
@@ -296,26 +418,50 @@ pub fn add_kind(paths: &mut Map<String, Value>, c: &mut Collector, kind: &Kind, 
         vec![
             (
                 "get",
-                ctx.op("get", format!("read{infix}{scope}{k}"), format!("read the specified {k}"), gvk)
-                    .responds(&["200"], &object, ctx.object_types())
-                    .done(),
+                ctx.op(
+                    "get",
+                    format!("read{infix}{scope}{k}"),
+                    format!("read the specified {k}"),
+                    gvk,
+                )
+                .responds(&["200"], &object, ctx.object_types())
+                .done(),
             ),
             (
                 "put",
-                ctx.op("put", format!("replace{infix}{scope}{k}"), format!("replace the specified {k}"), gvk)
-                    .params(write_params(false))
-                    .body(&object, ctx.object_types(), true)
-                    .responds(&["200", "201"], &object, ctx.object_types())
-                    .done(),
+                ctx.op(
+                    "put",
+                    format!("replace{infix}{scope}{k}"),
+                    format!("replace the specified {k}"),
+                    gvk,
+                )
+                .params(write_params(false))
+                .body(&object, ctx.object_types(), true)
+                .responds(&["200", "201"], &object, ctx.object_types())
+                .done(),
             ),
-            ("patch", patch_op(&ctx, format!("patch{infix}{scope}{k}"), format!("partially update the specified {k}"), gvk, &object)),
+            (
+                "patch",
+                patch_op(
+                    &ctx,
+                    format!("patch{infix}{scope}{k}"),
+                    format!("partially update the specified {k}"),
+                    gvk,
+                    &object,
+                ),
+            ),
             (
                 "delete",
-                ctx.op("delete", format!("delete{infix}{scope}{k}"), format!("delete a {k}"), gvk)
-                    .params(delete_params())
-                    .body(&reference(DELETE_OPTIONS), &[JSON], false)
-                    .responds(&["200", "202"], &object, ctx.object_types())
-                    .done(),
+                ctx.op(
+                    "delete",
+                    format!("delete{infix}{scope}{k}"),
+                    format!("delete a {k}"),
+                    gvk,
+                )
+                .params(delete_params())
+                .body(&reference(DELETE_OPTIONS), &[JSON], false)
+                .responds(&["200", "202"], &object, ctx.object_types())
+                .done(),
             ),
         ],
     );
@@ -327,10 +473,15 @@ pub fn add_kind(paths: &mut Map<String, Value>, c: &mut Collector, kind: &Kind, 
             vec![pretty()],
             vec![(
                 "get",
-                ctx.op("list", format!("list{infix}{k}ForAllNamespaces"), format!("list or watch objects of kind {k}"), gvk)
-                    .params(list_params(true))
-                    .responds(&["200"], &list, list_types)
-                    .done(),
+                ctx.op(
+                    "list",
+                    format!("list{infix}{k}ForAllNamespaces"),
+                    format!("list or watch objects of kind {k}"),
+                    gvk,
+                )
+                .params(list_params(true))
+                .responds(&["200"], &list, list_types)
+                .done(),
             )],
         );
     }
@@ -361,47 +512,79 @@ fn add_subresource(
     let infix = &ctx.id_infix;
     let path = format!("{item}/{}", sub.name());
     // get/put/patch of a part of the object (status) or of a view of it (scale).
-    let read_write = |paths: &mut Map<String, Value>, gvk: Gvk, schema: &Value, suffix: &str, what: &str| {
-        insert(
-            paths,
-            path.clone(),
-            item_params.to_vec(),
-            vec![
-                (
-                    "get",
-                    ctx.op("get", format!("read{infix}{scope}{k}{suffix}"), format!("read {what} of the specified {k}"), gvk)
+    let read_write =
+        |paths: &mut Map<String, Value>, gvk: Gvk, schema: &Value, suffix: &str, what: &str| {
+            insert(
+                paths,
+                path.clone(),
+                item_params.to_vec(),
+                vec![
+                    (
+                        "get",
+                        ctx.op(
+                            "get",
+                            format!("read{infix}{scope}{k}{suffix}"),
+                            format!("read {what} of the specified {k}"),
+                            gvk,
+                        )
                         .responds(&["200"], schema, ctx.object_types())
                         .done(),
-                ),
-                (
-                    "put",
-                    ctx.op("put", format!("replace{infix}{scope}{k}{suffix}"), format!("replace {what} of the specified {k}"), gvk)
+                    ),
+                    (
+                        "put",
+                        ctx.op(
+                            "put",
+                            format!("replace{infix}{scope}{k}{suffix}"),
+                            format!("replace {what} of the specified {k}"),
+                            gvk,
+                        )
                         .params(write_params(false))
                         .body(schema, ctx.object_types(), true)
                         .responds(&["200", "201"], schema, ctx.object_types())
                         .done(),
-                ),
-                (
-                    "patch",
-                    patch_op(ctx, format!("patch{infix}{scope}{k}{suffix}"), format!("partially update {what} of the specified {k}"), gvk, schema),
-                ),
-            ],
-        );
-    };
+                    ),
+                    (
+                        "patch",
+                        patch_op(
+                            ctx,
+                            format!("patch{infix}{scope}{k}{suffix}"),
+                            format!("partially update {what} of the specified {k}"),
+                            gvk,
+                            schema,
+                        ),
+                    ),
+                ],
+            );
+        };
     match sub {
-        Subresource::Status => read_write(paths, ctx.gvk, &reference(ctx.schema), "Status", "status"),
+        Subresource::Status => {
+            read_write(paths, ctx.gvk, &reference(ctx.schema), "Status", "status")
+        }
         Subresource::Scale => {
-            let gvk = Gvk { group: "autoscaling", version: "v1", kind: "Scale" };
+            let gvk = Gvk {
+                group: "autoscaling",
+                version: "v1",
+                kind: "Scale",
+            };
             if let Some(scale) = c.add_kind(gvk, None) {
                 read_write(paths, gvk, &reference(&scale), "Scale", "scale");
             }
         }
         Subresource::Binding => {
-            let gvk = Gvk { group: "", version: "v1", kind: "Binding" };
+            let gvk = Gvk {
+                group: "",
+                version: "v1",
+                kind: "Binding",
+            };
             if let Some(binding) = c.add_kind(gvk, None) {
                 let schema = reference(&binding);
                 let op = ctx
-                    .op("post", format!("create{infix}{scope}{k}Binding"), format!("create binding of a {k}"), gvk)
+                    .op(
+                        "post",
+                        format!("create{infix}{scope}{k}Binding"),
+                        format!("create binding of a {k}"),
+                        gvk,
+                    )
                     .params(write_params(false))
                     .body(&schema, ctx.object_types(), true)
                     .responds(&["200", "201", "202"], &schema, ctx.object_types())
@@ -410,11 +593,20 @@ fn add_subresource(
             }
         }
         Subresource::Token => {
-            let gvk = Gvk { group: "authentication.k8s.io", version: "v1", kind: "TokenRequest" };
+            let gvk = Gvk {
+                group: "authentication.k8s.io",
+                version: "v1",
+                kind: "TokenRequest",
+            };
             if let Some(token) = c.add_kind(gvk, None) {
                 let schema = reference(&token);
                 let op = ctx
-                    .op("post", format!("create{infix}{scope}{k}Token"), format!("create token of a {k}"), gvk)
+                    .op(
+                        "post",
+                        format!("create{infix}{scope}{k}Token"),
+                        format!("create token of a {k}"),
+                        gvk,
+                    )
                     .params(write_params(false))
                     .body(&schema, ctx.object_types(), true)
                     .responds(&["200", "201", "202"], &schema, ctx.object_types())
@@ -446,7 +638,11 @@ fn add_subresource(
 
 /// A review kind: only created, cluster-wide.
 pub fn add_virtual(paths: &mut Map<String, Value>, v: &VirtualKind, schema: &str) {
-    let gvk = Gvk { group: v.group, version: v.version, kind: v.kind };
+    let gvk = Gvk {
+        group: v.group,
+        version: v.version,
+        kind: v.kind,
+    };
     let ctx = Ctx {
         gvk,
         schema,
@@ -457,12 +653,22 @@ pub fn add_virtual(paths: &mut Map<String, Value>, v: &VirtualKind, schema: &str
     };
     let object = reference(schema);
     let op = ctx
-        .op("post", format!("create{}{}", ctx.id_infix, v.kind), format!("create a {}", v.kind), gvk)
+        .op(
+            "post",
+            format!("create{}{}", ctx.id_infix, v.kind),
+            format!("create a {}", v.kind),
+            gvk,
+        )
         .params(write_params(false))
         .body(&object, ctx.object_types(), true)
         .responds(&["200", "201", "202"], &object, ctx.object_types())
         .done();
-    insert(paths, format!("{}/{}", prefix(v.group, v.version), v.plural), vec![pretty()], vec![("post", op)]);
+    insert(
+        paths,
+        format!("{}/{}", prefix(v.group, v.version), v.plural),
+        vec![pretty()],
+        vec![("post", op)],
+    );
 }
 
 #[cfg(test)]
@@ -472,9 +678,15 @@ mod tests {
     #[test]
     fn operation_ids_follow_kubernetes_naming() {
         assert_eq!(id_infix("", "v1"), "CoreV1");
-        assert_eq!(id_infix("rbac.authorization.k8s.io", "v1"), "RbacAuthorizationV1");
+        assert_eq!(
+            id_infix("rbac.authorization.k8s.io", "v1"),
+            "RbacAuthorizationV1"
+        );
         assert_eq!(id_infix("wkube.dev", "v1"), "WkubeDevV1");
         assert_eq!(tag("", "v1"), "core_v1");
-        assert_eq!(tag("rbac.authorization.k8s.io", "v1"), "rbacAuthorization_v1");
+        assert_eq!(
+            tag("rbac.authorization.k8s.io", "v1"),
+            "rbacAuthorization_v1"
+        );
     }
 }

@@ -2,7 +2,9 @@
 //! types' schemars output under Kubernetes' definition names, plus the
 //! vendor extensions kubectl reads that `k8s-openapi` does not carry.
 
-use k8s_openapi::api::{apps, authentication, authorization, autoscaling, batch, coordination, core, discovery, rbac};
+use k8s_openapi::api::{
+    apps, authentication, authorization, autoscaling, batch, coordination, core, discovery, rbac,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use k8s_openapi::schemars::JsonSchema;
 use k8s_openapi::schemars::generate::{SchemaGenerator, SchemaSettings};
@@ -51,7 +53,8 @@ impl Collector {
         c.generator.subschema_for::<meta::Patch>();
         c.generator.subschema_for::<meta::APIResourceList>();
         // The event's schema does not depend on the object type.
-        c.generator.subschema_for::<meta::WatchEvent<core::v1::Pod>>();
+        c.generator
+            .subschema_for::<meta::WatchEvent<core::v1::Pod>>();
         c
     }
 
@@ -67,8 +70,12 @@ impl Collector {
         self.gvks.push((name.clone(), gvk));
         if let Some(list_kind) = list_kind {
             let list_name = format!("{name}List");
-            let list_gvk = Gvk { kind: list_kind, ..gvk };
-            self.extra.insert(list_name.clone(), list_schema(&name, gvk.kind));
+            let list_gvk = Gvk {
+                kind: list_kind,
+                ..gvk
+            };
+            self.extra
+                .insert(list_name.clone(), list_schema(&name, gvk.kind));
             self.gvks.push((list_name, list_gvk));
         }
         Some(name)
@@ -80,6 +87,16 @@ impl Collector {
         schemas.append(&mut self.extra);
         for (name, gvk) in &self.gvks {
             if let Some(Value::Object(s)) = schemas.get_mut(name) {
+                // `k8s-openapi` lists `metadata` as required because its
+                // Rust field is not optional; in Kubernetes it is not (a
+                // review has none), and kubectl's client-side validation
+                // of v2 would refuse objects without it.
+                if let Some(Value::Array(required)) = s.get_mut("required") {
+                    required.retain(|r| r != "metadata");
+                    if required.is_empty() {
+                        s.remove("required");
+                    }
+                }
                 s.insert(
                     "x-kubernetes-group-version-kind".into(),
                     json!([{ "group": gvk.group, "version": gvk.version, "kind": gvk.kind }]),
@@ -249,7 +266,6 @@ fn module_schema() -> Value {
                 },
             },
         },
-        "required": ["apiVersion", "kind", "metadata"],
     })
 }
 
@@ -264,8 +280,20 @@ struct ListMetadata {
     map_keys: &'static [&'static str],
 }
 
-const fn keyed(schema: &'static str, field: &'static str, key: &'static str, map_keys: &'static [&'static str]) -> ListMetadata {
-    ListMetadata { schema, field, merge_key: Some(key), strategy: "merge", list_type: Some("map"), map_keys }
+const fn keyed(
+    schema: &'static str,
+    field: &'static str,
+    key: &'static str,
+    map_keys: &'static [&'static str],
+) -> ListMetadata {
+    ListMetadata {
+        schema,
+        field,
+        merge_key: Some(key),
+        strategy: "merge",
+        list_type: Some("map"),
+        map_keys,
+    }
 }
 
 const POD_SPEC: &str = "io.k8s.api.core.v1.PodSpec";
@@ -284,7 +312,12 @@ const LIST_METADATA: &[ListMetadata] = &[
     keyed(POD_SPEC, "ephemeralContainers", "name", &["name"]),
     keyed(POD_SPEC, "imagePullSecrets", "name", &["name"]),
     keyed(POD_SPEC, "hostAliases", "ip", &["ip"]),
-    keyed(POD_SPEC, "topologySpreadConstraints", "topologyKey", &["topologyKey", "whenUnsatisfiable"]),
+    keyed(
+        POD_SPEC,
+        "topologySpreadConstraints",
+        "topologyKey",
+        &["topologyKey", "whenUnsatisfiable"],
+    ),
     keyed(POD_SPEC, "schedulingGates", "name", &["name"]),
     // A volume's source is a one-of: retainKeys drops the old source when
     // an apply switches, say, from emptyDir to configMap.
@@ -305,18 +338,53 @@ const LIST_METADATA: &[ListMetadata] = &[
         map_keys: &["name"],
     },
     keyed(CONTAINER, "env", "name", &["name"]),
-    keyed(CONTAINER, "ports", "containerPort", &["containerPort", "protocol"]),
+    keyed(
+        CONTAINER,
+        "ports",
+        "containerPort",
+        &["containerPort", "protocol"],
+    ),
     keyed(CONTAINER, "volumeMounts", "mountPath", &["mountPath"]),
     keyed(CONTAINER, "volumeDevices", "devicePath", &["devicePath"]),
     keyed(EPHEMERAL_CONTAINER, "env", "name", &["name"]),
-    keyed(EPHEMERAL_CONTAINER, "ports", "containerPort", &["containerPort", "protocol"]),
-    keyed(EPHEMERAL_CONTAINER, "volumeMounts", "mountPath", &["mountPath"]),
-    keyed(EPHEMERAL_CONTAINER, "volumeDevices", "devicePath", &["devicePath"]),
-    keyed("io.k8s.api.core.v1.ServiceSpec", "ports", "port", &["port", "protocol"]),
+    keyed(
+        EPHEMERAL_CONTAINER,
+        "ports",
+        "containerPort",
+        &["containerPort", "protocol"],
+    ),
+    keyed(
+        EPHEMERAL_CONTAINER,
+        "volumeMounts",
+        "mountPath",
+        &["mountPath"],
+    ),
+    keyed(
+        EPHEMERAL_CONTAINER,
+        "volumeDevices",
+        "devicePath",
+        &["devicePath"],
+    ),
+    keyed(
+        "io.k8s.api.core.v1.ServiceSpec",
+        "ports",
+        "port",
+        &["port", "protocol"],
+    ),
     keyed("io.k8s.api.core.v1.PodStatus", "podIPs", "ip", &["ip"]),
     keyed("io.k8s.api.core.v1.PodStatus", "hostIPs", "ip", &["ip"]),
-    keyed("io.k8s.api.core.v1.NodeStatus", "addresses", "type", &["type"]),
-    keyed("io.k8s.api.core.v1.ServiceAccount", "secrets", "name", &["name"]),
+    keyed(
+        "io.k8s.api.core.v1.NodeStatus",
+        "addresses",
+        "type",
+        &["type"],
+    ),
+    keyed(
+        "io.k8s.api.core.v1.ServiceAccount",
+        "secrets",
+        "name",
+        &["name"],
+    ),
     keyed(OBJECT_META, "ownerReferences", "uid", &["uid"]),
     ListMetadata {
         schema: OBJECT_META,

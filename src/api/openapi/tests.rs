@@ -5,7 +5,10 @@ fn built() -> &'static Documents {
 }
 
 fn parsed(path: &str) -> Value {
-    let doc = built().by_path.get(path).unwrap_or_else(|| panic!("no document {path}"));
+    let doc = built()
+        .by_path
+        .get(path)
+        .unwrap_or_else(|| panic!("no document {path}"));
     serde_json::from_slice(&doc.body).expect("documents are JSON")
 }
 
@@ -35,12 +38,25 @@ fn index_lists_every_group_version_with_its_hash() {
     let index: Value = serde_json::from_slice(&built().index.body).unwrap();
     for (path, doc) in [("api/v1", "api/v1"), ("apis/apps/v1", "apis/apps/v1")] {
         let url = index["paths"][path]["serverRelativeURL"].as_str().unwrap();
-        assert_eq!(url, format!("/openapi/v3/{doc}?hash={}", built().by_path[doc].hash));
+        assert_eq!(
+            url,
+            format!("/openapi/v3/{doc}?hash={}", built().by_path[doc].hash)
+        );
     }
-    for path in ["apis/authorization.k8s.io/v1", "apis/authentication.k8s.io/v1", "apis/wkube.dev/v1"] {
-        assert!(index["paths"].get(path).is_some(), "{path} missing from the index");
+    for path in [
+        "apis/authorization.k8s.io/v1",
+        "apis/authentication.k8s.io/v1",
+        "apis/wkube.dev/v1",
+    ] {
+        assert!(
+            index["paths"].get(path).is_some(),
+            "{path} missing from the index"
+        );
     }
-    assert_eq!(index["paths"].as_object().unwrap().len(), group_versions().len());
+    assert_eq!(
+        index["paths"].as_object().unwrap().len(),
+        group_versions().len()
+    );
 }
 
 #[test]
@@ -54,7 +70,11 @@ fn deployment_patch_offers_field_validation_and_strategic_merge() {
     );
     assert_eq!(patch["x-kubernetes-action"], "patch");
     let params = patch["parameters"].as_array().unwrap();
-    assert!(params.iter().any(|p| p["name"] == "fieldValidation" && p["in"] == "query"));
+    assert!(
+        params
+            .iter()
+            .any(|p| p["name"] == "fieldValidation" && p["in"] == "query")
+    );
     let body = &patch["requestBody"]["content"];
     for ct in [
         "application/strategic-merge-patch+json",
@@ -70,7 +90,8 @@ fn deployment_patch_offers_field_validation_and_strategic_merge() {
         json!([{"group": "apps", "version": "v1", "kind": "Deployment"}])
     );
     // The scale subresource speaks autoscaling/v1 Scale.
-    let scale = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale"]["patch"];
+    let scale =
+        &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale"]["patch"];
     assert_eq!(scale["x-kubernetes-group-version-kind"]["kind"], "Scale");
     schema(&doc, "io.k8s.api.autoscaling.v1.Scale");
     // Switching strategy type drops the other type's parameters.
@@ -84,7 +105,10 @@ fn deployment_patch_offers_field_validation_and_strategic_merge() {
 fn pod_lists_carry_merge_keys_and_descriptions() {
     for path in ["api/v1", "apis/apps/v1", "apis/batch/v1"] {
         let doc = parsed(path);
-        assert!(schema(&doc, "io.k8s.api.core.v1.Container")["properties"]["image"]["description"].is_string());
+        assert!(
+            schema(&doc, "io.k8s.api.core.v1.Container")["properties"]["image"]["description"]
+                .is_string()
+        );
         let spec = &schema(&doc, "io.k8s.api.core.v1.PodSpec")["properties"];
         for (field, key) in [
             ("containers", "name"),
@@ -95,14 +119,23 @@ fn pod_lists_carry_merge_keys_and_descriptions() {
             ("hostAliases", "ip"),
             ("topologySpreadConstraints", "topologyKey"),
         ] {
-            assert_eq!(spec[field]["x-kubernetes-patch-merge-key"], key, "{path} PodSpec.{field}");
+            assert_eq!(
+                spec[field]["x-kubernetes-patch-merge-key"], key,
+                "{path} PodSpec.{field}"
+            );
             assert!(
-                spec[field]["x-kubernetes-patch-strategy"].as_str().unwrap().starts_with("merge"),
+                spec[field]["x-kubernetes-patch-strategy"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("merge"),
                 "{path} PodSpec.{field}"
             );
         }
         assert_eq!(spec["containers"]["x-kubernetes-list-type"], "map");
-        assert_eq!(spec["containers"]["x-kubernetes-list-map-keys"], json!(["name"]));
+        assert_eq!(
+            spec["containers"]["x-kubernetes-list-map-keys"],
+            json!(["name"])
+        );
         assert!(spec["containers"]["description"].is_string());
         assert_eq!(
             spec["containers"]["items"]["$ref"],
@@ -110,10 +143,19 @@ fn pod_lists_carry_merge_keys_and_descriptions() {
         );
         let container = &schema(&doc, "io.k8s.api.core.v1.Container")["properties"];
         assert_eq!(container["env"]["x-kubernetes-patch-merge-key"], "name");
-        assert_eq!(container["volumeMounts"]["x-kubernetes-patch-merge-key"], "mountPath");
-        assert_eq!(container["ports"]["x-kubernetes-patch-merge-key"], "containerPort");
+        assert_eq!(
+            container["volumeMounts"]["x-kubernetes-patch-merge-key"],
+            "mountPath"
+        );
+        assert_eq!(
+            container["ports"]["x-kubernetes-patch-merge-key"],
+            "containerPort"
+        );
         let meta = &schema(&doc, "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")["properties"];
-        assert_eq!(meta["ownerReferences"]["x-kubernetes-patch-merge-key"], "uid");
+        assert_eq!(
+            meta["ownerReferences"]["x-kubernetes-patch-merge-key"],
+            "uid"
+        );
         assert_eq!(meta["finalizers"]["x-kubernetes-patch-strategy"], "merge");
     }
     let core = parsed("api/v1");
@@ -143,7 +185,10 @@ fn every_ref_resolves_within_its_document() {
             let name = r
                 .strip_prefix(schemas::REF_PREFIX)
                 .unwrap_or_else(|| panic!("{path}: foreign $ref {r}"));
-            assert!(doc["components"]["schemas"].get(name).is_some(), "{path}: dangling $ref {r}");
+            assert!(
+                doc["components"]["schemas"].get(name).is_some(),
+                "{path}: dangling $ref {r}"
+            );
         }
     }
 }
@@ -165,20 +210,28 @@ fn every_served_kind_has_a_schema_and_validating_patches() {
         assert_eq!(tagged, 1, "{kind:?}: schemas tagged");
         let mut patches = 0;
         for item in doc["paths"].as_object().unwrap().values() {
-            let Some(patch) = item.get("patch") else { continue };
+            let Some(patch) = item.get("patch") else {
+                continue;
+            };
             if patch["x-kubernetes-group-version-kind"] != gvk {
                 continue;
             }
             patches += 1;
             let params = patch["parameters"].as_array().unwrap();
-            assert!(params.iter().any(|p| p["name"] == "fieldValidation"), "{kind:?}");
+            assert!(
+                params.iter().any(|p| p["name"] == "fieldValidation"),
+                "{kind:?}"
+            );
         }
         assert!(patches >= 1, "{kind:?}: no PATCH");
     }
     for v in VIRTUAL {
         let doc = parsed(&doc_path(v.group, v.version));
         let path = format!("/apis/{}/{}/{}", v.group, v.version, v.plural);
-        assert_eq!(doc["paths"][&path]["post"]["x-kubernetes-group-version-kind"]["kind"], v.kind);
+        assert_eq!(
+            doc["paths"][&path]["post"]["x-kubernetes-group-version-kind"]["kind"],
+            v.kind
+        );
     }
 }
 
@@ -190,12 +243,23 @@ fn module_has_a_hand_written_schema_and_no_strategic_merge() {
         module["x-kubernetes-group-version-kind"],
         json!([{"group": "wkube.dev", "version": "v1", "kind": "Module"}])
     );
-    assert_eq!(module["properties"]["spec"]["properties"]["tags"]["type"], "object");
+    assert_eq!(
+        module["properties"]["spec"]["properties"]["tags"]["type"],
+        "object"
+    );
     schema(&doc, "dev.wkube.v1.ModuleList");
     let patch = &doc["paths"]["/apis/wkube.dev/v1/modules/{name}"]["patch"];
-    assert!(patch["requestBody"]["content"].get("application/merge-patch+json").is_some());
+    assert!(
+        patch["requestBody"]["content"]
+            .get("application/merge-patch+json")
+            .is_some()
+    );
     // Like a custom resource: kubectl then computes a JSON merge patch.
-    assert!(patch["requestBody"]["content"].get("application/strategic-merge-patch+json").is_none());
+    assert!(
+        patch["requestBody"]["content"]
+            .get("application/strategic-merge-patch+json")
+            .is_none()
+    );
 }
 
 #[test]
@@ -219,8 +283,17 @@ fn core_paths_cover_namespaced_cluster_and_subresources() {
     }
     let list = &paths["/api/v1/namespaces/{namespace}/pods"]["get"];
     assert_eq!(list["x-kubernetes-action"], "list");
-    assert!(list["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "watch"));
-    assert_eq!(paths["/api/v1/namespaces/{namespace}/pods"]["delete"]["x-kubernetes-action"], "deletecollection");
+    assert!(
+        list["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "watch")
+    );
+    assert_eq!(
+        paths["/api/v1/namespaces/{namespace}/pods"]["delete"]["x-kubernetes-action"],
+        "deletecollection"
+    );
     assert_eq!(
         schema(&doc, "io.k8s.api.core.v1.PodList")["x-kubernetes-group-version-kind"],
         json!([{"group": "", "version": "v1", "kind": "PodList"}])
@@ -240,14 +313,29 @@ async fn documents_are_served_as_json_with_cache_headers() {
         header::ACCEPT,
         HeaderValue::from_static("application/com.github.proto-openapi.spec.v3@v1.0+protobuf"),
     );
-    let resp = v3_document(Path("apis/apps/v1".into()), RawQuery(Some(format!("hash={hash}"))), accept).await;
+    let resp = v3_document(
+        Path("apis/apps/v1".into()),
+        RawQuery(Some(format!("hash={hash}"))),
+        accept,
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
-    assert!(resp.headers()[header::CACHE_CONTROL].to_str().unwrap().contains("immutable"));
+    assert!(
+        resp.headers()[header::CACHE_CONTROL]
+            .to_str()
+            .unwrap()
+            .contains("immutable")
+    );
     let etag = resp.headers()[header::ETAG].clone();
     assert_eq!(etag.to_str().unwrap(), format!("\"{hash}\""));
 
-    let resp = v3_document(Path("apis/apps/v1".into()), RawQuery(Some("hash=stale".into())), HeaderMap::new()).await;
+    let resp = v3_document(
+        Path("apis/apps/v1".into()),
+        RawQuery(Some("hash=stale".into())),
+        HeaderMap::new(),
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()[header::CACHE_CONTROL], "no-cache, private");
 
@@ -256,8 +344,46 @@ async fn documents_are_served_as_json_with_cache_headers() {
     let resp = v3_document(Path("apis/apps/v1".into()), RawQuery(None), conditional).await;
     assert_eq!(resp.status(), StatusCode::NOT_MODIFIED);
 
-    let resp = v3_document(Path("apis/nope/v1".into()), RawQuery(None), HeaderMap::new()).await;
+    let resp = v3_document(
+        Path("apis/nope/v1".into()),
+        RawQuery(None),
+        HeaderMap::new(),
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn v2_serves_definitions_as_protobuf_or_json() {
+    let mut pb = HeaderMap::new();
+    pb.insert(
+        header::ACCEPT,
+        HeaderValue::from_static("application/com.github.proto-openapi.spec.v2@v1.0+protobuf"),
+    );
+    let resp = v2(pb).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()[header::CONTENT_TYPE], V2_PROTOBUF);
+
+    let json_doc: Value = serde_json::from_slice(&built().v2_json.body).unwrap();
+    assert_eq!(json_doc["swagger"], "2.0");
+    let defs = json_doc["definitions"].as_object().unwrap();
+    let ssar = &defs["io.k8s.api.authorization.v1.SelfSubjectAccessReview"];
+    assert_eq!(
+        ssar["required"],
+        json!(["spec"]),
+        "metadata is never required"
+    );
+    assert!(!defs.contains_key("dev.wkube.v1.Module"));
+    let containers = &defs["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"];
+    assert_eq!(containers["x-kubernetes-patch-merge-key"], "name");
+    let mut refs = Vec::new();
+    collect_refs(&json_doc, &mut refs);
+    for r in refs {
+        let name = r
+            .strip_prefix("#/definitions/")
+            .unwrap_or_else(|| panic!("foreign $ref {r}"));
+        assert!(defs.contains_key(name), "dangling $ref {r}");
+    }
 }
 
 #[test]
@@ -265,62 +391,4 @@ fn documents_stay_small() {
     let total: usize = built().by_path.values().map(|d| d.body.len()).sum();
     // Kubernetes' own core/v1 document is about 1.5 MB; ours serves fewer kinds.
     assert!(total < 8 * 1024 * 1024, "{total} bytes");
-}
-
-/// A stand-in API server for driving the stock kubectl against these
-/// documents before the real server exists: discovery, OpenAPI, and a
-/// fallback that logs every other request to stderr, answers GETs of
-/// objects with 404 and echoes created or patched bodies. Run with
-/// `WKUBE_OPENAPI_PORT=18080 cargo test --lib serve_openapi_for_kubectl -- --ignored --nocapture`
-/// and point kubectl at `http://127.0.0.1:18080`.
-#[tokio::test]
-#[ignore = "manual: serves until killed"]
-async fn serve_openapi_for_kubectl() {
-    use axum::Router;
-    use axum::extract::Request;
-    use axum::routing::get;
-
-    async fn fallback(req: Request) -> Response {
-        let (parts, body) = req.into_parts();
-        let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
-        eprintln!(
-            "{} {} ct={:?} body={}",
-            parts.method,
-            parts.uri,
-            parts.headers.get(header::CONTENT_TYPE),
-            String::from_utf8_lossy(&body)
-        );
-        let segs: Vec<&str> = parts.uri.path().trim_matches('/').split('/').collect();
-        let discovery = match segs.as_slice() {
-            ["api", v] => super::super::discovery::resource_list("", v),
-            ["apis", g] => super::super::discovery::api_group(g),
-            ["apis", g, v] => super::super::discovery::resource_list(g, v),
-            _ => None,
-        };
-        if let Some(d) = discovery {
-            return super::super::handlers::json_response(StatusCode::OK, &d);
-        }
-        match parts.method.as_str() {
-            "GET" => ApiError::NotFound { group: String::new(), resource: "things".into(), name: "x".into() }.into_response(),
-            _ => {
-                let mut v: Value = serde_json::from_slice(&body).unwrap_or(json!({}));
-                if v.get("metadata").is_none() {
-                    v = json!({"apiVersion": "v1", "kind": "Status", "status": "Success"});
-                }
-                super::super::handlers::json_response(StatusCode::CREATED, &v)
-            }
-        }
-    }
-
-    let port: u16 = std::env::var("WKUBE_OPENAPI_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(18080);
-    let app = Router::new()
-        .route("/version", get(|| async { super::super::handlers::json_response(StatusCode::OK, &json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-wkube"})) }))
-        .route("/api", get(|h: HeaderMap| async move { super::super::discovery::root(&h, true) }))
-        .route("/apis", get(|h: HeaderMap| async move { super::super::discovery::root(&h, false) }))
-        .route("/openapi/v2", get(|| async { eprintln!("GET /openapi/v2"); v2().await }))
-        .route("/openapi/v3", get(v3_index))
-        .route("/openapi/v3/{*path}", get(v3_document))
-        .fallback(fallback);
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-    axum::serve(listener, app).await.unwrap();
 }
