@@ -354,6 +354,9 @@ pub fn admit(
     let name = name_of(&obj).to_string();
     let mut obj = obj;
     kind.ops.default(&mut obj);
+    if kind.kind == "Secret" {
+        fold_string_data(&mut obj);
+    }
     let normalized = kind
         .ops
         .normalize(&obj)
@@ -394,6 +397,33 @@ pub fn admit(
         return Err(invalid(kind, &name, errs));
     }
     Ok((normalized, unknown))
+}
+
+/// A Secret's `stringData` is write-only: Kubernetes merges it into `data`
+/// (base64, overriding keys of the same name) on the way in and never
+/// stores or returns it.
+fn fold_string_data(obj: &mut Value) {
+    use base64::Engine;
+    let Some(Value::Object(plain)) = obj.as_object_mut().and_then(|o| o.remove("stringData"))
+    else {
+        return;
+    };
+    let data = obj
+        .as_object_mut()
+        .map(|o| o.entry("data").or_insert_with(|| json!({})));
+    if let Some(data) = data {
+        if !data.is_object() {
+            *data = json!({});
+        }
+        for (k, v) in plain {
+            // A non-string value is left for the typed round trip to refuse.
+            let encoded = match v {
+                Value::String(s) => json!(base64::engine::general_purpose::STANDARD.encode(s)),
+                other => other,
+            };
+            data[k] = encoded;
+        }
+    }
 }
 
 /// Fields present in `input` but dropped by the typed round trip.
@@ -487,6 +517,17 @@ mod tests {
                 .contains("spec.containers[0].imagePullPolice"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_secrets_string_data_is_stored_encoded_in_data() {
+        let secrets = crate::resources::by_resource("", "v1", "secrets").unwrap();
+        let obj = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+            "data": {"a": "eA==", "b": "eQ=="}, "stringData": {"b": "hunter2"}});
+        let (obj, unknown) = admit(secrets, obj, FieldValidation::Strict).unwrap();
+        assert!(unknown.is_empty(), "{unknown:?}");
+        assert!(obj.get("stringData").is_none(), "{obj}");
+        assert_eq!(obj["data"], json!({"a": "eA==", "b": "aHVudGVyMg=="}));
     }
 
     #[test]

@@ -14,11 +14,31 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use super::ApiState;
-use super::handlers::{Query, selectors};
+use super::handlers::{Query, Wants, selectors};
 use super::registry::{decode, parse_rv};
 use super::status::ApiError;
+use super::table;
 use crate::resources::Kind;
 use crate::store::{EventType, KeyRange, StoreError, WatchRequest};
+
+/// How the objects of events are shaped: as stored, or as one-row Tables
+/// when the client asked for `as=Table` (`kubectl get -w` does, and prints
+/// the rows under the columns of the list before it; plain objects would
+/// make it fall back to NAME and AGE and repeat the header).
+enum Shape {
+    Object,
+    /// The kind and the `includeObject` of the request.
+    Table(&'static Kind, String),
+}
+
+impl Shape {
+    fn event(&self, ty: &str, obj: &Value) -> Bytes {
+        match self {
+            Shape::Object => event_line(ty, obj),
+            Shape::Table(kind, include) => event_line(ty, &table::single(kind, obj, include)),
+        }
+    }
+}
 
 fn event_line(ty: &str, obj: &Value) -> Bytes {
     let mut line = serde_json::to_vec(&json!({"type": ty, "object": obj})).unwrap_or_default();
@@ -43,8 +63,16 @@ pub async fn serve(
     ns: Option<&str>,
     name: Option<&str>,
     query: &Query,
+    how: Wants,
 ) -> Result<Response, ApiError> {
     let (labels, mut fields) = selectors(kind, query)?;
+    let shape = match how {
+        Wants::Table => Shape::Table(
+            kind,
+            query.get("includeObject").unwrap_or("Metadata").to_owned(),
+        ),
+        Wants::Json | Wants::Yaml => Shape::Object,
+    };
     if let Some(n) = name {
         fields.0.push(("metadata.name".into(), true, n.to_string()));
     }
@@ -72,7 +100,7 @@ pub async fn serve(
             let keep = |o: &Value| labels.matches(o) && fields.matches(o);
             let page = state.registry.list(kind, ns, 0, None, &keep).await?;
             for item in page.items {
-                initial.push(event_line("ADDED", &item));
+                initial.push(shape.event("ADDED", &item));
             }
             page.revision + 1
         }
@@ -131,15 +159,15 @@ pub async fn serve(
                                 o.as_ref().is_some_and(|o| labels.matches(o) && fields.matches(o))
                             };
                             match (matches(&old), matches(&new)) {
-                                (false, true) => Some(event_line("ADDED", new.as_ref()?)),
-                                (true, true) => Some(event_line("MODIFIED", new.as_ref()?)),
+                                (false, true) => Some(shape.event("ADDED", new.as_ref()?)),
+                                (true, true) => Some(shape.event("MODIFIED", new.as_ref()?)),
                                 (true, false) => {
                                     // Deleted objects carry the deletion's
                                     // revision.
                                     let mut gone = new.or(old)?;
                                     gone["metadata"]["resourceVersion"] =
                                         Value::String(ev.kv.mod_revision.to_string());
-                                    Some(event_line("DELETED", &gone))
+                                    Some(shape.event("DELETED", &gone))
                                 }
                                 (false, false) => None,
                             }

@@ -1,10 +1,11 @@
 //! The command line: flag definitions for every subcommand and the client
-//! subcommands themselves (`kv`; later `token`, `kubeconfig`, `push`, `run`).
+//! subcommands themselves (`kv`, `token`, `kubeconfig`; later `push`, `run`).
 //!
 //! Long-running components (`server`, later `agent`) keep their own
 //! configuration types free of clap; this module turns flags into them.
 
 pub mod kv;
+pub mod token;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -58,6 +59,10 @@ pub enum Command {
     Server(ServerArgs),
     /// Read and write the store with etcdctl's verbs and output.
     Kv(kv::KvArgs),
+    /// Mint bearer tokens for the Kubernetes API with the cluster key.
+    Token(token::TokenArgs),
+    /// Print a kubeconfig for the running server (the admin's by default).
+    Kubeconfig(token::KubeconfigArgs),
 }
 
 /// Flags of `wkube server`.

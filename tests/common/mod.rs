@@ -1,6 +1,6 @@
 //! Shared fixtures for the integration tests: a real `wkube server` process
 //! on loopback with a temporary data directory, and helpers that run stock
-//! `etcdctl` and `wkube kv` against it with bounded waits.
+//! `etcdctl`, `wkube kv` and stock `kubectl` against it with bounded waits.
 
 // Each test binary uses its own subset of these helpers.
 #![allow(dead_code)]
@@ -8,7 +8,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 /// Stock etcdctl from Debian's `etcd-client` package.
@@ -25,6 +25,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct TestServerBuilder {
     tls: bool,
     extra_args: Vec<String>,
+    outlives_drop: bool,
 }
 
 impl TestServerBuilder {
@@ -40,7 +41,18 @@ impl TestServerBuilder {
         self
     }
 
-    /// Starts the server and waits until it has published its endpoint.
+    /// Starts a server meant to live in a `static` for a whole test binary:
+    /// statics are never dropped, so the server runs under a small shell
+    /// that kills it and removes its files once the test process exits
+    /// (however it exits), when the shell's stdin — a pipe the test process
+    /// holds — reaches end of file.
+    pub fn start_for_process(mut self) -> TestServer {
+        self.outlives_drop = true;
+        self.start()
+    }
+
+    /// Starts the server and waits until it has published its endpoints and
+    /// the admin kubeconfig.
     pub fn start(self) -> TestServer {
         let root = tempfile::Builder::new()
             .prefix("wkube-test-")
@@ -52,8 +64,10 @@ impl TestServerBuilder {
             root,
             tls: self.tls,
             extra_args: self.extra_args,
+            outlives_drop: self.outlives_drop,
             child: None,
             endpoint: String::new(),
+            api_url: String::new(),
             starts: 0,
         };
         server.spawn();
@@ -70,9 +84,13 @@ pub struct TestServer {
     pub log: PathBuf,
     tls: bool,
     extra_args: Vec<String>,
+    /// Runs under the reaper shell of [`TestServerBuilder::start_for_process`].
+    outlives_drop: bool,
     child: Option<Child>,
     /// URL of the etcd v3 API, as read from DATA/etcd.endpoint.
     pub endpoint: String,
+    /// URL of the Kubernetes API, as read from DATA/api.endpoint.
+    pub api_url: String,
     starts: usize,
 }
 
@@ -81,6 +99,7 @@ impl TestServer {
         TestServerBuilder {
             tls: true,
             extra_args: Vec::new(),
+            outlives_drop: false,
         }
     }
 
@@ -99,6 +118,17 @@ impl TestServer {
         if !self.tls {
             cmd.args(["--tls", "off"]);
         }
+        // The default 6443 would make concurrent test servers collide. A
+        // restart keeps the port, as a configured server would: a new one
+        // would rewrite the `kubernetes` Endpoints (a store write).
+        if !self.extra_args.iter().any(|a| a.starts_with("--listen")) {
+            let port = self
+                .api_url
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .unwrap_or(0);
+            cmd.args(["--listen", &format!("127.0.0.1:{port}")]);
+        }
         cmd.args(&self.extra_args);
         cmd.env("RUST_LOG", "info");
         cmd
@@ -108,7 +138,9 @@ impl TestServer {
         assert!(self.child.is_none(), "server already running");
         // A file left by a killed server must not be mistaken for the new one.
         let endpoint_file = self.data_dir.join("etcd.endpoint");
+        let api_endpoint_file = self.data_dir.join("api.endpoint");
         let _ = std::fs::remove_file(&endpoint_file);
+        let _ = std::fs::remove_file(&api_endpoint_file);
         self.starts += 1;
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -116,21 +148,45 @@ impl TestServer {
             .open(&self.log)
             .expect("open server log");
         writeln!(&log, "----- start #{} -----", self.starts).expect("write log");
-        let child = self
-            .server_command()
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn wkube server");
+        let server = self.server_command();
+        let child = if self.outlives_drop {
+            let mut reaper = Command::new("sh");
+            // A background job of a non-interactive shell reads /dev/null,
+            // so only `read` sees the pipe.
+            reaper
+                .arg("-c")
+                .arg(r#""$@" & pid=$!; read -r _; kill -9 "$pid"; wait "$pid"; rm -rf "$WKUBE_TEST_ROOT""#)
+                .arg("sh")
+                .arg(server.get_program())
+                .args(server.get_args())
+                .envs(server.get_envs().filter_map(|(k, v)| Some((k, v?))))
+                .env("WKUBE_TEST_ROOT", self.root.path())
+                .stdin(Stdio::piped());
+            reaper
+        } else {
+            let mut server = server;
+            server.stdin(Stdio::null());
+            server
+        }
+        .stdout(log.try_clone().expect("clone log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn wkube server");
         self.child = Some(child);
 
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
+            // The etcd endpoint is published first, then the API endpoint,
+            // then the admin kubeconfig naming it.
             if let Ok(s) = std::fs::read_to_string(&endpoint_file)
                 && s.ends_with('\n')
+                && let Ok(api) = std::fs::read_to_string(&api_endpoint_file)
+                && api.ends_with('\n')
+                && std::fs::read_to_string(self.admin_kubeconfig())
+                    .is_ok_and(|k| k.contains(api.trim()))
             {
                 self.endpoint = s.trim().to_owned();
+                self.api_url = api.trim().to_owned();
                 return;
             }
             if let Some(status) = self
@@ -168,7 +224,12 @@ impl TestServer {
     /// SIGKILL, as a crash or power cut would stop it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
+            if self.outlives_drop {
+                // Closing the pipe makes the reaper shell kill the server.
+                drop(child.stdin.take());
+            } else {
+                let _ = child.kill();
+            }
             let _ = child.wait();
         }
     }
@@ -288,6 +349,136 @@ impl TestServer {
     /// Root of the test's temporary files (outside the data dir).
     pub fn scratch(&self) -> &Path {
         self.root.path()
+    }
+
+    /// `DATA/admin.kubeconfig`: the cluster admin (group system:masters).
+    pub fn admin_kubeconfig(&self) -> PathBuf {
+        self.data_dir.join("admin.kubeconfig")
+    }
+
+    /// A temporary HOME for tools that keep state there (kubectl's
+    /// discovery cache); shared by everything that asks this server. Use
+    /// [`TestServer::kubectl`] for a fresh one per test.
+    pub fn home(&self) -> PathBuf {
+        let home = self.root.path().join("home");
+        std::fs::create_dir_all(&home).expect("create temp HOME");
+        home
+    }
+
+    /// Stock kubectl as the admin, with a HOME of its own so its discovery
+    /// cache starts empty.
+    pub fn kubectl(&self) -> Kubectl {
+        self.kubectl_with(self.admin_kubeconfig())
+    }
+
+    /// Stock kubectl with another kubeconfig (another user), fresh HOME.
+    pub fn kubectl_with(&self, kubeconfig: impl Into<PathBuf>) -> Kubectl {
+        Kubectl {
+            home: tempfile::Builder::new()
+                .prefix("wkube-kubectl-home-")
+                .tempdir()
+                .expect("temp HOME"),
+            kubeconfig: kubeconfig.into(),
+            server_log: self.log.clone(),
+        }
+    }
+
+    /// `wkube ARGS` against this server's data directory.
+    pub fn wkube(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wkube"));
+        cmd.env("WKUBE_DATA_DIR", &self.data_dir)
+            .env("RUST_LOG", "warn")
+            .args(args);
+        run(cmd, None, COMMAND_TIMEOUT)
+    }
+
+    /// The last `n` lines the server logged.
+    pub fn log_tail(&self, n: usize) -> String {
+        log_tail(&self.log, n)
+    }
+}
+
+fn log_tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// One server for every test of a test binary that asks for it, started on
+/// first use. Tests sharing it keep to namespaces of their own.
+pub fn shared_server() -> &'static TestServer {
+    static SERVER: OnceLock<TestServer> = OnceLock::new();
+    SERVER.get_or_init(|| TestServer::builder().start_for_process())
+}
+
+/// Stock kubectl pointed at one kubeconfig, with its own temporary HOME.
+pub struct Kubectl {
+    home: tempfile::TempDir,
+    kubeconfig: PathBuf,
+    server_log: PathBuf,
+}
+
+impl Kubectl {
+    /// `kubectl ARGS`, not yet run.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("kubectl");
+        cmd.env("HOME", self.home.path())
+            .env("KUBECONFIG", &self.kubeconfig)
+            .args(args);
+        cmd
+    }
+
+    /// Runs `kubectl ARGS`.
+    pub fn run(&self, args: &[&str]) -> Output {
+        run(self.command(args), None, COMMAND_TIMEOUT)
+    }
+
+    /// Runs `kubectl ARGS` with `stdin` (a manifest for `-f -`).
+    pub fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        run(self.command(args), Some(stdin.as_bytes()), COMMAND_TIMEOUT)
+    }
+
+    /// Runs `kubectl ARGS`, asserts success and returns stdout; a failure
+    /// shows the end of the server's log too.
+    #[track_caller]
+    pub fn ok(&self, args: &[&str]) -> String {
+        self.expect_ok(args, self.run(args))
+    }
+
+    /// [`Kubectl::ok`] with `stdin`.
+    #[track_caller]
+    pub fn ok_with_stdin(&self, args: &[&str], stdin: &str) -> String {
+        self.expect_ok(args, self.run_with_stdin(args, stdin))
+    }
+
+    /// Runs `kubectl ARGS`, asserts it failed and returns stderr.
+    #[track_caller]
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "kubectl {args:?} succeeded but should have failed:\nstdout: {}",
+            out.stdout
+        );
+        out.stderr
+    }
+
+    /// `kubectl ARGS`, running until dropped, stdout line by line.
+    pub fn spawn_lines(&self, args: &[&str]) -> LineStream {
+        LineStream::spawn(&mut self.command(args))
+    }
+
+    #[track_caller]
+    fn expect_ok(&self, args: &[&str], out: Output) -> String {
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed ({}):\nstdout: {}\nstderr: {}\n--- server log (tail) ---\n{}",
+            out.status,
+            out.stdout,
+            out.stderr,
+            log_tail(&self.server_log, 30)
+        );
+        out.stdout
     }
 }
 

@@ -1,0 +1,514 @@
+//! The Kubernetes API over plain HTTPS requests, the way the README shows
+//! it: `curl` with the cluster CA and a bearer token from `wkube token
+//! create`. Bad input gets a Kubernetes `Status` that names the problem.
+
+mod common;
+
+use std::process::Command;
+use std::sync::OnceLock;
+
+use common::{COMMAND_TIMEOUT, TestServer, run};
+use serde_json::{Value, json};
+
+/// A body limit small enough to exceed cheaply.
+const BODY_LIMIT: usize = 64 * 1024;
+
+fn server() -> &'static TestServer {
+    static SERVER: OnceLock<TestServer> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        TestServer::builder()
+            .arg(format!("--max-api-body-bytes={BODY_LIMIT}"))
+            .start_for_process()
+    })
+}
+
+/// The cluster admin's token, minted as a user would.
+fn admin_token() -> &'static str {
+    static TOKEN: OnceLock<String> = OnceLock::new();
+    TOKEN.get_or_init(|| {
+        let out = server()
+            .wkube(&[
+                "token",
+                "create",
+                "--user",
+                "curl-admin",
+                "--group",
+                "system:masters",
+            ])
+            .success();
+        out.trim().to_owned()
+    })
+}
+
+/// What curl got back.
+#[derive(Debug)]
+struct Reply {
+    code: u16,
+    headers: String,
+    body: String,
+}
+
+impl Reply {
+    #[track_caller]
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.code, self.body))
+    }
+
+    /// Asserts a Kubernetes Status with this code and reason.
+    #[track_caller]
+    fn status(&self, code: u16, reason: &str) -> Value {
+        assert_eq!(self.code, code, "{self:?}");
+        let s = self.json();
+        assert_eq!(s["kind"], "Status", "{s}");
+        assert_eq!(s["apiVersion"], "v1", "{s}");
+        assert_eq!(s["status"], "Failure", "{s}");
+        assert_eq!(s["code"], code, "{s}");
+        assert_eq!(s["reason"], reason, "{s}");
+        s
+    }
+}
+
+/// A curl request to the API server, trusting the cluster CA.
+struct Request {
+    cmd: Command,
+    stdin: Option<String>,
+    token: Option<String>,
+}
+
+fn request(method: &str, path: &str) -> Request {
+    let mut cmd = Command::new("curl");
+    cmd.args(["--silent", "--show-error", "--max-time", "20"])
+        .arg("--cacert")
+        .arg(server().pki("ca.crt"))
+        .args(["-X", method, "--dump-header", "-"])
+        // No `100 Continue` interim response to tell apart from the real one.
+        .args(["-H", "Expect:"])
+        .args(["--write-out", "\n%{http_code}"])
+        .arg(format!("{}{path}", server().api_url));
+    Request {
+        cmd,
+        stdin: None,
+        token: Some(admin_token().to_owned()),
+    }
+}
+
+impl Request {
+    fn token(mut self, token: &str) -> Self {
+        self.token = Some(token.to_owned());
+        self
+    }
+
+    /// No credentials at all.
+    fn anonymous(mut self) -> Self {
+        self.token = None;
+        self
+    }
+
+    fn header(mut self, h: &str) -> Self {
+        self.cmd.args(["-H", h]);
+        self
+    }
+
+    fn json(self, body: &Value) -> Self {
+        self.body_text(&body.to_string())
+    }
+
+    fn body_text(mut self, body: &str) -> Self {
+        self.cmd.args([
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            "@-",
+        ]);
+        self.stdin = Some(body.to_owned());
+        self
+    }
+
+    fn arg(mut self, a: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.cmd.arg(a);
+        self
+    }
+
+    #[track_caller]
+    fn send(mut self) -> Reply {
+        if let Some(token) = &self.token {
+            self.cmd
+                .args(["-H", &format!("Authorization: Bearer {token}")]);
+        }
+        let out = run(
+            self.cmd,
+            self.stdin.as_deref().map(str::as_bytes),
+            COMMAND_TIMEOUT,
+        );
+        assert!(out.status.success(), "curl failed: {out:?}");
+        let (rest, code) = out.stdout.rsplit_once('\n').expect("status code line");
+        // Headers end at the first blank line (curl prints no interim
+        // responses here: no `Expect: 100-continue` for small bodies).
+        let (headers, body) = rest
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("no header block in {rest:?}"));
+        Reply {
+            code: code.trim().parse().expect("numeric status code"),
+            headers: headers.to_owned(),
+            body: body.to_owned(),
+        }
+    }
+}
+
+/// A namespace of the test's own, created over HTTP.
+fn namespace(name: &str) -> String {
+    let r = request("POST", "/api/v1/namespaces")
+        .json(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))
+        .send();
+    assert_eq!(r.code, 201, "{r:?}");
+    name.to_owned()
+}
+
+fn pod(name: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {"containers": [{"name": "app", "image": "hello:v1"}]},
+    })
+}
+
+fn configmap(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
+           "data": {"k": "v"}})
+}
+
+#[test]
+fn a_pod_posted_as_json_with_a_bearer_token_is_created_and_read_back() {
+    let ns = namespace("curl-pod");
+    let r = request("POST", &format!("/api/v1/namespaces/{ns}/pods"))
+        .json(&pod("hello"))
+        .send();
+    assert_eq!(r.code, 201, "{r:?}");
+    let created = r.json();
+    assert_eq!(created["metadata"]["name"], "hello");
+    assert_eq!(created["metadata"]["namespace"], ns);
+    assert!(created["metadata"]["uid"].is_string(), "{created}");
+    assert!(
+        created["metadata"]["creationTimestamp"].is_string(),
+        "{created}"
+    );
+    assert!(
+        created["metadata"]["resourceVersion"].is_string(),
+        "{created}"
+    );
+    assert_eq!(created["status"]["phase"], "Pending");
+    // Defaulted as Kubernetes does.
+    assert_eq!(created["spec"]["restartPolicy"], "Always");
+    assert_eq!(
+        created["spec"]["containers"][0]["imagePullPolicy"],
+        "IfNotPresent"
+    );
+
+    let r = request("GET", &format!("/api/v1/namespaces/{ns}/pods/hello")).send();
+    assert_eq!(r.code, 200, "{r:?}");
+    assert_eq!(r.json()["metadata"]["uid"], created["metadata"]["uid"]);
+
+    let r = request(
+        "GET",
+        &format!("/api/v1/namespaces/{ns}/pods?labelSelector=app%3Dhello"),
+    )
+    .send();
+    assert_eq!(r.code, 200, "{r:?}");
+    let list = r.json();
+    assert_eq!(list["kind"], "PodList");
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "{list}");
+
+    // The same name twice is a conflict of its own kind.
+    let r = request("POST", &format!("/api/v1/namespaces/{ns}/pods"))
+        .json(&pod("hello"))
+        .send();
+    let s = r.status(409, "AlreadyExists");
+    assert_eq!(s["message"], "pods \"hello\" already exists");
+}
+
+#[test]
+fn version_and_health_answer_anyone_but_nothing_else_does() {
+    let r = request("GET", "/version").anonymous().send();
+    assert_eq!(r.code, 200, "{r:?}");
+    let v = r.json();
+    assert_eq!(v["major"], "1");
+    assert_eq!(v["minor"], "33");
+    for path in ["/healthz", "/livez", "/readyz"] {
+        let r = request("GET", path).anonymous().send();
+        assert_eq!((r.code, r.body.as_str()), (200, "ok"), "{path}");
+    }
+
+    let r = request("GET", "/api/v1/namespaces/default/pods")
+        .anonymous()
+        .send();
+    r.status(401, "Unauthorized");
+    let r = request("GET", "/api").anonymous().send();
+    r.status(401, "Unauthorized");
+    let r = request("GET", "/api/v1/namespaces/default/pods")
+        .token("not.a.jwt")
+        .send();
+    r.status(401, "Unauthorized");
+    // A well-formed token signed by another key.
+    let other = tempfile::tempdir().unwrap();
+    let forged = wkube::api::authn::TokenAuthority::load_or_create(other.path())
+        .unwrap()
+        .issue_user(
+            "curl-admin",
+            &["system:masters".into()],
+            std::time::Duration::from_secs(600),
+        )
+        .unwrap();
+    let r = request("GET", "/api/v1/namespaces/default/pods")
+        .token(&forged)
+        .send();
+    r.status(401, "Unauthorized");
+}
+
+#[test]
+fn a_user_without_a_binding_is_forbidden_with_kubernetes_message() {
+    let token = server()
+        .wkube(&["token", "create", "--user", "carol"])
+        .success();
+    let r = request("POST", "/api/v1/namespaces/default/pods")
+        .token(token.trim())
+        .json(&pod("nope"))
+        .send();
+    let s = r.status(403, "Forbidden");
+    assert_eq!(
+        s["message"],
+        "pods is forbidden: User \"carol\" cannot create resource \"pods\" in API group \"\" in the namespace \"default\""
+    );
+    assert_eq!(s["details"]["kind"], "pods");
+}
+
+#[test]
+fn malformed_json_is_a_400_status() {
+    let ns = namespace("curl-malformed");
+    let r = request("POST", &format!("/api/v1/namespaces/{ns}/configmaps"))
+        .body_text(r#"{"apiVersion":"v1","kind":"ConfigMap","#)
+        .send();
+    let s = r.status(400, "BadRequest");
+    assert!(s["message"].as_str().unwrap().contains("json"), "{s}");
+
+    // Valid JSON of the wrong shape: a string where an object belongs.
+    let r = request("POST", &format!("/api/v1/namespaces/{ns}/configmaps"))
+        .json(&json!({"apiVersion": "v1", "kind": "ConfigMap",
+                      "metadata": {"name": "x"}, "data": "not-a-map"}))
+        .send();
+    assert_eq!(r.code, 400, "{r:?}");
+    let s = r.json();
+    assert_eq!(s["kind"], "Status", "{s}");
+}
+
+#[test]
+fn an_unknown_field_under_strict_validation_is_a_400_naming_it() {
+    let ns = namespace("curl-strict");
+    let mut body = pod("strict");
+    body["spec"]["bogus"] = json!(1);
+    let r = request(
+        "POST",
+        &format!("/api/v1/namespaces/{ns}/pods?fieldValidation=Strict"),
+    )
+    .json(&body)
+    .send();
+    let s = r.status(400, "BadRequest");
+    assert_eq!(
+        s["message"],
+        "strict decoding error: unknown field \"spec.bogus\""
+    );
+
+    // The default (Warn) stores the object without it and says so.
+    let r = request("POST", &format!("/api/v1/namespaces/{ns}/pods"))
+        .json(&body)
+        .send();
+    assert_eq!(r.code, 201, "{r:?}");
+    assert!(
+        r.headers
+            .to_ascii_lowercase()
+            .contains("warning: 299 - \"unknown field \\\"spec.bogus\\\"\""),
+        "{}",
+        r.headers
+    );
+    assert!(r.json()["spec"].get("bogus").is_none());
+}
+
+#[test]
+fn an_invalid_name_is_a_422_naming_metadata_name() {
+    let ns = namespace("curl-names");
+    let r = request("POST", &format!("/api/v1/namespaces/{ns}/configmaps"))
+        .json(&configmap("Not_A_Name"))
+        .send();
+    let s = r.status(422, "Invalid");
+    assert!(
+        s["message"].as_str().unwrap().starts_with(
+            "ConfigMap \"Not_A_Name\" is invalid: metadata.name: Invalid value: \"Not_A_Name\""
+        ),
+        "{s}"
+    );
+    assert_eq!(s["details"]["causes"][0]["field"], "metadata.name");
+    assert_eq!(s["details"]["causes"][0]["reason"], "FieldValueInvalid");
+}
+
+#[test]
+fn an_invalid_label_is_a_422_naming_metadata_labels() {
+    let ns = namespace("curl-labels");
+    let mut cm = configmap("labelled");
+    cm["metadata"]["labels"] = json!({"bad key!": "x"});
+    let r = request("POST", &format!("/api/v1/namespaces/{ns}/configmaps"))
+        .json(&cm)
+        .send();
+    let s = r.status(422, "Invalid");
+    assert_eq!(s["details"]["causes"][0]["field"], "metadata.labels", "{s}");
+}
+
+#[test]
+fn an_invalid_quantity_is_refused_naming_the_resource() {
+    let ns = namespace("curl-quantity");
+    let mut p = pod("greedy");
+    p["spec"]["containers"][0]["resources"] = json!({"limits": {"cpu": "lots"}});
+    let r = request("POST", &format!("/api/v1/namespaces/{ns}/pods"))
+        .json(&p)
+        .send();
+    assert!(
+        r.code == 400 || r.code == 422,
+        "an invalid quantity was accepted: {r:?}"
+    );
+    let s = r.json();
+    assert_eq!(s["kind"], "Status", "{s}");
+    let message = s["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("cpu") || message.contains("quantities"),
+        "{s}"
+    );
+}
+
+#[test]
+fn a_body_over_the_limit_is_a_413_on_http1_and_http2() {
+    let ns = namespace("curl-big");
+    // Just over the limit on HTTP/1.1, where a client that is still
+    // sending when the server answers and closes sees a broken pipe; far
+    // over it (and over the flow-control window) on HTTP/2, where the
+    // server may answer early and reset the stream with NO_ERROR.
+    for (version, size) in [("--http1.1", BODY_LIMIT + 1), ("--http2", 4 << 20)] {
+        let mut cm = configmap("big");
+        cm["data"]["k"] = json!("x".repeat(size));
+        let r = request("POST", &format!("/api/v1/namespaces/{ns}/configmaps"))
+            .arg(version)
+            .json(&cm)
+            .send();
+        let s = r.status(413, "RequestEntityTooLarge");
+        assert_eq!(
+            s["message"],
+            format!("the request is too large: limit is {BODY_LIMIT} bytes"),
+            "{version}"
+        );
+    }
+    let r = request("GET", &format!("/api/v1/namespaces/{ns}/configmaps/big")).send();
+    r.status(404, "NotFound");
+}
+
+#[test]
+fn a_label_selector_that_does_not_parse_is_a_400() {
+    let r = request(
+        "GET",
+        "/api/v1/namespaces/default/configmaps?labelSelector=app%20in%20(x",
+    )
+    .send();
+    let s = r.status(400, "BadRequest");
+    assert!(
+        s["message"]
+            .as_str()
+            .unwrap()
+            .contains("unable to parse requirement"),
+        "{s}"
+    );
+    let r = request(
+        "GET",
+        "/api/v1/namespaces/default/pods?fieldSelector=spec.bogus%3Dx",
+    )
+    .send();
+    let s = r.status(400, "BadRequest");
+    assert!(
+        s["message"].as_str().unwrap().contains("spec.bogus"),
+        "the message names the field: {s}"
+    );
+    // `==` then `=b`: Kubernetes' lexer stops at a token it knows.
+    let r = request(
+        "GET",
+        "/api/v1/namespaces/default/configmaps?labelSelector=a%3D%3D%3Db",
+    )
+    .send();
+    r.status(400, "BadRequest");
+}
+
+#[test]
+fn a_put_with_a_stale_resource_version_is_a_409_conflict() {
+    let ns = namespace("curl-conflict");
+    let path = format!("/api/v1/namespaces/{ns}/configmaps/cm");
+    let r = request("POST", &format!("/api/v1/namespaces/{ns}/configmaps"))
+        .json(&configmap("cm"))
+        .send();
+    assert_eq!(r.code, 201, "{r:?}");
+    let first = r.json();
+
+    let mut update = first.clone();
+    update["data"]["k"] = json!("second");
+    let r = request("PUT", &path).json(&update).send();
+    assert_eq!(r.code, 200, "{r:?}");
+    let second = r.json();
+    assert_ne!(
+        second["metadata"]["resourceVersion"],
+        first["metadata"]["resourceVersion"]
+    );
+
+    // The same update again still carries the first resourceVersion.
+    update["data"]["k"] = json!("lost");
+    let r = request("PUT", &path).json(&update).send();
+    let s = r.status(409, "Conflict");
+    assert_eq!(
+        s["message"],
+        "Operation cannot be fulfilled on configmaps \"cm\": the object has been modified; please apply your changes to the latest version and try again"
+    );
+    let r = request("GET", &path).send();
+    assert_eq!(r.json()["data"]["k"], "second");
+}
+
+#[test]
+fn a_watch_streams_events_and_honours_a_table_request() {
+    let ns = namespace("curl-watch");
+    let r = request("POST", &format!("/api/v1/namespaces/{ns}/configmaps"))
+        .json(&configmap("seen"))
+        .send();
+    assert_eq!(r.code, 201, "{r:?}");
+
+    let path =
+        format!("/api/v1/namespaces/{ns}/configmaps?watch=true&resourceVersion=0&timeoutSeconds=1");
+    let r = request("GET", &path).send();
+    assert_eq!(r.code, 200, "{r:?}");
+    let events: Vec<Value> = r
+        .body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["type"], "ADDED");
+    assert_eq!(events[0]["object"]["kind"], "ConfigMap");
+    assert_eq!(events[0]["object"]["metadata"]["name"], "seen");
+
+    // kubectl get -w asks for Tables, and prints their rows.
+    let r = request("GET", &path)
+        .header("Accept: application/json;as=Table;v=v1;g=meta.k8s.io,application/json")
+        .send();
+    assert_eq!(r.code, 200, "{r:?}");
+    let event: Value = serde_json::from_str(r.body.lines().next().unwrap()).unwrap();
+    assert_eq!(event["type"], "ADDED");
+    let table = &event["object"];
+    assert_eq!(table["kind"], "Table", "{table}");
+    assert_eq!(table["rows"][0]["cells"][0], "seen", "{table}");
+    assert_eq!(
+        table["rows"][0]["object"]["metadata"]["name"], "seen",
+        "{table}"
+    );
+}
