@@ -240,3 +240,140 @@ pub async fn check_token_owner(registry: &Registry, k: &KubernetesClaims) -> Res
     }
     Ok(())
 }
+
+/// How dependents of a deleted owner are treated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GcPolicy {
+    /// The owner is gone; delete its dependents.
+    Background,
+    /// The owner waits (finalizer `foregroundDeletion`) until its
+    /// dependents are deleted.
+    Foreground,
+    /// The dependents lose their owner reference; then the owner goes
+    /// (finalizer `orphan`).
+    Orphan,
+}
+
+fn owned_by(obj: &Value, uid: &str) -> bool {
+    obj.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .is_some_and(|refs| {
+            refs.iter()
+                .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))
+        })
+}
+
+/// Find every object owned by `uid` (in the owner's namespace, or anywhere
+/// for a cluster-scoped owner) and delete or release it; for foreground and
+/// orphan deletions, then drop the owner's finalizer so it goes too.
+pub async fn collect_dependents(
+    state: &ApiState,
+    owner_kind: &'static Kind,
+    owner_ns: Option<&str>,
+    owner_name: &str,
+    uid: &str,
+    policy: GcPolicy,
+) -> Result<(), ApiError> {
+    let opts = super::handlers::DeleteOptions {
+        propagation: Some("Background".into()),
+        ..Default::default()
+    };
+    for round in 0..60 {
+        let mut remaining = 0;
+        for k in resources::KINDS
+            .iter()
+            .filter(|k| k.stored && (k.namespaced || owner_ns.is_none()))
+        {
+            let scope = if k.namespaced { owner_ns } else { None };
+            let page = state
+                .registry
+                .list(k, scope, 0, None, &|o| owned_by(o, uid))
+                .await?;
+            for item in page.items {
+                let name = objects::name_of(&item).to_string();
+                let ns = item
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                match policy {
+                    GcPolicy::Orphan => {
+                        let res = state
+                            .registry
+                            .guaranteed_update(k, ns.as_deref(), &name, |mut o| {
+                                let refs: Vec<Value> = o["metadata"]["ownerReferences"]
+                                    .as_array()
+                                    .cloned()
+                                    .unwrap_or_default()
+                                    .into_iter()
+                                    .filter(|r| r.get("uid").and_then(Value::as_str) != Some(uid))
+                                    .collect();
+                                o["metadata"]["ownerReferences"] = json!(refs);
+                                Ok(Some(o))
+                            })
+                            .await;
+                        match res {
+                            Ok(_) | Err(ApiError::NotFound { .. }) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    GcPolicy::Background | GcPolicy::Foreground => {
+                        remaining += 1;
+                        if item.pointer("/metadata/deletionTimestamp").is_none() {
+                            match Box::pin(super::handlers::delete(
+                                state,
+                                k,
+                                ns.as_deref(),
+                                &name,
+                                &opts,
+                                false,
+                            ))
+                            .await
+                            {
+                                Ok(_) | Err(ApiError::NotFound { .. }) => {}
+                                Err(e) => return Err(e),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if policy == GcPolicy::Background {
+            return Ok(());
+        }
+        if remaining == 0 || policy == GcPolicy::Orphan {
+            break;
+        }
+        // Foreground: wait for dependents with finalizers of their own.
+        let _ = round;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let finalizer = if policy == GcPolicy::Foreground {
+        "foregroundDeletion"
+    } else {
+        "orphan"
+    };
+    let updated = state
+        .registry
+        .guaranteed_update(owner_kind, owner_ns, owner_name, |mut o| {
+            let list: Vec<Value> = o["metadata"]["finalizers"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|f| f != finalizer)
+                .collect();
+            o["metadata"]["finalizers"] = json!(list);
+            Ok(Some(o))
+        })
+        .await;
+    match updated {
+        Ok(stored) => {
+            state
+                .finish_if_deleting(owner_kind, owner_ns, owner_name, stored)
+                .await?;
+            Ok(())
+        }
+        Err(ApiError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}

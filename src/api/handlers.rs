@@ -294,7 +294,13 @@ async fn list_json(
     };
     let page = state
         .registry
-        .list_raw(kind, ns, limit, query.get("continue").filter(|c| !c.is_empty()), &keep)
+        .list_raw(
+            kind,
+            ns,
+            limit,
+            query.get("continue").filter(|c| !c.is_empty()),
+            &keep,
+        )
         .await?;
     let mut list_meta = json!({"resourceVersion": page.revision.to_string()});
     if let Some(c) = &page.continue_token {
@@ -320,8 +326,10 @@ async fn list_json(
     }
     out.extend_from_slice(b"]}");
     let mut r = (StatusCode::OK, out).into_response();
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     Ok(r)
 }
 
@@ -488,7 +496,20 @@ pub async fn delete(
                 return Ok((StatusCode::OK, current));
             }
             match state.registry.update(kind, ns, name, rv, &marked).await {
-                Ok(stored) => return Ok((StatusCode::OK, stored)),
+                Ok(stored) => {
+                    // Foreground and orphan deletions finish once the
+                    // dependents are gone or released.
+                    match opts.propagation.as_deref() {
+                        Some("Foreground") => {
+                            state.spawn_gc(kind, &stored, super::bootstrap::GcPolicy::Foreground)
+                        }
+                        Some("Orphan") => {
+                            state.spawn_gc(kind, &stored, super::bootstrap::GcPolicy::Orphan)
+                        }
+                        _ => {}
+                    }
+                    return Ok((StatusCode::OK, stored));
+                }
                 Err(ApiError::Conflict { .. }) => continue,
                 Err(e) => return Err(e),
             }
@@ -496,6 +517,7 @@ pub async fn delete(
         match state.registry.delete(kind, ns, name, rv).await {
             Ok(gone) => {
                 state.admission.on_deleted(state, kind, &gone).await;
+                state.spawn_gc(kind, &gone, super::bootstrap::GcPolicy::Background);
                 return Ok((StatusCode::OK, gone));
             }
             Err(ApiError::Conflict { .. }) => continue,

@@ -18,6 +18,7 @@ pub mod discovery;
 pub mod handlers;
 pub mod kubeconfig;
 pub mod metrics;
+pub mod modules;
 pub mod objects;
 pub mod openapi;
 pub mod patch;
@@ -64,6 +65,9 @@ pub struct ApiConfig {
     pub node_port_range: (u16, u16),
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// Largest Wasm module a push accepts (read with its own limit, not
+    /// `max_body_bytes`).
+    pub max_module_bytes: usize,
     /// Most connections served at once.
     pub max_connections: usize,
     /// Longest a single watch request stays open.
@@ -78,6 +82,7 @@ impl Default for ApiConfig {
             service_cidr: admission::Cidr::parse("127.96.0.0/16").expect("valid default CIDR"),
             node_port_range: (30000, 32767),
             max_body_bytes: 3 * 1024 * 1024,
+            max_module_bytes: modules::default_max_module_bytes(),
             max_connections: 10_000,
             max_watch_duration: Duration::from_secs(1800),
             max_token_ttl: Duration::from_secs(48 * 3600),
@@ -94,6 +99,8 @@ pub struct ApiState {
     pub config: ApiConfig,
     pub metrics: metrics::Metrics,
     pub started: Instant,
+    /// A handle to this state for background tasks it spawns.
+    pub this: std::sync::OnceLock<std::sync::Weak<ApiState>>,
 }
 
 impl ApiState {
@@ -183,11 +190,47 @@ impl ApiState {
         match self.registry.delete(kind, ns, name, rv).await {
             Ok(gone) => {
                 self.admission.on_deleted(self, kind, &gone).await;
+                let orphaned = gone
+                    .pointer("/metadata/finalizers")
+                    .and_then(Value::as_array)
+                    .is_some_and(|f| f.iter().any(|x| x == "orphan"));
+                if !orphaned {
+                    self.spawn_gc(kind, &gone, bootstrap::GcPolicy::Background);
+                }
                 Ok(gone)
             }
             Err(ApiError::NotFound { .. } | ApiError::Conflict { .. }) => Ok(stored),
             Err(e) => Err(e),
         }
+    }
+
+    /// Collect (or release) the dependents of a deleted owner in the
+    /// background: what Kubernetes' garbage collector does for
+    /// ownerReferences.
+    pub fn spawn_gc(&self, kind: &'static Kind, owner: &Value, policy: bootstrap::GcPolicy) {
+        let Some(state) = self.this.get().and_then(std::sync::Weak::upgrade) else {
+            return;
+        };
+        let Some(uid) = owner
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+        else {
+            return;
+        };
+        let ns = owner
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let name = objects::name_of(owner).to_string();
+        tokio::spawn(async move {
+            if let Err(e) =
+                bootstrap::collect_dependents(&state, kind, ns.as_deref(), &name, &uid, policy)
+                    .await
+            {
+                tracing::warn!(owner = %name, error = %e, "garbage collection");
+            }
+        });
     }
 
     /// Empty a terminating namespace, then remove it.
@@ -218,6 +261,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/openapi/v3/{*path}",
             axum::routing::get(openapi::v3_document),
         )
+        // Module pushes are read with their own, larger body limit.
+        .route(modules::PUSH_ROUTE, axum::routing::any(modules::push))
+        .route(modules::BLOB_ROUTE, axum::routing::any(modules::blob))
         .fallback(resource)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -304,7 +350,11 @@ async fn authenticate(
             return resp;
         }
     };
-    if !is_public(&path) && path::parse(&path).ok().flatten().is_none() && !is_review(&path) {
+    if !is_public(&path)
+        && path::parse(&path).ok().flatten().is_none()
+        && !is_review(&path)
+        && !modules::is_blob_path(&path)
+    {
         // Non-resource URLs go through RBAC as `get PATH`.
         let a = Attributes {
             verb: method.as_str().to_ascii_lowercase(),
@@ -374,9 +424,16 @@ async fn resource(State(state): State<Arc<ApiState>>, req: Request) -> Response 
         return resp;
     }
     let limit = state.config.max_body_bytes;
-    let bytes = match axum::body::to_bytes(Body::new(body), limit).await {
+    let mut body = Body::new(body);
+    let bytes = match read_limited(&mut body, limit).await {
         Ok(b) => b,
-        Err(_) => return ApiError::TooLarge { limit }.into_response(),
+        Err(()) => {
+            // Read (and discard) a bounded amount more before answering:
+            // over HTTP/2 a request body dropped unread resets the stream
+            // with CANCEL before the client sees our 413.
+            let _ = tokio::time::timeout(Duration::from_secs(5), drain(&mut body, 64 << 20)).await;
+            return ApiError::TooLarge { limit }.into_response();
+        }
     };
     if let Some(review) = reviews::parse(&path) {
         return match reviews::handle(&state, &user, review, &parts.headers, &bytes).await {
@@ -397,6 +454,36 @@ async fn resource(State(state): State<Arc<ApiState>>, req: Request) -> Response 
     {
         Ok(r) => r,
         Err(e) => e.into_response(),
+    }
+}
+
+/// Collect a body of at most `limit` bytes; `Err` as soon as it is larger.
+async fn read_limited(body: &mut Body, limit: usize) -> Result<bytes::Bytes, ()> {
+    use http_body_util::BodyExt;
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| ())?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                return Err(());
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+/// Read and discard up to `max` more bytes of a body.
+async fn drain(body: &mut Body, max: usize) {
+    use http_body_util::BodyExt;
+    let mut seen = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen > max {
+                return;
+            }
+        }
     }
 }
 
@@ -452,10 +539,13 @@ pub async fn start(
         config: opts.config,
         metrics: metrics::Metrics::default(),
         started: Instant::now(),
+        this: std::sync::OnceLock::new(),
     });
+    let _ = state.this.set(Arc::downgrade(&state));
     bootstrap::run(&state, opts.advertise, opts.port)
         .await
         .map_err(StartError::Bootstrap)?;
     bootstrap::spawn_service_account_loop(state.clone());
+    modules::gc::spawn_sweeper(state.clone());
     Ok(state)
 }

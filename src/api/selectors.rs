@@ -59,8 +59,10 @@ impl LabelSelector {
                     .strip_prefix('(')
                     .and_then(|l| l.strip_suffix(')'))
                     .ok_or_else(|| bad("expected '(' and ')' around the values"))?;
-                let values: BTreeSet<String> =
-                    inner.split(',').map(|v| v.trim().to_string()).collect();
+                let values: BTreeSet<String> = inner
+                    .split(',')
+                    .map(check_value)
+                    .collect::<Result<_, _>>()?;
                 reqs.push(if op == "in" {
                     Requirement::In(key, values)
                 } else {
@@ -69,14 +71,11 @@ impl LabelSelector {
                 continue;
             }
             if let Some((k, v)) = part.split_once("!=") {
-                reqs.push(Requirement::NotEq(
-                    check_key(k.trim())?,
-                    v.trim().to_string(),
-                ));
+                reqs.push(Requirement::NotEq(check_key(k.trim())?, check_value(v)?));
             } else if let Some((k, v)) = part.split_once("==") {
-                reqs.push(Requirement::Eq(check_key(k.trim())?, v.trim().to_string()));
+                reqs.push(Requirement::Eq(check_key(k.trim())?, check_value(v)?));
             } else if let Some((k, v)) = part.split_once('=') {
-                reqs.push(Requirement::Eq(check_key(k.trim())?, v.trim().to_string()));
+                reqs.push(Requirement::Eq(check_key(k.trim())?, check_value(v)?));
             } else if let Some((k, v)) = part.split_once('>') {
                 let n = v
                     .trim()
@@ -183,6 +182,25 @@ fn check_key(k: &str) -> Result<String, ApiError> {
     } else {
         Err(ApiError::bad_request(format!(
             "unable to parse requirement: invalid label key {k:?}"
+        )))
+    }
+}
+
+/// A label value: empty, or at most 63 characters of `[A-Za-z0-9_.-]`
+/// starting and ending alphanumeric.
+fn check_value(v: &str) -> Result<String, ApiError> {
+    let v = v.trim();
+    let ok = v.is_empty()
+        || (v.len() <= 63
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            && v.as_bytes()[0].is_ascii_alphanumeric()
+            && v.as_bytes()[v.len() - 1].is_ascii_alphanumeric());
+    if ok {
+        Ok(v.to_string())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "unable to parse requirement: values[0]: Invalid value: {v:?}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"
         )))
     }
 }
@@ -325,6 +343,7 @@ mod tests {
     fn a_bad_selector_is_a_bad_request() {
         assert!(LabelSelector::parse("app in prod").is_err());
         assert!(LabelSelector::parse("a b c").is_err());
+        assert!(LabelSelector::parse("a===b").is_err());
         assert!(FieldSelector::parse("spec.bogus=1", "Pod").is_err());
     }
 

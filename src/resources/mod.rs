@@ -10,6 +10,7 @@
 
 pub mod defaults;
 pub mod module;
+pub mod quantity;
 pub mod validation;
 
 use k8s_openapi::{ListableResource, Metadata, Resource};

@@ -339,6 +339,66 @@ fn validate_pod_spec(spec: Option<&Value>, path: &str, errs: &mut Vec<FieldError
             {
                 errs.push(FieldError::required(format!("{field}.image")));
             }
+            validate_resources(c.get("resources"), &format!("{field}.resources"), errs);
+        }
+    }
+}
+
+/// Every quantity in `resources.requests`/`limits` must parse, be
+/// non-negative, and a request may not exceed its limit.
+fn validate_resources(res: Option<&Value>, path: &str, errs: &mut Vec<FieldError>) {
+    let Some(res) = res else { return };
+    let mut parsed = std::collections::HashMap::new();
+    for section in ["limits", "requests"] {
+        for (name, q) in res
+            .get(section)
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            let field = format!("{path}.{section}[{name}]");
+            let text = q
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| q.to_string());
+            match super::quantity::parse(&text) {
+                None => errs.push(FieldError::invalid(
+                    field,
+                    text,
+                    format!(
+                        "quantities must match the regular expression '{}'",
+                        super::quantity::QUANTITY_FORMAT
+                    ),
+                )),
+                Some(v) if v.0 < 0 => errs.push(FieldError::invalid(
+                    field,
+                    text,
+                    "must be greater than or equal to 0",
+                )),
+                Some(v) => {
+                    parsed.insert((section, name.clone()), v);
+                }
+            }
+        }
+    }
+    for ((section, name), req) in &parsed {
+        if *section == "requests"
+            && let Some(lim) = parsed.get(&("limits", name.clone()))
+            && req > lim
+        {
+            errs.push(FieldError::invalid(
+                format!("{path}.requests"),
+                res.pointer(&format!("/requests/{name}"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+                format!(
+                    "must be less than or equal to {name} limit of {}",
+                    res.pointer(&format!("/limits/{name}"))
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                ),
+            ));
         }
     }
 }
@@ -379,6 +439,28 @@ mod tests {
                 .message()
                 .contains("`selector` does not match template `labels`")
         );
+    }
+
+    #[test]
+    fn an_invalid_quantity_names_the_resource() {
+        let pod = json!({"spec": {"containers": [{"name": "c", "image": "i",
+            "resources": {"limits": {"cpu": "lots"}}}]}});
+        let errs = validate_kind("Pod", &pod);
+        assert_eq!(errs.len(), 1);
+        assert!(
+            errs[0]
+                .message()
+                .starts_with("spec.containers[0].resources.limits[cpu]: Invalid value: \"lots\""),
+            "{}",
+            errs[0].message()
+        );
+    }
+
+    #[test]
+    fn a_request_above_its_limit_is_invalid() {
+        let pod = json!({"spec": {"containers": [{"name": "c", "image": "i",
+            "resources": {"limits": {"memory": "64Mi"}, "requests": {"memory": "1Gi"}}}]}});
+        assert_eq!(validate_kind("Pod", &pod).len(), 1);
     }
 
     #[test]
