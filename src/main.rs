@@ -37,6 +37,7 @@ async fn main() -> ExitCode {
             }
         }
         Command::Kv(args) => wkube::cli::kv::run(args, &data_dir).await,
+        Command::Push(args) => wkube::cli::push::run(args, &data_dir).await,
         Command::Token(args) => wkube::cli::token::run_token(args, &data_dir),
         Command::Kubeconfig(args) => wkube::cli::token::run_kubeconfig(args, &data_dir),
     }

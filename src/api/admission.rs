@@ -154,11 +154,12 @@ impl Admission {
 
     pub async fn on_update(
         &self,
-        _state: &ApiState,
+        state: &ApiState,
         kind: &Kind,
         old: &Value,
         new: &mut Value,
     ) -> Result<(), ApiError> {
+        super::modules::gc::before_update(state, kind, old, new);
         if kind.kind == "Service" {
             // Allocated addresses stay with the service.
             let old_ip = old.pointer("/spec/clusterIP").cloned();
@@ -257,6 +258,7 @@ impl Admission {
     }
 
     pub async fn on_deleted(&self, state: &ApiState, kind: &Kind, obj: &Value) {
+        super::modules::gc::after_delete(state, kind, obj);
         if kind.kind == "Service" {
             self.release_service(state, obj).await;
         }

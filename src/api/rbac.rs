@@ -282,7 +282,7 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
         rule(&["batch"], &batch, READ),
         rule(&["discovery.k8s.io"], &["endpointslices"], READ),
         rule(&["coordination.k8s.io"], &["leases"], READ),
-        rule(&["wkube.dev"], &["modules"], READ),
+        rule(&["wkube.dev"], &["modules", "blobs"], READ),
     ];
     let mut edit_rules = view_rules.clone();
     edit_rules.extend([
@@ -310,6 +310,7 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
         rule(&["batch"], &batch, WRITE),
         rule(&["discovery.k8s.io"], &["endpointslices"], WRITE),
         rule(&["coordination.k8s.io"], &["leases"], WRITE),
+        rule(&["wkube.dev"], &["modules", "modules/push"], WRITE),
     ]);
     let mut admin_rules = edit_rules.clone();
     admin_rules.extend([

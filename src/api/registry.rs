@@ -234,7 +234,11 @@ impl Registry {
             None => (Bytes::from(prefix.clone()), 0),
         };
         let mut items = Vec::new();
-        let want = if limit > 0 { limit as usize } else { usize::MAX };
+        let want = if limit > 0 {
+            limit as usize
+        } else {
+            usize::MAX
+        };
         loop {
             let resp = self
                 .store

@@ -5,6 +5,7 @@
 //! configuration types free of clap; this module turns flags into them.
 
 pub mod kv;
+pub mod push;
 pub mod token;
 
 use std::net::SocketAddr;
@@ -63,6 +64,8 @@ pub enum Command {
     Token(token::TokenArgs),
     /// Print a kubeconfig for the running server (the admin's by default).
     Kubeconfig(token::KubeconfigArgs),
+    /// Upload a .wasm component or module to the module registry.
+    Push(push::PushArgs),
 }
 
 /// Flags of `wkube server`.
@@ -94,6 +97,10 @@ pub struct ServerArgs {
     /// Largest API request body, in bytes.
     #[arg(long, default_value_t = crate::api::ApiConfig::default().max_body_bytes)]
     pub max_api_body_bytes: usize,
+
+    /// Largest `.wasm` module accepted by the module registry, in bytes.
+    #[arg(long, env = "WKUBE_MAX_MODULE_BYTES", default_value_t = crate::api::modules::DEFAULT_MAX_MODULE_BYTES)]
+    pub max_module_bytes: usize,
 
     /// Most API connections served at once.
     #[arg(long, default_value_t = crate::api::ApiConfig::default().max_connections)]
@@ -194,6 +201,7 @@ impl ServerArgs {
                 node_port_range: self.service_node_port_range,
                 max_body_bytes: self.max_api_body_bytes,
                 max_connections: self.max_api_connections,
+                max_module_bytes: self.max_module_bytes,
                 ..Default::default()
             },
             tls: match self.tls {
