@@ -7,6 +7,8 @@
 //! - [`api`]: the Kubernetes API server (REST, authn, RBAC, admission, watch).
 //! - [`resources`]: the kinds served, with defaulting and validation.
 //! - [`pki`]: the cluster CA and the certificates the servers and clients use.
+//! - [`runtime`]: the wasmtime embedding that runs pods (engine, module
+//!   cache, HTTP and command instances, limits).
 //! - [`server`]: `wkube server`, which wires the components together.
 //! - [`cli`]: the user-facing subcommands other than `server`.
 
@@ -14,5 +16,6 @@ pub mod api;
 pub mod cli;
 pub mod pki;
 pub mod resources;
+pub mod runtime;
 pub mod server;
 pub mod store;

@@ -1,0 +1,187 @@
+//! The process-wide `Engine` and its epoch ticker.
+//!
+//! One engine per process so compiled code, the instance pool and the
+//! signal handlers are shared by every pod. Epoch interruption (rather than
+//! fuel) is used for preemption and deadlines: it costs one load and compare
+//! per loop header and function entry, and a single ticker thread drives all
+//! stores.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+
+use super::{PoolingMode, RuntimeConfig, RuntimeError};
+
+/// The engine plus the ticker that advances its epoch.
+pub(crate) struct WkubeEngine {
+    pub(crate) engine: Engine,
+    /// Whether the pooling allocator is in use (reported at startup).
+    pub(crate) pooling: bool,
+    _ticker: EpochTicker,
+}
+
+impl WkubeEngine {
+    pub(crate) fn new(config: &RuntimeConfig) -> Result<WkubeEngine, RuntimeError> {
+        let (engine, pooling) = match config.pooling {
+            PoolingMode::Never => (build_on_demand(config)?, false),
+            PoolingMode::Always => (build(config, Allocation::Pooling)?, true),
+            // Building the engine is the probe: the pool reserves its whole
+            // address space (slots × reservation) up front, and that is
+            // what fails on a small or `ulimit -v`-limited host.
+            PoolingMode::Auto => match build(config, Allocation::Pooling) {
+                Ok(engine) => (engine, true),
+                Err(err) => {
+                    tracing::info!(
+                        "pooling allocator unavailable ({err}); using on-demand allocation"
+                    );
+                    (build_on_demand(config)?, false)
+                }
+            },
+        };
+        let ticker = EpochTicker::start(engine.clone(), config.epoch_tick);
+        Ok(WkubeEngine {
+            engine,
+            pooling,
+            _ticker: ticker,
+        })
+    }
+}
+
+/// The engine configuration for serving: every store is async (host calls
+/// may block on I/O), interruptible by epochs, and memory images are
+/// copy-on-write so instantiation does not copy data segments.
+fn build(config: &RuntimeConfig, allocation: Allocation) -> Result<Engine, RuntimeError> {
+    let mut c = Config::new();
+    c.wasm_component_model(true)
+        .epoch_interruption(true)
+        .max_wasm_stack(config.max_wasm_stack)
+        .cranelift_opt_level(OptLevel::Speed)
+        .parallel_compilation(true)
+        .memory_init_cow(true);
+    if allocation == Allocation::SmallReservations {
+        // Each memory maps only what it uses plus a little room and moves
+        // when it grows; bounds are checked explicitly instead of by guard
+        // pages. Slower guest code, but it fits a small address space.
+        c.memory_reservation(0)
+            .memory_guard_size(64 << 10)
+            .memory_reservation_for_growth(1 << 20);
+    }
+    if allocation == Allocation::Pooling {
+        let n = config.pool_instances;
+        let mut pool = PoolingAllocationConfig::new();
+        // A component built by Rust for wasip2 has one memory but a few core
+        // instances and tables (the main module plus small shims), hence
+        // the multipliers.
+        pool.total_component_instances(n)
+            .total_core_instances(n.saturating_mul(4))
+            .total_memories(n)
+            .total_tables(n.saturating_mul(4))
+            .total_stacks(n)
+            .max_memory_size(config.max_instance_memory);
+        c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    Engine::new(&c).map_err(|e| RuntimeError::Engine(format!("{e:#}")))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Allocation {
+    /// Instance pool with a 4 GiB reservation per memory slot.
+    Pooling,
+    /// On demand, 4 GiB reservation per memory (wasmtime's default).
+    OnDemand,
+    /// On demand, memories reserve only what they use.
+    SmallReservations,
+}
+
+/// On-demand allocation, with wasmtime's large per-memory reservations if
+/// the host allows one (probed by creating a memory), else small ones: a
+/// host that could not reserve the pool is often one that cannot reserve
+/// 4 GiB per instance either (`ulimit -v`, small 32-bit-like limits).
+fn build_on_demand(config: &RuntimeConfig) -> Result<Engine, RuntimeError> {
+    let engine = build(config, Allocation::OnDemand)?;
+    let mut store = wasmtime::Store::new(&engine, ());
+    if wasmtime::Memory::new(&mut store, wasmtime::MemoryType::new(1, None)).is_ok() {
+        return Ok(engine);
+    }
+    tracing::info!("cannot reserve 4 GiB per memory; using small memory reservations");
+    build(config, Allocation::SmallReservations)
+}
+
+/// Advances the engine's epoch every `tick` on a dedicated thread; stopped
+/// and joined on drop.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine, tick: Duration) -> EpochTicker {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("wkube-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(tick);
+                    engine.increment_epoch();
+                }
+            })
+            .ok();
+        if thread.is_none() {
+            // Without a ticker no guest is ever preempted; surface it loudly
+            // rather than failing the whole node.
+            tracing::error!("could not start the epoch ticker thread");
+        }
+        EpochTicker { stop, thread }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_without_pooling_always_builds() {
+        let cfg = RuntimeConfig {
+            pooling: PoolingMode::Never,
+            ..RuntimeConfig::default()
+        };
+        let e = WkubeEngine::new(&cfg).expect("engine");
+        assert!(!e.pooling);
+    }
+
+    #[test]
+    fn auto_pooling_builds_an_engine_with_the_default_pool_either_way() {
+        let start = std::time::Instant::now();
+        let e = WkubeEngine::new(&RuntimeConfig::default()).expect("engine");
+        println!(
+            "default config (1000 slots): pooling allocator in use: {}, engine built in {:?}",
+            e.pooling,
+            start.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_pool_too_large_for_the_address_space_falls_back_to_on_demand() {
+        // 2^20 slots of 4 GiB is 4 PiB, beyond any x86-64 or aarch64 user
+        // address space: the probe must fail and the fallback must work.
+        let cfg = RuntimeConfig {
+            pool_instances: 1 << 20,
+            ..RuntimeConfig::default()
+        };
+        let e = WkubeEngine::new(&cfg).expect("engine");
+        assert!(!e.pooling);
+    }
+}
