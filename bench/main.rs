@@ -1,1 +1,90 @@
-fn main() {}
+//! `wkube-bench`: benchmarks that print figures for wkube next to the peers
+//! it stands in for, measured by the same client in the same run.
+//!
+//! Each benchmark is a subcommand; this file only parses the command line
+//! and makes sure every server a benchmark started is killed, also when the
+//! run is interrupted (the servers are owned by the benchmark's future, so
+//! dropping that future runs their `Drop` guards).
+
+mod procs;
+mod rawkv;
+mod stats;
+mod store;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "wkube-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+
+    /// Worker threads of the load generator's runtime [default: one per
+    /// core]. The load generator shares the machine with the servers it
+    /// measures, so its own CPU cost is part of every figure.
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    client_threads: Option<u16>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Bench {
+    /// The etcd-role store: wkube's etcd v3 endpoint against a real etcd,
+    /// durable puts and reads at several concurrencies.
+    Store(store::StoreArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut builder = match cli.client_threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(usize::from(n));
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wkube-bench: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    let run = async {
+        match cli.bench {
+            Bench::Store(args) => store::run(args).await,
+        }
+    };
+    let result = tokio::select! {
+        r = run => r,
+        sig = shutdown_signal() => Err(anyhow::anyhow!("interrupted by {sig}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wkube-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM, naming the signal.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        // Without a SIGTERM handler, still honour Ctrl-C.
+        let _ = tokio::signal::ctrl_c().await;
+        return "SIGINT";
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
