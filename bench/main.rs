@@ -6,6 +6,7 @@
 //! run is interrupted (the servers are owned by the benchmark's future, so
 //! dropping that future runs their `Drop` guards).
 
+mod api;
 mod procs;
 mod rawkv;
 mod stats;
@@ -33,6 +34,9 @@ enum Bench {
     /// The etcd-role store: wkube's etcd v3 endpoint against a real etcd,
     /// durable puts and reads at several concurrencies.
     Store(store::StoreArgs),
+    /// The Kubernetes API server: create and get latency at a fixed rate,
+    /// and listing thousands of pods.
+    Api(api::ApiArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +64,7 @@ async fn run(cli: Cli) -> ExitCode {
     let run = async {
         match cli.bench {
             Bench::Store(args) => store::run(args).await,
+            Bench::Api(args) => api::run(args).await,
         }
     };
     let result = tokio::select! {

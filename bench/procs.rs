@@ -206,6 +206,8 @@ pub async fn spawn_wkube(bin: &Path, extra: &[&str], timeout: Duration) -> Resul
         .arg("--data-dir")
         .arg(&data)
         .args(["--etcd-listen", "127.0.0.1:0", "--tls", "off"])
+        // The Kubernetes API on a free port too, so runs never collide.
+        .args(["--listen", "127.0.0.1:0"])
         .args(extra);
     let mut proc = ChildGuard::spawn("wkube server", cmd, &dir.path().join("wkube.log"))?;
     let endpoint_file = data.join("etcd.endpoint");

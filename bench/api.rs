@@ -1,0 +1,363 @@
+//! `wkube-bench api`: the Kubernetes API server's latency under a steady
+//! load, measured the way Kubernetes' API SLOs are stated: single-object
+//! create and get latency at a fixed request rate, and the time to list
+//! many pods.
+//!
+//! The load is open-loop: requests are scheduled at fixed intervals and
+//! each latency counts from its scheduled start, so a server that stalls
+//! is charged for the requests queued behind the stall (no coordinated
+//! omission). Every request is a real HTTP/1.1 request over loopback with a
+//! bearer token, as any client sends it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use clap::Args;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use tokio::net::TcpStream;
+use tokio::sync::Mutex;
+
+use crate::procs::{self, Server};
+use crate::stats::{Recorder, Summary, fmt_latency_us};
+
+#[derive(Args, Debug)]
+pub struct ApiArgs {
+    /// A tiny, fast run that only checks the benchmark works (used by the
+    /// test suite); never fails on figures.
+    #[arg(long)]
+    smoke: bool,
+    /// Requests per second of the create and get workloads.
+    #[arg(long, default_value_t = 500)]
+    rate: u32,
+    /// Seconds each rate-driven workload runs.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Pods in the list workload.
+    #[arg(long, default_value_t = 10_000)]
+    list_pods: usize,
+    /// Connections the load generator spreads requests over.
+    #[arg(long, default_value_t = 16)]
+    conns: usize,
+    /// The wkube binary [default: next to this benchmark].
+    #[arg(long)]
+    wkube: Option<PathBuf>,
+}
+
+/// One HTTP/1.1 connection to the API server.
+struct Conn {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl Conn {
+    async fn open(addr: &str) -> Result<Self> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
+        stream.set_nodelay(true)?;
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        Ok(Conn { sender })
+    }
+
+    async fn send(&mut self, req: Request<Full<Bytes>>) -> Result<(u16, Bytes)> {
+        self.sender.ready().await?;
+        let resp = self.sender.send_request(req).await?;
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok((status, body))
+    }
+}
+
+struct Api {
+    addr: String,
+    token: String,
+}
+
+impl Api {
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Request<Full<Bytes>>> {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &self.addr)
+            .header("authorization", format!("Bearer {}", self.token))
+            .header("accept", "application/json");
+        if body.is_some() {
+            b = b.header("content-type", "application/json");
+        }
+        Ok(b.body(Full::new(Bytes::from(body.unwrap_or_default())))?)
+    }
+}
+
+fn pod(name: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": "bench", "tier": "web"}},
+        "spec": {"containers": [{
+            "name": "web",
+            "image": "hello:v1",
+            "ports": [{"containerPort": 8080}],
+            "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
+        }]},
+    }))
+    .unwrap_or_default()
+}
+
+/// Run `total` requests at `rate` per second over `conns` connections;
+/// `make(i)` builds request `i`; `expect` is the status every answer must
+/// have.
+async fn paced(
+    api: &Arc<Api>,
+    conns: usize,
+    rate: u32,
+    total: usize,
+    expect: u16,
+    make: Arc<dyn Fn(usize) -> Result<Request<Full<Bytes>>> + Send + Sync>,
+) -> Result<(Recorder, Duration)> {
+    let mut pool = Vec::new();
+    for _ in 0..conns.max(1) {
+        pool.push(Arc::new(Mutex::new(Conn::open(&api.addr).await?)));
+    }
+    let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(total);
+    for i in 0..total {
+        let due = start + interval * i as u32;
+        tokio::time::sleep_until(due.into()).await;
+        let conn = pool[i % pool.len()].clone();
+        let make = make.clone();
+        tasks.push(tokio::spawn(async move {
+            let req = make(i)?;
+            let mut conn = conn.lock().await;
+            let (status, body) = tokio::time::timeout(Duration::from_secs(30), conn.send(req))
+                .await
+                .context("request timed out")??;
+            if status != expect {
+                bail!("status {status}: {}", String::from_utf8_lossy(&body));
+            }
+            // Latency from the scheduled start: queueing counts.
+            Ok::<Duration, anyhow::Error>(due.elapsed())
+        }));
+    }
+    let mut rec = Recorder::default();
+    for t in tasks {
+        match t.await {
+            Ok(Ok(lat)) => rec.ok(lat),
+            Ok(Err(e)) => rec.error(e),
+            Err(e) => rec.error(e),
+        }
+    }
+    Ok((rec, start.elapsed()))
+}
+
+fn line(name: &str, s: &Summary) {
+    println!(
+        "{name:<28} {:>8} ops {:>9.0}/s  p50 {:>9}  p99 {:>9}  max {:>9}  errors {}",
+        s.ops,
+        s.ops_per_sec,
+        fmt_latency_us(s.p50_us),
+        fmt_latency_us(s.p99_us),
+        fmt_latency_us(s.max_us),
+        s.errors
+    );
+}
+
+pub async fn run(args: ApiArgs) -> Result<()> {
+    let (rate, duration, list_pods) = if args.smoke {
+        (50, 1, 200)
+    } else {
+        (args.rate, args.duration, args.list_pods)
+    };
+    let bin = match &args.wkube {
+        Some(b) => b.clone(),
+        None => procs::sibling_binary("wkube")?,
+    };
+    let server: Server = procs::spawn_wkube(&bin, &[], Duration::from_secs(120)).await?;
+    let data = server.dir.path().join("data");
+    let url = wait_for_file(&data.join("api.endpoint")).await?;
+    let kubeconfig = wait_for_file(&data.join("admin.kubeconfig")).await?;
+    let token = kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("token: "))
+        .context("no token in the admin kubeconfig")?
+        .trim()
+        .to_string();
+    let addr = url
+        .strip_prefix("http://")
+        .context("the benchmark drives the API over plain HTTP (--tls off)")?
+        .trim_end_matches('/')
+        .to_string();
+    let api = Arc::new(Api { addr, token });
+    println!("wkube {} API at {url}", server.version);
+
+    let mut conn = Conn::open(&api.addr).await?;
+    let ns = serde_json::to_vec(
+        &serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}),
+    )?;
+    let (status, body) = conn
+        .send(api.request("POST", "/api/v1/namespaces", Some(ns))?)
+        .await?;
+    if status != 201 {
+        bail!(
+            "creating the namespace: {status} {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+
+    let total = (rate as u64 * duration) as usize;
+    let a = api.clone();
+    let make_create: Arc<dyn Fn(usize) -> Result<Request<Full<Bytes>>> + Send + Sync> =
+        Arc::new(move |i| {
+            a.request(
+                "POST",
+                "/api/v1/namespaces/bench/pods",
+                Some(pod(&format!("c-{i}"))),
+            )
+        });
+    let (rec, elapsed) = paced(&api, args.conns, rate, total, 201, make_create).await?;
+    let create = rec.summary(elapsed);
+    if let Some(e) = &rec.first_error {
+        eprintln!("first create error: {e}");
+    }
+    let a = api.clone();
+    let created = total.max(1);
+    let make_get: Arc<dyn Fn(usize) -> Result<Request<Full<Bytes>>> + Send + Sync> =
+        Arc::new(move |i| {
+            a.request(
+                "GET",
+                &format!("/api/v1/namespaces/bench/pods/c-{}", (i * 7919) % created),
+                None,
+            )
+        });
+    let (rec, elapsed) = paced(&api, args.conns, rate, total, 200, make_get).await?;
+    let get = rec.summary(elapsed);
+    if let Some(e) = &rec.first_error {
+        eprintln!("first get error: {e}");
+    }
+
+    // Fill up to `list_pods` pods as fast as the server takes them, then
+    // time full lists.
+    let missing = list_pods.saturating_sub(total);
+    let fill_start = Instant::now();
+    let mut fillers = Vec::new();
+    let workers = args.conns.max(1);
+    for w in 0..workers {
+        let api = api.clone();
+        fillers.push(tokio::spawn(async move {
+            let mut conn = Conn::open(&api.addr).await?;
+            let mut i = w;
+            while i < missing {
+                let req = api.request(
+                    "POST",
+                    "/api/v1/namespaces/bench/pods",
+                    Some(pod(&format!("l-{i}"))),
+                )?;
+                let (status, body) = conn.send(req).await?;
+                if status != 201 {
+                    bail!("filling: {status} {}", String::from_utf8_lossy(&body));
+                }
+                i += workers;
+            }
+            Ok::<(), anyhow::Error>(())
+        }));
+    }
+    for f in fillers {
+        f.await??;
+    }
+    let fill = fill_start.elapsed();
+    let mut list_rec = Recorder::default();
+    let mut table_rec = Recorder::default();
+    let mut listed = 0;
+    let rounds = if args.smoke { 2 } else { 10 };
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let (status, body) = conn
+            .send(api.request("GET", "/api/v1/namespaces/bench/pods", None)?)
+            .await?;
+        let lat = t.elapsed();
+        if status != 200 {
+            bail!("list: {status}");
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body)?;
+        listed = v["items"].as_array().map_or(0, Vec::len);
+        list_rec.ok(lat);
+        let mut req = api.request("GET", "/api/v1/namespaces/bench/pods", None)?;
+        req.headers_mut().insert(
+            "accept",
+            hyper::header::HeaderValue::from_static(
+                "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+            ),
+        );
+        let t = Instant::now();
+        let (status, _) = conn.send(req).await?;
+        if status != 200 {
+            bail!("table list: {status}");
+        }
+        table_rec.ok(t.elapsed());
+    }
+    if listed < list_pods {
+        bail!("listed {listed} pods, expected at least {list_pods}");
+    }
+    let list = list_rec.summary(Duration::from_secs(1));
+    let table = table_rec.summary(Duration::from_secs(1));
+
+    println!();
+    line(&format!("create pod @{rate}/s"), &create);
+    line(&format!("get pod @{rate}/s"), &get);
+    println!(
+        "{:<28} {listed} pods: p50 {}  max {}   (as a kubectl Table: p50 {}  max {}; filled at {:.0} pods/s)",
+        "list pods",
+        fmt_latency_us(list.p50_us),
+        fmt_latency_us(list.max_us),
+        fmt_latency_us(table.p50_us),
+        fmt_latency_us(table.max_us),
+        missing as f64 / fill.as_secs_f64().max(1e-9),
+    );
+    println!();
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    println!("targets (Kubernetes' SLO is 1 s for single objects):");
+    println!(
+        "  create p99 <= 10 ms:   {} ({})",
+        verdict(create.p99_us <= 10_000.0),
+        fmt_latency_us(create.p99_us)
+    );
+    println!(
+        "  get p99 <= 5 ms:       {} ({})",
+        verdict(get.p99_us <= 5_000.0),
+        fmt_latency_us(get.p99_us)
+    );
+    println!(
+        "  list of {list_pods} <= 100 ms: {} (p50 {})",
+        verdict(list.p50_us <= 100_000.0),
+        fmt_latency_us(list.p50_us)
+    );
+    if create.errors + get.errors > 0 {
+        bail!("{} requests failed", create.errors + get.errors);
+    }
+    Ok(())
+}
+
+async fn wait_for_file(path: &std::path::Path) -> Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(s) = tokio::fs::read_to_string(path).await
+            && !s.trim().is_empty()
+        {
+            return Ok(s.trim().to_string());
+        }
+        if Instant::now() > deadline {
+            bail!("{} did not appear", path.display());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
