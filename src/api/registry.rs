@@ -345,35 +345,14 @@ impl Registry {
         obj: &Value,
     ) -> Result<Value, ApiError> {
         let key = Bytes::from(kind.key(ns, name));
-        let value = encode(obj)?;
+        let put = TxnOp::Put(PutRequest {
+            key: key.clone(),
+            value: encode(obj)?,
+            ..Default::default()
+        });
         let resp = self
-            .store
-            .txn(TxnRequest {
-                compare: vec![Compare {
-                    range: KeyRange::single(key.clone()),
-                    result: CompareResult::Equal,
-                    target: CompareTarget::Mod(expected),
-                }],
-                success: vec![TxnOp::Put(PutRequest {
-                    key: key.clone(),
-                    value,
-                    ..Default::default()
-                })],
-                failure: vec![TxnOp::Range(RangeRequest {
-                    range: KeyRange::single(key),
-                    keys_only: true,
-                    ..Default::default()
-                })],
-            })
+            .compare_and_swap(kind, name, key, expected, put)
             .await?;
-        if !resp.succeeded {
-            let exists = matches!(resp.responses.first(), Some(TxnOpResponse::Range(r)) if !r.kvs.is_empty());
-            return Err(if exists {
-                conflict(kind, name)
-            } else {
-                not_found(kind, name)
-            });
-        }
         let mut out = obj.clone();
         out["metadata"]["resourceVersion"] = Value::String(resp.header.revision.to_string());
         Ok(out)
@@ -389,33 +368,13 @@ impl Registry {
         expected: Revision,
     ) -> Result<Value, ApiError> {
         let key = Bytes::from(kind.key(ns, name));
+        let delete = TxnOp::DeleteRange(DeleteRangeRequest {
+            range: KeyRange::single(key.clone()),
+            prev_kv: true,
+        });
         let resp = self
-            .store
-            .txn(TxnRequest {
-                compare: vec![Compare {
-                    range: KeyRange::single(key.clone()),
-                    result: CompareResult::Equal,
-                    target: CompareTarget::Mod(expected),
-                }],
-                success: vec![TxnOp::DeleteRange(DeleteRangeRequest {
-                    range: KeyRange::single(key.clone()),
-                    prev_kv: true,
-                })],
-                failure: vec![TxnOp::Range(RangeRequest {
-                    range: KeyRange::single(key),
-                    keys_only: true,
-                    ..Default::default()
-                })],
-            })
+            .compare_and_swap(kind, name, key, expected, delete)
             .await?;
-        if !resp.succeeded {
-            let exists = matches!(resp.responses.first(), Some(TxnOpResponse::Range(r)) if !r.kvs.is_empty());
-            return Err(if exists {
-                conflict(kind, name)
-            } else {
-                not_found(kind, name)
-            });
-        }
         match resp.responses.first() {
             Some(TxnOpResponse::DeleteRange(d)) => match d.prev_kvs.first() {
                 Some(prev) => {
@@ -428,6 +387,46 @@ impl Registry {
             },
             _ => Err(ApiError::internal("unexpected delete response")),
         }
+    }
+
+    /// Run `op` on `key` only if the key is still at mod revision
+    /// `expected`; otherwise `Conflict` when it exists at another revision
+    /// and `NotFound` when it is gone. The optimistic concurrency of every
+    /// update and delete.
+    async fn compare_and_swap(
+        &self,
+        kind: &Kind,
+        name: &str,
+        key: Bytes,
+        expected: Revision,
+        op: TxnOp,
+    ) -> Result<crate::store::TxnResponse, ApiError> {
+        let resp = self
+            .store
+            .txn(TxnRequest {
+                compare: vec![Compare {
+                    range: KeyRange::single(key.clone()),
+                    result: CompareResult::Equal,
+                    target: CompareTarget::Mod(expected),
+                }],
+                success: vec![op],
+                failure: vec![TxnOp::Range(RangeRequest {
+                    range: KeyRange::single(key),
+                    keys_only: true,
+                    ..Default::default()
+                })],
+            })
+            .await?;
+        if resp.succeeded {
+            return Ok(resp);
+        }
+        let exists =
+            matches!(resp.responses.first(), Some(TxnOpResponse::Range(r)) if !r.kvs.is_empty());
+        Err(if exists {
+            conflict(kind, name)
+        } else {
+            not_found(kind, name)
+        })
     }
 
     /// Read-modify-write with retries on conflict: `f` gets the current
