@@ -78,11 +78,15 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Name reported by the Cluster API (`etcdctl member list`).
     pub member_name: String,
+    /// The local node's kubelet; `None` with `--no-agent`.
+    pub agent: Option<crate::kubelet::KubeletConfig>,
 }
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    #[error("cannot set up the local node agent: {message}")]
+    Agent { message: String },
     #[error("cannot create data directory {path}")]
     CreateDataDir {
         path: PathBuf,
@@ -293,14 +297,37 @@ pub async fn run(
         member,
         stopped(stop_rx.clone()),
     );
+    let agent = match cfg.agent.clone() {
+        Some(kcfg) => Some((
+            local_agent_credentials(&kcfg, &pki, &api_url, api_tls.is_some(), &api_state.tokens)?,
+            kcfg,
+        )),
+        None => None,
+    };
     let api = crate::api::serve::serve(
         api_state,
         api_listener,
         api_tls,
-        stopped(stop_rx),
+        stopped(stop_rx.clone()),
         std::time::Duration::from_secs(10),
     );
+    let kubelet = match agent {
+        Some(((client, ca, agent_tls), kcfg)) => {
+            let stop = stopped(stop_rx.clone());
+            Some(tokio::spawn(crate::kubelet::run(
+                kcfg, client, ca, agent_tls, stop,
+            )))
+        }
+        None => None,
+    };
     let (etcd_result, api_result) = tokio::join!(etcd, api);
+    if let Some(k) = kubelet {
+        match k.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "the local kubelet failed"),
+            Err(e) => tracing::error!(error = %e, "the local kubelet panicked"),
+            Ok(Ok(())) => {}
+        }
+    }
     if std::fs::read_to_string(&api_endpoint_path).is_ok_and(|s| s.trim() == api_url) {
         let _ = std::fs::remove_file(&api_endpoint_path);
     }
@@ -315,6 +342,89 @@ pub async fn run(
     }
     tracing::info!("server stopped");
     result
+}
+
+/// What the kubelet inside `wkube server` uses: an API client with a node
+/// credential (`system:node:NAME` in `system:nodes`: a client certificate
+/// with TLS, a token without), the cluster CA, and the agent endpoint's
+/// serving certificate.
+fn local_agent_credentials(
+    kcfg: &crate::kubelet::KubeletConfig,
+    pki: &ClusterPki,
+    api_url: &str,
+    tls: bool,
+    tokens: &crate::api::authn::TokenAuthority,
+) -> Result<
+    (
+        kube::Client,
+        Option<String>,
+        Option<crate::kubelet::AgentTls>,
+    ),
+    ServerError,
+> {
+    use crate::client::{ClientConfig, Credential};
+    use crate::pki::CertSpec;
+    let user = format!("system:node:{}", kcfg.node_name);
+    let agent_err = |message: String| ServerError::Agent { message };
+    let (credential, ca, agent_tls) = if tls {
+        let pki_err = |e: PkiError| agent_err(e.to_string());
+        let client_cert = pki
+            .issue(&CertSpec {
+                common_name: user.clone(),
+                organizations: vec!["system:nodes".into()],
+                dns_names: Vec::new(),
+                ips: Vec::new(),
+                server: false,
+                client: true,
+                validity: std::time::Duration::from_secs(365 * 24 * 3600),
+            })
+            .map_err(pki_err)?;
+        let mut ips: Vec<IpAddr> = vec![IpAddr::V4(kcfg.node_ip)];
+        if kcfg.node_ip != Ipv4Addr::LOCALHOST {
+            ips.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        }
+        let serving = pki
+            .issue(&CertSpec {
+                common_name: kcfg.node_name.clone(),
+                organizations: vec!["system:nodes".into()],
+                dns_names: vec![kcfg.node_name.clone()],
+                ips,
+                server: true,
+                client: false,
+                validity: std::time::Duration::from_secs(365 * 24 * 3600),
+            })
+            .map_err(pki_err)?;
+        let ca = pki.ca_cert_pem().to_string();
+        (
+            Credential::ClientCert {
+                cert_pem: client_cert.cert_pem,
+                key_pem: client_cert.key_pem,
+            },
+            Some(ca.clone()),
+            Some(crate::kubelet::AgentTls {
+                cert_pem: serving.cert_pem,
+                key_pem: serving.key_pem,
+                ca_pem: ca,
+            }),
+        )
+    } else {
+        let token = tokens
+            .issue_user(
+                &user,
+                &["system:nodes".to_string()],
+                std::time::Duration::from_secs(365 * 24 * 3600),
+            )
+            .map_err(|e| agent_err(e.to_string()))?;
+        (Credential::Token(token), None, None)
+    };
+    let client = crate::client::build(&ClientConfig {
+        server: api_url.to_string(),
+        ca_pem: ca.clone(),
+        credential,
+        connect_timeout: std::time::Duration::from_secs(5),
+    })
+    .map_err(|e| agent_err(e.to_string()))?;
+    Ok((client, ca, agent_tls))
 }
 
 /// Write `DATA/admin.kubeconfig` unless one with a token that is still good

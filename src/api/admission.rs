@@ -245,6 +245,7 @@ impl Admission {
                 state.spawn_namespace_finalizer(name);
                 Ok(true)
             }
+            ("Pod", _) if graceful_pod_deletion(obj, opts) => Ok(true),
             (_, Some("Foreground")) => {
                 add_finalizer(obj, "foregroundDeletion");
                 Ok(true)
@@ -257,6 +258,7 @@ impl Admission {
         }
     }
 
+    /// Called after an object is gone from the store.
     pub async fn on_deleted(&self, state: &ApiState, kind: &Kind, obj: &Value) {
         super::modules::gc::after_delete(state, kind, obj);
         if kind.kind == "Service" {
@@ -442,6 +444,43 @@ fn add_finalizer(obj: &mut Value, f: &str) {
         list.push(json!(f));
     }
     obj["metadata"]["finalizers"] = json!(list);
+}
+
+/// Kubernetes' graceful deletion of a pod: a pod that runs on a node (bound,
+/// not finished) is only marked — `deletionTimestamp` and
+/// `deletionGracePeriodSeconds` (the request's grace period, else the pod's
+/// `terminationGracePeriodSeconds`, else 30) — and its kubelet removes it
+/// once its containers stopped. A later delete may shorten the period; a
+/// period of 0 (`--force --grace-period=0`, or the kubelet's own final
+/// delete) removes it at once. Returns whether the pod was only marked.
+fn graceful_pod_deletion(obj: &mut Value, opts: &DeleteOptions) -> bool {
+    let bound = obj
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    let finished = matches!(
+        obj.pointer("/status/phase").and_then(Value::as_str),
+        Some("Succeeded" | "Failed")
+    );
+    let grace = opts.grace_period.unwrap_or_else(|| {
+        obj.pointer("/spec/terminationGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(30)
+    });
+    if !bound || finished || grace <= 0 {
+        return false;
+    }
+    let current = obj
+        .pointer("/metadata/deletionGracePeriodSeconds")
+        .and_then(Value::as_i64);
+    match current {
+        Some(c) if obj.pointer("/metadata/deletionTimestamp").is_some() && c <= grace => {}
+        _ => {
+            obj["metadata"]["deletionTimestamp"] = json!(objects::now_rfc3339());
+            obj["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+        }
+    }
+    true
 }
 
 #[cfg(test)]

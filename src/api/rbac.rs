@@ -357,6 +357,37 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
             ),
         ),
         ("clusterroles", role("admin", admin_rules)),
+        (
+            "clusterroles",
+            role(
+                "system:node",
+                vec![
+                    rule(
+                        &[""],
+                        &["nodes"],
+                        &["get", "list", "watch", "create", "update", "patch"],
+                    ),
+                    rule(&[""], &["nodes/status"], &["patch", "update"]),
+                    rule(&[""], &["pods"], &["get", "list", "watch", "delete"]),
+                    rule(&[""], &["pods/status"], &["patch", "update"]),
+                    rule(
+                        &[""],
+                        &["configmaps", "secrets", "services", "endpoints"],
+                        READ,
+                    ),
+                    rule(&[""], &["serviceaccounts"], &["get"]),
+                    rule(&[""], &["serviceaccounts/token"], &["create"]),
+                    rule(&[""], &["events"], &["create", "patch", "update"]),
+                    rule(
+                        &["coordination.k8s.io"],
+                        &["leases"],
+                        &["get", "create", "update", "patch"],
+                    ),
+                    rule(&["discovery.k8s.io"], &["endpointslices"], READ),
+                    rule(&["wkube.dev"], &["modules", "blobs"], READ),
+                ],
+            ),
+        ),
         ("clusterroles", role("edit", edit_rules)),
         ("clusterroles", role("view", view_rules)),
         (
@@ -398,6 +429,12 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
         (
             "clusterrolebindings",
             binding("cluster-admin", "cluster-admin", "Group", "system:masters"),
+        ),
+        // Nodes may do what a kubelet needs. Narrowing a node to its own
+        // objects is the node authorizer's work (not in place yet).
+        (
+            "clusterrolebindings",
+            binding("system:node", "system:node", "Group", "system:nodes"),
         ),
         (
             "clusterrolebindings",

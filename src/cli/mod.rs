@@ -4,6 +4,7 @@
 //! Long-running components (`server`, later `agent`) keep their own
 //! configuration types free of clap; this module turns flags into them.
 
+pub mod agent;
 pub mod kv;
 pub mod push;
 pub mod token;
@@ -145,6 +146,13 @@ pub struct ServerArgs {
     /// Member name reported by `etcdctl member list`.
     #[arg(long, default_value = "default")]
     pub name: String,
+
+    /// Run the control plane only, without a local node.
+    #[arg(long)]
+    pub no_agent: bool,
+
+    #[command(flatten)]
+    pub node: agent::NodeArgs,
 }
 
 /// `--tls` values.
@@ -192,7 +200,6 @@ impl ServerArgs {
                 Limits::default().progress_interval
             };
         ServerConfig {
-            data_dir,
             etcd_listen: self.etcd_listen,
             listen: self.listen,
             advertise_address: self.advertise_address,
@@ -218,6 +225,8 @@ impl ServerArgs {
                 progress_interval,
             },
             member_name: self.name,
+            agent: (!self.no_agent).then(|| self.node.into_config(data_dir.join("kubelet"))),
+            data_dir,
         }
     }
 }

@@ -104,9 +104,9 @@ struct Target {
 fn split_reference(reference: &str) -> Result<(&str, &str), PushError> {
     let (name, tag) = reference
         .split_once(':')
-        .unwrap_or((reference, crate::api::modules::DEFAULT_TAG));
+        .unwrap_or((reference, crate::resources::module::DEFAULT_TAG));
     let ok = crate::resources::validation::is_dns1123_subdomain(name)
-        && crate::api::modules::is_valid_tag(tag);
+        && crate::resources::module::is_valid_tag(tag);
     if ok {
         Ok((name, tag))
     } else {

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::validation::{NameRule, check_name};
 use super::{FieldError, KindOps};
 
 /// The Module object.
@@ -45,6 +46,66 @@ pub struct BlobInfo {
     pub format: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exports: Vec<String>,
+}
+
+/// The tag a reference without one means.
+pub const DEFAULT_TAG: &str = "latest";
+
+/// Tags as Module validation accepts them (and OCI registries do).
+pub fn is_valid_tag(tag: &str) -> bool {
+    !tag.is_empty()
+        && tag.len() <= 128
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// A pod image reference to the registry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImageRef {
+    /// `sha256:<hex>`.
+    Digest(String),
+    /// `NAME[:TAG]`.
+    Tagged { name: String, tag: String },
+    /// `NAME@sha256:<hex>`: the digest, named for readers.
+    Pinned { name: String, digest: String },
+}
+
+/// Parse `NAME[:TAG]`, `NAME@sha256:<hex>` or `sha256:<hex>`.
+///
+/// # Errors
+/// A message naming the accepted forms.
+pub fn parse_image(image: &str) -> Result<ImageRef, String> {
+    let bad = || {
+        format!(
+            "image {image:?} is not a module reference: expected NAME[:TAG], NAME@sha256:<hex> or sha256:<hex> (NAME a Module of wkube's registry; OCI registries are not supported yet)"
+        )
+    };
+    let image = image.trim();
+    if image.starts_with("sha256:") {
+        return if is_digest(image) {
+            Ok(ImageRef::Digest(image.to_string()))
+        } else {
+            Err(bad())
+        };
+    }
+    if let Some((name, digest)) = image.split_once('@') {
+        if check_name(NameRule::Subdomain, name).is_some() || !is_digest(digest) {
+            return Err(bad());
+        }
+        return Ok(ImageRef::Pinned {
+            name: name.into(),
+            digest: digest.into(),
+        });
+    }
+    let (name, tag) = image.split_once(':').unwrap_or((image, DEFAULT_TAG));
+    if check_name(NameRule::Subdomain, name).is_some() || !is_valid_tag(tag) {
+        return Err(bad());
+    }
+    Ok(ImageRef::Tagged {
+        name: name.into(),
+        tag: tag.into(),
+    })
 }
 
 pub struct ModuleOps;

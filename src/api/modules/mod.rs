@@ -50,7 +50,7 @@ use super::rbac::Attributes;
 use super::registry::Registry;
 use super::status::ApiError;
 use super::{ApiState, Caller};
-use crate::resources::module::is_digest;
+use crate::resources::module::{DEFAULT_TAG, ImageRef, is_digest, is_valid_tag};
 use crate::resources::validation::{NameRule, check_name};
 use crate::resources::{self, FieldError, FieldErrorKind, Kind};
 
@@ -65,9 +65,6 @@ pub const DEFAULT_MAX_MODULE_BYTES: usize = 64 * 1024 * 1024;
 /// Environment variable that overrides [`DEFAULT_MAX_MODULE_BYTES`] until
 /// `wkube server` has a flag for it.
 pub const MAX_MODULE_BYTES_ENV: &str = "WKUBE_MAX_MODULE_BYTES";
-
-/// The tag a reference without one means.
-pub const DEFAULT_TAG: &str = "latest";
 
 /// The module size limit: `$WKUBE_MAX_MODULE_BYTES` or 64 MiB.
 pub fn default_max_module_bytes() -> usize {
@@ -106,15 +103,6 @@ fn invalid(name: &str, field: &str, value: Option<String>, detail: String) -> Ap
             detail,
         }],
     }
-}
-
-/// Tags as Module validation accepts them (and OCI registries do).
-pub fn is_valid_tag(tag: &str) -> bool {
-    !tag.is_empty()
-        && tag.len() <= 128
-        && tag
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 /// `POST|PUT /apis/wkube.dev/v1/modules/NAME/push?tag=TAG`.
@@ -457,52 +445,12 @@ async fn blob_inner(
     Ok(resp)
 }
 
-/// A pod image reference to the registry.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ImageRef {
-    /// `sha256:<hex>`.
-    Digest(String),
-    /// `NAME[:TAG]`.
-    Tagged { name: String, tag: String },
-    /// `NAME@sha256:<hex>`: the digest, named for readers.
-    Pinned { name: String, digest: String },
-}
-
 /// Parse `NAME[:TAG]`, `NAME@sha256:<hex>` or `sha256:<hex>`.
 ///
 /// # Errors
 /// 400 naming the accepted forms.
 pub fn parse_image(image: &str) -> Result<ImageRef, ApiError> {
-    let bad = || {
-        ApiError::bad_request(format!(
-            "image {image:?} is not a module reference: expected NAME[:TAG], NAME@sha256:<hex> or sha256:<hex> (NAME a Module of wkube's registry; OCI registries are not supported yet)"
-        ))
-    };
-    let image = image.trim();
-    if image.starts_with("sha256:") {
-        return if is_digest(image) {
-            Ok(ImageRef::Digest(image.to_string()))
-        } else {
-            Err(bad())
-        };
-    }
-    if let Some((name, digest)) = image.split_once('@') {
-        if check_name(NameRule::Subdomain, name).is_some() || !is_digest(digest) {
-            return Err(bad());
-        }
-        return Ok(ImageRef::Pinned {
-            name: name.into(),
-            digest: digest.into(),
-        });
-    }
-    let (name, tag) = image.split_once(':').unwrap_or((image, DEFAULT_TAG));
-    if check_name(NameRule::Subdomain, name).is_some() || !is_valid_tag(tag) {
-        return Err(bad());
-    }
-    Ok(ImageRef::Tagged {
-        name: name.into(),
-        tag: tag.into(),
-    })
+    crate::resources::module::parse_image(image).map_err(ApiError::bad_request)
 }
 
 /// The digest (`sha256:<hex>`) a pod image runs: a tag resolved through

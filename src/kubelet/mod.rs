@@ -1,0 +1,267 @@
+//! The kubelet: wkube's node agent. It registers its Node, renews the
+//! node's Lease, watches the pods bound to it and runs each one with the
+//! Wasm runtime, reporting status as Kubernetes does.
+//!
+//! - [`node`]: Node registration, node status and the Lease heartbeat.
+//! - [`pods`]: the pod manager — the watch on bound pods, one worker per pod.
+//! - [`worker`]: a pod's lifecycle as an explicit state machine
+//!   (fetch modules → init containers → running → succeeded/failed, with
+//!   back-off, graceful termination).
+//! - [`container`]: one container's run loop (an HTTP service or a command)
+//!   with restart policy, back-off and probes.
+//! - [`spec`]: what a pod sees, built from its spec (args, env, volumes,
+//!   the service-account mount, outbound policy, limits).
+//! - [`modules`]: module blobs fetched by digest from the API server,
+//!   verified and cached on disk.
+//! - [`status`]: the PodStatus a worker reports.
+//! - [`ipam`]: pod IPs from the node's `podCIDR`.
+//! - [`logs`]: per-container log files, rotated and bounded.
+//! - [`server`]: the agent's authenticated HTTPS endpoint (logs, pod proxy).
+//!
+//! Data directory (`DATA/kubelet` by default):
+//!
+//! ```text
+//! modules/<hex>.wasm          verified module blobs
+//! compiled/                   the runtime's compiled-artifact cache
+//! pods/<uid>/logs/<container>/<restart>.log
+//! pods/<uid>/volumes/<name>/  configMap, secret and emptyDir volumes
+//! pods/<uid>/serviceaccount/  token, ca.crt, namespace
+//! ```
+
+pub mod container;
+pub mod ipam;
+pub mod logs;
+pub mod modules;
+pub mod node;
+pub mod pods;
+pub mod server;
+pub mod spec;
+pub mod status;
+pub mod worker;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::runtime::{Runtime, RuntimeConfig, RuntimeError};
+
+/// Everything a kubelet needs to run.
+#[derive(Clone, Debug)]
+pub struct KubeletConfig {
+    pub node_name: String,
+    /// The node's address (`InternalIP`), where its agent endpoint listens.
+    pub node_ip: Ipv4Addr,
+    /// Capacity reported on the Node; allocatable is the same (nothing is
+    /// reserved for the system: the runtime's own use is small).
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+    pub max_pods: u32,
+    /// Extra labels for the Node.
+    pub labels: Vec<(String, String)>,
+    /// How often the node's Lease is renewed.
+    pub lease_renew: Duration,
+    /// `leaseDurationSeconds` of the Lease.
+    pub lease_duration: Duration,
+    /// How often the Node's status is re-sent when nothing changed.
+    pub node_status_period: Duration,
+    /// Crash-loop back-off: first delay and cap (doubling in between).
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    /// Where the kubelet keeps modules, logs and volumes.
+    pub data_dir: PathBuf,
+    /// The agent endpoint's listen address (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// Log files: size of one file and files kept per container run.
+    pub log_max_file_bytes: u64,
+    pub log_max_files: u32,
+    /// The runtime configuration (the cache dir is set under `data_dir`).
+    pub runtime: RuntimeConfig,
+    /// Bound on concurrent requests the agent endpoint serves.
+    pub max_connections: usize,
+}
+
+impl KubeletConfig {
+    /// Defaults for a node named `node_name` keeping its state in `data_dir`.
+    pub fn new(node_name: impl Into<String>, data_dir: PathBuf) -> KubeletConfig {
+        let runtime = RuntimeConfig {
+            cache_dir: data_dir.join("compiled"),
+            ..RuntimeConfig::default()
+        };
+        KubeletConfig {
+            node_name: node_name.into(),
+            node_ip: Ipv4Addr::LOCALHOST,
+            cpu_millis: std::thread::available_parallelism().map_or(1, |n| n.get()) as u64 * 1000,
+            memory_bytes: host_memory_bytes().unwrap_or(1 << 30),
+            max_pods: 1000,
+            labels: Vec::new(),
+            lease_renew: Duration::from_secs(10),
+            lease_duration: Duration::from_secs(40),
+            node_status_period: Duration::from_secs(60),
+            backoff_initial: Duration::from_secs(10),
+            backoff_max: Duration::from_secs(300),
+            data_dir,
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 10250)),
+            log_max_file_bytes: 10 << 20,
+            log_max_files: 5,
+            runtime,
+            max_connections: 1024,
+        }
+    }
+}
+
+/// TLS of the agent endpoint: its serving certificate (signed by the
+/// cluster CA, with the node IP as a SAN) and the CA callers' client
+/// certificates must chain to.
+#[derive(Clone)]
+pub struct AgentTls {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub ca_pem: String,
+}
+
+impl std::fmt::Debug for AgentTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AgentTls(<redacted>)")
+    }
+}
+
+/// Why the kubelet could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeletError {
+    #[error("cannot create {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the Wasm runtime: {0}")]
+    Runtime(#[from] RuntimeError),
+    #[error("cannot listen on {addr} for the agent endpoint: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("agent endpoint TLS: {0}")]
+    Tls(String),
+    #[error("API request failed: {0}")]
+    Api(#[from] kube::Error),
+}
+
+/// What every part of the kubelet shares.
+pub struct Shared {
+    pub config: KubeletConfig,
+    pub client: kube::Client,
+    pub runtime: Arc<Runtime>,
+    pub logs: logs::LogStore,
+    pub modules: modules::ModuleStore,
+    /// The cluster CA (for the service-account mount's `ca.crt`).
+    pub ca_pem: Option<String>,
+    /// Pods this kubelet runs, for the agent endpoint.
+    pub pods: pods::PodTable,
+}
+
+impl Shared {
+    /// `DATA/kubelet/pods/<uid>`.
+    pub fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.config.data_dir.join("pods").join(uid)
+    }
+}
+
+/// Runs the kubelet until `shutdown` resolves: the agent endpoint, the Node
+/// and Lease loops and the pod manager. Running pods are left as they are
+/// on shutdown (their status stays Running), so a restarted kubelet takes
+/// them back.
+///
+/// # Errors
+/// When the data directory, the runtime or the listener cannot be set up.
+pub async fn run(
+    config: KubeletConfig,
+    client: kube::Client,
+    ca_pem: Option<String>,
+    tls: Option<AgentTls>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), KubeletError> {
+    for sub in ["modules", "pods", "compiled"] {
+        let path = config.data_dir.join(sub);
+        std::fs::create_dir_all(&path).map_err(|source| KubeletError::DataDir {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| KubeletError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let port = listener
+        .local_addr()
+        .map_err(|source| KubeletError::Bind {
+            addr: config.listen,
+            source,
+        })?
+        .port();
+    let runtime_config = config.runtime.clone();
+    let runtime = tokio::task::spawn_blocking(move || Runtime::new(runtime_config))
+        .await
+        .map_err(|e| KubeletError::Runtime(RuntimeError::Engine(e.to_string())))??;
+    let shared = Arc::new(Shared {
+        logs: logs::LogStore::new(logs::LogLimits {
+            max_file_bytes: config.log_max_file_bytes,
+            max_files: config.log_max_files,
+            ..logs::LogLimits::default()
+        }),
+        modules: modules::ModuleStore::new(config.data_dir.join("modules"), client.clone()),
+        runtime: Arc::new(runtime),
+        client,
+        ca_pem,
+        pods: pods::PodTable::default(),
+        config,
+    });
+    tracing::info!(
+        node = %shared.config.node_name,
+        pooling = shared.runtime.pooling(),
+        port,
+        "kubelet starting"
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let server_tls = match tls {
+        Some(t) => Some(server::tls_config(&t).map_err(KubeletError::Tls)?),
+        None => None,
+    };
+    let endpoint = tokio::spawn(server::serve(
+        shared.clone(),
+        listener,
+        server_tls,
+        stopped(stop_rx.clone()),
+    ));
+    // The Node must exist (with its podCIDR) before pods are taken on.
+    let node = node::NodeAgent::new(shared.clone(), port);
+    let pod_cidr = node.register(stopped(stop_rx.clone())).await;
+    let heartbeat = tokio::spawn(node.run(stopped(stop_rx.clone())));
+    let manager = pods::PodManager::new(shared.clone(), pod_cidr);
+    manager.run(stopped(stop_rx)).await;
+    let _ = heartbeat.await;
+    let _ = endpoint.await;
+    tracing::info!(node = %shared.config.node_name, "kubelet stopped");
+    Ok(())
+}
+
+/// Total memory of the host from /proc/meminfo.
+fn host_memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

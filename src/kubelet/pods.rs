@@ -1,0 +1,343 @@
+//! The pod manager: watches the pods bound to this node and keeps one
+//! worker per pod, and the table through which the agent endpoint (and,
+//! later, the node proxy) reaches a running pod's HTTP containers.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use kube::runtime::watcher;
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{Notify, watch};
+
+use super::Shared;
+use super::ipam::PodIps;
+use super::status::PodRecord;
+use super::worker::PodWorker;
+use crate::runtime::HttpService;
+use crate::runtime::http::ResponseBody;
+
+/// An HTTP container that is serving.
+pub struct ServiceEntry {
+    /// Its declared containerPorts (any port reaches it when it is the
+    /// pod's only HTTP container).
+    pub ports: Vec<u16>,
+    pub service: Arc<HttpService>,
+}
+
+/// A pod this kubelet runs: its record (for status and logs) and its
+/// serving HTTP containers.
+pub struct PodHandle {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    /// `DATA/kubelet/pods/<uid>`.
+    pub dir: PathBuf,
+    record: Mutex<PodRecord>,
+    /// Woken on every record change; the status writer waits on it.
+    pub changed: Notify,
+    services: RwLock<HashMap<String, ServiceEntry>>,
+    /// False once the pod is terminating: new requests get 503.
+    accepting: AtomicBool,
+    inflight: AtomicUsize,
+    /// Woken when `inflight` drops to zero.
+    drained: Notify,
+}
+
+/// Why a request could not be given to a pod.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("pod {0} is terminating")]
+    Terminating(String),
+    #[error("pod {pod} has no HTTP container serving on port {port}")]
+    NoService { pod: String, port: String },
+}
+
+impl PodHandle {
+    pub fn new(pod: &Pod, dir: PathBuf, record: PodRecord) -> PodHandle {
+        PodHandle {
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            dir,
+            record: Mutex::new(record),
+            changed: Notify::new(),
+            services: RwLock::new(HashMap::new()),
+            accepting: AtomicBool::new(true),
+            inflight: AtomicUsize::new(0),
+            drained: Notify::new(),
+        }
+    }
+
+    /// Changes the record and wakes the status writer.
+    pub fn update<R>(&self, f: impl FnOnce(&mut PodRecord) -> R) -> R {
+        let r = f(&mut self.record.lock());
+        self.changed.notify_one();
+        r
+    }
+
+    /// Changes the record without waking the status writer (for the
+    /// writer itself, which records condition transition times).
+    pub fn update_quiet<R>(&self, f: impl FnOnce(&mut PodRecord) -> R) -> R {
+        f(&mut self.record.lock())
+    }
+
+    /// Reads the record.
+    pub fn read<R>(&self, f: impl FnOnce(&PodRecord) -> R) -> R {
+        f(&self.record.lock())
+    }
+
+    /// Makes an HTTP container reachable.
+    pub fn add_service(&self, container: &str, entry: ServiceEntry) {
+        self.services.write().insert(container.to_string(), entry);
+    }
+
+    /// Takes an HTTP container out of routing (it is restarting or stopped).
+    pub fn remove_service(&self, container: &str) {
+        self.services.write().remove(container);
+    }
+
+    /// The HTTP container for `port` (`None`: the pod's first one).
+    pub fn service_for(&self, port: Option<u16>) -> Option<Arc<HttpService>> {
+        let services = self.services.read();
+        match port {
+            Some(p) => services
+                .values()
+                .find(|e| e.ports.contains(&p))
+                .or_else(|| {
+                    // A single HTTP container takes every port, as a
+                    // process listening on all of them would.
+                    (services.len() == 1)
+                        .then(|| services.values().next())
+                        .flatten()
+                })
+                .map(|e| e.service.clone()),
+            None => {
+                let mut entries: Vec<_> = services.iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(b.0));
+                entries.first().map(|(_, e)| e.service.clone())
+            }
+        }
+    }
+
+    /// Serves one request in the pod, counting it in flight so graceful
+    /// termination can wait for it.
+    ///
+    /// # Errors
+    /// The pod is terminating or has no HTTP container on `port`.
+    pub async fn serve<B>(
+        &self,
+        port: Option<u16>,
+        req: hyper::Request<B>,
+    ) -> Result<hyper::Response<ResponseBody>, ProxyError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: std::fmt::Display,
+    {
+        if !self.accepting.load(Ordering::Acquire) {
+            return Err(ProxyError::Terminating(self.key()));
+        }
+        let svc = self
+            .service_for(port)
+            .ok_or_else(|| ProxyError::NoService {
+                pod: self.key(),
+                port: port.map_or_else(String::new, |p| p.to_string()),
+            })?;
+        self.inflight.fetch_add(1, Ordering::AcqRel);
+        let _guard = InflightGuard(self);
+        Ok(svc.handle(req).await)
+    }
+
+    /// Stops taking new requests.
+    pub fn stop_accepting(&self) {
+        self.accepting.store(false, Ordering::Release);
+    }
+
+    /// Waits until no request is in flight.
+    pub async fn drained(&self) {
+        loop {
+            let notified = self.drained.notified();
+            if self.inflight.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// `NAMESPACE/NAME`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+struct InflightGuard<'a>(&'a PodHandle);
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        if self.0.inflight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.drained.notify_waiters();
+        }
+    }
+}
+
+/// The pods this kubelet runs, by `namespace/name`.
+#[derive(Default)]
+pub struct PodTable {
+    pods: RwLock<HashMap<String, Arc<PodHandle>>>,
+}
+
+impl PodTable {
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<PodHandle>> {
+        self.pods
+            .read()
+            .get(&format!("{namespace}/{name}"))
+            .cloned()
+    }
+
+    pub fn insert(&self, handle: Arc<PodHandle>) {
+        self.pods.write().insert(handle.key(), handle);
+    }
+
+    /// Removes the entry if it still is the pod with `uid`.
+    pub fn remove(&self, key: &str, uid: &str) {
+        let mut pods = self.pods.write();
+        if pods.get(key).is_some_and(|h| h.uid == uid) {
+            pods.remove(key);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.pods.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A running worker, as the manager sees it.
+struct WorkerRef {
+    pod: watch::Sender<Option<Arc<Pod>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Watches this node's pods and keeps one worker per pod UID.
+pub struct PodManager {
+    shared: Arc<Shared>,
+    ips: Arc<Mutex<Option<PodIps>>>,
+    workers: HashMap<String, WorkerRef>,
+}
+
+impl PodManager {
+    pub fn new(shared: Arc<Shared>, pod_cidr: Option<String>) -> PodManager {
+        let ips = pod_cidr.and_then(|c| match PodIps::new(&c) {
+            Ok(ips) => Some(ips),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot use the node's podCIDR; pods get no IP");
+                None
+            }
+        });
+        PodManager {
+            shared,
+            ips: Arc::new(Mutex::new(ips)),
+            workers: HashMap::new(),
+        }
+    }
+
+    /// Runs until `shutdown`: follows the watch, starts a worker for each
+    /// new pod, hands updates to existing ones and tells them when their
+    /// pod is gone. On shutdown the workers are stopped without touching
+    /// the pods' objects, so a restarted kubelet takes them back.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        let pods: Api<Pod> = Api::all(self.shared.client.clone());
+        let cfg = watcher::Config::default()
+            .fields(&format!("spec.nodeName={}", self.shared.config.node_name));
+        let mut stream = std::pin::pin!(watcher(pods, cfg));
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut listed: Option<Vec<String>> = None;
+        loop {
+            let event = tokio::select! {
+                e = stream.next() => e,
+                _ = &mut shutdown => break,
+            };
+            let Some(event) = event else { break };
+            match event {
+                Ok(watcher::Event::Init) => listed = Some(Vec::new()),
+                Ok(watcher::Event::InitApply(pod)) => {
+                    if let Some(uid) = pod.metadata.uid.clone() {
+                        listed.get_or_insert_with(Vec::new).push(uid);
+                    }
+                    self.apply(pod);
+                }
+                Ok(watcher::Event::InitDone) => {
+                    // Pods that vanished while the watch was down.
+                    if let Some(seen) = listed.take() {
+                        let gone: Vec<String> = self
+                            .workers
+                            .keys()
+                            .filter(|uid| !seen.contains(uid))
+                            .cloned()
+                            .collect();
+                        for uid in gone {
+                            self.deleted(&uid);
+                        }
+                    }
+                }
+                Ok(watcher::Event::Apply(pod)) => self.apply(pod),
+                Ok(watcher::Event::Delete(pod)) => {
+                    if let Some(uid) = pod.metadata.uid.as_deref() {
+                        self.deleted(uid);
+                    }
+                }
+                Err(e) => {
+                    // The watcher retries by itself; the pods keep running.
+                    tracing::warn!(error = %e, "pod watch failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+            }
+            self.workers.retain(|_, w| !w.task.is_finished());
+        }
+        for (_, w) in self.workers.drain() {
+            w.task.abort();
+            let _ = w.task.await;
+        }
+    }
+
+    fn apply(&mut self, pod: Pod) {
+        let Some(uid) = pod.metadata.uid.clone() else {
+            return;
+        };
+        let pod = Arc::new(pod);
+        if let Some(w) = self.workers.get(&uid) {
+            w.pod.send_replace(Some(pod));
+            return;
+        }
+        // An earlier kubelet's IP stays with its pod.
+        if let Some(ip) = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.as_deref())
+            .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
+            && let Some(ips) = self.ips.lock().as_mut()
+        {
+            ips.reserve(ip);
+        }
+        let (tx, rx) = watch::channel(Some(pod));
+        let worker = PodWorker::new(self.shared.clone(), rx, self.ips.clone());
+        let task = tokio::spawn(worker.run());
+        self.workers.insert(uid, WorkerRef { pod: tx, task });
+    }
+
+    fn deleted(&mut self, uid: &str) {
+        if let Some(w) = self.workers.get(uid) {
+            w.pod.send_replace(None);
+        }
+    }
+}

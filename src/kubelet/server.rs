@@ -1,0 +1,334 @@
+//! The agent endpoint: HTTPS on `--agent-listen` (default port 10250),
+//! through which the API server reaches this node for container logs and
+//! pod proxying. Every caller must present a client certificate from the
+//! cluster CA, and only the control plane (`system:masters`) and other
+//! nodes (`system:nodes`) are let in.
+//!
+//! - `GET /healthz`
+//! - `GET /containerLogs/{namespace}/{pod}/{container}?follow=&tailLines=&previous=&timestamps=&limitBytes=&sinceSeconds=&sinceTime=`
+//! - `ANY /proxy/{namespace}/{pod}/{port}/{path…}` → the pod's HTTP
+//!   component on containerPort `port` (empty: its first one).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use super::logs::{LogError, LogOptions};
+use super::pods::ProxyError;
+use super::{AgentTls, Shared};
+
+/// Server TLS for the agent endpoint: client certificates from the
+/// cluster CA are required.
+///
+/// # Errors
+/// Unparsable certificates or keys.
+pub fn tls_config(t: &AgentTls) -> Result<Arc<rustls::ServerConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(t.cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("serving certificate: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(t.key_pem.as_bytes())
+        .map_err(|e| format!("serving key: {e}"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(t.ca_pem.as_bytes()) {
+        roots
+            .add(ca.map_err(|e| format!("cluster CA: {e}"))?)
+            .map_err(|e| format!("cluster CA: {e}"))?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| format!("client verifier: {e}"))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("serving certificate: {e}"))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// Whether a client certificate's subject may use the endpoint: the API
+/// server and cluster admins (`O=system:masters`) or a node
+/// (`O=system:nodes`).
+fn caller_allowed(cert: &[u8]) -> bool {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(cert) else {
+        return false;
+    };
+    cert.subject()
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok())
+        .any(|o| o == "system:masters" || o == "system:nodes")
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route(
+            "/containerLogs/{namespace}/{pod}/{container}",
+            axum::routing::get(container_logs),
+        )
+        .route(
+            "/proxy/{namespace}/{pod}/{port}",
+            axum::routing::any(proxy_root),
+        )
+        .route(
+            "/proxy/{namespace}/{pod}/{port}/",
+            axum::routing::any(proxy_root),
+        )
+        .route(
+            "/proxy/{namespace}/{pod}/{port}/{*rest}",
+            axum::routing::any(proxy),
+        )
+        .with_state(shared)
+}
+
+/// Serves until `shutdown`, then lets open requests finish for a few
+/// seconds.
+pub async fn serve(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let app = router(shared.clone());
+    let permits = Arc::new(Semaphore::new(shared.config.max_connections.max(1)));
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = &mut shutdown => break,
+        };
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "agent endpoint: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = TowerToHyperService::new(app.clone());
+        let builder = auto::Builder::new(TokioExecutor::new());
+        let watcher = graceful.watcher();
+        match acceptor.clone() {
+            Some(acceptor) => {
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let Ok(Ok(tls)) =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                            .await
+                    else {
+                        return;
+                    };
+                    let allowed = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .is_some_and(|c| caller_allowed(c.as_ref()));
+                    if !allowed {
+                        // A valid certificate of the cluster that is neither
+                        // the control plane nor a node: refused outright.
+                        return;
+                    }
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
+                    let _ = watcher.watch(conn.into_owned()).await;
+                });
+            }
+            None => {
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                    let _ = watcher.watch(conn.into_owned()).await;
+                });
+            }
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+}
+
+fn plain(code: StatusCode, msg: impl Into<String>) -> Response {
+    let mut r = (code, msg.into()).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct LogQuery {
+    follow: Option<String>,
+    previous: Option<String>,
+    timestamps: Option<String>,
+    tail_lines: Option<i64>,
+    limit_bytes: Option<i64>,
+    since_seconds: Option<i64>,
+    since_time: Option<String>,
+}
+
+fn flag(v: &Option<String>) -> bool {
+    v.as_deref().is_some_and(|v| v == "true" || v == "1")
+}
+
+async fn container_logs(
+    State(shared): State<Arc<Shared>>,
+    Path((namespace, pod, container)): Path<(String, String, String)>,
+    Query(q): Query<LogQuery>,
+) -> Response {
+    let Some(handle) = shared.pods.get(&namespace, &pod) else {
+        return plain(
+            StatusCode::NOT_FOUND,
+            format!("pod {namespace}/{pod} is not running on this node"),
+        );
+    };
+    let attempt = handle.read(|r| {
+        r.init
+            .iter()
+            .chain(r.main.iter())
+            .find(|c| c.name == container)
+            .map(|c| c.restart_count)
+    });
+    let Some(attempt) = attempt else {
+        return plain(
+            StatusCode::NOT_FOUND,
+            format!("container {container} is not valid for pod {pod}"),
+        );
+    };
+    let since = q
+        .since_seconds
+        .filter(|s| *s > 0)
+        .map(|s| SystemTime::now() - Duration::from_secs(s as u64))
+        .or_else(|| {
+            q.since_time
+                .as_deref()
+                .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+                .map(SystemTime::from)
+        });
+    let previous = flag(&q.previous);
+    let opts = LogOptions {
+        previous,
+        tail_lines: q.tail_lines.filter(|n| *n >= 0).map(|n| n as u64),
+        timestamps: flag(&q.timestamps),
+        since,
+        limit_bytes: q.limit_bytes.filter(|n| *n > 0).map(|n| n as u64),
+        follow: flag(&q.follow),
+    };
+    match shared.logs.read_at(
+        &handle.dir.join("logs"),
+        &container,
+        attempt.max(0) as u32,
+        opts,
+    ) {
+        Ok(stream) => {
+            let mut r = Response::new(Body::from_stream(
+                stream.map(|r| r.map_err(axum::Error::new)),
+            ));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            r
+        }
+        Err(LogError::NotFound { .. }) if previous => plain(
+            StatusCode::BAD_REQUEST,
+            format!("previous terminated container \"{container}\" in pod \"{pod}\" not found"),
+        ),
+        Err(LogError::NotFound { .. }) => plain(
+            StatusCode::BAD_REQUEST,
+            format!("container \"{container}\" in pod \"{pod}\" has not written any log yet"),
+        ),
+        Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn proxy_root(
+    State(shared): State<Arc<Shared>>,
+    Path((namespace, pod, port)): Path<(String, String, String)>,
+    req: Request,
+) -> Response {
+    forward(shared, namespace, pod, port, String::new(), req).await
+}
+
+async fn proxy(
+    State(shared): State<Arc<Shared>>,
+    Path((namespace, pod, port, rest)): Path<(String, String, String, String)>,
+    req: Request,
+) -> Response {
+    forward(shared, namespace, pod, port, rest, req).await
+}
+
+async fn forward(
+    shared: Arc<Shared>,
+    namespace: String,
+    pod: String,
+    port: String,
+    rest: String,
+    req: Request,
+) -> Response {
+    let Some(handle) = shared.pods.get(&namespace, &pod) else {
+        return plain(
+            StatusCode::NOT_FOUND,
+            format!("pod {namespace}/{pod} is not running on this node"),
+        );
+    };
+    let port = match port.as_str() {
+        "" | "-" => None,
+        p => match p.parse::<u16>() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                return plain(
+                    StatusCode::BAD_REQUEST,
+                    format!("invalid port {p:?}: expected a number"),
+                );
+            }
+        },
+    };
+    let (mut parts, body) = req.into_parts();
+    let path_and_query = match parts.uri.query() {
+        Some(q) => format!("/{rest}?{q}"),
+        None => format!("/{rest}"),
+    };
+    parts.uri = match path_and_query.parse() {
+        Ok(u) => u,
+        Err(e) => return plain(StatusCode::BAD_REQUEST, format!("invalid path: {e}")),
+    };
+    // The guest sees an origin-form request, as a server behind a proxy
+    // would; HTTP/2 pseudo-headers are not carried over.
+    parts.version = hyper::Version::HTTP_11;
+    let req = hyper::Request::from_parts(parts, body);
+    match handle.serve(port, req).await {
+        Ok(resp) => resp.map(Body::new),
+        Err(e @ ProxyError::Terminating(_)) => {
+            plain(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
+        Err(e @ ProxyError::NoService { .. }) => {
+            plain(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
+    }
+}

@@ -1,0 +1,732 @@
+//! A pod's lifecycle on this node, as an explicit state machine:
+//!
+//! ```text
+//!            ┌──── error: waiting reason + back-off ───┐
+//!            ▼                                         │
+//!   ──▶ Preparing ──▶ Initializing(i) ──▶ Running ──▶ Finished (Succeeded/Failed)
+//!            │              │                │              │
+//!            └──────────────┴── deletion ────┴──────────────┴──▶ Terminating ──▶ Gone
+//! ```
+//!
+//! - **Preparing**: pod IP, modules (resolve, fetch, verify, compile),
+//!   volumes, the service-account mount, each container's environment. A
+//!   failure leaves the containers Waiting with Kubernetes' reason
+//!   (`ErrModulePull`, `InvalidModule`, `CreateContainerConfigError`) and is
+//!   retried with back-off; the kubelet itself never fails.
+//! - **Initializing(i)**: init container `i` runs to completion (retried on
+//!   failure unless `restartPolicy: Never`, which fails the pod).
+//! - **Running**: every main container runs its own loop (restart policy,
+//!   crash-loop back-off, probes); the pod ends when all have ended for
+//!   good, or at `activeDeadlineSeconds`.
+//! - **Finished**: a terminal phase; nothing runs, the object stays until
+//!   deleted.
+//! - **Terminating**: the pod is deleted: no new requests, in-flight ones
+//!   get up to the grace period, then containers stop, the final status is
+//!   written and the object is removed (`gracePeriodSeconds=0`).
+//! - **Gone**: volumes, logs and the pod IP are released.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use super::Shared;
+use super::container::{self, Backoff, Ended, Prepared, RestartPolicy, Slot};
+use super::ipam::PodIps;
+use super::modules::ModuleError;
+use super::pods::PodHandle;
+use super::spec::{self, PodFacts, Referenced};
+use super::status::{Phase, PodRecord, State};
+use crate::runtime::{LoadedModule, RuntimeError};
+
+/// The states of a pod worker. Each arm's handler returns the next state.
+#[derive(Debug)]
+enum Step {
+    Preparing,
+    Initializing(usize),
+    Running,
+    Finished,
+    Terminating,
+    Gone,
+}
+
+/// Drives one pod.
+pub struct PodWorker {
+    shared: Arc<Shared>,
+    /// The latest object; `None` once it is deleted from the API.
+    pod: watch::Receiver<Option<Arc<Pod>>>,
+    ips: Arc<Mutex<Option<PodIps>>>,
+    /// Built by Preparing: one per init container, then one per container.
+    init: Vec<Prepared>,
+    main: Vec<Prepared>,
+    /// Stops the running containers.
+    stop: watch::Sender<bool>,
+    running: Vec<tokio::task::JoinHandle<Ended>>,
+    /// The object as last seen, for writes after it is gone from the watch.
+    last: Arc<Pod>,
+    backoff: Backoff,
+}
+
+impl PodWorker {
+    pub fn new(
+        shared: Arc<Shared>,
+        pod: watch::Receiver<Option<Arc<Pod>>>,
+        ips: Arc<Mutex<Option<PodIps>>>,
+    ) -> PodWorker {
+        let last = pod.borrow().clone().unwrap_or_default();
+        let backoff = Backoff::new(shared.config.backoff_initial, shared.config.backoff_max);
+        PodWorker {
+            shared,
+            pod,
+            ips,
+            init: Vec::new(),
+            main: Vec::new(),
+            stop: watch::channel(false).0,
+            running: Vec::new(),
+            last,
+            backoff,
+        }
+    }
+
+    /// Runs the pod until its object is gone.
+    pub async fn run(mut self) {
+        let pod = self.last.clone();
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let record = PodRecord::new(&pod, self.shared.config.node_ip.to_string());
+        let handle = Arc::new(PodHandle::new(&pod, self.shared.pod_dir(&uid), record));
+        self.shared.pods.insert(handle.clone());
+        let status = Arc::new(StatusWriter::new(self.shared.client.clone(), &pod));
+        let writer = tokio::spawn(status.clone().run(handle.clone()));
+
+        let mut step = if handle.read(|r| r.terminal.is_some()) {
+            Step::Finished
+        } else {
+            Step::Preparing
+        };
+        loop {
+            tracing::debug!(pod = %handle.key(), ?step, "pod worker");
+            step = match step {
+                Step::Preparing => self.prepare(&handle).await,
+                Step::Initializing(i) => self.initialize(&handle, i).await,
+                Step::Running => self.running(&handle).await,
+                Step::Finished => self.finished().await,
+                Step::Terminating => self.terminate(&handle, &status).await,
+                Step::Gone => break,
+            };
+        }
+        writer.abort();
+        self.release(&handle);
+    }
+
+    /// The pod is being deleted (or already gone from the API).
+    fn deleting(&self) -> bool {
+        self.pod
+            .borrow()
+            .as_ref()
+            .is_none_or(|p| p.metadata.deletion_timestamp.is_some())
+    }
+
+    /// Waits for a deletion, or `delay`. True if the pod is being deleted.
+    async fn wait_or_deleted(&mut self, delay: Duration) -> bool {
+        let sleep = tokio::time::sleep(delay);
+        let mut sleep = std::pin::pin!(sleep);
+        loop {
+            if self.deleting() {
+                return true;
+            }
+            tokio::select! {
+                _ = &mut sleep => return false,
+                changed = self.pod.changed() => if changed.is_err() { return true },
+            }
+        }
+    }
+
+    async fn prepare(&mut self, handle: &Arc<PodHandle>) -> Step {
+        if self.deleting() {
+            return Step::Terminating;
+        }
+        match self.try_prepare(handle).await {
+            Ok(()) => {
+                self.backoff = Backoff::new(
+                    self.shared.config.backoff_initial,
+                    self.shared.config.backoff_max,
+                );
+                if handle.read(|r| r.initialized) {
+                    Step::Running
+                } else {
+                    Step::Initializing(0)
+                }
+            }
+            Err(failure) => {
+                tracing::info!(pod = %handle.key(), reason = failure.reason, message = %failure.message, "pod cannot start yet");
+                set_waiting(
+                    handle,
+                    failure.container.as_deref(),
+                    failure.reason,
+                    &failure.message,
+                );
+                let delay = self.backoff.next(Duration::ZERO);
+                if self.wait_or_deleted(delay).await {
+                    return Step::Terminating;
+                }
+                if failure.reason == "ErrModulePull" {
+                    set_waiting(
+                        handle,
+                        failure.container.as_deref(),
+                        "ModulePullBackOff",
+                        &format!("Back-off pulling module: {}", failure.message),
+                    );
+                }
+                Step::Preparing
+            }
+        }
+    }
+
+    async fn try_prepare(&mut self, handle: &Arc<PodHandle>) -> Result<(), Failure> {
+        let pod = self.current();
+        let spec = pod.spec.clone().unwrap_or_default();
+        // The pod IP first: env (status.podIP) and status need it.
+        let pod_ip = match handle.read(|r| r.pod_ip.clone()) {
+            Some(ip) => Some(ip),
+            None => {
+                let ip = self.ips.lock().as_mut().map(|ips| ips.allocate());
+                match ip {
+                    Some(Ok(ip)) => {
+                        let ip = ip.to_string();
+                        handle.update(|r| r.pod_ip = Some(ip.clone()));
+                        Some(ip)
+                    }
+                    Some(Err(e)) => {
+                        return Err(Failure::pod("ContainerCreating", e.to_string()));
+                    }
+                    None => None,
+                }
+            }
+        };
+
+        // Modules: one fetch and compile per distinct image.
+        let mut loaded: HashMap<String, Arc<LoadedModule>> = HashMap::new();
+        let all: Vec<&Container> = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(spec.containers.iter())
+            .collect();
+        for c in &all {
+            let image = c.image.clone().unwrap_or_default();
+            if loaded.contains_key(&image) {
+                continue;
+            }
+            let module = self
+                .load_module(&image)
+                .await
+                .map_err(|(reason, message)| Failure {
+                    container: Some(c.name.clone()),
+                    reason,
+                    message,
+                })?;
+            let digest = module.digest().to_string();
+            handle.update(|r| {
+                for rec in r.init.iter_mut().chain(r.main.iter_mut()) {
+                    if rec.image == image {
+                        rec.image_id = digest.clone();
+                    }
+                }
+            });
+            loaded.insert(image, module);
+        }
+
+        // Volumes, the service-account mount, each container's context.
+        let client = &self.shared.client;
+        let mut refs = Referenced::default();
+        let volumes = spec::prepare_volumes(
+            client,
+            &mut refs,
+            &pod,
+            &handle.dir,
+            self.shared.ca_pem.as_deref(),
+        )
+        .await
+        .map_err(|e| Failure::pod(e.reason(), e.to_string()))?;
+        let sa_dir = if spec::automount(client, &pod).await {
+            Some(
+                spec::service_account_dir(client, &pod, &handle.dir, self.shared.ca_pem.as_deref())
+                    .await
+                    .map_err(|e| Failure::pod("ContainerCreating", e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        let facts = PodFacts {
+            pod: &pod,
+            pod_ip,
+            host_ip: self.shared.config.node_ip.to_string(),
+        };
+        let build = |c: &Container| {
+            let module = loaded[c.image.as_deref().unwrap_or_default()].clone();
+            (c.clone(), module)
+        };
+        let mut init = Vec::new();
+        let mut main = Vec::new();
+        for (is_init, c) in spec
+            .init_containers
+            .iter()
+            .flatten()
+            .map(|c| (true, c))
+            .chain(spec.containers.iter().map(|c| (false, c)))
+        {
+            let (c, module) = build(c);
+            let env = spec::environment(client, &mut refs, &facts, &c)
+                .await
+                .map_err(|e| Failure {
+                    container: Some(c.name.clone()),
+                    reason: e.reason(),
+                    message: e.to_string(),
+                })?;
+            let preopens =
+                spec::preopens(&c, &volumes, sa_dir.as_deref()).map_err(|e| Failure {
+                    container: Some(c.name.clone()),
+                    reason: "CreateContainerConfigError",
+                    message: e.to_string(),
+                })?;
+            let ctx = spec::context(spec::argv(&c), env, preopens, &pod, None);
+            let limits = spec::limits(&pod, &c, None);
+            let prepared = Prepared {
+                spec: c,
+                module,
+                ctx,
+                limits,
+            };
+            if is_init {
+                init.push(prepared);
+            } else {
+                main.push(prepared);
+            }
+        }
+        self.init = init;
+        self.main = main;
+        if sa_dir.is_some() {
+            self.spawn_token_refresh(handle);
+        }
+        Ok(())
+    }
+
+    /// Keeps the mounted service-account token fresh (at 80% of its life).
+    fn spawn_token_refresh(&self, handle: &Arc<PodHandle>) {
+        let client = self.shared.client.clone();
+        let pod = self.current();
+        let dir = handle.dir.clone();
+        let mut stop = self.stop.subscribe();
+        let period = Duration::from_secs(spec::TOKEN_TTL_SECONDS as u64 * 8 / 10);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(period) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                let mut delay = Duration::from_secs(1);
+                while let Err(e) = spec::refresh_token(&client, &pod, &dir).await {
+                    tracing::warn!(error = %e, "service-account token refresh failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(60));
+                }
+            }
+        });
+    }
+
+    /// Resolves, fetches and compiles `image`; the error is a waiting
+    /// reason and message.
+    async fn load_module(&self, image: &str) -> Result<Arc<LoadedModule>, (&'static str, String)> {
+        let pull = |e: ModuleError| ("ErrModulePull", e.to_string());
+        let digest = self.shared.modules.resolve(image).await.map_err(pull)?;
+        if let Some(m) = self.shared.runtime.get(&digest) {
+            return Ok(m);
+        }
+        let bytes = self.shared.modules.fetch(&digest).await.map_err(pull)?;
+        let runtime = self.shared.runtime.clone();
+        let d = digest.clone();
+        let loaded = tokio::task::spawn_blocking(move || runtime.load(&d, &bytes))
+            .await
+            .map_err(|e| ("InvalidModule", format!("compiling {digest}: {e}")))?;
+        loaded.map_err(|e| match e {
+            RuntimeError::InvalidModule { reason } => (
+                "InvalidModule",
+                format!("module {image} ({digest}) cannot run: {reason}"),
+            ),
+            other => (
+                "ErrModulePull",
+                format!("module {image} ({digest}): {other}"),
+            ),
+        })
+    }
+
+    async fn initialize(&mut self, handle: &Arc<PodHandle>, i: usize) -> Step {
+        if self.deleting() {
+            return Step::Terminating;
+        }
+        if i >= self.init.len() {
+            handle.update(|r| r.initialized = true);
+            return Step::Running;
+        }
+        let policy = RestartPolicy::parse(self.policy().as_deref());
+        // Main containers wait while init containers run.
+        handle.update(|r| {
+            for c in &mut r.main {
+                c.state = State::Waiting {
+                    reason: "PodInitializing".into(),
+                    message: None,
+                };
+            }
+        });
+        let _ = self.stop.send(false);
+        let task = tokio::spawn(container::run(
+            self.shared.clone(),
+            handle.clone(),
+            Slot::Init(i),
+            self.init[i].clone(),
+            policy,
+            self.stop.subscribe(),
+        ));
+        let mut task = std::pin::pin!(task);
+        let ended = loop {
+            tokio::select! {
+                r = &mut task => break r.unwrap_or(Ended::Stopped),
+                changed = self.pod.changed() => {
+                    if changed.is_err() || self.deleting() {
+                        let _ = self.stop.send(true);
+                    }
+                }
+            }
+        };
+        match ended {
+            Ended::Exited(0) => Step::Initializing(i + 1),
+            Ended::Exited(code) => {
+                let name = self.init[i].spec.name.clone();
+                handle.update(|r| {
+                    r.terminal = Some((
+                        Phase::Failed,
+                        None,
+                        Some(format!(
+                            "init container {name:?} failed with exit code {code}"
+                        )),
+                    ));
+                    for c in &mut r.main {
+                        c.state = State::Waiting {
+                            reason: "PodInitializing".into(),
+                            message: None,
+                        };
+                    }
+                });
+                Step::Finished
+            }
+            Ended::Stopped => Step::Terminating,
+        }
+    }
+
+    async fn running(&mut self, handle: &Arc<PodHandle>) -> Step {
+        if self.deleting() {
+            return Step::Terminating;
+        }
+        let policy = RestartPolicy::parse(self.policy().as_deref());
+        let _ = self.stop.send(false);
+        for (i, prep) in self.main.iter().enumerate() {
+            // A container that ended for good before a kubelet restart stays
+            // ended.
+            let done = handle.read(|r| {
+                matches!(&r.main[i].state, State::Terminated(t) if !policy.restarts(t.exit_code))
+            });
+            if done {
+                continue;
+            }
+            self.running.push(tokio::spawn(container::run(
+                self.shared.clone(),
+                handle.clone(),
+                Slot::Main(i),
+                prep.clone(),
+                policy,
+                self.stop.subscribe(),
+            )));
+        }
+        let deadline = self.active_deadline(handle);
+        let mut all = std::pin::pin!(futures::future::join_all(std::mem::take(&mut self.running)));
+        loop {
+            tokio::select! {
+                _ = &mut all => {
+                    let phase = handle.read(|r| r.phase());
+                    if phase.is_terminal() {
+                        handle.update(|r| r.terminal = Some((phase, None, None)));
+                    }
+                    return Step::Finished;
+                }
+                changed = self.pod.changed() => {
+                    if changed.is_err() || self.deleting() {
+                        let _ = self.stop.send(true);
+                        // The containers see the stop; Terminating waits
+                        // for them via the drain and the join below.
+                        (&mut all).await;
+                        return Step::Terminating;
+                    }
+                }
+                _ = sleep_until_opt(deadline) => {
+                    let _ = self.stop.send(true);
+                    (&mut all).await;
+                    let secs = self.current().spec.as_ref().and_then(|s| s.active_deadline_seconds).unwrap_or(0);
+                    handle.update(|r| {
+                        r.terminal = Some((
+                            Phase::Failed,
+                            Some("DeadlineExceeded".into()),
+                            Some(format!("Pod was active on the node longer than the specified deadline ({secs}s)")),
+                        ));
+                    });
+                    return Step::Finished;
+                }
+            }
+        }
+    }
+
+    /// When `activeDeadlineSeconds` (counted from the pod's start) passes.
+    fn active_deadline(&self, handle: &PodHandle) -> Option<tokio::time::Instant> {
+        let secs = self.current().spec.as_ref()?.active_deadline_seconds?;
+        let start = handle.read(|r| r.start_time.0);
+        let elapsed = super::node::chrono_now()
+            .duration_since(start)
+            .try_into()
+            .unwrap_or(Duration::ZERO);
+        let left = Duration::from_secs(secs.max(0) as u64).saturating_sub(elapsed);
+        Some(tokio::time::Instant::now() + left)
+    }
+
+    async fn finished(&mut self) -> Step {
+        loop {
+            if self.deleting() {
+                return Step::Terminating;
+            }
+            if self.pod.changed().await.is_err() {
+                return Step::Terminating;
+            }
+        }
+    }
+
+    async fn terminate(&mut self, handle: &Arc<PodHandle>, status: &StatusWriter) -> Step {
+        let current = self.pod.borrow().clone();
+        handle.stop_accepting();
+        if let Some(pod) = &current {
+            let grace = pod
+                .metadata
+                .deletion_grace_period_seconds
+                .or_else(|| {
+                    pod.spec
+                        .as_ref()
+                        .and_then(|s| s.termination_grace_period_seconds)
+                })
+                .unwrap_or(30)
+                .max(0) as u64;
+            let _ = tokio::time::timeout(Duration::from_secs(grace), handle.drained()).await;
+        }
+        let _ = self.stop.send(true);
+        for t in std::mem::take(&mut self.running) {
+            let _ = t.await;
+        }
+        let Some(pod) = current else {
+            return Step::Gone;
+        };
+        // The final status, then the object goes.
+        handle.update(|r| {
+            for c in r.main.iter_mut().chain(r.init.iter_mut()) {
+                c.ready = false;
+            }
+        });
+        status.sync(handle).await;
+        let api: Api<Pod> = Api::namespaced(
+            self.shared.client.clone(),
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+        );
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: pod.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match api.delete(&name, &params).await {
+                Ok(_) => break,
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => break,
+                Err(e) => {
+                    tracing::warn!(pod = %handle.key(), error = %e, "deleting the pod failed; retrying");
+                    if self.wait_gone(delay).await {
+                        break;
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        // Wait for the watch to confirm, so a late event cannot restart it.
+        let _ = tokio::time::timeout(Duration::from_secs(30), async {
+            while self.pod.borrow().is_some() {
+                if self.pod.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
+        Step::Gone
+    }
+
+    /// Waits `delay` or until the object is gone; true if it is gone.
+    async fn wait_gone(&mut self, delay: Duration) -> bool {
+        let _ = tokio::time::timeout(delay, async {
+            while self.pod.borrow().is_some() {
+                if self.pod.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
+        self.pod.borrow().is_none()
+    }
+
+    /// Frees what the pod held on this node.
+    fn release(&self, handle: &Arc<PodHandle>) {
+        self.shared.pods.remove(&handle.key(), &handle.uid);
+        if let Some(ip) = handle
+            .read(|r| r.pod_ip.clone())
+            .and_then(|ip| ip.parse().ok())
+            && let Some(ips) = self.ips.lock().as_mut()
+        {
+            ips.release(ip);
+        }
+        let dir = handle.dir.clone();
+        if let Err(e) = std::fs::remove_dir_all(&dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove the pod's directory");
+        }
+        tracing::info!(pod = %handle.key(), "pod released");
+    }
+
+    fn current(&self) -> Arc<Pod> {
+        self.pod
+            .borrow()
+            .clone()
+            .unwrap_or_else(|| self.last.clone())
+    }
+
+    fn policy(&self) -> Option<String> {
+        self.current()
+            .spec
+            .as_ref()
+            .and_then(|s| s.restart_policy.clone())
+    }
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Why Preparing failed: the waiting reason and message, for one container
+/// or (when `None`) all of them.
+struct Failure {
+    container: Option<String>,
+    reason: &'static str,
+    message: String,
+}
+
+impl Failure {
+    fn pod(reason: &'static str, message: String) -> Failure {
+        Failure {
+            container: None,
+            reason,
+            message,
+        }
+    }
+}
+
+fn set_waiting(handle: &PodHandle, container: Option<&str>, reason: &str, message: &str) {
+    handle.update(|r| {
+        for c in r.init.iter_mut().chain(r.main.iter_mut()) {
+            if container.is_none_or(|n| n == c.name) {
+                c.state = State::Waiting {
+                    reason: reason.to_string(),
+                    message: Some(message.to_string()),
+                };
+            }
+        }
+    });
+}
+
+/// Writes a pod's status whenever its record changes, skipping writes that
+/// would change nothing.
+pub struct StatusWriter {
+    api: Api<Pod>,
+    name: String,
+    last: tokio::sync::Mutex<Option<Value>>,
+}
+
+impl StatusWriter {
+    fn new(client: kube::Client, pod: &Pod) -> StatusWriter {
+        StatusWriter {
+            api: Api::namespaced(
+                client,
+                pod.metadata.namespace.as_deref().unwrap_or_default(),
+            ),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    async fn run(self: Arc<Self>, handle: Arc<PodHandle>) {
+        loop {
+            handle.changed.notified().await;
+            let mut delay = Duration::from_millis(100);
+            while !self.sync(&handle).await {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+
+    /// Sends the current status if it changed. False if the write failed
+    /// and should be retried.
+    pub async fn sync(&self, handle: &PodHandle) -> bool {
+        let mut last = self.last.lock().await;
+        let status = handle.update_quiet(|r| r.to_status());
+        let Ok(value) = serde_json::to_value(&status) else {
+            return true;
+        };
+        if last.as_ref() == Some(&value) {
+            return true;
+        }
+        let patch = json!({"status": value});
+        match self
+            .api
+            .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {
+                *last = Some(value);
+                true
+            }
+            // The pod is gone; nothing left to report.
+            Err(kube::Error::Api(e)) if e.code == 404 => true,
+            Err(e) => {
+                tracing::warn!(pod = %handle.key(), error = %e, "status update failed; retrying");
+                false
+            }
+        }
+    }
+}
