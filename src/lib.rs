@@ -9,11 +9,14 @@
 //! - [`pki`]: the cluster CA and the certificates the servers and clients use.
 //! - [`runtime`]: the wasmtime embedding that runs pods (engine, module
 //!   cache, HTTP and command instances, limits).
+//! - [`kubelet`]: the node agent that runs pods (for now its per-container
+//!   log files).
 //! - [`server`]: `wkube server`, which wires the components together.
 //! - [`cli`]: the user-facing subcommands other than `server`.
 
 pub mod api;
 pub mod cli;
+pub mod kubelet;
 pub mod pki;
 pub mod resources;
 pub mod runtime;

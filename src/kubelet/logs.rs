@@ -1,0 +1,1342 @@
+//! Per-container log files, kept the way the kubelet keeps them: one file
+//! per container attempt in the CRI log format, rotated by size, and read
+//! back the way `kubectl logs` asks (tail, since, timestamps, byte limit,
+//! follow).
+//!
+//! Layout under the pod's log directory (the caller chooses it):
+//!
+//! ```text
+//! <dir>/<container>/<attempt>.log      the live file
+//! <dir>/<container>/<attempt>.log.1    the newest rotated file
+//! <dir>/<container>/<attempt>.log.N    the oldest kept (N = max_files)
+//! ```
+//!
+//! Each line of guest output is one record:
+//!
+//! ```text
+//! 2024-05-01T12:00:00.123456789Z stdout F hello world
+//! 2024-05-01T12:00:00.123456789Z stderr P the first max_line_bytes of a long line
+//! ```
+//!
+//! `F` ends a line; `P` is a piece of a line that goes on in the next
+//! record of the same stream: a line longer than `max_line_bytes`, or the
+//! unterminated tail a guest left when its attempt ended.
+//!
+//! Followers (`kubectl logs -f`) are woken through a `watch` channel per
+//! active writer; the channel also carries a rotation count, which tells a
+//! follower that the file it holds open is complete and which file comes
+//! next, so a rotation neither loses nor repeats records.
+
+use std::collections::{HashMap, VecDeque};
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::Stream;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use crate::runtime::{LogSink, LogStream};
+
+/// Length of the timestamps written, `2006-01-02T15:04:05.000000000Z`:
+/// fixed width, so that they line up and sort as text.
+const TS_LEN: usize = 30;
+/// Room for a record's timestamp, stream and tag besides its content, when
+/// bounding the records a reader accepts.
+const RECORD_SLACK: usize = 1024;
+/// Bytes of records gathered before a `write`: a huge chunk from the guest
+/// is written in several `write`s rather than buffered whole.
+const MAX_BATCH: usize = 1 << 20;
+/// Output bytes in one item of a read stream.
+const READ_BATCH: usize = 64 << 10;
+/// Block size of the backward scan for `tail_lines`.
+const SCAN_BLOCK: usize = 64 << 10;
+/// Bytes of a record's start the backward scan looks at to find its tag.
+const HEADER_PEEK: usize = 64;
+
+/// Size limits of the log store. Together they bound the disk one attempt
+/// uses to about `max_file_bytes * (max_files + 1)`; two attempts (the
+/// current and the previous) are kept per container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLimits {
+    /// The live file is rotated before a record would take it past this
+    /// size (a file always takes at least one record, however long).
+    pub max_file_bytes: u64,
+    /// Rotated files kept per attempt besides the live one; the oldest
+    /// beyond this is deleted. A follower more than this many rotations
+    /// behind the writer skips the files deleted in the meantime.
+    pub max_files: u32,
+    /// Longest content of one record. A longer line is written as `P`
+    /// records of this size and a final `F`; this also bounds the buffer of
+    /// an unterminated line, per stream. Taken as at least 1.
+    pub max_line_bytes: usize,
+}
+
+impl Default for LogLimits {
+    fn default() -> Self {
+        LogLimits {
+            max_file_bytes: 10 << 20,
+            max_files: 5,
+            max_line_bytes: 16 << 10,
+        }
+    }
+}
+
+/// What `kubectl logs` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct LogOptions {
+    /// Read the attempt before the current one (`--previous`).
+    pub previous: bool,
+    /// Only the last lines (`--tail`), counted from the end of all files of
+    /// the attempt. A line split into `P` records counts once.
+    pub tail_lines: Option<u64>,
+    /// Prefix each record with its timestamp and a space (`--timestamps`).
+    pub timestamps: bool,
+    /// Skip records older than this (`--since`, `--since-time`).
+    pub since: Option<SystemTime>,
+    /// End the stream after this many bytes of output (`--limit-bytes`).
+    pub limit_bytes: Option<u64>,
+    /// Keep streaming new records until the attempt's writer finishes
+    /// (`--follow`). Without an active writer the stream ends at the end of
+    /// the files.
+    pub follow: bool,
+}
+
+/// Failures of the log store.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The container has no log for the attempt asked for. `attempt` is
+    /// `None` when it has no log at all, or when the previous attempt was
+    /// asked of its first one. Wording it for the user ("previous terminated
+    /// container … not found") is the caller's job.
+    #[error("no log of container {container:?}{}", attempt_suffix(attempt))]
+    NotFound {
+        container: String,
+        attempt: Option<u32>,
+    },
+    /// The container name would not stay one directory under the pod's.
+    #[error("invalid container name {0:?}")]
+    InvalidName(String),
+    /// A writer of this attempt is active: two would garble its rotation.
+    #[error("log of container {container:?} attempt {attempt} is already open")]
+    AlreadyOpen { container: String, attempt: u32 },
+    #[error("creating log directory {}: {source}", path.display())]
+    CreateDir { path: PathBuf, source: io::Error },
+    #[error("opening log file {}: {source}", path.display())]
+    Open { path: PathBuf, source: io::Error },
+    #[error("listing log directory {}: {source}", path.display())]
+    List { path: PathBuf, source: io::Error },
+    #[error("removing logs in {}: {source}", path.display())]
+    Remove { path: PathBuf, source: io::Error },
+}
+
+fn attempt_suffix(attempt: &Option<u32>) -> String {
+    attempt.map(|a| format!(" attempt {a}")).unwrap_or_default()
+}
+
+/// The kubelet's log files. Cheap to clone; clones share the registry of
+/// active writers, which is how followers learn of new records.
+#[derive(Clone, Default)]
+pub struct LogStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    limits: LogLimits,
+    /// Active writers by live file path. Bounded by the containers running.
+    active: Mutex<HashMap<PathBuf, Arc<Shared>>>,
+}
+
+impl std::fmt::Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore")
+            .field("limits", &self.inner.limits)
+            .field("active", &self.inner.active.lock().len())
+            .finish()
+    }
+}
+
+impl LogStore {
+    /// A store applying `limits` to every file it writes.
+    pub fn new(limits: LogLimits) -> LogStore {
+        LogStore {
+            inner: Arc::new(Inner {
+                limits,
+                active: Mutex::default(),
+            }),
+        }
+    }
+
+    /// The limits given to [`LogStore::new`].
+    pub fn limits(&self) -> &LogLimits {
+        &self.inner.limits
+    }
+
+    /// Starts the log of a container attempt (`attempt` is its restart
+    /// count), appending to `dir/<container>/<attempt>.log` if it exists.
+    /// Logs of attempts before `attempt - 1` are deleted: as in Kubernetes,
+    /// only the current and the previous attempt are kept.
+    ///
+    /// # Errors
+    /// [`LogError::AlreadyOpen`] while another writer of the attempt is
+    /// active; [`LogError::InvalidName`]; I/O errors creating the directory
+    /// or the file.
+    pub fn open(&self, dir: &Path, container: &str, attempt: u32) -> Result<LogWriter, LogError> {
+        check_name(container)?;
+        let container_dir = dir.join(container);
+        fs::create_dir_all(&container_dir).map_err(|source| LogError::CreateDir {
+            path: container_dir.clone(),
+            source,
+        })?;
+        self.prune(&container_dir, attempt);
+        let path = live_path(dir, container, attempt);
+        let mut active = self.inner.active.lock();
+        if active.contains_key(&path) {
+            return Err(LogError::AlreadyOpen {
+                container: container.to_owned(),
+                attempt,
+            });
+        }
+        let file = open_append(&path).map_err(|source| LogError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let limits = &self.inner.limits;
+        let shared = Arc::new(Shared {
+            path: path.clone(),
+            max_line_bytes: limits.max_line_bytes.max(1),
+            max_files: limits.max_files,
+            state: Mutex::new(WriterState {
+                out: Output {
+                    path: path.clone(),
+                    file: Some(file),
+                    size,
+                    generation: 0,
+                    batch: Vec::new(),
+                    failing: false,
+                    max_file_bytes: limits.max_file_bytes,
+                    max_files: limits.max_files,
+                },
+                partial: [Vec::new(), Vec::new()],
+                finished: false,
+            }),
+            progress: watch::Sender::new(Progress::default()),
+        });
+        active.insert(path, Arc::clone(&shared));
+        Ok(LogWriter {
+            shared,
+            store: Arc::clone(&self.inner),
+        })
+    }
+
+    /// The highest attempt of `container` that has a log in `dir`, if any.
+    ///
+    /// # Errors
+    /// [`LogError::InvalidName`]; I/O errors listing the directory.
+    pub fn latest_attempt(&self, dir: &Path, container: &str) -> Result<Option<u32>, LogError> {
+        check_name(container)?;
+        let container_dir = dir.join(container);
+        let entries = match fs::read_dir(&container_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(LogError::List {
+                    path: container_dir,
+                    source,
+                });
+            }
+        };
+        let mut latest = None;
+        for entry in entries {
+            let entry = entry.map_err(|source| LogError::List {
+                path: container_dir.clone(),
+                source,
+            })?;
+            if let Some((attempt, _)) = parse_file_name(&entry.file_name()) {
+                latest = latest.max(Some(attempt));
+            }
+        }
+        Ok(latest)
+    }
+
+    /// Reads the log of the latest attempt of `container` (or the one
+    /// before it with `previous`), as [`LogStore::read_at`] does. For when
+    /// the caller does not know the restart count; a kubelet that does
+    /// should prefer `read_at`, which a stale file of a higher attempt
+    /// cannot mislead.
+    ///
+    /// # Errors
+    /// As [`LogStore::read_at`].
+    pub fn read(
+        &self,
+        dir: &Path,
+        container: &str,
+        opts: LogOptions,
+    ) -> Result<impl Stream<Item = io::Result<Bytes>> + Send + use<>, LogError> {
+        let latest = self
+            .latest_attempt(dir, container)?
+            .ok_or_else(|| LogError::NotFound {
+                container: container.to_owned(),
+                attempt: None,
+            })?;
+        self.read_at(dir, container, latest, opts)
+    }
+
+    /// Reads the log of `container` whose current attempt is `attempt`
+    /// (the restart count); with `opts.previous`, of `attempt - 1`. Items
+    /// hold the content of many records (with a `<timestamp> ` prefix each
+    /// when `opts.timestamps`), a newline after each `F` record and none
+    /// after a `P` record, as `kubectl logs` prints them.
+    ///
+    /// The files to read are opened here, so a rotation after this call
+    /// cannot make the stream skip or repeat records.
+    ///
+    /// # Errors
+    /// [`LogError::NotFound`] when the attempt has no file;
+    /// [`LogError::InvalidName`]; I/O errors listing or opening the files.
+    /// Errors while streaming are items of the stream, which then ends.
+    pub fn read_at(
+        &self,
+        dir: &Path,
+        container: &str,
+        attempt: u32,
+        opts: LogOptions,
+    ) -> Result<impl Stream<Item = io::Result<Bytes>> + Send + use<>, LogError> {
+        check_name(container)?;
+        let not_found = |attempt| LogError::NotFound {
+            container: container.to_owned(),
+            attempt,
+        };
+        let attempt = if opts.previous {
+            attempt.checked_sub(1).ok_or_else(|| not_found(None))?
+        } else {
+            attempt
+        };
+        let container_dir = dir.join(container);
+        let live = live_path(dir, container, attempt);
+        let writer = self.inner.active.lock().get(&live).cloned();
+        let (files, follow) = match writer {
+            Some(shared) => {
+                // Under the writer's lock no rotation or write is under
+                // way: the files form one consistent sequence, and the
+                // live file's length ends at a record boundary.
+                let state = shared.state.lock();
+                let files = open_attempt_files(&container_dir, attempt)?;
+                let progress = shared.progress.subscribe();
+                let generation = state.out.generation;
+                let finished = state.finished;
+                drop(state);
+                let follow = (opts.follow && !finished).then(|| Follow {
+                    shared: Arc::clone(&shared),
+                    progress,
+                    generation,
+                });
+                (files, Some(follow))
+            }
+            None => (open_attempt_files(&container_dir, attempt)?, None),
+        };
+        if files.is_empty() {
+            return Err(not_found(Some(attempt)));
+        }
+        let writer_active = follow.is_some();
+        let max_line = self.inner.limits.max_line_bytes.max(16 << 10);
+        let cursor = Cursor {
+            queue: files.into(),
+            current: None,
+            line: Vec::new(),
+            tail: opts.tail_lines,
+            timestamps: opts.timestamps,
+            since: opts.since.map(unix_nanos),
+            remaining: opts.limit_bytes,
+            max_record: max_line.saturating_add(RECORD_SLACK),
+            live: writer_active,
+        };
+        let reader = Reader {
+            cursor: Some(cursor),
+            follow: follow.flatten(),
+            done: false,
+        };
+        Ok(futures::stream::unfold(reader, |mut reader| async move {
+            let item = reader.next().await?;
+            Some((item, reader))
+        }))
+    }
+
+    /// Deletes the logs of a pod: everything under `dir` (the directory
+    /// given to [`LogStore::open`]). Active writers under it are finished
+    /// first, so their followers end and later writes are dropped. Removing
+    /// a directory that does not exist succeeds.
+    ///
+    /// # Errors
+    /// [`LogError::Remove`] when the directory cannot be deleted.
+    pub async fn remove_pod(&self, dir: &Path) -> Result<(), LogError> {
+        let writers: Vec<Arc<Shared>> = {
+            let mut active = self.inner.active.lock();
+            let paths: Vec<PathBuf> = active
+                .keys()
+                .filter(|p| p.starts_with(dir))
+                .cloned()
+                .collect();
+            paths.iter().filter_map(|p| active.remove(p)).collect()
+        };
+        for writer in writers {
+            writer.finish();
+        }
+        let path = dir.to_path_buf();
+        let removed = tokio::task::spawn_blocking({
+            let path = path.clone();
+            move || fs::remove_dir_all(path)
+        })
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e)));
+        match removed {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(LogError::Remove { path, source }),
+        }
+    }
+
+    /// Deletes the files of attempts before `attempt - 1`. Best effort: a
+    /// file that cannot be deleted is only a warning.
+    fn prune(&self, container_dir: &Path, attempt: u32) {
+        let Some(oldest_kept) = attempt.checked_sub(1) else {
+            return;
+        };
+        let Ok(entries) = fs::read_dir(container_dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Some((old, _)) = parse_file_name(&entry.file_name()) else {
+                continue;
+            };
+            if old >= oldest_kept
+                || self
+                    .inner
+                    .active
+                    .lock()
+                    .contains_key(&container_dir.join(format!("{old}.log")))
+            {
+                continue;
+            }
+            if let Err(e) = fs::remove_file(entry.path()) {
+                tracing::warn!(path = %entry.path().display(), error = %e, "cannot delete old container log");
+            }
+        }
+    }
+}
+
+/// Writes one container attempt's log. Finishes the attempt when dropped.
+pub struct LogWriter {
+    shared: Arc<Shared>,
+    store: Arc<Inner>,
+}
+
+impl std::fmt::Debug for LogWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogWriter")
+            .field("path", &self.shared.path)
+            .finish()
+    }
+}
+
+impl LogWriter {
+    /// A sink for [`crate::runtime::PodContext::logs`]. It writes as
+    /// [`LogWriter::write`] does, and drops what it is given once the
+    /// attempt is finished (an instance may outlive its attempt briefly).
+    pub fn sink(&self) -> LogSink {
+        let shared = Arc::clone(&self.shared);
+        Arc::new(move |stream, bytes: &[u8]| shared.write(stream, bytes))
+    }
+
+    /// Appends a chunk of the guest's output: complete lines become records
+    /// at once (one `write` for the chunk's records, so readers see them
+    /// promptly), and an unterminated tail waits for the rest of its line in
+    /// a buffer of that stream. Never blocks for more than one file write
+    /// (and a rotation), never panics; I/O errors are logged and the records
+    /// dropped.
+    pub fn write(&self, stream: LogStream, bytes: &[u8]) {
+        self.shared.write(stream, bytes);
+    }
+
+    /// Ends the attempt: unterminated lines are written as `P` records,
+    /// followers end once they have read everything, and later writes are
+    /// dropped. Idempotent; dropping the writer does the same.
+    pub fn finish(&self) {
+        self.shared.finish();
+        let mut active = self.store.active.lock();
+        if active
+            .get(&self.shared.path)
+            .is_some_and(|s| Arc::ptr_eq(s, &self.shared))
+        {
+            active.remove(&self.shared.path);
+        }
+    }
+
+    /// The live file, `dir/<container>/<attempt>.log`.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+}
+
+impl Drop for LogWriter {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// One attempt's writer state, shared by the [`LogWriter`], its sinks and
+/// its followers.
+struct Shared {
+    /// The live file; also the registry key.
+    path: PathBuf,
+    max_line_bytes: usize,
+    max_files: u32,
+    state: Mutex<WriterState>,
+    /// Sent after every write that reached the file, every rotation and
+    /// the finish.
+    progress: watch::Sender<Progress>,
+}
+
+struct WriterState {
+    out: Output,
+    /// The unterminated line of stdout and of stderr, each at most
+    /// `max_line_bytes`: kept apart so the streams never mix mid-line.
+    partial: [Vec<u8>; 2],
+    finished: bool,
+}
+
+/// What followers of an attempt watch.
+#[derive(Debug, Clone, Copy, Default)]
+struct Progress {
+    /// Live files replaced so far: when it moves past the one a follower
+    /// read, that file is complete and the follower goes on to the next.
+    generation: u64,
+    finished: bool,
+}
+
+impl Shared {
+    fn write(&self, stream: LogStream, mut bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        if state.finished {
+            return;
+        }
+        let before = (state.out.size, state.out.generation);
+        let ts = timestamp(SystemTime::now());
+        let partial = &mut state.partial[stream_index(stream)];
+        loop {
+            let newline = bytes.iter().position(|&b| b == b'\n');
+            let piece = &bytes[..newline.unwrap_or(bytes.len())];
+            push_content(
+                &mut state.out,
+                partial,
+                piece,
+                self.max_line_bytes,
+                &ts,
+                stream,
+            );
+            let Some(at) = newline else { break };
+            state.out.record(&ts, stream, true, partial);
+            partial.clear();
+            bytes = &bytes[at + 1..];
+            if bytes.is_empty() {
+                break;
+            }
+        }
+        state.out.flush();
+        let generation = state.out.generation;
+        if (state.out.size, generation) != before {
+            self.progress.send_modify(|p| p.generation = generation);
+        }
+    }
+
+    fn finish(&self) {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        if state.finished {
+            return;
+        }
+        let ts = timestamp(SystemTime::now());
+        for stream in [LogStream::Stdout, LogStream::Stderr] {
+            let partial = std::mem::take(&mut state.partial[stream_index(stream)]);
+            if !partial.is_empty() {
+                state.out.record(&ts, stream, false, &partial);
+            }
+        }
+        state.out.flush();
+        state.out.file = None;
+        state.out.batch = Vec::new();
+        state.finished = true;
+        let generation = state.out.generation;
+        self.progress.send_modify(|p| {
+            p.generation = generation;
+            p.finished = true;
+        });
+    }
+}
+
+/// Adds `data` (no newline in it) to a stream's unterminated line, writing
+/// `P` records of `max` bytes while it holds more than `max`. A line of
+/// exactly `max` bytes stays whole, so it can still end as one `F` record.
+fn push_content(
+    out: &mut Output,
+    partial: &mut Vec<u8>,
+    mut data: &[u8],
+    max: usize,
+    ts: &[u8; TS_LEN],
+    stream: LogStream,
+) {
+    loop {
+        let room = max.saturating_sub(partial.len());
+        if data.len() <= room {
+            partial.extend_from_slice(data);
+            return;
+        }
+        partial.extend_from_slice(&data[..room]);
+        data = &data[room..];
+        out.record(ts, stream, false, partial);
+        partial.clear();
+    }
+}
+
+/// The live file and the records waiting for its next `write`.
+struct Output {
+    path: PathBuf,
+    /// `None` after the attempt finished, or when a rotation could not
+    /// create the new live file (retried at the next write).
+    file: Option<File>,
+    size: u64,
+    /// [`Progress::generation`]: bumped each time a new live file is created,
+    /// which only happens after the previous one was renamed away.
+    generation: u64,
+    batch: Vec<u8>,
+    /// The last write failed: warn once per run of failures, not per write.
+    failing: bool,
+    max_file_bytes: u64,
+    max_files: u32,
+}
+
+impl Output {
+    fn record(&mut self, ts: &[u8; TS_LEN], stream: LogStream, full: bool, content: &[u8]) {
+        let name = stream_name(stream);
+        let len = (TS_LEN + name.len() + content.len() + 5) as u64;
+        let pending = self.size + self.batch.len() as u64;
+        if pending > 0 && pending + len > self.max_file_bytes {
+            self.flush();
+            self.rotate();
+        }
+        self.batch.extend_from_slice(ts);
+        self.batch.push(b' ');
+        self.batch.extend_from_slice(name);
+        self.batch
+            .extend_from_slice(if full { b" F " } else { b" P " });
+        self.batch.extend_from_slice(content);
+        self.batch.push(b'\n');
+        if self.batch.len() >= MAX_BATCH {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        if self.file.is_none() {
+            match open_append(&self.path) {
+                Ok(file) => {
+                    self.size = file.metadata().map(|m| m.len()).unwrap_or(0);
+                    self.file = Some(file);
+                    self.generation += 1;
+                }
+                Err(e) => {
+                    self.failed(&e);
+                    self.batch.clear();
+                    return;
+                }
+            }
+        }
+        let Some(file) = self.file.as_mut() else {
+            return;
+        };
+        match file.write_all(&self.batch) {
+            Ok(()) => {
+                self.size += self.batch.len() as u64;
+                if self.failing {
+                    self.failing = false;
+                    tracing::info!(path = %self.path.display(), "container log writable again");
+                }
+            }
+            Err(e) => self.failed(&e),
+        }
+        self.batch.clear();
+    }
+
+    fn failed(&mut self, error: &io::Error) {
+        if !self.failing {
+            self.failing = true;
+            tracing::warn!(path = %self.path.display(), %error, "cannot write container log; dropping records");
+        }
+    }
+
+    /// Shifts the rotated files up by one (dropping the oldest kept), moves
+    /// the live file to `.1` and starts a new one.
+    fn rotate(&mut self) {
+        if self.file.is_none() {
+            // The live file is already gone; the next flush recreates it.
+            return;
+        }
+        let moved = if self.max_files == 0 {
+            fs::remove_file(&self.path)
+        } else {
+            let mut top = 0;
+            while top < self.max_files && rotated_path(&self.path, top + 1).exists() {
+                top += 1;
+            }
+            if top == self.max_files {
+                remove_quietly(&rotated_path(&self.path, top));
+                top -= 1;
+            }
+            for k in (1..=top).rev() {
+                let (from, to) = (rotated_path(&self.path, k), rotated_path(&self.path, k + 1));
+                if let Err(e) = fs::rename(&from, &to) {
+                    tracing::warn!(path = %from.display(), error = %e, "cannot shift rotated container log");
+                }
+            }
+            fs::rename(&self.path, rotated_path(&self.path, 1))
+        };
+        if let Err(e) = moved {
+            // Keep appending to the live file; try again after another
+            // `max_file_bytes` rather than at every record.
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot rotate container log");
+            self.size = 0;
+            return;
+        }
+        self.file = None;
+        self.size = 0;
+        match open_append(&self.path) {
+            Ok(file) => {
+                self.file = Some(file);
+                self.generation += 1;
+            }
+            Err(e) => self.failed(&e),
+        }
+    }
+}
+
+fn remove_quietly(path: &Path) {
+    if let Err(e) = fs::remove_file(path)
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), error = %e, "cannot delete rotated container log");
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.create(true).append(true);
+    // Logs may hold what a guest should not have printed: not world-readable.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o640);
+    }
+    options.open(path)
+}
+
+fn stream_index(stream: LogStream) -> usize {
+    match stream {
+        LogStream::Stdout => 0,
+        LogStream::Stderr => 1,
+    }
+}
+
+fn stream_name(stream: LogStream) -> &'static [u8] {
+    match stream {
+        LogStream::Stdout => b"stdout",
+        LogStream::Stderr => b"stderr",
+    }
+}
+
+/// Container names are DNS labels once validated by the API; this only
+/// keeps a bad one from escaping the pod's directory.
+fn check_name(container: &str) -> Result<(), LogError> {
+    let ok = !container.is_empty()
+        && container.len() <= 253
+        && container != "."
+        && container != ".."
+        && !container.contains(['/', '\\', '\0']);
+    if ok {
+        Ok(())
+    } else {
+        Err(LogError::InvalidName(container.to_owned()))
+    }
+}
+
+fn live_path(dir: &Path, container: &str, attempt: u32) -> PathBuf {
+    dir.join(container).join(format!("{attempt}.log"))
+}
+
+fn rotated_path(live: &Path, k: u32) -> PathBuf {
+    let mut path = live.as_os_str().to_owned();
+    path.push(format!(".{k}"));
+    PathBuf::from(path)
+}
+
+/// `<attempt>.log` is `(attempt, 0)`, `<attempt>.log.<k>` is `(attempt, k)`;
+/// anything else is not a log file of ours.
+fn parse_file_name(name: &OsStr) -> Option<(u32, u32)> {
+    fn number(s: &str) -> Option<u32> {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        s.parse().ok()
+    }
+    let (attempt, rest) = name.to_str()?.split_once(".log")?;
+    let attempt = number(attempt)?;
+    if rest.is_empty() {
+        return Some((attempt, 0));
+    }
+    let k = number(rest.strip_prefix('.')?)?;
+    (k > 0).then_some((attempt, k))
+}
+
+/// A file of the attempt, opened when the read started.
+struct Snap {
+    path: PathBuf,
+    file: File,
+    /// Its length then: where the backward scan of `tail_lines` starts.
+    len: u64,
+}
+
+/// Opens the files of one attempt, oldest first (the live file last).
+fn open_attempt_files(container_dir: &Path, attempt: u32) -> Result<Vec<Snap>, LogError> {
+    let list_error = |source| LogError::List {
+        path: container_dir.to_path_buf(),
+        source,
+    };
+    let entries = match fs::read_dir(container_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(list_error(e)),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(list_error)?;
+        if let Some((a, k)) = parse_file_name(&entry.file_name())
+            && a == attempt
+        {
+            found.push((k, entry.path()));
+        }
+    }
+    found.sort_by(|a, b| b.0.cmp(&a.0));
+    let mut files = Vec::with_capacity(found.len());
+    for (_, path) in found {
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            // Deleted since it was listed (a prune): nothing to read there.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(source) => return Err(LogError::Open { path, source }),
+        };
+        let len = file
+            .metadata()
+            .map_err(|source| LogError::Open {
+                path: path.clone(),
+                source,
+            })?
+            .len();
+        files.push(Snap { path, file, len });
+    }
+    Ok(files)
+}
+
+/// The async half of a read: runs the [`Cursor`] on the blocking pool and,
+/// when following, waits for the writer between batches.
+struct Reader {
+    /// `None` only while a batch runs on the blocking pool.
+    cursor: Option<Cursor>,
+    follow: Option<Follow>,
+    done: bool,
+}
+
+struct Follow {
+    shared: Arc<Shared>,
+    progress: watch::Receiver<Progress>,
+    /// The generation in which the file being read was the live one.
+    generation: u64,
+}
+
+impl Reader {
+    async fn next(&mut self) -> Option<io::Result<Bytes>> {
+        loop {
+            if self.done {
+                return None;
+            }
+            // Taken before reading: if the read then reaches the end, every
+            // record written before this point has been read.
+            let seen = self
+                .follow
+                .as_mut()
+                .map(|f| *f.progress.borrow_and_update());
+            let mut cursor = self.cursor.take()?;
+            let joined = tokio::task::spawn_blocking(move || {
+                let filled = cursor.fill();
+                (cursor, filled)
+            })
+            .await;
+            let (cursor, filled) = match joined {
+                Ok(joined) => joined,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(io::Error::other(e)));
+                }
+            };
+            self.done = cursor.remaining == Some(0);
+            self.cursor = Some(cursor);
+            let (out, at_end) = match filled {
+                Ok(filled) => filled,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            };
+            if !out.is_empty() {
+                return Some(Ok(Bytes::from(out)));
+            }
+            if self.done || !at_end {
+                continue;
+            }
+            let (Some(follow), Some(seen)) = (self.follow.as_mut(), seen) else {
+                self.done = true;
+                continue;
+            };
+            if seen.generation != follow.generation {
+                // The file read to its end was replaced before `seen`, so
+                // it is complete.
+                if let Err(e) = self.next_file() {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+                continue;
+            }
+            if seen.finished {
+                self.done = true;
+                continue;
+            }
+            if follow.progress.changed().await.is_err() {
+                // The writer cannot go away while we hold it; should it,
+                // read what is left and stop.
+                self.follow = None;
+            }
+        }
+    }
+
+    /// Moves to the file that became live after the one just read. Under
+    /// the writer's lock, so that no rotation renames it meanwhile.
+    fn next_file(&mut self) -> io::Result<()> {
+        let (Some(follow), Some(cursor)) = (self.follow.as_mut(), self.cursor.as_mut()) else {
+            return Ok(());
+        };
+        let shared = &follow.shared;
+        let state = shared.state.lock();
+        let now = state.out.generation;
+        let kept = u64::from(shared.max_files);
+        let mut target = follow.generation + 1;
+        if now.saturating_sub(target) > kept {
+            tracing::warn!(
+                path = %shared.path.display(),
+                files = now - target - kept,
+                "log follower fell behind rotation; skipping deleted files"
+            );
+            target = now - kept;
+        }
+        let back = now.saturating_sub(target);
+        let path = if back == 0 {
+            shared.path.clone()
+        } else {
+            rotated_path(&shared.path, u32::try_from(back).unwrap_or(u32::MAX))
+        };
+        let file = File::open(&path).map_err(|e| annotate(e, "opening", &path))?;
+        drop(state);
+        follow.generation = target;
+        cursor.switch_to(path, file);
+        Ok(())
+    }
+}
+
+/// The synchronous half of a read: the files, the position in them and the
+/// filters. Moved to the blocking pool for each batch.
+struct Cursor {
+    /// Files not started yet, oldest first.
+    queue: VecDeque<Snap>,
+    current: Option<(PathBuf, BufReader<File>)>,
+    /// The record being read; at the end of the live file, the part of a
+    /// record whose `write` is still under way.
+    line: Vec<u8>,
+    /// `tail_lines`, applied at the first batch.
+    tail: Option<u64>,
+    timestamps: bool,
+    /// `since`, in nanoseconds since the Unix epoch.
+    since: Option<i128>,
+    /// Output bytes left under `limit_bytes`.
+    remaining: Option<u64>,
+    /// Longer records are cut to this (bounds `line`).
+    max_record: usize,
+    /// A writer was active when the read started, so an unterminated record
+    /// at the end of the last file is being written, not a crash remnant.
+    live: bool,
+}
+
+impl Cursor {
+    /// Reads records into one batch of output; `true` with it when the end
+    /// of the files (or of `limit_bytes`) was reached.
+    fn fill(&mut self) -> io::Result<(Vec<u8>, bool)> {
+        if let Some(n) = self.tail.take() {
+            self.apply_tail(n)?;
+        }
+        let mut out = Vec::new();
+        loop {
+            if self.remaining == Some(0) {
+                return Ok((out, true));
+            }
+            if out.len() >= READ_BATCH {
+                return Ok((out, false));
+            }
+            if self.current.is_none() {
+                let Some(next) = self.queue.pop_front() else {
+                    return Ok((out, true));
+                };
+                self.current = Some((next.path, BufReader::with_capacity(READ_BATCH, next.file)));
+            }
+            let Some((path, reader)) = self.current.as_mut() else {
+                continue;
+            };
+            let complete = read_record(reader, &mut self.line, self.max_record)
+                .map_err(|e| annotate(e, "reading", path))?;
+            if complete {
+                self.emit(&mut out);
+            } else if !self.queue.is_empty() {
+                // The end of a rotated file, which is complete: a record
+                // without its newline is what a crash left.
+                self.emit(&mut out);
+                self.current = None;
+            } else {
+                if !self.live {
+                    self.emit(&mut out);
+                }
+                return Ok((out, true));
+            }
+        }
+    }
+
+    /// Formats the record in `line` into `out` if it passes the filters.
+    fn emit(&mut self, out: &mut Vec<u8>) {
+        let line = std::mem::take(&mut self.line);
+        if let Some(record) = Record::parse(&line) {
+            let recent = match self.since {
+                None => true,
+                Some(since) => parse_timestamp(record.timestamp).is_some_and(|t| t >= since),
+            };
+            if recent {
+                let start = out.len();
+                if self.timestamps {
+                    out.extend_from_slice(record.timestamp);
+                    out.push(b' ');
+                }
+                out.extend_from_slice(record.content);
+                if record.full {
+                    out.push(b'\n');
+                }
+                if let Some(remaining) = self.remaining.as_mut() {
+                    let written = (out.len() - start) as u64;
+                    if written > *remaining {
+                        out.truncate(start + *remaining as usize);
+                        *remaining = 0;
+                    } else {
+                        *remaining -= written;
+                    }
+                }
+            }
+        } else if !line.is_empty() {
+            tracing::debug!("skipping malformed container log record");
+        }
+        self.line = line;
+        self.line.clear();
+    }
+
+    fn switch_to(&mut self, path: PathBuf, file: File) {
+        if !self.line.is_empty() {
+            tracing::debug!(path = %path.display(), "dropping unterminated record of a rotated log");
+            self.line.clear();
+        }
+        self.queue.clear();
+        self.current = Some((path, BufReader::with_capacity(READ_BATCH, file)));
+    }
+
+    /// Skips the queued files to where the last `n` lines start.
+    fn apply_tail(&mut self, n: u64) -> io::Result<()> {
+        let files = self.queue.make_contiguous();
+        let (index, offset) = tail_start(files, n)?;
+        self.queue.drain(..index);
+        // The scan moved the files it read; each is read from its start
+        // again, but the first from where the lines start.
+        for (i, snap) in self.queue.iter_mut().enumerate() {
+            let at = if i == 0 { offset } else { 0 };
+            snap.file
+                .seek(SeekFrom::Start(at))
+                .map_err(|e| annotate(e, "seeking", &snap.path))?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads up to the next newline into `line` (without it), keeping at most
+/// `cap` bytes of it. `false` when the file ended first; what was read stays
+/// in `line`, and the next call goes on from there.
+fn read_record(reader: &mut BufReader<File>, line: &mut Vec<u8>, cap: usize) -> io::Result<bool> {
+    loop {
+        let buf = match reader.fill_buf() {
+            Ok(buf) => buf,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            return Ok(false);
+        }
+        let newline = buf.iter().position(|&b| b == b'\n');
+        let take = newline.unwrap_or(buf.len());
+        let keep = take.min(cap.saturating_sub(line.len()));
+        line.extend_from_slice(&buf[..keep]);
+        reader.consume(take + usize::from(newline.is_some()));
+        if newline.is_some() {
+            return Ok(true);
+        }
+    }
+}
+
+/// Where the last `n` lines of `files` start: an index into `files` and an
+/// offset in that file. Scans backwards from each file's length at the
+/// start of the read, looking only at record starts, so a short tail of a
+/// large log reads little of it.
+fn tail_start(files: &mut [Snap], n: u64) -> io::Result<(usize, u64)> {
+    let Some(last) = files.len().checked_sub(1) else {
+        return Ok((0, 0));
+    };
+    let mut counter = TailCounter {
+        n,
+        line_ends: 0,
+        newest: true,
+        cut: (last, files[last].len),
+    };
+    let mut block = vec![0u8; SCAN_BLOCK];
+    for index in (0..files.len()).rev() {
+        let snap = &mut files[index];
+        let len = snap.len;
+        if len == 0 {
+            continue;
+        }
+        // The first bytes after the current block, for a record whose start
+        // is in the block but whose tag is past it.
+        let mut after: Vec<u8> = Vec::with_capacity(HEADER_PEEK);
+        let mut end = len;
+        while end > 0 {
+            let start = end.saturating_sub(SCAN_BLOCK as u64);
+            let size = (end - start) as usize;
+            let bytes = &mut block[..size];
+            snap.file
+                .seek(SeekFrom::Start(start))
+                .and_then(|_| snap.file.read_exact(bytes))
+                .map_err(|e| annotate(e, "reading", &snap.path))?;
+            let mut header = [0u8; HEADER_PEEK];
+            let mut search = size;
+            while let Some(newline) = bytes[..search].iter().rposition(|&b| b == b'\n') {
+                search = newline;
+                let record = start + newline as u64 + 1;
+                if record < len {
+                    let h = peek(bytes, newline + 1, &after, &mut header);
+                    if let Some(cut) = counter.visit(index, record, h) {
+                        return Ok(cut);
+                    }
+                }
+            }
+            let h = peek(bytes, 0, &after, &mut header).to_vec();
+            if start == 0
+                && let Some(cut) = counter.visit(index, 0, &h)
+            {
+                return Ok(cut);
+            }
+            after = h;
+            end = start;
+        }
+    }
+    Ok((0, 0))
+}
+
+/// The first [`HEADER_PEEK`] bytes of `block[from..]` followed by `after`.
+fn peek<'a>(
+    block: &[u8],
+    from: usize,
+    after: &[u8],
+    header: &'a mut [u8; HEADER_PEEK],
+) -> &'a [u8] {
+    let head = &block[from..];
+    let a = head.len().min(HEADER_PEEK);
+    header[..a].copy_from_slice(&head[..a]);
+    let b = after.len().min(HEADER_PEEK - a);
+    header[a..a + b].copy_from_slice(&after[..b]);
+    &header[..a + b]
+}
+
+/// Counts lines while record starts are visited newest first. A record ends
+/// a line if it is an `F` record, or the newest record (a line still being
+/// written counts as one).
+struct TailCounter {
+    n: u64,
+    line_ends: u64,
+    newest: bool,
+    /// The start of the record visited last: where the output starts when
+    /// the record visited now ends the line before the wanted ones.
+    cut: (usize, u64),
+}
+
+impl TailCounter {
+    fn visit(&mut self, index: usize, offset: u64, header: &[u8]) -> Option<(usize, u64)> {
+        let header = header.split(|&b| b == b'\n').next().unwrap_or_default();
+        let ends_line = self.newest || Record::parse(header).is_none_or(|r| r.full);
+        self.newest = false;
+        if ends_line {
+            self.line_ends += 1;
+            if self.line_ends > self.n {
+                return Some(self.cut);
+            }
+        }
+        self.cut = (index, offset);
+        None
+    }
+}
+
+/// One parsed record, `<timestamp> <stream> <tag> <content>`.
+struct Record<'a> {
+    timestamp: &'a [u8],
+    full: bool,
+    content: &'a [u8],
+}
+
+impl<'a> Record<'a> {
+    fn parse(line: &'a [u8]) -> Option<Record<'a>> {
+        let mut fields = line.splitn(4, |&b| b == b' ');
+        let timestamp = fields.next().filter(|t| !t.is_empty())?;
+        let _stream = fields.next()?;
+        // Tags may gain `:`-separated attributes, as in the CRI.
+        let tag = fields.next()?;
+        let full = tag.split(|&b| b == b':').next() != Some(b"P");
+        Some(Record {
+            timestamp,
+            full,
+            content: fields.next().unwrap_or_default(),
+        })
+    }
+}
+
+fn annotate(error: io::Error, doing: &str, path: &Path) -> io::Error {
+    io::Error::new(error.kind(), format!("{doing} {}: {error}", path.display()))
+}
+
+fn unix_nanos(t: SystemTime) -> i128 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i128::try_from(d.as_nanos()).unwrap_or(i128::MAX),
+        Err(e) => i128::try_from(e.duration().as_nanos()).map_or(i128::MIN, |n| -n),
+    }
+}
+
+/// `t` in UTC as `2006-01-02T15:04:05.000000000Z`: RFC 3339 with a fixed
+/// nine-digit fraction, as the kubelet prints timestamps.
+fn timestamp(t: SystemTime) -> [u8; TS_LEN] {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(unix_nanos(t))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let mut buf = [b'0'; TS_LEN];
+    let mut w = &mut buf[..];
+    // Cannot fail for years 0..=9999; later ones are cut short.
+    let _ = write!(
+        w,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.nanosecond()
+    );
+    buf
+}
+
+/// Parses an RFC 3339 timestamp (`YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`)
+/// into nanoseconds since the Unix epoch.
+fn parse_timestamp(ts: &[u8]) -> Option<i128> {
+    let s = std::str::from_utf8(ts).ok()?;
+    let digits = |range: std::ops::Range<usize>| -> Option<u32> {
+        let part = s.get(range)?;
+        part.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    let sep = |at: usize, allowed: &[u8]| s.as_bytes().get(at).is_some_and(|b| allowed.contains(b));
+    if !(sep(4, b"-") && sep(7, b"-") && sep(10, b"Tt ") && sep(13, b":") && sep(16, b":")) {
+        return None;
+    }
+    let date = time::Date::from_calendar_date(
+        i32::try_from(digits(0..4)?).ok()?,
+        time::Month::try_from(u8::try_from(digits(5..7)?).ok()?).ok()?,
+        u8::try_from(digits(8..10)?).ok()?,
+    )
+    .ok()?;
+    let mut rest = s.get(19..)?;
+    let mut nanos = 0u32;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if n == 0 {
+            return None;
+        }
+        for (i, b) in frac.bytes().take(n).enumerate() {
+            if i < 9 {
+                nanos = nanos * 10 + u32::from(b - b'0');
+            }
+        }
+        nanos *= 10u32.pow(9u32.saturating_sub(n as u32));
+        rest = &frac[n..];
+    }
+    let clock = time::Time::from_hms_nano(
+        u8::try_from(digits(11..13)?).ok()?,
+        u8::try_from(digits(14..16)?).ok()?,
+        u8::try_from(digits(17..19)?).ok()?,
+        nanos,
+    )
+    .ok()?;
+    let offset = match rest.as_bytes() {
+        [b'Z' | b'z'] => time::UtcOffset::UTC,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let two = |a: u8, b: u8| -> Option<i8> {
+                (a.is_ascii_digit() && b.is_ascii_digit())
+                    .then(|| ((a - b'0') * 10 + (b - b'0')) as i8)
+            };
+            let (h, m) = (two(*h1, *h2)?, two(*m1, *m2)?);
+            let sign = if *sign == b'-' { -1 } else { 1 };
+            time::UtcOffset::from_hms(sign * h, sign * m, 0).ok()?
+        }
+        _ => return None,
+    };
+    Some(
+        time::PrimitiveDateTime::new(date, clock)
+            .assume_offset(offset)
+            .unix_timestamp_nanos(),
+    )
+}
