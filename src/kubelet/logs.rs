@@ -678,6 +678,10 @@ impl Output {
             Err(e) => self.failed(&e),
         }
         self.batch.clear();
+        // A huge chunk grew the buffer; do not keep that much per container.
+        if self.batch.capacity() > READ_BATCH {
+            self.batch = Vec::new();
+        }
     }
 
     fn failed(&mut self, error: &io::Error) {
@@ -837,7 +841,7 @@ fn open_attempt_files(container_dir: &Path, attempt: u32) -> Result<Vec<Snap>, L
             found.push((k, entry.path()));
         }
     }
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|(k, _)| std::cmp::Reverse(*k));
     let mut files = Vec::with_capacity(found.len());
     for (_, path) in found {
         let file = match File::open(&path) {
@@ -1339,4 +1343,585 @@ fn parse_timestamp(ts: &[u8]) -> Option<i128> {
             .assume_offset(offset)
             .unix_timestamp_nanos(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures::{StreamExt, TryStreamExt};
+    use tempfile::TempDir;
+
+    use super::*;
+
+    const OUT: LogStream = LogStream::Stdout;
+    const ERR: LogStream = LogStream::Stderr;
+
+    fn store_with(max_file_bytes: u64, max_files: u32, max_line_bytes: usize) -> LogStore {
+        LogStore::new(LogLimits {
+            max_file_bytes,
+            max_files,
+            max_line_bytes,
+        })
+    }
+
+    /// Everything a read returns, as text.
+    async fn read_text(store: &LogStore, dir: &Path, opts: LogOptions) -> String {
+        let stream = store.read(dir, "c", opts).expect("log exists");
+        collect(stream).await
+    }
+
+    async fn collect(stream: impl Stream<Item = io::Result<Bytes>>) -> String {
+        let chunks: Vec<Bytes> =
+            tokio::time::timeout(Duration::from_secs(10), stream.try_collect())
+                .await
+                .expect("stream ends")
+                .expect("no read error");
+        String::from_utf8(chunks.concat()).expect("utf-8")
+    }
+
+    /// Reads a follow stream until `expected` bytes came.
+    async fn next_text(
+        stream: &mut (impl Stream<Item = io::Result<Bytes>> + Unpin),
+        expected: usize,
+    ) -> String {
+        let mut text = Vec::new();
+        while text.len() < expected {
+            let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
+                .await
+                .expect("more output in time")
+                .expect("stream still open")
+                .expect("no read error");
+            text.extend_from_slice(&chunk);
+        }
+        String::from_utf8(text).expect("utf-8")
+    }
+
+    /// The records of one file: (stream, tag, content).
+    fn records(path: &Path) -> Vec<(String, String, String)> {
+        let text = fs::read_to_string(path).expect("log file");
+        text.lines()
+            .map(|line| {
+                let mut f = line.splitn(4, ' ');
+                let ts = f.next().unwrap();
+                assert_eq!(ts.len(), TS_LEN, "timestamp {ts:?}");
+                assert!(parse_timestamp(ts.as_bytes()).is_some(), "timestamp {ts:?}");
+                (
+                    f.next().unwrap().to_owned(),
+                    f.next().unwrap().to_owned(),
+                    f.next().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    fn rec(stream: &str, tag: &str, content: &str) -> (String, String, String) {
+        (stream.into(), tag.into(), content.into())
+    }
+
+    fn line_path(dir: &Path, attempt: u32, k: u32) -> PathBuf {
+        let live = live_path(dir, "c", attempt);
+        if k == 0 { live } else { rotated_path(&live, k) }
+    }
+
+    fn numbered_lines(range: std::ops::Range<u32>) -> String {
+        range.map(|i| format!("line-{i:02}\n")).collect()
+    }
+
+    #[tokio::test]
+    async fn lines_split_across_chunks_are_joined() {
+        let tmp = TempDir::new().unwrap();
+        let store = LogStore::default();
+        let w = store.open(tmp.path(), "c", 0).unwrap();
+        let sink = w.sink();
+        sink(OUT, b"hel");
+        sink(OUT, b"lo\nwor");
+        sink(OUT, b"ld\n\nlast");
+        w.finish();
+        assert_eq!(
+            records(w.path()),
+            vec![
+                rec("stdout", "F", "hello"),
+                rec("stdout", "F", "world"),
+                rec("stdout", "F", ""),
+                rec("stdout", "P", "last"),
+            ]
+        );
+        assert_eq!(
+            read_text(&store, tmp.path(), LogOptions::default()).await,
+            "hello\nworld\n\nlast"
+        );
+    }
+
+    #[tokio::test]
+    async fn stdout_and_stderr_lines_never_mix_mid_line() {
+        let tmp = TempDir::new().unwrap();
+        let store = LogStore::default();
+        let w = store.open(tmp.path(), "c", 0).unwrap();
+        w.write(OUT, b"out begins");
+        w.write(ERR, b"err one\nerr ");
+        w.write(OUT, b" and ends\n");
+        w.write(ERR, b"two\n");
+        drop(w);
+        assert_eq!(
+            records(&line_path(tmp.path(), 0, 0)),
+            vec![
+                rec("stderr", "F", "err one"),
+                rec("stdout", "F", "out begins and ends"),
+                rec("stderr", "F", "err two"),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_line_longer_than_the_limit_becomes_partial_records() {
+        let tmp = TempDir::new().unwrap();
+        let store = store_with(1 << 20, 5, 8);
+        let w = store.open(tmp.path(), "c", 0).unwrap();
+        w.write(OUT, b"abcdefghijkl");
+        w.write(OUT, b"mnopqrst\n12345678\nshort\n");
+        w.finish();
+        assert_eq!(
+            records(w.path()),
+            vec![
+                rec("stdout", "P", "abcdefgh"),
+                rec("stdout", "P", "ijklmnop"),
+                rec("stdout", "F", "qrst"),
+                rec("stdout", "F", "12345678"),
+                rec("stdout", "F", "short"),
+            ]
+        );
+        let all = read_text(&store, tmp.path(), LogOptions::default()).await;
+        assert_eq!(all, "abcdefghijklmnopqrst\n12345678\nshort\n");
+        let tail = LogOptions {
+            tail_lines: Some(3),
+            ..Default::default()
+        };
+        assert_eq!(
+            read_text(&store, tmp.path(), tail).await,
+            all,
+            "a split line counts once"
+        );
+    }
+
+    #[tokio::test]
+    async fn rotation_keeps_max_files_and_drops_the_oldest() {
+        let tmp = TempDir::new().unwrap();
+        // Each record of "line-NN" is 48 bytes: two per file.
+        let store = store_with(100, 2, 1024);
+        let w = store.open(tmp.path(), "c", 0).unwrap();
+        for i in 0..10 {
+            w.write(OUT, format!("line-{i:02}\n").as_bytes());
+        }
+        w.finish();
+        let contents = |k| -> Vec<String> {
+            records(&line_path(tmp.path(), 0, k))
+                .into_iter()
+                .map(|r| r.2)
+                .collect()
+        };
+        assert_eq!(contents(2), ["line-04", "line-05"]);
+        assert_eq!(contents(1), ["line-06", "line-07"]);
+        assert_eq!(contents(0), ["line-08", "line-09"]);
+        assert!(!line_path(tmp.path(), 0, 3).exists());
+        assert_eq!(
+            read_text(&store, tmp.path(), LogOptions::default()).await,
+            numbered_lines(4..10)
+        );
+    }
+
+    #[tokio::test]
+    async fn tail_counts_lines_from_the_end_across_rotated_files() {
+        let tmp = TempDir::new().unwrap();
+        let store = store_with(100, 10, 1024);
+        let w = store.open(tmp.path(), "c", 0).unwrap();
+        for i in 0..10 {
+            w.write(OUT, format!("line-{i:02}\n").as_bytes());
+        }
+        w.finish();
+        let tail = |n| LogOptions {
+            tail_lines: Some(n),
+            ..Default::default()
+        };
+        assert_eq!(
+            read_text(&store, tmp.path(), tail(3)).await,
+            numbered_lines(7..10)
+        );
+        assert_eq!(
+            read_text(&store, tmp.path(), tail(5)).await,
+            numbered_lines(5..10)
+        );
+        assert_eq!(read_text(&store, tmp.path(), tail(0)).await, "");
+        assert_eq!(
+            read_text(&store, tmp.path(), tail(100)).await,
+            numbered_lines(0..10)
+        );
+    }
+
+    #[tokio::test]
+    async fn tail_finds_record_starts_across_scan_blocks() {
+        let tmp = TempDir::new().unwrap();
+        let store = store_with(1 << 30, 1, 300);
+        let w = store.open(tmp.path(), "c", 0).unwrap();
+        // Lines of varied length so that record starts and tags fall on
+        // every side of the 64 KiB scan blocks.
+        let lines: Vec<String> = (0..2000)
+            .map(|i| format!("{i:05}-{}", "x".repeat(i * 7 % 200)))
+            .collect();
+        for line in &lines {
+            w.write(OUT, format!("{line}\n").as_bytes());
+        }
+        w.finish();
+        for n in [1, 2, 17, 500, 1999, 2000, 2001] {
+            let want: String = lines[lines.len().saturating_sub(n)..]
+                .iter()
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let opts = LogOptions {
+                tail_lines: Some(n as u64),
+                ..Default::default()
+            };
+            assert_eq!(read_text(&store, tmp.path(), opts).await, want, "tail {n}");
+        }
+    }
+
+    #[tokio::test]
+    async fn timestamps_prefix_each_record_only_when_asked() {
+        let tmp = TempDir::new().unwrap();
+        let store = store_with(1 << 20, 5, 4);
+        let before = unix_nanos(SystemTime::now());
+        let w = store.open(tmp.path(), "c", 0).unwrap();
+        w.write(OUT, b"one\nlonger\n");
+        w.finish();
+        let after = unix_nanos(SystemTime::now());
+        assert_eq!(
+            read_text(&store, tmp.path(), LogOptions::default()).await,
+            "one\nlonger\n"
+        );
+        let stamped = read_text(
+            &store,
+            tmp.path(),
+            LogOptions {
+                timestamps: true,
+                ..Default::default()
+            },
+        )
+        .await;
+        // As the kubelet does, every record gets its timestamp, the pieces
+        // of a split line too.
+        let mut rest = stamped.as_str();
+        for content in ["one\n", "long", "er\n"] {
+            let (ts, after_ts) = rest.split_at(TS_LEN);
+            let t = parse_timestamp(ts.as_bytes()).expect("RFC 3339");
+            assert!(before <= t && t <= after, "{ts} within the test");
+            let after_space = after_ts
+                .strip_prefix(' ')
+                .expect("space after the timestamp");
+            assert!(after_space.starts_with(content), "{stamped:?}");
+            rest = &after_space[content.len()..];
+        }
+        assert_eq!(rest, "");
+    }
+
+    #[test]
+    fn timestamps_round_trip_and_accept_other_rfc3339_forms() {
+        let t = UNIX_EPOCH + Duration::new(1_714_564_800, 123_456_789);
+        let ts = timestamp(t);
+        assert_eq!(&ts, b"2024-05-01T12:00:00.123456789Z");
+        assert_eq!(parse_timestamp(&ts), Some(unix_nanos(t)));
+        assert_eq!(
+            parse_timestamp(b"2024-05-01T14:00:00.5+02:00"),
+            Some(unix_nanos(
+                UNIX_EPOCH + Duration::new(1_714_564_800, 500_000_000)
+            ))
+        );
+        assert_eq!(
+            parse_timestamp(b"2024-05-01T12:00:00Z"),
+            Some(unix_nanos(UNIX_EPOCH + Duration::from_secs(1_714_564_800)))
+        );
+        assert_eq!(parse_timestamp(b"2024-13-01T12:00:00Z"), None);
+        assert_eq!(parse_timestamp(b"yesterday"), None);
+    }
+
+    #[tokio::test]
+    async fn since_skips_older_records() {
+        let tmp = TempDir::new().unwrap();
+        let store = LogStore::default();
+        let w = store.open(tmp.path(), "c", 0).unwrap();
+        w.write(OUT, b"old\n");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let since = SystemTime::now();
+        w.write(OUT, b"new\n");
+        w.finish();
+        let opts = LogOptions {
+            since: Some(since),
+            ..Default::default()
+        };
+        assert_eq!(read_text(&store, tmp.path(), opts).await, "new\n");
+    }
+
+    #[tokio::test]
+    async fn previous_reads_the_attempt_before_the_latest() {
+        let tmp = TempDir::new().unwrap();
+        let store = LogStore::default();
+        let first = store.open(tmp.path(), "c", 0).unwrap();
+        first.write(OUT, b"first run\n");
+        drop(first);
+        let second = store.open(tmp.path(), "c", 1).unwrap();
+        second.write(OUT, b"second run\n");
+        drop(second);
+        let previous = LogOptions {
+            previous: true,
+            ..Default::default()
+        };
+        assert_eq!(store.latest_attempt(tmp.path(), "c").unwrap(), Some(1));
+        assert_eq!(
+            read_text(&store, tmp.path(), LogOptions::default()).await,
+            "second run\n"
+        );
+        assert_eq!(
+            read_text(&store, tmp.path(), previous.clone()).await,
+            "first run\n"
+        );
+        // Following an attempt no one writes ends at its end.
+        let following = LogOptions {
+            follow: true,
+            ..previous.clone()
+        };
+        assert_eq!(
+            read_text(&store, tmp.path(), following).await,
+            "first run\n"
+        );
+        let explicit = store.read_at(tmp.path(), "c", 1, previous.clone()).unwrap();
+        assert_eq!(collect(explicit).await, "first run\n");
+        assert!(matches!(
+            store.read_at(tmp.path(), "c", 0, previous),
+            Err(LogError::NotFound { attempt: None, .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_container_without_logs_is_not_found() {
+        let tmp = TempDir::new().unwrap();
+        let store = LogStore::default();
+        let err = store
+            .read(tmp.path(), "c", LogOptions::default())
+            .err()
+            .expect("no log");
+        assert!(
+            matches!(err, LogError::NotFound { attempt: None, .. }),
+            "{err}"
+        );
+        drop(store.open(tmp.path(), "c", 0).unwrap());
+        let err = store
+            .read_at(tmp.path(), "c", 3, LogOptions::default())
+            .err()
+            .expect("no log");
+        assert_eq!(err.to_string(), r#"no log of container "c" attempt 3"#);
+        assert!(matches!(
+            store.read(tmp.path(), "../c", LogOptions::default()),
+            Err(LogError::InvalidName(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn opening_an_attempt_prunes_all_but_the_previous_one() {
+        let tmp = TempDir::new().unwrap();
+        let store = LogStore::default();
+        for attempt in 0..3 {
+            let w = store.open(tmp.path(), "c", attempt).unwrap();
+            w.write(OUT, b"x\n");
+        }
+        assert!(!line_path(tmp.path(), 0, 0).exists());
+        assert!(line_path(tmp.path(), 1, 0).exists());
+        assert!(line_path(tmp.path(), 2, 0).exists());
+    }
+
+    #[tokio::test]
+    async fn an_attempt_cannot_have_two_writers_at_once() {
+        let tmp = TempDir::new().unwrap();
+        let store = LogStore::default();
+        let w = store.open(tmp.path(), "c", 0).unwrap();
+        assert!(matches!(
+            store.open(tmp.path(), "c", 0),
+            Err(LogError::AlreadyOpen { attempt: 0, .. })
+        ));
+        w.write(OUT, b"before restart\n");
+        drop(w);
+        // A writer reopened after the first finished appends.
+        let w = store.open(tmp.path(), "c", 0).unwrap();
+        w.write(OUT, b"after restart\n");
+        drop(w);
+        assert_eq!(
+            read_text(&store, tmp.path(), LogOptions::default()).await,
+            "before restart\nafter restart\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn limit_bytes_cuts_the_stream() {
+        let tmp = TempDir::new().unwrap();
+        let store = LogStore::default();
+        let w = store.open(tmp.path(), "c", 0).unwrap();
+        w.write(OUT, b"aaaa\nbbbb\ncccc\n");
+        let limited = LogOptions {
+            limit_bytes: Some(7),
+            follow: true,
+            ..Default::default()
+        };
+        // Ends at the limit even while following an active writer.
+        assert_eq!(read_text(&store, tmp.path(), limited).await, "aaaa\nbb");
+        let exact = LogOptions {
+            limit_bytes: Some(10),
+            ..Default::default()
+        };
+        assert_eq!(read_text(&store, tmp.path(), exact).await, "aaaa\nbbbb\n");
+    }
+
+    #[tokio::test]
+    async fn follow_receives_lines_written_after_it_started_and_ends_when_the_writer_finishes() {
+        let tmp = TempDir::new().unwrap();
+        let store = LogStore::default();
+        let w = store.open(tmp.path(), "c", 0).unwrap();
+        w.write(OUT, b"before\n");
+        let opts = LogOptions {
+            follow: true,
+            ..Default::default()
+        };
+        let mut stream = Box::pin(store.read(tmp.path(), "c", opts).unwrap());
+        assert_eq!(next_text(&mut stream, 7).await, "before\n");
+        let waiting = tokio::spawn(async move {
+            let text = next_text(&mut stream, 6).await;
+            (text, stream)
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        w.write(OUT, b"after\nunfinished");
+        let (text, mut stream) = waiting.await.unwrap();
+        assert_eq!(text, "after\n");
+        w.finish();
+        assert_eq!(collect(&mut stream).await, "unfinished");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn follow_continues_across_rotations_without_loss_or_duplicates() {
+        let tmp = TempDir::new().unwrap();
+        // About two records per file: a rotation every other line.
+        let store = store_with(100, 500, 1024);
+        let w = store.open(tmp.path(), "c", 0).unwrap();
+        w.write(OUT, b"line-00\n");
+        let opts = LogOptions {
+            follow: true,
+            ..Default::default()
+        };
+        let stream = store.read(tmp.path(), "c", opts).unwrap();
+        let follower = tokio::spawn(collect(stream));
+        for i in 1..300 {
+            w.write(OUT, format!("line-{i:02}\n").as_bytes());
+            if i % 7 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        w.finish();
+        assert_eq!(follower.await.unwrap(), numbered_lines(0..300));
+    }
+
+    #[tokio::test]
+    async fn a_follower_behind_more_than_max_files_rotations_skips_to_the_oldest_kept_file() {
+        let tmp = TempDir::new().unwrap();
+        let store = store_with(100, 2, 1024);
+        let w = store.open(tmp.path(), "c", 0).unwrap();
+        w.write(OUT, b"line-00\n");
+        let opts = LogOptions {
+            follow: true,
+            ..Default::default()
+        };
+        // The files are opened now; nothing is read before the first poll.
+        let stream = store.read(tmp.path(), "c", opts).unwrap();
+        for i in 1..20 {
+            w.write(OUT, format!("line-{i:02}\n").as_bytes());
+        }
+        w.finish();
+        // The file open at the start holds lines 0 and 1; of the rest only
+        // the live file and two rotated ones are left.
+        let want = numbered_lines(0..2) + &numbered_lines(14..20);
+        assert_eq!(collect(stream).await, want);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writers_do_not_corrupt_records() {
+        let tmp = TempDir::new().unwrap();
+        let store = store_with(4096, 1000, 1024);
+        let w = store.open(tmp.path(), "c", 0).unwrap();
+        let tasks: Vec<_> = (0..16)
+            .map(|t| {
+                let sink = w.sink();
+                tokio::spawn(async move {
+                    let stream = if t % 2 == 0 { OUT } else { ERR };
+                    for i in 0..200 {
+                        sink(
+                            stream,
+                            format!("task-{t:02} line-{i:03} {}\n", "y".repeat(i % 50)).as_bytes(),
+                        );
+                        if i % 10 == 0 {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        w.finish();
+        let text = read_text(&store, tmp.path(), LogOptions::default()).await;
+        let mut seen: Vec<Vec<usize>> = vec![Vec::new(); 16];
+        for line in text.lines() {
+            let (task, rest) = line
+                .strip_prefix("task-")
+                .and_then(|l| l.split_once(" line-"))
+                .unwrap_or_else(|| panic!("garbled line {line:?}"));
+            let (i, pad) = rest.split_once(' ').expect("padding");
+            let (t, i): (usize, usize) = (task.parse().unwrap(), i.parse().unwrap());
+            assert_eq!(pad, "y".repeat(i % 50), "line {line:?}");
+            seen[t].push(i);
+        }
+        for (t, lines) in seen.iter().enumerate() {
+            assert_eq!(
+                *lines,
+                (0..200).collect::<Vec<_>>(),
+                "task {t} in order, once each"
+            );
+        }
+        let mut k = 0;
+        while line_path(tmp.path(), 0, k + 1).exists() {
+            k += 1;
+        }
+        for file in 0..=k {
+            for (stream, tag, _) in records(&line_path(tmp.path(), 0, file)) {
+                assert!(stream == "stdout" || stream == "stderr");
+                assert_eq!(tag, "F");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn removing_a_pod_deletes_its_logs_and_ends_followers() {
+        let tmp = TempDir::new().unwrap();
+        let pod = tmp.path().join("ns_web_uid");
+        let store = LogStore::default();
+        let w = store.open(&pod, "c", 0).unwrap();
+        w.write(OUT, b"bye\n");
+        let opts = LogOptions {
+            follow: true,
+            ..Default::default()
+        };
+        let stream = store.read(&pod, "c", opts).unwrap();
+        store.remove_pod(&pod).await.unwrap();
+        assert!(!pod.exists());
+        assert_eq!(collect(stream).await, "bye\n");
+        // Writes after the removal are dropped, not errors or panics.
+        w.write(OUT, b"too late\n");
+        assert!(!pod.exists());
+        store.remove_pod(&pod).await.unwrap();
+    }
 }
