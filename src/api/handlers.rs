@@ -352,6 +352,8 @@ pub async fn create(
     let (mut obj, warnings) = objects::admit(kind, obj, validation)?;
     state.admission.on_create(state, kind, &mut obj).await?;
     if dry_run {
+        // Nothing is stored, so nothing may stay allocated either.
+        state.admission.on_create_failed(state, kind, &obj).await;
         return Ok((obj, warnings));
     }
     let created = state

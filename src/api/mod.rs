@@ -8,6 +8,7 @@
 //! - [`serve`]: listeners, TLS (HTTP/1.1 and HTTP/2), connection limits.
 //! - [`discovery`], [`openapi`]: what kubectl reads before it acts.
 //! - [`handlers`], [`subresources`], [`patch`], [`watch`], [`table`]: the verbs.
+//! - [`podcidr`]: each node's pod address range.
 //! - [`bootstrap`]: what exists from the first start.
 
 pub mod admission;
@@ -23,6 +24,7 @@ pub mod objects;
 pub mod openapi;
 pub mod patch;
 pub mod path;
+pub mod podcidr;
 pub mod protobuf;
 pub mod rbac;
 pub mod registry;
@@ -63,6 +65,10 @@ pub const KUBE_GIT_VERSION: &str = "v1.33.0-wkube";
 pub struct ApiConfig {
     pub service_cidr: admission::Cidr,
     pub node_port_range: (u16, u16),
+    /// The range nodes' pod CIDRs are cut from (`--cluster-cidr`).
+    pub cluster_cidr: admission::Cidr,
+    /// Prefix length of each node's pod CIDR (`--node-cidr-mask-size`).
+    pub node_cidr_mask_size: u8,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
     /// Largest Wasm module a push accepts (read with its own limit, not
@@ -81,6 +87,8 @@ impl Default for ApiConfig {
         ApiConfig {
             service_cidr: admission::Cidr::parse("127.96.0.0/16").expect("valid default CIDR"),
             node_port_range: (30000, 32767),
+            cluster_cidr: admission::Cidr::parse("127.128.0.0/9").expect("valid default CIDR"),
+            node_cidr_mask_size: 18,
             max_body_bytes: 3 * 1024 * 1024,
             max_module_bytes: modules::default_max_module_bytes(),
             max_connections: 10_000,
@@ -97,6 +105,8 @@ pub struct ApiState {
     pub rbac: Arc<RbacCache>,
     pub admission: admission::Admission,
     pub config: ApiConfig,
+    /// The blocks of the cluster range handed to nodes.
+    pub pod_cidrs: podcidr::NodeCidrs,
     pub metrics: metrics::Metrics,
     pub started: Instant,
     /// A handle to this state for background tasks it spawns.
@@ -521,6 +531,8 @@ pub enum StartError {
     Rbac(#[from] crate::store::StoreError),
     #[error("creating the default objects: {0}")]
     Bootstrap(ApiError),
+    #[error("pod CIDRs: {0}")]
+    PodCidrs(String),
 }
 
 /// Build the shared state, create the default objects and start the API
@@ -529,6 +541,9 @@ pub async fn start(
     store: crate::store::Store,
     opts: StartOptions,
 ) -> Result<Arc<ApiState>, StartError> {
+    let pod_cidrs =
+        podcidr::NodeCidrs::new(opts.config.cluster_cidr, opts.config.node_cidr_mask_size)
+            .map_err(StartError::PodCidrs)?;
     let tokens = TokenAuthority::load_or_create(&opts.pki_dir)?;
     let rbac = RbacCache::start(store.clone()).await?;
     let state = Arc::new(ApiState {
@@ -537,6 +552,7 @@ pub async fn start(
         rbac,
         admission: admission::Admission,
         config: opts.config,
+        pod_cidrs,
         metrics: metrics::Metrics::default(),
         started: Instant::now(),
         this: std::sync::OnceLock::new(),

@@ -94,6 +94,15 @@ pub struct ServerArgs {
     #[arg(long, default_value = "30000-32767", value_parser = parse_port_range, value_name = "LO-HI")]
     pub service_node_port_range: (u16, u16),
 
+    /// Range pod IPs come from; each node gets a block of it as its
+    /// `spec.podCIDR` (a loopback range by default).
+    #[arg(long, default_value = "127.128.0.0/9", value_parser = parse_cidr, value_name = "CIDR")]
+    pub cluster_cidr: crate::api::admission::Cidr,
+
+    /// Prefix length of each node's block of --cluster-cidr.
+    #[arg(long, default_value_t = 18, value_name = "BITS")]
+    pub node_cidr_mask_size: u8,
+
     /// Largest API request body, in bytes.
     #[arg(long, default_value_t = crate::api::ApiConfig::default().max_body_bytes)]
     pub max_api_body_bytes: usize,
@@ -199,6 +208,8 @@ impl ServerArgs {
             api: crate::api::ApiConfig {
                 service_cidr: self.service_cidr,
                 node_port_range: self.service_node_port_range,
+                cluster_cidr: self.cluster_cidr,
+                node_cidr_mask_size: self.node_cidr_mask_size,
                 max_body_bytes: self.max_api_body_bytes,
                 max_connections: self.max_api_connections,
                 max_module_bytes: self.max_module_bytes,
