@@ -8,6 +8,8 @@
 //! - [`serve`]: listeners, TLS (HTTP/1.1 and HTTP/2), connection limits.
 //! - [`discovery`], [`openapi`]: what kubectl reads before it acts.
 //! - [`handlers`], [`subresources`], [`patch`], [`watch`], [`table`]: the verbs.
+//! - [`nodeclient`], [`nodeproxy`]: what nodes serve (`pods/log`,
+//!   `pods/proxy`, `nodes/proxy`), forwarded to their agents.
 //! - [`podcidr`]: each node's pod address range.
 //! - [`bootstrap`]: what exists from the first start.
 
@@ -20,6 +22,8 @@ pub mod handlers;
 pub mod kubeconfig;
 pub mod metrics;
 pub mod modules;
+pub mod nodeclient;
+pub mod nodeproxy;
 pub mod objects;
 pub mod openapi;
 pub mod patch;
@@ -69,6 +73,8 @@ pub struct ApiConfig {
     pub cluster_cidr: admission::Cidr,
     /// Prefix length of each node's pod CIDR (`--node-cidr-mask-size`).
     pub node_cidr_mask_size: u8,
+    /// Deadlines and limits of requests to node agents.
+    pub node_client: nodeclient::NodeClientConfig,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
     /// Largest Wasm module a push accepts (read with its own limit, not
@@ -89,6 +95,7 @@ impl Default for ApiConfig {
             node_port_range: (30000, 32767),
             cluster_cidr: admission::Cidr::parse("127.128.0.0/9").expect("valid default CIDR"),
             node_cidr_mask_size: 18,
+            node_client: nodeclient::NodeClientConfig::default(),
             max_body_bytes: 3 * 1024 * 1024,
             max_module_bytes: modules::default_max_module_bytes(),
             max_connections: 10_000,
@@ -107,6 +114,8 @@ pub struct ApiState {
     pub config: ApiConfig,
     /// The blocks of the cluster range handed to nodes.
     pub pod_cidrs: podcidr::NodeCidrs,
+    /// Reaches node agents for logs and proxying.
+    pub nodes: nodeclient::NodeClient,
     pub metrics: metrics::Metrics,
     pub started: Instant,
     /// A handle to this state for background tasks it spawns.
@@ -520,6 +529,10 @@ pub struct StartOptions {
     pub advertise: std::net::Ipv4Addr,
     /// The port the API server listens on (for the `kubernetes` service).
     pub port: u16,
+    /// The client certificate presented to node agents and the CA their
+    /// certificates are checked against; `None` speaks plain HTTP to them
+    /// (`--tls off`).
+    pub kubelet_client_tls: Option<crate::pki::ClientTls>,
 }
 
 /// Why the API server could not start.
@@ -533,6 +546,8 @@ pub enum StartError {
     Bootstrap(ApiError),
     #[error("pod CIDRs: {0}")]
     PodCidrs(String),
+    #[error("client of node agents: {0}")]
+    NodeClient(#[from] nodeclient::NodeClientError),
 }
 
 /// Build the shared state, create the default objects and start the API
@@ -544,6 +559,10 @@ pub async fn start(
     let pod_cidrs =
         podcidr::NodeCidrs::new(opts.config.cluster_cidr, opts.config.node_cidr_mask_size)
             .map_err(StartError::PodCidrs)?;
+    let nodes = nodeclient::NodeClient::new(
+        opts.config.node_client.clone(),
+        opts.kubelet_client_tls.as_ref(),
+    )?;
     let tokens = TokenAuthority::load_or_create(&opts.pki_dir)?;
     let rbac = RbacCache::start(store.clone()).await?;
     let state = Arc::new(ApiState {
@@ -553,6 +572,7 @@ pub async fn start(
         admission: admission::Admission,
         config: opts.config,
         pod_cidrs,
+        nodes,
         metrics: metrics::Metrics::default(),
         started: Instant::now(),
         this: std::sync::OnceLock::new(),

@@ -103,6 +103,16 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = 18, value_name = "BITS")]
     pub node_cidr_mask_size: u8,
 
+    /// Longest a connection to a node agent (TCP and TLS) may take, in
+    /// seconds.
+    #[arg(long, default_value_t = crate::api::nodeclient::NodeClientConfig::default().connect_timeout.as_secs_f64(), value_name = "SECONDS")]
+    pub kubelet_connect_timeout: f64,
+
+    /// Longest a node agent may take to answer (logs, proxied requests)
+    /// before the response starts, in seconds.
+    #[arg(long, default_value_t = crate::api::nodeclient::NodeClientConfig::default().response_header_timeout.as_secs_f64(), value_name = "SECONDS")]
+    pub kubelet_response_timeout: f64,
+
     /// Largest API request body, in bytes.
     #[arg(long, default_value_t = crate::api::ApiConfig::default().max_body_bytes)]
     pub max_api_body_bytes: usize,
@@ -191,6 +201,15 @@ fn parse_store(s: &str) -> Result<StoreSpec, String> {
     }
 }
 
+/// A positive, finite number of seconds, else `default`.
+fn seconds_or(secs: f64, default: Duration) -> Duration {
+    if secs.is_finite() && secs > 0.0 {
+        Duration::from_secs_f64(secs)
+    } else {
+        default
+    }
+}
+
 impl ServerArgs {
     /// The server configuration these flags describe.
     pub fn into_config(self, data_dir: PathBuf) -> ServerConfig {
@@ -210,6 +229,17 @@ impl ServerArgs {
                 node_port_range: self.service_node_port_range,
                 cluster_cidr: self.cluster_cidr,
                 node_cidr_mask_size: self.node_cidr_mask_size,
+                node_client: crate::api::nodeclient::NodeClientConfig {
+                    connect_timeout: seconds_or(
+                        self.kubelet_connect_timeout,
+                        crate::api::nodeclient::NodeClientConfig::default().connect_timeout,
+                    ),
+                    response_header_timeout: seconds_or(
+                        self.kubelet_response_timeout,
+                        crate::api::nodeclient::NodeClientConfig::default().response_header_timeout,
+                    ),
+                    ..Default::default()
+                },
                 max_body_bytes: self.max_api_body_bytes,
                 max_connections: self.max_api_connections,
                 max_module_bytes: self.max_module_bytes,
