@@ -12,6 +12,7 @@
 //! DATA/admin.kubeconfig  kubeconfig of the cluster admin (group system:masters)
 //! DATA/pki/            ca.crt ca.key etcd-server.{crt,key} etcd-client.{crt,key}
 //!                      apiserver.{crt,key} sa.key (token signing key)
+//!                      apiserver-kubelet-client.{crt,key} (towards agents)
 //! ```
 
 use std::fs::{File, OpenOptions};
@@ -249,6 +250,10 @@ pub async fn run(
             pki_dir: pki.dir.clone(),
             advertise,
             port: api_local.port(),
+            kubelet_client_tls: match cfg.tls {
+                TlsMode::Off => None,
+                TlsMode::Auto => Some(pki.kubelet_client_tls().map_err(pki_err)?),
+            },
         },
     )
     .await?;

@@ -1,6 +1,7 @@
 //! Admission: what the API server itself does to objects of some kinds on
-//! their way in and out — Service IP and NodePort allocation, pod service
-//! accounts, namespace termination.
+//! their way in and out — Service IP and NodePort allocation, Node pod CIDR
+//! allocation ([`super::podcidr`]), pod service accounts, namespace
+//! termination.
 
 use std::net::Ipv4Addr;
 
@@ -61,6 +62,12 @@ impl Cidr {
     /// The `i`-th address of the range.
     pub fn nth(&self, i: u32) -> Ipv4Addr {
         Ipv4Addr::from(self.base + i)
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", Ipv4Addr::from(self.base), self.prefix)
     }
 }
 
@@ -132,6 +139,7 @@ impl Admission {
     ) -> Result<(), ApiError> {
         match kind.kind {
             "Service" => self.allocate_service(state, obj).await,
+            "Node" => allocate_pod_cidr(state, obj).await,
             "Pod" => {
                 if obj
                     .pointer("/spec/serviceAccountName")
@@ -147,8 +155,21 @@ impl Admission {
     }
 
     pub async fn on_create_failed(&self, state: &ApiState, kind: &Kind, obj: &Value) {
-        if kind.kind == "Service" {
-            self.release_service(state, obj).await;
+        match kind.kind {
+            "Service" => self.release_service(state, obj).await,
+            "Node" => {
+                // A create that failed because the node exists may have
+                // "claimed" the block that node already holds: keep it then.
+                let name = objects::name_of(obj);
+                let stored = state.registry.try_get(kind, None, name).await;
+                if let Ok(Some(stored)) = stored
+                    && pod_cidrs(&stored) == pod_cidrs(obj)
+                {
+                    return;
+                }
+                release_pod_cidr(state, obj).await;
+            }
+            _ => {}
         }
     }
 
@@ -160,6 +181,9 @@ impl Admission {
         new: &mut Value,
     ) -> Result<(), ApiError> {
         super::modules::gc::before_update(state, kind, old, new);
+        if kind.kind == "Node" {
+            return keep_pod_cidr(state, old, new).await;
+        }
         if kind.kind == "Service" {
             // Allocated addresses stay with the service.
             let old_ip = old.pointer("/spec/clusterIP").cloned();
@@ -261,8 +285,10 @@ impl Admission {
     /// Called after an object is gone from the store.
     pub async fn on_deleted(&self, state: &ApiState, kind: &Kind, obj: &Value) {
         super::modules::gc::after_delete(state, kind, obj);
-        if kind.kind == "Service" {
-            self.release_service(state, obj).await;
+        match kind.kind {
+            "Service" => self.release_service(state, obj).await,
+            "Node" => release_pod_cidr(state, obj).await,
+            _ => {}
         }
     }
 
@@ -431,6 +457,160 @@ impl Admission {
                 release(state, format!("{PORT_ALLOC}{np}")).await;
             }
         }
+    }
+}
+
+/// The pod CIDRs a Node names: `spec.podCIDRs`, or `[spec.podCIDR]` when
+/// only that is set (Kubernetes keeps the two in step; `podCIDR` is the
+/// first of `podCIDRs`).
+fn pod_cidrs(node: &Value) -> Vec<String> {
+    let list: Vec<String> = node
+        .pointer("/spec/podCIDRs")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    let single = node
+        .pointer("/spec/podCIDR")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty());
+    match single {
+        Some(s) if list.first().map(String::as_str) != Some(s) => {
+            let mut out = vec![s.to_string()];
+            out.extend(list.into_iter().skip(1));
+            out
+        }
+        _ => list,
+    }
+}
+
+fn set_pod_cidr(node: &mut Value, cidr: &str) {
+    if !node.get("spec").is_some_and(Value::is_object) {
+        node["spec"] = json!({});
+    }
+    node["spec"]["podCIDR"] = json!(cidr);
+    node["spec"]["podCIDRs"] = json!([cidr]);
+}
+
+fn invalid_node(node: &Value, cause: FieldError) -> ApiError {
+    ApiError::Invalid {
+        group: String::new(),
+        kind: "Node".into(),
+        name: objects::name_of(node).to_string(),
+        causes: vec![cause],
+    }
+}
+
+/// The field a node used to ask for its CIDR, for error messages.
+fn pod_cidr_field(node: &Value) -> &'static str {
+    if node
+        .pointer("/spec/podCIDR")
+        .and_then(Value::as_str)
+        .is_some_and(|s| !s.is_empty())
+    {
+        "spec.podCIDR"
+    } else {
+        "spec.podCIDRs[0]"
+    }
+}
+
+/// Claim the block a node asks for, or the lowest free one, and write it
+/// into `spec.podCIDR` and `spec.podCIDRs`.
+async fn allocate_pod_cidr(state: &ApiState, node: &mut Value) -> Result<(), ApiError> {
+    let requested = pod_cidrs(node);
+    if requested.len() > 1 {
+        return Err(invalid_node(
+            node,
+            FieldError::invalid(
+                "spec.podCIDRs",
+                format!("[{}]", requested.join(" ")),
+                "only one IPv4 pod CIDR per node is supported",
+            ),
+        ));
+    }
+    let name = objects::name_of(node).to_string();
+    let field = pod_cidr_field(node);
+    let requested = requested.into_iter().next();
+    match state
+        .pod_cidrs
+        .allocate(state.registry.store(), &name, requested.as_deref())
+        .await
+    {
+        Ok(cidr) => {
+            set_pod_cidr(node, &cidr.to_string());
+            Ok(())
+        }
+        Err(e) => Err(pod_cidr_error(node, field, requested.as_deref(), e)),
+    }
+}
+
+fn pod_cidr_error(
+    node: &Value,
+    field: &str,
+    requested: Option<&str>,
+    e: super::podcidr::PodCidrError,
+) -> ApiError {
+    use super::podcidr::PodCidrError as E;
+    match e {
+        E::Store(e) => e.into(),
+        E::NotABlock { .. } | E::Taken { .. } => invalid_node(
+            node,
+            FieldError::invalid(field, requested.unwrap_or_default(), e.to_string()),
+        ),
+        E::Exhausted { .. } | E::Contended => invalid_node(
+            node,
+            FieldError {
+                kind: crate::resources::FieldErrorKind::Forbidden,
+                field: "spec.podCIDR".into(),
+                value: None,
+                detail: e.to_string(),
+            },
+        ),
+    }
+}
+
+async fn release_pod_cidr(state: &ApiState, node: &Value) {
+    let name = objects::name_of(node);
+    for cidr in pod_cidrs(node) {
+        if let Ok(cidr) = Cidr::parse(&cidr)
+            && let Err(e) = super::podcidr::release(state.registry.store(), cidr, name).await
+        {
+            tracing::warn!(node = %name, %cidr, error = %e, "releasing pod CIDR");
+        }
+    }
+}
+
+/// Kubernetes lets a node's pod CIDR go from "" to a valid block and never
+/// change afterwards. An update that leaves it out keeps it, as a Service
+/// keeps its ClusterIP.
+async fn keep_pod_cidr(state: &ApiState, old: &Value, new: &mut Value) -> Result<(), ApiError> {
+    let had = pod_cidrs(old);
+    let wants = pod_cidrs(new);
+    match (had.is_empty(), wants.is_empty()) {
+        (true, true) => Ok(()),
+        (true, false) => allocate_pod_cidr(state, new).await,
+        (false, true) => {
+            set_pod_cidr(new, &had[0]);
+            Ok(())
+        }
+        (false, false) if had == wants => {
+            set_pod_cidr(new, &had[0]);
+            Ok(())
+        }
+        (false, false) => Err(invalid_node(
+            new,
+            FieldError {
+                kind: crate::resources::FieldErrorKind::Forbidden,
+                field: "spec.podCIDRs".into(),
+                value: None,
+                detail: "node updates may not change podCIDR except from \"\" to valid".into(),
+            },
+        )),
     }
 }
 

@@ -84,6 +84,9 @@ fn sub_info(
             "TokenRequest",
             vec!["create"],
         ),
+        Subresource::Exec => ("", "v1", "PodExecOptions", vec!["create", "get"]),
+        Subresource::Attach => ("", "v1", "PodAttachOptions", vec!["create", "get"]),
+        Subresource::PortForward => ("", "v1", "PodPortForwardOptions", vec!["create", "get"]),
     }
 }
 
@@ -309,6 +312,45 @@ mod tests {
         let pods = res.iter().find(|r| r["name"] == "pods").unwrap();
         assert_eq!(pods["shortNames"], json!(["po"]));
         assert!(res.iter().any(|r| r["name"] == "pods/log"));
+    }
+
+    #[test]
+    fn node_served_pod_subresources_are_listed_as_in_kubernetes() {
+        let l = resource_list("", "v1").unwrap();
+        let res = l["resources"].as_array().unwrap();
+        let find = |name: &str| {
+            res.iter()
+                .find(|r| r["name"] == name)
+                .unwrap_or_else(|| panic!("{name} missing"))
+        };
+        assert_eq!(find("pods/log")["kind"], "Pod");
+        assert_eq!(find("pods/log")["verbs"], json!(["get"]));
+        assert_eq!(find("pods/proxy")["kind"], "PodProxyOptions");
+        assert_eq!(find("nodes/proxy")["kind"], "NodeProxyOptions");
+        for (name, kind) in [
+            ("pods/exec", "PodExecOptions"),
+            ("pods/attach", "PodAttachOptions"),
+            ("pods/portforward", "PodPortForwardOptions"),
+        ] {
+            assert_eq!(find(name)["kind"], kind);
+            assert_eq!(find(name)["verbs"], json!(["create", "get"]));
+        }
+        let agg = aggregated(true);
+        let pods = agg["items"][0]["versions"][0]["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["resource"] == "pods")
+            .unwrap();
+        let subs: Vec<&str> = pods["subresources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["subresource"].as_str().unwrap())
+            .collect();
+        for want in ["log", "proxy", "exec", "attach", "portforward"] {
+            assert!(subs.contains(&want), "{want} missing from {subs:?}");
+        }
     }
 
     #[test]

@@ -138,10 +138,15 @@ pub async fn dispatch(
     state.authorize(&user, verb, &target).await?;
     let how = wants(&headers);
     if let Some(sub) = target.subresource.clone() {
-        return super::subresources::handle(
-            &state, &user, verb, &target, &sub, &query, &headers, body_bytes, how,
-        )
-        .await;
+        let req = super::subresources::SubRequest {
+            method: &method,
+            raw_query,
+            query: &query,
+            headers: &headers,
+            body: body_bytes,
+            how,
+        };
+        return super::subresources::handle(&state, &user, verb, &target, &sub, req).await;
     }
     let kind = target.kind;
     let ns = target.namespace.as_deref();
@@ -214,6 +219,7 @@ pub async fn dispatch(
             delete_collection(&state, kind, ns, &query, &opts).await?;
             Ok(json_response(StatusCode::OK, &success_status(None)))
         }
+        Verb::Unnamed => Err(ApiError::MethodNotAllowed),
     }
 }
 
@@ -352,6 +358,8 @@ pub async fn create(
     let (mut obj, warnings) = objects::admit(kind, obj, validation)?;
     state.admission.on_create(state, kind, &mut obj).await?;
     if dry_run {
+        // Nothing is stored, so nothing may stay allocated either.
+        state.admission.on_create_failed(state, kind, &obj).await;
         return Ok((obj, warnings));
     }
     let created = state

@@ -8,6 +8,9 @@
 //! - [`serve`]: listeners, TLS (HTTP/1.1 and HTTP/2), connection limits.
 //! - [`discovery`], [`openapi`]: what kubectl reads before it acts.
 //! - [`handlers`], [`subresources`], [`patch`], [`watch`], [`table`]: the verbs.
+//! - [`nodeclient`], [`nodeproxy`]: what nodes serve (`pods/log`,
+//!   `pods/proxy`, `nodes/proxy`), forwarded to their agents.
+//! - [`podcidr`]: each node's pod address range.
 //! - [`bootstrap`]: what exists from the first start.
 
 pub mod admission;
@@ -19,10 +22,13 @@ pub mod handlers;
 pub mod kubeconfig;
 pub mod metrics;
 pub mod modules;
+pub mod nodeclient;
+pub mod nodeproxy;
 pub mod objects;
 pub mod openapi;
 pub mod patch;
 pub mod path;
+pub mod podcidr;
 pub mod protobuf;
 pub mod rbac;
 pub mod registry;
@@ -63,6 +69,12 @@ pub const KUBE_GIT_VERSION: &str = "v1.33.0-wkube";
 pub struct ApiConfig {
     pub service_cidr: admission::Cidr,
     pub node_port_range: (u16, u16),
+    /// The range nodes' pod CIDRs are cut from (`--cluster-cidr`).
+    pub cluster_cidr: admission::Cidr,
+    /// Prefix length of each node's pod CIDR (`--node-cidr-mask-size`).
+    pub node_cidr_mask_size: u8,
+    /// Deadlines and limits of requests to node agents.
+    pub node_client: nodeclient::NodeClientConfig,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
     /// Largest Wasm module a push accepts (read with its own limit, not
@@ -81,6 +93,9 @@ impl Default for ApiConfig {
         ApiConfig {
             service_cidr: admission::Cidr::parse("127.96.0.0/16").expect("valid default CIDR"),
             node_port_range: (30000, 32767),
+            cluster_cidr: admission::Cidr::parse("127.128.0.0/9").expect("valid default CIDR"),
+            node_cidr_mask_size: 18,
+            node_client: nodeclient::NodeClientConfig::default(),
             max_body_bytes: 3 * 1024 * 1024,
             max_module_bytes: modules::default_max_module_bytes(),
             max_connections: 10_000,
@@ -97,6 +112,10 @@ pub struct ApiState {
     pub rbac: Arc<RbacCache>,
     pub admission: admission::Admission,
     pub config: ApiConfig,
+    /// The blocks of the cluster range handed to nodes.
+    pub pod_cidrs: podcidr::NodeCidrs,
+    /// Reaches node agents for logs and proxying.
+    pub nodes: nodeclient::NodeClient,
     pub metrics: metrics::Metrics,
     pub started: Instant,
     /// A handle to this state for background tasks it spawns.
@@ -510,6 +529,10 @@ pub struct StartOptions {
     pub advertise: std::net::Ipv4Addr,
     /// The port the API server listens on (for the `kubernetes` service).
     pub port: u16,
+    /// The client certificate presented to node agents and the CA their
+    /// certificates are checked against; `None` speaks plain HTTP to them
+    /// (`--tls off`).
+    pub kubelet_client_tls: Option<crate::pki::ClientTls>,
 }
 
 /// Why the API server could not start.
@@ -521,6 +544,10 @@ pub enum StartError {
     Rbac(#[from] crate::store::StoreError),
     #[error("creating the default objects: {0}")]
     Bootstrap(ApiError),
+    #[error("pod CIDRs: {0}")]
+    PodCidrs(String),
+    #[error("client of node agents: {0}")]
+    NodeClient(#[from] nodeclient::NodeClientError),
 }
 
 /// Build the shared state, create the default objects and start the API
@@ -529,6 +556,13 @@ pub async fn start(
     store: crate::store::Store,
     opts: StartOptions,
 ) -> Result<Arc<ApiState>, StartError> {
+    let pod_cidrs =
+        podcidr::NodeCidrs::new(opts.config.cluster_cidr, opts.config.node_cidr_mask_size)
+            .map_err(StartError::PodCidrs)?;
+    let nodes = nodeclient::NodeClient::new(
+        opts.config.node_client.clone(),
+        opts.kubelet_client_tls.as_ref(),
+    )?;
     let tokens = TokenAuthority::load_or_create(&opts.pki_dir)?;
     let rbac = RbacCache::start(store.clone()).await?;
     let state = Arc::new(ApiState {
@@ -537,6 +571,8 @@ pub async fn start(
         rbac,
         admission: admission::Admission,
         config: opts.config,
+        pod_cidrs,
+        nodes,
         metrics: metrics::Metrics::default(),
         started: Instant::now(),
         this: std::sync::OnceLock::new(),

@@ -28,6 +28,9 @@ pub enum Verb {
     Patch,
     Delete,
     DeleteCollection,
+    /// A method with no RBAC verb (OPTIONS and the like on a proxy): as in
+    /// Kubernetes, only a rule with the verb `*` allows it.
+    Unnamed,
 }
 
 impl Verb {
@@ -41,6 +44,7 @@ impl Verb {
             Verb::Patch => "patch",
             Verb::Delete => "delete",
             Verb::DeleteCollection => "deletecollection",
+            Verb::Unnamed => "",
         }
     }
 }
@@ -49,6 +53,8 @@ impl Verb {
 /// not resource paths (discovery and the like).
 pub fn parse(path: &str) -> Result<Option<Target>, ApiError> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // A proxied path keeps its trailing slash (`dir/` is not `dir`).
+    let trailing_slash = path.len() > 1 && path.ends_with('/');
     let (group, version, rest) = match segs.as_slice() {
         ["api", v, rest @ ..] if !rest.is_empty() => ("", *v, rest),
         ["apis", g, v, rest @ ..] if !rest.is_empty() => (*g, *v, rest),
@@ -65,7 +71,7 @@ pub fn parse(path: &str) -> Result<Option<Target>, ApiError> {
             if !kind.namespaced {
                 return Err(ApiError::NoRoute);
             }
-            let (name, sub, rest) = split_tail(tail);
+            let (name, sub, rest) = split_tail(tail, trailing_slash);
             Target {
                 kind,
                 namespace: Some(ns.to_string()),
@@ -76,7 +82,7 @@ pub fn parse(path: &str) -> Result<Option<Target>, ApiError> {
         }
         [plural, tail @ ..] => {
             let kind = lookup(plural)?;
-            let (name, sub, rest) = split_tail(tail);
+            let (name, sub, rest) = split_tail(tail, trailing_slash);
             if kind.namespaced && name.is_some() {
                 // A namespaced kind is only reachable by name inside its
                 // namespace.
@@ -100,24 +106,42 @@ pub fn parse(path: &str) -> Result<Option<Target>, ApiError> {
     Ok(Some(t))
 }
 
-fn split_tail(tail: &[&str]) -> (Option<String>, Option<String>, String) {
+fn split_tail(tail: &[&str], trailing_slash: bool) -> (Option<String>, Option<String>, String) {
     match tail {
         [] => (None, None, String::new()),
         [name] => (Some(name.to_string()), None, String::new()),
-        [name, sub, more @ ..] => (
-            Some(name.to_string()),
-            Some(sub.to_string()),
-            if more.is_empty() {
+        [name, sub, more @ ..] => {
+            let mut rest = if more.is_empty() {
                 String::new()
             } else {
                 format!("/{}", more.join("/"))
-            },
-        ),
+            };
+            if trailing_slash {
+                rest.push('/');
+            }
+            (Some(name.to_string()), Some(sub.to_string()), rest)
+        }
     }
+}
+
+/// Subresources that are connections rather than objects: every method
+/// reaches them, with the verb Kubernetes derives from it.
+fn is_connection(sub: Option<&str>) -> bool {
+    matches!(sub, Some("proxy" | "exec" | "attach" | "portforward"))
 }
 
 /// The verb of a request on a target.
 pub fn verb(method: &Method, target: &Target, watch: bool) -> Result<Verb, ApiError> {
+    if target.name.is_some() && is_connection(target.subresource.as_deref()) {
+        return Ok(match *method {
+            Method::GET | Method::HEAD => Verb::Get,
+            Method::POST => Verb::Create,
+            Method::PUT => Verb::Update,
+            Method::PATCH => Verb::Patch,
+            Method::DELETE => Verb::Delete,
+            _ => Verb::Unnamed,
+        });
+    }
     Ok(match (method, target.name.is_some()) {
         (&Method::GET, false) if watch => Verb::Watch,
         (&Method::GET, false) => Verb::List,
@@ -172,6 +196,48 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(t.rest, "/a/b");
+    }
+
+    #[test]
+    fn pod_proxy_paths_keep_the_port_and_the_trailing_slash() {
+        let t = parse("/api/v1/namespaces/default/pods/p:8080/proxy/x/y/")
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.name.as_deref(), Some("p:8080"));
+        assert_eq!(t.subresource.as_deref(), Some("proxy"));
+        assert_eq!(t.rest, "/x/y/");
+        let t = parse("/api/v1/namespaces/default/pods/p/proxy/")
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.rest, "/");
+        let t = parse("/api/v1/namespaces/default/pods/p/proxy")
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.rest, "");
+        let t = parse("/api/v1/nodes/n1/proxy/healthz").unwrap().unwrap();
+        assert_eq!(t.kind.plural, "nodes");
+        assert_eq!(t.rest, "/healthz");
+    }
+
+    #[test]
+    fn every_method_reaches_a_proxy_with_kubernetes_verbs() {
+        let t = parse("/api/v1/namespaces/d/pods/p/proxy/x")
+            .unwrap()
+            .unwrap();
+        for (m, v) in [
+            (Method::GET, Verb::Get),
+            (Method::HEAD, Verb::Get),
+            (Method::POST, Verb::Create),
+            (Method::PUT, Verb::Update),
+            (Method::PATCH, Verb::Patch),
+            (Method::DELETE, Verb::Delete),
+            (Method::OPTIONS, Verb::Unnamed),
+        ] {
+            assert_eq!(verb(&m, &t, false).unwrap(), v, "{m}");
+        }
+        let exec = parse("/api/v1/namespaces/d/pods/p/exec").unwrap().unwrap();
+        assert_eq!(verb(&Method::GET, &exec, false).unwrap(), Verb::Get);
+        assert_eq!(verb(&Method::POST, &exec, false).unwrap(), Verb::Create);
     }
 
     #[test]

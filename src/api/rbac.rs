@@ -291,6 +291,9 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
             &[
                 "pods",
                 "pods/proxy",
+                "pods/exec",
+                "pods/attach",
+                "pods/portforward",
                 "pods/binding",
                 "services",
                 "services/proxy",
@@ -304,7 +307,20 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
             ],
             WRITE,
         ),
-        rule(&[""], &["secrets"], READ),
+        // Reading through a proxy or a stream reaches into the workload:
+        // `edit` may, `view` may not (as in Kubernetes).
+        rule(
+            &[""],
+            &[
+                "secrets",
+                "pods/proxy",
+                "pods/exec",
+                "pods/attach",
+                "pods/portforward",
+                "services/proxy",
+            ],
+            READ,
+        ),
         rule(&[""], &["serviceaccounts/token"], &["create"]),
         rule(&["apps"], &apps, WRITE),
         rule(&["batch"], &batch, WRITE),

@@ -68,6 +68,9 @@ pub enum ApiError {
     Timeout { message: String },
     #[error("Internal error occurred: {message}")]
     Internal { message: String },
+    /// An error a node agent answered with, passed on with its code.
+    #[error("{message}")]
+    FromNode { code: StatusCode, message: String },
 }
 
 impl ApiError {
@@ -100,6 +103,7 @@ impl ApiError {
             ApiError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::FromNode { code, .. } => *code,
         }
     }
 
@@ -121,6 +125,7 @@ impl ApiError {
             ApiError::TooManyRequests => "TooManyRequests",
             ApiError::Timeout { .. } => "Timeout",
             ApiError::Internal { .. } => "InternalError",
+            ApiError::FromNode { code, .. } => reason_of(*code),
         }
     }
 
@@ -177,6 +182,29 @@ impl ApiError {
             status["details"] = d;
         }
         status
+    }
+}
+
+/// The `reason` Kubernetes gives a status code it did not produce itself
+/// (its `NewGenericServerResponse`); "" is `StatusReasonUnknown`.
+fn reason_of(code: StatusCode) -> &'static str {
+    match code.as_u16() {
+        400 => "BadRequest",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "NotFound",
+        405 => "MethodNotAllowed",
+        406 => "NotAcceptable",
+        409 => "Conflict",
+        410 => "Expired",
+        413 => "RequestEntityTooLarge",
+        415 => "UnsupportedMediaType",
+        422 => "Invalid",
+        429 => "TooManyRequests",
+        500 => "InternalError",
+        503 => "ServiceUnavailable",
+        504 => "Timeout",
+        _ => "",
     }
 }
 

@@ -1,9 +1,10 @@
 //! Subresources: status, scale, binding, serviceaccounts/token, and the
-//! node-served ones (log, proxy) that answer 503 until a kubelet serves them.
+//! node-served ones (log, proxy; exec, attach and portforward, which Wasm
+//! pods do not have) that [`super::nodeproxy`] serves.
 
 use std::time::Duration;
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -24,6 +25,9 @@ fn sub_of(kind: &Kind, name: &str) -> Result<Subresource, ApiError> {
         "log" => Subresource::Log,
         "proxy" => Subresource::Proxy,
         "token" => Subresource::Token,
+        "exec" => Subresource::Exec,
+        "attach" => Subresource::Attach,
+        "portforward" => Subresource::PortForward,
         _ => return Err(ApiError::NoRoute),
     };
     if kind.has_subresource(sub) {
@@ -33,19 +37,34 @@ fn sub_of(kind: &Kind, name: &str) -> Result<Subresource, ApiError> {
     }
 }
 
+/// What a subresource request carries besides its target and verb.
+pub struct SubRequest<'a> {
+    pub method: &'a Method,
+    /// The query as sent, for requests passed on to a node.
+    pub raw_query: Option<&'a str>,
+    pub query: &'a Query,
+    pub headers: &'a HeaderMap,
+    pub body: Bytes,
+    pub how: Wants,
+}
+
 /// Serve a subresource request.
-#[allow(clippy::too_many_arguments)] // mirrors the REST verb's inputs
 pub async fn handle(
     state: &ApiState,
-    _user: &UserInfo,
+    user: &UserInfo,
     verb: Verb,
     target: &Target,
     sub: &str,
-    query: &Query,
-    headers: &HeaderMap,
-    raw: Bytes,
-    _how: Wants,
+    req: SubRequest<'_>,
 ) -> Result<Response, ApiError> {
+    let SubRequest {
+        method,
+        raw_query,
+        query,
+        headers,
+        body: raw,
+        how: _,
+    } = req;
     let kind = target.kind;
     let ns = target.namespace.as_deref();
     let name = target.name.as_deref().unwrap_or_default();
@@ -155,33 +174,37 @@ pub async fn handle(
             let resp = token_request(state, ns.unwrap_or_default(), name, req).await?;
             Ok(json_response(StatusCode::CREATED, &resp))
         }
-        (Subresource::Log | Subresource::Proxy, _) => {
-            Err(node_unreachable(state, kind, ns, name).await)
+        (Subresource::Log, Verb::Get) => {
+            super::nodeproxy::pod_log(state, ns.unwrap_or_default(), name, query).await
+        }
+        (Subresource::Proxy, _) if matches!(kind.kind, "Pod" | "Node") => {
+            let forward = super::nodeproxy::Forward {
+                method: method.clone(),
+                rest: &target.rest,
+                raw_query,
+                headers,
+                body: raw,
+            };
+            match ns {
+                Some(ns) => super::nodeproxy::pod_proxy(state, ns, name, forward).await,
+                None => super::nodeproxy::node_proxy(state, name, forward).await,
+            }
+        }
+        (Subresource::Proxy, _) => Err(ApiError::ServiceUnavailable {
+            message: format!(
+                "proxying to {} is not supported yet",
+                kind.qualified_plural()
+            ),
+        }),
+        (sub @ (Subresource::Exec | Subresource::Attach | Subresource::PortForward), _) => {
+            // Kubernetes asks for `create` on these however the client
+            // connects (a websocket upgrade is a GET).
+            if verb != Verb::Create {
+                state.authorize(user, Verb::Create, target).await?;
+            }
+            Err(super::nodeproxy::not_for_wasm(state, ns.unwrap_or_default(), name, sub).await)
         }
         _ => Err(ApiError::MethodNotAllowed),
-    }
-}
-
-async fn node_unreachable(state: &ApiState, kind: &Kind, ns: Option<&str>, name: &str) -> ApiError {
-    let node = state
-        .registry
-        .try_get(kind, ns, name)
-        .await
-        .ok()
-        .flatten()
-        .and_then(|o| {
-            o.pointer("/spec/nodeName")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        });
-    ApiError::ServiceUnavailable {
-        message: match node {
-            Some(n) => format!(
-                "the kubelet of node {n:?} cannot be reached to serve {} {name:?}",
-                kind.singular
-            ),
-            None => format!("{} {name:?} is not running on any node yet", kind.singular),
-        },
     }
 }
 

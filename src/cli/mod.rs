@@ -95,6 +95,25 @@ pub struct ServerArgs {
     #[arg(long, default_value = "30000-32767", value_parser = parse_port_range, value_name = "LO-HI")]
     pub service_node_port_range: (u16, u16),
 
+    /// Range pod IPs come from; each node gets a block of it as its
+    /// `spec.podCIDR` (a loopback range by default).
+    #[arg(long, default_value = "127.128.0.0/9", value_parser = parse_cidr, value_name = "CIDR")]
+    pub cluster_cidr: crate::api::admission::Cidr,
+
+    /// Prefix length of each node's block of --cluster-cidr.
+    #[arg(long, default_value_t = 18, value_name = "BITS")]
+    pub node_cidr_mask_size: u8,
+
+    /// Longest a connection to a node agent (TCP and TLS) may take, in
+    /// seconds.
+    #[arg(long, default_value_t = crate::api::nodeclient::NodeClientConfig::default().connect_timeout.as_secs_f64(), value_name = "SECONDS")]
+    pub kubelet_connect_timeout: f64,
+
+    /// Longest a node agent may take to answer (logs, proxied requests)
+    /// before the response starts, in seconds.
+    #[arg(long, default_value_t = crate::api::nodeclient::NodeClientConfig::default().response_header_timeout.as_secs_f64(), value_name = "SECONDS")]
+    pub kubelet_response_timeout: f64,
+
     /// Largest API request body, in bytes.
     #[arg(long, default_value_t = crate::api::ApiConfig::default().max_body_bytes)]
     pub max_api_body_bytes: usize,
@@ -190,6 +209,15 @@ fn parse_store(s: &str) -> Result<StoreSpec, String> {
     }
 }
 
+/// A positive, finite number of seconds, else `default`.
+fn seconds_or(secs: f64, default: Duration) -> Duration {
+    if secs.is_finite() && secs > 0.0 {
+        Duration::from_secs_f64(secs)
+    } else {
+        default
+    }
+}
+
 impl ServerArgs {
     /// The server configuration these flags describe.
     pub fn into_config(self, data_dir: PathBuf) -> ServerConfig {
@@ -206,6 +234,19 @@ impl ServerArgs {
             api: crate::api::ApiConfig {
                 service_cidr: self.service_cidr,
                 node_port_range: self.service_node_port_range,
+                cluster_cidr: self.cluster_cidr,
+                node_cidr_mask_size: self.node_cidr_mask_size,
+                node_client: crate::api::nodeclient::NodeClientConfig {
+                    connect_timeout: seconds_or(
+                        self.kubelet_connect_timeout,
+                        crate::api::nodeclient::NodeClientConfig::default().connect_timeout,
+                    ),
+                    response_header_timeout: seconds_or(
+                        self.kubelet_response_timeout,
+                        crate::api::nodeclient::NodeClientConfig::default().response_header_timeout,
+                    ),
+                    ..Default::default()
+                },
                 max_body_bytes: self.max_api_body_bytes,
                 max_connections: self.max_api_connections,
                 max_module_bytes: self.max_module_bytes,

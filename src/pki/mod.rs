@@ -27,6 +27,8 @@ const CA_CERT: &str = "ca.crt";
 const CA_KEY: &str = "ca.key";
 const ETCD_SERVER: &str = "etcd-server";
 const ETCD_CLIENT: &str = "etcd-client";
+/// The API server's client certificate towards node agents.
+pub const KUBELET_CLIENT: &str = "apiserver-kubelet-client";
 
 const CA_COMMON_NAME: &str = "wkube-ca";
 const ADMIN_COMMON_NAME: &str = "wkube-admin";
@@ -128,6 +130,25 @@ impl fmt::Debug for ServerTls {
     }
 }
 
+/// TLS material for a client: its certificate and key, and the CA that
+/// servers' certificates must chain to.
+#[derive(Clone)]
+pub struct ClientTls {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub ca_pem: String,
+}
+
+impl fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"<redacted>")
+            .field("ca_pem", &self.ca_pem)
+            .finish()
+    }
+}
+
 /// The cluster CA, loaded from (or created in) `DATA/pki`.
 pub struct ClusterPki {
     /// `DATA/pki`.
@@ -193,6 +214,18 @@ impl ClusterPki {
             },
         )?;
         Ok(pki)
+    }
+
+    /// Load the CA of `DATA/pki` (creating it if missing) without touching
+    /// any leaf: for components that only issue certificates, and for
+    /// tests that act as nodes of a running server.
+    ///
+    /// # Errors
+    /// As [`ClusterPki::load_or_create`].
+    pub fn open(data_dir: &Path) -> Result<ClusterPki, PkiError> {
+        let dir = data_dir.join("pki");
+        create_private_dir(&dir)?;
+        Self::load_or_create_ca(dir)
     }
 
     fn load_or_create_ca(dir: PathBuf) -> Result<ClusterPki, PkiError> {
@@ -377,6 +410,32 @@ impl ClusterPki {
             cert_pem: read(&self.path("apiserver.crt"))?,
             key_pem: read(&self.path("apiserver.key"))?,
             client_ca_pem: Some(self.ca_cert_pem.clone()),
+        })
+    }
+
+    /// The API server's client certificate towards node agents:
+    /// `apiserver-kubelet-client.crt`/`.key` (CN `wkube-apiserver`, O
+    /// `system:masters`, client usage), created on first use and reissued
+    /// near expiry, with the CA that agents' serving certificates must
+    /// chain to.
+    ///
+    /// # Errors
+    /// Key generation or file failures.
+    pub fn kubelet_client_tls(&self) -> Result<ClientTls, PkiError> {
+        let spec = CertSpec {
+            common_name: "wkube-apiserver".into(),
+            organizations: vec![ADMIN_GROUP.into()],
+            dns_names: Vec::new(),
+            ips: Vec::new(),
+            server: false,
+            client: true,
+            validity: LEAF_VALIDITY,
+        };
+        self.ensure_leaf(KUBELET_CLIENT, &spec)?;
+        Ok(ClientTls {
+            cert_pem: read(&self.path(&format!("{KUBELET_CLIENT}.crt")))?,
+            key_pem: read(&self.path(&format!("{KUBELET_CLIENT}.key")))?,
+            ca_pem: self.ca_cert_pem.clone(),
         })
     }
 
@@ -666,6 +725,25 @@ mod tests {
         Issuer::from_ca_cert_pem(&issued.cert_pem, key).unwrap();
         // The chain itself is checked by a real TLS handshake in the etcd
         // endpoint's tests (`tls_requires_a_client_cert_from_the_cluster_ca`).
+    }
+
+    #[test]
+    fn the_kubelet_client_cert_is_made_once_and_reused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pki = ClusterPki::load_or_create(tmp.path(), &[]).unwrap();
+        let first = pki.kubelet_client_tls().unwrap();
+        assert_eq!(first.ca_pem, pki.ca_cert_pem());
+        let again = ClusterPki::open(tmp.path())
+            .unwrap()
+            .kubelet_client_tls()
+            .unwrap();
+        assert_eq!(first.cert_pem, again.cert_pem);
+        assert!(pki.path("apiserver-kubelet-client.key").exists());
+        let (_, cert) = x509_parser::pem::parse_x509_pem(first.cert_pem.as_bytes()).unwrap();
+        let cert = cert.parse_x509().unwrap();
+        let subject = cert.subject().to_string();
+        assert!(subject.contains("CN=wkube-apiserver"), "{subject}");
+        assert!(subject.contains("O=system:masters"), "{subject}");
     }
 
     #[test]

@@ -29,6 +29,13 @@ pub enum Subresource {
     Log,
     Proxy,
     Token,
+    /// Running a command in a container: refused for Wasm pods, listed so
+    /// clients and RBAC see it as in Kubernetes.
+    Exec,
+    /// Attaching to a container's terminal: refused likewise.
+    Attach,
+    /// Forwarding a local port into a pod: refused likewise.
+    PortForward,
 }
 
 impl Subresource {
@@ -40,6 +47,9 @@ impl Subresource {
             Subresource::Log => "log",
             Subresource::Proxy => "proxy",
             Subresource::Token => "token",
+            Subresource::Exec => "exec",
+            Subresource::Attach => "attach",
+            Subresource::PortForward => "portforward",
         }
     }
 }
@@ -171,7 +181,7 @@ pub static KINDS: &[Kind] = &[
     kind!(core::v1::Node, plural: "nodes", singular: "node", namespaced: false,
           short: ["no"], categories: [], sub: [Status, Proxy]),
     kind!(core::v1::Pod, plural: "pods", singular: "pod", namespaced: true,
-          short: ["po"], categories: ["all"], sub: [Status, Binding, Log, Proxy]),
+          short: ["po"], categories: ["all"], sub: [Status, Binding, Log, Proxy, Exec, Attach, PortForward]),
     kind!(core::v1::Service, plural: "services", singular: "service", namespaced: true,
           short: ["svc"], categories: ["all"], sub: [Status, Proxy]),
     kind!(core::v1::Endpoints, plural: "endpoints", singular: "endpoints", namespaced: true,

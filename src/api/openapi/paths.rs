@@ -623,6 +623,7 @@ fn add_subresource(
                     query("limitBytes", "integer", "Most bytes of log to return."),
                     query("previous", "boolean", "Read the log of the previous, terminated run of the container."),
                     query("sinceSeconds", "integer", "Only lines newer than this many seconds."),
+                    query("sinceTime", "string", "Only lines written at or after this RFC 3339 time."),
                     query("tailLines", "integer", "Only this many lines from the end of the log."),
                     query("timestamps", "boolean", "Prefix every line with its RFC 3339 timestamp."),
                 ])
@@ -630,9 +631,10 @@ fn add_subresource(
                 .done();
             insert(paths, path, item_params.to_vec(), vec![("get", op)]);
         }
-        // Proxying is a connection, not a document; kubectl reads nothing
-        // about it from OpenAPI.
-        Subresource::Proxy => {}
+        // Proxying and streaming are connections, not documents; kubectl
+        // reads nothing about them from OpenAPI.
+        Subresource::Proxy | Subresource::Exec | Subresource::Attach | Subresource::PortForward => {
+        }
     }
 }
 
