@@ -208,6 +208,9 @@ pub async fn spawn_wkube(bin: &Path, extra: &[&str], timeout: Duration) -> Resul
         .args(["--etcd-listen", "127.0.0.1:0", "--tls", "off"])
         // The Kubernetes API on a free port too, so runs never collide.
         .args(["--listen", "127.0.0.1:0"])
+        // A local node's agent on a free port too (benchmarks that do not
+        // want it pass `--no-agent` through `extra`).
+        .args(agent_args(extra))
         .args(extra);
     let mut proc = ChildGuard::spawn("wkube server", cmd, &dir.path().join("wkube.log"))?;
     let endpoint_file = data.join("etcd.endpoint");
@@ -296,4 +299,16 @@ pub fn disk_write_bytes(pid: u32) -> Option<u64> {
         .trim()
         .parse()
         .ok()
+}
+
+/// `--agent-listen 127.0.0.1:0` unless `extra` configures the agent itself.
+fn agent_args(extra: &[&str]) -> Vec<&'static str> {
+    if extra
+        .iter()
+        .any(|a| a.starts_with("--no-agent") || a.starts_with("--agent-listen"))
+    {
+        Vec::new()
+    } else {
+        vec!["--agent-listen", "127.0.0.1:0"]
+    }
 }

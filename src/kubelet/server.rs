@@ -212,7 +212,16 @@ async fn container_logs(
             .iter()
             .chain(r.main.iter())
             .find(|c| c.name == container)
-            .map(|c| c.restart_count)
+            .map(|c| {
+                // A container waiting to restart shows its last run's log,
+                // as Kubernetes does during a crash loop.
+                let waiting = matches!(c.state, super::status::State::Waiting { .. });
+                if waiting && c.restart_count > 0 {
+                    c.restart_count - 1
+                } else {
+                    c.restart_count
+                }
+            })
     });
     let Some(attempt) = attempt else {
         return plain(

@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 /// Stock etcdctl from Debian's `etcd-client` package.
 pub const ETCDCTL: &str = "/usr/bin/etcdctl";
 
+/// Name of the node the test server runs (unless a test names another).
+pub const TEST_NODE: &str = "node-1";
+
 /// Upper bound for any single command a test runs.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -128,6 +131,17 @@ impl TestServer {
                 .and_then(|(_, p)| p.parse::<u16>().ok())
                 .unwrap_or(0);
             cmd.args(["--listen", &format!("127.0.0.1:{port}")]);
+        }
+        // The local node: a known name, and an agent port of its own (the
+        // default 10250 would collide between concurrent test servers).
+        let has = |flag: &str| self.extra_args.iter().any(|a| a.starts_with(flag));
+        if !has("--no-agent") {
+            if !has("--agent-listen") {
+                cmd.args(["--agent-listen", "127.0.0.1:0"]);
+            }
+            if !has("--node-name") {
+                cmd.args(["--node-name", TEST_NODE]);
+            }
         }
         cmd.args(&self.extra_args);
         cmd.env("RUST_LOG", "info");
@@ -708,5 +722,26 @@ pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
             return false;
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `guest-examples/out/<name>.wasm`, building the examples once per test
+/// process (the script is idempotent and quick when they are built).
+pub fn guest(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let out = BUILT.get_or_init(|| {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("guest-examples");
+        let status = Command::new(root.join("build.sh"))
+            .stdout(Stdio::null())
+            .status()
+            .map_err(|e| format!("running guest-examples/build.sh: {e}"))?;
+        if !status.success() {
+            return Err(format!("guest-examples/build.sh failed: {status}"));
+        }
+        Ok(root.join("out"))
+    });
+    match out {
+        Ok(dir) => dir.join(format!("{name}.wasm")),
+        Err(e) => panic!("guest examples unavailable (need the wasm32-wasip1/2 targets): {e}"),
     }
 }
