@@ -319,16 +319,23 @@ pub async fn run(
     let kubelet = match agent {
         Some(((client, ca, agent_tls), kcfg)) => {
             let stop = stopped(stop_rx.clone());
-            Some(tokio::spawn(crate::kubelet::run(
-                kcfg, client, ca, agent_tls, stop,
-            )))
+            Some(tokio::spawn(async move {
+                let r = crate::kubelet::run(kcfg, client, ca, agent_tls, stop).await;
+                if let Err(e) = &r {
+                    // The control plane keeps serving; only this node is
+                    // missing (e.g. its agent port is taken).
+                    tracing::error!(error = %e, "the local node agent stopped");
+                    eprintln!("error: the local node agent stopped: {e}");
+                }
+                r
+            }))
         }
         None => None,
     };
     let (etcd_result, api_result) = tokio::join!(etcd, api);
     if let Some(k) = kubelet {
         match k.await {
-            Ok(Err(e)) => tracing::error!(error = %e, "the local kubelet failed"),
+            Ok(Err(_)) => {}
             Err(e) => tracing::error!(error = %e, "the local kubelet panicked"),
             Ok(Ok(())) => {}
         }

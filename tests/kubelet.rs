@@ -28,6 +28,7 @@ fn server() -> &'static TestServer {
 
 fn fast_server() -> common::TestServerBuilder {
     TestServer::builder()
+        .with_node()
         .arg("--backoff-initial=0.2")
         .arg("--backoff-max=1")
         .arg("--lease-renew-interval=1")

@@ -26,9 +26,7 @@ const LINE: Duration = Duration::from_secs(15);
 fn server() -> &'static TestServer {
     static SERVER: OnceLock<TestServer> = OnceLock::new();
     SERVER.get_or_init(|| {
-        // No local node: these tests count the pod CIDRs handed out.
         TestServer::builder()
-            .arg("--no-agent")
             .arg("--cluster-cidr=127.128.0.0/13")
             .arg("--node-cidr-mask-size=18")
             .start_for_process()
@@ -796,7 +794,7 @@ fn curl(server: &TestServer, token: &str, method: &str, path: &str, body: &str) 
 
 #[test]
 fn with_tls_off_the_agent_is_reached_over_plain_http() {
-    let server = TestServer::builder().tls(false).arg("--no-agent").start();
+    let server = TestServer::builder().tls(false).start();
     let agent = FakeAgent::start(&server, false);
     let token = server
         .wkube(&[

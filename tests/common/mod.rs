@@ -27,6 +27,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Builds a [`TestServer`].
 pub struct TestServerBuilder {
     tls: bool,
+    /// Run the local node (kubelet); off by default so store and API tests
+    /// see only their own writes.
+    node: bool,
     extra_args: Vec<String>,
     outlives_drop: bool,
 }
@@ -35,6 +38,12 @@ impl TestServerBuilder {
     /// TLS with client certificates (the default) or plaintext (`--tls off`).
     pub fn tls(mut self, on: bool) -> Self {
         self.tls = on;
+        self
+    }
+
+    /// Runs the server's local node (`node-1`, agent on a free port).
+    pub fn with_node(mut self) -> Self {
+        self.node = true;
         self
     }
 
@@ -66,6 +75,7 @@ impl TestServerBuilder {
             log: root.path().join("server.log"),
             root,
             tls: self.tls,
+            node: self.node,
             extra_args: self.extra_args,
             outlives_drop: self.outlives_drop,
             child: None,
@@ -86,6 +96,7 @@ pub struct TestServer {
     /// stdout and stderr of every start, appended.
     pub log: PathBuf,
     tls: bool,
+    node: bool,
     extra_args: Vec<String>,
     /// Runs under the reaper shell of [`TestServerBuilder::start_for_process`].
     outlives_drop: bool,
@@ -101,6 +112,7 @@ impl TestServer {
     pub fn builder() -> TestServerBuilder {
         TestServerBuilder {
             tls: true,
+            node: false,
             extra_args: Vec::new(),
             outlives_drop: false,
         }
@@ -135,7 +147,9 @@ impl TestServer {
         // The local node: a known name, and an agent port of its own (the
         // default 10250 would collide between concurrent test servers).
         let has = |flag: &str| self.extra_args.iter().any(|a| a.starts_with(flag));
-        if !has("--no-agent") {
+        if !self.node {
+            cmd.arg("--no-agent");
+        } else {
             if !has("--agent-listen") {
                 cmd.args(["--agent-listen", "127.0.0.1:0"]);
             }
