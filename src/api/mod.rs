@@ -22,6 +22,7 @@ pub mod handlers;
 pub mod kubeconfig;
 pub mod metrics;
 pub mod modules;
+pub mod nodeauthz;
 pub mod nodeclient;
 pub mod nodeproxy;
 pub mod objects;
@@ -139,6 +140,16 @@ impl ApiState {
             name: target.name.clone().unwrap_or_default(),
             path: None,
         };
+        if let Some(node) = nodeauthz::node_of(user)
+            && let nodeauthz::Decision::Deny(why) = nodeauthz::decide(self, node, &a).await
+        {
+            return Err(ApiError::Forbidden {
+                message: format!("{}: {why}", rbac::forbidden_message(user, &a)),
+                kind: a.resource.clone(),
+                name: a.name.clone(),
+                group: a.group.clone(),
+            });
+        }
         self.check(user, &a)
     }
 
