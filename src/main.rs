@@ -37,6 +37,15 @@ async fn main() -> ExitCode {
             }
         }
         Command::Kv(args) => wkube::cli::kv::run(args, &data_dir).await,
+        Command::Agent(args) => {
+            match wkube::cli::agent::run(args, data_dir, wkube::server::shutdown_signal()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("Error: {:#}", anyhow::Error::from(e));
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Push(args) => wkube::cli::push::run(args, &data_dir).await,
         Command::Token(args) => wkube::cli::token::run_token(args, &data_dir),
         Command::Kubeconfig(args) => wkube::cli::token::run_kubeconfig(args, &data_dir),

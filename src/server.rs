@@ -86,6 +86,8 @@ pub struct ServerConfig {
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    #[error("cannot set up node joining")]
+    Join(#[from] crate::api::join::JoinError),
     #[error("cannot set up the local node agent: {message}")]
     Agent { message: String },
     #[error("cannot create data directory {path}")]
@@ -243,6 +245,7 @@ pub async fn run(
         IpAddr::V4(ip) if !ip.is_unspecified() => ip,
         _ => Ipv4Addr::LOCALHOST,
     });
+    let (joiner, _token) = crate::api::join::Joiner::load_or_create(&data_dir)?;
     let api_state = crate::api::start(
         store.clone(),
         crate::api::StartOptions {
@@ -250,6 +253,7 @@ pub async fn run(
             pki_dir: pki.dir.clone(),
             advertise,
             port: api_local.port(),
+            joiner: Some(joiner),
             kubelet_client_tls: match cfg.tls {
                 TlsMode::Off => None,
                 TlsMode::Auto => Some(pki.kubelet_client_tls().map_err(pki_err)?),
@@ -279,6 +283,12 @@ pub async fn run(
     println!("Use it with kubectl:");
     println!("  export KUBECONFIG={}", kubeconfig_path.display());
     println!("  kubectl get namespaces");
+    println!();
+    println!("Join more nodes with:");
+    println!(
+        "  wkube agent --server {api_url} --token $(cat {})",
+        data_dir.join(crate::api::join::JOIN_TOKEN_FILE).display()
+    );
 
     let member = Member {
         name: cfg.member_name.clone(),

@@ -19,6 +19,7 @@ pub mod body;
 pub mod bootstrap;
 pub mod discovery;
 pub mod handlers;
+pub mod join;
 pub mod kubeconfig;
 pub mod metrics;
 pub mod modules;
@@ -118,6 +119,8 @@ pub struct ApiState {
     /// Reaches node agents for logs and proxying.
     pub nodes: nodeclient::NodeClient,
     pub metrics: metrics::Metrics,
+    /// Issues node credentials for the join token (`None`: joining off).
+    pub joiner: Option<join::Joiner>,
     pub started: Instant,
     /// A handle to this state for background tasks it spawns.
     pub this: std::sync::OnceLock<std::sync::Weak<ApiState>>,
@@ -294,6 +297,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         // Module pushes are read with their own, larger body limit.
         .route(modules::PUSH_ROUTE, axum::routing::any(modules::push))
         .route(modules::BLOB_ROUTE, axum::routing::any(modules::blob))
+        .route(join::CACERTS_ROUTE, axum::routing::get(join::cacerts))
+        .route(join::JOIN_ROUTE, axum::routing::post(join::join))
         .fallback(resource)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -345,7 +350,9 @@ fn is_public(path: &str) -> bool {
     matches!(
         path,
         "/version" | "/version/" | "/healthz" | "/livez" | "/readyz"
-    )
+    ) || path == join::CACERTS_ROUTE
+        // The join request carries its own secret, checked by its handler.
+        || path == join::JOIN_ROUTE
 }
 
 /// The caller's identity, attached to every request.
@@ -544,6 +551,8 @@ pub struct StartOptions {
     /// certificates are checked against; `None` speaks plain HTTP to them
     /// (`--tls off`).
     pub kubelet_client_tls: Option<crate::pki::ClientTls>,
+    /// Node joining (`wkube agent --token`); `None` turns it off.
+    pub joiner: Option<join::Joiner>,
 }
 
 /// Why the API server could not start.
@@ -585,6 +594,7 @@ pub async fn start(
         pod_cidrs,
         nodes,
         metrics: metrics::Metrics::default(),
+        joiner: opts.joiner,
         started: Instant::now(),
         this: std::sync::OnceLock::new(),
     });

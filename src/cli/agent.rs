@@ -118,3 +118,190 @@ impl NodeArgs {
         cfg
     }
 }
+
+/// `wkube agent`: one more node of a cluster.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The API server, e.g. https://10.0.0.1:6443.
+    #[arg(long, value_name = "URL")]
+    pub server: String,
+
+    /// The join token the server wrote to DATA/join-token (needed for the
+    /// first start only; the node credential is kept in DATA/agent).
+    #[arg(long, env = "WKUBE_JOIN_TOKEN", value_name = "TOKEN")]
+    pub token: Option<String>,
+
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+/// Why an agent could not join or start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(
+        "this node has no credential yet: pass --token with the join token the server wrote to DATA/join-token"
+    )]
+    NoToken,
+    #[error("the join token is malformed: expected K10<hash>::<id>.<secret>")]
+    BadToken,
+    #[error("cannot reach the server at {url}: {message}")]
+    Unreachable { url: String, message: String },
+    #[error(
+        "the server's CA does not match the join token (hash {actual}); refusing to trust it — is --server the right cluster?"
+    )]
+    CaMismatch { actual: String },
+    #[error("the server refused to join this node: {0}")]
+    Refused(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Client(#[from] crate::client::ClientError),
+    #[error(transparent)]
+    Kubelet(#[from] crate::kubelet::KubeletError),
+}
+
+/// What a joined node keeps in `DATA/agent/credentials.json`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Stored {
+    server: String,
+    node_name: String,
+    #[serde(flatten)]
+    creds: crate::api::join::JoinResponse,
+}
+
+/// Joins (first start) or reloads the node credential, then runs the
+/// kubelet until `shutdown`.
+///
+/// # Errors
+/// See [`AgentError`].
+pub async fn run(
+    args: AgentArgs,
+    data_dir: PathBuf,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), AgentError> {
+    let server = args.server.trim_end_matches('/').to_string();
+    let cfg = args.node.clone().into_config(data_dir.join("kubelet"));
+    let path = data_dir.join("agent").join("credentials.json");
+    let stored: Option<Stored> = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .filter(|s: &Stored| s.server == server && s.node_name == cfg.node_name);
+    let stored = match stored {
+        Some(s) => s,
+        None => {
+            let token = args.token.as_deref().ok_or(AgentError::NoToken)?;
+            let creds = join(&server, token, &cfg.node_name, cfg.node_ip).await?;
+            let s = Stored {
+                server: server.clone(),
+                node_name: cfg.node_name.clone(),
+                creds,
+            };
+            let io = |source| AgentError::Io {
+                path: path.clone(),
+                source,
+            };
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(io)?;
+            }
+            let bytes = serde_json::to_vec_pretty(&s).unwrap_or_default();
+            write_private(&path, &bytes).map_err(io)?;
+            println!("node {} joined {server}", cfg.node_name);
+            s
+        }
+    };
+    let tls = server.starts_with("https://");
+    let credential = if tls {
+        crate::client::Credential::ClientCert {
+            cert_pem: stored.creds.client_cert.clone(),
+            key_pem: stored.creds.client_key.clone(),
+        }
+    } else {
+        crate::client::Credential::Token(stored.creds.token.clone())
+    };
+    let ca = stored.creds.ca_cert.clone();
+    let client = crate::client::build(&crate::client::ClientConfig {
+        server: server.clone(),
+        ca_pem: tls.then(|| ca.clone()),
+        credential,
+        connect_timeout: Duration::from_secs(5),
+    })?;
+    let agent_tls = tls.then(|| crate::kubelet::AgentTls {
+        cert_pem: stored.creds.serving_cert.clone(),
+        key_pem: stored.creds.serving_key.clone(),
+        ca_pem: ca.clone(),
+    });
+    crate::kubelet::run(cfg, client, Some(ca), agent_tls, shutdown).await?;
+    Ok(())
+}
+
+/// The join exchange: fetch the CA, check it against the token's hash,
+/// then trade the token for a node credential over TLS checked against it.
+async fn join(
+    server: &str,
+    token: &str,
+    node_name: &str,
+    node_ip: Ipv4Addr,
+) -> Result<crate::api::join::JoinResponse, AgentError> {
+    use crate::api::join::{CACERTS_ROUTE, JOIN_ROUTE, ca_hash, parse_token};
+    let (hash, secret) = parse_token(token).ok_or(AgentError::BadToken)?;
+    let unreachable = |e: &dyn std::fmt::Display| AgentError::Unreachable {
+        url: server.to_string(),
+        message: e.to_string(),
+    };
+    let uri: hyper::Uri = server.parse().map_err(|e| unreachable(&e))?;
+    // The CA is public; it is trusted only once it matches the token.
+    let mut bootstrap = kube::Config::new(uri.clone());
+    bootstrap.accept_invalid_certs = true;
+    bootstrap.connect_timeout = Some(Duration::from_secs(5));
+    let client = kube::Client::try_from(bootstrap).map_err(|e| unreachable(&e))?;
+    let req = hyper::Request::get(CACERTS_ROUTE)
+        .body(Vec::new())
+        .map_err(|e| unreachable(&e))?;
+    let ca = client
+        .request_text(req)
+        .await
+        .map_err(|e| unreachable(&e))?;
+    let actual = ca_hash(&ca);
+    if actual != hash.to_ascii_lowercase() {
+        return Err(AgentError::CaMismatch { actual });
+    }
+    let client = crate::client::build(&crate::client::ClientConfig {
+        server: server.to_string(),
+        ca_pem: Some(ca),
+        // The join request carries its own secret; no user credential yet.
+        credential: crate::client::Credential::None,
+        connect_timeout: Duration::from_secs(5),
+    })?;
+    let body = serde_json::json!({"token": secret, "nodeName": node_name, "nodeIP": node_ip});
+    let req = hyper::Request::post(JOIN_ROUTE)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(serde_json::to_vec(&body).unwrap_or_default())
+        .map_err(|e| unreachable(&e))?;
+    client
+        .request::<crate::api::join::JoinResponse>(req)
+        .await
+        .map_err(|e| match e {
+            kube::Error::Api(s) => AgentError::Refused(s.message),
+            other => unreachable(&other),
+        })
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}

@@ -59,6 +59,8 @@ impl Cli {
 pub enum Command {
     /// Run the control plane: the store and its etcd v3 API.
     Server(ServerArgs),
+    /// Join a cluster as one more node and run its pods.
+    Agent(agent::AgentArgs),
     /// Read and write the store with etcdctl's verbs and output.
     Kv(kv::KvArgs),
     /// Mint bearer tokens for the Kubernetes API with the cluster key.

@@ -17,6 +17,8 @@ pub enum Credential {
     Token(String),
     /// A client certificate signed by the cluster CA, PEM.
     ClientCert { cert_pem: String, key_pem: String },
+    /// No credential (requests the server lets anyone make).
+    None,
 }
 
 impl std::fmt::Debug for Credential {
@@ -24,6 +26,7 @@ impl std::fmt::Debug for Credential {
         match self {
             Credential::Token(_) => f.write_str("Token(<redacted>)"),
             Credential::ClientCert { .. } => f.write_str("ClientCert(<redacted>)"),
+            Credential::None => f.write_str("None"),
         }
     }
 }
@@ -76,6 +79,7 @@ pub fn build(cfg: &ClientConfig) -> Result<kube::Client, ClientError> {
             auth.client_certificate_data = Some(b64.encode(cert_pem));
             auth.client_key_data = Some(b64.encode(key_pem).into());
         }
+        Credential::None => {}
     }
     config.auth_info = auth;
     Ok(kube::Client::try_from(config)?)
