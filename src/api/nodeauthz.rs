@@ -42,9 +42,10 @@ pub async fn decide(state: &ApiState, node: &str, a: &Attributes) -> Decision {
             // A create names no object in its attributes (the name is in
             // the body); a node may create Node objects, but never change
             // another's.
-            if (reads && a.subresource.is_empty()) || (a.verb == "create" && a.name.is_empty()) {
-                Decision::NoOpinion
-            } else if a.name == node {
+            let own = a.name == node;
+            let any_read = reads && a.subresource.is_empty();
+            let create = a.verb == "create" && a.name.is_empty();
+            if any_read || create || own {
                 Decision::NoOpinion
             } else {
                 deny(format!("node {node:?} may only change its own Node object"))
