@@ -634,3 +634,23 @@ fn a_restarted_server_takes_its_pods_back_without_resetting_them() {
     assert_eq!(done["status"]["containerStatuses"][0]["restartCount"], 0);
     assert_eq!(k.ok(&["logs", "done"]), "\n\n");
 }
+
+#[test]
+fn kubectl_logs_follow_streams_each_request_line_as_it_is_served() {
+    let k = server().kubectl();
+    PodBuilder::new("echo-logs")
+        .container("echo", "echo:v1")
+        .create(&k);
+    wait_pod(&k, "echo-logs", "Running", running_and_ready);
+    proxy(&k, "echo-logs", "status/201");
+    let mut follow = k.spawn_lines(&["logs", "-f", "echo-logs", "--tail=1"]);
+    assert_eq!(
+        follow.next_line(Duration::from_secs(20)),
+        "GET /status/201 -> 201"
+    );
+    proxy(&k, "echo-logs", "status/202");
+    assert_eq!(
+        follow.next_line(Duration::from_secs(20)),
+        "GET /status/202 -> 202"
+    );
+}
