@@ -532,6 +532,11 @@ fn probes_drive_readiness_and_liveness_restarts_the_container() {
             .contains("Liveness probe failed"),
         "{last}"
     );
+    // What happened is told in the pod's events.
+    assert!(eventually(POD_TIMEOUT, || {
+        let d = k.ok(&["describe", "pod", "dies"]);
+        d.contains("Unhealthy") && d.contains("Liveness probe failed") && d.contains("Started")
+    }));
     let p = wait_pod(&k, "not-ready", "Running", |p| phase(p) == "Running");
     let ready = p["status"]["conditions"]
         .as_array()

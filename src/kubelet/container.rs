@@ -11,6 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tokio::sync::watch;
 
 use super::Shared;
+use super::events::Kind;
 use super::node::chrono_now;
 use super::pods::{PodHandle, ServiceEntry};
 use super::status::{State, Terminated};
@@ -150,10 +151,16 @@ pub async fn run(
             c.started = !has_startup;
             c.ready = matches!(slot, Slot::Main(_)) && !has_startup && !has_readiness;
         });
+        shared.events.record(
+            &handle.pod_ref(),
+            Kind::Normal,
+            "Started",
+            format!("Started container {name}"),
+        );
 
         let outcome = match prep.module.kind() {
             ModuleKind::Http if matches!(slot, Slot::Main(_)) => {
-                serve_http(&handle, slot, &prep, ctx, &mut stop).await
+                serve_http(&shared, &handle, slot, &prep, ctx, &mut stop).await
             }
             ModuleKind::Http => Outcome::Ended(Terminated {
                 exit_code: 1,
@@ -226,6 +233,15 @@ pub async fn run(
             return Ended::Exited(code);
         }
         let delay = backoff.next(began.elapsed());
+        shared.events.record(
+            &handle.pod_ref(),
+            Kind::Warning,
+            "BackOff",
+            format!(
+                "Back-off restarting failed container {name} in pod {}_{}({})",
+                handle.name, handle.namespace, handle.uid
+            ),
+        );
         let message = format!(
             "back-off {} restarting failed container={} pod={}_{}({})",
             humantime(delay),
@@ -285,6 +301,7 @@ fn humantime(d: Duration) -> String {
 /// Serves the HTTP component until the pod stops or a probe says it is
 /// dead.
 async fn serve_http(
+    shared: &Shared,
     handle: &Arc<PodHandle>,
     slot: Slot,
     prep: &Prepared,
@@ -333,7 +350,7 @@ async fn serve_http(
         },
     );
     let result = tokio::select! {
-        r = probe_loop(handle, slot, &prep.spec, &svc) => Outcome::Ended(Terminated {
+        r = probe_loop(shared, handle, slot, &prep.spec, &svc) => Outcome::Ended(Terminated {
             exit_code: 137,
             reason: "Error".into(),
             message: Some(r),
@@ -380,6 +397,7 @@ impl ProbeSpec {
 /// Runs the startup, then readiness and liveness probes. Returns only when
 /// the container must be restarted, with the reason.
 async fn probe_loop(
+    shared: &Shared,
     handle: &Arc<PodHandle>,
     slot: Slot,
     spec: &Container,
@@ -428,9 +446,17 @@ async fn probe_loop(
                             handle.update(|r| record_mut(r, slot).ready = true);
                         }
                     }
-                    Err(_) => {
+                    Err(e) => {
                         ok_streak = 0;
                         fail_streak += 1;
+                        if fail_streak == p.failure_threshold {
+                            shared.events.record(
+                                &handle.pod_ref(),
+                                Kind::Warning,
+                                "Unhealthy",
+                                format!("Readiness probe failed: {e}"),
+                            );
+                        }
                         if fail_streak >= p.failure_threshold {
                             handle.update(|r| record_mut(r, slot).ready = false);
                         }
@@ -444,8 +470,16 @@ async fn probe_loop(
                     Ok(()) => live_fail = 0,
                     Err(e) => {
                         live_fail += 1;
+                        let message = format!("Liveness probe failed: {e}");
+                        shared.events.record(&handle.pod_ref(), Kind::Warning, "Unhealthy", message.clone());
                         if live_fail >= p.failure_threshold {
-                            return format!("Liveness probe failed: {e}");
+                            shared.events.record(
+                                &handle.pod_ref(),
+                                Kind::Normal,
+                                "Killing",
+                                format!("Container {} failed liveness probe, will be restarted", spec.name),
+                            );
+                            return message;
                         }
                     }
                 }

@@ -16,6 +16,7 @@
 //! - [`status`]: the PodStatus a worker reports.
 //! - [`ipam`]: pod IPs from the node's `podCIDR`.
 //! - [`logs`]: per-container log files, rotated and bounded.
+//! - [`events`]: Events about pods, for `kubectl describe`.
 //! - [`server`]: the agent's authenticated HTTPS endpoint (logs, pod proxy).
 //!
 //! Data directory (`DATA/kubelet` by default):
@@ -29,6 +30,7 @@
 //! ```
 
 pub mod container;
+pub mod events;
 pub mod ipam;
 pub mod logs;
 pub mod modules;
@@ -160,6 +162,7 @@ pub struct Shared {
     pub ca_pem: Option<String>,
     /// Pods this kubelet runs, for the agent endpoint.
     pub pods: pods::PodTable,
+    pub events: events::Recorder,
 }
 
 impl Shared {
@@ -215,6 +218,7 @@ pub async fn run(
         }),
         modules: modules::ModuleStore::new(config.data_dir.join("modules"), client.clone()),
         runtime: Arc::new(runtime),
+        events: events::Recorder::start(client.clone(), config.node_name.clone()),
         client,
         ca_pem,
         pods: pods::PodTable::default(),

@@ -171,6 +171,15 @@ impl PodHandle {
         }
     }
 
+    /// The pod, as events name it.
+    pub fn pod_ref(&self) -> super::events::PodRef {
+        super::events::PodRef {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            uid: self.uid.clone(),
+        }
+    }
+
     /// `NAMESPACE/NAME`.
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)

@@ -164,6 +164,12 @@ impl PodWorker {
             }
             Err(failure) => {
                 tracing::info!(pod = %handle.key(), reason = failure.reason, message = %failure.message, "pod cannot start yet");
+                self.shared.events.record(
+                    &handle.pod_ref(),
+                    super::events::Kind::Warning,
+                    "Failed",
+                    format!("Error: {}", failure.message),
+                );
                 set_waiting(
                     handle,
                     failure.container.as_deref(),
@@ -231,6 +237,12 @@ impl PodWorker {
                     message,
                 })?;
             let digest = module.digest().to_string();
+            self.shared.events.record(
+                &handle.pod_ref(),
+                super::events::Kind::Normal,
+                "Pulled",
+                format!("Module {image:?} ({digest}) is ready"),
+            );
             handle.update(|r| {
                 for rec in r.init.iter_mut().chain(r.main.iter_mut()) {
                     if rec.image == image {
@@ -531,6 +543,12 @@ impl PodWorker {
                 .max(0) as u64;
             let _ = tokio::time::timeout(Duration::from_secs(grace), handle.drained()).await;
         }
+        self.shared.events.record(
+            &handle.pod_ref(),
+            super::events::Kind::Normal,
+            "Killing",
+            "Stopping the pod's containers".into(),
+        );
         let _ = self.stop.send(true);
         for t in std::mem::take(&mut self.running) {
             let _ = t.await;
