@@ -213,3 +213,36 @@ fn a_node_credential_reaches_only_what_its_node_needs() {
         "{other:?}"
     );
 }
+
+#[test]
+fn the_agent_endpoint_lets_in_only_callers_with_a_cluster_certificate() {
+    let server = TestServer::builder().with_node().start();
+    let k = server.kubectl();
+    assert!(eventually(Duration::from_secs(60), || node_ready(
+        &server,
+        common::TEST_NODE
+    )));
+    let node: Value =
+        serde_json::from_str(&k.ok(&["get", "node", common::TEST_NODE, "-o", "json"])).unwrap();
+    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+        .as_u64()
+        .expect("agent port");
+    let url = format!("https://127.0.0.1:{port}/healthz");
+    let curl = |with_cert: bool| {
+        let mut c = Command::new("curl");
+        c.args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(server.pki("ca.crt"));
+        if with_cert {
+            c.arg("--cert")
+                .arg(server.pki("etcd-client.crt"))
+                .arg("--key")
+                .arg(server.pki("etcd-client.key"));
+        }
+        c.arg(&url);
+        common::run(c, None, common::COMMAND_TIMEOUT)
+    };
+    let anonymous = curl(false);
+    assert!(!anonymous.status.success(), "{anonymous:?}");
+    let admin = curl(true);
+    assert_eq!(admin.stdout, "ok", "{admin:?}");
+}
