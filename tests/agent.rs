@@ -77,7 +77,7 @@ fn node_ready(server: &TestServer, name: &str) -> bool {
 
 #[test]
 fn an_agent_joins_with_the_token_runs_pods_and_rejoins_without_it() {
-    let server = TestServer::builder().with_node().start();
+    let mut server = TestServer::builder().with_node().start();
     let tmp = tempfile::tempdir().unwrap();
     let k = server.kubectl();
     server
@@ -131,6 +131,36 @@ fn an_agent_joins_with_the_token_runs_pods_and_rejoins_without_it() {
         eventually(Duration::from_secs(60), proxied),
         "pod not served after the agent restarted"
     );
+    let started = |k: &common::Kubectl| {
+        k.ok(&[
+            "get",
+            "pod",
+            "on-edge",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].state.running.startedAt}",
+        ])
+    };
+    assert!(eventually(Duration::from_secs(30), || !started(&k).is_empty()));
+    let before = started(&k);
+
+    // The server goes away and comes back: the agent's pod runs on
+    // untouched and the agent finds the server again.
+    server.restart();
+    let k = server.kubectl();
+    let proxied = || {
+        k.run(&[
+            "get",
+            "--raw",
+            "/api/v1/namespaces/default/pods/on-edge/proxy/",
+        ])
+        .stdout
+            == "Hello from wkube!\n"
+    };
+    assert!(eventually(Duration::from_secs(60), proxied));
+    assert_eq!(started(&k), before, "the pod was restarted");
+    assert!(eventually(Duration::from_secs(60), || node_ready(
+        &server, "edge-1"
+    )));
 }
 
 #[test]

@@ -633,6 +633,10 @@ fn a_restarted_server_takes_its_pods_back_without_resetting_them() {
     let after = pod(&k, "keeps");
     assert_eq!(after["status"]["podIP"], before["status"]["podIP"]);
     assert_eq!(after["status"]["startTime"], before["status"]["startTime"]);
+    assert_eq!(
+        after["status"]["containerStatuses"][0]["state"]["running"]["startedAt"],
+        before["status"]["containerStatuses"][0]["state"]["running"]["startedAt"]
+    );
     assert_eq!(after["status"]["containerStatuses"][0]["restartCount"], 0);
     let done = pod(&k, "done");
     assert_eq!(phase(&done), "Succeeded");

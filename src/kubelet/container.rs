@@ -119,6 +119,7 @@ pub async fn run(
 ) -> Ended {
     let name = prep.spec.name.clone();
     let mut backoff = Backoff::new(shared.config.backoff_initial, shared.config.backoff_max);
+    let mut first = true;
     loop {
         if *stop.borrow() {
             return Ended::Stopped;
@@ -139,7 +140,15 @@ pub async fn run(
         };
         let mut ctx = prep.ctx.clone();
         ctx.logs = writer.as_ref().map(|w| w.sink());
-        let started_at = Time(chrono_now());
+        // Taken back from an earlier kubelet: the container keeps its
+        // start time (an HTTP service has no state to lose).
+        let started_at = handle
+            .read(|r| match &record_ro(r, slot).state {
+                State::Running { started_at } if first => Some(started_at.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| Time(chrono_now()));
+        first = false;
         let began = Instant::now();
         let has_startup = prep.spec.startup_probe.is_some();
         let has_readiness = prep.spec.readiness_probe.is_some();

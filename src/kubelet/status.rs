@@ -176,6 +176,16 @@ impl PodRecord {
                     if let Some(t) = s.state.as_ref().and_then(|st| st.terminated.as_ref()) {
                         r.state = State::Terminated(from_terminated(t));
                     }
+                    // A container an earlier kubelet ran keeps its start
+                    // time when this one takes it back.
+                    if let Some(started_at) = s
+                        .state
+                        .as_ref()
+                        .and_then(|st| st.running.as_ref())
+                        .and_then(|r| r.started_at.clone())
+                    {
+                        r.state = State::Running { started_at };
+                    }
                 }
             }
         };
