@@ -487,23 +487,7 @@ fn write_admin_kubeconfig(
         )
         .map_err(|e| err(e.to_string()))?;
     let doc = crate::api::kubeconfig::render("wkube", url, ca_pem, "wkube-admin", &token);
-    write_private_file(path, doc.as_bytes()).map_err(|e| err(e.to_string()))
-}
-
-/// A file only its owner may read (it holds a credential), written
-/// atomically.
-fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(contents)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    crate::pki::write_private_file(path, doc.as_bytes()).map_err(|e| err(e.to_string()))
 }
 
 /// Resolves on the first SIGINT or SIGTERM. A second one ends the process at

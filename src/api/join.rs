@@ -111,7 +111,8 @@ impl Joiner {
             Ok(_) | Err(_) => {
                 let secret = format!("{}.{}", random_alnum(6), random_alnum(16));
                 let token = format_token(pki.ca_cert_pem(), &secret);
-                write_private(&path, format!("{token}\n").as_bytes()).map_err(io)?;
+                crate::pki::write_private_file(&path, format!("{token}\n").as_bytes())
+                    .map_err(io)?;
                 token
             }
         };
@@ -127,21 +128,6 @@ fn random_alnum(n: usize) -> String {
     (0..n)
         .map(|_| CHARS[rand::random_range(0..CHARS.len())] as char)
         .collect()
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 /// `GET /cacerts`: the cluster CA certificate (public).

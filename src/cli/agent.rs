@@ -209,7 +209,7 @@ pub async fn run(
                 std::fs::create_dir_all(dir).map_err(io)?;
             }
             let bytes = serde_json::to_vec_pretty(&s).unwrap_or_default();
-            write_private(&path, &bytes).map_err(io)?;
+            crate::pki::write_private_file(&path, &bytes).map_err(io)?;
             println!("node {} joined {server}", cfg.node_name);
             s
         }
@@ -289,19 +289,4 @@ async fn join(
             kube::Error::Api(s) => AgentError::Refused(s.message),
             other => unreachable(&other),
         })
-}
-
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }

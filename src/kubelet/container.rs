@@ -185,13 +185,7 @@ pub async fn run(
                 tokio::select! {
                     r = run => Outcome::Ended(match r {
                         Ok(status) => terminated_from(&status, &started_at),
-                        Err(e) => Terminated {
-                            exit_code: 128,
-                            reason: "StartError".into(),
-                            message: Some(e.to_string()),
-                            started_at: Some(started_at.clone()),
-                            finished_at: Time(chrono_now()),
-                        },
+                        Err(e) => start_terminated(e.to_string(), Some(started_at.clone())),
                     }),
                     _ = stop.wait_for(|s| *s) => Outcome::Stopped,
                 }
@@ -281,6 +275,22 @@ enum Outcome {
     Stopped,
 }
 
+/// A container that could not start (exit code 128, as a runtime reports
+/// a failed start).
+fn start_terminated(message: String, started_at: Option<Time>) -> Terminated {
+    Terminated {
+        exit_code: 128,
+        reason: "StartError".into(),
+        message: Some(message),
+        started_at,
+        finished_at: Time(chrono_now()),
+    }
+}
+
+fn start_error(message: String, started_at: Option<Time>) -> Outcome {
+    Outcome::Ended(start_terminated(message, started_at))
+}
+
 fn terminated_from(status: &ExitStatus, started_at: &Time) -> Terminated {
     Terminated {
         exit_code: status.code(),
@@ -323,26 +333,12 @@ async fn serve_http(
     });
     let svc = match HttpService::new(prep.module.clone(), ctx, prep.limits.clone()) {
         Ok(s) => Arc::new(s),
-        Err(e) => {
-            return Outcome::Ended(Terminated {
-                exit_code: 128,
-                reason: "StartError".into(),
-                message: Some(e.to_string()),
-                started_at,
-                finished_at: Time(chrono_now()),
-            });
-        }
+        Err(e) => return start_error(e.to_string(), started_at),
     };
     // One instantiation up front: a context that cannot be built (a
     // missing volume, an exhausted pool) fails the start, not every request.
     if let Err(e) = svc.probe_instantiation().await {
-        return Outcome::Ended(Terminated {
-            exit_code: 128,
-            reason: "StartError".into(),
-            message: Some(e.to_string()),
-            started_at,
-            finished_at: Time(chrono_now()),
-        });
+        return start_error(e.to_string(), started_at);
     }
     let ports: Vec<u16> = prep
         .spec

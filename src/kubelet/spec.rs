@@ -266,46 +266,34 @@ pub async fn environment(
         let value = if let Some(v) = &e.value {
             expand(v, &env)
         } else if let Some(from) = &e.value_from {
-            if let Some(r) = &from.config_map_key_ref {
-                let found = refs
+            let key_ref = if let Some(r) = &from.config_map_key_ref {
+                let data = refs
                     .config_map(client, &ns, &r.name)
                     .await?
                     .map(config_map_data);
-                match found.as_ref().map(|d| d.get(&r.key)) {
-                    Some(Some(v)) => String::from_utf8_lossy(v).into_owned(),
-                    _ if r.optional == Some(true) => continue,
-                    Some(None) => {
-                        return Err(SpecError::MissingKey {
-                            kind: "configmap",
-                            namespace: ns.clone(),
-                            name: r.name.clone(),
-                            key: r.key.clone(),
-                        });
-                    }
-                    None => {
-                        return Err(SpecError::MissingObject {
-                            kind: "configmap",
-                            name: r.name.clone(),
-                        });
-                    }
-                }
+                Some(("configmap", data, &r.name, &r.key, r.optional))
             } else if let Some(r) = &from.secret_key_ref {
-                let found = refs.secret(client, &ns, &r.name).await?.map(secret_data);
-                match found.as_ref().map(|d| d.get(&r.key)) {
+                let data = refs.secret(client, &ns, &r.name).await?.map(secret_data);
+                Some(("secret", data, &r.name, &r.key, r.optional))
+            } else {
+                None
+            };
+            if let Some((kind, data, name, key, optional)) = key_ref {
+                match data.as_ref().map(|d| d.get(key)) {
                     Some(Some(v)) => String::from_utf8_lossy(v).into_owned(),
-                    _ if r.optional == Some(true) => continue,
+                    _ if optional == Some(true) => continue,
                     Some(None) => {
                         return Err(SpecError::MissingKey {
-                            kind: "secret",
+                            kind,
                             namespace: ns.clone(),
-                            name: r.name.clone(),
-                            key: r.key.clone(),
+                            name: name.clone(),
+                            key: key.clone(),
                         });
                     }
                     None => {
                         return Err(SpecError::MissingObject {
-                            kind: "secret",
-                            name: r.name.clone(),
+                            kind,
+                            name: name.clone(),
                         });
                     }
                 }

@@ -34,6 +34,22 @@ const CA_COMMON_NAME: &str = "wkube-ca";
 const ADMIN_COMMON_NAME: &str = "wkube-admin";
 const ADMIN_GROUP: &str = "system:masters";
 
+/// A file only its owner may read (it holds a credential), written
+/// atomically.
+pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    std::io::Write::write_all(&mut f, contents)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
 #[cfg(test)]
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
