@@ -212,7 +212,7 @@ pub async fn handle(
 pub fn scale_of(obj: &Value) -> Value {
     let selector = obj
         .pointer("/spec/selector")
-        .map(selector_string)
+        .map(super::table::label_selector_string)
         .unwrap_or_default();
     json!({
         "kind": "Scale",
@@ -230,39 +230,6 @@ pub fn scale_of(obj: &Value) -> Value {
             "selector": selector,
         },
     })
-}
-
-fn selector_string(sel: &Value) -> String {
-    let mut parts: Vec<String> = sel
-        .get("matchLabels")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-                .collect()
-        })
-        .unwrap_or_default();
-    for e in sel
-        .get("matchExpressions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let key = e.get("key").and_then(Value::as_str).unwrap_or("");
-        let vals: Vec<&str> = e
-            .get("values")
-            .and_then(Value::as_array)
-            .map(|v| v.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        match e.get("operator").and_then(Value::as_str) {
-            Some("In") => parts.push(format!("{key} in ({})", vals.join(","))),
-            Some("NotIn") => parts.push(format!("{key} notin ({})", vals.join(","))),
-            Some("Exists") => parts.push(key.to_string()),
-            Some("DoesNotExist") => parts.push(format!("!{key}")),
-            _ => {}
-        }
-    }
-    parts.join(",")
 }
 
 /// Bind a pod to a node (what the scheduler does).

@@ -466,9 +466,16 @@ fn none_if_empty(v: String) -> String {
 }
 
 fn selector_string(sel: Option<&Value>) -> String {
-    let Some(sel) = sel else {
-        return "<none>".into();
-    };
+    match sel {
+        Some(sel) => none_if_empty(label_selector_string(sel)),
+        None => "<none>".into(),
+    }
+}
+
+/// A label selector (`matchLabels`/`matchExpressions`, or a plain map as a
+/// Service's) in Kubernetes' string form, `a=b,c in (d,e),!f`; empty for an
+/// empty selector.
+pub(crate) fn label_selector_string(sel: &Value) -> String {
     let map = sel
         .get("matchLabels")
         .and_then(Value::as_object)
@@ -497,7 +504,7 @@ fn selector_string(sel: Option<&Value>) -> String {
             });
         }
     }
-    none_if_empty(parts.join(","))
+    parts.join(",")
 }
 
 fn template_containers(o: &Value) -> (String, String) {
