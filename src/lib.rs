@@ -11,12 +11,14 @@
 //!   cache, HTTP and command instances, limits).
 //! - [`kubelet`]: the node agent that runs pods with the runtime.
 //! - [`client`]: the API client the components use.
+//! - [`controllers`]: the controller manager (ReplicaSet, Deployment).
 //! - [`server`]: `wkube server`, which wires the components together.
 //! - [`cli`]: the user-facing subcommands other than `server`.
 
 pub mod api;
 pub mod cli;
 pub mod client;
+pub mod controllers;
 pub mod kubelet;
 pub mod pki;
 pub mod resources;

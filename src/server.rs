@@ -81,6 +81,8 @@ pub struct ServerConfig {
     pub member_name: String,
     /// The local node's kubelet; `None` with `--no-agent`.
     pub agent: Option<crate::kubelet::KubeletConfig>,
+    /// Run the controller manager (off with `--no-controllers`).
+    pub controllers: bool,
 }
 
 /// Why the server could not start or stopped with an error.
@@ -319,6 +321,17 @@ pub async fn run(
         )),
         None => None,
     };
+    let controllers_client = if cfg.controllers {
+        Some(component_client(
+            &pki,
+            &api_url,
+            api_tls.is_some(),
+            &api_state.tokens,
+            "system:kube-controller-manager",
+        )?)
+    } else {
+        None
+    };
     let api = crate::api::serve::serve(
         api_state,
         api_listener,
@@ -342,7 +355,12 @@ pub async fn run(
         }
         None => None,
     };
+    let controllers = controllers_client
+        .map(|client| tokio::spawn(crate::controllers::run(client, stopped(stop_rx.clone()))));
     let (etcd_result, api_result) = tokio::join!(etcd, api);
+    if let Some(c) = controllers {
+        let _ = c.await;
+    }
     if let Some(k) = kubelet {
         match k.await {
             Ok(Err(_)) => {}
@@ -364,6 +382,52 @@ pub async fn run(
     }
     tracing::info!("server stopped");
     result
+}
+
+/// An API client for a control-plane component running inside the server,
+/// as `user`: a client certificate with TLS, a token without.
+fn component_client(
+    pki: &ClusterPki,
+    api_url: &str,
+    tls: bool,
+    tokens: &crate::api::authn::TokenAuthority,
+    user: &str,
+) -> Result<kube::Client, ServerError> {
+    use crate::client::{ClientConfig, Credential};
+    let err = |message: String| ServerError::Agent {
+        message: format!("{user}: {message}"),
+    };
+    let ttl = std::time::Duration::from_secs(365 * 24 * 3600);
+    let credential = if tls {
+        let cert = pki
+            .issue(&crate::pki::CertSpec {
+                common_name: user.to_string(),
+                organizations: Vec::new(),
+                dns_names: Vec::new(),
+                ips: Vec::new(),
+                server: false,
+                client: true,
+                validity: ttl,
+            })
+            .map_err(|e| err(e.to_string()))?;
+        Credential::ClientCert {
+            cert_pem: cert.cert_pem,
+            key_pem: cert.key_pem,
+        }
+    } else {
+        Credential::Token(
+            tokens
+                .issue_user(user, &[], ttl)
+                .map_err(|e| err(e.to_string()))?,
+        )
+    };
+    crate::client::build(&ClientConfig {
+        server: api_url.to_string(),
+        ca_pem: tls.then(|| pki.ca_cert_pem().to_string()),
+        credential,
+        connect_timeout: std::time::Duration::from_secs(5),
+    })
+    .map_err(|e| err(e.to_string()))
 }
 
 /// What the kubelet inside `wkube server` uses: an API client with a node

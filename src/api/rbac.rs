@@ -376,6 +376,34 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
         (
             "clusterroles",
             role(
+                "system:kube-controller-manager",
+                vec![
+                    rule(
+                        &[""],
+                        &["pods"],
+                        &[
+                            "get", "list", "watch", "create", "delete", "patch", "update",
+                        ],
+                    ),
+                    rule(&[""], &["events"], &["create", "patch", "update"]),
+                    rule(
+                        &["apps"],
+                        &["replicasets", "deployments"],
+                        &[
+                            "get", "list", "watch", "create", "delete", "patch", "update",
+                        ],
+                    ),
+                    rule(
+                        &["apps"],
+                        &["replicasets/status", "deployments/status"],
+                        &["patch", "update"],
+                    ),
+                ],
+            ),
+        ),
+        (
+            "clusterroles",
+            role(
                 "system:node",
                 vec![
                     rule(
@@ -445,6 +473,15 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
         (
             "clusterrolebindings",
             binding("cluster-admin", "cluster-admin", "Group", "system:masters"),
+        ),
+        (
+            "clusterrolebindings",
+            binding(
+                "system:kube-controller-manager",
+                "system:kube-controller-manager",
+                "User",
+                "system:kube-controller-manager",
+            ),
         ),
         // Nodes may do what a kubelet needs. Narrowing a node to its own
         // objects is the node authorizer's work (not in place yet).

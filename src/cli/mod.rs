@@ -172,6 +172,10 @@ pub struct ServerArgs {
     #[arg(long)]
     pub no_agent: bool,
 
+    /// Do not run the controller manager (ReplicaSets, Deployments).
+    #[arg(long)]
+    pub no_controllers: bool,
+
     #[command(flatten)]
     pub node: agent::NodeArgs,
 }
@@ -268,6 +272,7 @@ impl ServerArgs {
                 progress_interval,
             },
             member_name: self.name,
+            controllers: !self.no_controllers,
             agent: (!self.no_agent).then(|| self.node.into_config(data_dir.join("kubelet"))),
             data_dir,
         }

@@ -1,0 +1,139 @@
+//! The controller manager: control loops that move the cluster's current
+//! state to the desired one, talking only through the API.
+//!
+//! Each controller is `reconcile(object, ctx) -> Result<Action>`, level
+//! based and idempotent, with a separate error policy (requeue with
+//! back-off), run by `kube`'s controller runtime, which keeps watch-fed
+//! caches and never reconciles one object twice at once.
+//!
+//! - [`replicaset`]: keeps `replicas` pods of a ReplicaSet's template.
+//! - [`deployment`]: ReplicaSets per pod template, rolling updates and
+//!   Recreate, and the status `kubectl rollout status` waits on.
+
+pub mod deployment;
+pub mod replicaset;
+
+use std::future::Future;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::runtime::controller::Action;
+
+/// Why a reconcile failed; the error policy requeues it with back-off.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("API request failed: {0}")]
+    Api(#[from] kube::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Requeue after a failure: soon, but not in a tight loop.
+pub fn retry_later() -> Action {
+    Action::requeue(Duration::from_secs(2))
+}
+
+/// Runs every controller until `shutdown`.
+pub async fn run(client: kube::Client, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    tokio::join!(
+        replicaset::run(client.clone(), stopped(rx.clone())),
+        deployment::run(client, stopped(rx)),
+    );
+}
+
+/// A label selector in its query-string form (`a=b,c in (d),!e`).
+pub fn selector_query(sel: &LabelSelector) -> String {
+    let mut parts: Vec<String> = sel
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    for e in sel.match_expressions.iter().flatten() {
+        let values = e.values.clone().unwrap_or_default().join(",");
+        parts.push(match e.operator.as_str() {
+            "In" => format!("{} in ({values})", e.key),
+            "NotIn" => format!("{} notin ({values})", e.key),
+            "Exists" => e.key.clone(),
+            _ => format!("!{}", e.key),
+        });
+    }
+    parts.join(",")
+}
+
+/// Whether `labels` satisfy `sel` (an empty selector matches nothing, as
+/// for a ReplicaSet).
+pub fn selector_matches(
+    sel: &LabelSelector,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> bool {
+    let mut any = false;
+    for (k, v) in sel.match_labels.iter().flatten() {
+        any = true;
+        if labels.get(k) != Some(v) {
+            return false;
+        }
+    }
+    for e in sel.match_expressions.iter().flatten() {
+        any = true;
+        let values = e.values.clone().unwrap_or_default();
+        let ok = match e.operator.as_str() {
+            "In" => labels.get(&e.key).is_some_and(|v| values.contains(v)),
+            "NotIn" => labels.get(&e.key).is_none_or(|v| !values.contains(v)),
+            "Exists" => labels.contains_key(&e.key),
+            "DoesNotExist" => !labels.contains_key(&e.key),
+            _ => false,
+        };
+        if !ok {
+            return false;
+        }
+    }
+    any
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn selectors_match_labels_and_expressions() {
+        let sel = LabelSelector {
+            match_labels: Some(BTreeMap::from([("app".into(), "web".into())])),
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "tier".into(),
+                operator: "In".into(),
+                values: Some(vec!["a".into(), "b".into()]),
+            }]),
+        };
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(selector_matches(
+            &sel,
+            &labels(&[("app", "web"), ("tier", "a")])
+        ));
+        assert!(!selector_matches(
+            &sel,
+            &labels(&[("app", "web"), ("tier", "c")])
+        ));
+        assert!(!selector_matches(&sel, &labels(&[("tier", "a")])));
+        assert!(!selector_matches(
+            &LabelSelector::default(),
+            &labels(&[("a", "b")])
+        ));
+        assert_eq!(selector_query(&sel), "app=web,tier in (a,b)");
+    }
+}
