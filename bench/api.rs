@@ -48,12 +48,12 @@ pub struct ApiArgs {
 }
 
 /// One HTTP/1.1 connection to the API server.
-struct Conn {
+pub(crate) struct Conn {
     sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
 }
 
 impl Conn {
-    async fn open(addr: &str) -> Result<Self> {
+    pub(crate) async fn open(addr: &str) -> Result<Self> {
         let stream = TcpStream::connect(addr)
             .await
             .with_context(|| format!("connecting to {addr}"))?;
@@ -64,7 +64,7 @@ impl Conn {
         Ok(Conn { sender })
     }
 
-    async fn send(&mut self, req: Request<Full<Bytes>>) -> Result<(u16, Bytes)> {
+    pub(crate) async fn send(&mut self, req: Request<Full<Bytes>>) -> Result<(u16, Bytes)> {
         self.sender.ready().await?;
         let resp = self.sender.send_request(req).await?;
         let status = resp.status().as_u16();
@@ -73,13 +73,14 @@ impl Conn {
     }
 }
 
-struct Api {
-    addr: String,
-    token: String,
+/// Where the API server listens and the admin's bearer token.
+pub(crate) struct Api {
+    pub(crate) addr: String,
+    pub(crate) token: String,
 }
 
 impl Api {
-    fn request(
+    pub(crate) fn request(
         &self,
         method: &str,
         path: &str,
@@ -183,21 +184,8 @@ pub async fn run(args: ApiArgs) -> Result<()> {
         None => procs::sibling_binary("wkube")?,
     };
     let server: Server = procs::spawn_wkube(&bin, &[], Duration::from_secs(120)).await?;
-    let data = server.dir.path().join("data");
-    let url = wait_for_file(&data.join("api.endpoint")).await?;
-    let kubeconfig = wait_for_file(&data.join("admin.kubeconfig")).await?;
-    let token = kubeconfig
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("token: "))
-        .context("no token in the admin kubeconfig")?
-        .trim()
-        .to_string();
-    let addr = url
-        .strip_prefix("http://")
-        .context("the benchmark drives the API over plain HTTP (--tls off)")?
-        .trim_end_matches('/')
-        .to_string();
-    let api = Arc::new(Api { addr, token });
+    let (api, url) = admin_api(&server).await?;
+    let api = Arc::new(api);
     println!("wkube {} API at {url}", server.version);
 
     let mut conn = Conn::open(&api.addr).await?;
@@ -347,7 +335,26 @@ pub async fn run(args: ApiArgs) -> Result<()> {
     Ok(())
 }
 
-async fn wait_for_file(path: &std::path::Path) -> Result<String> {
+/// The API of a server started with `--tls off`, as its admin, and its URL.
+pub(crate) async fn admin_api(server: &Server) -> Result<(Api, String)> {
+    let data = server.dir.path().join("data");
+    let url = wait_for_file(&data.join("api.endpoint")).await?;
+    let kubeconfig = wait_for_file(&data.join("admin.kubeconfig")).await?;
+    let token = kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("token: "))
+        .context("no token in the admin kubeconfig")?
+        .trim()
+        .to_string();
+    let addr = url
+        .strip_prefix("http://")
+        .context("the benchmark drives the API over plain HTTP (--tls off)")?
+        .trim_end_matches('/')
+        .to_string();
+    Ok((Api { addr, token }, url))
+}
+
+pub(crate) async fn wait_for_file(path: &std::path::Path) -> Result<String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(s) = tokio::fs::read_to_string(path).await

@@ -7,6 +7,7 @@
 //! dropping that future runs their `Drop` guards).
 
 mod api;
+mod kubelet;
 mod procs;
 mod rawkv;
 mod stats;
@@ -37,6 +38,9 @@ enum Bench {
     /// The Kubernetes API server: create and get latency at a fixed rate,
     /// and listing thousands of pods.
     Api(api::ApiArgs),
+    /// The kubelet: pod create → first 200 through the pod proxy,
+    /// per-request instantiation overhead, and the memory of idle pods.
+    Kubelet(kubelet::KubeletArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +69,7 @@ async fn run(cli: Cli) -> ExitCode {
         match cli.bench {
             Bench::Store(args) => store::run(args).await,
             Bench::Api(args) => api::run(args).await,
+            Bench::Kubelet(args) => kubelet::run(args).await,
         }
     };
     let result = tokio::select! {
