@@ -81,6 +81,8 @@ pub struct ServerConfig {
     pub member_name: String,
     /// The local node's kubelet; `None` with `--no-agent`.
     pub agent: Option<crate::kubelet::KubeletConfig>,
+    /// The scheduler; `None` with `--no-scheduler`.
+    pub scheduler: Option<crate::scheduler::SchedulerConfig>,
 }
 
 /// Why the server could not start or stopped with an error.
@@ -88,6 +90,8 @@ pub struct ServerConfig {
 pub enum ServerError {
     #[error("cannot set up the local node agent: {message}")]
     Agent { message: String },
+    #[error("cannot set up the scheduler: {message}")]
+    Scheduler { message: String },
     #[error("cannot create data directory {path}")]
     CreateDataDir {
         path: PathBuf,
@@ -309,6 +313,14 @@ pub async fn run(
         )),
         None => None,
     };
+    let scheduler = match cfg.scheduler.clone() {
+        Some(scfg) => {
+            let client = scheduler_client(&pki, &api_url, api_tls.is_some(), &api_state.tokens)?;
+            let stop = stopped(stop_rx.clone());
+            Some(tokio::spawn(crate::scheduler::run(client, scfg, stop)))
+        }
+        None => None,
+    };
     let api = crate::api::serve::serve(
         api_state,
         api_listener,
@@ -339,6 +351,11 @@ pub async fn run(
             Err(e) => tracing::error!(error = %e, "the local kubelet panicked"),
             Ok(Ok(())) => {}
         }
+    }
+    if let Some(s) = scheduler
+        && let Err(e) = s.await
+    {
+        tracing::error!(error = %e, "the scheduler panicked");
     }
     if std::fs::read_to_string(&api_endpoint_path).is_ok_and(|s| s.trim() == api_url) {
         let _ = std::fs::remove_file(&api_endpoint_path);
@@ -437,6 +454,53 @@ fn local_agent_credentials(
     })
     .map_err(|e| agent_err(e.to_string()))?;
     Ok((client, ca, agent_tls))
+}
+
+/// The scheduler's API client, as user `system:kube-scheduler` (bound to
+/// the role of that name): a client certificate with TLS, a token without.
+fn scheduler_client(
+    pki: &ClusterPki,
+    api_url: &str,
+    tls: bool,
+    tokens: &crate::api::authn::TokenAuthority,
+) -> Result<kube::Client, ServerError> {
+    use crate::client::{ClientConfig, Credential};
+    use crate::pki::CertSpec;
+    const USER: &str = "system:kube-scheduler";
+    let err = |message: String| ServerError::Scheduler { message };
+    let validity = std::time::Duration::from_secs(365 * 24 * 3600);
+    let (credential, ca) = if tls {
+        let cert = pki
+            .issue(&CertSpec {
+                common_name: USER.into(),
+                organizations: Vec::new(),
+                dns_names: Vec::new(),
+                ips: Vec::new(),
+                server: false,
+                client: true,
+                validity,
+            })
+            .map_err(|e| err(e.to_string()))?;
+        (
+            Credential::ClientCert {
+                cert_pem: cert.cert_pem,
+                key_pem: cert.key_pem,
+            },
+            Some(pki.ca_cert_pem().to_string()),
+        )
+    } else {
+        let token = tokens
+            .issue_user(USER, &[], validity)
+            .map_err(|e| err(e.to_string()))?;
+        (Credential::Token(token), None)
+    };
+    crate::client::build(&ClientConfig {
+        server: api_url.to_string(),
+        ca_pem: ca,
+        credential,
+        connect_timeout: std::time::Duration::from_secs(5),
+    })
+    .map_err(|e| err(e.to_string()))
 }
 
 /// Write `DATA/admin.kubeconfig` unless one with a token that is still good
