@@ -48,12 +48,12 @@ pub struct ApiArgs {
 }
 
 /// One HTTP/1.1 connection to the API server.
-struct Conn {
+pub(crate) struct Conn {
     sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
 }
 
 impl Conn {
-    async fn open(addr: &str) -> Result<Self> {
+    pub(crate) async fn open(addr: &str) -> Result<Self> {
         let stream = TcpStream::connect(addr)
             .await
             .with_context(|| format!("connecting to {addr}"))?;
@@ -64,7 +64,7 @@ impl Conn {
         Ok(Conn { sender })
     }
 
-    async fn send(&mut self, req: Request<Full<Bytes>>) -> Result<(u16, Bytes)> {
+    pub(crate) async fn send(&mut self, req: Request<Full<Bytes>>) -> Result<(u16, Bytes)> {
         self.sender.ready().await?;
         let resp = self.sender.send_request(req).await?;
         let status = resp.status().as_u16();
@@ -73,13 +73,13 @@ impl Conn {
     }
 }
 
-struct Api {
-    addr: String,
-    token: String,
+pub(crate) struct Api {
+    pub(crate) addr: String,
+    pub(crate) token: String,
 }
 
 impl Api {
-    fn request(
+    pub(crate) fn request(
         &self,
         method: &str,
         path: &str,
@@ -347,7 +347,7 @@ pub async fn run(args: ApiArgs) -> Result<()> {
     Ok(())
 }
 
-async fn wait_for_file(path: &std::path::Path) -> Result<String> {
+pub(crate) async fn wait_for_file(path: &std::path::Path) -> Result<String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(s) = tokio::fs::read_to_string(path).await

@@ -9,6 +9,7 @@
 mod api;
 mod procs;
 mod rawkv;
+mod scheduler;
 mod stats;
 mod store;
 
@@ -37,6 +38,9 @@ enum Bench {
     /// The Kubernetes API server: create and get latency at a fixed rate,
     /// and listing thousands of pods.
     Api(api::ApiArgs),
+    /// The scheduler end to end through the API: hollow nodes, thousands
+    /// of pods, pods/s to bound and packing quality per strategy.
+    Scheduler(scheduler::SchedulerArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +69,7 @@ async fn run(cli: Cli) -> ExitCode {
         match cli.bench {
             Bench::Store(args) => store::run(args).await,
             Bench::Api(args) => api::run(args).await,
+            Bench::Scheduler(args) => scheduler::run(args).await,
         }
     };
     let result = tokio::select! {
