@@ -40,8 +40,9 @@ pub struct SchedulerArgs {
     /// CPU of each node, in millicores.
     #[arg(long, default_value_t = 16_000)]
     node_cpu_millis: i64,
-    /// Memory of each node, in MiB.
-    #[arg(long, default_value_t = 64 * 1024)]
+    /// Memory of each node, in MiB (with 16 cores, CPU and memory bind
+    /// about equally for the size mix below).
+    #[arg(long, default_value_t = 32 * 1024)]
     node_memory_mib: i64,
     /// Connections pods are created over.
     #[arg(long, default_value_t = 32)]
@@ -134,8 +135,13 @@ async fn run_one(
     args: &SchedulerArgs,
 ) -> Result<Outcome> {
     let flag = format!("--scheduler-strategy={strategy}");
-    let server: Server =
-        procs::spawn_wkube(bin, &["--no-agent", &flag], Duration::from_secs(120)).await?;
+    // /24 blocks of the default /9 pod range: room for 32k nodes.
+    let server: Server = procs::spawn_wkube(
+        bin,
+        &["--no-agent", "--node-cidr-mask-size=24", &flag],
+        Duration::from_secs(120),
+    )
+    .await?;
     let data = server.dir.path().join("data");
     let url = wait_for_file(&data.join("api.endpoint")).await?;
     let kubeconfig = wait_for_file(&data.join("admin.kubeconfig")).await?;
@@ -167,7 +173,9 @@ async fn run_one(
     let names: Vec<String> = (0..nodes).map(|i| format!("hollow-{i:05}")).collect();
     let cpu = args.node_cpu_millis;
     let mem_mib = args.node_memory_mib;
-    run_parallel(&api, args.conns, names.len(), {
+    // One connection: the API server allocates pod CIDRs one at a time and
+    // refuses concurrent allocations beyond a few.
+    run_parallel(&api, 1, names.len(), {
         let names = names.clone();
         move |i| {
             let amounts = json!({"cpu": format!("{cpu}m"), "memory": format!("{mem_mib}Mi"), "pods": "110"});
