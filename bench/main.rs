@@ -10,6 +10,7 @@ mod api;
 mod kubelet;
 mod procs;
 mod rawkv;
+mod scheduler;
 mod stats;
 mod store;
 
@@ -41,6 +42,9 @@ enum Bench {
     /// The kubelet: pod create → first 200 through the pod proxy,
     /// per-request instantiation overhead, and the memory of idle pods.
     Kubelet(kubelet::KubeletArgs),
+    /// The scheduler end to end through the API: hollow nodes, thousands
+    /// of pods, pods/s to bound and packing quality per strategy.
+    Scheduler(scheduler::SchedulerArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +74,7 @@ async fn run(cli: Cli) -> ExitCode {
             Bench::Store(args) => store::run(args).await,
             Bench::Api(args) => api::run(args).await,
             Bench::Kubelet(args) => kubelet::run(args).await,
+            Bench::Scheduler(args) => scheduler::run(args).await,
         }
     };
     let result = tokio::select! {

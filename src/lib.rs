@@ -10,6 +10,7 @@
 //! - [`runtime`]: the wasmtime embedding that runs pods (engine, module
 //!   cache, HTTP and command instances, limits).
 //! - [`kubelet`]: the node agent that runs pods with the runtime.
+//! - [`scheduler`]: places pods on nodes (filter, score, bind) through the API.
 //! - [`client`]: the API client the components use.
 //! - [`controllers`]: the controller manager (ReplicaSet, Deployment).
 //! - [`server`]: `wkube server`, which wires the components together.
@@ -23,5 +24,6 @@ pub mod kubelet;
 pub mod pki;
 pub mod resources;
 pub mod runtime;
+pub mod scheduler;
 pub mod server;
 pub mod store;

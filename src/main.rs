@@ -27,7 +27,15 @@ async fn main() -> ExitCode {
     };
     match cli.command {
         Command::Server(args) => {
-            let cfg = args.into_config(data_dir);
+            let scheduler = match args.scheduler_config() {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("Error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let mut cfg = (*args).into_config(data_dir);
+            cfg.scheduler = scheduler;
             match wkube::server::run(cfg, wkube::server::shutdown_signal()).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

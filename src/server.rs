@@ -83,6 +83,8 @@ pub struct ServerConfig {
     pub agent: Option<crate::kubelet::KubeletConfig>,
     /// Run the controller manager (off with `--no-controllers`).
     pub controllers: bool,
+    /// The scheduler; `None` with `--no-scheduler`.
+    pub scheduler: Option<crate::scheduler::SchedulerConfig>,
 }
 
 /// Why the server could not start or stopped with an error.
@@ -92,6 +94,8 @@ pub enum ServerError {
     Join(#[from] crate::api::join::JoinError),
     #[error("cannot set up the local node agent: {message}")]
     Agent { message: String },
+    #[error("cannot set up the API client of {user}: {message}")]
+    Component { user: String, message: String },
     #[error("cannot create data directory {path}")]
     CreateDataDir {
         path: PathBuf,
@@ -332,6 +336,20 @@ pub async fn run(
     } else {
         None
     };
+    let scheduler = match cfg.scheduler.clone() {
+        Some(scfg) => {
+            let client = component_client(
+                &pki,
+                &api_url,
+                api_tls.is_some(),
+                &api_state.tokens,
+                "system:kube-scheduler",
+            )?;
+            let stop = stopped(stop_rx.clone());
+            Some(tokio::spawn(crate::scheduler::run(client, scfg, stop)))
+        }
+        None => None,
+    };
     let api = crate::api::serve::serve(
         api_state,
         api_listener,
@@ -368,6 +386,11 @@ pub async fn run(
             Ok(Ok(())) => {}
         }
     }
+    if let Some(s) = scheduler
+        && let Err(e) = s.await
+    {
+        tracing::error!(error = %e, "the scheduler panicked");
+    }
     if std::fs::read_to_string(&api_endpoint_path).is_ok_and(|s| s.trim() == api_url) {
         let _ = std::fs::remove_file(&api_endpoint_path);
     }
@@ -394,8 +417,9 @@ fn component_client(
     user: &str,
 ) -> Result<kube::Client, ServerError> {
     use crate::client::{ClientConfig, Credential};
-    let err = |message: String| ServerError::Agent {
-        message: format!("{user}: {message}"),
+    let err = |message: String| ServerError::Component {
+        user: user.to_string(),
+        message,
     };
     let ttl = std::time::Duration::from_secs(365 * 24 * 3600);
     let credential = if tls {

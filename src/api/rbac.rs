@@ -432,6 +432,29 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
                 ],
             ),
         ),
+        (
+            "clusterroles",
+            role(
+                "system:kube-scheduler",
+                vec![
+                    rule(&[""], &["nodes"], READ),
+                    rule(&[""], &["pods"], &["get", "list", "watch", "delete"]),
+                    rule(&[""], &["bindings", "pods/binding"], &["create"]),
+                    rule(&[""], &["pods/status"], &["patch", "update"]),
+                    rule(&[""], &["events"], &["create", "patch", "update"]),
+                    rule(
+                        &["events.k8s.io"],
+                        &["events"],
+                        &["create", "patch", "update"],
+                    ),
+                    rule(
+                        &["coordination.k8s.io"],
+                        &["leases"],
+                        &["get", "create", "update"],
+                    ),
+                ],
+            ),
+        ),
         ("clusterroles", role("edit", edit_rules)),
         ("clusterroles", role("view", view_rules)),
         (
@@ -488,6 +511,15 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
         (
             "clusterrolebindings",
             binding("system:node", "system:node", "Group", "system:nodes"),
+        ),
+        (
+            "clusterrolebindings",
+            binding(
+                "system:kube-scheduler",
+                "system:kube-scheduler",
+                "User",
+                "system:kube-scheduler",
+            ),
         ),
         (
             "clusterrolebindings",

@@ -58,7 +58,7 @@ impl Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the control plane: the store and its etcd v3 API.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Join a cluster as one more node and run its pods.
     Agent(agent::AgentArgs),
     /// Read and write the store with etcdctl's verbs and output.
@@ -175,6 +175,21 @@ pub struct ServerArgs {
     /// Do not run the controller manager (ReplicaSets, Deployments).
     #[arg(long)]
     pub no_controllers: bool,
+    /// Run without the scheduler (pods then need `spec.nodeName`).
+    #[arg(long)]
+    pub no_scheduler: bool,
+
+    /// How the scheduler scores nodes: `MostAllocated` packs pods tightly,
+    /// `LeastAllocated` spreads them, `RequestedToCapacityRatio` follows
+    /// the shape in --scheduler-config. Overrides the file's strategy.
+    /// [default: MostAllocated]
+    #[arg(long, value_name = "STRATEGY", value_parser = |s: &str| s.parse::<crate::scheduler::config::StrategyType>())]
+    pub scheduler_strategy: Option<crate::scheduler::config::StrategyType>,
+
+    /// A KubeSchedulerConfiguration file (one profile): scoring strategy,
+    /// resource weights, shape, plugin weights.
+    #[arg(long, value_name = "FILE")]
+    pub scheduler_config: Option<PathBuf>,
 
     #[command(flatten)]
     pub node: agent::NodeArgs,
@@ -225,7 +240,31 @@ fn seconds_or(secs: f64, default: Duration) -> Duration {
 }
 
 impl ServerArgs {
-    /// The server configuration these flags describe.
+    /// The scheduler configuration of these flags (`None` with
+    /// `--no-scheduler`).
+    ///
+    /// # Errors
+    /// The --scheduler-config file cannot be read or is invalid.
+    pub fn scheduler_config(
+        &self,
+    ) -> Result<Option<crate::scheduler::SchedulerConfig>, crate::scheduler::config::ConfigError>
+    {
+        if self.no_scheduler {
+            return Ok(None);
+        }
+        let mut cfg = crate::scheduler::SchedulerConfig::default();
+        if let Some(path) = &self.scheduler_config {
+            cfg = cfg.with_file(crate::scheduler::config::load_file(path)?);
+        }
+        if let Some(kind) = self.scheduler_strategy {
+            cfg.strategy.kind = kind;
+        }
+        Ok(Some(cfg))
+    }
+
+    /// The server configuration these flags describe (the scheduler's
+    /// file is read by [`ServerArgs::scheduler_config`]; here it gets the
+    /// defaults and the strategy flag).
     pub fn into_config(self, data_dir: PathBuf) -> ServerConfig {
         let progress_interval =
             if self.progress_interval.is_finite() && self.progress_interval > 0.0 {
@@ -274,6 +313,13 @@ impl ServerArgs {
             member_name: self.name,
             controllers: !self.no_controllers,
             agent: (!self.no_agent).then(|| self.node.into_config(data_dir.join("kubelet"))),
+            scheduler: (!self.no_scheduler).then(|| {
+                let mut s = crate::scheduler::SchedulerConfig::default();
+                if let Some(kind) = self.scheduler_strategy {
+                    s.strategy.kind = kind;
+                }
+                s
+            }),
             data_dir,
         }
     }

@@ -1,0 +1,462 @@
+//! The scheduler: places pods that have no `spec.nodeName` onto nodes, and
+//! talks to the rest of the cluster only through the API.
+//!
+//! - [`queue`]: active / back-off / unschedulable queues.
+//! - [`cache`]: nodes and the pods placed on them (bound and assumed),
+//!   fed by watches.
+//! - [`framework`]: plugin traits, [`framework::Status`], the cycle.
+//! - [`plugins`]: the filter and score plugins, one per file.
+//! - [`config`]: the scoring strategy and weights.
+//!
+//! One task runs the cycles one pod at a time: under the cache lock it
+//! filters every node, scores every feasible one, picks the best and
+//! *assumes* the pod there, so the next cycle already counts it. Bindings
+//! (`pods/binding`) are sent by separate tasks, a bounded number at once; a
+//! refused binding forgets the assumption and retries the pod after a
+//! back-off. A pod that fits nowhere gets `PodScheduled=False` with reason
+//! `Unschedulable` and a `FailedScheduling` event, and is tried again when
+//! a node appears or changes or a placed pod goes away.
+
+pub mod cache;
+pub mod config;
+pub mod framework;
+pub mod plugins;
+pub mod queue;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use parking_lot::Mutex;
+use serde_json::json;
+
+use self::cache::{Cache, NodeChange};
+use self::config::{DEFAULT_SCHEDULER_NAME, ScoringStrategy};
+use self::framework::{Binder, Framework, PodInfo, ScheduleError};
+use self::queue::SchedulingQueue;
+
+/// Everything the scheduler needs besides its API client.
+#[derive(Clone, Debug)]
+pub struct SchedulerConfig {
+    /// Pods whose `spec.schedulerName` is this are ours.
+    pub scheduler_name: String,
+    /// How `NodeResourcesFit` scores.
+    pub strategy: ScoringStrategy,
+    /// Score weights of `NodeResourcesFit` and `NodeAffinity`.
+    pub resources_fit_weight: i64,
+    pub node_affinity_weight: i64,
+    /// Back-off after a failed attempt: first delay and cap.
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    /// Most bindings in flight at once.
+    pub max_binds_in_flight: usize,
+    /// How often every unschedulable pod is retried even without a
+    /// cluster change (a safety net against a missed event).
+    pub resync: Duration,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            scheduler_name: DEFAULT_SCHEDULER_NAME.into(),
+            strategy: ScoringStrategy::default(),
+            resources_fit_weight: 1,
+            node_affinity_weight: 2,
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(10),
+            max_binds_in_flight: 256,
+            resync: Duration::from_secs(60),
+        }
+    }
+}
+
+impl SchedulerConfig {
+    /// Applies what a configuration file sets.
+    pub fn with_file(mut self, file: config::FileConfig) -> Self {
+        if let Some(n) = file.scheduler_name {
+            self.scheduler_name = n;
+        }
+        if let Some(s) = file.strategy {
+            self.strategy = s;
+        }
+        if let Some(w) = file.resources_fit_weight {
+            self.resources_fit_weight = w;
+        }
+        if let Some(w) = file.node_affinity_weight {
+            self.node_affinity_weight = w;
+        }
+        self
+    }
+
+    /// The plugins of this configuration.
+    pub fn framework(&self) -> Framework {
+        use plugins::*;
+        Framework {
+            filters: vec![
+                Box::new(node_unschedulable::NodeUnschedulable),
+                Box::new(node_affinity::NodeAffinity),
+                Box::new(taint_toleration::TaintToleration),
+                Box::new(node_resources::NodeResourcesFit {
+                    strategy: self.strategy.clone(),
+                }),
+            ],
+            scores: vec![
+                (
+                    Box::new(node_resources::NodeResourcesFit {
+                        strategy: self.strategy.clone(),
+                    }),
+                    self.resources_fit_weight,
+                ),
+                (
+                    Box::new(node_affinity::NodeAffinity),
+                    self.node_affinity_weight,
+                ),
+            ],
+        }
+    }
+}
+
+/// Binds through the `pods/binding` subresource.
+struct ApiBinder {
+    client: kube::Client,
+}
+
+#[async_trait::async_trait]
+impl Binder for ApiBinder {
+    async fn bind(&self, pod: &PodInfo, node: &str) -> Result<(), String> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
+        let binding = json!({
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": pod.name, "namespace": pod.namespace, "uid": pod.uid},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+        });
+        pods.create_subresource::<_, serde_json::Value>(
+            "binding",
+            &pod.name,
+            &PostParams::default(),
+            &binding,
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// What the scheduler's tasks share.
+struct Shared {
+    client: kube::Client,
+    config: SchedulerConfig,
+    cache: Mutex<Cache>,
+    queue: SchedulingQueue,
+    binder: Arc<dyn Binder>,
+    binds: Arc<tokio::sync::Semaphore>,
+}
+
+/// Runs the scheduler until `shutdown` resolves; bindings in flight are
+/// finished before it returns.
+pub async fn run(
+    client: kube::Client,
+    config: SchedulerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let shared = Arc::new(Shared {
+        binder: Arc::new(ApiBinder {
+            client: client.clone(),
+        }),
+        binds: Arc::new(tokio::sync::Semaphore::new(
+            config.max_binds_in_flight.max(1),
+        )),
+        queue: SchedulingQueue::new(config.backoff_initial, config.backoff_max),
+        cache: Mutex::new(Cache::default()),
+        client,
+        config,
+    });
+    tracing::info!(
+        scheduler = %shared.config.scheduler_name,
+        strategy = ?shared.config.strategy.kind,
+        "scheduler starting"
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let nodes = tokio::spawn(watch_nodes(shared.clone(), stopped()));
+    let pods = tokio::spawn(watch_pods(shared.clone(), stopped()));
+    let resync = {
+        let shared = shared.clone();
+        let stop = stopped();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(shared.config.resync);
+            tick.tick().await;
+            let mut stop = std::pin::pin!(stop);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => shared.queue.move_all(),
+                    _ = &mut stop => break,
+                }
+            }
+        })
+    };
+    let scheduling = tokio::spawn(schedule_loop(shared.clone()));
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    shared.queue.close();
+    let _ = scheduling.await;
+    let _ = tokio::join!(nodes, pods, resync);
+    // Every binding task holds a permit: taking them all waits for them.
+    let _ = shared
+        .binds
+        .acquire_many(shared.config.max_binds_in_flight.max(1) as u32)
+        .await;
+    tracing::info!("scheduler stopped");
+}
+
+/// Keeps the cache's nodes current; a relevant change retries the
+/// unschedulable pods.
+async fn watch_nodes(shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
+    let api: Api<Node> = Api::all(shared.client.clone());
+    let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()));
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut listed: Option<Vec<String>> = None;
+    loop {
+        let event = tokio::select! {
+            e = stream.next() => e,
+            _ = &mut shutdown => return,
+        };
+        let Some(event) = event else { return };
+        match event {
+            Ok(watcher::Event::Init) => listed = Some(Vec::new()),
+            Ok(watcher::Event::InitApply(node)) => {
+                if let Some(l) = listed.as_mut() {
+                    l.push(node.metadata.name.clone().unwrap_or_default());
+                }
+                shared.cache.lock().apply_node(&node);
+            }
+            Ok(watcher::Event::InitDone) => {
+                let seen = listed.take().unwrap_or_default();
+                let mut cache = shared.cache.lock();
+                for name in cache.node_names() {
+                    if !seen.contains(&name) {
+                        cache.remove_node(&name);
+                    }
+                }
+                drop(cache);
+                shared.queue.move_all();
+            }
+            Ok(watcher::Event::Apply(node)) => {
+                let change = shared.cache.lock().apply_node(&node);
+                if change == NodeChange::Relevant {
+                    shared.queue.move_all();
+                }
+            }
+            Ok(watcher::Event::Delete(node)) => {
+                if let Some(name) = node.metadata.name.as_deref() {
+                    shared.cache.lock().remove_node(name);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "scheduler: node watch failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// Bound pods go to the cache, pods waiting for us to the queue.
+async fn watch_pods(shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
+    let api: Api<Pod> = Api::all(shared.client.clone());
+    let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()));
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut listed: Option<std::collections::HashSet<String>> = None;
+    loop {
+        let event = tokio::select! {
+            e = stream.next() => e,
+            _ = &mut shutdown => return,
+        };
+        let Some(event) = event else { return };
+        match event {
+            Ok(watcher::Event::Init) => listed = Some(Default::default()),
+            Ok(watcher::Event::InitApply(pod)) => {
+                if let (Some(l), Some(uid)) = (listed.as_mut(), pod.metadata.uid.clone()) {
+                    l.insert(uid);
+                }
+                apply_pod(&shared, &pod);
+            }
+            Ok(watcher::Event::InitDone) => {
+                // Pods that went away while the watch was down.
+                let seen = listed.take().unwrap_or_default();
+                let mut cache = shared.cache.lock();
+                let mut freed = false;
+                for uid in cache.pod_uids() {
+                    if !seen.contains(&uid) && cache.is_bound(&uid) {
+                        freed |= cache.remove_pod(&uid);
+                        shared.queue.delete(&uid);
+                    }
+                }
+                drop(cache);
+                if freed {
+                    shared.queue.move_all();
+                }
+            }
+            Ok(watcher::Event::Apply(pod)) => apply_pod(&shared, &pod),
+            Ok(watcher::Event::Delete(pod)) => {
+                if let Some(uid) = pod.metadata.uid.as_deref() {
+                    shared.queue.delete(uid);
+                    if shared.cache.lock().remove_pod(uid) {
+                        shared.queue.move_all();
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "scheduler: pod watch failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+fn apply_pod(shared: &Shared, pod: &Pod) {
+    let Some(uid) = pod.metadata.uid.as_deref() else {
+        return;
+    };
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    let terminal = matches!(phase, Some("Succeeded" | "Failed"));
+    let spec = pod.spec.as_ref();
+    match spec
+        .and_then(|s| s.node_name.as_deref())
+        .filter(|n| !n.is_empty())
+    {
+        Some(node) => {
+            shared.queue.delete(uid);
+            if terminal {
+                // A finished pod no longer holds its requests.
+                if shared.cache.lock().remove_pod(uid) {
+                    shared.queue.move_all();
+                }
+            } else {
+                shared.cache.lock().apply_bound_pod(pod, node);
+            }
+        }
+        None => {
+            let ours = spec
+                .and_then(|s| s.scheduler_name.as_deref())
+                .unwrap_or(DEFAULT_SCHEDULER_NAME)
+                == shared.config.scheduler_name;
+            if !ours || terminal || pod.metadata.deletion_timestamp.is_some() {
+                shared.queue.delete(uid);
+                return;
+            }
+            // Assumed and being bound: the watch will show it bound.
+            if shared.cache.lock().is_placed(uid) {
+                return;
+            }
+            shared.queue.add(PodInfo::from_pod(pod));
+        }
+    }
+}
+
+/// The scheduling cycles, one pod at a time.
+async fn schedule_loop(shared: Arc<Shared>) {
+    let framework = shared.config.framework();
+    while let Some(popped) = shared.queue.pop().await {
+        let pod = popped.info;
+        let decision = {
+            let mut cache = shared.cache.lock();
+            let r = framework.schedule(&pod, cache.nodes());
+            if let Ok(result) = &r {
+                cache.assume(&pod, &result.node);
+            }
+            r
+        };
+        match decision {
+            Ok(result) => {
+                let Ok(permit) = shared.binds.clone().acquire_owned().await else {
+                    return;
+                };
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    match shared.binder.bind(&pod, &result.node).await {
+                        Ok(()) => shared.queue.done(&pod.uid),
+                        Err(e) => {
+                            tracing::info!(pod = %pod.key(), node = %result.node, error = %e,
+                                "scheduler: binding failed; retrying");
+                            shared.cache.lock().forget(&pod.uid);
+                            shared.queue.retry(&pod.uid);
+                        }
+                    }
+                    drop(permit);
+                });
+            }
+            Err(ScheduleError::Unfit(fit)) => {
+                let message = fit.to_string();
+                tracing::debug!(pod = %pod.key(), %message, "scheduler: pod does not fit");
+                shared.queue.unschedulable(&pod.uid, popped.cycle);
+                let Ok(permit) = shared.binds.clone().acquire_owned().await else {
+                    return;
+                };
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    report_unschedulable(&shared, &pod, &message).await;
+                    drop(permit);
+                });
+            }
+            Err(e @ ScheduleError::Internal { .. }) => {
+                tracing::error!(pod = %pod.key(), error = %e, "scheduler: cycle failed");
+                shared.queue.retry(&pod.uid);
+            }
+        }
+        // Let the watches and bindings run between cycles.
+        tokio::task::yield_now().await;
+    }
+}
+
+/// `PodScheduled=False` with reason `Unschedulable` on the pod and a
+/// `FailedScheduling` event, as Kubernetes reports it.
+async fn report_unschedulable(shared: &Shared, pod: &PodInfo, message: &str) {
+    let now =
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+    let pods: Api<Pod> = Api::namespaced(shared.client.clone(), &pod.namespace);
+    let patch = json!({"status": {"conditions": [{
+        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+        "message": message, "lastProbeTime": null, "lastTransitionTime": now,
+    }]}});
+    if let Err(e) = pods
+        .patch_status(
+            &pod.name,
+            &PatchParams::default(),
+            &Patch::Strategic(&patch),
+        )
+        .await
+    {
+        tracing::info!(pod = %pod.key(), error = %e, "scheduler: cannot record PodScheduled=False");
+    }
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(shared.client.clone(), &pod.namespace);
+    let event = json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"generateName": format!("{}.", pod.name), "namespace": pod.namespace},
+        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "namespace": pod.namespace,
+                           "name": pod.name, "uid": pod.uid},
+        "reason": "FailedScheduling", "message": message, "type": "Warning",
+        "source": {"component": shared.config.scheduler_name},
+        "reportingComponent": shared.config.scheduler_name,
+        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+    });
+    let event: k8s_openapi::api::core::v1::Event = match serde_json::from_value(event) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, "scheduler: building an event");
+            return;
+        }
+    };
+    if let Err(e) = events.create(&PostParams::default(), &event).await {
+        tracing::info!(pod = %pod.key(), error = %e, "scheduler: cannot record event");
+    }
+}
