@@ -139,3 +139,29 @@ fn a_replica_set_replaces_a_deleted_pod_and_deleting_it_removes_its_pods() {
         "the ReplicaSet's pods outlived it"
     );
 }
+
+#[test]
+fn kubectl_create_deployment_runs_on_the_node_the_scheduler_picks() {
+    let s = server();
+    let k = s.kubectl();
+    k.ok(&[
+        "create",
+        "deployment",
+        "hello",
+        "--image=hello:v1",
+        "--replicas=2",
+    ]);
+    k.ok(&["rollout", "status", "deployment/hello", "--timeout=90s"]);
+    let pods = running_pods(&k, "app=hello");
+    assert_eq!(pods.len(), 2);
+    for p in &pods {
+        assert_eq!(p["spec"]["nodeName"], TEST_NODE);
+        let name = p["metadata"]["name"].as_str().unwrap();
+        let out = k.ok(&[
+            "get",
+            "--raw",
+            &format!("/api/v1/namespaces/default/pods/{name}/proxy/"),
+        ]);
+        assert_eq!(out, "Hello from wkube!\n");
+    }
+}
