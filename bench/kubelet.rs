@@ -571,7 +571,7 @@ async fn poll_latency(cluster: &Cluster, prefix: &str, count: usize) -> Result<S
 fn print_start(label: &str, f: &StartFigures) {
     let s = |r: &Recorder| r.summary(f.elapsed);
     let row = |step: &str, r: &Recorder| {
-        if r.hist.len() == 0 {
+        if r.hist.is_empty() {
             return;
         }
         let x = s(r);
@@ -585,7 +585,7 @@ fn print_start(label: &str, f: &StartFigures) {
     row("POST → 201", &f.create);
     row("201 → Running (watch)", &f.to_running);
     row("Running → Ready", &f.to_ready);
-    if f.to_running.hist.len() == 0 {
+    if f.to_running.hist.is_empty() {
         row("201 → first 200 (poll)", &f.to_200);
     } else {
         row("Ready → first 200", &f.to_200);
