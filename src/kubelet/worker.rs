@@ -204,7 +204,10 @@ impl PodWorker {
                 match ip {
                     Some(Ok(ip)) => {
                         let ip = ip.to_string();
-                        handle.update(|r| r.pod_ip = Some(ip.clone()));
+                        // Reported with the next visible change (Running, or
+                        // a waiting reason): a status write of its own would
+                        // put a durable commit ahead of the Running one.
+                        handle.update_quiet(|r| r.pod_ip = Some(ip.clone()));
                         Some(ip)
                     }
                     Some(Err(e)) => {
@@ -243,7 +246,8 @@ impl PodWorker {
                 "Pulled",
                 format!("Module {image:?} ({digest}) is ready"),
             );
-            handle.update(|r| {
+            // Quiet for the same reason as the pod IP.
+            handle.update_quiet(|r| {
                 for rec in r.init.iter_mut().chain(r.main.iter_mut()) {
                     if rec.image == image {
                         rec.image_id = digest.clone();
