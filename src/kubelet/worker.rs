@@ -218,66 +218,16 @@ impl PodWorker {
             }
         };
 
-        // Modules: one fetch and compile per distinct image.
-        let mut loaded: HashMap<String, Arc<LoadedModule>> = HashMap::new();
-        let all: Vec<&Container> = spec
-            .init_containers
-            .iter()
-            .flatten()
-            .chain(spec.containers.iter())
-            .collect();
-        for c in &all {
-            let image = c.image.clone().unwrap_or_default();
-            if loaded.contains_key(&image) {
-                continue;
-            }
-            let module = self
-                .load_module(&image)
-                .await
-                .map_err(|(reason, message)| Failure {
-                    container: Some(c.name.clone()),
-                    reason,
-                    message,
-                })?;
-            let digest = module.digest().to_string();
-            self.shared.events.record(
-                &handle.pod_ref(),
-                super::events::Kind::Normal,
-                "Pulled",
-                format!("Module {image:?} ({digest}) is ready"),
-            );
-            // Quiet for the same reason as the pod IP.
-            handle.update_quiet(|r| {
-                for rec in r.init.iter_mut().chain(r.main.iter_mut()) {
-                    if rec.image == image {
-                        rec.image_id = digest.clone();
-                    }
-                }
-            });
-            loaded.insert(image, module);
-        }
-
-        // Volumes, the service-account mount, each container's context.
+        // Modules and mounts are independent: fetch and compile the one
+        // while the API calls of the other (ServiceAccount, TokenRequest,
+        // ConfigMaps, Secrets) are in flight.
+        let (loaded, mounts) = tokio::join!(
+            self.load_modules(handle, &spec),
+            self.prepare_mounts(handle, &pod)
+        );
+        let loaded = loaded?;
+        let (mut refs, volumes, sa_dir) = mounts?;
         let client = &self.shared.client;
-        let mut refs = Referenced::default();
-        let volumes = spec::prepare_volumes(
-            client,
-            &mut refs,
-            &pod,
-            &handle.dir,
-            self.shared.ca_pem.as_deref(),
-        )
-        .await
-        .map_err(|e| Failure::pod(e.reason(), e.to_string()))?;
-        let sa_dir = if spec::automount(client, &pod).await {
-            Some(
-                spec::service_account_dir(client, &pod, &handle.dir, self.shared.ca_pem.as_deref())
-                    .await
-                    .map_err(|e| Failure::pod("ContainerCreating", e.to_string()))?,
-            )
-        } else {
-            None
-        };
         let facts = PodFacts {
             pod: &pod,
             pod_ip,
@@ -330,6 +280,84 @@ impl PodWorker {
             self.spawn_token_refresh(handle);
         }
         Ok(())
+    }
+
+    /// Resolves, fetches and compiles each distinct image of the pod.
+    async fn load_modules(
+        &self,
+        handle: &Arc<PodHandle>,
+        spec: &k8s_openapi::api::core::v1::PodSpec,
+    ) -> Result<HashMap<String, Arc<LoadedModule>>, Failure> {
+        let mut loaded: HashMap<String, Arc<LoadedModule>> = HashMap::new();
+        let all = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(spec.containers.iter());
+        for c in all {
+            let image = c.image.clone().unwrap_or_default();
+            if loaded.contains_key(&image) {
+                continue;
+            }
+            let module = self
+                .load_module(&image)
+                .await
+                .map_err(|(reason, message)| Failure {
+                    container: Some(c.name.clone()),
+                    reason,
+                    message,
+                })?;
+            let digest = module.digest().to_string();
+            self.shared.events.record(
+                &handle.pod_ref(),
+                super::events::Kind::Normal,
+                "Pulled",
+                format!("Module {image:?} ({digest}) is ready"),
+            );
+            // Reported with the next visible change, as the pod IP.
+            handle.update_quiet(|r| {
+                for rec in r.init.iter_mut().chain(r.main.iter_mut()) {
+                    if rec.image == image {
+                        rec.image_id = digest.clone();
+                    }
+                }
+            });
+            loaded.insert(image, module);
+        }
+        Ok(loaded)
+    }
+
+    /// Writes the pod's volumes and, when automounted, its service-account
+    /// mount. Returns the objects read (for the environment), the volume
+    /// directories and the service-account directory.
+    async fn prepare_mounts(
+        &self,
+        handle: &Arc<PodHandle>,
+        pod: &Pod,
+    ) -> Result<
+        (
+            Referenced,
+            HashMap<String, (std::path::PathBuf, bool)>,
+            Option<std::path::PathBuf>,
+        ),
+        Failure,
+    > {
+        let client = &self.shared.client;
+        let ca = self.shared.ca_pem.as_deref();
+        let mut refs = Referenced::default();
+        let volumes = spec::prepare_volumes(client, &mut refs, pod, &handle.dir, ca)
+            .await
+            .map_err(|e| Failure::pod(e.reason(), e.to_string()))?;
+        let sa_dir = if spec::automount(client, pod).await {
+            Some(
+                spec::service_account_dir(client, pod, &handle.dir, ca)
+                    .await
+                    .map_err(|e| Failure::pod("ContainerCreating", e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        Ok((refs, volumes, sa_dir))
     }
 
     /// Keeps the mounted service-account token fresh (at 80% of its life).
