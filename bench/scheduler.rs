@@ -22,7 +22,7 @@ use hyper::Request;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 
-use crate::api::{Api, Conn, wait_for_file};
+use crate::api::{Api, Conn, admin_api};
 use crate::procs::{self, Server};
 
 #[derive(Args, Debug)]
@@ -142,21 +142,8 @@ async fn run_one(
         Duration::from_secs(120),
     )
     .await?;
-    let data = server.dir.path().join("data");
-    let url = wait_for_file(&data.join("api.endpoint")).await?;
-    let kubeconfig = wait_for_file(&data.join("admin.kubeconfig")).await?;
-    let token = kubeconfig
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("token: "))
-        .context("no token in the admin kubeconfig")?
-        .trim()
-        .to_string();
-    let addr = url
-        .strip_prefix("http://")
-        .context("the benchmark drives the API over plain HTTP (--tls off)")?
-        .trim_end_matches('/')
-        .to_string();
-    let api = Arc::new(Api { addr, token });
+    let (api, _url) = admin_api(&server).await?;
+    let api = Arc::new(api);
     let server_pid = server.proc.pid();
 
     // Namespace, nodes and their Leases.
