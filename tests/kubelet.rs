@@ -344,6 +344,11 @@ fn a_pod_sees_its_env_volumes_and_service_account_and_nothing_else() {
         .env("NODE", json!({"fieldRef": {"fieldPath": "spec.nodeName"}}))
         .env("COMBINED", json!("$(PLAIN)-$(MODE)"))
         .last(
+            "envFrom",
+            json!([{"configMapRef": {"name": "settings"}, "prefix": "CFG_"},
+                   {"secretRef": {"name": "absent", "optional": true}}]),
+        )
+        .last(
             "volumeMounts",
             json!([{"name": "cfg", "mountPath": "/etc/cfg"},
                    {"name": "sec", "mountPath": "/etc/sec"},
@@ -367,6 +372,7 @@ fn a_pod_sees_its_env_volumes_and_service_account_and_nothing_else() {
     assert_eq!(env["POD_IP"], p["status"]["podIP"]);
     assert_eq!(env["NODE"], TEST_NODE);
     assert_eq!(env["COMBINED"], "value-fast");
+    assert_eq!(env["CFG_mode"], "fast");
     assert!(
         env.get("HOME").is_none() && env.get("PATH").is_none(),
         "{env}"

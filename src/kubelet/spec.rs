@@ -221,30 +221,22 @@ pub async fn environment(
     };
     for from in c.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
+        let mut sources = Vec::new();
         if let Some(r) = &from.config_map_ref {
-            match refs.config_map(client, &ns, &r.name).await? {
-                Some(cm) => {
-                    for (k, v) in config_map_data(cm) {
-                        set(
-                            &mut env,
-                            format!("{prefix}{k}"),
-                            String::from_utf8_lossy(&v).into(),
-                        );
-                    }
-                }
-                None if r.optional == Some(true) => {}
-                None => {
-                    return Err(SpecError::MissingObject {
-                        kind: "configmap",
-                        name: r.name.clone(),
-                    });
-                }
-            }
+            let data = refs
+                .config_map(client, &ns, &r.name)
+                .await?
+                .map(config_map_data);
+            sources.push(("configmap", data, &r.name, r.optional));
         }
         if let Some(r) = &from.secret_ref {
-            match refs.secret(client, &ns, &r.name).await? {
-                Some(s) => {
-                    for (k, v) in secret_data(s) {
+            let data = refs.secret(client, &ns, &r.name).await?.map(secret_data);
+            sources.push(("secret", data, &r.name, r.optional));
+        }
+        for (kind, data, name, optional) in sources {
+            match data {
+                Some(data) => {
+                    for (k, v) in data {
                         set(
                             &mut env,
                             format!("{prefix}{k}"),
@@ -252,11 +244,11 @@ pub async fn environment(
                         );
                     }
                 }
-                None if r.optional == Some(true) => {}
+                None if optional == Some(true) => {}
                 None => {
                     return Err(SpecError::MissingObject {
-                        kind: "secret",
-                        name: r.name.clone(),
+                        kind,
+                        name: name.clone(),
                     });
                 }
             }
