@@ -14,6 +14,7 @@
 //! - [`client`]: the API client the components use.
 //! - [`controllers`]: the controller manager (ReplicaSet, Deployment).
 //! - [`server`]: `wkube server`, which wires the components together.
+//! - [`shutdown`]: one shutdown signal for a component's tasks.
 //! - [`cli`]: the user-facing subcommands other than `server`.
 
 pub mod api;
@@ -26,4 +27,5 @@ pub mod resources;
 pub mod runtime;
 pub mod scheduler;
 pub mod server;
+pub mod shutdown;
 pub mod store;

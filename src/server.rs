@@ -302,21 +302,14 @@ pub async fn run(
         peer_urls: Vec::new(),
     };
     // One shutdown signal stops both servers.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
+    let stop = crate::shutdown::Stop::new(shutdown);
     let etcd = grpc::serve(
         store,
         listener,
         tls.map(|(server_tls, _)| server_tls),
         cfg.limits.clone(),
         member,
-        stopped(stop_rx.clone()),
+        stop.wait(),
     );
     let agent = match cfg.agent.clone() {
         Some(kcfg) => Some((
@@ -345,7 +338,7 @@ pub async fn run(
                 &api_state.tokens,
                 "system:kube-scheduler",
             )?;
-            let stop = stopped(stop_rx.clone());
+            let stop = stop.wait();
             Some(tokio::spawn(crate::scheduler::run(client, scfg, stop)))
         }
         None => None,
@@ -354,12 +347,12 @@ pub async fn run(
         api_state,
         api_listener,
         api_tls,
-        stopped(stop_rx.clone()),
+        stop.wait(),
         std::time::Duration::from_secs(10),
     );
     let kubelet = match agent {
         Some(((client, ca, agent_tls), kcfg)) => {
-            let stop = stopped(stop_rx.clone());
+            let stop = stop.wait();
             Some(tokio::spawn(async move {
                 let r = crate::kubelet::run(kcfg, client, ca, agent_tls, stop).await;
                 if let Err(e) = &r {
@@ -373,8 +366,8 @@ pub async fn run(
         }
         None => None,
     };
-    let controllers = controllers_client
-        .map(|client| tokio::spawn(crate::controllers::run(client, stopped(stop_rx.clone()))));
+    let controllers =
+        controllers_client.map(|client| tokio::spawn(crate::controllers::run(client, stop.wait())));
     let (etcd_result, api_result) = tokio::join!(etcd, api);
     if let Some(c) = controllers {
         let _ = c.await;

@@ -35,17 +35,10 @@ pub fn retry_later() -> Action {
 
 /// Runs every controller until `shutdown`.
 pub async fn run(client: kube::Client, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = tx.send(true);
-    });
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
+    let stop = crate::shutdown::Stop::new(shutdown);
     tokio::join!(
-        replicaset::run(client.clone(), stopped(rx.clone())),
-        deployment::run(client, stopped(rx)),
+        replicaset::run(client.clone(), stop.wait()),
+        deployment::run(client, stop.wait()),
     );
 }
 

@@ -231,14 +231,7 @@ pub async fn run(
         "kubelet starting"
     );
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
+    let stop = crate::shutdown::Stop::new(shutdown);
 
     let server_tls = match tls {
         Some(t) => Some(server::tls_config(&t).map_err(KubeletError::Tls)?),
@@ -248,14 +241,14 @@ pub async fn run(
         shared.clone(),
         listener,
         server_tls,
-        stopped(stop_rx.clone()),
+        stop.wait(),
     ));
     // The Node must exist (with its podCIDR) before pods are taken on.
     let node = node::NodeAgent::new(shared.clone(), port);
-    let pod_cidr = node.register(stopped(stop_rx.clone())).await;
-    let heartbeat = tokio::spawn(node.run(stopped(stop_rx.clone())));
+    let pod_cidr = node.register(stop.wait()).await;
+    let heartbeat = tokio::spawn(node.run(stop.wait()));
     let manager = pods::PodManager::new(shared.clone(), pod_cidr);
-    manager.run(stopped(stop_rx)).await;
+    manager.run(stop.wait()).await;
     let _ = heartbeat.await;
     let _ = endpoint.await;
     tracing::info!(node = %shared.config.node_name, "kubelet stopped");
