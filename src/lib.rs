@@ -23,6 +23,7 @@ pub mod client;
 pub mod controllers;
 pub mod kubelet;
 pub mod pki;
+pub mod proxy;
 pub mod resources;
 pub mod runtime;
 pub mod scheduler;

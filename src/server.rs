@@ -500,14 +500,16 @@ fn local_agent_credentials(
         let ca = pki.ca_cert_pem().to_string();
         (
             Credential::ClientCert {
-                cert_pem: client_cert.cert_pem,
-                key_pem: client_cert.key_pem,
+                cert_pem: client_cert.cert_pem.clone(),
+                key_pem: client_cert.key_pem.clone(),
             },
             Some(ca.clone()),
             Some(crate::kubelet::AgentTls {
                 cert_pem: serving.cert_pem,
                 key_pem: serving.key_pem,
                 ca_pem: ca,
+                client_cert_pem: client_cert.cert_pem,
+                client_key_pem: client_cert.key_pem,
             }),
         )
     } else {

@@ -100,6 +100,38 @@ pub async fn run(state: &ApiState, advertise: Ipv4Addr, port: u16) -> Result<(),
         }
         Some(_) => {}
     }
+    // Its EndpointSlice, which the node proxies route by (guests reach the
+    // API server at `https://kubernetes.default.svc`).
+    let slices = kind("endpointslices", "discovery.k8s.io")?;
+    let slice = json!({
+        "metadata": {"name": "kubernetes", "namespace": "default",
+            "labels": {"kubernetes.io/service-name": "kubernetes"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [advertise.to_string()],
+                       "conditions": {"ready": true, "serving": true, "terminating": false}}],
+        "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+    });
+    match state
+        .registry
+        .try_get(slices, Some("default"), "kubernetes")
+        .await?
+    {
+        None => ensure(state, slices, Some("default"), slice).await?,
+        Some(current)
+            if current.get("endpoints") != slice.get("endpoints")
+                || current.get("ports") != slice.get("ports") =>
+        {
+            let mut next = current.clone();
+            next["endpoints"] = slice["endpoints"].clone();
+            next["ports"] = slice["ports"].clone();
+            let rv = super::registry::parse_rv(objects::rv_of(&current).unwrap_or("0"))?;
+            state
+                .registry
+                .update(slices, Some("default"), "kubernetes", rv, &next)
+                .await?;
+        }
+        Some(_) => {}
+    }
     ensure_service_accounts(state).await?;
     Ok(())
 }

@@ -459,6 +459,123 @@ pub async fn pod_proxy(
     .await
 }
 
+/// Serve `services/[SCHEME:]NAME[:PORT]/proxy[/PATH]`: one ready endpoint
+/// of the service's port (named or numbered; the first port when none is
+/// given), reached through its pod's node agent. Endpoints are taken in
+/// turn across requests.
+///
+/// # Errors
+/// 404 for a missing service, 400 for a port it does not have, 503 with
+/// Kubernetes' message when no endpoint is ready.
+pub async fn service_proxy(
+    state: &ApiState,
+    ns: &str,
+    id: &str,
+    fwd: Forward<'_>,
+) -> Result<Response<Body>, ApiError> {
+    let (scheme, name, port) = split_scheme_name_port(id)
+        .ok_or_else(|| ApiError::bad_request(format!("invalid service request {id:?}")))?;
+    if scheme == "https" {
+        return Err(ApiError::bad_request(format!(
+            "service {name} cannot be proxied over https: Wasm HTTP components serve plain HTTP"
+        )));
+    }
+    let svc = state
+        .registry
+        .get(kind("services")?, Some(ns), name)
+        .await?;
+    let ports = svc
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let port_name_of = |p: &Value| {
+        p.get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let chosen = if port.is_empty() {
+        ports.first()
+    } else {
+        ports.iter().find(|p| {
+            port_name_of(p) == port
+                || p.get("port")
+                    .and_then(Value::as_u64)
+                    .map(|n| n.to_string())
+                    .as_deref()
+                    == Some(port)
+        })
+    };
+    let Some(chosen) = chosen else {
+        return Err(ApiError::ServiceUnavailable {
+            message: format!("no endpoints available for service \"{name}\""),
+        });
+    };
+    let port_name = port_name_of(chosen);
+    let slice_kind = resources::by_resource("discovery.k8s.io", "v1", "endpointslices")
+        .ok_or(ApiError::NoRoute)?;
+    let slices = state
+        .registry
+        .list(slice_kind, Some(ns), 0, None, &|s: &Value| {
+            s.pointer("/metadata/labels/kubernetes.io~1service-name")
+                .and_then(Value::as_str)
+                == Some(name)
+        })
+        .await?;
+    // (pod, node, targetPort) of every ready endpoint with a pod behind it.
+    let mut ready: Vec<(String, String, u64)> = Vec::new();
+    for s in &slices.items {
+        let Some(target_port) = s
+            .pointer("/ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|p| port_name_of(p) == port_name)
+            .and_then(|p| p.get("port").and_then(Value::as_u64))
+        else {
+            continue;
+        };
+        for ep in s
+            .pointer("/endpoints")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let is_ready = ep
+                .pointer("/conditions/ready")
+                .and_then(Value::as_bool)
+                .unwrap_or(true);
+            let pod = ep
+                .pointer("/targetRef")
+                .filter(|r| r.get("kind").and_then(Value::as_str) == Some("Pod"))
+                .and_then(|r| r.get("name").and_then(Value::as_str));
+            let node = ep.get("nodeName").and_then(Value::as_str);
+            if let (true, Some(pod), Some(node)) = (is_ready, pod, node) {
+                ready.push((pod.to_string(), node.to_string(), target_port));
+            }
+        }
+    }
+    if ready.is_empty() {
+        return Err(ApiError::ServiceUnavailable {
+            message: format!("no endpoints available for service \"{name}\""),
+        });
+    }
+    ready.sort();
+    static TURN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let (pod, node, target_port) =
+        &ready[TURN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % ready.len()];
+    let agent = agent_of(state, node).await?;
+    let rest = if fwd.rest.is_empty() { "/" } else { fwd.rest };
+    forward(
+        state,
+        &agent,
+        format!("/proxy/{ns}/{pod}/{target_port}{rest}"),
+        fwd,
+    )
+    .await
+}
+
 /// Serve `nodes/NAME[:PORT]/proxy[/PATH]`: the agent's own paths.
 ///
 /// # Errors

@@ -398,6 +398,21 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
                         &["replicasets/status", "deployments/status"],
                         &["patch", "update"],
                     ),
+                    rule(&[""], &["services"], &["get", "list", "watch"]),
+                    rule(
+                        &[""],
+                        &["endpoints"],
+                        &[
+                            "get", "list", "watch", "create", "delete", "patch", "update",
+                        ],
+                    ),
+                    rule(
+                        &["discovery.k8s.io"],
+                        &["endpointslices"],
+                        &[
+                            "get", "list", "watch", "create", "delete", "patch", "update",
+                        ],
+                    ),
                 ],
             ),
         ),

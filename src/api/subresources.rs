@@ -177,7 +177,7 @@ pub async fn handle(
         (Subresource::Log, Verb::Get) => {
             super::nodeproxy::pod_log(state, ns.unwrap_or_default(), name, query).await
         }
-        (Subresource::Proxy, _) if matches!(kind.kind, "Pod" | "Node") => {
+        (Subresource::Proxy, _) if matches!(kind.kind, "Pod" | "Node" | "Service") => {
             let forward = super::nodeproxy::Forward {
                 method: method.clone(),
                 rest: &target.rest,
@@ -185,9 +185,12 @@ pub async fn handle(
                 headers,
                 body: raw,
             };
-            match ns {
-                Some(ns) => super::nodeproxy::pod_proxy(state, ns, name, forward).await,
-                None => super::nodeproxy::node_proxy(state, name, forward).await,
+            match (kind.kind, ns) {
+                ("Service", Some(ns)) => {
+                    super::nodeproxy::service_proxy(state, ns, name, forward).await
+                }
+                (_, Some(ns)) => super::nodeproxy::pod_proxy(state, ns, name, forward).await,
+                (_, None) => super::nodeproxy::node_proxy(state, name, forward).await,
             }
         }
         (Subresource::Proxy, _) => Err(ApiError::ServiceUnavailable {

@@ -53,6 +53,15 @@ pub struct NodeArgs {
     /// How often the node's Lease is renewed.
     #[arg(long, default_value = "10", value_parser = parse_seconds, value_name = "SECONDS")]
     pub lease_renew_interval: Duration,
+
+    /// Do not listen on ClusterIPs, load-balancer addresses and NodePorts
+    /// (guests' requests to services are still routed).
+    #[arg(long)]
+    pub no_proxy_listen: bool,
+
+    /// Most connections the service proxy's listeners hold open at once.
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    pub proxy_max_connections: usize,
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -115,6 +124,8 @@ impl NodeArgs {
         cfg.backoff_initial = self.backoff_initial;
         cfg.backoff_max = self.backoff_max.max(self.backoff_initial);
         cfg.lease_renew = self.lease_renew_interval.max(Duration::from_millis(100));
+        cfg.proxy_listen = !self.no_proxy_listen;
+        cfg.proxy_max_connections = self.proxy_max_connections.max(1);
         cfg
     }
 }
@@ -130,6 +141,15 @@ pub struct AgentArgs {
     /// first start only; the node credential is kept in DATA/agent).
     #[arg(long, env = "WKUBE_JOIN_TOKEN", value_name = "TOKEN")]
     pub token: Option<String>,
+
+    /// The cluster's service range (the server's --service-cidr), which
+    /// this node's proxy routes.
+    #[arg(long, default_value = crate::proxy::DEFAULT_SERVICE_CIDR, value_parser = super::parse_cidr, value_name = "CIDR")]
+    pub service_cidr: crate::api::admission::Cidr,
+
+    /// The cluster's pod range (the server's --cluster-cidr).
+    #[arg(long, default_value = crate::proxy::DEFAULT_CLUSTER_CIDR, value_parser = super::parse_cidr, value_name = "CIDR")]
+    pub cluster_cidr: crate::api::admission::Cidr,
 
     #[command(flatten)]
     pub node: NodeArgs,
@@ -185,7 +205,9 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
     let server = args.server.trim_end_matches('/').to_string();
-    let cfg = args.node.clone().into_config(data_dir.join("kubelet"));
+    let mut cfg = args.node.clone().into_config(data_dir.join("kubelet"));
+    cfg.service_cidr = args.service_cidr;
+    cfg.cluster_cidr = args.cluster_cidr;
     let path = data_dir.join("agent").join("credentials.json");
     let stored: Option<Stored> = std::fs::read(&path)
         .ok()
@@ -234,6 +256,8 @@ pub async fn run(
         cert_pem: stored.creds.serving_cert.clone(),
         key_pem: stored.creds.serving_key.clone(),
         ca_pem: ca.clone(),
+        client_cert_pem: stored.creds.client_cert.clone(),
+        client_key_pem: stored.creds.client_key.clone(),
     });
     crate::kubelet::run(cfg, client, Some(ca), agent_tls, shutdown).await?;
     Ok(())

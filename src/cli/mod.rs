@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod kv;
 pub mod push;
+pub mod run;
 pub mod token;
 
 use std::net::SocketAddr;
@@ -69,6 +70,9 @@ pub enum Command {
     Kubeconfig(token::KubeconfigArgs),
     /// Upload a .wasm component or module to the module registry.
     Push(push::PushArgs),
+    /// Deploy a .wasm HTTP component: push it, run it as a Deployment
+    /// behind a Service, wait until it serves and print its URL.
+    Run(run::RunArgs),
 }
 
 /// Flags of `wkube server`.
@@ -202,7 +206,7 @@ pub enum TlsArg {
     Off,
 }
 
-fn parse_cidr(s: &str) -> Result<crate::api::admission::Cidr, String> {
+pub(crate) fn parse_cidr(s: &str) -> Result<crate::api::admission::Cidr, String> {
     crate::api::admission::Cidr::parse(s)
 }
 
@@ -312,7 +316,12 @@ impl ServerArgs {
             },
             member_name: self.name,
             controllers: !self.no_controllers,
-            agent: (!self.no_agent).then(|| self.node.into_config(data_dir.join("kubelet"))),
+            agent: (!self.no_agent).then(|| {
+                let mut k = self.node.into_config(data_dir.join("kubelet"));
+                k.service_cidr = self.service_cidr;
+                k.cluster_cidr = self.cluster_cidr;
+                k
+            }),
             scheduler: (!self.no_scheduler).then(|| {
                 let mut s = crate::scheduler::SchedulerConfig::default();
                 if let Some(kind) = self.scheduler_strategy {

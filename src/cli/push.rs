@@ -95,10 +95,10 @@ pub async fn run(args: PushArgs, data_dir: &Path) -> ExitCode {
 }
 
 /// Where and how to reach the API server.
-struct Target {
-    url: String,
-    token: Option<String>,
-    ca_pem: Option<Vec<u8>>,
+pub(crate) struct Target {
+    pub(crate) url: String,
+    pub(crate) token: Option<String>,
+    pub(crate) ca_pem: Option<Vec<u8>>,
 }
 
 fn split_reference(reference: &str) -> Result<(&str, &str), PushError> {
@@ -114,7 +114,7 @@ fn split_reference(reference: &str) -> Result<(&str, &str), PushError> {
     }
 }
 
-async fn push(args: &PushArgs, data_dir: &Path) -> Result<String, PushError> {
+pub(crate) async fn push(args: &PushArgs, data_dir: &Path) -> Result<String, PushError> {
     let (name, tag) = split_reference(&args.reference)?;
     let bytes = tokio::fs::read(&args.file)
         .await
@@ -187,7 +187,7 @@ async fn push(args: &PushArgs, data_dir: &Path) -> Result<String, PushError> {
     ))
 }
 
-fn target(kubeconfig: Option<&Path>, data_dir: &Path) -> Result<Target, PushError> {
+pub(crate) fn target(kubeconfig: Option<&Path>, data_dir: &Path) -> Result<Target, PushError> {
     let kc_path = kubeconfig
         .map(Path::to_path_buf)
         .unwrap_or_else(|| data_dir.join(ADMIN_KUBECONFIG));

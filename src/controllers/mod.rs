@@ -9,8 +9,11 @@
 //! - [`replicaset`]: keeps `replicas` pods of a ReplicaSet's template.
 //! - [`deployment`]: ReplicaSets per pod template, rolling updates and
 //!   Recreate, and the status `kubectl rollout status` waits on.
+//! - [`endpoints`]: the EndpointSlices and Endpoints of every Service with
+//!   a selector, which the node proxies route by.
 
 pub mod deployment;
+pub mod endpoints;
 pub mod replicaset;
 
 use std::future::Future;
@@ -38,7 +41,8 @@ pub async fn run(client: kube::Client, shutdown: impl Future<Output = ()> + Send
     let stop = crate::shutdown::Stop::new(shutdown);
     tokio::join!(
         replicaset::run(client.clone(), stop.wait()),
-        deployment::run(client, stop.wait()),
+        deployment::run(client.clone(), stop.wait()),
+        endpoints::run(client, stop.wait()),
     );
 }
 

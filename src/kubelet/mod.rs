@@ -81,6 +81,13 @@ pub struct KubeletConfig {
     pub runtime: RuntimeConfig,
     /// Bound on concurrent requests the agent endpoint serves.
     pub max_connections: usize,
+    /// The service proxy: address ranges and whether it listens on
+    /// service addresses and NodePorts.
+    pub service_cidr: crate::api::admission::Cidr,
+    pub cluster_cidr: crate::api::admission::Cidr,
+    pub proxy_listen: bool,
+    /// Connections the proxy's listeners hold open at once.
+    pub proxy_max_connections: usize,
 }
 
 impl KubeletConfig {
@@ -108,6 +115,12 @@ impl KubeletConfig {
             log_max_files: 5,
             runtime,
             max_connections: 1024,
+            service_cidr: crate::api::admission::Cidr::parse(crate::proxy::DEFAULT_SERVICE_CIDR)
+                .expect("the default service range parses"),
+            cluster_cidr: crate::api::admission::Cidr::parse(crate::proxy::DEFAULT_CLUSTER_CIDR)
+                .expect("the default pod range parses"),
+            proxy_listen: true,
+            proxy_max_connections: 4096,
         }
     }
 }
@@ -120,6 +133,10 @@ pub struct AgentTls {
     pub cert_pem: String,
     pub key_pem: String,
     pub ca_pem: String,
+    /// The node's client certificate and key (`system:node:NAME`), which
+    /// its proxy presents to other nodes' agents.
+    pub client_cert_pem: String,
+    pub client_key_pem: String,
 }
 
 impl std::fmt::Debug for AgentTls {
@@ -160,8 +177,10 @@ pub struct Shared {
     pub modules: modules::ModuleStore,
     /// The cluster CA (for the service-account mount's `ca.crt`).
     pub ca_pem: Option<String>,
-    /// Pods this kubelet runs, for the agent endpoint.
-    pub pods: pods::PodTable,
+    /// Pods this kubelet runs, for the agent endpoint and the proxy.
+    pub pods: Arc<pods::PodTable>,
+    /// The node's service proxy.
+    pub proxy: Arc<crate::proxy::Proxy>,
     pub events: events::Recorder,
 }
 
@@ -210,6 +229,25 @@ pub async fn run(
     let runtime = tokio::task::spawn_blocking(move || Runtime::new(runtime_config))
         .await
         .map_err(|e| KubeletError::Runtime(RuntimeError::Engine(e.to_string())))??;
+    let pod_table = Arc::new(pods::PodTable::default());
+    let mut proxy_config = crate::proxy::ProxyConfig::new(config.node_name.clone(), config.node_ip);
+    proxy_config.ranges = crate::proxy::Ranges {
+        service_cidr: config.service_cidr,
+        cluster_cidr: config.cluster_cidr,
+    };
+    proxy_config.listen = config.proxy_listen;
+    proxy_config.max_connections = config.proxy_max_connections;
+    let identity = tls.as_ref().map(|t| crate::proxy::NodeIdentity {
+        client: crate::pki::ClientTls {
+            cert_pem: t.client_cert_pem.clone(),
+            key_pem: t.client_key_pem.clone(),
+            ca_pem: t.ca_pem.clone(),
+        },
+    });
+    let proxy = Arc::new(
+        crate::proxy::Proxy::new(proxy_config, pod_table.clone(), identity)
+            .map_err(|e| KubeletError::Tls(e.to_string()))?,
+    );
     let shared = Arc::new(Shared {
         logs: logs::LogStore::new(logs::LogLimits {
             max_file_bytes: config.log_max_file_bytes,
@@ -221,7 +259,8 @@ pub async fn run(
         events: events::Recorder::start(client.clone(), config.node_name.clone()),
         client,
         ca_pem,
-        pods: pods::PodTable::default(),
+        pods: pod_table,
+        proxy: proxy.clone(),
         config,
     });
     tracing::info!(
@@ -247,9 +286,11 @@ pub async fn run(
     let node = node::NodeAgent::new(shared.clone(), port);
     let pod_cidr = node.register(stop.wait()).await;
     let heartbeat = tokio::spawn(node.run(stop.wait()));
+    let proxy_task = tokio::spawn(crate::proxy::run(proxy, shared.client.clone(), stop.wait()));
     let manager = pods::PodManager::new(shared.clone(), pod_cidr);
     manager.run(stop.wait()).await;
     let _ = heartbeat.await;
+    let _ = proxy_task.await;
     let _ = endpoint.await;
     tracing::info!(node = %shared.config.node_name, "kubelet stopped");
     Ok(())

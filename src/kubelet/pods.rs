@@ -155,6 +155,12 @@ impl PodHandle {
         Ok(svc.handle(req).await)
     }
 
+    /// Whether a request for `port` would be taken now (the proxy asks
+    /// before handing one over, so it can try another endpoint instead).
+    pub fn can_serve(&self, port: Option<u16>) -> bool {
+        self.accepting.load(Ordering::Acquire) && self.service_for(port).is_some()
+    }
+
     /// Stops taking new requests.
     pub fn stop_accepting(&self) {
         self.accepting.store(false, Ordering::Release);
@@ -207,6 +213,15 @@ impl PodTable {
         self.pods
             .read()
             .get(&format!("{namespace}/{name}"))
+            .cloned()
+    }
+
+    /// The pod with address `ip`, if it runs here.
+    pub fn by_ip(&self, ip: &str) -> Option<Arc<PodHandle>> {
+        self.pods
+            .read()
+            .values()
+            .find(|h| h.read(|r| r.pod_ip.as_deref() == Some(ip)))
             .cloned()
     }
 

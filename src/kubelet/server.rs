@@ -8,6 +8,9 @@
 //! - `GET /containerLogs/{namespace}/{pod}/{container}?follow=&tailLines=&previous=&timestamps=&limitBytes=&sinceSeconds=&sinceTime=`
 //! - `ANY /proxy/{namespace}/{pod}/{port}/{path…}` → the pod's HTTP
 //!   component on containerPort `port` (empty: its first one).
+//! - `ANY /podip/{ip}/{port}/{path…}` → the pod with that address (other
+//!   nodes' proxies deliver requests for pod IPs here).
+//! - `GET /metrics` → the service proxy's request counters.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -81,6 +84,13 @@ fn caller_allowed(cert: &[u8]) -> bool {
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route("/metrics", axum::routing::get(metrics))
+        .route("/podip/{ip}/{port}", axum::routing::any(pod_ip_proxy_root))
+        .route("/podip/{ip}/{port}/", axum::routing::any(pod_ip_proxy_root))
+        .route(
+            "/podip/{ip}/{port}/{*rest}",
+            axum::routing::any(pod_ip_proxy),
+        )
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",
             axum::routing::get(container_logs),
@@ -306,6 +316,59 @@ async fn forward(
             format!("pod {namespace}/{pod} is not running on this node"),
         );
     };
+    serve_in(handle, port, rest, req).await
+}
+
+/// `/podip/{ip}/{port}/...`: another node's proxy delivering a request
+/// for a pod address in this node's range.
+async fn pod_ip_proxy(
+    State(shared): State<Arc<Shared>>,
+    Path((ip, port, rest)): Path<(String, String, String)>,
+    req: Request,
+) -> Response {
+    let Some(handle) = shared.pods.by_ip(&ip) else {
+        let mut r = plain(
+            StatusCode::NOT_FOUND,
+            format!("no pod at {ip} on this node"),
+        );
+        r.headers_mut().insert(
+            crate::proxy::route::NO_POD_HEADER,
+            HeaderValue::from_static("1"),
+        );
+        return r;
+    };
+    serve_in(handle, port, rest, req).await
+}
+
+async fn pod_ip_proxy_root(
+    state: State<Arc<Shared>>,
+    Path((ip, port)): Path<(String, String)>,
+    req: Request,
+) -> Response {
+    pod_ip_proxy(state, Path((ip, port, String::new())), req).await
+}
+
+/// `/metrics`: the proxy's per-service and per-pod counters.
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let mut r = plain(
+        StatusCode::OK,
+        shared.proxy.metrics.render(&shared.config.node_name),
+    );
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
+/// Serves a request in `handle`'s pod, on containerPort `port` (empty or
+/// `-`: its first HTTP container), at path `/rest`.
+async fn serve_in(
+    handle: Arc<super::pods::PodHandle>,
+    port: String,
+    rest: String,
+    req: Request,
+) -> Response {
     let port = match port.as_str() {
         "" | "-" => None,
         p => match p.parse::<u16>() {

@@ -637,9 +637,10 @@ pub fn limits(pod: &Pod, c: &Container, active_deadline: Option<Duration>) -> Po
     }
 }
 
-/// Outgoing HTTP: cluster services (loopback service and pod ranges and
-/// `*.svc`/`*.svc.cluster.local` names, routed by the node proxy) and the
-/// hosts of the pod's allow-list annotation; everything else is refused.
+/// Outgoing HTTP outside the cluster: the hosts of the pod's allow-list
+/// annotation; everything else is refused. (Cluster destinations — service
+/// names and addresses, pod addresses — are taken by the node proxy's
+/// router before this policy is asked.)
 pub fn outbound_policy(pod: &Pod) -> OutboundPolicy {
     let allowed: Vec<String> = pod
         .metadata
@@ -668,21 +669,11 @@ pub fn outbound_policy(pod: &Pod) -> OutboundPolicy {
             } else {
                 80
             });
-        if is_cluster_name(&host) {
-            return true;
-        }
         allowed.iter().any(|a| match a.rsplit_once(':') {
             Some((h, p)) if p.parse::<u16>().is_ok() => h == host && p.parse() == Ok(port),
             _ => *a == host || a == "*",
         })
     })
-}
-
-/// A service name the node proxy resolves: `*.svc`, `*.svc.cluster.local`.
-/// (Bare `NAME` and `NAME.NS` forms and service IPs are the proxy's to
-/// route; they are allowed once it is in place.)
-fn is_cluster_name(host: &str) -> bool {
-    host.ends_with(".svc") || host.ends_with(".svc.cluster.local")
 }
 
 /// Everything one container sees.
@@ -699,6 +690,7 @@ pub fn context(
         preopens,
         logs,
         outbound: Some(outbound_policy(pod)),
+        router: None,
     }
 }
 
@@ -745,7 +737,7 @@ mod tests {
     }
 
     #[test]
-    fn outbound_requests_go_to_cluster_names_and_allowed_hosts_only() {
+    fn outbound_requests_leave_the_cluster_only_for_allowed_hosts() {
         let mut pod = Pod::default();
         pod.metadata.annotations = Some(BTreeMap::from([(
             ALLOWED_HOSTS_ANNOTATION.to_string(),
@@ -753,7 +745,8 @@ mod tests {
         )]));
         let p = outbound_policy(&pod);
         let ok = |u: &str| p(&u.parse().unwrap());
-        assert!(ok("http://hello.default.svc.cluster.local/"));
+        // Service names are the proxy's: the policy never lets them out.
+        assert!(!ok("http://hello.default.svc.cluster.local/"));
         assert!(ok("https://api.example.com/x"));
         assert!(ok("http://127.0.0.1:8080/"));
         assert!(!ok("http://127.0.0.1:8081/"));

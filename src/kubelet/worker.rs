@@ -260,7 +260,12 @@ impl PodWorker {
                     reason: "CreateContainerConfigError",
                     message: e.to_string(),
                 })?;
-            let ctx = spec::context(spec::argv(&c), env, preopens, &pod, None);
+            let mut ctx = spec::context(spec::argv(&c), env, preopens, &pod, None);
+            ctx.router = Some(Arc::new(crate::proxy::outbound::PodRouter::new(
+                self.shared.proxy.clone(),
+                pod.metadata.namespace.clone().unwrap_or_default(),
+                facts.pod_ip.as_deref().and_then(|ip| ip.parse().ok()),
+            )));
             let limits = spec::limits(&pod, &c, None);
             let prepared = Prepared {
                 spec: c,

@@ -108,7 +108,8 @@ pub fn is_dns1123_subdomain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
 }
 
-fn is_dns1035_label(s: &str) -> bool {
+/// RFC 1035 label (Service names): a DNS-1123 label starting with a letter.
+pub fn is_dns1035_label(s: &str) -> bool {
     is_dns1123_label(s) && s.as_bytes()[0].is_ascii_lowercase()
 }
 

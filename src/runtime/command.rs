@@ -80,6 +80,7 @@ pub async fn run_command(
                     table: ResourceTable::new(),
                     hooks: PodHooks {
                         outbound: ctx.outbound.clone(),
+                        router: ctx.router.clone(),
                     },
                     limiter,
                 };

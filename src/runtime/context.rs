@@ -35,6 +35,29 @@ pub type LogSink = Arc<dyn Fn(LogStream, &[u8]) + Send + Sync>;
 /// `ErrorCode::HttpRequestDenied`.
 pub type OutboundPolicy = Arc<dyn Fn(&hyper::Uri) -> bool + Send + Sync>;
 
+/// A guest's outgoing request or the host's response to it, as wasi-http
+/// carries them.
+pub type GuestRequest = hyper::Request<wasmtime_wasi_http::WasiBody>;
+pub type GuestResponse = hyper::Response<wasmtime_wasi_http::WasiBody>;
+/// The answer a router gives for a request it took.
+pub type RoutedResponse = Pin<
+    Box<dyn Future<Output = Result<GuestResponse, wasmtime_wasi_http::Error>> + Send + 'static>,
+>;
+
+/// Takes a guest's outgoing requests for cluster destinations (services and
+/// pods, by address or name) before the outbound policy sees them: the node
+/// proxy, which serves them in-process or through the owning node, so they
+/// never touch a socket the guest chose.
+pub trait OutboundRouter: Send + Sync {
+    /// `Ok` with the response to come when the request is for the cluster;
+    /// `Err` gives the request back for the outbound policy.
+    ///
+    /// # Errors
+    /// Not an error: `Err` hands the request back untouched.
+    #[allow(clippy::result_large_err)]
+    fn route(&self, req: GuestRequest) -> Result<RoutedResponse, GuestRequest>;
+}
+
 /// A host directory made visible to the guest (a pod volume).
 #[derive(Debug, Clone)]
 pub struct Preopen {
@@ -56,6 +79,8 @@ pub struct PodContext {
     pub logs: Option<LogSink>,
     /// Outbound HTTP policy; every request is refused when `None`.
     pub outbound: Option<OutboundPolicy>,
+    /// Routes requests for cluster destinations ahead of the policy.
+    pub router: Option<Arc<dyn OutboundRouter>>,
 }
 
 impl std::fmt::Debug for PodContext {
@@ -66,6 +91,7 @@ impl std::fmt::Debug for PodContext {
             .field("preopens", &self.preopens)
             .field("logs", &self.logs.is_some())
             .field("outbound", &self.outbound.is_some())
+            .field("router", &self.router.is_some())
             .finish()
     }
 }
@@ -355,6 +381,7 @@ pub(crate) struct P1State {
 /// wasi-http hooks enforcing the pod's outbound policy.
 pub(crate) struct PodHooks {
     pub(crate) outbound: Option<OutboundPolicy>,
+    pub(crate) router: Option<Arc<dyn OutboundRouter>>,
 }
 
 impl WasiHttpHooks for PodHooks {
@@ -374,6 +401,19 @@ impl WasiHttpHooks for PodHooks {
                 >,
             > + Send,
     > {
+        let request = match &self.router {
+            Some(router) => match router.route(request) {
+                Ok(routed) => {
+                    return Box::new(async move {
+                        let res = routed.await?;
+                        let done = async { Ok(()) };
+                        Ok((res, Box::new(done) as Box<dyn Future<Output = _> + Send>))
+                    });
+                }
+                Err(request) => request,
+            },
+            None => request,
+        };
         let allowed = self
             .outbound
             .as_ref()

@@ -220,6 +220,7 @@ impl HttpService {
             table: ResourceTable::new(),
             hooks: PodHooks {
                 outbound: self.ctx.outbound.clone(),
+                router: self.ctx.router.clone(),
             },
             limiter,
         };

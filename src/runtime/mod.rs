@@ -41,7 +41,8 @@ use std::time::Duration;
 pub use cache::{CacheStats, LoadedModule, ModuleKind};
 pub use command::{ExitStatus, run_command};
 pub use context::{
-    CPU_WINDOW, CpuQuota, LogSink, LogStream, OutboundPolicy, PodContext, PodLimits, Preopen,
+    CPU_WINDOW, CpuQuota, GuestRequest, GuestResponse, LogSink, LogStream, OutboundPolicy,
+    OutboundRouter, PodContext, PodLimits, Preopen, RoutedResponse,
 };
 pub use http::{HttpError, HttpService};
 

@@ -82,6 +82,7 @@ impl TestServerBuilder {
             endpoint: String::new(),
             api_url: String::new(),
             starts: 0,
+            addresses: cluster_addresses(),
         };
         server.spawn();
         server
@@ -106,6 +107,23 @@ pub struct TestServer {
     /// URL of the Kubernetes API, as read from DATA/api.endpoint.
     pub api_url: String,
     starts: usize,
+    /// This cluster's node IP and service range (see [`cluster_addresses`]).
+    pub addresses: (std::net::Ipv4Addr, String),
+}
+
+/// A node IP and a service range no other test cluster of this machine
+/// uses at the same time: `127.X.Y.1` and `127.(X+32).Y.0/24`, with X from
+/// the process and Y counting clusters within it. Outside the pod range
+/// (127.128.0.0/9) and the load-balancer pool (127.0.0.100-199).
+pub fn cluster_addresses() -> (std::net::Ipv4Addr, String) {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    static NEXT: AtomicU8 = AtomicU8::new(1);
+    let x = 1 + (std::process::id() % 31) as u8;
+    let y = NEXT.fetch_add(1, Ordering::Relaxed);
+    (
+        std::net::Ipv4Addr::new(127, x, y, 1),
+        format!("127.{}.{y}.0/24", x + 32),
+    )
 }
 
 impl TestServer {
@@ -150,8 +168,19 @@ impl TestServer {
         if !self.node {
             cmd.arg("--no-agent");
         } else {
+            // Each test cluster gets addresses of its own: its node's
+            // NodePorts and its ClusterIPs are listened on by its proxy
+            // (shared with SO_REUSEPORT), so two clusters on the same
+            // addresses would answer each other's requests.
+            let (node_ip, service_cidr) = &self.addresses;
+            if !has("--node-ip") {
+                cmd.args(["--node-ip", &node_ip.to_string()]);
+            }
+            if !has("--service-cidr") {
+                cmd.args(["--service-cidr", service_cidr]);
+            }
             if !has("--agent-listen") {
-                cmd.args(["--agent-listen", "127.0.0.1:0"]);
+                cmd.args(["--agent-listen", &format!("{node_ip}:0")]);
             }
             if !has("--node-name") {
                 cmd.args(["--node-name", TEST_NODE]);

@@ -1,0 +1,296 @@
+//! The service proxy: runs inside every node agent and implements
+//! Services without iptables or DNS.
+//!
+//! - [`table`]: the routing table, rebuilt from watched Services,
+//!   EndpointSlices and Nodes and swapped in whole.
+//! - [`route`]: delivery of one request to an endpoint — in-process when
+//!   the pod runs on this node, through the owning node's agent otherwise
+//!   (authenticated with this node's client certificate), straight to the
+//!   address for endpoints outside the cluster (the API server behind the
+//!   `kubernetes` service).
+//! - [`listen`]: listeners on every ClusterIP and load-balancer address and
+//!   on the node's NodePorts. Several agents on one host share them with
+//!   `SO_REUSEPORT`; each one routes to every endpoint in the cluster, so
+//!   whichever accepts a connection reaches the same pods.
+//! - [`outbound`]: a guest's outgoing wasi:http requests to service names,
+//!   ClusterIPs and pod IPs, taken before they could reach a socket.
+//! - [`metrics`]: per-service and per-pod counts and latency.
+
+pub mod listen;
+pub mod metrics;
+pub mod outbound;
+pub mod route;
+pub mod table;
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::Notify;
+
+use crate::api::admission::Cidr;
+use crate::api::nodeclient::{NodeClient, NodeClientConfig};
+use crate::kubelet::pods::PodTable;
+use crate::pki::ClientTls;
+pub use table::{Ranges, Table, Target};
+
+/// How the proxy of one node is set up.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub node_name: String,
+    /// Where NodePorts listen.
+    pub node_ip: Ipv4Addr,
+    pub ranges: Ranges,
+    /// Whether to listen on service addresses and NodePorts (guests'
+    /// requests are routed either way).
+    pub listen: bool,
+    /// Connections the listeners hold open at once.
+    pub max_connections: usize,
+    /// Largest request body forwarded to another node (bodies to local
+    /// pods stream and are the pod's to bound).
+    pub max_body_bytes: usize,
+    /// Longest the owning node may take to start answering.
+    pub remote_timeout: Duration,
+}
+
+impl ProxyConfig {
+    /// Defaults for a node.
+    pub fn new(node_name: impl Into<String>, node_ip: Ipv4Addr) -> ProxyConfig {
+        ProxyConfig {
+            node_name: node_name.into(),
+            node_ip,
+            ranges: Ranges {
+                service_cidr: Cidr::parse(DEFAULT_SERVICE_CIDR).unwrap_or(Cidr {
+                    base: 0x7f60_0000,
+                    prefix: 16,
+                }),
+                cluster_cidr: Cidr::parse(DEFAULT_CLUSTER_CIDR).unwrap_or(Cidr {
+                    base: 0x7f80_0000,
+                    prefix: 9,
+                }),
+            },
+            listen: true,
+            max_connections: 4096,
+            max_body_bytes: 16 << 20,
+            remote_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The service range ClusterIPs come from by default.
+pub const DEFAULT_SERVICE_CIDR: &str = "127.96.0.0/16";
+/// The pod range by default.
+pub const DEFAULT_CLUSTER_CIDR: &str = "127.128.0.0/9";
+
+/// Why the proxy could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("node-to-node client: {0}")]
+    Client(String),
+}
+
+/// TLS material of a node: its client certificate (for other agents) and
+/// the cluster CA (for them and for the API server).
+#[derive(Clone)]
+pub struct NodeIdentity {
+    pub client: ClientTls,
+}
+
+/// The endpoint (address, port) a client sticks to, and until when.
+type Sticky = (Ipv4Addr, u16, Instant);
+
+/// One node's proxy; shared by the listeners, the agent endpoint and every
+/// pod's outbound router.
+pub struct Proxy {
+    pub config: ProxyConfig,
+    table: RwLock<Arc<Table>>,
+    /// Pods this node runs, served in-process.
+    pub pods: Arc<PodTable>,
+    /// Other nodes' agents.
+    nodes: NodeClient,
+    /// TLS to endpoints outside the cluster network (the API server),
+    /// trusting the cluster CA only and presenting no certificate: a
+    /// guest's request must carry the guest's own credentials.
+    external_tls: Option<Arc<rustls::ClientConfig>>,
+    pub metrics: metrics::Metrics,
+    /// `sessionAffinity: ClientIP`: (service, client) → endpoint until.
+    affinity: Mutex<HashMap<(String, Ipv4Addr), Sticky>>,
+    /// Woken when the table first reflects the whole cluster.
+    synced: Notify,
+    is_synced: std::sync::atomic::AtomicBool,
+}
+
+impl Proxy {
+    /// A proxy for the node; `identity` is `None` with cluster TLS off.
+    ///
+    /// # Errors
+    /// Unusable certificates.
+    pub fn new(
+        config: ProxyConfig,
+        pods: Arc<PodTable>,
+        identity: Option<NodeIdentity>,
+    ) -> Result<Proxy, ProxyError> {
+        let nodes = NodeClient::new(
+            NodeClientConfig {
+                response_header_timeout: config.remote_timeout,
+                ..NodeClientConfig::default()
+            },
+            identity.as_ref().map(|i| &i.client),
+        )
+        .map_err(|e| ProxyError::Client(e.to_string()))?;
+        let external_tls = identity
+            .as_ref()
+            .map(|i| route::external_tls(&i.client.ca_pem))
+            .transpose()
+            .map_err(ProxyError::Client)?;
+        Ok(Proxy {
+            config,
+            table: RwLock::new(Arc::new(Table::default())),
+            pods,
+            nodes,
+            external_tls,
+            metrics: metrics::Metrics::default(),
+            affinity: Mutex::new(HashMap::new()),
+            synced: Notify::new(),
+            is_synced: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// The current routing table.
+    pub fn table(&self) -> Arc<Table> {
+        self.table.read().clone()
+    }
+
+    /// Waits until the table reflects the cluster (the first full lists).
+    pub async fn wait_synced(&self) {
+        loop {
+            let notified = self.synced.notified();
+            if self.is_synced.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn install(&self, table: Table) {
+        *self.table.write() = Arc::new(table);
+    }
+}
+
+/// Watches Services, EndpointSlices and Nodes and keeps the table (and,
+/// when enabled, the listeners) current until `shutdown`.
+pub async fn run(
+    proxy: Arc<Proxy>,
+    client: kube::Client,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let stop = crate::shutdown::Stop::new(shutdown);
+    let (services, services_w) = reflector::store::<Service>();
+    let (slices, slices_w) = reflector::store::<EndpointSlice>();
+    let (nodes, nodes_w) = reflector::store::<Node>();
+    let changed = Arc::new(Notify::new());
+    let svc_stream = watcher(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(services_w)
+    .map(|_| ())
+    .boxed();
+    let slice_stream = watcher(
+        Api::<EndpointSlice>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(slices_w)
+    .map(|_| ())
+    .boxed();
+    let node_stream = watcher(Api::<Node>::all(client), watcher::Config::default())
+        .default_backoff()
+        .reflect(nodes_w)
+        .map(|_| ())
+        .boxed();
+    let rebuild = rebuild_loop(
+        proxy.clone(),
+        services,
+        slices,
+        nodes,
+        changed.clone(),
+        stop.wait(),
+    );
+    tokio::join!(
+        feed(svc_stream, changed.clone(), stop.wait()),
+        feed(slice_stream, changed.clone(), stop.wait()),
+        feed(node_stream, changed.clone(), stop.wait()),
+        rebuild
+    );
+}
+
+/// Drives one watch, waking the rebuild after every event.
+async fn feed(
+    mut stream: futures::stream::BoxStream<'static, ()>,
+    changed: Arc<Notify>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        tokio::select! {
+            next = stream.next() => match next {
+                Some(()) => changed.notify_one(),
+                None => break,
+            },
+            _ = &mut stop => break,
+        }
+    }
+}
+
+/// Rebuilds the table after changes, at most every few milliseconds, so a
+/// burst of events (a first list of thousands) costs one rebuild.
+async fn rebuild_loop(
+    proxy: Arc<Proxy>,
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
+    nodes: Store<Node>,
+    changed: Arc<Notify>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let mut shutdown = std::pin::pin!(shutdown);
+    // The first table waits for all three lists.
+    tokio::select! {
+        _ = async {
+            let _ = services.wait_until_ready().await;
+            let _ = slices.wait_until_ready().await;
+            let _ = nodes.wait_until_ready().await;
+        } => {}
+        _ = &mut shutdown => return,
+    }
+    let mut listeners = listen::Listeners::new(proxy.clone());
+    loop {
+        let table = Table::build(&services.state(), &slices.state(), &nodes.state());
+        tracing::debug!(services = table.len(), "proxy table rebuilt");
+        proxy.install(table);
+        if !proxy
+            .is_synced
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            proxy.synced.notify_waiters();
+        }
+        if proxy.config.listen {
+            listeners.reconcile(&proxy.table().listen_addrs(proxy.config.node_ip));
+        }
+        tokio::select! {
+            _ = changed.notified() => {}
+            _ = &mut shutdown => break,
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    listeners.close_all();
+}
