@@ -358,3 +358,138 @@ fn wkube_run_deploys_a_component_and_prints_a_url_that_serves_it() {
         curl(&headers)
     );
 }
+
+/// A second node: `wkube agent` joined with the server's token, on the
+/// next address of the test cluster's node range. Killed when dropped.
+struct SecondNode {
+    child: std::process::Child,
+    ip: std::net::Ipv4Addr,
+    _dir: tempfile::TempDir,
+}
+
+impl SecondNode {
+    fn start(s: &TestServer, name: &str) -> SecondNode {
+        let dir = tempfile::tempdir().unwrap();
+        let [a, b, c, _] = s.addresses.0.octets();
+        let ip = std::net::Ipv4Addr::new(a, b, c, 2);
+        let token = std::fs::read_to_string(s.data_dir.join("join-token")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_wkube"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["agent", "--server", &s.api_url, "--token", token.trim()])
+            .args(["--node-name", name, "--node-ip", &ip.to_string()])
+            .args(["--agent-listen", &format!("{ip}:0")])
+            .args(["--service-cidr", &s.addresses.1])
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(dir.path().join("agent.log")).unwrap())
+            .stderr(std::fs::File::create(dir.path().join("agent.err")).unwrap())
+            .spawn()
+            .expect("spawn wkube agent");
+        let k = s.kubectl();
+        let ready = eventually(Duration::from_secs(60), || {
+            let out = k.run(&["get", "node", name, "-o", "json"]);
+            serde_json::from_str::<Value>(&out.stdout).is_ok_and(|n| {
+                n["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+        });
+        assert!(
+            ready,
+            "{name} never became Ready: {}",
+            std::fs::read_to_string(dir.path().join("agent.err")).unwrap_or_default()
+        );
+        SecondNode {
+            child,
+            ip,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for SecondNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A pod of `image` labelled `app=LABEL`, placed on `node`.
+fn pinned_pod(name: &str, label: &str, node: &str, image: &str) -> String {
+    format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod",
+            "metadata": {{"name": "{name}", "labels": {{"app": "{label}"}}}},
+            "spec": {{"nodeName": "{node}", "containers": [{{"name": "web", "image": "{image}",
+              "ports": [{{"containerPort": 8080, "name": "http"}}]}}]}}}}"#
+    )
+}
+
+#[test]
+fn with_two_nodes_either_nodes_node_port_reaches_pods_on_both() {
+    let s = server();
+    let k = s.kubectl();
+    let node2 = SecondNode::start(&s, "node-2");
+    for (pod, node) in [("two-a", common::TEST_NODE), ("two-b", "node-2")] {
+        k.ok_with_stdin(
+            &["apply", "-f", "-"],
+            &pinned_pod(pod, "two", node, "hello:v1"),
+        );
+    }
+    k.ok_with_stdin(
+        &["apply", "-f", "-"],
+        &pinned_pod("caller", "caller", "node-2", "echo:v1"),
+    );
+    k.ok_with_stdin(&["apply", "-f", "-"], &service("two", "NodePort"));
+    k.ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/two-a",
+        "pod/two-b",
+        "pod/caller",
+        "--timeout=90s",
+    ]);
+    wait_endpoints(&k, "two", 2);
+    let svc = json(&k, &["get", "service", "two", "-o", "json"]);
+    let node_port = svc["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
+    for ip in [s.addresses.0, node2.ip] {
+        let url = format!("http://{ip}:{node_port}/");
+        assert!(
+            eventually(Duration::from_secs(20), || curl(&url).0 == 200),
+            "{url}: {:?}",
+            curl(&url)
+        );
+        for _ in 0..10 {
+            assert_eq!(
+                curl(&url),
+                (200, "Hello from wkube!\n".to_string()),
+                "{url}"
+            );
+        }
+    }
+    // Each node's proxy sent requests to both pods, the remote one through
+    // its node's agent.
+    for node in [common::TEST_NODE, "node-2"] {
+        let metrics = k.ok(&[
+            "get",
+            "--raw",
+            &format!("/api/v1/nodes/{node}/proxy/metrics"),
+        ]);
+        for pod in ["two-a", "two-b"] {
+            assert!(
+                pod_requests(&metrics, pod) >= 2,
+                "{node} sent too few requests to {pod}:\n{metrics}"
+            );
+        }
+    }
+    // A guest on node-2 reaches a pod on node-1 by its address and the
+    // service by name.
+    let pod = json(&k, &["get", "pod", "two-a", "-o", "json"]);
+    let pod_ip = pod["status"]["podIP"].as_str().unwrap();
+    let (ok, out) = fetch(&k, "caller", &format!("http://{pod_ip}:8080/"), false);
+    assert!(ok && out == "Hello from wkube!\n", "pod IP {pod_ip}: {out}");
+    let (ok, out) = fetch(&k, "caller", "http://two/", false);
+    assert!(ok && out == "Hello from wkube!\n", "{out}");
+}
