@@ -9,6 +9,7 @@
 mod api;
 mod kubelet;
 mod procs;
+mod proxy;
 mod rawkv;
 mod scheduler;
 mod stats;
@@ -45,6 +46,10 @@ enum Bench {
     /// The scheduler end to end through the API: hollow nodes, thousands
     /// of pods, pods/s to bound and packing quality per strategy.
     Scheduler(scheduler::SchedulerArgs),
+    /// The service proxy: wrk against a NodePort Service and against
+    /// `wasmtime serve` with the same component, and a same-node
+    /// service-to-service call.
+    Proxy(proxy::ProxyArgs),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +80,7 @@ async fn run(cli: Cli) -> ExitCode {
             Bench::Api(args) => api::run(args).await,
             Bench::Kubelet(args) => kubelet::run(args).await,
             Bench::Scheduler(args) => scheduler::run(args).await,
+            Bench::Proxy(args) => proxy::run(args).await,
         }
     };
     let result = tokio::select! {
