@@ -156,6 +156,9 @@ pub struct PodRecord {
     /// Condition type → (status, last transition), so a transition time
     /// only moves when the status does.
     transitions: BTreeMap<&'static str, (bool, Time)>,
+    /// The pod's restartPolicy: a container that ended and will be started
+    /// again keeps the pod Running.
+    restart_policy: super::container::RestartPolicy,
 }
 
 impl PodRecord {
@@ -226,6 +229,7 @@ impl PodRecord {
             host_ip,
             start_time: status.start_time.unwrap_or_else(|| Time(chrono_now())),
             transitions: BTreeMap::new(),
+            restart_policy: super::container::RestartPolicy::parse(spec.restart_policy.as_deref()),
         }
     }
 
@@ -249,6 +253,10 @@ impl PodRecord {
                     waiting_fresh += 1
                 }
                 State::Waiting { .. } => running += 1,
+                // Between its exit and its restart a container is still the
+                // pod's running business (a pod never goes from Failed
+                // back to Running).
+                State::Terminated(t) if self.restart_policy.restarts(t.exit_code) => running += 1,
                 State::Terminated(_) => terminated += 1,
             }
         }
@@ -390,7 +398,9 @@ mod tests {
 
     #[test]
     fn all_exited_zero_is_succeeded_any_failure_is_failed() {
-        let mut r = PodRecord::new(&pod(&["a", "b"]), "127.0.0.1".into());
+        let mut p = pod(&["a", "b"]);
+        p.spec.as_mut().unwrap().restart_policy = Some("Never".into());
+        let mut r = PodRecord::new(&p, "127.0.0.1".into());
         r.main[0].state = exited(0);
         r.main[1].state = exited(0);
         assert_eq!(r.phase(), Phase::Succeeded);
@@ -407,6 +417,24 @@ mod tests {
             message: None,
         };
         assert_eq!(r.phase(), Phase::Running);
+    }
+
+    #[test]
+    fn a_container_that_exited_and_will_restart_keeps_the_pod_running() {
+        for (policy, code, phase) in [
+            ("Always", 0, Phase::Running),
+            ("Always", 1, Phase::Running),
+            ("OnFailure", 1, Phase::Running),
+            ("OnFailure", 0, Phase::Succeeded),
+            ("Never", 1, Phase::Failed),
+        ] {
+            let mut p = pod(&["a"]);
+            p.spec.as_mut().unwrap().restart_policy = Some(policy.into());
+            let mut r = PodRecord::new(&p, "127.0.0.1".into());
+            r.main[0].restart_count = 1;
+            r.main[0].state = exited(code);
+            assert_eq!(r.phase(), phase, "{policy} exit {code}");
+        }
     }
 
     #[test]
