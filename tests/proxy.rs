@@ -195,6 +195,32 @@ fn a_node_port_service_balances_over_its_pods_and_answers_503_when_scaled_to_zer
         "{metrics}"
     );
 
+    // sessionAffinity ClientIP: one client sticks to one pod.
+    k.ok(&[
+        "patch",
+        "service",
+        "hello",
+        "-p",
+        r#"{"spec": {"sessionAffinity": "ClientIP"}}"#,
+    ]);
+    let names: Vec<String> = pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    let counts = |m: &str| -> Vec<u64> { names.iter().map(|n| pod_requests(m, n)).collect() };
+    // The proxy picks the change up from its watch.
+    assert!(eventually(Duration::from_secs(10), || {
+        let before = counts(&node_metrics(&k));
+        for _ in 0..6 {
+            curl(&node_url);
+        }
+        let after = counts(&node_metrics(&k));
+        let served = before.iter().zip(&after).filter(|(b, a)| a > b).count();
+        served == 1
+    }));
+
     // No endpoints: 503 naming the service; back again without a restart.
     k.ok(&["scale", "deployment/hello", "--replicas=0"]);
     wait_endpoints(&k, "hello", 0);
