@@ -165,3 +165,40 @@ fn kubectl_create_deployment_runs_on_the_node_the_scheduler_picks() {
         assert_eq!(out, "Hello from wkube!\n");
     }
 }
+
+#[test]
+fn a_rollout_that_makes_no_progress_fails_after_its_progress_deadline() {
+    let s = server();
+    let k = s.kubectl();
+    k.ok_with_stdin(&["apply", "-f", "-"], &deployment("stuck", 1, "hello:v1"));
+    k.ok(&["rollout", "status", "deployment/stuck", "--timeout=90s"]);
+    // A module that was never pushed: the new pod waits in ErrModulePull.
+    k.ok(&[
+        "patch",
+        "deployment",
+        "stuck",
+        "-p",
+        r#"{"spec": {"progressDeadlineSeconds": 3,
+             "template": {"spec": {"containers": [{"name": "web", "image": "missing:v1"}]}}}}"#,
+    ]);
+    let out = k.run(&["rollout", "status", "deployment/stuck", "--timeout=60s"]);
+    assert!(!out.status.success(), "{}", out.stdout);
+    assert!(
+        out.stderr.contains("exceeded its progress deadline"),
+        "{}",
+        out.stderr
+    );
+    let d: Value =
+        serde_json::from_str(&k.ok(&["get", "deployment", "stuck", "-o", "json"])).unwrap();
+    let progressing = d["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Progressing")
+        .cloned()
+        .unwrap();
+    assert_eq!(progressing["status"], "False", "{progressing}");
+    assert_eq!(progressing["reason"], "ProgressDeadlineExceeded");
+    // The old pod keeps serving meanwhile.
+    assert_eq!(running_pods(&k, "app=stuck").len(), 1);
+}

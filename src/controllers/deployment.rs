@@ -401,11 +401,13 @@ async fn write_status(
                     ),
                 )
             } else {
-                cond(
-                    "Progressing",
-                    true,
-                    "ReplicaSetUpdated",
-                    format!("ReplicaSet \"{}\" is progressing.", rs.name_any()),
+                progress_condition(
+                    d,
+                    &old_conds,
+                    (updated, ready, available, total),
+                    rs,
+                    &now,
+                    cond,
                 )
             }
         }
@@ -449,7 +451,75 @@ async fn write_status(
         )
         .await?;
     }
-    Ok(Action::requeue(Duration::from_secs(300)))
+    // An unfinished rollout is looked at again by its progress deadline.
+    let deadline = progress_deadline(d);
+    let rolling =
+        new_rs.is_some() && !(updated == replicas && total == replicas && available == replicas);
+    Ok(Action::requeue(if rolling {
+        deadline.min(Duration::from_secs(300)) + Duration::from_secs(1)
+    } else {
+        Duration::from_secs(300)
+    }))
+}
+
+/// `spec.progressDeadlineSeconds` (600 s when unset).
+fn progress_deadline(d: &Deployment) -> Duration {
+    let secs = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.progress_deadline_seconds)
+        .filter(|s| *s > 0)
+        .unwrap_or(600);
+    Duration::from_secs(secs as u64)
+}
+
+/// The Progressing condition of a rollout under way: `ReplicaSetUpdated`,
+/// its update time moved whenever the counts moved forward; once nothing
+/// moved for the progress deadline, False with `ProgressDeadlineExceeded`
+/// (which `kubectl rollout status` reports as a failure).
+fn progress_condition(
+    d: &Deployment,
+    old_conds: &[DeploymentCondition],
+    (updated, ready, available, total): (i32, i32, i32, i32),
+    rs: &ReplicaSet,
+    now: &Time,
+    cond: impl Fn(&str, bool, &str, String) -> DeploymentCondition,
+) -> DeploymentCondition {
+    let old = d.status.clone().unwrap_or_default();
+    let progressed = updated > old.updated_replicas.unwrap_or(0)
+        || ready > old.ready_replicas.unwrap_or(0)
+        || available > old.available_replicas.unwrap_or(0)
+        || total < old.replicas.unwrap_or(0);
+    let prev = old_conds.iter().find(|c| c.type_ == "Progressing");
+    let exceeded = prev.is_some_and(|c| c.reason.as_deref() == Some("ProgressDeadlineExceeded"));
+    let since = prev
+        .filter(|c| c.reason.as_deref() == Some("ReplicaSetUpdated"))
+        .and_then(|c| c.last_update_time.as_ref())
+        .map(|t| t.0);
+    let stalled = since.is_some_and(|t| {
+        now.0.duration_since(t).as_secs() >= progress_deadline(d).as_secs() as i64
+    });
+    if !progressed && (exceeded || stalled) {
+        return cond(
+            "Progressing",
+            false,
+            "ProgressDeadlineExceeded",
+            format!(
+                "ReplicaSet \"{}\" has timed out progressing.",
+                rs.name_any()
+            ),
+        );
+    }
+    let mut c = cond(
+        "Progressing",
+        true,
+        "ReplicaSetUpdated",
+        format!("ReplicaSet \"{}\" is progressing.", rs.name_any()),
+    );
+    if progressed {
+        c.last_update_time = Some(now.clone());
+    }
+    c
 }
 
 #[cfg(test)]
