@@ -215,6 +215,22 @@ fn a_pod_too_big_for_every_node_stays_pending_then_lands_on_a_big_node() {
             .any(|c| c["type"] == "PodScheduled" && c["status"] == "True"),
         "{pod}"
     );
+    // And the Normal event `kubectl describe pod` shows.
+    let scheduled = eventually(Duration::from_secs(10), || {
+        let events = k.ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=big,reason=Scheduled",
+            "-o",
+            "json",
+        ]);
+        let events: Value = serde_json::from_str(&events).unwrap();
+        events["items"].as_array().unwrap().iter().any(|e| {
+            e["message"] == "Successfully assigned default/big to big-node" && e["type"] == "Normal"
+        })
+    });
+    assert!(scheduled, "no Scheduled event");
 }
 
 #[test]

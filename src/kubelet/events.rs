@@ -46,10 +46,21 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Starts the sender task.
+    /// Starts the sender task of the kubelet of `node`.
     pub fn start(client: kube::Client, node: String) -> Recorder {
+        Recorder::for_component(client, "kubelet".into(), Some(node))
+    }
+
+    /// Starts the sender task of another component (the scheduler), whose
+    /// events name it as their source; `host` is the node it runs on, if
+    /// any.
+    pub fn for_component(
+        client: kube::Client,
+        component: String,
+        host: Option<String>,
+    ) -> Recorder {
         let (tx, mut rx) = mpsc::channel::<Pending>(QUEUE);
-        let node = Arc::new(node);
+        let node = Arc::new(host);
         tokio::spawn(async move {
             while let Some(p) = rx.recv().await {
                 let api: Api<Event> = Api::namespaced(client.clone(), &p.pod.namespace);
@@ -78,11 +89,11 @@ impl Recorder {
                         .into(),
                     ),
                     source: Some(EventSource {
-                        component: Some("kubelet".into()),
-                        host: Some(node.to_string()),
+                        component: Some(component.clone()),
+                        host: node.as_ref().clone(),
                     }),
-                    reporting_component: Some("kubelet".into()),
-                    reporting_instance: Some(node.to_string()),
+                    reporting_component: Some(component.clone()),
+                    reporting_instance: node.as_ref().clone(),
                     first_timestamp: Some(now.clone()),
                     last_timestamp: Some(now),
                     count: Some(1),

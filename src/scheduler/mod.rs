@@ -154,6 +154,8 @@ struct Shared {
     queue: SchedulingQueue,
     binder: Arc<dyn Binder>,
     binds: Arc<tokio::sync::Semaphore>,
+    /// `Scheduled` events (bounded; dropped rather than slowing binds).
+    events: crate::kubelet::events::Recorder,
 }
 
 /// Runs the scheduler until `shutdown` resolves; bindings in flight are
@@ -172,6 +174,11 @@ pub async fn run(
         )),
         queue: SchedulingQueue::new(config.backoff_initial, config.backoff_max),
         cache: Mutex::new(Cache::default()),
+        events: crate::kubelet::events::Recorder::for_component(
+            client.clone(),
+            config.scheduler_name.clone(),
+            None,
+        ),
         client,
         config,
     });
@@ -383,7 +390,22 @@ async fn schedule_loop(shared: Arc<Shared>) {
                 let shared = shared.clone();
                 tokio::spawn(async move {
                     match shared.binder.bind(&pod, &result.node).await {
-                        Ok(()) => shared.queue.done(&pod.uid),
+                        Ok(()) => {
+                            shared.queue.done(&pod.uid);
+                            shared.events.record(
+                                &crate::kubelet::events::PodRef {
+                                    namespace: pod.namespace.clone(),
+                                    name: pod.name.clone(),
+                                    uid: pod.uid.clone(),
+                                },
+                                crate::kubelet::events::Kind::Normal,
+                                "Scheduled",
+                                format!(
+                                    "Successfully assigned {}/{} to {}",
+                                    pod.namespace, pod.name, result.node
+                                ),
+                            );
+                        }
                         Err(e) => {
                             tracing::info!(pod = %pod.key(), node = %result.node, error = %e,
                                 "scheduler: binding failed; retrying");
