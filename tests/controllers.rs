@@ -7,16 +7,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Kubectl, TEST_NODE, TestServer, eventually, guest};
+use common::{Kubectl, TEST_NODE, TestServer, eventually};
 use serde_json::Value;
 
 fn server() -> TestServer {
-    let s = TestServer::builder().with_node().start();
-    for (file, reference) in [("hello-http", "hello:v1"), ("echo-http", "echo:v1")] {
-        s.wkube(&["push", guest(file).to_str().unwrap(), reference])
-            .success();
-    }
-    s
+    common::node_server_with_examples()
 }
 
 fn deployment(name: &str, replicas: u32, image: &str) -> String {

@@ -13,12 +13,7 @@ use common::{Kubectl, TestServer, eventually, guest};
 use serde_json::Value;
 
 fn server() -> TestServer {
-    let s = TestServer::builder().with_node().start();
-    for (file, reference) in [("hello-http", "hello:v1"), ("echo-http", "echo:v1")] {
-        s.wkube(&["push", guest(file).to_str().unwrap(), reference])
-            .success();
-    }
-    s
+    common::node_server_with_examples()
 }
 
 /// A Deployment of `replicas` pods of `image` labelled `app=NAME`.

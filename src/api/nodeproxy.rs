@@ -613,7 +613,7 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 /// `headers` without hop-by-hop ones (and those `Connection` names).
-fn end_to_end(headers: &HeaderMap) -> HeaderMap {
+pub fn end_to_end(headers: &HeaderMap) -> HeaderMap {
     let named: Vec<String> = headers
         .get_all(header::CONNECTION)
         .iter()

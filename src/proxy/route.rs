@@ -136,26 +136,6 @@ struct Failed {
     request: Option<Pending>,
 }
 
-/// Hop-by-hop headers, which are this hop's alone.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-fn end_to_end(headers: &HeaderMap) -> HeaderMap {
-    let mut out = headers.clone();
-    for h in HOP_BY_HOP {
-        out.remove(h);
-    }
-    out
-}
-
 fn path_and_query(uri: &Uri) -> &str {
     uri.path_and_query().map_or("/", |p| p.as_str())
 }
@@ -344,7 +324,7 @@ impl Proxy {
                 &route.agent,
                 method.clone(),
                 &path,
-                end_to_end(&headers),
+                crate::api::nodeproxy::end_to_end(&headers),
                 body.clone(),
             )
             .await

@@ -788,3 +788,14 @@ pub fn guest(name: &str) -> PathBuf {
         Err(e) => panic!("guest examples unavailable (need the wasm32-wasip1/2 targets): {e}"),
     }
 }
+
+/// A server with its node, and `hello-http` and `echo-http` pushed as
+/// `hello:v1` and `echo:v1`.
+pub fn node_server_with_examples() -> TestServer {
+    let s = TestServer::builder().with_node().start();
+    for (file, reference) in [("hello-http", "hello:v1"), ("echo-http", "echo:v1")] {
+        s.wkube(&["push", guest(file).to_str().unwrap(), reference])
+            .success();
+    }
+    s
+}
