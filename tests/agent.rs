@@ -257,7 +257,7 @@ fn the_agent_endpoint_lets_in_only_callers_with_a_cluster_certificate() {
     let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
         .as_u64()
         .expect("agent port");
-    let url = format!("https://{}:{port}/healthz", server.addresses.0);
+    let url = format!("https://{}:{port}/healthz", server.addresses.node_ip);
     let curl = |with_cert: bool| {
         let mut c = Command::new("curl");
         c.args(["-sS", "--max-time", "10", "--cacert"])

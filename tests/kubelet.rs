@@ -190,7 +190,7 @@ fn a_pushed_http_module_runs_as_a_pod_and_answers_through_the_pod_proxy() {
 
     // What Kubernetes reports of a running pod.
     let status = &p["status"];
-    assert_eq!(status["hostIP"], server().addresses.0.to_string());
+    assert_eq!(status["hostIP"], server().addresses.node_ip.to_string());
     let node: Value =
         serde_json::from_str(&k.ok(&["get", "node", TEST_NODE, "-o", "json"])).unwrap();
     let cidr = node["spec"]["podCIDR"].as_str().expect("node podCIDR");

@@ -144,7 +144,7 @@ fn a_node_port_service_balances_over_its_pods_and_answers_503_when_scaled_to_zer
     let svc = json(&k, &["get", "service", "hello", "-o", "json"]);
     let node_port = svc["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
     let cluster_ip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
-    let node_ip = s.addresses.0;
+    let node_ip = s.addresses.node_ip;
 
     // The NodePort on the node's address, and the ClusterIP from the host.
     let node_url = format!("http://{node_ip}:{node_port}/");
@@ -269,6 +269,13 @@ fn guests_reach_services_by_name_and_address_and_the_api_server_with_their_token
     let pod_ip = pod["items"][0]["status"]["podIP"].as_str().unwrap();
     let (ok, out) = fetch(&k, "echo", &format!("http://{pod_ip}:8080/"), false);
     assert!(ok && out == "Hello from wkube!\n", "pod IP {pod_ip}: {out}");
+    // And from the host, as on a Kubernetes node.
+    let url = format!("http://{pod_ip}:8080/");
+    assert!(
+        eventually(Duration::from_secs(10), || curl(&url).0 == 200),
+        "{url}: {:?}",
+        curl(&url)
+    );
 
     // Cluster addresses with nothing behind them are refused, and an
     // unknown service name never leaves the node.
@@ -280,7 +287,8 @@ fn guests_reach_services_by_name_and_address_and_the_api_server_with_their_token
     );
     assert!(out.contains("502") || out.contains("fetch"), "{out}");
     assert!(!out.contains("Hello"), "{out}");
-    let (_, out) = fetch(&k, "echo", "http://127.128.63.250/", false);
+    let (net, _) = pod_ip.rsplit_once('.').unwrap();
+    let (_, out) = fetch(&k, "echo", &format!("http://{net}.250/"), false);
     assert!(out.contains("ConnectionRefused"), "{out}");
 
     // The API server as `kubernetes.default.svc`, with the pod's token:
@@ -331,7 +339,7 @@ fn wkube_run_deploys_a_component_and_prints_a_url_that_serves_it() {
         .unwrap_or_else(|| panic!("no URL in {out:?}"))
         .to_string();
     assert!(
-        url.starts_with(&format!("http://{}:", s.addresses.0)),
+        url.starts_with(&format!("http://{}:", s.addresses.node_ip)),
         "{url}"
     );
     assert_eq!(curl(&url), (200, "Hello from wkube!\n".to_string()));
@@ -391,7 +399,7 @@ struct SecondNode {
 impl SecondNode {
     fn start(s: &TestServer, name: &str) -> SecondNode {
         let dir = tempfile::tempdir().unwrap();
-        let [a, b, c, _] = s.addresses.0.octets();
+        let [a, b, c, _] = s.addresses.node_ip.octets();
         let ip = std::net::Ipv4Addr::new(a, b, c, 2);
         let token = std::fs::read_to_string(s.data_dir.join("join-token")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_wkube"))
@@ -400,7 +408,8 @@ impl SecondNode {
             .args(["agent", "--server", &s.api_url, "--token", token.trim()])
             .args(["--node-name", name, "--node-ip", &ip.to_string()])
             .args(["--agent-listen", &format!("{ip}:0")])
-            .args(["--service-cidr", &s.addresses.1])
+            .args(["--service-cidr", &s.addresses.service_cidr])
+            .args(["--cluster-cidr", &s.addresses.cluster_cidr])
             .env("RUST_LOG", "info")
             .stdin(std::process::Stdio::null())
             .stdout(std::fs::File::create(dir.path().join("agent.log")).unwrap())
@@ -475,7 +484,7 @@ fn with_two_nodes_either_nodes_node_port_reaches_pods_on_both() {
     wait_endpoints(&k, "two", 2);
     let svc = json(&k, &["get", "service", "two", "-o", "json"]);
     let node_port = svc["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
-    for ip in [s.addresses.0, node2.ip] {
+    for ip in [s.addresses.node_ip, node2.ip] {
         let url = format!("http://{ip}:{node_port}/");
         assert!(
             eventually(Duration::from_secs(20), || curl(&url).0 == 200),

@@ -161,6 +161,24 @@ impl PodHandle {
         self.accepting.load(Ordering::Acquire) && self.service_for(port).is_some()
     }
 
+    /// The containerPorts its serving HTTP containers declared.
+    pub fn serving_ports(&self) -> Vec<u16> {
+        let mut ports: Vec<u16> = self
+            .services
+            .read()
+            .values()
+            .flat_map(|e| e.ports.iter().copied())
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        ports
+    }
+
+    /// Whether any HTTP container is serving.
+    pub fn is_serving(&self) -> bool {
+        !self.services.read().is_empty()
+    }
+
     /// Stops taking new requests.
     pub fn stop_accepting(&self) {
         self.accepting.store(false, Ordering::Release);
@@ -223,6 +241,11 @@ impl PodTable {
             .values()
             .find(|h| h.read(|r| r.pod_ip.as_deref() == Some(ip)))
             .cloned()
+    }
+
+    /// Every pod of this node.
+    pub fn all(&self) -> Vec<Arc<PodHandle>> {
+        self.pods.read().values().cloned().collect()
     }
 
     pub fn insert(&self, handle: Arc<PodHandle>) {

@@ -1,6 +1,7 @@
 //! The proxy's listeners: one per ClusterIP and load-balancer address and
-//! service port, and one per NodePort on the node's address, opened and
-//! closed as the table changes.
+//! service port, one per NodePort on the node's address, and one per
+//! serving port of each of this node's pods on the pod's IP, opened and
+//! closed as the table and the pods change.
 //!
 //! Sockets are bound with `SO_REUSEPORT`, so several agents on one host
 //! (a test cluster, or a server next to an agent) share an address: the
@@ -184,7 +185,17 @@ async fn handle(
     req: Request<Incoming>,
 ) -> ProxyResponse {
     let table = proxy.table();
-    let Some(target) = table.by_listener(local_ip, port, proxy.config.node_ip) else {
+    let target = table
+        .by_listener(local_ip, port, proxy.config.node_ip)
+        .or_else(|| {
+            proxy
+                .config
+                .ranges
+                .cluster_cidr
+                .contains(local_ip)
+                .then_some(Target::PodIp { ip: local_ip, port })
+        });
+    let Some(target) = target else {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("no service at {local_ip}:{port}"),

@@ -252,6 +252,34 @@ async fn feed(
     }
 }
 
+/// The pod addresses this node's pods serve on: each serving pod's IP with
+/// its declared containerPorts (port 80 when it declares none), so a
+/// process on the host reaches a pod at its IP as on a Kubernetes node.
+fn local_pod_addrs(pods: &PodTable) -> Vec<std::net::SocketAddr> {
+    let mut out = Vec::new();
+    for pod in pods.all() {
+        if !pod.is_serving() {
+            continue;
+        }
+        let Some(ip) = pod
+            .read(|r| r.pod_ip.clone())
+            .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
+        else {
+            continue;
+        };
+        let mut ports = pod.serving_ports();
+        if ports.is_empty() {
+            ports.push(80);
+        }
+        out.extend(
+            ports
+                .into_iter()
+                .map(|p| std::net::SocketAddr::from((ip, p))),
+        );
+    }
+    out
+}
+
 /// Rebuilds the table after changes, at most every few milliseconds, so a
 /// burst of events (a first list of thousands) costs one rebuild.
 async fn rebuild_loop(
@@ -283,14 +311,23 @@ async fn rebuild_loop(
         {
             proxy.synced.notify_waiters();
         }
-        if proxy.config.listen {
-            listeners.reconcile(&proxy.table().listen_addrs(proxy.config.node_ip));
-        }
-        tokio::select! {
-            _ = changed.notified() => {}
-            _ = &mut shutdown => break,
+        loop {
+            if proxy.config.listen {
+                let mut wanted = proxy.table().listen_addrs(proxy.config.node_ip);
+                wanted.extend(local_pod_addrs(&proxy.pods));
+                listeners.reconcile(&wanted);
+            }
+            // Pods come and go without a watch event of ours: their
+            // listeners are looked at every second.
+            tokio::select! {
+                _ = changed.notified() => break,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = &mut shutdown => {
+                    listeners.close_all();
+                    return;
+                }
+            }
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    listeners.close_all();
 }

@@ -107,23 +107,40 @@ pub struct TestServer {
     /// URL of the Kubernetes API, as read from DATA/api.endpoint.
     pub api_url: String,
     starts: usize,
-    /// This cluster's node IP and service range (see [`cluster_addresses`]).
-    pub addresses: (std::net::Ipv4Addr, String),
+    /// This cluster's addresses (see [`cluster_addresses`]).
+    pub addresses: ClusterAddresses,
 }
 
-/// A node IP and a service range no other test cluster of this machine
-/// uses at the same time: `127.X.Y.1` and `127.(X+32).Y.0/24`, with X from
-/// the process and Y counting clusters within it. Outside the pod range
-/// (127.128.0.0/9) and the load-balancer pool (127.0.0.100-199).
-pub fn cluster_addresses() -> (std::net::Ipv4Addr, String) {
+/// The addresses of one test cluster, chosen so no other test cluster of
+/// this machine uses them at the same time: its proxy listens on its node's
+/// NodePorts, its ClusterIPs and its pods' IPs (sharing with SO_REUSEPORT),
+/// so two clusters on the same addresses would answer each other.
+#[derive(Clone, Debug)]
+pub struct ClusterAddresses {
+    /// `127.X.Y.1`: X from the process, Y counting clusters within it.
+    pub node_ip: std::net::Ipv4Addr,
+    /// `127.(X+32).Y.0/24`.
+    pub service_cidr: String,
+    /// A /20 of 127.128.0.0/9, split into /24s per node.
+    pub cluster_cidr: String,
+}
+
+/// The next [`ClusterAddresses`]. Outside the load-balancer pool
+/// (127.0.0.100-199).
+pub fn cluster_addresses() -> ClusterAddresses {
     use std::sync::atomic::{AtomicU8, Ordering};
     static NEXT: AtomicU8 = AtomicU8::new(1);
     let x = 1 + (std::process::id() % 31) as u8;
     let y = NEXT.fetch_add(1, Ordering::Relaxed);
-    (
-        std::net::Ipv4Addr::new(127, x, y, 1),
-        format!("127.{}.{y}.0/24", x + 32),
-    )
+    let block = (u32::from(x) * 16 + u32::from(y % 16)) << 12;
+    ClusterAddresses {
+        node_ip: std::net::Ipv4Addr::new(127, x, y, 1),
+        service_cidr: format!("127.{}.{y}.0/24", x + 32),
+        cluster_cidr: format!(
+            "{}/20",
+            std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(127, 128, 0, 0)) + block)
+        ),
+    }
 }
 
 impl TestServer {
@@ -172,12 +189,17 @@ impl TestServer {
             // NodePorts and its ClusterIPs are listened on by its proxy
             // (shared with SO_REUSEPORT), so two clusters on the same
             // addresses would answer each other's requests.
-            let (node_ip, service_cidr) = &self.addresses;
+            let a = &self.addresses;
+            let node_ip = a.node_ip;
             if !has("--node-ip") {
                 cmd.args(["--node-ip", &node_ip.to_string()]);
             }
             if !has("--service-cidr") {
-                cmd.args(["--service-cidr", service_cidr]);
+                cmd.args(["--service-cidr", &a.service_cidr]);
+            }
+            if !has("--cluster-cidr") {
+                cmd.args(["--cluster-cidr", &a.cluster_cidr]);
+                cmd.args(["--node-cidr-mask-size", "24"]);
             }
             if !has("--agent-listen") {
                 cmd.args(["--agent-listen", &format!("{node_ip}:0")]);
