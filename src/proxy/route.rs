@@ -181,7 +181,7 @@ impl Proxy {
                 format!("no endpoints available for service \"{}\"", svc.name),
             );
         }
-        let first = self.first_endpoint(svc, sp.next_index(), n, client);
+        let first = self.first_endpoint(svc, port, client);
         let mut pending = Pending::Streaming(req);
         let mut last_error = String::new();
         for attempt in 0..n {
@@ -219,16 +219,11 @@ impl Proxy {
 
     /// Where round robin starts: the sticky endpoint for a returning client
     /// of a `ClientIP`-affine service, else the next in turn.
-    fn first_endpoint(
-        &self,
-        svc: &ProxiedService,
-        rr: usize,
-        n: usize,
-        client: Option<Ipv4Addr>,
-    ) -> usize {
-        let port = rr % n;
+    fn first_endpoint(&self, svc: &ProxiedService, port: usize, client: Option<Ipv4Addr>) -> usize {
+        let endpoints = &svc.ports[port].endpoints;
+        let turn = svc.ports[port].next_index() % endpoints.len().max(1);
         let (Some(_), Some(c)) = (svc.affinity, client) else {
-            return port;
+            return turn;
         };
         let mut sticky = self.affinity.lock();
         let now = Instant::now();
@@ -236,16 +231,15 @@ impl Proxy {
             sticky.retain(|_, (_, _, until)| *until > now);
         }
         let Some((ip, p, until)) = sticky.get(&(svc.key(), c)).copied() else {
-            return port;
+            return turn;
         };
         if until <= now {
-            return port;
+            return turn;
         }
-        svc.ports
+        endpoints
             .iter()
-            .flat_map(|sp| sp.endpoints.iter().enumerate())
-            .find(|(_, e)| e.ip == ip && e.port == p)
-            .map_or(port, |(i, _)| i % n)
+            .position(|e| e.ip == ip && e.port == p)
+            .unwrap_or(turn)
     }
 
     async fn try_endpoint(
