@@ -196,4 +196,19 @@ fn a_rollout_that_makes_no_progress_fails_after_its_progress_deadline() {
     assert_eq!(progressing["reason"], "ProgressDeadlineExceeded");
     // The old pod keeps serving meanwhile.
     assert_eq!(running_pods(&k, "app=stuck").len(), 1);
+
+    // The controllers' work shows in the server's metrics.
+    let metrics = k.ok(&["get", "--raw", "/metrics"]);
+    for controller in ["deployment", "replicaset"] {
+        let line = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "controller_runtime_reconcile_total{{controller=\"{controller}\",result=\"success\"}}"
+                ))
+            })
+            .unwrap_or_else(|| panic!("no reconcile count for {controller}:\n{metrics}"));
+        let n: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(n >= 2, "{line}");
+    }
 }

@@ -122,7 +122,10 @@ impl Metrics {
 }
 
 pub async fn serve(State(state): State<Arc<ApiState>>) -> Response {
-    let mut r = (StatusCode::OK, state.metrics.render()).into_response();
+    // The controller manager runs in this process: its figures are served
+    // here too.
+    let text = state.metrics.render() + &crate::controllers::metrics::render();
+    let mut r = (StatusCode::OK, text).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -39,7 +39,11 @@ pub async fn run(client: kube::Client, shutdown: impl Future<Output = ()> + Send
     Controller::new(deployments, watcher::Config::default())
         .owns(rs, watcher::Config::default())
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, Arc::new(Ctx { client }))
+        .run(
+            super::metrics::timed("deployment", reconcile),
+            error_policy,
+            Arc::new(Ctx { client }),
+        )
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "deployment reconcile");

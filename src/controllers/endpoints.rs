@@ -82,7 +82,11 @@ pub async fn run(client: kube::Client, shutdown: impl Future<Output = ()> + Send
         .watches(pods, watcher::Config::default(), pod_to_services)
         .watches(slices, watcher::Config::default(), slice_to_service)
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, Arc::new(Ctx { client }))
+        .run(
+            super::metrics::timed("endpointslice", reconcile),
+            error_policy,
+            Arc::new(Ctx { client }),
+        )
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "endpoints reconcile");

@@ -14,6 +14,7 @@
 
 pub mod deployment;
 pub mod endpoints;
+pub mod metrics;
 pub mod replicaset;
 
 use std::future::Future;
