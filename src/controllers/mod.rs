@@ -9,8 +9,15 @@
 //! - [`replicaset`]: keeps `replicas` pods of a ReplicaSet's template.
 //! - [`deployment`]: ReplicaSets per pod template, rolling updates and
 //!   Recreate, and the status `kubectl rollout status` waits on.
+//! - [`nodelifecycle`]: marks silent nodes, taints them, evicts their pods.
+//! - [`leader`]: leader election on Leases, so that of several control
+//!   planes only one runs each component.
+//! - [`events`]: the Events controllers record.
 
 pub mod deployment;
+pub mod events;
+pub mod leader;
+pub mod nodelifecycle;
 pub mod replicaset;
 
 use std::future::Future;
@@ -39,6 +46,20 @@ pub async fn run(client: kube::Client, shutdown: impl Future<Output = ()> + Send
     tokio::join!(
         replicaset::run(client.clone(), stop.wait()),
         deployment::run(client, stop.wait()),
+    );
+}
+
+/// Runs [`run`]'s controllers and the node lifecycle controller until
+/// `shutdown`: everything the `kube-controller-manager` Lease guards.
+pub async fn run_all(
+    client: kube::Client,
+    node_lifecycle: nodelifecycle::NodeLifecycleConfig,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let stop = crate::shutdown::Stop::new(shutdown);
+    tokio::join!(
+        run(client.clone(), stop.wait()),
+        nodelifecycle::run(client, node_lifecycle, stop.wait()),
     );
 }
 

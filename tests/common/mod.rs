@@ -157,6 +157,11 @@ impl TestServer {
                 cmd.args(["--node-name", TEST_NODE]);
             }
         }
+        // Leader election renews Leases every 2 s: store tests must see
+        // only their own writes, so it is on only where a test asks.
+        if !has("--leader-elect") {
+            cmd.arg("--leader-elect=false");
+        }
         cmd.args(&self.extra_args);
         cmd.env("RUST_LOG", "info");
         cmd
