@@ -99,8 +99,8 @@ fn load_balancer_services_get_distinct_addresses_that_are_freed_and_survive_rest
     ]);
     let released = poll(Duration::from_secs(30), || {
         let s = svc_json(&k, "lb-b");
-        (s["status"]["loadBalancer"]["ingress"].is_null() && s["metadata"]["finalizers"].is_null())
-            .then_some(())
+        let finalizers = s["metadata"]["finalizers"].as_array().map_or(0, Vec::len);
+        (s["status"]["loadBalancer"]["ingress"].is_null() && finalizers == 0).then_some(())
     });
     assert!(released.is_some(), "{}", svc_json(&k, "lb-b"));
     let described = k.ok(&["describe", "svc", "lb-b"]);
