@@ -112,7 +112,10 @@ fn load_balancer_services_get_distinct_addresses_that_are_freed_and_survive_rest
     let k = server.kubectl();
     k.ok(&["create", "service", "loadbalancer", "lb-d", "--tcp=80:8080"]);
     let d = assigned(&k, "lb-d");
-    assert_ne!(d, c, "an address in use was handed out again after a restart");
+    assert_ne!(
+        d, c,
+        "an address in use was handed out again after a restart"
+    );
     assert_eq!(external_ip(&k, "lb-c"), c);
 }
 

@@ -88,7 +88,13 @@ fn taint_keys(node: &Value) -> Vec<String> {
         .as_array()
         .into_iter()
         .flatten()
-        .map(|t| format!("{}:{}", t["key"].as_str().unwrap(), t["effect"].as_str().unwrap()))
+        .map(|t| {
+            format!(
+                "{}:{}",
+                t["key"].as_str().unwrap(),
+                t["effect"].as_str().unwrap()
+            )
+        })
         .collect()
 }
 
@@ -100,11 +106,16 @@ fn web_pods(k: &Kubectl) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|p| p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null())
+        .filter(|p| {
+            p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null()
+        })
         .map(|p| {
             (
                 p["metadata"]["name"].as_str().unwrap().to_string(),
-                p["spec"]["nodeName"].as_str().unwrap_or_default().to_string(),
+                p["spec"]["nodeName"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
             )
         })
         .collect()
@@ -126,7 +137,11 @@ fn a_dead_node_is_tainted_its_pods_move_and_it_recovers_when_its_agent_returns()
         .wkube(&["push", guest("hello-http").to_str().unwrap(), "hello:v1"])
         .success();
     let agent = Agent::start(&server, tmp.path(), "edge-1", "127.0.0.2");
-    let ready = |name: &str| poll(Duration::from_secs(60), || (ready_status(&node(&k, name)) == "True").then_some(()));
+    let ready = |name: &str| {
+        poll(Duration::from_secs(60), || {
+            (ready_status(&node(&k, name)) == "True").then_some(())
+        })
+    };
     assert!(ready("edge-1").is_some(), "edge-1 never became Ready");
     assert!(ready(TEST_NODE).is_some());
 
@@ -141,12 +156,14 @@ fn a_dead_node_is_tainted_its_pods_move_and_it_recovers_when_its_agent_returns()
                   "containers": [{"name": "web", "image": "hello:v1"}]}}}})
         .to_string(),
     );
-    let (victim, on) = poll(Duration::from_secs(60), || web_pods(&k).pop()).expect("no running pod");
+    let (victim, on) =
+        poll(Duration::from_secs(60), || web_pods(&k).pop()).expect("no running pod");
     assert_eq!(on, "edge-1");
     let pod: Value = serde_json::from_str(&k.ok(&["get", "pod", &victim, "-o", "json"])).unwrap();
     let tolerations = pod["spec"]["tolerations"].to_string();
     assert!(
-        tolerations.contains("node.kubernetes.io/unreachable") && tolerations.contains("\"tolerationSeconds\":5"),
+        tolerations.contains("node.kubernetes.io/unreachable")
+            && tolerations.contains("\"tolerationSeconds\":5"),
         "default tolerations missing: {tolerations}"
     );
     k.ok(&["uncordon", TEST_NODE]);
@@ -191,12 +208,24 @@ fn a_dead_node_is_tainted_its_pods_move_and_it_recovers_when_its_agent_returns()
             .into_iter()
             .find(|(name, on)| name != &victim && on == TEST_NODE)
     });
-    assert!(moved.is_some(), "the pod was not replaced on {TEST_NODE}: {}", k.ok(&["get", "pods", "-o", "wide"]));
-    let events = k.ok(&["get", "events", "--field-selector", &format!("involvedObject.name={victim}")]);
+    assert!(
+        moved.is_some(),
+        "the pod was not replaced on {TEST_NODE}: {}",
+        k.ok(&["get", "pods", "-o", "wide"])
+    );
+    let events = k.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        &format!("involvedObject.name={victim}"),
+    ]);
     assert!(events.contains("TaintManagerEviction"), "{events}");
     assert!(events.contains("NodeNotReady"), "{events}");
     let gone = poll(Duration::from_secs(30), || {
-        k.run(&["get", "pod", &victim]).stderr.contains("NotFound").then_some(())
+        k.run(&["get", "pod", &victim])
+            .stderr
+            .contains("NotFound")
+            .then_some(())
     });
     assert!(gone.is_some(), "the evicted pod was never removed");
 
@@ -206,7 +235,11 @@ fn a_dead_node_is_tainted_its_pods_move_and_it_recovers_when_its_agent_returns()
         let n = node(&k, "edge-1");
         (ready_status(&n) == "True" && taint_keys(&n).is_empty()).then_some(())
     });
-    assert!(healed.is_some(), "edge-1 did not recover: {}", node(&k, "edge-1"));
+    assert!(
+        healed.is_some(),
+        "edge-1 did not recover: {}",
+        node(&k, "edge-1")
+    );
 }
 
 /// An API client as the cluster admin, from the admin kubeconfig.
@@ -217,9 +250,17 @@ fn admin_client(server: &TestServer) -> kube::Client {
         .as_str()
         .map(|b64| {
             use base64::Engine as _;
-            String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64).unwrap()).unwrap()
+            String::from_utf8(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .unwrap(),
+            )
+            .unwrap()
         });
-    let token = doc["users"][0]["user"]["token"].as_str().unwrap().to_string();
+    let token = doc["users"][0]["user"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     wkube::client::build(&wkube::client::ClientConfig {
         server: server.api_url.clone(),
         ca_pem: ca,
@@ -255,17 +296,31 @@ fn candidate(rt: &tokio::runtime::Runtime, client: kube::Client, name: &str) -> 
     let flag = active.clone();
     let id = identity.clone();
     let done = rt.spawn(async move {
-        run_elected(client, "test-elect", id, cfg, async move { let _ = stopped.await; }, move |s| {
-            let flag = flag.clone();
+        run_elected(
+            client,
+            "test-elect",
+            id,
+            cfg,
             async move {
-                flag.store(true, Ordering::SeqCst);
-                s.wait().await;
-                flag.store(false, Ordering::SeqCst);
-            }
-        })
+                let _ = stopped.await;
+            },
+            move |s| {
+                let flag = flag.clone();
+                async move {
+                    flag.store(true, Ordering::SeqCst);
+                    s.wait().await;
+                    flag.store(false, Ordering::SeqCst);
+                }
+            },
+        )
         .await
     });
-    Candidate { identity, active, stop, done }
+    Candidate {
+        identity,
+        active,
+        stop,
+        done,
+    }
 }
 
 #[test]
@@ -273,31 +328,58 @@ fn one_candidate_leads_and_another_takes_over_when_it_dies_or_steps_down() {
     let server = TestServer::builder().arg("--leader-elect=true").start();
     let k = server.kubectl();
     // The server's own components hold their Leases under one identity.
-    for name in ["kube-controller-manager", "kube-scheduler", "cloud-controller-manager"] {
+    for name in [
+        "kube-controller-manager",
+        "kube-scheduler",
+        "cloud-controller-manager",
+    ] {
         let held = poll(Duration::from_secs(30), || {
             let l = lease(&k, name);
             let holder = l["spec"]["holderIdentity"].as_str()?.to_string();
             (holder.contains('_') && l["spec"]["leaseDurationSeconds"] == 15).then_some(holder)
         });
-        assert!(held.is_some(), "lease {name} not held: {}", k.run(&["get", "lease", "-n", "kube-system", name, "-o", "yaml"]).stdout);
+        assert!(
+            held.is_some(),
+            "lease {name} not held: {}",
+            k.run(&["get", "lease", "-n", "kube-system", name, "-o", "yaml"])
+                .stdout
+        );
     }
 
     let rt_a = tokio::runtime::Runtime::new().unwrap();
     let rt_b = tokio::runtime::Runtime::new().unwrap();
-    let a = candidate(&rt_a, admin_client(&server), "a");
-    let b = candidate(&rt_b, admin_client(&server), "b");
-    let holder = || lease(&k, "test-elect")["spec"]["holderIdentity"].as_str().unwrap_or_default().to_string();
+    // A client belongs to the runtime it was made in.
+    let client_a = rt_a.block_on(async { admin_client(&server) });
+    let client_b = rt_b.block_on(async { admin_client(&server) });
+    let a = candidate(&rt_a, client_a, "a");
+    let b = candidate(&rt_b, client_b, "b");
+    let holder = || {
+        lease(&k, "test-elect")["spec"]["holderIdentity"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
     let leader = poll(Duration::from_secs(10), || {
-        let (x, y) = (a.active.load(Ordering::SeqCst), b.active.load(Ordering::SeqCst));
+        let (x, y) = (
+            a.active.load(Ordering::SeqCst),
+            b.active.load(Ordering::SeqCst),
+        );
         (x != y).then_some(if x { "a" } else { "b" })
     })
     .expect("no leader elected");
     // Exactly one stays active while both run.
     for _ in 0..10 {
-        assert!(a.active.load(Ordering::SeqCst) != b.active.load(Ordering::SeqCst), "two leaders");
+        assert!(
+            a.active.load(Ordering::SeqCst) != b.active.load(Ordering::SeqCst),
+            "two leaders"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let (first, second, rt_first, rt_second) = if leader == "a" { (a, b, rt_a, rt_b) } else { (b, a, rt_b, rt_a) };
+    let (first, second, rt_first, rt_second) = if leader == "a" {
+        (a, b, rt_a, rt_b)
+    } else {
+        (b, a, rt_b, rt_a)
+    };
     assert_eq!(holder(), first.identity);
 
     // The leader dies without a word (its runtime is torn down): the other
@@ -305,32 +387,57 @@ fn one_candidate_leads_and_another_takes_over_when_it_dies_or_steps_down() {
     let died = Instant::now();
     rt_first.shutdown_background();
     drop(first.stop);
-    let took_over = poll(Duration::from_secs(10), || second.active.load(Ordering::SeqCst).then_some(()));
+    let took_over = poll(Duration::from_secs(10), || {
+        second.active.load(Ordering::SeqCst).then_some(())
+    });
     assert!(took_over.is_some(), "no take-over");
     let after = died.elapsed();
-    assert!(after >= Duration::from_secs(2), "took over before the lease expired ({after:?})");
+    assert!(
+        after >= Duration::from_secs(2),
+        "took over before the lease expired ({after:?})"
+    );
     assert_eq!(holder(), second.identity);
     assert_eq!(lease(&k, "test-elect")["spec"]["leaseTransitions"], 1);
 
     // Someone else writes the Lease: the leader notices on its next renewal
     // and stops its work.
-    let replaced = poll(Duration::from_secs(10), || {
-        let mut l = lease(&k, "test-elect");
-        l["spec"]["holderIdentity"] = json!("intruder");
-        l["spec"]["renewTime"] = json!(k8s_openapi::jiff::Timestamp::now().to_string());
-        // A renewal in between makes this a conflict: read and try again.
-        k.run_with_stdin(&["replace", "-f", "-"], &l.to_string())
-            .status
-            .success()
-            .then_some(())
+    let now = k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ");
+    k.ok(&[
+        "patch",
+        "lease",
+        "-n",
+        "kube-system",
+        "test-elect",
+        "--type=merge",
+        "-p",
+        &json!({"spec": {"holderIdentity": "intruder", "renewTime": now.to_string()}}).to_string(),
+    ]);
+    let stopped = poll(Duration::from_secs(10), || {
+        (!second.active.load(Ordering::SeqCst)).then_some(())
     });
-    assert!(replaced.is_some(), "could not overwrite the lease");
-    let stopped = poll(Duration::from_secs(10), || (!second.active.load(Ordering::SeqCst)).then_some(()));
-    assert!(stopped.is_some(), "the leader kept working after losing the lease");
+    assert!(
+        stopped.is_some(),
+        "the leader kept working after losing the lease"
+    );
 
-    // A clean stop releases the Lease at once.
+    // The intruder never renews: the old leader competes again and wins
+    // once the intruder's record expired.
+    let back = poll(Duration::from_secs(10), || {
+        second.active.load(Ordering::SeqCst).then_some(())
+    });
+    assert!(back.is_some(), "the candidate did not compete again");
+    assert_eq!(holder(), second.identity);
+
+    // A clean stop ends the work and releases the Lease at once.
     let _ = second.stop.send(());
-    rt_second.block_on(async { let _ = tokio::time::timeout(Duration::from_secs(10), second.done).await; });
+    rt_second.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), second.done)
+            .await
+            .expect("the candidate did not stop")
+            .expect("the candidate panicked");
+    });
+    assert!(!second.active.load(Ordering::SeqCst));
+    assert_eq!(holder(), "", "the lease was not released");
 }
 
 #[test]
@@ -343,7 +450,15 @@ fn a_bound_service_account_token_stops_working_when_its_pod_is_gone() {
     .to_string();
     k.ok_with_stdin(&["create", "-f", "-"], &pod);
     let token = k
-        .ok(&["create", "token", "bot", "--bound-object-kind", "Pod", "--bound-object-name", "holder"])
+        .ok(&[
+            "create",
+            "token",
+            "bot",
+            "--bound-object-kind",
+            "Pod",
+            "--bound-object-name",
+            "holder",
+        ])
         .trim()
         .to_string();
     let as_bot = || {
@@ -368,7 +483,11 @@ fn a_bound_service_account_token_stops_working_when_its_pod_is_gone() {
     let token = k.ok(&["create", "token", "bot"]).trim().to_string();
     let mut c = k.command(&["get", "--raw", "/api"]);
     c.args(["--token", &token]);
-    assert!(common::run(c, None, common::COMMAND_TIMEOUT).status.success());
+    assert!(
+        common::run(c, None, common::COMMAND_TIMEOUT)
+            .status
+            .success()
+    );
     k.ok(&["delete", "serviceaccount", "bot"]);
     let mut c = k.command(&["get", "--raw", "/api"]);
     c.args(["--token", &token]);

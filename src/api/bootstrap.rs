@@ -99,7 +99,10 @@ pub async fn run(state: &ApiState, advertise: Ipv4Addr, port: u16) -> Result<(),
     for (plural, obj) in rbac::bootstrap_policy() {
         let k = kind(plural, "rbac.authorization.k8s.io")?;
         let rules = (plural == "clusterroles").then(|| obj["rules"].clone());
-        let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         ensure(state, k, None, obj).await?;
         if let Some(rules) = rules {
             reconcile_role_rules(state, k, &name, &rules).await?;

@@ -394,8 +394,16 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
                         &["nodes"],
                         &["get", "list", "watch", "update", "patch", "delete"],
                     ),
-                    rule(&[""], &["nodes/status", "pods/status"], &["patch", "update"]),
-                    rule(&[""], &["services"], &["get", "list", "watch", "update", "patch"]),
+                    rule(
+                        &[""],
+                        &["nodes/status", "pods/status"],
+                        &["patch", "update"],
+                    ),
+                    rule(
+                        &[""],
+                        &["services"],
+                        &["get", "list", "watch", "update", "patch"],
+                    ),
                     rule(&[""], &["services/status"], &["patch", "update"]),
                     // Leader election, and reading the nodes' heartbeats.
                     rule(

@@ -492,7 +492,12 @@ mod tests {
             panic!("not server")
         };
         assert!(args.validate().is_ok());
-        assert!((*args).into_config("/tmp/x".into()).leader_election.is_none());
+        assert!(
+            (*args)
+                .into_config("/tmp/x".into())
+                .leader_election
+                .is_none()
+        );
     }
 
     #[test]

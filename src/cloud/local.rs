@@ -234,7 +234,10 @@ mod tests {
         let a = p.ensure_load_balancer(&svc("a", None)).await.unwrap();
         let b = p.ensure_load_balancer(&svc("b", None)).await.unwrap();
         assert_eq!(ip_of(&a), "127.0.0.100");
-        assert_eq!(a.ingress.as_ref().unwrap()[0].ip_mode.as_deref(), Some("VIP"));
+        assert_eq!(
+            a.ingress.as_ref().unwrap()[0].ip_mode.as_deref(),
+            Some("VIP")
+        );
         assert_eq!(ip_of(&b), "127.0.0.101");
         // Asking again is idempotent.
         let again = p.ensure_load_balancer(&svc("a", None)).await.unwrap();
@@ -243,7 +246,9 @@ mod tests {
             p.ensure_load_balancer(&svc("c", None)).await,
             Err(CloudError::RangeExhausted { .. })
         ));
-        p.ensure_load_balancer_deleted(&svc("a", None)).await.unwrap();
+        p.ensure_load_balancer_deleted(&svc("a", None))
+            .await
+            .unwrap();
         let c = p.ensure_load_balancer(&svc("c", None)).await.unwrap();
         assert_eq!(ip_of(&c), "127.0.0.100");
     }

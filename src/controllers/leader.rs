@@ -147,7 +147,11 @@ impl LeaderElector {
     /// conflict (a conflict means another candidate won this round).
     pub async fn try_acquire_or_renew(&mut self) -> Result<bool, LeaderError> {
         let now = now_micro();
-        let Some(mut lease) = self.api.get_opt(&self.name).await.map_err(|e| self.api_err(e))?
+        let Some(mut lease) = self
+            .api
+            .get_opt(&self.name)
+            .await
+            .map_err(|e| self.api_err(e))?
         else {
             let lease = Lease {
                 metadata: ObjectMeta {
@@ -322,7 +326,10 @@ pub async fn run_elected<W, Fut>(
                 Err(_) => tracing::warn!(lease = name, "lease renewal timed out"),
             }
             if last_renewed.elapsed() >= cfg.renew_deadline {
-                tracing::error!(lease = name, "failed to renew the lease within the renew deadline");
+                tracing::error!(
+                    lease = name,
+                    "failed to renew the lease within the renew deadline"
+                );
                 break false;
             }
         };
@@ -373,7 +380,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = persistent_identity(dir.path());
         assert_eq!(persistent_identity(dir.path()), first);
-        assert_ne!(persistent_identity(tempfile::tempdir().unwrap().path()), first);
+        assert_ne!(
+            persistent_identity(tempfile::tempdir().unwrap().path()),
+            first
+        );
     }
 
     #[test]

@@ -32,8 +32,8 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, PodCondition, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -508,7 +508,11 @@ impl Monitor {
         let Some(marked) = pod.metadata.deletion_timestamp.as_ref() else {
             return Ok(());
         };
-        let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(0).max(0);
+        let grace = pod
+            .metadata
+            .deletion_grace_period_seconds
+            .unwrap_or(0)
+            .max(0);
         // The deletion timestamp already includes the grace period in
         // Kubernetes; wkube stores when the delete was asked, so add it.
         let due = marked
