@@ -242,6 +242,86 @@ fn a_dead_node_is_tainted_its_pods_move_and_it_recovers_when_its_agent_returns()
     );
 }
 
+fn pod_ready(k: &Kubectl, name: &str) -> String {
+    k.run(&[
+        "get",
+        "pod",
+        name,
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+    ])
+    .stdout
+}
+
+#[test]
+fn a_node_that_pauses_briefly_keeps_its_pods_and_reports_them_ready_again() {
+    let server = TestServer::builder()
+        .arg("--node-monitor-period=1s")
+        .arg("--node-monitor-grace-period=4s")
+        .start();
+    let k = server.kubectl();
+    let tmp = tempfile::tempdir().unwrap();
+    server
+        .wkube(&["push", guest("hello-http").to_str().unwrap(), "hello:v1"])
+        .success();
+    let agent = Agent::start(&server, tmp.path(), "edge-2", "127.0.0.3");
+    k.ok_with_stdin(
+        &["create", "-f", "-"],
+        &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "steady"},
+            "spec": {"nodeName": "edge-2", "containers": [{"name": "web", "image": "hello:v1"}]}})
+        .to_string(),
+    );
+    let ready = poll(Duration::from_secs(60), || {
+        (pod_ready(&k, "steady") == "True").then_some(())
+    });
+    assert!(ready.is_some(), "the pod never became Ready");
+
+    // The agent stops answering (as behind a network cut) for longer than
+    // the grace period but much shorter than the pods' 300 s tolerations.
+    let pid = agent.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let marked = poll(Duration::from_secs(20), || {
+        (ready_status(&node(&k, "edge-2")) == "Unknown" && pod_ready(&k, "steady") == "False")
+            .then_some(())
+    });
+    assert!(
+        Command::new("kill")
+            .args(["-CONT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        marked.is_some(),
+        "edge-2 or its pod was not marked: {}",
+        node(&k, "edge-2")
+    );
+    let described = k.ok(&["describe", "node", "edge-2"]);
+    assert!(described.contains("NodeNotReady"), "{described}");
+
+    // Back: the kubelet reports the node and its pod Ready again, the
+    // taints go, and the pod was never evicted.
+    let healed = poll(Duration::from_secs(30), || {
+        let n = node(&k, "edge-2");
+        (ready_status(&n) == "True"
+            && taint_keys(&n).is_empty()
+            && pod_ready(&k, "steady") == "True")
+            .then_some(())
+    });
+    assert!(
+        healed.is_some(),
+        "edge-2 did not recover: {} / pod Ready={}",
+        node(&k, "edge-2"),
+        pod_ready(&k, "steady")
+    );
+}
+
 /// An API client as the cluster admin, from the admin kubeconfig.
 fn admin_client(server: &TestServer) -> kube::Client {
     let text = std::fs::read_to_string(server.admin_kubeconfig()).unwrap();
