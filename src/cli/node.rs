@@ -30,7 +30,8 @@ pub struct NodeCommandArgs {
 #[derive(Debug, Subcommand)]
 pub enum NodeAction {
     /// Mark the node's machine as gone; its Node is deleted once it is not
-    /// Ready (at once if its agent is already stopped).
+    /// Ready (an agent that stopped turns its node not Ready after
+    /// --node-monitor-grace-period).
     Remove {
         /// The node's name.
         name: String,
