@@ -140,13 +140,21 @@ fn a_node_whose_machine_is_removed_is_deleted() {
         out.stderr.contains("NotFound").then_some(())
     });
     assert!(deleted.is_some(), "node gone-1 was not deleted");
-    let events = k.ok(&[
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.name=gone-1",
-    ]);
-    assert!(events.contains("DeletingNode"), "{events}");
+    // The cloud controller says why it deleted the Node, the node
+    // lifecycle controller that it let go of it.
+    let events = || {
+        k.ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=gone-1",
+        ])
+    };
+    let both = poll(Duration::from_secs(20), || {
+        let e = events();
+        (e.contains("DeletingNode") && e.contains("RemovingNode")).then_some(())
+    });
+    assert!(both.is_some(), "{}", events());
 
     let missing = server.wkube(&["node", "remove", "nope"]);
     assert!(!missing.status.success());

@@ -426,6 +426,29 @@ fn one_candidate_leads_and_another_takes_over_when_it_dies_or_steps_down() {
         );
     }
 
+    // The elected components work: the controller manager makes a
+    // Deployment's pod, the cloud controller manager a load balancer.
+    k.ok(&["create", "deployment", "elected", "--image=hello:v1"]);
+    k.ok(&[
+        "create",
+        "service",
+        "loadbalancer",
+        "elected",
+        "--tcp=80:8080",
+    ]);
+    let working = poll(Duration::from_secs(30), || {
+        let pods = k.ok(&["get", "pods", "-l", "app=elected", "-o", "name"]);
+        let ip = k.ok(&[
+            "get",
+            "svc",
+            "elected",
+            "-o",
+            "jsonpath={.status.loadBalancer.ingress[0].ip}",
+        ]);
+        (!pods.trim().is_empty() && !ip.trim().is_empty()).then_some(())
+    });
+    assert!(working.is_some(), "the elected controllers did nothing");
+
     let rt_a = tokio::runtime::Runtime::new().unwrap();
     let rt_b = tokio::runtime::Runtime::new().unwrap();
     // A client belongs to the runtime it was made in.
