@@ -12,7 +12,9 @@
 //! - [`kubelet`]: the node agent that runs pods with the runtime.
 //! - [`scheduler`]: places pods on nodes (filter, score, bind) through the API.
 //! - [`client`]: the API client the components use.
-//! - [`controllers`]: the controller manager (ReplicaSet, Deployment).
+//! - [`controllers`]: the controller manager (ReplicaSet, Deployment,
+//!   node lifecycle) and leader election.
+//! - [`cloud`]: the cloud controller manager and its providers.
 //! - [`server`]: `wkube server`, which wires the components together.
 //! - [`shutdown`]: one shutdown signal for a component's tasks.
 //! - [`cli`]: the user-facing subcommands other than `server`.
@@ -20,6 +22,7 @@
 pub mod api;
 pub mod cli;
 pub mod client;
+pub mod cloud;
 pub mod controllers;
 pub mod kubelet;
 pub mod pki;

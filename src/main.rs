@@ -27,6 +27,10 @@ async fn main() -> ExitCode {
     };
     match cli.command {
         Command::Server(args) => {
+            if let Err(e) = args.validate() {
+                eprintln!("Error: {e}");
+                return ExitCode::FAILURE;
+            }
             let scheduler = match args.scheduler_config() {
                 Ok(s) => s,
                 Err(e) => {
@@ -56,6 +60,7 @@ async fn main() -> ExitCode {
         }
         Command::Push(args) => wkube::cli::push::run(args, &data_dir).await,
         Command::Run(args) => wkube::cli::run::run(args, &data_dir).await,
+        Command::Node(args) => wkube::cli::node::run(args, &data_dir).await,
         Command::Token(args) => wkube::cli::token::run_token(args, &data_dir),
         Command::Kubeconfig(args) => wkube::cli::token::run_kubeconfig(args, &data_dir),
     }

@@ -10,6 +10,7 @@
 //! DATA/etcd.endpoint   URL of the etcd v3 API of the running server
 //! DATA/api.endpoint    URL of the Kubernetes API of the running server
 //! DATA/admin.kubeconfig  kubeconfig of the cluster admin (group system:masters)
+//! DATA/leader-identity   this server's holderIdentity in leader-election Leases
 //! DATA/pki/            ca.crt ca.key etcd-server.{crt,key} etcd-client.{crt,key}
 //!                      apiserver.{crt,key} sa.key (token signing key)
 //!                      apiserver-kubelet-client.{crt,key} (towards agents)
@@ -85,6 +86,13 @@ pub struct ServerConfig {
     pub controllers: bool,
     /// The scheduler; `None` with `--no-scheduler`.
     pub scheduler: Option<crate::scheduler::SchedulerConfig>,
+    /// Lease timing for the controller manager, cloud controllers and
+    /// scheduler; `None` with `--leader-elect=false` (each runs at once).
+    pub leader_election: Option<crate::controllers::leader::LeaderElectionConfig>,
+    /// Timing of the node lifecycle controller.
+    pub node_lifecycle: crate::controllers::nodelifecycle::NodeLifecycleConfig,
+    /// The cloud controller manager (run with the controllers).
+    pub cloud: crate::cloud::CloudConfig,
 }
 
 /// Why the server could not start or stopped with an error.
@@ -329,6 +337,8 @@ pub async fn run(
     } else {
         None
     };
+    // One identity per server names it in every Lease it holds.
+    let identity = crate::controllers::leader::persistent_identity(&data_dir);
     let scheduler = match cfg.scheduler.clone() {
         Some(scfg) => {
             let client = component_client(
@@ -338,8 +348,19 @@ pub async fn run(
                 &api_state.tokens,
                 "system:kube-scheduler",
             )?;
-            let stop = stop.wait();
-            Some(tokio::spawn(crate::scheduler::run(client, scfg, stop)))
+            let (identity, le, stop) = (identity.clone(), cfg.leader_election.clone(), stop.wait());
+            Some(tokio::spawn(async move {
+                let c = client.clone();
+                crate::controllers::leader::run_maybe_elected(
+                    client,
+                    "kube-scheduler",
+                    identity,
+                    le,
+                    stop,
+                    move |s| crate::scheduler::run(c.clone(), scfg.clone(), s.wait()),
+                )
+                .await
+            }))
         }
         None => None,
     };
@@ -366,8 +387,35 @@ pub async fn run(
         }
         None => None,
     };
-    let controllers =
-        controllers_client.map(|client| tokio::spawn(crate::controllers::run(client, stop.wait())));
+    let controllers = controllers_client.map(|client| {
+        let (le, nl, cloud) = (
+            cfg.leader_election.clone(),
+            cfg.node_lifecycle.clone(),
+            cfg.cloud.clone(),
+        );
+        let (cm, ccm) = (client.clone(), client.clone());
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::join!(
+                crate::controllers::leader::run_maybe_elected(
+                    client.clone(),
+                    "kube-controller-manager",
+                    identity.clone(),
+                    le.clone(),
+                    stop.wait(),
+                    move |s| crate::controllers::run_all(cm.clone(), nl.clone(), s.wait()),
+                ),
+                crate::controllers::leader::run_maybe_elected(
+                    client,
+                    "cloud-controller-manager",
+                    identity,
+                    le,
+                    stop.wait(),
+                    move |s| crate::cloud::run(ccm.clone(), cloud.clone(), s.wait()),
+                ),
+            )
+        })
+    });
     let (etcd_result, api_result) = tokio::join!(etcd, api);
     if let Some(c) = controllers {
         let _ = c.await;

@@ -20,7 +20,7 @@ impl Stop {
     }
 
     /// Resolves at shutdown (or if the signal's task is gone).
-    pub fn wait(&self) -> impl Future<Output = ()> + Send + Sync + 'static {
+    pub fn wait(&self) -> impl Future<Output = ()> + Send + Sync + 'static + use<> {
         let mut rx = self.0.clone();
         async move {
             let _ = rx.wait_for(|s| *s).await;

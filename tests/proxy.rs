@@ -162,6 +162,44 @@ fn a_node_port_service_balances_over_its_pods_and_answers_503_when_scaled_to_zer
         (200, "Hello from wkube!\n".to_string())
     );
 
+    // As a LoadBalancer: an address from the cluster's pool, served by the
+    // node's proxy on the service port.
+    k.ok(&[
+        "patch",
+        "service",
+        "hello",
+        "-p",
+        r#"{"spec": {"type": "LoadBalancer"}}"#,
+    ]);
+    let mut lb_ip = String::new();
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            let svc = json(&k, &["get", "service", "hello", "-o", "json"]);
+            lb_ip = svc["status"]["loadBalancer"]["ingress"][0]["ip"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            !lb_ip.is_empty()
+        }),
+        "no load-balancer address"
+    );
+    let (pool, _) = s.addresses.lb_range.split_once('-').unwrap();
+    let (pool_net, _) = pool.rsplit_once('.').unwrap();
+    assert!(
+        lb_ip.starts_with(pool_net),
+        "{lb_ip} not from {}",
+        s.addresses.lb_range
+    );
+    let lb_url = format!("http://{lb_ip}/");
+    assert!(
+        eventually(Duration::from_secs(20), || curl(&lb_url)
+            == (200, "Hello from wkube!\n".to_string())),
+        "{lb_url}: {:?}",
+        curl(&lb_url)
+    );
+    // The NodePort keeps working.
+    assert_eq!(curl(&node_url).0, 200);
+
     // The API server's service proxy path reaches it too.
     for id in ["hello", "hello:http", "hello:80", "http:hello:http"] {
         assert_eq!(

@@ -148,6 +148,11 @@ impl Admission {
                 {
                     obj["spec"]["serviceAccountName"] = json!("default");
                 }
+                add_default_tolerations(
+                    obj,
+                    state.config.default_not_ready_toleration_seconds,
+                    state.config.default_unreachable_toleration_seconds,
+                );
                 Ok(())
             }
             _ => Ok(()),
@@ -614,6 +619,41 @@ async fn keep_pod_cidr(state: &ApiState, old: &Value, new: &mut Value) -> Result
     }
 }
 
+/// Kubernetes' DefaultTolerationSeconds: a pod that does not tolerate the
+/// `not-ready` or `unreachable` NoExecute taints already gets tolerations
+/// for them, so that it stays bound to a failing node for a while (and is
+/// evicted after that) instead of at once.
+fn add_default_tolerations(obj: &mut Value, not_ready_secs: i64, unreachable_secs: i64) {
+    let mut list = obj
+        .pointer("/spec/tolerations")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let covers = |list: &[Value], key: &str| {
+        list.iter().any(|t| {
+            let effect = t.get("effect").and_then(Value::as_str).unwrap_or("");
+            let tkey = t.get("key").and_then(Value::as_str).unwrap_or("");
+            let op = t.get("operator").and_then(Value::as_str).unwrap_or("Equal");
+            (effect.is_empty() || effect == "NoExecute")
+                && (tkey == key || (tkey.is_empty() && op == "Exists"))
+        })
+    };
+    let mut changed = false;
+    for (key, secs) in [
+        ("node.kubernetes.io/not-ready", not_ready_secs),
+        ("node.kubernetes.io/unreachable", unreachable_secs),
+    ] {
+        if !covers(&list, key) {
+            list.push(json!({"key": key, "operator": "Exists",
+                             "effect": "NoExecute", "tolerationSeconds": secs}));
+            changed = true;
+        }
+    }
+    if changed && obj.get("spec").is_some_and(Value::is_object) {
+        obj["spec"]["tolerations"] = json!(list);
+    }
+}
+
 fn add_finalizer(obj: &mut Value, f: &str) {
     let mut list = obj
         .pointer("/metadata/finalizers")
@@ -666,6 +706,33 @@ fn graceful_pod_deletion(obj: &mut Value, opts: &DeleteOptions) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pods_get_default_tolerations_for_failing_nodes_unless_they_have_their_own() {
+        let mut pod = json!({"spec": {"containers": []}});
+        add_default_tolerations(&mut pod, 300, 5);
+        assert_eq!(
+            pod["spec"]["tolerations"],
+            json!([
+                {"key": "node.kubernetes.io/not-ready", "operator": "Exists",
+                 "effect": "NoExecute", "tolerationSeconds": 300},
+                {"key": "node.kubernetes.io/unreachable", "operator": "Exists",
+                 "effect": "NoExecute", "tolerationSeconds": 5},
+            ])
+        );
+        let own = json!([{"key": "node.kubernetes.io/unreachable", "operator": "Exists",
+                          "effect": "NoExecute"}]);
+        let mut pod = json!({"spec": {"tolerations": own.clone()}});
+        add_default_tolerations(&mut pod, 300, 300);
+        let t = pod["spec"]["tolerations"].as_array().unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0], own[0]);
+        assert_eq!(t[1]["key"], "node.kubernetes.io/not-ready");
+        // Tolerating everything covers both.
+        let mut pod = json!({"spec": {"tolerations": [{"operator": "Exists"}]}});
+        add_default_tolerations(&mut pod, 300, 300);
+        assert_eq!(pod["spec"]["tolerations"].as_array().unwrap().len(), 1);
+    }
 
     #[test]
     fn cidrs_parse_and_contain() {

@@ -44,6 +44,46 @@ async fn ensure(
     }
 }
 
+/// Adds the rules a newer wkube gives a default ClusterRole to the one a
+/// cluster already has (never removing any), unless an admin opted out
+/// with `rbac.authorization.kubernetes.io/autoupdate: "false"`, as
+/// Kubernetes reconciles its bootstrap roles on start.
+async fn reconcile_role_rules(
+    state: &ApiState,
+    k: &'static Kind,
+    name: &str,
+    wanted: &Value,
+) -> Result<(), ApiError> {
+    let Some(wanted) = wanted.as_array() else {
+        return Ok(());
+    };
+    let r = state
+        .registry
+        .guaranteed_update(k, None, name, |mut current| {
+            let opted_out = current
+                .pointer("/metadata/annotations/rbac.authorization.kubernetes.io~1autoupdate")
+                .and_then(Value::as_str)
+                == Some("false");
+            let mut rules = current["rules"].as_array().cloned().unwrap_or_default();
+            let missing: Vec<Value> = wanted
+                .iter()
+                .filter(|w| !rules.contains(w))
+                .cloned()
+                .collect();
+            if opted_out || missing.is_empty() {
+                return Ok(None);
+            }
+            rules.extend(missing);
+            current["rules"] = json!(rules);
+            Ok(Some(current))
+        })
+        .await;
+    match r {
+        Ok(_) | Err(ApiError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Create the objects every cluster has. Idempotent.
 pub async fn run(state: &ApiState, advertise: Ipv4Addr, port: u16) -> Result<(), ApiError> {
     let ns_kind = kind("namespaces", "")?;
@@ -57,7 +97,16 @@ pub async fn run(state: &ApiState, advertise: Ipv4Addr, port: u16) -> Result<(),
         .await?;
     }
     for (plural, obj) in rbac::bootstrap_policy() {
-        ensure(state, kind(plural, "rbac.authorization.k8s.io")?, None, obj).await?;
+        let k = kind(plural, "rbac.authorization.k8s.io")?;
+        let rules = (plural == "clusterroles").then(|| obj["rules"].clone());
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        ensure(state, k, None, obj).await?;
+        if let Some(rules) = rules {
+            reconcile_role_rules(state, k, &name, &rules).await?;
+        }
     }
     // The `kubernetes` service: the first address of the service range,
     // pointing at the API server.

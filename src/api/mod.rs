@@ -88,6 +88,11 @@ pub struct ApiConfig {
     pub max_watch_duration: Duration,
     /// Longest a TokenRequest token lives.
     pub max_token_ttl: Duration,
+    /// tolerationSeconds of the default `node.kubernetes.io/not-ready`
+    /// NoExecute toleration given to pods (DefaultTolerationSeconds).
+    pub default_not_ready_toleration_seconds: i64,
+    /// Likewise for `node.kubernetes.io/unreachable`.
+    pub default_unreachable_toleration_seconds: i64,
 }
 
 impl Default for ApiConfig {
@@ -103,6 +108,8 @@ impl Default for ApiConfig {
             max_connections: 10_000,
             max_watch_duration: Duration::from_secs(1800),
             max_token_ttl: Duration::from_secs(48 * 3600),
+            default_not_ready_toleration_seconds: 300,
+            default_unreachable_toleration_seconds: 300,
         }
     }
 }

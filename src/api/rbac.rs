@@ -386,6 +386,31 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
                         ],
                     ),
                     rule(&[""], &["events"], &["create", "patch", "update"]),
+                    // Node lifecycle and the cloud controllers: node status
+                    // and taints, pod readiness and eviction, node deletion,
+                    // load balancer status and finalizers.
+                    rule(
+                        &[""],
+                        &["nodes"],
+                        &["get", "list", "watch", "update", "patch", "delete"],
+                    ),
+                    rule(
+                        &[""],
+                        &["nodes/status", "pods/status"],
+                        &["patch", "update"],
+                    ),
+                    rule(
+                        &[""],
+                        &["services"],
+                        &["get", "list", "watch", "update", "patch"],
+                    ),
+                    rule(&[""], &["services/status"], &["patch", "update"]),
+                    // Leader election, and reading the nodes' heartbeats.
+                    rule(
+                        &["coordination.k8s.io"],
+                        &["leases"],
+                        &["get", "list", "watch", "create", "update", "patch"],
+                    ),
                     rule(
                         &["apps"],
                         &["replicasets", "deployments"],

@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod kv;
+pub mod node;
 pub mod push;
 pub mod run;
 pub mod token;
@@ -73,6 +74,8 @@ pub enum Command {
     /// Deploy a .wasm HTTP component: push it, run it as a Deployment
     /// behind a Service, wait until it serves and print its URL.
     Run(run::RunArgs),
+    /// Manage nodes' machines (`node remove NAME`: the machine is gone).
+    Node(node::NodeCommandArgs),
 }
 
 /// Flags of `wkube server`.
@@ -195,6 +198,55 @@ pub struct ServerArgs {
     #[arg(long, value_name = "FILE")]
     pub scheduler_config: Option<PathBuf>,
 
+    /// Elect one active controller manager, cloud controller manager and
+    /// scheduler among the servers of a cluster through Leases in
+    /// kube-system (`--leader-elect=false` runs them at once).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub leader_elect: bool,
+
+    /// How long standby servers wait after the leader's last renewal
+    /// before taking over.
+    #[arg(long, default_value = "15s", value_parser = parse_duration, value_name = "DURATION")]
+    pub leader_elect_lease_duration: Duration,
+
+    /// How long the leader keeps retrying a failed renewal before it stops
+    /// its controllers.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub leader_elect_renew_deadline: Duration,
+
+    /// How often candidates try to acquire, and the leader to renew.
+    #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
+    pub leader_elect_retry_period: Duration,
+
+    /// How often the node lifecycle controller checks the nodes.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    pub node_monitor_period: Duration,
+
+    /// How long a node may go without renewing its Lease before it is
+    /// marked unreachable (Ready Unknown) and tainted.
+    #[arg(long, default_value = "40s", value_parser = parse_duration, value_name = "DURATION")]
+    pub node_monitor_grace_period: Duration,
+
+    /// tolerationSeconds of the `node.kubernetes.io/not-ready:NoExecute`
+    /// toleration added to every pod that has none.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub default_not_ready_toleration_seconds: i64,
+
+    /// tolerationSeconds of the `node.kubernetes.io/unreachable:NoExecute`
+    /// toleration added to every pod that has none.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub default_unreachable_toleration_seconds: i64,
+
+    /// The machines' provider for the cloud controllers: `local`
+    /// (LoadBalancer addresses from --lb-range; `wkube node remove`) or
+    /// `none`.
+    #[arg(long, value_enum, default_value_t = crate::cloud::ProviderKind::Local)]
+    pub cloud_provider: crate::cloud::ProviderKind,
+
+    /// Addresses the local provider gives LoadBalancer Services.
+    #[arg(long, default_value = "127.0.0.100-127.0.0.199", value_parser = crate::cloud::local::AddressRange::parse, value_name = "FIRST-LAST")]
+    pub lb_range: crate::cloud::local::AddressRange,
+
     #[command(flatten)]
     pub node: agent::NodeArgs,
 }
@@ -234,6 +286,31 @@ fn parse_store(s: &str) -> Result<StoreSpec, String> {
     }
 }
 
+/// A duration as Kubernetes' flags write it: `15s`, `500ms`, `1m`, `1h`, or
+/// plain seconds (`15`, `0.5`).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = t.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (t, 1.0)
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a duration such as 15s, 500ms or 1m"))?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!("{s:?}: expected a non-negative duration"));
+    }
+    Ok(Duration::from_secs_f64(v * scale))
+}
+
 /// A positive, finite number of seconds, else `default`.
 fn seconds_or(secs: f64, default: Duration) -> Duration {
     if secs.is_finite() && secs > 0.0 {
@@ -264,6 +341,37 @@ impl ServerArgs {
             cfg.strategy.kind = kind;
         }
         Ok(Some(cfg))
+    }
+
+    /// Checks flags that only make sense together.
+    ///
+    /// # Errors
+    /// A message naming the flags, as Kubernetes' components word it.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.leader_elect {
+            if self.leader_elect_lease_duration <= self.leader_elect_renew_deadline {
+                return Err(
+                    "--leader-elect-lease-duration must be greater than --leader-elect-renew-deadline"
+                        .into(),
+                );
+            }
+            if self.leader_elect_renew_deadline <= self.leader_elect_retry_period {
+                return Err(
+                    "--leader-elect-renew-deadline must be greater than --leader-elect-retry-period"
+                        .into(),
+                );
+            }
+            if self.leader_elect_retry_period.is_zero() {
+                return Err("--leader-elect-retry-period must be greater than zero".into());
+            }
+        }
+        if self.node_monitor_period.is_zero() || self.node_monitor_grace_period.is_zero() {
+            return Err(
+                "--node-monitor-period and --node-monitor-grace-period must be greater than zero"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 
     /// The server configuration these flags describe (the scheduler's
@@ -299,6 +407,8 @@ impl ServerArgs {
                 max_body_bytes: self.max_api_body_bytes,
                 max_connections: self.max_api_connections,
                 max_module_bytes: self.max_module_bytes,
+                default_not_ready_toleration_seconds: self.default_not_ready_toleration_seconds,
+                default_unreachable_toleration_seconds: self.default_unreachable_toleration_seconds,
                 ..Default::default()
             },
             tls: match self.tls {
@@ -315,6 +425,24 @@ impl ServerArgs {
                 progress_interval,
             },
             member_name: self.name,
+            leader_election: self.leader_elect.then(|| {
+                crate::controllers::leader::LeaderElectionConfig {
+                    lease_duration: self.leader_elect_lease_duration,
+                    renew_deadline: self.leader_elect_renew_deadline,
+                    retry_period: self.leader_elect_retry_period,
+                    ..Default::default()
+                }
+            }),
+            node_lifecycle: crate::controllers::nodelifecycle::NodeLifecycleConfig {
+                monitor_period: self.node_monitor_period,
+                grace_period: self.node_monitor_grace_period,
+                ..Default::default()
+            },
+            cloud: crate::cloud::CloudConfig {
+                provider: self.cloud_provider,
+                lb_range: self.lb_range,
+                node_monitor_period: self.node_monitor_period,
+            },
             controllers: !self.no_controllers,
             agent: (!self.no_agent).then(|| {
                 let mut k = self.node.into_config(data_dir.join("kubelet"));
@@ -342,6 +470,43 @@ mod tests {
     #[test]
     fn flag_definitions_are_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_take_kubernetes_units_or_plain_seconds() {
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("6"), Ok(Duration::from_secs(6)));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn a_renew_deadline_beyond_the_lease_duration_is_refused() {
+        let cli = Cli::try_parse_from([
+            "wkube",
+            "server",
+            "--leader-elect-lease-duration",
+            "5s",
+            "--leader-elect-renew-deadline",
+            "6s",
+        ])
+        .unwrap();
+        let Command::Server(args) = cli.command else {
+            panic!("not server")
+        };
+        assert!(args.validate().unwrap_err().contains("greater than"));
+        let cli = Cli::try_parse_from(["wkube", "server", "--leader-elect=false"]).unwrap();
+        let Command::Server(args) = cli.command else {
+            panic!("not server")
+        };
+        assert!(args.validate().is_ok());
+        assert!(
+            (*args)
+                .into_config("/tmp/x".into())
+                .leader_election
+                .is_none()
+        );
     }
 
     #[test]

@@ -187,6 +187,32 @@ pub(crate) async fn push(args: &PushArgs, data_dir: &Path) -> Result<String, Pus
     ))
 }
 
+/// An API client for the server and credentials `push` would use
+/// (`--kubeconfig`, else the admin kubeconfig of the data directory), for
+/// the other client subcommands.
+///
+/// # Errors
+/// The kubeconfig or endpoint cannot be read, or the client not built.
+pub(crate) fn api_client(
+    kubeconfig: Option<&Path>,
+    data_dir: &Path,
+) -> Result<kube::Client, PushError> {
+    use crate::client::{ClientConfig, Credential};
+    let t = target(kubeconfig, data_dir)?;
+    crate::client::build(&ClientConfig {
+        server: t.url.clone(),
+        ca_pem: t
+            .ca_pem
+            .map(|pem| String::from_utf8_lossy(&pem).into_owned()),
+        credential: t.token.map_or(Credential::None, Credential::Token),
+        connect_timeout: std::time::Duration::from_secs(10),
+    })
+    .map_err(|e| PushError::Http {
+        url: t.url,
+        message: e.to_string(),
+    })
+}
+
 pub(crate) fn target(kubeconfig: Option<&Path>, data_dir: &Path) -> Result<Target, PushError> {
     let kc_path = kubeconfig
         .map(Path::to_path_buf)

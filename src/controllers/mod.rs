@@ -11,10 +11,18 @@
 //!   Recreate, and the status `kubectl rollout status` waits on.
 //! - [`endpoints`]: the EndpointSlices and Endpoints of every Service with
 //!   a selector, which the node proxies route by.
+//! - [`nodelifecycle`]: marks silent nodes, taints them, evicts their pods.
+//! - [`leader`]: leader election on Leases, so that of several control
+//!   planes only one runs each component.
+//! - [`events`]: the Events controllers record.
+//! - [`metrics`]: reconcile counts and latency per controller.
 
 pub mod deployment;
 pub mod endpoints;
+pub mod events;
+pub mod leader;
 pub mod metrics;
+pub mod nodelifecycle;
 pub mod replicaset;
 
 use std::future::Future;
@@ -44,6 +52,20 @@ pub async fn run(client: kube::Client, shutdown: impl Future<Output = ()> + Send
         replicaset::run(client.clone(), stop.wait()),
         deployment::run(client.clone(), stop.wait()),
         endpoints::run(client, stop.wait()),
+    );
+}
+
+/// Runs [`run`]'s controllers and the node lifecycle controller until
+/// `shutdown`: everything the `kube-controller-manager` Lease guards.
+pub async fn run_all(
+    client: kube::Client,
+    node_lifecycle: nodelifecycle::NodeLifecycleConfig,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let stop = crate::shutdown::Stop::new(shutdown);
+    tokio::join!(
+        run(client.clone(), stop.wait()),
+        nodelifecycle::run(client, node_lifecycle, stop.wait()),
     );
 }
 

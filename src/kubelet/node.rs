@@ -107,6 +107,8 @@ impl NodeAgent {
                 _ = lease_tick.tick() => {
                     if let Err(e) = self.renew_lease(&leases).await {
                         tracing::warn!(node = %self.shared.config.node_name, error = %e, "lease renewal failed");
+                    } else if let Err(e) = self.repost_if_marked(&nodes).await {
+                        tracing::warn!(node = %self.shared.config.node_name, error = %e, "node status update failed");
                     }
                 }
                 _ = status_tick.tick() => {
@@ -152,6 +154,22 @@ impl NodeAgent {
                 };
                 leases.create(&PostParams::default(), &lease).await?;
             }
+        }
+        Ok(())
+    }
+
+    /// Re-sends the status at once when the node lifecycle controller
+    /// marked the node not Ready (after a network outage, say): waiting for
+    /// the next status period would keep it tainted for no reason.
+    async fn repost_if_marked(&self, nodes: &Api<Node>) -> Result<(), kube::Error> {
+        let node = nodes.get(&self.shared.config.node_name).await?;
+        let ready = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        if !ready {
+            self.update_status(nodes).await?;
         }
         Ok(())
     }

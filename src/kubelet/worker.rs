@@ -101,7 +101,7 @@ impl PodWorker {
         let handle = Arc::new(PodHandle::new(&pod, self.shared.pod_dir(&uid), record));
         self.shared.pods.insert(handle.clone());
         let status = Arc::new(StatusWriter::new(self.shared.client.clone(), &pod));
-        let writer = tokio::spawn(status.clone().run(handle.clone()));
+        let writer = tokio::spawn(status.clone().run(handle.clone(), self.pod.clone()));
 
         let mut step = if handle.read(|r| r.terminal.is_some()) {
             Step::Finished
@@ -744,15 +744,58 @@ impl StatusWriter {
         }
     }
 
-    async fn run(self: Arc<Self>, handle: Arc<PodHandle>) {
+    async fn run(
+        self: Arc<Self>,
+        handle: Arc<PodHandle>,
+        mut pod: watch::Receiver<Option<Arc<Pod>>>,
+    ) {
         loop {
-            handle.changed.notified().await;
+            tokio::select! {
+                _ = handle.changed.notified() => {}
+                changed = pod.changed() => {
+                    if changed.is_err() {
+                        // The worker is gone; only its own changes remain.
+                        handle.changed.notified().await;
+                    } else {
+                        let seen = pod.borrow_and_update().clone();
+                        if !self.overwritten(seen.as_deref()).await {
+                            continue;
+                        }
+                    }
+                }
+            }
             let mut delay = Duration::from_millis(100);
             while !self.sync(&handle).await {
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(10));
             }
         }
+    }
+
+    /// Whether someone else changed the pod's Ready condition since this
+    /// kubelet reported it (the node lifecycle controller marks pods not
+    /// Ready while their node is unreachable): then the next sync must
+    /// send the status again even though the kubelet's own view is the same.
+    async fn overwritten(&self, seen: Option<&Pod>) -> bool {
+        let ready = |conditions: Option<&Value>| {
+            conditions
+                .and_then(Value::as_array)
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+                .map(|c| c["status"].clone())
+        };
+        let Some(seen) = seen.and_then(|p| p.status.as_ref()) else {
+            return false;
+        };
+        let seen = serde_json::to_value(&seen.conditions).ok();
+        let mut last = self.last.lock().await;
+        let Some(sent) = last.as_ref() else {
+            return false;
+        };
+        if ready(sent.get("conditions")) == ready(seen.as_ref()) {
+            return false;
+        }
+        *last = None;
+        true
     }
 
     /// Sends the current status if it changed. False if the write failed

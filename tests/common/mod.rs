@@ -123,6 +123,8 @@ pub struct ClusterAddresses {
     pub service_cidr: String,
     /// A /20 of 127.128.0.0/9, split into /24s per node.
     pub cluster_cidr: String,
+    /// `127.(X+64).Y.100-127.(X+64).Y.199`: LoadBalancer addresses.
+    pub lb_range: String,
 }
 
 /// The next [`ClusterAddresses`]. Outside the load-balancer pool
@@ -140,6 +142,7 @@ pub fn cluster_addresses() -> ClusterAddresses {
             "{}/20",
             std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(127, 128, 0, 0)) + block)
         ),
+        lb_range: format!("127.{0}.{y}.100-127.{0}.{y}.199", x + 64),
     }
 }
 
@@ -197,6 +200,9 @@ impl TestServer {
             if !has("--service-cidr") {
                 cmd.args(["--service-cidr", &a.service_cidr]);
             }
+            if !has("--lb-range") {
+                cmd.args(["--lb-range", &a.lb_range]);
+            }
             if !has("--cluster-cidr") {
                 cmd.args(["--cluster-cidr", &a.cluster_cidr]);
                 cmd.args(["--node-cidr-mask-size", "24"]);
@@ -207,6 +213,11 @@ impl TestServer {
             if !has("--node-name") {
                 cmd.args(["--node-name", TEST_NODE]);
             }
+        }
+        // Leader election renews Leases every 2 s: store tests must see
+        // only their own writes, so it is on only where a test asks.
+        if !has("--leader-elect") {
+            cmd.arg("--leader-elect=false");
         }
         cmd.args(&self.extra_args);
         cmd.env("RUST_LOG", "info");
