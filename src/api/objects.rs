@@ -174,10 +174,8 @@ pub fn prepare_create(
         name = format!("{prefix}{}", random_suffix(5));
         meta.insert("name".into(), Value::String(name.clone()));
     }
-    meta.insert(
-        "uid".into(),
-        Value::String(uuid::Uuid::new_v4().to_string()),
-    );
+    let uid = uuid::Uuid::new_v4().to_string();
+    meta.insert("uid".into(), Value::String(uid.clone()));
     meta.insert("creationTimestamp".into(), Value::String(now_rfc3339()));
     meta.remove("resourceVersion");
     meta.remove("deletionTimestamp");
@@ -185,6 +183,10 @@ pub fn prepare_create(
     meta.remove("selfLink");
     if obj.get("spec").is_some() || kind.has_subresource(Subresource::Scale) {
         metadata_mut(obj).insert("generation".into(), json!(1));
+    }
+    if kind.kind == "Job" {
+        crate::resources::defaults::job_selector(obj, &uid, &name)
+            .map_err(|e| invalid(kind, &name, vec![e]))?;
     }
     reset_status_on_create(kind, obj);
     Ok((ns, name))
@@ -195,8 +197,15 @@ fn reset_status_on_create(kind: &Kind, obj: &mut Value) {
         return;
     };
     match kind.kind {
-        "Deployment" | "ReplicaSet" | "Job" => {
+        "Deployment" | "ReplicaSet" | "Job" | "CronJob" => {
             map.insert("status".into(), json!({}));
+        }
+        "DaemonSet" => {
+            map.insert(
+                "status".into(),
+                json!({"currentNumberScheduled": 0, "numberMisscheduled": 0,
+                       "desiredNumberScheduled": 0, "numberReady": 0}),
+            );
         }
         "Service" => {
             map.insert("status".into(), json!({"loadBalancer": {}}));

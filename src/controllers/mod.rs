@@ -11,9 +11,15 @@
 //!   Recreate, and the status `kubectl rollout status` waits on.
 //! - [`endpoints`]: the EndpointSlices and Endpoints of every Service with
 //!   a selector, which the node proxies route by.
+//! - [`job`]: pods run to completion, retries, deadlines, TTL.
+//! - [`cronjob`]: Jobs on a cron schedule.
+//! - [`daemonset`]: one pod per fitting node, rolling updates.
 
+pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
+pub mod job;
 pub mod metrics;
 pub mod replicaset;
 
@@ -43,7 +49,10 @@ pub async fn run(client: kube::Client, shutdown: impl Future<Output = ()> + Send
     tokio::join!(
         replicaset::run(client.clone(), stop.wait()),
         deployment::run(client.clone(), stop.wait()),
-        endpoints::run(client, stop.wait()),
+        endpoints::run(client.clone(), stop.wait()),
+        job::run(client.clone(), stop.wait()),
+        cronjob::run(client.clone(), stop.wait()),
+        daemonset::run(client, stop.wait()),
     );
 }
 

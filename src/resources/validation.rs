@@ -63,6 +63,21 @@ impl FieldError {
         }
     }
 
+    /// A value outside a closed set, listing the set as Kubernetes does.
+    pub fn not_supported(
+        field: impl Into<String>,
+        value: impl Into<String>,
+        allowed: &[&str],
+    ) -> Self {
+        let list: Vec<String> = allowed.iter().map(|a| format!("{a:?}")).collect();
+        FieldError {
+            kind: FieldErrorKind::NotSupported,
+            field: field.into(),
+            value: Some(value.into()),
+            detail: format!("supported values: {}", list.join(", ")),
+        }
+    }
+
     /// Rendered as Kubernetes renders a field error.
     pub fn message(&self) -> String {
         let what = match self.kind {
@@ -230,6 +245,58 @@ pub fn validate_kind(kind: &str, obj: &Value) -> Vec<FieldError> {
                 "spec.template.spec",
                 &mut errs,
             );
+            validate_job_restart_policy(
+                obj.pointer("/spec/template/spec"),
+                "spec.template.spec",
+                &mut errs,
+            );
+        }
+        "CronJob" => {
+            match obj.pointer("/spec/schedule").and_then(Value::as_str) {
+                None | Some("") => errs.push(FieldError::required("spec.schedule")),
+                Some(schedule) => {
+                    if let Err(e) = super::cron::Schedule::parse(schedule) {
+                        errs.push(FieldError::invalid(
+                            "spec.schedule",
+                            schedule,
+                            e.to_string(),
+                        ));
+                    }
+                }
+            }
+            if let Some(tz) = obj.pointer("/spec/timeZone").and_then(Value::as_str)
+                && jiff::tz::TimeZone::get(tz).is_err()
+            {
+                errs.push(FieldError::invalid(
+                    "spec.timeZone",
+                    tz,
+                    "unknown time zone",
+                ));
+            }
+            let path = "spec.jobTemplate.spec.template.spec";
+            let spec = obj.pointer("/spec/jobTemplate/spec/template/spec");
+            validate_pod_spec(spec, path, &mut errs);
+            validate_job_restart_policy(spec, path, &mut errs);
+        }
+        "DaemonSet" => {
+            validate_selector_matches_template(obj, &mut errs);
+            validate_pod_spec(
+                obj.pointer("/spec/template/spec"),
+                "spec.template.spec",
+                &mut errs,
+            );
+            let policy = obj
+                .pointer("/spec/template/spec/restartPolicy")
+                .and_then(Value::as_str);
+            if let Some(p) = policy
+                && p != "Always"
+            {
+                errs.push(FieldError::not_supported(
+                    "spec.template.spec.restartPolicy",
+                    p,
+                    &["Always"],
+                ));
+            }
         }
         "Service" => {
             if let Some(ports) = obj.pointer("/spec/ports").and_then(Value::as_array) {
@@ -260,6 +327,23 @@ pub fn validate_kind(kind: &str, obj: &Value) -> Vec<FieldError> {
         _ => {}
     }
     errs
+}
+
+/// A Job's pods run to completion: `Always` would never let one finish.
+fn validate_job_restart_policy(spec: Option<&Value>, path: &str, errs: &mut Vec<FieldError>) {
+    let policy = spec
+        .and_then(|s| s.get("restartPolicy"))
+        .and_then(Value::as_str);
+    if let Some(p) = policy
+        && p != "OnFailure"
+        && p != "Never"
+    {
+        errs.push(FieldError::not_supported(
+            format!("{path}.restartPolicy"),
+            p,
+            &["OnFailure", "Never"],
+        ));
+    }
 }
 
 fn validate_selector_matches_template(obj: &Value, errs: &mut Vec<FieldError>) {
