@@ -321,12 +321,15 @@ mod tests {
             // Both day fields restricted: either one matching is enough
             // (the 13th, or any Friday).
             ("0 0 13 * 5", "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z"),
-            // A step of `*` restricts the field: both must match.
+            // A step of `*` restricts the field too: either may match
+            // (Wednesday the 7th, before the 11th).
             (
-                "0 0 */2 * 5",
+                "0 0 */10 * 3",
                 "2026-01-01T00:00:00Z",
-                "2026-01-09T00:00:00Z",
+                "2026-01-07T00:00:00Z",
             ),
+            // A bare `*` day of month: only the weekday decides.
+            ("0 0 * * 3", "2026-01-01T00:00:00Z", "2026-01-07T00:00:00Z"),
             (
                 "0 0 * * 0,6",
                 "2026-01-01T00:00:00Z",
