@@ -12,7 +12,8 @@
 //! - [`kubelet`]: the node agent that runs pods with the runtime.
 //! - [`scheduler`]: places pods on nodes (filter, score, bind) through the API.
 //! - [`client`]: the API client the components use.
-//! - [`controllers`]: the controller manager (ReplicaSet, Deployment).
+//! - [`controllers`]: the controller manager (ReplicaSet, Deployment, Job,
+//!   CronJob, DaemonSet).
 //! - [`server`]: `wkube server`, which wires the components together.
 //! - [`shutdown`]: one shutdown signal for a component's tasks.
 //! - [`cli`]: the user-facing subcommands other than `server`.

@@ -178,6 +178,78 @@ fn a_job_whose_pods_fail_stops_at_its_backoff_limit() {
 }
 
 #[test]
+fn a_job_restarting_in_place_counts_restarts_toward_its_backoff_limit() {
+    let (ns, k) = ("restarts", namespace("restarts"));
+    let manifest = job(
+        "restarts",
+        json!({"backoffLimit": 1}),
+        &[("EXIT_CODE", "1")],
+    )
+    .replace("\"Never\"", "\"OnFailure\"");
+    k.ok_with_stdin(&["-n", ns, "create", "-f", "-"], &manifest);
+    k.ok(&[
+        "-n",
+        ns,
+        "wait",
+        "--for=condition=failed",
+        "job/restarts",
+        "--timeout=60s",
+    ]);
+    let j = get(&k, ns, "job/restarts");
+    assert_eq!(
+        condition(&j, "Failed").unwrap()["reason"],
+        "BackoffLimitExceeded"
+    );
+    // The pod never failed as a whole: its restarts did.
+    assert_eq!(j["status"]["failed"], 0, "{}", j["status"]);
+    assert!(
+        eventually(Duration::from_secs(30), || pod_phases(&k, ns, "restarts")
+            .is_empty()),
+        "the failed Job's restarting pod was not removed"
+    );
+}
+
+#[test]
+fn an_indexed_job_completes_each_index_once() {
+    let (ns, k) = ("indexed", namespace("indexed"));
+    k.ok_with_stdin(
+        &["-n", ns, "create", "-f", "-"],
+        &job(
+            "indexed",
+            json!({"completions": 3, "parallelism": 3, "completionMode": "Indexed"}),
+            &[],
+        ),
+    );
+    k.ok(&[
+        "-n",
+        ns,
+        "wait",
+        "--for=condition=complete",
+        "job/indexed",
+        "--timeout=60s",
+    ]);
+    let j = get(&k, ns, "job/indexed");
+    assert_eq!(j["status"]["completedIndexes"], "0-2", "{}", j["status"]);
+    assert_eq!(j["status"]["succeeded"], 3);
+    let pods = get(&k, ns, "pods");
+    let mut indexes: Vec<String> = pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let index = p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            assert_eq!(p["spec"]["hostname"], format!("indexed-{index}"));
+            index
+        })
+        .collect();
+    indexes.sort();
+    assert_eq!(indexes, ["0", "1", "2"]);
+}
+
+#[test]
 fn a_finished_job_with_a_ttl_is_deleted_with_its_pods() {
     let (ns, k) = ("ttl", namespace("ttl"));
     k.ok_with_stdin(
@@ -414,4 +486,21 @@ fn a_daemon_set_runs_one_pod_per_node_and_rolls_out_a_new_template() {
     assert_eq!(revisions["items"].as_array().unwrap().len(), 2);
     let history = k.ok(&["rollout", "history", "ds/web"]);
     assert!(history.contains('1') && history.contains('2'), "{history}");
+
+    // Back to the first template, kept in its ControllerRevision.
+    k.ok(&["rollout", "undo", "ds/web"]);
+    k.ok(&["rollout", "status", "ds/web", "--timeout=90s"]);
+    assert!(
+        eventually(Duration::from_secs(30), || running("hello:v1")
+            == ["edge-5", TEST_NODE]
+            && running("echo:v1").is_empty()),
+        "{:?} / {:?}",
+        running("hello:v1"),
+        running("echo:v1")
+    );
+    let table = k.ok(&["get", "ds", "web"]);
+    assert!(
+        table.contains("DESIRED") && table.contains("web"),
+        "{table}"
+    );
 }

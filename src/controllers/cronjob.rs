@@ -193,9 +193,19 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, Controller
     let plan = if spec.suspend == Some(true) {
         None
     } else {
-        let schedule = Schedule::parse(&spec.schedule)
-            .map_err(|e| ControllerError::Invalid(format!("cronjob {ns}/{name}: schedule: {e}")))?;
-        let tz = time_zone(&spec)?;
+        // The API server refuses bad schedules and zones; one that still
+        // fails here (a zone gone from this host's database) waits for an
+        // edit instead of being retried.
+        let parsed = Schedule::parse(&spec.schedule)
+            .map_err(|e| ControllerError::Invalid(format!("schedule: {e}")))
+            .and_then(|s| Ok((s, time_zone(&spec)?)));
+        let (schedule, tz) = match parsed {
+            Ok(ok) => ok,
+            Err(e) => {
+                tracing::warn!(cronjob = %format!("{ns}/{name}"), error = %e, "cannot schedule");
+                return Ok(Action::await_change());
+            }
+        };
         let now = Timestamp::now();
         let earliest = status
             .last_schedule_time
