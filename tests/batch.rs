@@ -250,6 +250,53 @@ fn an_indexed_job_completes_each_index_once() {
 }
 
 #[test]
+fn a_suspended_job_starts_no_pods_until_resumed() {
+    let (ns, k) = ("suspend", namespace("suspend"));
+    k.ok_with_stdin(
+        &["-n", ns, "create", "-f", "-"],
+        &job("later", json!({"suspend": true}), &[]),
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || condition(
+            &get(&k, ns, "job/later"),
+            "Suspended"
+        )
+        .is_some()),
+        "{}",
+        get(&k, ns, "job/later")["status"]
+    );
+    assert!(pod_phases(&k, ns, "later").is_empty());
+    assert!(get(&k, ns, "job/later")["status"]["startTime"].is_null());
+    k.ok(&[
+        "-n",
+        ns,
+        "patch",
+        "job/later",
+        "--type=merge",
+        "-p",
+        r#"{"spec": {"suspend": false}}"#,
+    ]);
+    k.ok(&[
+        "-n",
+        ns,
+        "wait",
+        "--for=condition=complete",
+        "job/later",
+        "--timeout=60s",
+    ]);
+    let j = get(&k, ns, "job/later");
+    assert!(j["status"]["startTime"].is_string());
+    let suspended = j["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Suspended")
+        .unwrap();
+    assert_eq!(suspended["status"], "False");
+    assert_eq!(suspended["reason"], "JobResumed");
+}
+
+#[test]
 fn a_finished_job_with_a_ttl_is_deleted_with_its_pods() {
     let (ns, k) = ("ttl", namespace("ttl"));
     k.ok_with_stdin(
@@ -346,8 +393,18 @@ fn a_cron_job_starts_a_job_on_its_minute() {
         .as_str()
         .unwrap()
         .to_string();
+    // Normally the same slot; the next minute may have come meanwhile.
     let last_minutes = k8s_minutes(&last);
-    assert_eq!(last_minutes, minutes, "{last} vs {name}");
+    let names: Vec<String> = get(&k, ns, "jobs")["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        last_minutes >= minutes && names.contains(&format!("tick-{last_minutes}")),
+        "{last} vs {names:?}"
+    );
 }
 
 /// Minutes since the epoch of an RFC 3339 UTC time (`2026-01-01T10:00:00Z`).
@@ -502,5 +559,40 @@ fn a_daemon_set_runs_one_pod_per_node_and_rolls_out_a_new_template() {
     assert!(
         table.contains("DESIRED") && table.contains("web"),
         "{table}"
+    );
+
+    // A node selector keeps a DaemonSet to the nodes it names, and
+    // follows their labels.
+    k.ok(&["label", "node", "edge-5", "role=edge"]);
+    let edge_only = daemon_set("hello:v1")
+        .replace("\"web\"", "\"edge\"")
+        .replace(
+            "\"containers\"",
+            "\"nodeSelector\": {\"role\": \"edge\"}, \"containers\"",
+        );
+    k.ok_with_stdin(&["apply", "-f", "-"], &edge_only);
+    k.ok(&["rollout", "status", "ds/edge", "--timeout=90s"]);
+    let edge_pods = || -> Vec<String> {
+        get(&k, "default", "pods")["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| {
+                p["metadata"]["labels"]["app"] == "edge"
+                    && p["metadata"]["deletionTimestamp"].is_null()
+            })
+            .map(|p| p["spec"]["nodeName"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    assert_eq!(edge_pods(), ["edge-5"]);
+    assert_eq!(
+        get(&k, "default", "ds/edge")["status"]["desiredNumberScheduled"],
+        1
+    );
+    k.ok(&["label", "node", "edge-5", "role-"]);
+    assert!(
+        eventually(Duration::from_secs(30), || edge_pods().is_empty()),
+        "the daemon stayed on a node that no longer fits: {:?}",
+        edge_pods()
     );
 }

@@ -334,6 +334,41 @@ pub fn prepare_update(
     Ok(())
 }
 
+/// Fields an update may not change (after defaulting, so a body that
+/// leaves a default out is not a change): a Job's selector, pod template
+/// and completion mode (its pods would no longer match it), a DaemonSet's
+/// selector and a ControllerRevision's data, as in Kubernetes.
+///
+/// # Errors
+/// `Invalid` naming each changed field.
+pub fn check_immutable(kind: &Kind, old: &Value, new: &Value) -> Result<(), ApiError> {
+    let fields: &[&str] = match kind.kind {
+        "Job" => &["spec.selector", "spec.template", "spec.completionMode"],
+        "DaemonSet" => &["spec.selector"],
+        "ControllerRevision" => &["data"],
+        _ => return Ok(()),
+    };
+    let causes: Vec<FieldError> = fields
+        .iter()
+        .filter_map(|field| {
+            let pointer = format!("/{}", field.replace('.', "/"));
+            let (was, now) = (old.pointer(&pointer), new.pointer(&pointer));
+            (was != now).then(|| {
+                FieldError::invalid(
+                    *field,
+                    now.map(Value::to_string).unwrap_or_default(),
+                    "field is immutable",
+                )
+            })
+        })
+        .collect();
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(invalid(kind, name_of(old), causes))
+    }
+}
+
 /// After defaulting: bump `metadata.generation` when anything but
 /// metadata and status changed.
 pub fn bump_generation(old: &Value, new: &mut Value) {
@@ -559,6 +594,26 @@ mod tests {
         assert_eq!(pod_qos_class(Some(&g)), "Guaranteed");
         let b = json!({"containers": [{"resources": {"requests": {"cpu": "1"}}}]});
         assert_eq!(pod_qos_class(Some(&b)), "Burstable");
+    }
+
+    #[test]
+    fn a_jobs_selector_and_template_are_immutable() {
+        let jobs = crate::resources::by_resource("batch", "v1", "jobs").unwrap();
+        let old = json!({"metadata": {"name": "j"},
+            "spec": {"selector": {"matchLabels": {"a": "1"}}, "parallelism": 1,
+                     "template": {"spec": {"containers": [{"name": "c", "image": "x"}]}}}});
+        let mut scaled = old.clone();
+        scaled["spec"]["parallelism"] = json!(3);
+        assert!(check_immutable(jobs, &old, &scaled).is_ok());
+        let mut retemplated = old.clone();
+        retemplated["spec"]["template"]["spec"]["containers"][0]["image"] = json!("y");
+        let Err(ApiError::Invalid { causes, .. }) = check_immutable(jobs, &old, &retemplated)
+        else {
+            panic!("a new template was accepted");
+        };
+        assert_eq!(causes[0].field, "spec.template");
+        let cm = crate::resources::by_resource("", "v1", "configmaps").unwrap();
+        assert!(check_immutable(cm, &old, &retemplated).is_ok());
     }
 
     #[test]

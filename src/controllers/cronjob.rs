@@ -124,6 +124,42 @@ fn reference(job: &Job) -> ObjectReference {
     }
 }
 
+/// What a due slot leads to.
+#[derive(Debug, PartialEq, Eq)]
+enum Start {
+    /// Its Job exists already.
+    AlreadyRun,
+    /// `Forbid` and a run is still active: the slot is skipped.
+    Skip,
+    /// Start it; with `Replace`, after deleting the active runs.
+    Run { replace: bool },
+}
+
+fn start(policy: &str, exists: bool, active: usize) -> Start {
+    match policy {
+        _ if exists => Start::AlreadyRun,
+        "Forbid" if active > 0 => Start::Skip,
+        "Replace" => Start::Run {
+            replace: active > 0,
+        },
+        _ => Start::Run { replace: false },
+    }
+}
+
+/// Finished Jobs beyond the history limits, oldest first.
+fn expired(jobs: &[Job], successful_limit: i32, failed_limit: i32) -> Vec<String> {
+    let mut finished: Vec<&Job> = jobs.iter().filter(|j| is_finished(j)).collect();
+    finished.sort_by_key(|j| job_time(j));
+    let (failed, succeeded): (Vec<&Job>, Vec<&Job>) =
+        finished.into_iter().partition(|j| job_failed(j));
+    let mut out = Vec::new();
+    for (list, limit) in [(&succeeded, successful_limit), (&failed, failed_limit)] {
+        let excess = list.len().saturating_sub(limit.max(0) as usize);
+        out.extend(list.iter().take(excess).map(|j| j.name_any()));
+    }
+    out
+}
+
 async fn delete_job(api: &Api<Job>, name: &str) -> Result<(), ControllerError> {
     match api.delete(name, &DeleteParams::background()).await {
         Ok(_) => Ok(()),
@@ -169,19 +205,11 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, Controller
         status.last_successful_time = Some(Time(t));
     }
 
-    // Finished Jobs beyond the history limits go, oldest first.
-    let mut finished: Vec<&Job> = jobs.iter().filter(|j| is_finished(j)).collect();
-    finished.sort_by_key(|j| job_time(j));
-    let (failed, succeeded): (Vec<&Job>, Vec<&Job>) =
-        finished.into_iter().partition(|j| job_failed(j));
-    let mut expired: Vec<String> = Vec::new();
-    for (list, limit) in [
-        (&succeeded, spec.successful_jobs_history_limit.unwrap_or(3)),
-        (&failed, spec.failed_jobs_history_limit.unwrap_or(1)),
-    ] {
-        let excess = list.len().saturating_sub(limit.max(0) as usize);
-        expired.extend(list.iter().take(excess).map(|j| j.name_any()));
-    }
+    let expired = expired(
+        &jobs,
+        spec.successful_jobs_history_limit.unwrap_or(3),
+        spec.failed_jobs_history_limit.unwrap_or(1),
+    );
     for job in &expired {
         delete_job(&jobs_api, job).await?;
     }
@@ -229,26 +257,27 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, Controller
         let job_name = job_name(&name, scheduled);
         let exists = jobs.iter().any(|j| j.name_any() == job_name);
         let policy = spec.concurrency_policy.as_deref().unwrap_or("Allow");
-        let blocked = policy == "Forbid" && !active.is_empty();
-        if exists {
+        match start(policy, exists, active.len()) {
             // Run already (the status write of that pass was lost).
-            status.last_schedule_time = Some(Time(scheduled));
-        } else if blocked {
-            tracing::debug!(cronjob = %name, "previous run still active; skipping this slot");
-        } else {
-            if policy == "Replace" {
-                for job in &active {
-                    delete_job(&jobs_api, &job.name_any()).await?;
+            Start::AlreadyRun => status.last_schedule_time = Some(Time(scheduled)),
+            Start::Skip => {
+                tracing::debug!(cronjob = %name, "previous run still active; skipping this slot");
+            }
+            Start::Run { replace } => {
+                if replace {
+                    for job in &active {
+                        delete_job(&jobs_api, &job.name_any()).await?;
+                    }
+                    active.clear();
                 }
-                active.clear();
+                let job = new_job(&cj, &job_name, scheduled, &tz);
+                match jobs_api.create(&PostParams::default(), &job).await {
+                    Ok(job) => created = Some(job),
+                    Err(kube::Error::Api(s)) if s.code == 409 => {}
+                    Err(e) => return Err(e.into()),
+                }
+                status.last_schedule_time = Some(Time(scheduled));
             }
-            let job = new_job(&cj, &job_name, scheduled, &tz);
-            match jobs_api.create(&PostParams::default(), &job).await {
-                Ok(job) => created = Some(job),
-                Err(kube::Error::Api(s)) if s.code == 409 => {}
-                Err(e) => return Err(e.into()),
-            }
-            status.last_schedule_time = Some(Time(scheduled));
         }
     }
     let refs: Vec<ObjectReference> = active
@@ -359,6 +388,55 @@ mod tests {
             let got = due(schedule, &utc, at(earliest), deadline, at(now));
             assert_eq!(got, want.map(at), "case {i}");
         }
+    }
+
+    #[test]
+    fn the_concurrency_policy_decides_about_a_due_slot() {
+        let cases = [
+            // (policy, job exists, active runs, decision)
+            ("Allow", false, 0, Start::Run { replace: false }),
+            ("Allow", false, 2, Start::Run { replace: false }),
+            ("Forbid", false, 0, Start::Run { replace: false }),
+            ("Forbid", false, 1, Start::Skip),
+            ("Replace", false, 0, Start::Run { replace: false }),
+            ("Replace", false, 1, Start::Run { replace: true }),
+            ("Allow", true, 0, Start::AlreadyRun),
+            ("Forbid", true, 1, Start::AlreadyRun),
+        ];
+        for (policy, exists, active, want) in cases {
+            assert_eq!(
+                start(policy, exists, active),
+                want,
+                "{policy} {exists} {active}"
+            );
+        }
+    }
+
+    #[test]
+    fn finished_jobs_beyond_the_history_limits_go_oldest_first() {
+        let job = |name: &str, minute: u32, outcome: Option<&str>| -> Job {
+            let conditions = outcome.map(|c| json!([{"type": c, "status": "True"}]));
+            serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "status": {"completionTime": format!("2026-01-01T00:{minute:02}:00Z"),
+                           "conditions": conditions}
+            }))
+            .unwrap()
+        };
+        let jobs = vec![
+            job("ok-3", 3, Some("Complete")),
+            job("ok-1", 1, Some("Complete")),
+            job("ok-2", 2, Some("Complete")),
+            job("bad-1", 4, Some("Failed")),
+            job("bad-2", 5, Some("Failed")),
+            job("running", 6, None),
+        ];
+        assert_eq!(expired(&jobs, 2, 1), ["ok-1", "bad-1"]);
+        assert_eq!(
+            expired(&jobs, 0, 0),
+            ["ok-1", "ok-2", "ok-3", "bad-1", "bad-2"]
+        );
+        assert!(expired(&jobs, 3, 2).is_empty());
     }
 
     #[test]

@@ -71,17 +71,30 @@ fn phase(p: &Pod) -> Option<&str> {
     p.status.as_ref().and_then(|s| s.phase.as_deref())
 }
 
-/// When a pod finished: its containers' latest termination, else now.
+/// When a pod finished: its containers' latest termination, else the last
+/// change of its conditions, else its creation. Always a time that stays
+/// put between passes, so a back-off measured from it ends.
 fn finished_at(p: &Pod) -> Timestamp {
-    p.status
-        .as_ref()
+    let status = p.status.as_ref();
+    let terminated = status
         .and_then(|s| s.container_statuses.as_ref())
         .into_iter()
         .flatten()
         .filter_map(|c| c.state.as_ref()?.terminated.as_ref())
         .filter_map(|t| t.finished_at.as_ref().map(|f| f.0))
-        .max()
-        .unwrap_or_else(Timestamp::now)
+        .max();
+    let transition = || {
+        status
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.last_transition_time.as_ref().map(|t| t.0))
+            .max()
+    };
+    terminated
+        .or_else(transition)
+        .or_else(|| p.metadata.creation_timestamp.as_ref().map(|t| t.0))
+        .unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
 /// Container restarts of a Job's running or pending pods, which count as
@@ -295,7 +308,12 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ControllerErr
             status.start_time = Some(now_time.clone());
         }
     }
-    let started = status.start_time.as_ref().map(|t| t.0);
+    // A suspended Job's deadline clock is stopped.
+    let started = status
+        .start_time
+        .as_ref()
+        .map(|t| t.0)
+        .filter(|_| !suspended);
 
     let complete = match completions {
         Some(n) => succeeded >= n,
