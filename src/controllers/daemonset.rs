@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetSpec, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodTemplateSpec,
     Toleration,
@@ -248,98 +248,13 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Controll
         .into_iter()
         .filter(|p| owned(p.owner_references()))
         .collect();
-    let mut by_node: BTreeMap<String, Vec<&Pod>> = BTreeMap::new();
-    let mut to_delete: Vec<&Pod> = Vec::new();
-    for p in &pods {
-        if p.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
-        if is_terminal(p) {
-            // A daemon that exited is replaced, as Kubernetes does.
-            to_delete.push(p);
-            continue;
-        }
-        match target_node(p) {
-            Some(n) => by_node.entry(n).or_default().push(p),
-            None => to_delete.push(p),
-        }
-    }
     let now = Timestamp::now();
+    let Plan {
+        create: to_create,
+        delete: to_delete,
+        counts,
+    } = plan(&spec, &hash, &nodes, &pods, now);
     let min_ready = spec.min_ready_seconds.unwrap_or(0);
-    let rolling = spec
-        .update_strategy
-        .as_ref()
-        .and_then(|s| s.type_.as_deref())
-        .unwrap_or("RollingUpdate")
-        == "RollingUpdate";
-    let mut to_create: Vec<String> = Vec::new();
-    let (mut desired, mut current, mut misscheduled) = (0, 0, 0);
-    let (mut ready, mut available, mut updated) = (0, 0, 0);
-    // Nodes whose only pod is of an old template: (node, pod, available).
-    let mut old: Vec<(&Pod, bool)> = Vec::new();
-    let mut unavailable = 0;
-    for node in &nodes {
-        let node_name = node.name_any();
-        let here = by_node.remove(&node_name).unwrap_or_default();
-        if !should_run(&spec.template, node) {
-            if !here.is_empty() {
-                misscheduled += 1;
-                to_delete.extend(here);
-            }
-            continue;
-        }
-        desired += 1;
-        let Some(oldest) = here
-            .iter()
-            .min_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0))
-            .copied()
-        else {
-            to_create.push(node_name);
-            unavailable += 1;
-            continue;
-        };
-        // One daemon per node: the oldest stays.
-        to_delete.extend(
-            here.iter()
-                .filter(|p| p.metadata.uid != oldest.metadata.uid),
-        );
-        current += 1;
-        let is_avail = is_available(oldest, min_ready, now);
-        if is_ready(oldest) {
-            ready += 1;
-        }
-        if is_avail {
-            available += 1;
-        } else {
-            unavailable += 1;
-        }
-        if oldest.labels().get(HASH_LABEL) == Some(&hash) {
-            updated += 1;
-        } else {
-            old.push((oldest, is_avail));
-        }
-    }
-    // Pods on nodes that no longer exist.
-    to_delete.extend(by_node.into_values().flatten());
-
-    if rolling && !old.is_empty() {
-        let ru = spec
-            .update_strategy
-            .as_ref()
-            .and_then(|s| s.rolling_update.as_ref());
-        let budget = max_unavailable(ru.and_then(|r| r.max_unavailable.as_ref()), desired);
-        // Old pods that are not available cost nothing to replace; the
-        // rest may go while fewer than maxUnavailable nodes lack one.
-        let mut room = (budget - unavailable).max(0);
-        for (pod, avail) in &old {
-            if !avail {
-                to_delete.push(pod);
-            } else if room > 0 {
-                to_delete.push(pod);
-                room -= 1;
-            }
-        }
-    }
 
     let dp = DeleteParams::background();
     let deletes = to_delete
@@ -364,14 +279,14 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Controll
     let status = DaemonSetStatus {
         collision_count: ds.status.as_ref().and_then(|s| s.collision_count),
         conditions: None,
-        current_number_scheduled: current,
-        desired_number_scheduled: desired,
-        number_available: Some(available),
-        number_misscheduled: misscheduled,
-        number_ready: ready,
-        number_unavailable: Some((desired - available).max(0)),
+        current_number_scheduled: counts.current,
+        desired_number_scheduled: counts.desired,
+        number_available: Some(counts.available),
+        number_misscheduled: counts.misscheduled,
+        number_ready: counts.ready,
+        number_unavailable: Some((counts.desired - counts.available).max(0)),
         observed_generation: ds.metadata.generation,
-        updated_number_scheduled: Some(updated),
+        updated_number_scheduled: Some(counts.updated),
     };
     if ds.status.as_ref() != Some(&status) {
         Api::<DaemonSet>::namespaced(ctx.client.clone(), &ns)
@@ -384,10 +299,133 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Controll
     }
     // Pods becoming available after minReadySeconds change no object:
     // look again then.
-    if min_ready > 0 && ready > available {
+    if min_ready > 0 && counts.ready > counts.available {
         return Ok(Action::requeue(Duration::from_secs(min_ready as u64)));
     }
     Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// Daemon counts for the status.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Counts {
+    desired: i32,
+    current: i32,
+    misscheduled: i32,
+    ready: i32,
+    available: i32,
+    updated: i32,
+}
+
+/// What one pass does: the nodes to create a daemon pod for, the pods to
+/// delete, and the counts as they are now.
+struct Plan<'a> {
+    create: Vec<String>,
+    delete: Vec<&'a Pod>,
+    counts: Counts,
+}
+
+/// Works out a pass from the nodes and the DaemonSet's own pods, with
+/// `hash` naming the current template.
+fn plan<'a>(
+    spec: &DaemonSetSpec,
+    hash: &str,
+    nodes: &[Node],
+    pods: &'a [Pod],
+    now: Timestamp,
+) -> Plan<'a> {
+    let mut by_node: BTreeMap<String, Vec<&Pod>> = BTreeMap::new();
+    let mut to_delete: Vec<&Pod> = Vec::new();
+    for p in pods {
+        if p.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        if is_terminal(p) {
+            // A daemon that exited is replaced, as Kubernetes does.
+            to_delete.push(p);
+            continue;
+        }
+        match target_node(p) {
+            Some(n) => by_node.entry(n).or_default().push(p),
+            None => to_delete.push(p),
+        }
+    }
+    let min_ready = spec.min_ready_seconds.unwrap_or(0);
+    let rolling = spec
+        .update_strategy
+        .as_ref()
+        .and_then(|s| s.type_.as_deref())
+        .unwrap_or("RollingUpdate")
+        == "RollingUpdate";
+    let mut to_create: Vec<String> = Vec::new();
+    let mut counts = Counts::default();
+    // Nodes whose daemon is of an old template: (its pod, available).
+    let mut old: Vec<(&Pod, bool)> = Vec::new();
+    let mut unavailable = 0;
+    for node in nodes {
+        let node_name = node.name_any();
+        let here = by_node.remove(&node_name).unwrap_or_default();
+        if !should_run(&spec.template, node) {
+            if !here.is_empty() {
+                counts.misscheduled += 1;
+                to_delete.extend(here);
+            }
+            continue;
+        }
+        counts.desired += 1;
+        let Some(oldest) = here
+            .iter()
+            .min_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0))
+            .copied()
+        else {
+            to_create.push(node_name);
+            unavailable += 1;
+            continue;
+        };
+        // One daemon per node: the oldest stays.
+        to_delete.extend(here.iter().filter(|p| !std::ptr::eq(**p, oldest)));
+        counts.current += 1;
+        let is_avail = is_available(oldest, min_ready, now);
+        if is_ready(oldest) {
+            counts.ready += 1;
+        }
+        if is_avail {
+            counts.available += 1;
+        } else {
+            unavailable += 1;
+        }
+        if oldest.labels().get(HASH_LABEL).map(String::as_str) == Some(hash) {
+            counts.updated += 1;
+        } else {
+            old.push((oldest, is_avail));
+        }
+    }
+    // Pods on nodes that no longer exist.
+    to_delete.extend(by_node.into_values().flatten());
+
+    if rolling && !old.is_empty() {
+        let ru = spec
+            .update_strategy
+            .as_ref()
+            .and_then(|s| s.rolling_update.as_ref());
+        let budget = max_unavailable(ru.and_then(|r| r.max_unavailable.as_ref()), counts.desired);
+        // Old pods that are not available cost nothing to replace; the
+        // rest may go while fewer than maxUnavailable nodes lack one.
+        let mut room = (budget - unavailable).max(0);
+        for (pod, avail) in &old {
+            if !avail {
+                to_delete.push(pod);
+            } else if room > 0 {
+                to_delete.push(pod);
+                room -= 1;
+            }
+        }
+    }
+
+    Plan {
+        create: to_create,
+        delete: to_delete,
+        counts,
+    }
 }
 
 /// Makes sure a ControllerRevision holds the current template (the newest
@@ -517,6 +555,7 @@ fn owner_ref(ds: &DaemonSet) -> OwnerReference {
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{NodeSpec, PodSpec, Taint};
+    use serde_json::Value;
 
     fn node(name: &str, labels: &[(&str, &str)], taints: &[(&str, &str)]) -> Node {
         Node {
@@ -659,6 +698,142 @@ mod tests {
                 "{key}"
             );
         }
+    }
+
+    /// A daemon pod of template `hash` on `node`, created at `minute`.
+    fn daemon(name: &str, node: &str, hash: &str, ready: bool, minute: u32) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {HASH_LABEL: hash},
+                "creationTimestamp": format!("2026-01-01T00:{minute:02}:00Z")},
+            "spec": {"nodeName": node, "containers": []},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready",
+                "status": if ready { "True" } else { "False" },
+                "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
+        }))
+        .unwrap()
+    }
+
+    fn spec(strategy: Value) -> DaemonSetSpec {
+        serde_json::from_value(
+            json!({"selector": {}, "template": {"spec": {"containers": []}},
+            "updateStrategy": strategy}),
+        )
+        .unwrap()
+    }
+
+    fn names(pods: &[&Pod]) -> Vec<String> {
+        let mut out: Vec<String> = pods.iter().map(|p| p.name_any()).collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_pass_creates_missing_daemons_and_rolls_within_max_unavailable() {
+        let nodes: Vec<Node> = ["a", "b", "c"].iter().map(|n| node(n, &[], &[])).collect();
+        let now: Timestamp = "2026-01-01T01:00:00Z".parse().unwrap();
+        let rolling =
+            |n: i32| spec(json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": n}}));
+        let on_delete = spec(json!({"type": "OnDelete"}));
+        type Case = (
+            DaemonSetSpec,
+            Vec<Pod>,
+            Vec<&'static str>,
+            Vec<&'static str>,
+        );
+        let cases: Vec<Case> = vec![
+            // Nothing yet: one pod per node.
+            (rolling(1), vec![], vec!["a", "b", "c"], vec![]),
+            // All old and available: one at a time.
+            (
+                rolling(1),
+                vec![
+                    daemon("pa", "a", "old", true, 1),
+                    daemon("pb", "b", "old", true, 1),
+                    daemon("pc", "c", "old", true, 1),
+                ],
+                vec![],
+                vec!["pa"],
+            ),
+            (
+                rolling(2),
+                vec![
+                    daemon("pa", "a", "old", true, 1),
+                    daemon("pb", "b", "old", true, 1),
+                    daemon("pc", "c", "old", true, 1),
+                ],
+                vec![],
+                vec!["pa", "pb"],
+            ),
+            // A node already without its daemon uses up the budget; an
+            // unavailable old pod goes anyway.
+            (
+                rolling(1),
+                vec![
+                    daemon("pb", "b", "old", false, 1),
+                    daemon("pc", "c", "old", true, 1),
+                ],
+                vec!["a"],
+                vec!["pb"],
+            ),
+            // OnDelete replaces nothing by itself.
+            (
+                on_delete,
+                vec![
+                    daemon("pa", "a", "old", true, 1),
+                    daemon("pb", "b", "new", true, 1),
+                ],
+                vec!["c"],
+                vec![],
+            ),
+            // A second pod on a node and a pod on a vanished node go.
+            (
+                rolling(1),
+                vec![
+                    daemon("pa", "a", "new", true, 1),
+                    daemon("pa2", "a", "new", true, 2),
+                    daemon("pb", "b", "new", true, 1),
+                    daemon("pc", "c", "new", true, 1),
+                    daemon("px", "x", "new", true, 1),
+                ],
+                vec![],
+                vec!["pa2", "px"],
+            ),
+        ];
+        for (i, (spec, pods, create, delete)) in cases.into_iter().enumerate() {
+            let plan = plan(&spec, "new", &nodes, &pods, now);
+            assert_eq!(plan.create, create, "case {i}: create");
+            assert_eq!(names(&plan.delete), delete, "case {i}: delete");
+        }
+    }
+
+    #[test]
+    fn a_pass_counts_what_the_status_reports() {
+        let nodes = vec![
+            node("a", &[("role", "edge")], &[]),
+            node("b", &[("role", "edge")], &[]),
+            node("c", &[], &[]),
+        ];
+        let mut spec = spec(json!({"type": "RollingUpdate"}));
+        spec.template = template(&[("role", "edge")], None);
+        let pods = vec![
+            daemon("pa", "a", "new", true, 1),
+            daemon("pb", "b", "old", false, 1),
+            daemon("pc", "c", "new", true, 1),
+        ];
+        let now: Timestamp = "2026-01-01T01:00:00Z".parse().unwrap();
+        let plan = plan(&spec, "new", &nodes, &pods, now);
+        assert_eq!(
+            plan.counts,
+            Counts {
+                desired: 2,
+                current: 2,
+                misscheduled: 1,
+                ready: 1,
+                available: 1,
+                updated: 1,
+            }
+        );
+        assert_eq!(names(&plan.delete), ["pb", "pc"]);
     }
 
     #[test]

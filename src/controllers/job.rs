@@ -461,10 +461,12 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ControllerErr
     }
 
     let deleted = to_delete.len().min(BURST) as i32;
-    status.active = Some(active.len() as i32 - deleted + created);
+    // Kubernetes leaves zero counts out (`ready` and `terminating` excepted).
+    let nonzero = |n: i32| (n != 0).then_some(n);
+    status.active = nonzero(active.len() as i32 - deleted + created);
     status.ready = Some(active.iter().filter(|p| is_ready(p)).count() as i32);
-    status.succeeded = Some(succeeded);
-    status.failed = Some(failed);
+    status.succeeded = nonzero(succeeded);
+    status.failed = nonzero(failed);
     status.terminating = Some(terminating + deleted);
     status.uncounted_terminated_pods = Some(UncountedTerminatedPods::default());
     if indexed {
@@ -472,10 +474,18 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ControllerErr
     }
     status.conditions = (!conds.is_empty()).then_some(conds);
     if job.status.as_ref() != Some(&status) {
+        // A merge patch keeps what it leaves out: a count gone to zero is
+        // sent as null.
+        let mut body = serde_json::to_value(&status).unwrap_or_default();
+        for field in ["active", "succeeded", "failed"] {
+            if body.get(field).is_none() {
+                body[field] = serde_json::Value::Null;
+            }
+        }
         jobs.patch_status(
             &name,
             &PatchParams::default(),
-            &Patch::Merge(&json!({"status": status})),
+            &Patch::Merge(&json!({"status": body})),
         )
         .await?;
     }
