@@ -334,6 +334,23 @@ fn a_cron_job_starts_a_job_on_its_minute() {
     ]);
     let cj = get(&k, ns, "cronjob/tick");
     assert_eq!(cj["spec"]["concurrencyPolicy"], "Allow");
+    let table = k.ok(&["-n", ns, "get", "cronjobs"]);
+    assert!(
+        table.contains("SCHEDULE") && table.contains("* * * * *"),
+        "{table}"
+    );
+    let bad = k
+        .run(&[
+            "-n",
+            ns,
+            "create",
+            "cronjob",
+            "bad",
+            "--image=job:v1",
+            "--schedule=61 * * * *",
+        ])
+        .stderr;
+    assert!(bad.contains("spec.schedule"), "{bad}");
     assert_eq!(cj["spec"]["successfulJobsHistoryLimit"], 3);
 
     // A Job made by hand from the CronJob's template runs at once.

@@ -252,6 +252,17 @@ pub fn validate_kind(kind: &str, obj: &Value) -> Vec<FieldError> {
             );
         }
         "CronJob" => {
+            // Its Jobs are named NAME-<minutes since the epoch> (11 more
+            // characters) and must stay valid label values.
+            if let Some(name) = obj.pointer("/metadata/name").and_then(Value::as_str)
+                && name.len() > 52
+            {
+                errs.push(FieldError::invalid(
+                    "metadata.name",
+                    name,
+                    "must be no more than 52 characters",
+                ));
+            }
             match obj.pointer("/spec/schedule").and_then(Value::as_str) {
                 None | Some("") => errs.push(FieldError::required("spec.schedule")),
                 Some(schedule) => {
@@ -501,6 +512,57 @@ mod tests {
         assert!(check_name(NameRule::Label, "a.b").is_some());
         assert!(check_name(NameRule::Dns1035, "1abc").is_some());
         assert!(check_name(NameRule::Path, "system:masters").is_none());
+    }
+
+    #[test]
+    fn batch_and_daemon_kinds_check_their_own_fields() {
+        let pod = |policy: &str| json!({"restartPolicy": policy, "containers": [{"name": "c", "image": "i"}]});
+        let job = |policy: &str| json!({"spec": {"template": {"spec": pod(policy)}}});
+        let cron = |name: &str, schedule: &str, tz: Option<&str>| {
+            json!({"metadata": {"name": name}, "spec": {"schedule": schedule, "timeZone": tz,
+                "jobTemplate": {"spec": {"template": {"spec": pod("OnFailure")}}}}})
+        };
+        let ds = |policy: &str| {
+            json!({"spec": {"selector": {"matchLabels": {"a": "b"}},
+                "template": {"metadata": {"labels": {"a": "b"}}, "spec": pod(policy)}}})
+        };
+        let long = "c".repeat(53);
+        let cases = [
+            ("Job", job("Never"), None),
+            ("Job", job("OnFailure"), None),
+            (
+                "Job",
+                job("Always"),
+                Some("spec.template.spec.restartPolicy"),
+            ),
+            ("CronJob", cron("c", "*/5 * * * *", None), None),
+            ("CronJob", cron("c", "@hourly", Some("Europe/Berlin")), None),
+            ("CronJob", cron("c", "* * * *", None), Some("spec.schedule")),
+            (
+                "CronJob",
+                cron("c", "@hourly", Some("Mars/Olympus")),
+                Some("spec.timeZone"),
+            ),
+            (
+                "CronJob",
+                cron(&long, "@hourly", None),
+                Some("metadata.name"),
+            ),
+            ("DaemonSet", ds("Always"), None),
+            (
+                "DaemonSet",
+                ds("Never"),
+                Some("spec.template.spec.restartPolicy"),
+            ),
+        ];
+        for (i, (kind, obj, field)) in cases.into_iter().enumerate() {
+            let errs = validate_kind(kind, &obj);
+            assert_eq!(
+                errs.first().map(|e| e.field.as_str()),
+                field,
+                "case {i}: {errs:?}"
+            );
+        }
     }
 
     #[test]
