@@ -240,6 +240,9 @@ pub fn validate_kind(kind: &str, obj: &Value) -> Vec<FieldError> {
             );
         }
         "Job" => {
+            // Generated or hand-written (`manualSelector`), the selector
+            // must pick the Job's own pods.
+            validate_selector_matches_template(obj, &mut errs);
             validate_pod_spec(
                 obj.pointer("/spec/template/spec"),
                 "spec.template.spec",
@@ -517,7 +520,10 @@ mod tests {
     #[test]
     fn batch_and_daemon_kinds_check_their_own_fields() {
         let pod = |policy: &str| json!({"restartPolicy": policy, "containers": [{"name": "c", "image": "i"}]});
-        let job = |policy: &str| json!({"spec": {"template": {"spec": pod(policy)}}});
+        let job = |policy: &str| {
+            json!({"spec": {"selector": {"matchLabels": {"a": "b"}},
+                "template": {"metadata": {"labels": {"a": "b"}}, "spec": pod(policy)}}})
+        };
         let cron = |name: &str, schedule: &str, tz: Option<&str>| {
             json!({"metadata": {"name": name}, "spec": {"schedule": schedule, "timeZone": tz,
                 "jobTemplate": {"spec": {"template": {"spec": pod("OnFailure")}}}}})
@@ -534,6 +540,11 @@ mod tests {
                 "Job",
                 job("Always"),
                 Some("spec.template.spec.restartPolicy"),
+            ),
+            (
+                "Job",
+                json!({"spec": {"manualSelector": true, "template": {"spec": pod("Never")}}}),
+                Some("spec.selector"),
             ),
             ("CronJob", cron("c", "*/5 * * * *", None), None),
             ("CronJob", cron("c", "@hourly", Some("Europe/Berlin")), None),
