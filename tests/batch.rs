@@ -176,6 +176,11 @@ fn a_job_whose_pods_fail_stops_at_its_backoff_limit() {
     assert!(j["status"]["succeeded"].is_null(), "{}", j["status"]);
     assert!(condition(&j, "Complete").is_none());
     assert_eq!(pod_phases(&k, ns, "fail"), ["Failed", "Failed"]);
+    let described = k.ok(&["-n", ns, "describe", "job", "fail"]);
+    assert!(
+        described.contains("SuccessfulCreate") && described.contains("BackoffLimitExceeded"),
+        "{described}"
+    );
 }
 
 #[test]

@@ -27,9 +27,14 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
+use super::events::EventType::Normal;
+use super::events::record;
 use super::job::is_finished;
 use super::{ControllerError, retry_later};
 use crate::resources::cron::Schedule;
+
+/// The name events from this controller carry.
+const COMPONENT: &str = "cronjob-controller";
 
 /// The annotation on a CronJob's Job with the time it was scheduled for.
 pub const SCHEDULED_TIMESTAMP: &str = "batch.kubernetes.io/cronjob-scheduled-timestamp";
@@ -212,6 +217,16 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, Controller
     );
     for job in &expired {
         delete_job(&jobs_api, job).await?;
+        let message = format!("Deleted job {job}");
+        record(
+            &ctx.client,
+            COMPONENT,
+            &*cj,
+            Normal,
+            "SuccessfulDelete",
+            message,
+        )
+        .await;
     }
     jobs.retain(|j| !expired.contains(&j.name_any()));
 
@@ -261,18 +276,49 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, Controller
             // Run already (the status write of that pass was lost).
             Start::AlreadyRun => status.last_schedule_time = Some(Time(scheduled)),
             Start::Skip => {
-                tracing::debug!(cronjob = %name, "previous run still active; skipping this slot");
+                let message = "Not starting job because prior execution is running and concurrency policy is Forbid";
+                record(
+                    &ctx.client,
+                    COMPONENT,
+                    &*cj,
+                    Normal,
+                    "JobAlreadyActive",
+                    message.into(),
+                )
+                .await;
             }
             Start::Run { replace } => {
                 if replace {
                     for job in &active {
                         delete_job(&jobs_api, &job.name_any()).await?;
+                        let message = format!("Deleted job {}", job.name_any());
+                        record(
+                            &ctx.client,
+                            COMPONENT,
+                            &*cj,
+                            Normal,
+                            "SuccessfulDelete",
+                            message,
+                        )
+                        .await;
                     }
                     active.clear();
                 }
                 let job = new_job(&cj, &job_name, scheduled, &tz);
                 match jobs_api.create(&PostParams::default(), &job).await {
-                    Ok(job) => created = Some(job),
+                    Ok(job) => {
+                        let message = format!("Created job {}", job.name_any());
+                        record(
+                            &ctx.client,
+                            COMPONENT,
+                            &*cj,
+                            Normal,
+                            "SuccessfulCreate",
+                            message,
+                        )
+                        .await;
+                        created = Some(job);
+                    }
                     Err(kube::Error::Api(s)) if s.code == 409 => {}
                     Err(e) => return Err(e.into()),
                 }

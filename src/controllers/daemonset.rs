@@ -32,10 +32,15 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::deployment::template_hash;
+use super::events::EventType::Normal;
+use super::events::record;
 use super::replicaset::is_ready;
 use super::{ControllerError, retry_later, selector_query};
 use crate::scheduler::framework::{FilterPlugin, NodeInfo, PodInfo};
 use crate::scheduler::plugins::{node_affinity, taint_toleration};
+
+/// The name events from this controller carry.
+const COMPONENT: &str = "daemonset-controller";
 
 /// The label tying a daemon pod (and a ControllerRevision) to a template.
 pub const HASH_LABEL: &str = "controller-revision-hash";
@@ -273,7 +278,29 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Controll
         .map(|node| new_pod(&ds, node, &hash))
         .collect();
     for r in futures::future::join_all(new_pods.iter().map(|p| pods_api.create(&post, p))).await {
-        r?;
+        let pod = r?;
+        let message = format!("Created pod: {}", pod.name_any());
+        record(
+            &ctx.client,
+            COMPONENT,
+            &*ds,
+            Normal,
+            "SuccessfulCreate",
+            message,
+        )
+        .await;
+    }
+    for p in &to_delete {
+        let message = format!("Deleted pod: {}", p.name_any());
+        record(
+            &ctx.client,
+            COMPONENT,
+            &*ds,
+            Normal,
+            "SuccessfulDelete",
+            message,
+        )
+        .await;
     }
 
     let status = DaemonSetStatus {

@@ -29,6 +29,8 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
+use super::events::EventType::{Normal, Warning};
+use super::events::record;
 use super::replicaset::{is_active, is_ready};
 use super::{ControllerError, retry_later, selector_query};
 
@@ -38,6 +40,9 @@ const BURST: usize = 500;
 /// further failure, up to [`MAX_BACKOFF`] (Kubernetes' figures).
 const BASE_BACKOFF: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(360);
+
+/// The name events from this controller carry.
+const COMPONENT: &str = "job-controller";
 
 /// The annotation (and label) with an Indexed Job pod's index.
 pub const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
@@ -456,8 +461,68 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ControllerErr
     let creates = new_pods.iter().map(|p| pods_api.create(&post, p));
     let mut created = 0;
     for r in futures::future::join_all(creates).await {
-        r?;
+        let pod = r?;
         created += 1;
+        let message = format!("Created pod: {}", pod.name_any());
+        record(
+            &ctx.client,
+            COMPONENT,
+            &*job,
+            Normal,
+            "SuccessfulCreate",
+            message,
+        )
+        .await;
+    }
+    for p in to_delete.iter().take(BURST) {
+        let message = format!("Deleted pod: {}", p.name_any());
+        record(
+            &ctx.client,
+            COMPONENT,
+            &*job,
+            Normal,
+            "SuccessfulDelete",
+            message,
+        )
+        .await;
+    }
+    let newly = |type_: &str| {
+        !has_condition(&job, type_) && conds.iter().any(|c| c.type_ == type_ && c.status == "True")
+    };
+    if newly("Complete") {
+        record(
+            &ctx.client,
+            COMPONENT,
+            &*job,
+            Normal,
+            "Completed",
+            "Job completed".into(),
+        )
+        .await;
+    }
+    if newly("Failed")
+        && let Some((reason, message)) = &failure
+    {
+        record(
+            &ctx.client,
+            COMPONENT,
+            &*job,
+            Warning,
+            reason,
+            message.clone(),
+        )
+        .await;
+    }
+    if newly("Suspended") {
+        record(
+            &ctx.client,
+            COMPONENT,
+            &*job,
+            Normal,
+            "Suspended",
+            "Job suspended".into(),
+        )
+        .await;
     }
 
     let deleted = to_delete.len().min(BURST) as i32;

@@ -19,6 +19,7 @@ pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
+pub mod events;
 pub mod job;
 pub mod metrics;
 pub mod replicaset;
