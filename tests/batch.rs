@@ -489,12 +489,7 @@ fn daemon_set(image: &str) -> String {
 
 #[test]
 fn a_daemon_set_runs_one_pod_per_node_and_rolls_out_a_new_template() {
-    let server = TestServer::builder().with_node().start();
-    for (file, reference) in [("hello-http", "hello:v1"), ("echo-http", "echo:v1")] {
-        server
-            .wkube(&["push", guest(file).to_str().unwrap(), reference])
-            .success();
-    }
+    let server = common::node_server_with_examples();
     let tmp = tempfile::tempdir().unwrap();
     let _agent = Agent::start(&server, tmp.path(), "edge-5", "127.0.0.5");
     let k = server.kubectl();
