@@ -78,7 +78,11 @@ pub async fn run(client: kube::Client, shutdown: impl Future<Output = ()> + Send
                 .collect::<Vec<_>>()
         })
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, Arc::new(Ctx { client }))
+        .run(
+            super::metrics::timed("daemonset", reconcile),
+            error_policy,
+            Arc::new(Ctx { client }),
+        )
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "daemonset reconcile");

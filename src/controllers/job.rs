@@ -58,7 +58,11 @@ pub async fn run(client: kube::Client, shutdown: impl Future<Output = ()> + Send
     Controller::new(jobs, watcher::Config::default())
         .owns(pods, watcher::Config::default())
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, Arc::new(Ctx { client }))
+        .run(
+            super::metrics::timed("job", reconcile),
+            error_policy,
+            Arc::new(Ctx { client }),
+        )
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "job reconcile");
