@@ -12,8 +12,8 @@
 //! - [`kubelet`]: the node agent that runs pods with the runtime.
 //! - [`scheduler`]: places pods on nodes (filter, score, bind) through the API.
 //! - [`client`]: the API client the components use.
-//! - [`controllers`]: the controller manager (ReplicaSet, Deployment,
-//!   node lifecycle) and leader election.
+//! - [`controllers`]: the controller manager (ReplicaSet, Deployment, Job,
+//!   CronJob, DaemonSet, endpoints, node lifecycle) and leader election.
 //! - [`cloud`]: the cloud controller manager and its providers.
 //! - [`server`]: `wkube server`, which wires the components together.
 //! - [`shutdown`]: one shutdown signal for a component's tasks.

@@ -395,6 +395,7 @@ pub async fn update(
     let mut new = new;
     objects::prepare_update(kind, &old, &mut new, sub)?;
     let (mut admitted, warnings) = objects::admit(kind, new, validation)?;
+    objects::check_immutable(kind, &old, &admitted)?;
     objects::bump_generation(&old, &mut admitted);
     state
         .admission

@@ -174,10 +174,8 @@ pub fn prepare_create(
         name = format!("{prefix}{}", random_suffix(5));
         meta.insert("name".into(), Value::String(name.clone()));
     }
-    meta.insert(
-        "uid".into(),
-        Value::String(uuid::Uuid::new_v4().to_string()),
-    );
+    let uid = uuid::Uuid::new_v4().to_string();
+    meta.insert("uid".into(), Value::String(uid.clone()));
     meta.insert("creationTimestamp".into(), Value::String(now_rfc3339()));
     meta.remove("resourceVersion");
     meta.remove("deletionTimestamp");
@@ -185,6 +183,10 @@ pub fn prepare_create(
     meta.remove("selfLink");
     if obj.get("spec").is_some() || kind.has_subresource(Subresource::Scale) {
         metadata_mut(obj).insert("generation".into(), json!(1));
+    }
+    if kind.kind == "Job" {
+        crate::resources::defaults::job_selector(obj, &uid, &name)
+            .map_err(|e| invalid(kind, &name, vec![e]))?;
     }
     reset_status_on_create(kind, obj);
     Ok((ns, name))
@@ -195,8 +197,15 @@ fn reset_status_on_create(kind: &Kind, obj: &mut Value) {
         return;
     };
     match kind.kind {
-        "Deployment" | "ReplicaSet" | "Job" => {
+        "Deployment" | "ReplicaSet" | "Job" | "CronJob" => {
             map.insert("status".into(), json!({}));
+        }
+        "DaemonSet" => {
+            map.insert(
+                "status".into(),
+                json!({"currentNumberScheduled": 0, "numberMisscheduled": 0,
+                       "desiredNumberScheduled": 0, "numberReady": 0}),
+            );
         }
         "Service" => {
             map.insert("status".into(), json!({"loadBalancer": {}}));
@@ -323,6 +332,41 @@ pub fn prepare_update(
         }
     }
     Ok(())
+}
+
+/// Fields an update may not change (after defaulting, so a body that
+/// leaves a default out is not a change): a Job's selector, pod template
+/// and completion mode (its pods would no longer match it), a DaemonSet's
+/// selector and a ControllerRevision's data, as in Kubernetes.
+///
+/// # Errors
+/// `Invalid` naming each changed field.
+pub fn check_immutable(kind: &Kind, old: &Value, new: &Value) -> Result<(), ApiError> {
+    let fields: &[&str] = match kind.kind {
+        "Job" => &["spec.selector", "spec.template", "spec.completionMode"],
+        "DaemonSet" => &["spec.selector"],
+        "ControllerRevision" => &["data"],
+        _ => return Ok(()),
+    };
+    let causes: Vec<FieldError> = fields
+        .iter()
+        .filter_map(|field| {
+            let pointer = format!("/{}", field.replace('.', "/"));
+            let (was, now) = (old.pointer(&pointer), new.pointer(&pointer));
+            (was != now).then(|| {
+                FieldError::invalid(
+                    *field,
+                    now.map(Value::to_string).unwrap_or_default(),
+                    "field is immutable",
+                )
+            })
+        })
+        .collect();
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(invalid(kind, name_of(old), causes))
+    }
 }
 
 /// After defaulting: bump `metadata.generation` when anything but
@@ -550,6 +594,26 @@ mod tests {
         assert_eq!(pod_qos_class(Some(&g)), "Guaranteed");
         let b = json!({"containers": [{"resources": {"requests": {"cpu": "1"}}}]});
         assert_eq!(pod_qos_class(Some(&b)), "Burstable");
+    }
+
+    #[test]
+    fn a_jobs_selector_and_template_are_immutable() {
+        let jobs = crate::resources::by_resource("batch", "v1", "jobs").unwrap();
+        let old = json!({"metadata": {"name": "j"},
+            "spec": {"selector": {"matchLabels": {"a": "1"}}, "parallelism": 1,
+                     "template": {"spec": {"containers": [{"name": "c", "image": "x"}]}}}});
+        let mut scaled = old.clone();
+        scaled["spec"]["parallelism"] = json!(3);
+        assert!(check_immutable(jobs, &old, &scaled).is_ok());
+        let mut retemplated = old.clone();
+        retemplated["spec"]["template"]["spec"]["containers"][0]["image"] = json!("y");
+        let Err(ApiError::Invalid { causes, .. }) = check_immutable(jobs, &old, &retemplated)
+        else {
+            panic!("a new template was accepted");
+        };
+        assert_eq!(causes[0].field, "spec.template");
+        let cm = crate::resources::by_resource("", "v1", "configmaps").unwrap();
+        assert!(check_immutable(cm, &old, &retemplated).is_ok());
     }
 
     #[test]

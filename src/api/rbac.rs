@@ -272,6 +272,8 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
         "replicasets/scale",
         "replicasets/status",
         "daemonsets",
+        "daemonsets/status",
+        "controllerrevisions",
         "statefulsets",
     ];
     let batch = ["jobs", "jobs/status", "cronjobs", "cronjobs/status"];
@@ -438,6 +440,29 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
                             "get", "list", "watch", "create", "delete", "patch", "update",
                         ],
                     ),
+                    // Jobs, CronJobs and DaemonSets (with their revisions).
+                    rule(
+                        &["batch"],
+                        &["jobs", "cronjobs"],
+                        &[
+                            "get", "list", "watch", "create", "delete", "patch", "update",
+                        ],
+                    ),
+                    rule(
+                        &["batch"],
+                        &["jobs/status", "cronjobs/status"],
+                        &["patch", "update"],
+                    ),
+                    rule(
+                        &["apps"],
+                        &["daemonsets", "controllerrevisions"],
+                        &[
+                            "get", "list", "watch", "create", "delete", "patch", "update",
+                        ],
+                    ),
+                    rule(&["apps"], &["daemonsets/status"], &["patch", "update"]),
+                    // A DaemonSet runs a pod on each node that fits it.
+                    rule(&[""], &["nodes"], &["get", "list", "watch"]),
                 ],
             ),
         ),

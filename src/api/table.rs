@@ -293,6 +293,96 @@ fn columns(kind: &str) -> Vec<Column> {
                 "A label query over pods that should match the pod count.",
             ),
         ],
+        "DaemonSet" => vec![
+            NAME,
+            col(
+                "Desired",
+                "integer",
+                0,
+                "The desired number of nodes running the daemon pod.",
+            ),
+            col(
+                "Current",
+                "integer",
+                0,
+                "The number of nodes running at least one daemon pod.",
+            ),
+            col(
+                "Ready",
+                "integer",
+                0,
+                "The number of nodes with a ready daemon pod.",
+            ),
+            col(
+                "Up-to-date",
+                "integer",
+                0,
+                "The number of nodes running the updated daemon pod.",
+            ),
+            col(
+                "Available",
+                "integer",
+                0,
+                "The number of nodes with an available daemon pod.",
+            ),
+            col(
+                "Node Selector",
+                "string",
+                0,
+                "The node selector of the pod template.",
+            ),
+            AGE,
+            col(
+                "Containers",
+                "string",
+                1,
+                "Names of each container in the template.",
+            ),
+            col(
+                "Images",
+                "string",
+                1,
+                "Images referenced by each container in the template.",
+            ),
+            col(
+                "Selector",
+                "string",
+                1,
+                "A label query over pods that are managed by the daemon set.",
+            ),
+        ],
+        "CronJob" => vec![
+            NAME,
+            col("Schedule", "string", 0, "The schedule in Cron format."),
+            col("Timezone", "string", 0, "The time zone of the schedule."),
+            col("Suspend", "boolean", 0, "Whether later runs are suspended."),
+            col("Active", "integer", 0, "The number of running jobs."),
+            col(
+                "Last Schedule",
+                "string",
+                0,
+                "When a job was last scheduled.",
+            ),
+            AGE,
+            col(
+                "Containers",
+                "string",
+                1,
+                "Names of each container in the template.",
+            ),
+            col(
+                "Images",
+                "string",
+                1,
+                "Images referenced by each container in the template.",
+            ),
+            col(
+                "Selector",
+                "string",
+                1,
+                "A label query over pods that should match the pod count.",
+            ),
+        ],
         "Endpoints" => vec![
             NAME,
             col(
@@ -785,6 +875,60 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                 json!(c),
                 json!(i),
                 json!(selector_string(o.pointer("/spec/selector"))),
+            ]
+        }
+        "DaemonSet" => {
+            let (c, i) = template_containers(o);
+            let node_selector = o
+                .pointer("/spec/template/spec/nodeSelector")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default();
+            vec![
+                name,
+                json!(n(o, "/status/desiredNumberScheduled")),
+                json!(n(o, "/status/currentNumberScheduled")),
+                json!(n(o, "/status/numberReady")),
+                json!(n(o, "/status/updatedNumberScheduled")),
+                json!(n(o, "/status/numberAvailable")),
+                json!(none_if_empty(node_selector)),
+                age,
+                json!(c),
+                json!(i),
+                json!(selector_string(o.pointer("/spec/selector"))),
+            ]
+        }
+        "CronJob" => {
+            let template = o.pointer("/spec/jobTemplate").cloned().unwrap_or_default();
+            let (c, i) = template_containers(&template);
+            let last = o
+                .pointer("/status/lastScheduleTime")
+                .and_then(Value::as_str)
+                .map_or_else(|| "<none>".to_string(), |t| age_of(Some(t)));
+            let active = o
+                .pointer("/status/active")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            vec![
+                name,
+                json!(s(o, "/spec/schedule")),
+                json!(none_if_empty(s(o, "/spec/timeZone").to_string())),
+                json!(
+                    o.pointer("/spec/suspend")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false)
+                ),
+                json!(active),
+                json!(last),
+                age,
+                json!(c),
+                json!(i),
+                json!(selector_string(template.pointer("/spec/selector"))),
             ]
         }
         "Endpoints" => {

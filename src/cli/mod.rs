@@ -179,7 +179,8 @@ pub struct ServerArgs {
     #[arg(long)]
     pub no_agent: bool,
 
-    /// Do not run the controller manager (ReplicaSets, Deployments).
+    /// Do not run the controller manager (ReplicaSets, Deployments, Jobs,
+    /// CronJobs, DaemonSets).
     #[arg(long)]
     pub no_controllers: bool,
     /// Run without the scheduler (pods then need `spec.nodeName`).

@@ -98,3 +98,20 @@ impl Recorder {
         }
     }
 }
+
+/// Records one event about `obj` as `component`, for controllers that keep
+/// no [`Recorder`].
+pub async fn record<K>(
+    client: &kube::Client,
+    component: &'static str,
+    obj: &K,
+    type_: EventType,
+    reason: &str,
+    message: String,
+) where
+    K: Resource<DynamicType = ()>,
+{
+    Recorder::new(client.clone(), component)
+        .publish(&reference(obj), type_, reason, message)
+        .await;
+}

@@ -11,15 +11,21 @@
 //!   Recreate, and the status `kubectl rollout status` waits on.
 //! - [`endpoints`]: the EndpointSlices and Endpoints of every Service with
 //!   a selector, which the node proxies route by.
+//! - [`job`]: pods run to completion, retries, deadlines, TTL.
+//! - [`cronjob`]: Jobs on a cron schedule.
+//! - [`daemonset`]: one pod per fitting node, rolling updates.
 //! - [`nodelifecycle`]: marks silent nodes, taints them, evicts their pods.
 //! - [`leader`]: leader election on Leases, so that of several control
 //!   planes only one runs each component.
 //! - [`events`]: the Events controllers record.
 //! - [`metrics`]: reconcile counts and latency per controller.
 
+pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod events;
+pub mod job;
 pub mod leader;
 pub mod metrics;
 pub mod nodelifecycle;
@@ -51,7 +57,10 @@ pub async fn run(client: kube::Client, shutdown: impl Future<Output = ()> + Send
     tokio::join!(
         replicaset::run(client.clone(), stop.wait()),
         deployment::run(client.clone(), stop.wait()),
-        endpoints::run(client, stop.wait()),
+        endpoints::run(client.clone(), stop.wait()),
+        job::run(client.clone(), stop.wait()),
+        cronjob::run(client.clone(), stop.wait()),
+        daemonset::run(client, stop.wait()),
     );
 }
 

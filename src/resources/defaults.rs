@@ -3,6 +3,8 @@
 
 use serde_json::{Value, json};
 
+use super::validation::FieldError;
+
 fn set_default(obj: &mut Value, field: &str, value: Value) {
     if let Some(map) = obj.as_object_mut() {
         map.entry(field.to_string()).or_insert(value);
@@ -69,10 +71,51 @@ pub fn apply(kind: &str, obj: &mut Value) {
             default_template(obj);
             if let Some(spec) = obj.get_mut("spec") {
                 set_default(spec, "backoffLimit", json!(6));
-                set_default(spec, "completions", json!(1));
+                // Without either, a Job runs one pod to completion; with
+                // only `parallelism` it is a work queue (no completions).
+                if spec.get("parallelism").is_none() && spec.get("completions").is_none() {
+                    set_default(spec, "completions", json!(1));
+                }
                 set_default(spec, "parallelism", json!(1));
                 set_default(spec, "completionMode", json!("NonIndexed"));
                 set_default(spec, "suspend", json!(false));
+                set_default(spec, "manualSelector", json!(false));
+                set_default(spec, "podReplacementPolicy", json!("TerminatingOrFailed"));
+            }
+        }
+        "CronJob" => {
+            if let Some(spec) = obj.pointer_mut("/spec/jobTemplate/spec/template/spec") {
+                default_pod_spec(spec);
+            }
+            if let Some(spec) = obj.get_mut("spec") {
+                set_default(spec, "concurrencyPolicy", json!("Allow"));
+                set_default(spec, "suspend", json!(false));
+                set_default(spec, "successfulJobsHistoryLimit", json!(3));
+                set_default(spec, "failedJobsHistoryLimit", json!(1));
+            }
+        }
+        "DaemonSet" => {
+            default_template(obj);
+            if let Some(spec) = obj.get_mut("spec") {
+                set_default(spec, "revisionHistoryLimit", json!(10));
+                set_default(
+                    spec,
+                    "updateStrategy",
+                    json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
+                );
+                if let Some(strategy) = spec.get_mut("updateStrategy")
+                    && strategy.get("type").and_then(Value::as_str) == Some("RollingUpdate")
+                {
+                    set_default(
+                        strategy,
+                        "rollingUpdate",
+                        json!({"maxUnavailable": 1, "maxSurge": 0}),
+                    );
+                    if let Some(ru) = strategy.get_mut("rollingUpdate") {
+                        set_default(ru, "maxUnavailable", json!(1));
+                        set_default(ru, "maxSurge", json!(0));
+                    }
+                }
             }
         }
         "Service" => {
@@ -98,4 +141,61 @@ pub fn apply(kind: &str, obj: &mut Value) {
         }
         _ => {}
     }
+}
+
+/// The labels a Job's pods carry, which its generated selector picks.
+pub const JOB_UID_LABEL: &str = "batch.kubernetes.io/controller-uid";
+pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
+/// The older spellings, still set so selectors written against them work.
+pub const LEGACY_JOB_UID_LABEL: &str = "controller-uid";
+pub const LEGACY_JOB_NAME_LABEL: &str = "job-name";
+
+/// On create of a Job without `manualSelector: true`, the selector is the
+/// Job's own uid and the template carries the matching labels (plus the
+/// Job's name), so a Job never adopts another's pods. A selector the user
+/// wrote is refused unless it is exactly the generated one.
+///
+/// # Errors
+/// The field error for a hand-written selector without `manualSelector`.
+pub fn job_selector(obj: &mut Value, uid: &str, name: &str) -> Result<(), FieldError> {
+    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
+        return Ok(());
+    };
+    if spec.get("manualSelector").and_then(Value::as_bool) == Some(true) {
+        return Ok(());
+    }
+    let generated = json!({"matchLabels": {JOB_UID_LABEL: uid}});
+    match spec.get("selector") {
+        None | Some(Value::Null) => {}
+        Some(given) if *given == generated => {}
+        Some(given) => {
+            return Err(FieldError::invalid(
+                "spec.selector",
+                given.to_string(),
+                "`selector` will be auto-generated",
+            ));
+        }
+    }
+    spec.insert("selector".into(), generated);
+    let template = spec
+        .entry("template")
+        .or_insert_with(|| json!({}))
+        .as_object_mut();
+    if let Some(template) = template {
+        let meta = template.entry("metadata").or_insert_with(|| json!({}));
+        if let Some(meta) = meta.as_object_mut() {
+            let labels = meta.entry("labels").or_insert_with(|| json!({}));
+            if let Some(labels) = labels.as_object_mut() {
+                for (k, v) in [
+                    (LEGACY_JOB_UID_LABEL, uid),
+                    (LEGACY_JOB_NAME_LABEL, name),
+                    (JOB_UID_LABEL, uid),
+                    (JOB_NAME_LABEL, name),
+                ] {
+                    labels.insert(k.into(), json!(v));
+                }
+            }
+        }
+    }
+    Ok(())
 }

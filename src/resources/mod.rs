@@ -8,6 +8,7 @@
 //! both validates its shape and tells which fields the type does not know
 //! (for `fieldValidation=Strict`).
 
+pub mod cron;
 pub mod defaults;
 pub mod module;
 pub mod quantity;
@@ -198,8 +199,14 @@ pub static KINDS: &[Kind] = &[
           short: ["deploy"], categories: ["all"], sub: [Status, Scale]),
     kind!(apps::v1::ReplicaSet, plural: "replicasets", singular: "replicaset", namespaced: true,
           short: ["rs"], categories: ["all"], sub: [Status, Scale]),
+    kind!(apps::v1::DaemonSet, plural: "daemonsets", singular: "daemonset", namespaced: true,
+          short: ["ds"], categories: ["all"], sub: [Status]),
+    kind!(apps::v1::ControllerRevision, plural: "controllerrevisions", singular: "controllerrevision", namespaced: true,
+          short: [], categories: [], sub: []),
     kind!(batch::v1::Job, plural: "jobs", singular: "job", namespaced: true,
           short: [], categories: ["all"], sub: [Status]),
+    kind!(batch::v1::CronJob, plural: "cronjobs", singular: "cronjob", namespaced: true,
+          short: ["cj"], categories: ["all"], sub: [Status]),
     kind!(rbac::v1::Role, plural: "roles", singular: "role", namespaced: true,
           short: [], categories: [], sub: []),
     kind!(rbac::v1::ClusterRole, plural: "clusterroles", singular: "clusterrole", namespaced: false,

@@ -63,6 +63,21 @@ impl FieldError {
         }
     }
 
+    /// A value outside a closed set, listing the set as Kubernetes does.
+    pub fn not_supported(
+        field: impl Into<String>,
+        value: impl Into<String>,
+        allowed: &[&str],
+    ) -> Self {
+        let list: Vec<String> = allowed.iter().map(|a| format!("{a:?}")).collect();
+        FieldError {
+            kind: FieldErrorKind::NotSupported,
+            field: field.into(),
+            value: Some(value.into()),
+            detail: format!("supported values: {}", list.join(", ")),
+        }
+    }
+
     /// Rendered as Kubernetes renders a field error.
     pub fn message(&self) -> String {
         let what = match self.kind {
@@ -225,11 +240,77 @@ pub fn validate_kind(kind: &str, obj: &Value) -> Vec<FieldError> {
             );
         }
         "Job" => {
+            // Generated or hand-written (`manualSelector`), the selector
+            // must pick the Job's own pods.
+            validate_selector_matches_template(obj, &mut errs);
             validate_pod_spec(
                 obj.pointer("/spec/template/spec"),
                 "spec.template.spec",
                 &mut errs,
             );
+            validate_job_restart_policy(
+                obj.pointer("/spec/template/spec"),
+                "spec.template.spec",
+                &mut errs,
+            );
+        }
+        "CronJob" => {
+            // Its Jobs are named NAME-<minutes since the epoch> (11 more
+            // characters) and must stay valid label values.
+            if let Some(name) = obj.pointer("/metadata/name").and_then(Value::as_str)
+                && name.len() > 52
+            {
+                errs.push(FieldError::invalid(
+                    "metadata.name",
+                    name,
+                    "must be no more than 52 characters",
+                ));
+            }
+            match obj.pointer("/spec/schedule").and_then(Value::as_str) {
+                None | Some("") => errs.push(FieldError::required("spec.schedule")),
+                Some(schedule) => {
+                    if let Err(e) = super::cron::Schedule::parse(schedule) {
+                        errs.push(FieldError::invalid(
+                            "spec.schedule",
+                            schedule,
+                            e.to_string(),
+                        ));
+                    }
+                }
+            }
+            if let Some(tz) = obj.pointer("/spec/timeZone").and_then(Value::as_str)
+                && jiff::tz::TimeZone::get(tz).is_err()
+            {
+                errs.push(FieldError::invalid(
+                    "spec.timeZone",
+                    tz,
+                    "unknown time zone",
+                ));
+            }
+            let path = "spec.jobTemplate.spec.template.spec";
+            let spec = obj.pointer("/spec/jobTemplate/spec/template/spec");
+            validate_pod_spec(spec, path, &mut errs);
+            validate_job_restart_policy(spec, path, &mut errs);
+        }
+        "DaemonSet" => {
+            validate_selector_matches_template(obj, &mut errs);
+            validate_pod_spec(
+                obj.pointer("/spec/template/spec"),
+                "spec.template.spec",
+                &mut errs,
+            );
+            let policy = obj
+                .pointer("/spec/template/spec/restartPolicy")
+                .and_then(Value::as_str);
+            if let Some(p) = policy
+                && p != "Always"
+            {
+                errs.push(FieldError::not_supported(
+                    "spec.template.spec.restartPolicy",
+                    p,
+                    &["Always"],
+                ));
+            }
         }
         "Service" => {
             if let Some(ports) = obj.pointer("/spec/ports").and_then(Value::as_array) {
@@ -260,6 +341,23 @@ pub fn validate_kind(kind: &str, obj: &Value) -> Vec<FieldError> {
         _ => {}
     }
     errs
+}
+
+/// A Job's pods run to completion: `Always` would never let one finish.
+fn validate_job_restart_policy(spec: Option<&Value>, path: &str, errs: &mut Vec<FieldError>) {
+    let policy = spec
+        .and_then(|s| s.get("restartPolicy"))
+        .and_then(Value::as_str);
+    if let Some(p) = policy
+        && p != "OnFailure"
+        && p != "Never"
+    {
+        errs.push(FieldError::not_supported(
+            format!("{path}.restartPolicy"),
+            p,
+            &["OnFailure", "Never"],
+        ));
+    }
 }
 
 fn validate_selector_matches_template(obj: &Value, errs: &mut Vec<FieldError>) {
@@ -417,6 +515,65 @@ mod tests {
         assert!(check_name(NameRule::Label, "a.b").is_some());
         assert!(check_name(NameRule::Dns1035, "1abc").is_some());
         assert!(check_name(NameRule::Path, "system:masters").is_none());
+    }
+
+    #[test]
+    fn batch_and_daemon_kinds_check_their_own_fields() {
+        let pod = |policy: &str| json!({"restartPolicy": policy, "containers": [{"name": "c", "image": "i"}]});
+        let job = |policy: &str| {
+            json!({"spec": {"selector": {"matchLabels": {"a": "b"}},
+                "template": {"metadata": {"labels": {"a": "b"}}, "spec": pod(policy)}}})
+        };
+        let cron = |name: &str, schedule: &str, tz: Option<&str>| {
+            json!({"metadata": {"name": name}, "spec": {"schedule": schedule, "timeZone": tz,
+                "jobTemplate": {"spec": {"template": {"spec": pod("OnFailure")}}}}})
+        };
+        let ds = |policy: &str| {
+            json!({"spec": {"selector": {"matchLabels": {"a": "b"}},
+                "template": {"metadata": {"labels": {"a": "b"}}, "spec": pod(policy)}}})
+        };
+        let long = "c".repeat(53);
+        let cases = [
+            ("Job", job("Never"), None),
+            ("Job", job("OnFailure"), None),
+            (
+                "Job",
+                job("Always"),
+                Some("spec.template.spec.restartPolicy"),
+            ),
+            (
+                "Job",
+                json!({"spec": {"manualSelector": true, "template": {"spec": pod("Never")}}}),
+                Some("spec.selector"),
+            ),
+            ("CronJob", cron("c", "*/5 * * * *", None), None),
+            ("CronJob", cron("c", "@hourly", Some("Europe/Berlin")), None),
+            ("CronJob", cron("c", "* * * *", None), Some("spec.schedule")),
+            (
+                "CronJob",
+                cron("c", "@hourly", Some("Mars/Olympus")),
+                Some("spec.timeZone"),
+            ),
+            (
+                "CronJob",
+                cron(&long, "@hourly", None),
+                Some("metadata.name"),
+            ),
+            ("DaemonSet", ds("Always"), None),
+            (
+                "DaemonSet",
+                ds("Never"),
+                Some("spec.template.spec.restartPolicy"),
+            ),
+        ];
+        for (i, (kind, obj, field)) in cases.into_iter().enumerate() {
+            let errs = validate_kind(kind, &obj);
+            assert_eq!(
+                errs.first().map(|e| e.field.as_str()),
+                field,
+                "case {i}: {errs:?}"
+            );
+        }
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! `job`: a wkube command pod (exports `wasi:cli/run@0.2.12`).
 //!
 //! Prints its arguments (without argv[0]) space-separated on one line and
-//! `$JOB_MESSAGE` on the next, then exits with `$EXIT_CODE` (default 0).
+//! `$JOB_MESSAGE` on the next, sleeps `$SLEEP_MS` milliseconds (default 0;
+//! so tests can see several pods of a Job run at once), then exits with
+//! `$EXIT_CODE` (default 0).
 //!
 //! The exit code is reported through WASI 0.2's
 //! `wasi:cli/exit.exit-with-code` (stable since WASI 0.2.12, which is the WIT
@@ -36,6 +38,13 @@ impl wasip2::exports::cli::run::Guest for Job {
         let _ = out.flush();
         drop(out);
         let _ = std::io::stderr().flush();
+
+        if let Some(ms) = std::env::var("SLEEP_MS")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
 
         if code != 0 {
             // Does not return: the host's `run` call ends with I32Exit(code).
