@@ -92,6 +92,19 @@ fn a_deployment_rolls_out_updates_rolls_back_and_scales() {
         "{}",
         d["status"]
     );
+
+    // Deleting the Deployment takes its ReplicaSets and pods with it.
+    k.ok(&["delete", "deployment", "web", "--timeout=60s"]);
+    let gone = eventually(Duration::from_secs(60), || {
+        k.ok(&["get", "rs,pods", "-l", "app=web", "-o", "name"])
+            .trim()
+            .is_empty()
+    });
+    assert!(
+        gone,
+        "{}",
+        k.ok(&["get", "rs,pods", "-l", "app=web", "-o", "wide"])
+    );
 }
 
 #[test]
