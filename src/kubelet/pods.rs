@@ -227,6 +227,11 @@ pub struct PodTable {
 }
 
 impl PodTable {
+    /// The pod keyed `namespace/name`.
+    pub fn get_by_key(&self, key: &str) -> Option<Arc<PodHandle>> {
+        self.pods.read().get(key).cloned()
+    }
+
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<PodHandle>> {
         self.pods
             .read()

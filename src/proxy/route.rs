@@ -175,7 +175,7 @@ impl Proxy {
         let sp = &svc.ports[port];
         let n = sp.endpoints.len();
         if n == 0 {
-            self.metrics.service(&key, start.elapsed(), true);
+            self.metrics.service(key, start.elapsed(), true);
             return text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("no endpoints available for service \"{}\"", svc.name),
@@ -189,11 +189,12 @@ impl Proxy {
             match self.try_endpoint(ep, pending, https).await {
                 Ok(resp) => {
                     let error = resp.status().is_server_error();
-                    self.metrics.service(&key, start.elapsed(), error);
+                    self.metrics.service(key, start.elapsed(), error);
                     if let (Some(timeout), Some(c)) = (svc.affinity, client) {
-                        self.affinity
-                            .lock()
-                            .insert((key.clone(), c), (ep.ip, ep.port, Instant::now() + timeout));
+                        self.affinity.lock().insert(
+                            (key.to_string(), c),
+                            (ep.ip, ep.port, Instant::now() + timeout),
+                        );
                     }
                     return resp;
                 }
@@ -207,7 +208,7 @@ impl Proxy {
                 }
             }
         }
-        self.metrics.service(&key, start.elapsed(), true);
+        self.metrics.service(key, start.elapsed(), true);
         text(
             StatusCode::BAD_GATEWAY,
             format!(
@@ -230,7 +231,7 @@ impl Proxy {
         if sticky.len() > 65_536 {
             sticky.retain(|_, (_, _, until)| *until > now);
         }
-        let Some((ip, p, until)) = sticky.get(&(svc.key(), c)).copied() else {
+        let Some((ip, p, until)) = sticky.get(&(svc.key().to_string(), c)).copied() else {
             return turn;
         };
         if until <= now {
@@ -250,19 +251,21 @@ impl Proxy {
     ) -> Result<ProxyResponse, Failed> {
         match (&ep.pod, &ep.node) {
             (Some((ns, name)), node) => {
-                let local = self.pods.get(ns, name);
+                let local = self.pods.get_by_key(&ep.pod_key);
                 let on_this_node = node.as_deref() == Some(self.config.node_name.as_str());
                 match local {
                     Some(handle) if handle.can_serve(Some(ep.port)) => {
                         let start = Instant::now();
-                        let key = handle.key();
                         let resp = handle.serve(Some(ep.port), pending.into_request()).await;
                         let resp = resp.map_err(|e| Failed {
                             why: e.to_string(),
                             request: None,
                         })?;
-                        self.metrics
-                            .pod(&key, start.elapsed(), resp.status().is_server_error());
+                        self.metrics.pod(
+                            &ep.pod_key,
+                            start.elapsed(),
+                            resp.status().is_server_error(),
+                        );
                         Ok(resp)
                     }
                     _ if on_this_node || node.is_none() => Err(Failed {
@@ -272,7 +275,7 @@ impl Proxy {
                     _ => {
                         let node = node.clone().unwrap_or_default();
                         let path = format!("/proxy/{ns}/{name}/{}", ep.port);
-                        self.to_agent(&node, &path, Some(format!("{ns}/{name}")), pending)
+                        self.to_agent(&node, &path, Some(ep.pod_key.clone()), pending)
                             .await
                     }
                 }

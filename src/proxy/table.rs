@@ -29,6 +29,9 @@ pub struct Endpoint {
     pub node: Option<String>,
     /// `(namespace, name)` of the pod behind it.
     pub pod: Option<(String, String)>,
+    /// `namespace/name` of that pod (empty without one), built once so a
+    /// request's lookups allocate nothing.
+    pub pod_key: String,
 }
 
 /// One port of a service and its ready endpoints.
@@ -56,6 +59,8 @@ impl ServicePort {
 pub struct ProxiedService {
     pub namespace: String,
     pub name: String,
+    /// `namespace/name`.
+    key: String,
     /// `None` for headless services (`clusterIP: None`).
     pub cluster_ip: Option<Ipv4Addr>,
     pub load_balancer_ips: Vec<Ipv4Addr>,
@@ -66,8 +71,8 @@ pub struct ProxiedService {
 
 impl ProxiedService {
     /// `NAMESPACE/NAME`.
-    pub fn key(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
+    pub fn key(&self) -> &str {
+        &self.key
     }
 
     /// The port numbered `port`.
@@ -170,6 +175,10 @@ impl Table {
                             ip,
                             port: number,
                             node: ep.node_name.clone(),
+                            pod_key: pod
+                                .as_ref()
+                                .map(|(ns, n)| format!("{ns}/{n}"))
+                                .unwrap_or_default(),
                             pod: pod.clone(),
                         });
                     }
@@ -233,6 +242,7 @@ impl Table {
                 Duration::from_secs(secs as u64)
             });
             let s = Arc::new(ProxiedService {
+                key: format!("{ns}/{name}"),
                 namespace: ns.clone(),
                 name: name.clone(),
                 cluster_ip,
@@ -496,7 +506,7 @@ mod tests {
     fn service_of(r: Resolution) -> (String, u16, usize) {
         match r {
             Resolution::Found(Target::Service { svc, port }) => (
-                svc.key(),
+                svc.key().to_string(),
                 svc.ports[port].port,
                 svc.ports[port].endpoints.len(),
             ),
