@@ -95,7 +95,18 @@ pub enum AuthnError {
 pub struct TokenAuthority {
     encoding: EncodingKey,
     decoding: DecodingKey,
+    /// Tokens whose signature checked out, by (token, audience): an ES256
+    /// verification costs far more than the rest of a small request, and
+    /// components send the same token on every request. Expiry and
+    /// not-before are checked again on every hit; what a token is bound to
+    /// (a pod, an account) is checked by the caller every time.
+    verified: parking_lot::Mutex<std::collections::HashMap<(String, String), Claims>>,
 }
+
+/// Most verified tokens remembered; the cache starts over when full.
+const VERIFIED_CACHE: usize = 4096;
+/// Seconds of clock skew allowed on `exp` and `nbf`.
+const LEEWAY: u64 = 5;
 
 fn now_secs() -> u64 {
     SystemTime::now()
@@ -135,7 +146,11 @@ impl TokenAuthority {
         let key = rcgen::KeyPair::from_pem(pem).map_err(|e| AuthnError::Generate(e.to_string()))?;
         let encoding = EncodingKey::from_ec_pem(pem.as_bytes())?;
         let decoding = DecodingKey::from_ec_pem(key.public_key_pem().as_bytes())?;
-        Ok(TokenAuthority { encoding, decoding })
+        Ok(TokenAuthority {
+            encoding,
+            decoding,
+            verified: parking_lot::Mutex::new(std::collections::HashMap::new()),
+        })
     }
 
     /// Mint a token for a user.
@@ -171,13 +186,28 @@ impl TokenAuthority {
     /// Verify signature, expiry, not-before, issuer and audience. Only
     /// ES256 is accepted, so `alg: none` and HMAC confusion fail here.
     pub fn verify(&self, token: &str, audience: &str) -> Result<Claims, AuthnError> {
+        let key = (token.to_string(), audience.to_string());
+        let cached = self.verified.lock().get(&key).cloned();
+        if let Some(claims) = cached {
+            let now = now_secs();
+            if now < claims.exp + LEEWAY && claims.nbf <= now + LEEWAY {
+                return Ok(claims);
+            }
+            self.verified.lock().remove(&key);
+        }
         let mut v = Validation::new(Algorithm::ES256);
         v.set_audience(&[audience]);
         v.set_issuer(&[ISSUER]);
-        v.leeway = 5;
+        v.leeway = LEEWAY;
         v.validate_nbf = true;
         v.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
-        Ok(jsonwebtoken::decode::<Claims>(token, &self.decoding, &v)?.claims)
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &v)?.claims;
+        let mut cache = self.verified.lock();
+        if cache.len() >= VERIFIED_CACHE {
+            cache.clear();
+        }
+        cache.insert(key, claims.clone());
+        Ok(claims)
     }
 }
 
@@ -254,6 +284,26 @@ mod tests {
         let user = user_from_claims(&a.verify(&t, API_AUDIENCE).unwrap());
         assert_eq!(user.username, "alice");
         assert_eq!(user.groups, vec!["dev", "system:authenticated"]);
+    }
+
+    #[test]
+    fn verified_tokens_are_remembered_but_expiry_is_checked_on_every_use() {
+        let a = authority();
+        let t = a.issue_user("carol", &[], Duration::from_secs(60)).unwrap();
+        let first = a.verify(&t, API_AUDIENCE).unwrap();
+        assert_eq!(a.verify(&t, API_AUDIENCE).unwrap(), first);
+        assert_eq!(a.verified.lock().len(), 1);
+        // A remembered entry past its expiry is not trusted: the token is
+        // verified again (and here it is valid, with its own claims).
+        let mut stale = first.clone();
+        stale.sub = "mallory".into();
+        stale.exp = now_secs() - 3600;
+        a.verified
+            .lock()
+            .insert((t.clone(), API_AUDIENCE.into()), stale);
+        assert_eq!(a.verify(&t, API_AUDIENCE).unwrap().sub, "carol");
+        // Another audience is another entry, checked on its own.
+        assert!(a.verify(&t, "something-else").is_err());
     }
 
     #[test]
