@@ -24,11 +24,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::deployment::template_hash;
@@ -513,7 +513,7 @@ async fn sync_revisions(
                     name: Some(format!("{}-{hash}", ds.name_any())),
                     namespace: Some(ns.clone()),
                     labels: Some(labels),
-                    owner_references: Some(vec![owner_ref(ds)]),
+                    owner_references: Some(vec![super::controller_ref(ds)]),
                     ..ObjectMeta::default()
                 },
                 data: Some(RawExtension(data)),
@@ -562,23 +562,11 @@ fn new_pod(ds: &DaemonSet, node: &str, hash: &str) -> Pod {
             namespace: ds.namespace(),
             labels: Some(labels),
             annotations: meta.annotations.take(),
-            owner_references: Some(vec![owner_ref(ds)]),
+            owner_references: Some(vec![super::controller_ref(ds)]),
             ..ObjectMeta::default()
         },
         spec: Some(spec),
         status: None,
-    }
-}
-
-/// The controller reference a DaemonSet puts on its pods and revisions.
-fn owner_ref(ds: &DaemonSet) -> OwnerReference {
-    OwnerReference {
-        api_version: DaemonSet::api_version(&()).to_string(),
-        kind: DaemonSet::kind(&()).to_string(),
-        name: ds.name_any(),
-        uid: ds.uid().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
     }
 }
 

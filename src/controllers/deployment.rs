@@ -12,12 +12,12 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -300,14 +300,7 @@ fn new_replica_set(d: &Deployment, hash: &str, revision: i64) -> ReplicaSet {
                 REVISION.to_string(),
                 revision.to_string(),
             )])),
-            owner_references: Some(vec![OwnerReference {
-                api_version: Deployment::api_version(&()).to_string(),
-                kind: Deployment::kind(&()).to_string(),
-                name: d.name_any(),
-                uid: d.uid().unwrap_or_default(),
-                controller: Some(true),
-                block_owner_deletion: Some(true),
-            }]),
+            owner_references: Some(vec![super::controller_ref(d)]),
             ..ObjectMeta::default()
         },
         spec: Some(ReplicaSetSpec {

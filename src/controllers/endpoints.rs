@@ -24,7 +24,7 @@ use k8s_openapi::api::core::v1::{
     Service,
 };
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -307,17 +307,6 @@ fn port_set(svc: &Service, pod: &Pod) -> PortSet {
         .collect()
 }
 
-fn owner(svc: &Service) -> OwnerReference {
-    OwnerReference {
-        api_version: "v1".into(),
-        kind: "Service".into(),
-        name: svc.name_any(),
-        uid: svc.uid().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
-}
-
 /// A short stable hash (FNV-1a, base-36) naming a slice by its port set and
 /// chunk, so the same grouping always maps to the same object.
 fn short_hash(text: &str) -> String {
@@ -435,7 +424,7 @@ fn slice(
             name: Some(slice_name.to_string()),
             namespace: svc.namespace(),
             labels: Some(labels),
-            owner_references: Some(vec![owner(svc)]),
+            owner_references: Some(vec![super::controller_ref(svc)]),
             ..ObjectMeta::default()
         },
         address_type: "IPv4".into(),
@@ -505,7 +494,7 @@ fn desired_endpoints(svc: &Service, pods: &[Pod]) -> Endpoints {
             name: Some(svc.name_any()),
             namespace: svc.namespace(),
             labels: Some(labels),
-            owner_references: Some(vec![owner(svc)]),
+            owner_references: Some(vec![super::controller_ref(svc)]),
             ..ObjectMeta::default()
         },
         subsets: (!subsets.is_empty()).then_some(subsets),

@@ -21,12 +21,12 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobSpec, UncountedTerminatedPods};
 use k8s_openapi::api::core::v1::{EnvVar, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::events::EventType::{Normal, Warning};
@@ -644,23 +644,11 @@ fn new_pod(job: &Job, index: Option<i32>) -> Pod {
             namespace: job.namespace(),
             labels: Some(labels),
             annotations: (!annotations.is_empty()).then_some(annotations),
-            owner_references: Some(vec![owner_ref(job)]),
+            owner_references: Some(vec![super::controller_ref(job)]),
             ..ObjectMeta::default()
         },
         spec: Some(spec),
         status: None,
-    }
-}
-
-/// The controller reference a Job puts on its pods.
-fn owner_ref(job: &Job) -> OwnerReference {
-    OwnerReference {
-        api_version: Job::api_version(&()).to_string(),
-        kind: Job::kind(&()).to_string(),
-        name: job.name_any(),
-        uid: job.uid().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
     }
 }
 

@@ -46,6 +46,26 @@ pub enum ControllerError {
     Invalid(String),
 }
 
+/// The controller reference an owner puts on what it creates (pods,
+/// ReplicaSets, Jobs, revisions, slices): the garbage collector deletes
+/// them with it, and adoption checks `controller`.
+pub fn controller_ref<K>(
+    owner: &K,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    use kube::ResourceExt;
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+        api_version: K::api_version(&()).to_string(),
+        kind: K::kind(&()).to_string(),
+        name: owner.name_any(),
+        uid: owner.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
 /// Requeue after a failure: soon, but not in a tight loop.
 pub fn retry_later() -> Action {
     Action::requeue(Duration::from_secs(2))

@@ -9,11 +9,11 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::{ControllerError, retry_later, selector_matches, selector_query};
@@ -103,7 +103,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Control
                 ) =>
             {
                 // Adopt the orphan, as Kubernetes does.
-                let patch = json!({"metadata": {"ownerReferences": [owner_ref(&rs)]}});
+                let patch = json!({"metadata": {"ownerReferences": [super::controller_ref(&*rs)]}});
                 if pods_api
                     .patch(
                         &pod.name_any(),
@@ -130,7 +130,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Control
                 namespace: Some(ns.clone()),
                 labels: meta.labels.take(),
                 annotations: meta.annotations.take(),
-                owner_references: Some(vec![owner_ref(&rs)]),
+                owner_references: Some(vec![super::controller_ref(&*rs)]),
                 ..ObjectMeta::default()
             },
             spec: template.spec.clone(),
@@ -211,16 +211,4 @@ fn available(pods: &[&Pod], min_ready: i32) -> i32 {
                 .is_some_and(|t| now.duration_since(t.0).as_secs() >= min_ready as i64)
         })
         .count() as i32
-}
-
-/// The controller reference a ReplicaSet puts on its pods.
-fn owner_ref(rs: &ReplicaSet) -> OwnerReference {
-    OwnerReference {
-        api_version: ReplicaSet::api_version(&()).to_string(),
-        kind: ReplicaSet::kind(&()).to_string(),
-        name: rs.name_any(),
-        uid: rs.uid().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
 }
