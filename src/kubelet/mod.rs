@@ -115,10 +115,8 @@ impl KubeletConfig {
             log_max_files: 5,
             runtime,
             max_connections: 1024,
-            service_cidr: crate::api::admission::Cidr::parse(crate::proxy::DEFAULT_SERVICE_CIDR)
-                .expect("the default service range parses"),
-            cluster_cidr: crate::api::admission::Cidr::parse(crate::proxy::DEFAULT_CLUSTER_CIDR)
-                .expect("the default pod range parses"),
+            service_cidr: crate::proxy::Ranges::default().service_cidr,
+            cluster_cidr: crate::proxy::Ranges::default().cluster_cidr,
             proxy_listen: true,
             proxy_max_connections: 4096,
         }

@@ -67,20 +67,22 @@ impl ProxyConfig {
         ProxyConfig {
             node_name: node_name.into(),
             node_ip,
-            ranges: Ranges {
-                service_cidr: Cidr::parse(DEFAULT_SERVICE_CIDR).unwrap_or(Cidr {
-                    base: 0x7f60_0000,
-                    prefix: 16,
-                }),
-                cluster_cidr: Cidr::parse(DEFAULT_CLUSTER_CIDR).unwrap_or(Cidr {
-                    base: 0x7f80_0000,
-                    prefix: 9,
-                }),
-            },
+            ranges: Ranges::default(),
             listen: true,
             max_connections: 4096,
             max_body_bytes: 16 << 20,
             remote_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Default for Ranges {
+    /// The ranges `wkube server` allocates from unless told otherwise.
+    fn default() -> Ranges {
+        Ranges {
+            service_cidr: Cidr::parse(DEFAULT_SERVICE_CIDR)
+                .expect("the default service range parses"),
+            cluster_cidr: Cidr::parse(DEFAULT_CLUSTER_CIDR).expect("the default pod range parses"),
         }
     }
 }
