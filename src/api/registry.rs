@@ -47,18 +47,27 @@ pub struct Registry {
 /// sorted keys and no `resourceVersion`, so the first `"metadata":{` is the
 /// top-level one (only `apiVersion` and `kind` come before it).
 pub fn write_stamped(kv: &KeyValue, out: &mut Vec<u8>) -> Result<(), ApiError> {
+    write_stamped_at(kv, kv.mod_revision, out)
+}
+
+/// [`write_stamped`] with a chosen `resourceVersion` (a deleted object
+/// carries the revision of its deletion).
+pub fn write_stamped_at(kv: &KeyValue, rv: Revision, out: &mut Vec<u8>) -> Result<(), ApiError> {
     const META: &[u8] = b"\"metadata\":{";
     let raw = &kv.value[..];
     let Some(at) = raw.windows(META.len()).position(|w| w == META) else {
         // Not in the expected shape: take the slow, exact path.
-        let obj = decode(kv)?;
+        let mut obj = decode(kv)?;
+        if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
+        }
         serde_json::to_writer(&mut *out, &obj).map_err(ApiError::internal)?;
         return Ok(());
     };
     let split = at + META.len();
     out.extend_from_slice(&raw[..split]);
     out.extend_from_slice(b"\"resourceVersion\":\"");
-    out.extend_from_slice(kv.mod_revision.to_string().as_bytes());
+    out.extend_from_slice(rv.to_string().as_bytes());
     out.extend_from_slice(b"\"");
     if raw.get(split) != Some(&b'}') {
         out.push(b',');

@@ -15,11 +15,11 @@ use serde_json::{Value, json};
 
 use super::ApiState;
 use super::handlers::{Query, Wants, selectors};
-use super::registry::{decode, parse_rv};
+use super::registry::{decode, parse_rv, write_stamped_at};
 use super::status::ApiError;
 use super::table;
 use crate::resources::Kind;
-use crate::store::{EventType, KeyRange, StoreError, WatchRequest};
+use crate::store::{EventType, KeyRange, KeyValue, Revision, StoreError, WatchRequest};
 
 /// How the objects of events are shaped: as stored, or as one-row Tables
 /// when the client asked for `as=Table` (`kubectl get -w` does, and prints
@@ -44,6 +44,30 @@ fn event_line(ty: &str, obj: &Value) -> Bytes {
     let mut line = serde_json::to_vec(&json!({"type": ty, "object": obj})).unwrap_or_default();
     line.push(b'\n');
     Bytes::from(line)
+}
+
+/// The event of a store change for a watcher without selectors, built
+/// from the stored bytes (see [`write_stamped_at`]).
+fn raw_event_line(ev: &crate::store::Event) -> Option<Bytes> {
+    let (ty, kv, rv) = match (ev.kind, &ev.prev_kv) {
+        (EventType::Put, None) => ("ADDED", &ev.kv, ev.kv.mod_revision),
+        (EventType::Put, Some(_)) => ("MODIFIED", &ev.kv, ev.kv.mod_revision),
+        // Deleted objects carry the deletion's revision.
+        (EventType::Delete, Some(prev)) => ("DELETED", prev, ev.kv.mod_revision),
+        (EventType::Delete, None) => return None,
+    };
+    stamped_event(ty, kv, rv).ok()
+}
+
+/// `{"type":TY,"object":STORED}` and a newline, the object stamped with `rv`.
+fn stamped_event(ty: &str, kv: &KeyValue, rv: Revision) -> Result<Bytes, ApiError> {
+    let mut line = Vec::with_capacity(kv.value.len() + 64);
+    line.extend_from_slice(b"{\"type\":\"");
+    line.extend_from_slice(ty.as_bytes());
+    line.extend_from_slice(b"\",\"object\":");
+    write_stamped_at(kv, rv, &mut line)?;
+    line.extend_from_slice(b"}\n");
+    Ok(Bytes::from(line))
 }
 
 fn gone_line(message: &str) -> Bytes {
@@ -92,10 +116,25 @@ pub async fn serve(
         .unwrap_or(state.config.max_watch_duration)
         .min(state.config.max_watch_duration);
 
+    // With no selector and plain objects, nothing needs the decoded
+    // object: each event is the stored JSON with its revision spliced in,
+    // so a watcher costs a copy rather than a decode and an encode.
+    let raw = labels.is_empty() && fields.is_empty() && matches!(shape, Shape::Object);
+
     // "" or "0": replay the current state as ADDED events, then follow.
     let mut initial = Vec::new();
     let start = match rv {
         Some(rv) => rv + 1,
+        None if raw => {
+            let page = state
+                .registry
+                .list_raw(kind, ns, 0, None, &|_: &KeyValue| true)
+                .await?;
+            for kv in &page.items {
+                initial.push(stamped_event("ADDED", kv, kv.mod_revision)?);
+            }
+            page.revision + 1
+        }
         None => {
             let keep = |o: &Value| labels.matches(o) && fields.matches(o);
             let page = state.registry.list(kind, ns, 0, None, &keep).await?;
@@ -150,6 +189,9 @@ pub async fn serve(
                         .events
                         .iter()
                         .filter_map(|ev| {
+                            if raw {
+                                return raw_event_line(ev);
+                            }
                             let new = match ev.kind {
                                 EventType::Put => decode(&ev.kv).ok(),
                                 EventType::Delete => None,
@@ -202,4 +244,68 @@ fn stream_response(body: Body) -> Response {
         HeaderValue::from_static("no-cache, private"),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::Event;
+
+    fn kv(rev: Revision, value: &str) -> Arc<KeyValue> {
+        Arc::new(KeyValue {
+            key: Bytes::from_static(b"/registry/pods/default/a"),
+            value: Bytes::copy_from_slice(value.as_bytes()),
+            create_revision: 2,
+            mod_revision: rev,
+            version: 1,
+            lease: 0,
+        })
+    }
+
+    fn parse(line: &Bytes) -> Value {
+        assert!(line.ends_with(b"\n"), "one event per line");
+        serde_json::from_slice(line).expect("an event is JSON")
+    }
+
+    #[test]
+    fn raw_events_are_the_decoded_events_with_the_right_revision() {
+        let stored = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a","namespace":"default"},"spec":{"x":1}}"#;
+        let old = kv(5, stored);
+        let new = kv(7, stored);
+        let added = Event {
+            kind: EventType::Put,
+            kv: old.clone(),
+            prev_kv: None,
+        };
+        let modified = Event {
+            kind: EventType::Put,
+            kv: new.clone(),
+            prev_kv: Some(old.clone()),
+        };
+        let deleted = Event {
+            kind: EventType::Delete,
+            kv: kv(9, ""),
+            prev_kv: Some(new.clone()),
+        };
+        for (ev, ty, rv) in [
+            (&added, "ADDED", "5"),
+            (&modified, "MODIFIED", "7"),
+            (&deleted, "DELETED", "9"),
+        ] {
+            let line = parse(&raw_event_line(ev).expect("an event"));
+            assert_eq!(line["type"], ty);
+            assert_eq!(line["object"]["metadata"]["resourceVersion"], rv);
+            assert_eq!(line["object"]["metadata"]["name"], "a");
+            assert_eq!(line["object"]["spec"]["x"], 1);
+        }
+        // A delete whose previous value is unknown has nothing to show.
+        let bare = Event {
+            kind: EventType::Delete,
+            kv: kv(9, ""),
+            prev_kv: None,
+        };
+        assert!(raw_event_line(&bare).is_none());
+    }
 }
