@@ -61,16 +61,19 @@ struct Ctx {
 }
 
 /// Runs the controller until `shutdown`.
-pub async fn run(client: kube::Client, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(
+    client: kube::Client,
+    pods: super::PodFeed,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     let daemonsets: Api<DaemonSet> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::all(client.clone());
     let nodes: Api<Node> = Api::all(client.clone());
     let controller = Controller::new(daemonsets, watcher::Config::default());
     // A node coming, going or changing labels or taints concerns every
     // DaemonSet.
     let all = controller.store();
     controller
-        .owns(pods, watcher::Config::default())
+        .owns_shared_stream(pods)
         .watches(nodes, watcher::Config::default(), move |_node: Node| {
             all.state()
                 .iter()

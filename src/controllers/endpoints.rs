@@ -48,9 +48,12 @@ struct Ctx {
 }
 
 /// Runs the controller until `shutdown`.
-pub async fn run(client: kube::Client, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(
+    client: kube::Client,
+    pods: super::PodFeed,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     let services: Api<Service> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::all(client.clone());
     let slices: Api<EndpointSlice> = Api::all(client.clone());
     let controller = Controller::new(services, watcher::Config::default());
     let store = controller.store();
@@ -58,7 +61,7 @@ pub async fn run(client: kube::Client, shutdown: impl Future<Output = ()> + Send
     // matches its labels (before or after the change: the old labels are
     // gone, but a service that listed it still has a slice naming it, and
     // the slice watch below brings that service back).
-    let pod_to_services = move |pod: Pod| {
+    let pod_to_services = move |pod: Arc<Pod>| {
         let ns = pod.namespace().unwrap_or_default();
         let labels = pod.labels().clone();
         store
@@ -79,7 +82,7 @@ pub async fn run(client: kube::Client, shutdown: impl Future<Output = ()> + Send
         Some(ObjectRef::<Service>::new(name).within(&ns))
     };
     controller
-        .watches(pods, watcher::Config::default(), pod_to_services)
+        .watches_shared_stream(pods, pod_to_services)
         .watches(slices, watcher::Config::default(), slice_to_service)
         .graceful_shutdown_on(shutdown)
         .run(

@@ -34,6 +34,7 @@ pub mod replicaset;
 use std::future::Future;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::runtime::controller::Action;
 
@@ -71,16 +72,46 @@ pub fn retry_later() -> Action {
     Action::requeue(Duration::from_secs(2))
 }
 
+/// Pod events the shared pod watch buffers per controller before it waits
+/// for the slowest one.
+const POD_EVENT_BUFFER: usize = 16_384;
+
+/// A controller's feed of the shared pod watch: every pod as it changes.
+pub type PodFeed = kube::runtime::reflector::ReflectHandle<Pod>;
+
 /// Runs every controller until `shutdown`.
+///
+/// Four controllers follow pods. They share one watch, decoded once, as
+/// Kubernetes' controller manager shares its informers: with a watch each,
+/// every pod change would be encoded, sent and decoded four times.
 pub async fn run(client: kube::Client, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, reflector, watcher};
     let stop = crate::shutdown::Stop::new(shutdown);
+    let (_pods, writer) = reflector::store_shared::<Pod>(POD_EVENT_BUFFER);
+    let feed = || {
+        writer
+            .subscribe()
+            .expect("a shared store always hands out subscriptions")
+    };
+    let (rs_pods, job_pods, ds_pods, ep_pods) = (feed(), feed(), feed(), feed());
+    let informer = watcher(kube::Api::<Pod>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect_shared(writer)
+        .take_until(stop.wait())
+        .for_each(|event| async move {
+            if let Err(e) = event {
+                tracing::warn!(error = %e, "controllers: pod watch failed; retrying");
+            }
+        });
     tokio::join!(
-        replicaset::run(client.clone(), stop.wait()),
+        informer,
+        replicaset::run(client.clone(), rs_pods, stop.wait()),
         deployment::run(client.clone(), stop.wait()),
-        endpoints::run(client.clone(), stop.wait()),
-        job::run(client.clone(), stop.wait()),
+        endpoints::run(client.clone(), ep_pods, stop.wait()),
+        job::run(client.clone(), job_pods, stop.wait()),
         cronjob::run(client.clone(), stop.wait()),
-        daemonset::run(client, stop.wait()),
+        daemonset::run(client, ds_pods, stop.wait()),
     );
 }
 

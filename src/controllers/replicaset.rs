@@ -27,11 +27,14 @@ struct Ctx {
 }
 
 /// Runs the controller until `shutdown`.
-pub async fn run(client: kube::Client, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(
+    client: kube::Client,
+    pods: super::PodFeed,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     let rs: Api<ReplicaSet> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::all(client.clone());
     Controller::new(rs, watcher::Config::default())
-        .owns(pods, watcher::Config::default())
+        .owns_shared_stream(pods)
         .graceful_shutdown_on(shutdown)
         .run(
             super::metrics::timed("replicaset", reconcile),
