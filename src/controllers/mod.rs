@@ -95,15 +95,18 @@ pub async fn run(client: kube::Client, shutdown: impl Future<Output = ()> + Send
             .expect("a shared store always hands out subscriptions")
     };
     let (rs_pods, job_pods, ds_pods, ep_pods) = (feed(), feed(), feed(), feed());
-    let informer = watcher(kube::Api::<Pod>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect_shared(writer)
-        .take_until(stop.wait())
-        .for_each(|event| async move {
-            if let Err(e) = event {
-                tracing::warn!(error = %e, "controllers: pod watch failed; retrying");
-            }
-        });
+    let informer = watcher(
+        kube::Api::<Pod>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect_shared(writer)
+    .take_until(stop.wait())
+    .for_each(|event| async move {
+        if let Err(e) = event {
+            tracing::warn!(error = %e, "controllers: pod watch failed; retrying");
+        }
+    });
     tokio::join!(
         informer,
         replicaset::run(client.clone(), rs_pods, stop.wait()),
