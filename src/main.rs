@@ -7,6 +7,12 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use wkube::cli::{Cli, Command};
 
+/// mimalloc rather than the C library's allocator: the API server's work is
+/// mostly short-lived JSON trees and buffers, where it costs about half as
+/// much CPU.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -12,6 +12,9 @@
 //!       enabled:
 //!       - {name: NodeResourcesFit, weight: 1}
 //!       - {name: NodeAffinity, weight: 2}
+//!       - {name: NodeResourcesBalancedAllocation, weight: 1}
+//!       disabled:                    # weight 0
+//!       - {name: NodeResourcesBalancedAllocation}
 //!   pluginConfig:
 //!   - name: NodeResourcesFit
 //!     args:
@@ -92,6 +95,7 @@ pub struct FileConfig {
     pub strategy: Option<ScoringStrategy>,
     pub resources_fit_weight: Option<i64>,
     pub node_affinity_weight: Option<i64>,
+    pub balanced_allocation_weight: Option<i64>,
 }
 
 /// Why a configuration file was refused.
@@ -154,11 +158,15 @@ pub fn parse(text: &str) -> Result<FileConfig, String> {
         .flatten()
     {
         let weight = p.get("weight").and_then(Value::as_i64);
-        match p.get("name").and_then(Value::as_str) {
-            Some("NodeResourcesFit") => out.resources_fit_weight = weight,
-            Some("NodeAffinity") => out.node_affinity_weight = weight,
-            other => return Err(format!("unknown score plugin {other:?}")),
-        }
+        *score_weight(&mut out, p)? = weight;
+    }
+    for p in profile
+        .pointer("/plugins/score/disabled")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        *score_weight(&mut out, p)? = Some(0);
     }
     for pc in profile
         .get("pluginConfig")
@@ -225,6 +233,16 @@ pub fn parse(text: &str) -> Result<FileConfig, String> {
     Ok(out)
 }
 
+/// The weight a `plugins.score` entry (`{name: …}`) sets.
+fn score_weight<'a>(out: &'a mut FileConfig, entry: &Value) -> Result<&'a mut Option<i64>, String> {
+    match entry.get("name").and_then(Value::as_str) {
+        Some("NodeResourcesFit") => Ok(&mut out.resources_fit_weight),
+        Some("NodeAffinity") => Ok(&mut out.node_affinity_weight),
+        Some("NodeResourcesBalancedAllocation") => Ok(&mut out.balanced_allocation_weight),
+        other => Err(format!("unknown score plugin {other:?}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,6 +259,8 @@ profiles:
     score:
       enabled:
       - {name: NodeResourcesFit, weight: 5}
+      disabled:
+      - {name: NodeResourcesBalancedAllocation}
   pluginConfig:
   - name: NodeResourcesFit
     args:
@@ -254,6 +274,7 @@ profiles:
         .unwrap();
         assert_eq!(cfg.scheduler_name.as_deref(), Some("packer"));
         assert_eq!(cfg.resources_fit_weight, Some(5));
+        assert_eq!(cfg.balanced_allocation_weight, Some(0));
         assert_eq!(
             cfg.strategy,
             Some(ScoringStrategy {

@@ -287,6 +287,11 @@ impl Status {
 /// Decides whether a pod may run on a node at all.
 pub trait FilterPlugin: Send + Sync {
     fn name(&self) -> &'static str;
+    /// Whether the filter can refuse any node for `pod`; when not, a cycle
+    /// skips it for every node (Kubernetes' PreFilter answering `Skip`).
+    fn relevant(&self, _pod: &PodInfo) -> bool {
+        true
+    }
     /// [`Code::Success`] when `pod` may go to `node`.
     fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Status;
 }
@@ -294,6 +299,11 @@ pub trait FilterPlugin: Send + Sync {
 /// Ranks the nodes that passed every filter.
 pub trait ScorePlugin: Send + Sync {
     fn name(&self) -> &'static str;
+    /// Whether the plugin can tell nodes apart for `pod`; when not, a cycle
+    /// skips it (Kubernetes' PreScore answering `Skip`).
+    fn relevant(&self, _pod: &PodInfo) -> bool {
+        true
+    }
     /// A raw score for `node`; higher is better.
     ///
     /// # Errors
@@ -396,12 +406,18 @@ impl Framework {
         pod: &PodInfo,
         nodes: impl Iterator<Item = &'a NodeInfo>,
     ) -> Result<ScheduleResult, ScheduleError> {
+        let filters: Vec<&dyn FilterPlugin> = self
+            .filters
+            .iter()
+            .map(|f| &**f)
+            .filter(|f| f.relevant(pod))
+            .collect();
         let mut feasible: Vec<&NodeInfo> = Vec::new();
         let mut reasons: HashMap<Cow<'static, str>, usize> = HashMap::new();
         let mut num_nodes = 0;
         'nodes: for node in nodes {
             num_nodes += 1;
-            for f in &self.filters {
+            for f in &filters {
                 let status = f.filter(pod, node);
                 match status.code {
                     Code::Success => {}
@@ -436,6 +452,9 @@ impl Framework {
         let mut totals = vec![0i64; feasible.len()];
         let mut scores = vec![0i64; feasible.len()];
         for (plugin, weight) in &self.scores {
+            if *weight == 0 || !plugin.relevant(pod) {
+                continue;
+            }
             for (slot, node) in scores.iter_mut().zip(&feasible) {
                 *slot = plugin
                     .score(pod, node)

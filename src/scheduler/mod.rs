@@ -48,6 +48,8 @@ pub struct SchedulerConfig {
     /// Score weights of `NodeResourcesFit` and `NodeAffinity`.
     pub resources_fit_weight: i64,
     pub node_affinity_weight: i64,
+    /// Weight of `NodeResourcesBalancedAllocation` (0 turns it off).
+    pub balanced_allocation_weight: i64,
     /// Back-off after a failed attempt: first delay and cap.
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
@@ -65,6 +67,7 @@ impl Default for SchedulerConfig {
             strategy: ScoringStrategy::default(),
             resources_fit_weight: 1,
             node_affinity_weight: 2,
+            balanced_allocation_weight: 1,
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(10),
             max_binds_in_flight: 256,
@@ -87,6 +90,9 @@ impl SchedulerConfig {
         }
         if let Some(w) = file.node_affinity_weight {
             self.node_affinity_weight = w;
+        }
+        if let Some(w) = file.balanced_allocation_weight {
+            self.balanced_allocation_weight = w;
         }
         self
     }
@@ -113,6 +119,12 @@ impl SchedulerConfig {
                 (
                     Box::new(node_affinity::NodeAffinity),
                     self.node_affinity_weight,
+                ),
+                (
+                    Box::new(balanced_allocation::BalancedAllocation {
+                        resources: self.strategy.resources.iter().map(|r| r.0).collect(),
+                    }),
+                    self.balanced_allocation_weight,
                 ),
             ],
         }

@@ -6,7 +6,9 @@
 //!   score — preferred node affinity.
 //! - [`node_resources`]: filter — CPU, memory and pod count fit; score —
 //!   `MostAllocated`, `LeastAllocated` or `RequestedToCapacityRatio`.
+//! - [`balanced_allocation`]: score — resources used evenly.
 
+pub mod balanced_allocation;
 pub mod node_affinity;
 pub mod node_resources;
 pub mod node_unschedulable;

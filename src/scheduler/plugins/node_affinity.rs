@@ -68,6 +68,10 @@ impl FilterPlugin for NodeAffinity {
         "NodeAffinity"
     }
 
+    fn relevant(&self, pod: &PodInfo) -> bool {
+        !pod.node_selector.is_empty() || pod.required_affinity.is_some()
+    }
+
     fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Status {
         let selector_ok = pod
             .node_selector
@@ -88,6 +92,10 @@ impl FilterPlugin for NodeAffinity {
 impl ScorePlugin for NodeAffinity {
     fn name(&self) -> &'static str {
         "NodeAffinity"
+    }
+
+    fn relevant(&self, pod: &PodInfo) -> bool {
+        pod.preferred_affinity.iter().any(|t| t.weight != 0)
     }
 
     fn score(&self, pod: &PodInfo, node: &NodeInfo) -> Result<i64, Status> {
