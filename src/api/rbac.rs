@@ -25,10 +25,21 @@ pub struct Attributes {
 
 const RBAC_PREFIX: &str = "/registry/rbac.authorization.k8s.io/";
 
-/// The RBAC objects, by store key.
+/// Who asks where: the key of the rules cache.
+type RulesKey = (String, Vec<String>, String);
+
+/// Most (user, namespace) rule sets remembered; past it the cache starts
+/// over, so many one-off users cannot grow it without bound.
+const MAX_CACHED_RULE_SETS: usize = 4096;
+
+/// The RBAC objects, by store key, and the rules each (user, namespace)
+/// gets from them. Components ask thousands of times a second with the same
+/// identity, and collecting the rules walks every binding; the collected
+/// rules are kept until any RBAC object changes.
 #[derive(Default)]
 pub struct RbacCache {
     objects: RwLock<HashMap<String, Value>>,
+    rules: parking_lot::Mutex<HashMap<RulesKey, Arc<Vec<Value>>>>,
 }
 
 fn str_list(v: Option<&Value>) -> Vec<&str> {
@@ -122,6 +133,9 @@ impl RbacCache {
             while let Some(Ok(batch)) = watch.next().await {
                 let Some(cache) = weak.upgrade() else { return };
                 let mut objs = cache.objects.write();
+                // Cleared under the objects' lock: a reader cannot collect
+                // rules from the old objects and store them after this.
+                cache.rules.lock().clear();
                 for ev in &batch.events {
                     let key = String::from_utf8_lossy(&ev.kv.key).into_owned();
                     match ev.kind {
@@ -144,6 +158,7 @@ impl RbacCache {
     pub fn from_objects(objs: impl IntoIterator<Item = (String, Value)>) -> Self {
         RbacCache {
             objects: RwLock::new(objs.into_iter().collect()),
+            rules: Default::default(),
         }
     }
 
@@ -165,7 +180,15 @@ impl RbacCache {
     /// Every rule that applies to `user` in namespace `ns` (cluster-wide
     /// rules always; namespaced ones when `ns` is set).
     pub fn rules_for(&self, user: &UserInfo, ns: &str) -> Vec<Value> {
-        let objs = self.objects.read();
+        self.collect_rules(&self.objects.read(), user, ns)
+    }
+
+    fn collect_rules(
+        &self,
+        objs: &HashMap<String, Value>,
+        user: &UserInfo,
+        ns: &str,
+    ) -> Vec<Value> {
         let mut rules = Vec::new();
         for (key, b) in objs.iter() {
             let binding_ns = if let Some(rest) =
@@ -187,7 +210,7 @@ impl RbacCache {
                 .and_then(Value::as_array)
                 .is_some_and(|s| s.iter().any(|s| subject_matches(s, user, binding_ns)));
             if applies && let Some(r) = b.get("roleRef") {
-                rules.extend(self.role_rules(&objs, r, binding_ns));
+                rules.extend(self.role_rules(objs, r, binding_ns));
             }
         }
         rules
@@ -198,9 +221,28 @@ impl RbacCache {
         if user.groups.iter().any(|g| g == "system:masters") {
             return true;
         }
-        self.rules_for(user, &a.namespace)
+        self.cached_rules_for(user, &a.namespace)
             .iter()
             .any(|r| rule_allows(r, a))
+    }
+
+    /// [`RbacCache::rules_for`], remembered until an RBAC object changes.
+    fn cached_rules_for(&self, user: &UserInfo, ns: &str) -> Arc<Vec<Value>> {
+        let key = (user.username.clone(), user.groups.clone(), ns.to_string());
+        if let Some(r) = self.rules.lock().get(&key) {
+            return r.clone();
+        }
+        // The objects' read lock is held from collecting to storing, so a
+        // change (which clears under the write lock) cannot slip between.
+        let objs = self.objects.read();
+        let rules = Arc::new(self.collect_rules(&objs, user, ns));
+        let mut cached = self.rules.lock();
+        if cached.len() >= MAX_CACHED_RULE_SETS {
+            cached.clear();
+        }
+        cached.insert(key, rules.clone());
+        drop(objs);
+        rules
     }
 }
 
