@@ -4,7 +4,7 @@
 //! whose binding is still in flight. Counting assumed pods is what keeps
 //! two quick decisions from overcommitting the same node.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 
@@ -36,10 +36,72 @@ struct Entry {
     known: bool,
 }
 
+/// The nodes in name order, in one contiguous array: a cycle walks every
+/// node, and an array walk is several times faster than a tree walk. Nodes
+/// come and go rarely; pods are counted against them by index.
+#[derive(Debug, Default)]
+struct NodeTable {
+    entries: Vec<Entry>,
+    index: HashMap<String, usize>,
+}
+
+impl NodeTable {
+    fn get(&self, name: &str) -> Option<&Entry> {
+        self.index.get(name).map(|&i| &self.entries[i])
+    }
+
+    fn get_mut(&mut self, name: &str) -> Option<&mut Entry> {
+        self.index.get(name).map(|&i| &mut self.entries[i])
+    }
+
+    /// The entry of `name`, added (unknown, empty) in name order if missing.
+    fn entry(&mut self, name: &str) -> &mut Entry {
+        let i = match self.index.get(name) {
+            Some(&i) => i,
+            None => {
+                let at = self
+                    .entries
+                    .partition_point(|e| e.info.name.as_str() < name);
+                self.entries.insert(
+                    at,
+                    Entry {
+                        info: NodeInfo {
+                            name: name.to_string(),
+                            ..NodeInfo::default()
+                        },
+                        known: false,
+                    },
+                );
+                self.reindex(at);
+                at
+            }
+        };
+        &mut self.entries[i]
+    }
+
+    fn remove(&mut self, name: &str) {
+        if let Some(i) = self.index.remove(name) {
+            self.entries.remove(i);
+            self.reindex(i);
+        }
+    }
+
+    /// Index positions from `from` on after an insert or removal there.
+    fn reindex(&mut self, from: usize) {
+        for (i, e) in self.entries.iter().enumerate().skip(from) {
+            self.index.insert(e.info.name.clone(), i);
+        }
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter()
+    }
+}
+
 /// See the module doc.
 #[derive(Debug, Default)]
 pub struct Cache {
-    nodes: BTreeMap<String, Entry>,
+    nodes: NodeTable,
     pods: HashMap<String, Placed>,
 }
 
@@ -47,6 +109,11 @@ impl Cache {
     /// The nodes pods may be placed on, in name order.
     pub fn nodes(&self) -> impl Iterator<Item = &NodeInfo> {
         self.nodes.values().filter(|e| e.known).map(|e| &e.info)
+    }
+
+    /// How many nodes [`Cache::nodes`] yields at most.
+    pub fn node_count(&self) -> usize {
+        self.nodes.entries.len()
     }
 
     /// One node, if it is known.
@@ -61,7 +128,7 @@ impl Cache {
     /// Adds or updates a node, keeping what is placed on it.
     pub fn apply_node(&mut self, node: &Node) -> NodeChange {
         let mut fresh = NodeInfo::from_node(node);
-        let entry = self.nodes.entry(fresh.name.clone()).or_default();
+        let entry = self.nodes.entry(&fresh.name);
         fresh.requested = entry.info.requested;
         fresh.score_requested = entry.info.score_requested;
         let change = if entry.known && entry.info == fresh {
@@ -86,16 +153,7 @@ impl Cache {
     }
 
     fn place(&mut self, uid: &str, placed: Placed) {
-        let e = self
-            .nodes
-            .entry(placed.node.clone())
-            .or_insert_with(|| Entry {
-                info: NodeInfo {
-                    name: placed.node.clone(),
-                    ..NodeInfo::default()
-                },
-                known: false,
-            });
+        let e = self.nodes.entry(&placed.node);
         e.info.requested.add(&placed.requests);
         e.info.score_requested.add(&placed.score_requests);
         self.pods.insert(uid.to_string(), placed);
@@ -220,6 +278,23 @@ mod tests {
         assert_eq!(c.node("a").unwrap().requested.milli_cpu, 1500);
         assert!(c.remove_pod("u1"));
         assert_eq!(c.node("a").unwrap().requested, Resources::default());
+    }
+
+    #[test]
+    fn nodes_walk_in_name_order_whatever_order_they_came_in() {
+        let mut c = Cache::default();
+        for n in ["c", "a", "d", "b"] {
+            c.apply_node(&node_obj(n));
+        }
+        let names = |c: &Cache| c.nodes().map(|n| n.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&c), ["a", "b", "c", "d"]);
+        c.remove_node("b");
+        assert_eq!(names(&c), ["a", "c", "d"]);
+        // Pods still land on the right node after the shift.
+        c.apply_bound_pod(&bound("u1", "d", "1"), "d");
+        assert_eq!(c.node("d").unwrap().requested.milli_cpu, 1000);
+        assert_eq!(c.node("c").unwrap().requested.milli_cpu, 0);
+        assert_eq!(c.node_count(), 3);
     }
 
     #[test]

@@ -412,7 +412,8 @@ impl Framework {
             .map(|f| &**f)
             .filter(|f| f.relevant(pod))
             .collect();
-        let mut feasible: Vec<&NodeInfo> = Vec::new();
+        // Room for every node up front: no regrowth during the walk.
+        let mut feasible: Vec<&NodeInfo> = Vec::with_capacity(nodes.size_hint().1.unwrap_or(0));
         let mut reasons: HashMap<Cow<'static, str>, usize> = HashMap::new();
         let mut num_nodes = 0;
         'nodes: for node in nodes {

@@ -51,6 +51,12 @@ impl ScorePlugin for BalancedAllocation {
         if n < 2 {
             return Ok(MAX_NODE_SCORE);
         }
+        if n == 2 {
+            // The usual case (CPU and memory): the deviation of two values
+            // is half their distance.
+            let std = (fractions[0] - fractions[1]).abs() / 2.0;
+            return Ok(((1.0 - std) * MAX_NODE_SCORE as f64) as i64);
+        }
         let fractions = &fractions[..n];
         let mean = fractions.iter().sum::<f64>() / n as f64;
         let variance = fractions.iter().map(|f| (f - mean).powi(2)).sum::<f64>() / n as f64;
