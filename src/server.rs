@@ -76,8 +76,6 @@ pub struct ServerConfig {
     /// Extra names for the serving certificate.
     pub tls_sans: Vec<String>,
     pub store: StoreSpec,
-    /// How long the store gathers writes under load before a commit.
-    pub store_commit_linger: std::time::Duration,
     /// Bounds on what one etcd client may ask for.
     pub limits: Limits,
     /// Name reported by the Cluster API (`etcdctl member list`).
@@ -184,11 +182,7 @@ pub async fn run(
     let store: Store = match cfg.store {
         StoreSpec::Redb => {
             let path = data_dir.join(STORE_FILE);
-            let opts = RedbOptions {
-                commit_linger: cfg.store_commit_linger,
-                ..RedbOptions::default()
-            };
-            RedbStore::open(&path, opts)
+            RedbStore::open(&path, RedbOptions::default())
                 .map_err(|source| ServerError::OpenStore { path, source })?
         }
     };

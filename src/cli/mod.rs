@@ -150,11 +150,6 @@ pub struct ServerArgs {
     #[arg(long, default_value = "redb", value_parser = parse_store)]
     pub store: StoreSpec,
 
-    /// Under load, how long the store gathers writes before one durable
-    /// commit (a lone writer never waits); 0 commits at once.
-    #[arg(long, default_value = "0.2ms", value_parser = parse_duration, value_name = "DURATION")]
-    pub store_commit_linger: Duration,
-
     /// Largest request the etcd API accepts, in bytes (etcd's default: 1.5 MiB).
     #[arg(long, default_value_t = Limits::default().max_request_bytes)]
     pub max_request_bytes: usize,
@@ -423,7 +418,6 @@ impl ServerArgs {
             },
             tls_sans: self.tls_sans,
             store: self.store,
-            store_commit_linger: self.store_commit_linger,
             limits: Limits {
                 max_request_bytes: self.max_request_bytes,
                 max_txn_ops: self.max_txn_ops,

@@ -63,12 +63,6 @@ pub struct RedbOptions {
     /// Most write requests waiting for the writer; callers beyond it wait
     /// for room (backpressure) instead of growing memory.
     pub max_pending: usize,
-    /// Under load (the previous commit carried more than one request), how
-    /// long the writer keeps gathering requests before it commits. Each
-    /// commit costs a sync and page writes whatever it carries, so when
-    /// many clients write at once a short wait buys fewer, larger commits;
-    /// a lone writer never waits.
-    pub commit_linger: Duration,
     pub watch: WatchLimits,
 }
 
@@ -77,7 +71,6 @@ impl Default for RedbOptions {
         RedbOptions {
             max_batch: 4096,
             max_pending: 65_536,
-            commit_linger: Duration::from_micros(200),
             watch: WatchLimits::default(),
         }
     }
@@ -181,10 +174,9 @@ impl RedbStore {
         let (tx, rx) = std_mpsc::channel();
         let writer_shared = shared.clone();
         let max_batch = opts.max_batch.max(1);
-        let linger = opts.commit_linger;
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(db, writer_shared, rx, max_batch, linger))
+            .spawn(move || writer_loop(db, writer_shared, rx, max_batch))
             .map_err(|e| StoreError::Storage(format!("starting the writer thread: {e}")))?;
         Ok(Arc::new(RedbStore {
             shared,
@@ -520,12 +512,8 @@ fn writer_loop(
     shared: Arc<Shared>,
     rx: std_mpsc::Receiver<Request>,
     max_batch: usize,
-    linger: Duration,
 ) {
     let mut batch: Vec<Request> = Vec::with_capacity(max_batch);
-    // Requests the previous commit carried: more than one means others are
-    // writing at the same time, and gathering for `linger` pays.
-    let mut last_batch = 0;
     let mut replies: Vec<(oneshot::Sender<Result<Reply>>, Result<Reply>)> =
         Vec::with_capacity(max_batch);
     let mut buf = Vec::with_capacity(512);
@@ -552,20 +540,6 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        if last_batch > 1 && !batch.is_empty() && !linger.is_zero() {
-            let until = Instant::now() + linger;
-            while batch.len() < max_batch {
-                let left = until.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                match rx.recv_timeout(left) {
-                    Ok(req) => batch.push(req),
-                    Err(_) => break,
-                }
-            }
-        }
-        last_batch = batch.len();
 
         // Phase 1: apply in memory, in arrival order.
         let mut revisions: Vec<(Revision, Arc<[Event]>)> = Vec::new();
@@ -769,44 +743,6 @@ mod tests {
             .kvs
             .into_iter()
             .next()
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_lone_writer_never_waits_for_the_commit_linger_and_concurrent_writers_all_land() {
-        let dir = tempfile::tempdir().unwrap();
-        let opts = RedbOptions {
-            commit_linger: Duration::from_secs(2),
-            ..RedbOptions::default()
-        };
-        let store = Arc::new(RedbStore::open(&dir.path().join("s.redb"), opts).unwrap());
-        let start = Instant::now();
-        for i in 0..5 {
-            store.put(put_req("lone", &i.to_string())).await.unwrap();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(1),
-            "one writer at a time took {:?}",
-            start.elapsed()
-        );
-        // Many at once: batched, but every write is applied and answered.
-        let writers: Vec<_> = (0..64)
-            .map(|i| {
-                let store = store.clone();
-                tokio::spawn(async move { store.put(put_req(&format!("k{i}"), "v")).await })
-            })
-            .collect();
-        for w in writers {
-            w.await.unwrap().unwrap();
-        }
-        let all = store
-            .range(RangeRequest {
-                range: KeyRange::prefix("k"),
-                count_only: true,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(all.count, 64);
     }
 
     #[tokio::test]
