@@ -32,6 +32,7 @@ pub mod nodelifecycle;
 pub mod replicaset;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -72,41 +73,32 @@ pub fn retry_later() -> Action {
     Action::requeue(Duration::from_secs(2))
 }
 
-/// Pod events the shared pod watch buffers per controller before it waits
+/// Pod changes buffered per controller before the shared pod watch waits
 /// for the slowest one.
 const POD_EVENT_BUFFER: usize = 16_384;
 
-/// A controller's feed of the shared pod watch: every pod as it changes.
-pub type PodFeed = kube::runtime::reflector::ReflectHandle<Pod>;
+/// A controller's feed of the shared pod watch: every pod as it is listed,
+/// changed or deleted.
+pub type PodFeed = futures::channel::mpsc::Receiver<Arc<Pod>>;
 
 /// Runs every controller until `shutdown`.
 ///
 /// Four controllers follow pods. They share one watch, decoded once, as
 /// Kubernetes' controller manager shares its informers: with a watch each,
-/// every pod change would be encoded, sent and decoded four times.
+/// every pod change would be encoded, sent and decoded four times. The
+/// fan-out is ours rather than kube-runtime's shared reflector, which
+/// passes deletions on to no one and can stall a subscriber whose pod was
+/// deleted before it looked the pod up.
 pub async fn run(client: kube::Client, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
-    use futures::StreamExt;
-    use kube::runtime::{WatchStreamExt, reflector, watcher};
     let stop = crate::shutdown::Stop::new(shutdown);
-    let (_pods, writer) = reflector::store_shared::<Pod>(POD_EVENT_BUFFER);
-    let feed = || {
-        writer
-            .subscribe()
-            .expect("a shared store always hands out subscriptions")
+    let mut feeds = Vec::new();
+    let mut feed = || {
+        let (tx, rx) = futures::channel::mpsc::channel(POD_EVENT_BUFFER);
+        feeds.push(tx);
+        rx
     };
     let (rs_pods, job_pods, ds_pods, ep_pods) = (feed(), feed(), feed(), feed());
-    let informer = watcher(
-        kube::Api::<Pod>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .reflect_shared(writer)
-    .take_until(stop.wait())
-    .for_each(|event| async move {
-        if let Err(e) = event {
-            tracing::warn!(error = %e, "controllers: pod watch failed; retrying");
-        }
-    });
+    let informer = share_pods(client.clone(), feeds, stop.wait());
     tokio::join!(
         informer,
         replicaset::run(client.clone(), rs_pods, stop.wait()),
@@ -116,6 +108,45 @@ pub async fn run(client: kube::Client, shutdown: impl Future<Output = ()> + Send
         cronjob::run(client.clone(), stop.wait()),
         daemonset::run(client, ds_pods, stop.wait()),
     );
+}
+
+/// Watches every pod and hands each listed, changed or deleted pod to
+/// every feed, waiting when one is full (its controller is behind) and
+/// dropping feeds whose controller has stopped.
+async fn share_pods(
+    client: kube::Client,
+    mut feeds: Vec<futures::channel::mpsc::Sender<Arc<Pod>>>,
+    shutdown: impl Future<Output = ()>,
+) {
+    use futures::{SinkExt, StreamExt};
+    use kube::runtime::{WatchStreamExt, watcher};
+    let events = watcher(kube::Api::<Pod>::all(client), watcher::Config::default())
+        .default_backoff()
+        .take_until(shutdown);
+    let mut events = std::pin::pin!(events);
+    while let Some(event) = events.next().await {
+        let pod = match event {
+            Ok(
+                watcher::Event::Apply(pod)
+                | watcher::Event::InitApply(pod)
+                | watcher::Event::Delete(pod),
+            ) => Arc::new(pod),
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "controllers: pod watch failed; retrying");
+                continue;
+            }
+        };
+        let mut stopped = Vec::new();
+        for (i, feed) in feeds.iter_mut().enumerate() {
+            if feed.send(pod.clone()).await.is_err() {
+                stopped.push(i);
+            }
+        }
+        for i in stopped.into_iter().rev() {
+            feeds.remove(i);
+        }
+    }
 }
 
 /// Runs [`run`]'s controllers and the node lifecycle controller until
