@@ -15,7 +15,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use jiff::tz::TimeZone;
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -27,10 +26,10 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
+use super::ControllerError;
 use super::events::EventType::Normal;
 use super::events::record;
 use super::job::is_finished;
-use super::{ControllerError, retry_later};
 use crate::resources::cron::Schedule;
 
 /// The name events from this controller carry.
@@ -47,25 +46,10 @@ struct Ctx {
 pub async fn run(client: kube::Client, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let cronjobs: Api<CronJob> = Api::all(client.clone());
     let jobs: Api<Job> = Api::all(client.clone());
-    Controller::new(cronjobs, watcher::Config::default())
+    let controller = Controller::new(cronjobs, watcher::Config::default())
         .owns(jobs, watcher::Config::default())
-        .graceful_shutdown_on(shutdown)
-        .run(
-            super::metrics::timed("cronjob", reconcile),
-            error_policy,
-            Arc::new(Ctx { client }),
-        )
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "cronjob reconcile");
-            }
-        })
-        .await;
-}
-
-fn error_policy(_cj: Arc<CronJob>, e: &ControllerError, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %e, "cronjob reconcile failed; retrying");
-    retry_later()
+        .graceful_shutdown_on(shutdown);
+    super::drive(controller, "cronjob", reconcile, Arc::new(Ctx { client })).await;
 }
 
 /// The zone a CronJob's schedule is read in.

@@ -14,7 +14,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetSpec, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodTemplateSpec,
@@ -35,7 +34,7 @@ use super::deployment::template_hash;
 use super::events::EventType::Normal;
 use super::events::record;
 use super::replicaset::is_ready;
-use super::{ControllerError, retry_later, selector_query};
+use super::{ControllerError, selector_query};
 use crate::scheduler::framework::{FilterPlugin, NodeInfo, PodInfo};
 use crate::scheduler::plugins::{node_affinity, taint_toleration};
 
@@ -72,7 +71,7 @@ pub async fn run(
     // A node coming, going or changing labels or taints concerns every
     // DaemonSet.
     let all = controller.store();
-    controller
+    let controller = controller
         .owns_shared_stream(pods)
         .watches(nodes, watcher::Config::default(), move |_node: Node| {
             all.state()
@@ -80,23 +79,8 @@ pub async fn run(
                 .map(|ds| ObjectRef::from_obj(&**ds))
                 .collect::<Vec<_>>()
         })
-        .graceful_shutdown_on(shutdown)
-        .run(
-            super::metrics::timed("daemonset", reconcile),
-            error_policy,
-            Arc::new(Ctx { client }),
-        )
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "daemonset reconcile");
-            }
-        })
-        .await;
-}
-
-fn error_policy(_ds: Arc<DaemonSet>, e: &ControllerError, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %e, "daemonset reconcile failed; retrying");
-    retry_later()
+        .graceful_shutdown_on(shutdown);
+    super::drive(controller, "daemonset", reconcile, Arc::new(Ctx { client })).await;
 }
 
 /// The template's tolerations plus the daemon defaults it lacks.

@@ -8,7 +8,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec,
 };
@@ -21,7 +20,7 @@ use kube::runtime::watcher;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::{ControllerError, retry_later, selector_query};
+use super::{ControllerError, selector_query};
 
 /// The label (and selector term) that ties a ReplicaSet to its template.
 pub const HASH_LABEL: &str = "pod-template-hash";
@@ -36,25 +35,16 @@ struct Ctx {
 pub async fn run(client: kube::Client, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let deployments: Api<Deployment> = Api::all(client.clone());
     let rs: Api<ReplicaSet> = Api::all(client.clone());
-    Controller::new(deployments, watcher::Config::default())
+    let controller = Controller::new(deployments, watcher::Config::default())
         .owns(rs, watcher::Config::default())
-        .graceful_shutdown_on(shutdown)
-        .run(
-            super::metrics::timed("deployment", reconcile),
-            error_policy,
-            Arc::new(Ctx { client }),
-        )
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "deployment reconcile");
-            }
-        })
-        .await;
-}
-
-fn error_policy(_d: Arc<Deployment>, e: &ControllerError, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %e, "deployment reconcile failed; retrying");
-    retry_later()
+        .graceful_shutdown_on(shutdown);
+    super::drive(
+        controller,
+        "deployment",
+        reconcile,
+        Arc::new(Ctx { client }),
+    )
+    .await;
 }
 
 /// The template's hash: 10 characters from the sha256 of its JSON.

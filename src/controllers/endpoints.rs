@@ -18,7 +18,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
     EndpointAddress, EndpointPort as CorePort, EndpointSubset, Endpoints, ObjectReference, Pod,
     Service,
@@ -81,26 +80,17 @@ pub async fn run(
         let name = labels.get(SERVICE_NAME_LABEL)?;
         Some(ObjectRef::<Service>::new(name).within(&ns))
     };
-    controller
+    let controller = controller
         .watches_shared_stream(pods, pod_to_services)
         .watches(slices, watcher::Config::default(), slice_to_service)
-        .graceful_shutdown_on(shutdown)
-        .run(
-            super::metrics::timed("endpointslice", reconcile),
-            error_policy,
-            Arc::new(Ctx { client }),
-        )
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "endpoints reconcile");
-            }
-        })
-        .await;
-}
-
-fn error_policy(_svc: Arc<Service>, e: &ControllerError, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %e, "endpoints reconcile failed; retrying");
-    retry_later()
+        .graceful_shutdown_on(shutdown);
+    super::drive(
+        controller,
+        "endpointslice",
+        reconcile,
+        Arc::new(Ctx { client }),
+    )
+    .await;
 }
 
 /// The service's selector, when it has a non-empty one (services without

@@ -18,7 +18,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobSpec, UncountedTerminatedPods};
 use k8s_openapi::api::core::v1::{EnvVar, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -32,7 +31,7 @@ use serde_json::json;
 use super::events::EventType::{Normal, Warning};
 use super::events::record;
 use super::replicaset::{is_active, is_ready};
-use super::{ControllerError, retry_later, selector_query};
+use super::{ControllerError, selector_query};
 
 /// Most pods created or deleted for one Job in one pass.
 const BURST: usize = 500;
@@ -58,25 +57,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let jobs: Api<Job> = Api::all(client.clone());
-    Controller::new(jobs, watcher::Config::default())
+    let controller = Controller::new(jobs, watcher::Config::default())
         .owns_shared_stream(pods)
-        .graceful_shutdown_on(shutdown)
-        .run(
-            super::metrics::timed("job", reconcile),
-            error_policy,
-            Arc::new(Ctx { client }),
-        )
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "job reconcile");
-            }
-        })
-        .await;
-}
-
-fn error_policy(_job: Arc<Job>, e: &ControllerError, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %e, "job reconcile failed; retrying");
-    retry_later()
+        .graceful_shutdown_on(shutdown);
+    super::drive(controller, "job", reconcile, Arc::new(Ctx { client })).await;
 }
 
 fn phase(p: &Pod) -> Option<&str> {

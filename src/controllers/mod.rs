@@ -68,6 +68,44 @@ where
     }
 }
 
+/// Runs a built controller until its shutdown: every reconcile timed under
+/// `name` in the controller metrics, and a failed one logged and retried
+/// after [`retry_later`]. The one tail every controller shares.
+pub async fn drive<K, C, F, Fut>(
+    controller: kube::runtime::Controller<K>,
+    name: &'static str,
+    reconcile: F,
+    ctx: Arc<C>,
+) where
+    K: Clone
+        + kube::Resource<DynamicType = ()>
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    C: Send + Sync + 'static,
+    F: Fn(Arc<K>, Arc<C>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Action, ControllerError>> + Send + 'static,
+{
+    use futures::StreamExt;
+    controller
+        .run(
+            metrics::timed(name, reconcile),
+            move |_obj, e: &ControllerError, _ctx| {
+                tracing::warn!(error = %e, "{name} reconcile failed; retrying");
+                retry_later()
+            },
+            ctx,
+        )
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "{name} reconcile");
+            }
+        })
+        .await;
+}
+
 /// Requeue after a failure: soon, but not in a tight loop.
 pub fn retry_later() -> Action {
     Action::requeue(Duration::from_secs(2))

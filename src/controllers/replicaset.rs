@@ -6,7 +6,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -16,7 +15,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use serde_json::json;
 
-use super::{ControllerError, retry_later, selector_matches, selector_query};
+use super::{ControllerError, selector_matches, selector_query};
 
 /// Most pods created or deleted for one ReplicaSet in one pass, so a large
 /// scale-up is spread over passes and never floods the API server.
@@ -33,25 +32,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let rs: Api<ReplicaSet> = Api::all(client.clone());
-    Controller::new(rs, watcher::Config::default())
+    let controller = Controller::new(rs, watcher::Config::default())
         .owns_shared_stream(pods)
-        .graceful_shutdown_on(shutdown)
-        .run(
-            super::metrics::timed("replicaset", reconcile),
-            error_policy,
-            Arc::new(Ctx { client }),
-        )
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "replicaset reconcile");
-            }
-        })
-        .await;
-}
-
-fn error_policy(_rs: Arc<ReplicaSet>, e: &ControllerError, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %e, "replicaset reconcile failed; retrying");
-    retry_later()
+        .graceful_shutdown_on(shutdown);
+    super::drive(
+        controller,
+        "replicaset",
+        reconcile,
+        Arc::new(Ctx { client }),
+    )
+    .await;
 }
 
 /// A pod that counts towards `replicas`: not finished, not being deleted.
