@@ -321,19 +321,17 @@ pub async fn run(
     );
     let agent = match cfg.agent.clone() {
         Some(kcfg) => Some((
-            local_agent_credentials(&kcfg, &pki, &api_url, api_tls.is_some(), &api_state.tokens)?,
+            local_agent_credentials(&kcfg, &pki, &api_state, api_tls.is_some())?,
             kcfg,
         )),
         None => None,
     };
     let controllers_client = if cfg.controllers {
-        Some(component_client(
-            &pki,
-            &api_url,
-            api_tls.is_some(),
-            &api_state.tokens,
+        Some(crate::api::local::client(
+            api_state.clone(),
             "system:kube-controller-manager",
-        )?)
+            &[],
+        ))
     } else {
         None
     };
@@ -341,13 +339,8 @@ pub async fn run(
     let identity = crate::controllers::leader::persistent_identity(&data_dir);
     let scheduler = match cfg.scheduler.clone() {
         Some(scfg) => {
-            let client = component_client(
-                &pki,
-                &api_url,
-                api_tls.is_some(),
-                &api_state.tokens,
-                "system:kube-scheduler",
-            )?;
+            let client =
+                crate::api::local::client(api_state.clone(), "system:kube-scheduler", &[]);
             let (identity, le, stop) = (identity.clone(), cfg.leader_election.clone(), stop.wait());
             Some(tokio::spawn(async move {
                 let c = client.clone();
@@ -448,63 +441,15 @@ pub async fn run(
     result
 }
 
-/// An API client for a control-plane component running inside the server,
-/// as `user`: a client certificate with TLS, a token without.
-fn component_client(
-    pki: &ClusterPki,
-    api_url: &str,
-    tls: bool,
-    tokens: &crate::api::authn::TokenAuthority,
-    user: &str,
-) -> Result<kube::Client, ServerError> {
-    use crate::client::{ClientConfig, Credential};
-    let err = |message: String| ServerError::Component {
-        user: user.to_string(),
-        message,
-    };
-    let ttl = std::time::Duration::from_secs(365 * 24 * 3600);
-    let credential = if tls {
-        let cert = pki
-            .issue(&crate::pki::CertSpec {
-                common_name: user.to_string(),
-                organizations: Vec::new(),
-                dns_names: Vec::new(),
-                ips: Vec::new(),
-                server: false,
-                client: true,
-                validity: ttl,
-            })
-            .map_err(|e| err(e.to_string()))?;
-        Credential::ClientCert {
-            cert_pem: cert.cert_pem,
-            key_pem: cert.key_pem,
-        }
-    } else {
-        Credential::Token(
-            tokens
-                .issue_user(user, &[], ttl)
-                .map_err(|e| err(e.to_string()))?,
-        )
-    };
-    crate::client::build(&ClientConfig {
-        server: api_url.to_string(),
-        ca_pem: tls.then(|| pki.ca_cert_pem().to_string()),
-        credential,
-        connect_timeout: std::time::Duration::from_secs(5),
-    })
-    .map_err(|e| err(e.to_string()))
-}
-
-/// What the kubelet inside `wkube server` uses: an API client with a node
-/// credential (`system:node:NAME` in `system:nodes`: a client certificate
-/// with TLS, a token without), the cluster CA, and the agent endpoint's
-/// serving certificate.
+/// What the kubelet inside `wkube server` uses: an in-process API client
+/// acting as its node (`system:node:NAME` in `system:nodes`), and with TLS
+/// the cluster CA and the agent endpoint's certificates (serving, and the
+/// node's client certificate for calls to other nodes' agents).
 fn local_agent_credentials(
     kcfg: &crate::kubelet::KubeletConfig,
     pki: &ClusterPki,
-    api_url: &str,
+    api_state: &std::sync::Arc<crate::api::ApiState>,
     tls: bool,
-    tokens: &crate::api::authn::TokenAuthority,
 ) -> Result<
     (
         kube::Client,
@@ -513,71 +458,50 @@ fn local_agent_credentials(
     ),
     ServerError,
 > {
-    use crate::client::{ClientConfig, Credential};
     use crate::pki::CertSpec;
     let user = format!("system:node:{}", kcfg.node_name);
-    let agent_err = |message: String| ServerError::Agent { message };
-    let (credential, ca, agent_tls) = if tls {
-        let pki_err = |e: PkiError| agent_err(e.to_string());
-        let client_cert = pki
-            .issue(&CertSpec {
-                common_name: user.clone(),
-                organizations: vec!["system:nodes".into()],
-                dns_names: Vec::new(),
-                ips: Vec::new(),
-                server: false,
-                client: true,
-                validity: std::time::Duration::from_secs(365 * 24 * 3600),
-            })
-            .map_err(pki_err)?;
-        let mut ips: Vec<IpAddr> = vec![IpAddr::V4(kcfg.node_ip)];
-        if kcfg.node_ip != Ipv4Addr::LOCALHOST {
-            ips.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
-        }
-        let serving = pki
-            .issue(&CertSpec {
-                common_name: kcfg.node_name.clone(),
-                organizations: vec!["system:nodes".into()],
-                dns_names: vec![kcfg.node_name.clone()],
-                ips,
-                server: true,
-                client: false,
-                validity: std::time::Duration::from_secs(365 * 24 * 3600),
-            })
-            .map_err(pki_err)?;
-        let ca = pki.ca_cert_pem().to_string();
-        (
-            Credential::ClientCert {
-                cert_pem: client_cert.cert_pem.clone(),
-                key_pem: client_cert.key_pem.clone(),
-            },
-            Some(ca.clone()),
-            Some(crate::kubelet::AgentTls {
-                cert_pem: serving.cert_pem,
-                key_pem: serving.key_pem,
-                ca_pem: ca,
-                client_cert_pem: client_cert.cert_pem,
-                client_key_pem: client_cert.key_pem,
-            }),
-        )
-    } else {
-        let token = tokens
-            .issue_user(
-                &user,
-                &["system:nodes".to_string()],
-                std::time::Duration::from_secs(365 * 24 * 3600),
-            )
-            .map_err(|e| agent_err(e.to_string()))?;
-        (Credential::Token(token), None, None)
+    let client = crate::api::local::client(api_state.clone(), &user, &["system:nodes"]);
+    if !tls {
+        return Ok((client, None, None));
+    }
+    let pki_err = |e: PkiError| ServerError::Agent {
+        message: e.to_string(),
     };
-    let client = crate::client::build(&ClientConfig {
-        server: api_url.to_string(),
+    let client_cert = pki
+        .issue(&CertSpec {
+            common_name: user.clone(),
+            organizations: vec!["system:nodes".into()],
+            dns_names: Vec::new(),
+            ips: Vec::new(),
+            server: false,
+            client: true,
+            validity: std::time::Duration::from_secs(365 * 24 * 3600),
+        })
+        .map_err(pki_err)?;
+    let mut ips: Vec<IpAddr> = vec![IpAddr::V4(kcfg.node_ip)];
+    if kcfg.node_ip != Ipv4Addr::LOCALHOST {
+        ips.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+    let serving = pki
+        .issue(&CertSpec {
+            common_name: kcfg.node_name.clone(),
+            organizations: vec!["system:nodes".into()],
+            dns_names: vec![kcfg.node_name.clone()],
+            ips,
+            server: true,
+            client: false,
+            validity: std::time::Duration::from_secs(365 * 24 * 3600),
+        })
+        .map_err(pki_err)?;
+    let ca = pki.ca_cert_pem().to_string();
+    let agent_tls = crate::kubelet::AgentTls {
+        cert_pem: serving.cert_pem,
+        key_pem: serving.key_pem,
         ca_pem: ca.clone(),
-        credential,
-        connect_timeout: std::time::Duration::from_secs(5),
-    })
-    .map_err(|e| agent_err(e.to_string()))?;
-    Ok((client, ca, agent_tls))
+        client_cert_pem: client_cert.cert_pem,
+        client_key_pem: client_cert.key_pem,
+    };
+    Ok((client, Some(ca), Some(agent_tls)))
 }
 
 /// Write `DATA/admin.kubeconfig` unless one with a token that is still good

@@ -21,6 +21,7 @@ pub mod discovery;
 pub mod handlers;
 pub mod join;
 pub mod kubeconfig;
+pub mod local;
 pub mod metrics;
 pub mod modules;
 pub mod nodeauthz;
