@@ -59,7 +59,7 @@ async fn reconcile_role_rules(
     };
     let r = state
         .registry
-        .guaranteed_update(k, None, name, |mut current| {
+        .guaranteed_update(k, None, name, |current| {
             let opted_out = current
                 .pointer("/metadata/annotations/rbac.authorization.kubernetes.io~1autoupdate")
                 .and_then(Value::as_str)
@@ -71,11 +71,11 @@ async fn reconcile_role_rules(
                 .cloned()
                 .collect();
             if opted_out || missing.is_empty() {
-                return Ok(None);
+                return Ok(false);
             }
             rules.extend(missing);
             current["rules"] = json!(rules);
-            Ok(Some(current))
+            Ok(true)
         })
         .await;
     match r {
@@ -144,7 +144,7 @@ pub async fn run(state: &ApiState, advertise: Ipv4Addr, port: u16) -> Result<(),
             let rv = super::registry::parse_rv(objects::rv_of(&current).unwrap_or("0"))?;
             state
                 .registry
-                .update(ep, Some("default"), "kubernetes", rv, &next)
+                .update(ep, Some("default"), "kubernetes", rv, next)
                 .await?;
         }
         Some(_) => {}
@@ -176,7 +176,7 @@ pub async fn run(state: &ApiState, advertise: Ipv4Addr, port: u16) -> Result<(),
             let rv = super::registry::parse_rv(objects::rv_of(&current).unwrap_or("0"))?;
             state
                 .registry
-                .update(slices, Some("default"), "kubernetes", rv, &next)
+                .update(slices, Some("default"), "kubernetes", rv, next)
                 .await?;
         }
         Some(_) => {}
@@ -287,7 +287,7 @@ pub async fn finalize_namespace(registry: &Registry, ns: &str) -> Result<(), Api
     if finalizers_left {
         let mut next = current.clone();
         next["spec"]["finalizers"] = json!([]);
-        registry.update(ns_kind, None, ns, rv, &next).await?;
+        registry.update(ns_kind, None, ns, rv, next).await?;
         return Ok(());
     }
     match registry.delete(ns_kind, None, ns, rv).await {
@@ -380,7 +380,7 @@ pub async fn collect_dependents(
                     GcPolicy::Orphan => {
                         let res = state
                             .registry
-                            .guaranteed_update(k, ns.as_deref(), &name, |mut o| {
+                            .guaranteed_update(k, ns.as_deref(), &name, |o| {
                                 let refs: Vec<Value> = o["metadata"]["ownerReferences"]
                                     .as_array()
                                     .cloned()
@@ -389,7 +389,7 @@ pub async fn collect_dependents(
                                     .filter(|r| r.get("uid").and_then(Value::as_str) != Some(uid))
                                     .collect();
                                 o["metadata"]["ownerReferences"] = json!(refs);
-                                Ok(Some(o))
+                                Ok(true)
                             })
                             .await;
                         match res {
@@ -435,7 +435,7 @@ pub async fn collect_dependents(
     };
     let updated = state
         .registry
-        .guaranteed_update(owner_kind, owner_ns, owner_name, |mut o| {
+        .guaranteed_update(owner_kind, owner_ns, owner_name, |o| {
             let list: Vec<Value> = o["metadata"]["finalizers"]
                 .as_array()
                 .cloned()
@@ -444,7 +444,7 @@ pub async fn collect_dependents(
                 .filter(|f| f != finalizer)
                 .collect();
             o["metadata"]["finalizers"] = json!(list);
-            Ok(Some(o))
+            Ok(true)
         })
         .await;
     match updated {

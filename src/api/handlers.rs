@@ -362,14 +362,16 @@ pub async fn create(
         state.admission.on_create_failed(state, kind, &obj).await;
         return Ok((obj, warnings));
     }
-    let created = state
-        .registry
-        .create(kind, ns.as_deref(), &name, &obj)
-        .await;
-    if created.is_err() {
-        state.admission.on_create_failed(state, kind, &obj).await;
+    match state.registry.insert(kind, ns.as_deref(), &name, &obj).await {
+        Ok(rev) => {
+            super::registry::stamp(&mut obj, rev);
+            Ok((obj, warnings))
+        }
+        Err(e) => {
+            state.admission.on_create_failed(state, kind, &obj).await;
+            Err(e)
+        }
     }
-    Ok((created?, warnings))
 }
 
 /// Replace an object. `sub` is `Some("status")` for status writes.
@@ -420,7 +422,7 @@ pub async fn update(
     }
     let stored = state
         .registry
-        .update(kind, ns, name, expected, &admitted)
+        .update(kind, ns, name, expected, admitted)
         .await?;
     let stored = state.finish_if_deleting(kind, ns, name, stored).await?;
     Ok((stored, StatusCode::OK, warnings))
@@ -504,7 +506,7 @@ pub async fn delete(
             if marked == current {
                 return Ok((StatusCode::OK, current));
             }
-            match state.registry.update(kind, ns, name, rv, &marked).await {
+            match state.registry.update(kind, ns, name, rv, marked).await {
                 Ok(stored) => {
                     // Foreground and orphan deletions finish once the
                     // dependents are gone or released.

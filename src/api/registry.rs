@@ -90,14 +90,54 @@ pub fn decode(kv: &KeyValue) -> Result<Value, ApiError> {
 }
 
 fn encode(obj: &Value) -> Result<Bytes, ApiError> {
-    let mut obj = obj.clone();
-    // The revision is the store's business; never store a stale copy.
-    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.remove("resourceVersion");
-    }
-    serde_json::to_vec(&obj)
+    serde_json::to_vec(&Unversioned(obj))
         .map(Bytes::from)
         .map_err(ApiError::internal)
+}
+
+/// Serializes an object without `metadata.resourceVersion`: the revision
+/// is the store's business, so a stale copy is never stored. Written out
+/// rather than cloned and trimmed, since every write passes here.
+struct Unversioned<'a>(&'a Value);
+
+impl serde::Serialize for Unversioned<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Value::Object(top) = self.0 else {
+            return self.0.serialize(s);
+        };
+        let mut out = s.serialize_map(Some(top.len()))?;
+        for (k, v) in top {
+            match v {
+                Value::Object(meta) if k == "metadata" => {
+                    out.serialize_entry(k, &WithoutRv(meta))?;
+                }
+                _ => out.serialize_entry(k, v)?,
+            }
+        }
+        out.end()
+    }
+}
+
+/// A `metadata` map without its `resourceVersion`.
+struct WithoutRv<'a>(&'a serde_json::Map<String, Value>);
+
+impl serde::Serialize for WithoutRv<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut out = s.serialize_map(None)?;
+        for (k, v) in self.0 {
+            if k != "resourceVersion" {
+                out.serialize_entry(k, v)?;
+            }
+        }
+        out.end()
+    }
+}
+
+/// Sets `metadata.resourceVersion` of an object just written at `rev`.
+pub fn stamp(obj: &mut Value, rev: Revision) {
+    obj["metadata"]["resourceVersion"] = Value::String(rev.to_string());
 }
 
 /// Parse a `resourceVersion` string.
@@ -306,7 +346,8 @@ impl Registry {
         }
     }
 
-    /// Store a new object. Fails with `AlreadyExists` if the name is taken.
+    /// Store a new object and return a copy of it at its resourceVersion.
+    /// Fails with `AlreadyExists` if the name is taken.
     pub async fn create(
         &self,
         kind: &Kind,
@@ -314,6 +355,22 @@ impl Registry {
         name: &str,
         obj: &Value,
     ) -> Result<Value, ApiError> {
+        let rev = self.insert(kind, ns, name, obj).await?;
+        let mut out = obj.clone();
+        stamp(&mut out, rev);
+        Ok(out)
+    }
+
+    /// Store a new object; returns its revision, for a caller that keeps
+    /// its own copy (see [`stamp`]). Fails with `AlreadyExists` if the name
+    /// is taken.
+    pub async fn insert(
+        &self,
+        kind: &Kind,
+        ns: Option<&str>,
+        name: &str,
+        obj: &Value,
+    ) -> Result<Revision, ApiError> {
         let key = Bytes::from(kind.key(ns, name));
         let value = encode(obj)?;
         let resp = self
@@ -339,9 +396,7 @@ impl Registry {
                 name: name.to_string(),
             });
         }
-        let mut out = obj.clone();
-        out["metadata"]["resourceVersion"] = Value::String(resp.header.revision.to_string());
-        Ok(out)
+        Ok(resp.header.revision)
     }
 
     /// Replace an object if it is still at `expected` (its mod revision).
@@ -351,20 +406,19 @@ impl Registry {
         ns: Option<&str>,
         name: &str,
         expected: Revision,
-        obj: &Value,
+        mut obj: Value,
     ) -> Result<Value, ApiError> {
         let key = Bytes::from(kind.key(ns, name));
         let put = TxnOp::Put(PutRequest {
             key: key.clone(),
-            value: encode(obj)?,
+            value: encode(&obj)?,
             ..Default::default()
         });
         let resp = self
             .compare_and_swap(kind, name, key, expected, put)
             .await?;
-        let mut out = obj.clone();
-        out["metadata"]["resourceVersion"] = Value::String(resp.header.revision.to_string());
-        Ok(out)
+        stamp(&mut obj, resp.header.revision);
+        Ok(obj)
     }
 
     /// Remove an object if it is still at `expected`. Returns the removed
@@ -438,8 +492,9 @@ impl Registry {
         })
     }
 
-    /// Read-modify-write with retries on conflict: `f` gets the current
-    /// object and returns the new one (or `None` to leave it unchanged).
+    /// Read-modify-write with retries on conflict: `f` changes the current
+    /// object in place and says whether it changed anything (`false`
+    /// writes nothing and returns the object as it was).
     pub async fn guaranteed_update<F>(
         &self,
         kind: &Kind,
@@ -448,20 +503,20 @@ impl Registry {
         mut f: F,
     ) -> Result<Value, ApiError>
     where
-        F: FnMut(Value) -> Result<Option<Value>, ApiError> + Send,
+        F: FnMut(&mut Value) -> Result<bool, ApiError> + Send,
     {
         for _ in 0..16 {
-            let current = self.get(kind, ns, name).await?;
+            let mut current = self.get(kind, ns, name).await?;
             let rv = current
                 .pointer("/metadata/resourceVersion")
                 .and_then(Value::as_str)
                 .map(parse_rv)
                 .transpose()?
                 .unwrap_or(0);
-            let Some(next) = f(current.clone())? else {
+            if !f(&mut current)? {
                 return Ok(current);
-            };
-            match self.update(kind, ns, name, rv, &next).await {
+            }
+            match self.update(kind, ns, name, rv, current).await {
                 Err(ApiError::Conflict { .. }) => continue,
                 other => return other,
             }
@@ -482,6 +537,22 @@ mod tests {
             mod_revision: rev,
             version: 1,
             lease: 0,
+        }
+    }
+
+    #[test]
+    fn stored_bytes_never_carry_a_resource_version() {
+        let obj = serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "resourceVersion": "41", "uid": "u"},
+            "spec": {"nodeName": "n", "resourceVersion": "kept: not metadata"},
+        });
+        let mut want = obj.clone();
+        want["metadata"].as_object_mut().unwrap().remove("resourceVersion");
+        assert_eq!(encode(&obj).unwrap(), serde_json::to_vec(&want).unwrap());
+        // Not an object, or metadata that is not a map: written as it is.
+        for v in [serde_json::json!([1, 2]), serde_json::json!({"metadata": "x"})] {
+            assert_eq!(encode(&v).unwrap(), serde_json::to_vec(&v).unwrap());
         }
     }
 

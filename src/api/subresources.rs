@@ -256,7 +256,7 @@ pub async fn bind(
     let pods = resources::by_resource("", "v1", "pods").ok_or(ApiError::NoRoute)?;
     state
         .registry
-        .guaranteed_update(pods, ns, name, |mut pod| {
+        .guaranteed_update(pods, ns, name, |pod| {
             if pod.pointer("/metadata/deletionTimestamp").is_some() {
                 return Err(ApiError::Conflict {
                     group: String::new(),
@@ -276,11 +276,15 @@ pub async fn bind(
             pod["spec"]["nodeName"] = json!(node);
             let cond = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
                               "lastTransitionTime": objects::now_rfc3339()});
-            let conds = pod["status"]["conditions"].as_array().cloned().unwrap_or_default();
-            let mut conds: Vec<Value> = conds.into_iter().filter(|c| c["type"] != "PodScheduled").collect();
-            conds.push(cond);
-            pod["status"]["conditions"] = json!(conds);
-            Ok(Some(pod))
+            let conds = &mut pod["status"]["conditions"];
+            if !conds.is_array() {
+                *conds = json!([]);
+            }
+            if let Some(list) = conds.as_array_mut() {
+                list.retain(|c| c["type"] != "PodScheduled");
+                list.push(cond);
+            }
+            Ok(true)
         })
         .await?;
     Ok(())

@@ -304,10 +304,11 @@ async fn tag_module(
         .guaranteed_update(kind, None, name, |current| {
             let (next, before) = with_tag(current.clone(), tag, digest, &info)?;
             replaced = before.filter(|b| b != digest);
-            if next == current {
-                return Ok(None);
+            if next == *current {
+                return Ok(false);
             }
-            Ok(Some(next))
+            *current = next;
+            Ok(true)
         })
         .await?;
     Ok((
