@@ -409,7 +409,7 @@ pub fn admit(
         Vec::new()
     } else {
         let mut out = Vec::new();
-        unknown_fields(&obj, &normalized, "", &mut out);
+        unknown_fields(&obj, &normalized, &mut out);
         out
     };
     if validation == FieldValidation::Strict && !unknown.is_empty() {
@@ -471,17 +471,51 @@ fn fold_string_data(obj: &mut Value) {
 }
 
 /// Fields present in `input` but dropped by the typed round trip.
-fn unknown_fields(input: &Value, known: &Value, path: &str, out: &mut Vec<String>) {
+fn unknown_fields(input: &Value, known: &Value, out: &mut Vec<String>) {
+    walk_unknown(input, known, &mut Vec::new(), out);
+}
+
+/// One step of a field path: `.key` or `[index]`.
+enum Step<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// The dotted form of a path (`spec.containers[0].name`).
+fn dotted(path: &[Step]) -> String {
+    let mut s = String::new();
+    for step in path {
+        match step {
+            Step::Key(k) if s.is_empty() => s.push_str(k),
+            Step::Key(k) => {
+                s.push('.');
+                s.push_str(k);
+            }
+            Step::Index(i) => {
+                s.push('[');
+                s.push_str(&i.to_string());
+                s.push(']');
+            }
+        }
+    }
+    s
+}
+
+/// The walk behind [`unknown_fields`]: the path is kept as steps and only
+/// written out for a field that is reported, since every create and update
+/// walks the whole object.
+fn walk_unknown<'a>(
+    input: &'a Value,
+    known: &Value,
+    path: &mut Vec<Step<'a>>,
+    out: &mut Vec<String>,
+) {
     match (input, known) {
         (Value::Object(i), Value::Object(k)) => {
             for (key, v) in i {
-                let p = if path.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{path}.{key}")
-                };
+                path.push(Step::Key(key));
                 match k.get(key) {
-                    Some(kv) => unknown_fields(v, kv, &p, out),
+                    Some(kv) => walk_unknown(v, kv, path, out),
                     None => {
                         // Nulls and empty values vanish in the round trip
                         // without being unknown.
@@ -491,16 +525,22 @@ fn unknown_fields(input: &Value, known: &Value, path: &str, out: &mut Vec<String
                             Value::Array(a) => a.is_empty(),
                             _ => false,
                         };
-                        if !empty && !is_known_metadata_extra(&p) {
-                            out.push(p);
+                        if !empty {
+                            let p = dotted(path);
+                            if !is_known_metadata_extra(&p) {
+                                out.push(p);
+                            }
                         }
                     }
                 }
+                path.pop();
             }
         }
         (Value::Array(i), Value::Array(k)) => {
             for (idx, (iv, kv)) in i.iter().zip(k.iter()).enumerate() {
-                unknown_fields(iv, kv, &format!("{path}[{idx}]"), out);
+                path.push(Step::Index(idx));
+                walk_unknown(iv, kv, path, out);
+                path.pop();
             }
         }
         _ => {}

@@ -140,7 +140,8 @@ where
     T: Resource + Metadata + DeserializeOwned + Serialize + 'static,
 {
     fn normalize(&self, value: &Value) -> Result<Value, String> {
-        let typed: T = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
+        // Decoded straight from the borrowed value: no deep copy first.
+        let typed = <T as serde::Deserialize>::deserialize(value).map_err(|e| e.to_string())?;
         serde_json::to_value(&typed).map_err(|e| e.to_string())
     }
 
