@@ -512,3 +512,29 @@ fn a_watch_streams_events_and_honours_a_table_request() {
         "{table}"
     );
 }
+
+#[test]
+fn creating_in_a_missing_or_terminating_namespace_is_refused() {
+    let r = request("POST", "/api/v1/namespaces/no-such-ns/configmaps")
+        .json(&configmap("c"))
+        .send();
+    let s = r.status(404, "NotFound");
+    assert_eq!(s["message"], "namespaces \"no-such-ns\" not found");
+
+    // A finalizer of the test's own holds the namespace in Terminating.
+    let r = request("POST", "/api/v1/namespaces")
+        .json(&json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "ending", "finalizers": ["example.com/hold"]}}))
+        .send();
+    assert_eq!(r.code, 201, "{r:?}");
+    let r = request("DELETE", "/api/v1/namespaces/ending").send();
+    assert_eq!(r.code, 200, "{r:?}");
+    let r = request("POST", "/api/v1/namespaces/ending/configmaps")
+        .json(&configmap("c"))
+        .send();
+    let s = r.status(403, "Forbidden");
+    assert_eq!(
+        s["message"],
+        "configmaps \"c\" is forbidden: unable to create new content in namespace ending because it is being terminated"
+    );
+}

@@ -353,7 +353,7 @@ pub async fn create(
     }
     let (ns, name) = objects::prepare_create(kind, url_ns, &mut obj)?;
     if let Some(ns) = &ns {
-        state.require_active_namespace(ns).await?;
+        state.require_active_namespace(ns, kind, &name).await?;
     }
     let (mut obj, warnings) = objects::admit(kind, obj, validation)?;
     state.admission.on_create(state, kind, &mut obj).await?;

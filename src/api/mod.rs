@@ -183,22 +183,39 @@ impl ApiState {
 
     /// Objects may only be created in a namespace that exists and is not
     /// being deleted (Kubernetes' NamespaceLifecycle admission).
-    pub async fn require_active_namespace(&self, ns: &str) -> Result<(), ApiError> {
+    pub async fn require_active_namespace(
+        &self,
+        ns: &str,
+        creating: &Kind,
+        name: &str,
+    ) -> Result<(), ApiError> {
+        // Every namespaced create asks this; only the deletion mark matters.
+        #[derive(serde::Deserialize)]
+        struct Marked {
+            #[serde(default)]
+            metadata: MarkedMeta,
+        }
+        #[derive(serde::Deserialize, Default)]
+        struct MarkedMeta {
+            #[serde(rename = "deletionTimestamp")]
+            deletion_timestamp: Option<serde::de::IgnoredAny>,
+        }
         let kind = resources::by_resource("", "v1", "namespaces").ok_or(ApiError::NoRoute)?;
-        match self.registry.try_get(kind, None, ns).await? {
+        match self.registry.peek::<Marked>(kind, None, ns).await? {
             None => Err(ApiError::NotFound {
                 group: String::new(),
                 resource: "namespaces".into(),
                 name: ns.into(),
             }),
-            Some(n) if n.pointer("/metadata/deletionTimestamp").is_some() => {
+            Some(n) if n.metadata.deletion_timestamp.is_some() => {
                 Err(ApiError::Forbidden {
                     message: format!(
-                        "unable to create new content in namespace {ns} because it is being terminated"
+                        "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                        creating.plural
                     ),
-                    kind: "namespaces".into(),
-                    name: ns.into(),
-                    group: String::new(),
+                    kind: creating.plural.into(),
+                    name: name.into(),
+                    group: creating.group.into(),
                 })
             }
             Some(_) => Ok(()),

@@ -208,6 +208,28 @@ impl Registry {
         }
     }
 
+    /// Read just the fields of one object that `T` names (`None` when the
+    /// object is absent), decoded straight from the stored bytes: for
+    /// checks on hot paths that need one field, not the whole object.
+    pub async fn peek<T: serde::de::DeserializeOwned>(
+        &self,
+        kind: &Kind,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Option<T>, ApiError> {
+        let resp = self
+            .store
+            .range(RangeRequest {
+                range: KeyRange::single(kind.key(ns, name)),
+                ..Default::default()
+            })
+            .await?;
+        resp.kvs
+            .first()
+            .map(|kv| serde_json::from_slice(&kv.value).map_err(ApiError::internal))
+            .transpose()
+    }
+
     /// The current store revision.
     pub async fn revision(&self) -> Result<Revision, ApiError> {
         let resp = self
