@@ -89,26 +89,36 @@ impl PodInfo {
 
     /// Takes what scheduling needs from `pod`.
     pub fn from_pod(pod: &Pod) -> PodInfo {
-        let spec = pod.spec.clone().unwrap_or_default();
+        // Borrowed, not cloned: only the fields below are copied out.
+        let spec = pod.spec.as_ref();
         let (requests, score_requests) = pod_requests(pod);
-        let affinity = spec.affinity.and_then(|a| a.node_affinity);
+        let affinity = spec
+            .and_then(|s| s.affinity.as_ref())
+            .and_then(|a| a.node_affinity.as_ref());
         PodInfo {
             namespace: pod.metadata.namespace.clone().unwrap_or_default(),
             name: pod.metadata.name.clone().unwrap_or_default(),
             uid: pod.metadata.uid.clone().unwrap_or_default(),
-            priority: spec.priority.unwrap_or(0),
+            priority: spec.and_then(|s| s.priority).unwrap_or(0),
             created: pod.metadata.creation_timestamp.clone(),
             requests,
             score_requests,
-            node_selector: spec.node_selector.unwrap_or_default(),
-            required_affinity: affinity.as_ref().and_then(|a| {
+            node_selector: spec
+                .and_then(|s| s.node_selector.clone())
+                .unwrap_or_default(),
+            required_affinity: affinity.and_then(|a| {
                 a.required_during_scheduling_ignored_during_execution
                     .clone()
             }),
             preferred_affinity: affinity
-                .and_then(|a| a.preferred_during_scheduling_ignored_during_execution)
+                .and_then(|a| {
+                    a.preferred_during_scheduling_ignored_during_execution
+                        .clone()
+                })
                 .unwrap_or_default(),
-            tolerations: spec.tolerations.unwrap_or_default(),
+            tolerations: spec
+                .and_then(|s| s.tolerations.clone())
+                .unwrap_or_default(),
         }
     }
 }
