@@ -339,8 +339,7 @@ pub async fn run(
     let identity = crate::controllers::leader::persistent_identity(&data_dir);
     let scheduler = match cfg.scheduler.clone() {
         Some(scfg) => {
-            let client =
-                crate::api::local::client(api_state.clone(), "system:kube-scheduler", &[]);
+            let client = crate::api::local::client(api_state.clone(), "system:kube-scheduler", &[]);
             let (identity, le, stop) = (identity.clone(), cfg.leader_election.clone(), stop.wait());
             Some(tokio::spawn(async move {
                 let c = client.clone();
@@ -458,48 +457,31 @@ fn local_agent_credentials(
     ),
     ServerError,
 > {
-    use crate::pki::CertSpec;
     let user = format!("system:node:{}", kcfg.node_name);
     let client = crate::api::local::client(api_state.clone(), &user, &["system:nodes"]);
     if !tls {
         return Ok((client, None, None));
     }
-    let pki_err = |e: PkiError| ServerError::Agent {
-        message: e.to_string(),
-    };
-    let client_cert = pki
-        .issue(&CertSpec {
-            common_name: user.clone(),
-            organizations: vec!["system:nodes".into()],
-            dns_names: Vec::new(),
-            ips: Vec::new(),
-            server: false,
-            client: true,
-            validity: std::time::Duration::from_secs(365 * 24 * 3600),
-        })
-        .map_err(pki_err)?;
     let mut ips: Vec<IpAddr> = vec![IpAddr::V4(kcfg.node_ip)];
     if kcfg.node_ip != Ipv4Addr::LOCALHOST {
         ips.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
     }
-    let serving = pki
-        .issue(&CertSpec {
-            common_name: kcfg.node_name.clone(),
-            organizations: vec!["system:nodes".into()],
-            dns_names: vec![kcfg.node_name.clone()],
+    let certs = pki
+        .issue_node(
+            &kcfg.node_name,
             ips,
-            server: true,
-            client: false,
-            validity: std::time::Duration::from_secs(365 * 24 * 3600),
-        })
-        .map_err(pki_err)?;
+            std::time::Duration::from_secs(365 * 24 * 3600),
+        )
+        .map_err(|e: PkiError| ServerError::Agent {
+            message: e.to_string(),
+        })?;
     let ca = pki.ca_cert_pem().to_string();
     let agent_tls = crate::kubelet::AgentTls {
-        cert_pem: serving.cert_pem,
-        key_pem: serving.key_pem,
+        cert_pem: certs.serving.cert_pem,
+        key_pem: certs.serving.key_pem,
         ca_pem: ca.clone(),
-        client_cert_pem: client_cert.cert_pem,
-        client_key_pem: client_cert.key_pem,
+        client_cert_pem: certs.client.cert_pem,
+        client_key_pem: certs.client.key_pem,
     };
     Ok((client, Some(ca), Some(agent_tls)))
 }

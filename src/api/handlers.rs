@@ -362,7 +362,11 @@ pub async fn create(
         state.admission.on_create_failed(state, kind, &obj).await;
         return Ok((obj, warnings));
     }
-    match state.registry.insert(kind, ns.as_deref(), &name, &obj).await {
+    match state
+        .registry
+        .insert(kind, ns.as_deref(), &name, &obj)
+        .await
+    {
         Ok(rev) => {
             super::registry::stamp(&mut obj, rev);
             Ok((obj, warnings))

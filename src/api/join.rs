@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 
 use super::ApiState;
 use super::status::ApiError;
-use crate::pki::{CertSpec, ClusterPki};
+use crate::pki::ClusterPki;
 use crate::resources::validation::{NameRule, check_name};
 
 /// Public route serving the cluster CA certificate.
@@ -201,33 +201,12 @@ fn try_join(state: &ApiState, body: &[u8]) -> Result<JoinResponse, ApiError> {
         )));
     }
     let user = format!("system:node:{}", req.node_name);
-    let internal = |e: crate::pki::PkiError| ApiError::Internal {
-        message: e.to_string(),
-    };
-    let client = joiner
+    let certs = joiner
         .pki
-        .issue(&CertSpec {
-            common_name: user.clone(),
-            organizations: vec!["system:nodes".into()],
-            dns_names: Vec::new(),
-            ips: Vec::new(),
-            server: false,
-            client: true,
-            validity: NODE_CREDENTIAL_TTL,
-        })
-        .map_err(internal)?;
-    let serving = joiner
-        .pki
-        .issue(&CertSpec {
-            common_name: req.node_name.clone(),
-            organizations: vec!["system:nodes".into()],
-            dns_names: vec![req.node_name.clone()],
-            ips: vec![req.node_ip],
-            server: true,
-            client: false,
-            validity: NODE_CREDENTIAL_TTL,
-        })
-        .map_err(internal)?;
+        .issue_node(&req.node_name, vec![req.node_ip], NODE_CREDENTIAL_TTL)
+        .map_err(|e| ApiError::Internal {
+            message: e.to_string(),
+        })?;
     let token = state
         .tokens
         .issue_user(&user, &["system:nodes".to_string()], NODE_CREDENTIAL_TTL)
@@ -237,11 +216,11 @@ fn try_join(state: &ApiState, body: &[u8]) -> Result<JoinResponse, ApiError> {
     tracing::info!(node = %req.node_name, ip = %req.node_ip, "node joined");
     Ok(JoinResponse {
         ca_cert: joiner.pki.ca_cert_pem().to_string(),
-        client_cert: client.cert_pem,
-        client_key: client.key_pem,
+        client_cert: certs.client.cert_pem,
+        client_key: certs.client.key_pem,
         token,
-        serving_cert: serving.cert_pem,
-        serving_key: serving.key_pem,
+        serving_cert: certs.serving.cert_pem,
+        serving_key: certs.serving.key_pem,
     })
 }
 

@@ -207,17 +207,15 @@ impl ApiState {
                 resource: "namespaces".into(),
                 name: ns.into(),
             }),
-            Some(n) if n.metadata.deletion_timestamp.is_some() => {
-                Err(ApiError::Forbidden {
-                    message: format!(
-                        "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
-                        creating.plural
-                    ),
-                    kind: creating.plural.into(),
-                    name: name.into(),
-                    group: creating.group.into(),
-                })
-            }
+            Some(n) if n.metadata.deletion_timestamp.is_some() => Err(ApiError::Forbidden {
+                message: format!(
+                    "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                    creating.plural
+                ),
+                kind: creating.plural.into(),
+                name: name.into(),
+                group: creating.group.into(),
+            }),
             Some(_) => Ok(()),
         }
     }

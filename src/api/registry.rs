@@ -570,10 +570,16 @@ mod tests {
             "spec": {"nodeName": "n", "resourceVersion": "kept: not metadata"},
         });
         let mut want = obj.clone();
-        want["metadata"].as_object_mut().unwrap().remove("resourceVersion");
+        want["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("resourceVersion");
         assert_eq!(encode(&obj).unwrap(), serde_json::to_vec(&want).unwrap());
         // Not an object, or metadata that is not a map: written as it is.
-        for v in [serde_json::json!([1, 2]), serde_json::json!({"metadata": "x"})] {
+        for v in [
+            serde_json::json!([1, 2]),
+            serde_json::json!({"metadata": "x"}),
+        ] {
             assert_eq!(encode(&v).unwrap(), serde_json::to_vec(&v).unwrap());
         }
     }

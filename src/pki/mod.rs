@@ -111,6 +111,13 @@ pub struct CertSpec {
     pub validity: Duration,
 }
 
+/// What [`ClusterPki::issue_node`] issues.
+#[derive(Clone, Debug)]
+pub struct NodeCerts {
+    pub client: IssuedCert,
+    pub serving: IssuedCert,
+}
+
 /// A certificate and its private key, both PEM.
 #[derive(Clone)]
 pub struct IssuedCert {
@@ -313,6 +320,40 @@ impl ClusterPki {
     /// The CA certificate, PEM.
     pub fn ca_cert_pem(&self) -> &str {
         &self.ca_cert_pem
+    }
+
+    /// A node's pair of certificates, both in `system:nodes`: its client
+    /// certificate as `system:node:NAME`, and the serving certificate of
+    /// its agent endpoint for `NAME` and `ips`.
+    ///
+    /// # Errors
+    /// As [`issue`](Self::issue).
+    pub fn issue_node(
+        &self,
+        node_name: &str,
+        ips: Vec<IpAddr>,
+        validity: Duration,
+    ) -> Result<NodeCerts, PkiError> {
+        let nodes = vec!["system:nodes".to_string()];
+        let client = self.issue(&CertSpec {
+            common_name: format!("system:node:{node_name}"),
+            organizations: nodes.clone(),
+            dns_names: Vec::new(),
+            ips: Vec::new(),
+            server: false,
+            client: true,
+            validity,
+        })?;
+        let serving = self.issue(&CertSpec {
+            common_name: node_name.to_string(),
+            organizations: nodes,
+            dns_names: vec![node_name.to_string()],
+            ips,
+            server: true,
+            client: false,
+            validity,
+        })?;
+        Ok(NodeCerts { client, serving })
     }
 
     /// Issue a leaf certificate signed by the CA (for the API server,

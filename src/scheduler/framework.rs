@@ -116,9 +116,7 @@ impl PodInfo {
                         .clone()
                 })
                 .unwrap_or_default(),
-            tolerations: spec
-                .and_then(|s| s.tolerations.clone())
-                .unwrap_or_default(),
+            tolerations: spec.and_then(|s| s.tolerations.clone()).unwrap_or_default(),
         }
     }
 }

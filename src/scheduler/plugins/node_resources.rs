@@ -51,7 +51,11 @@ impl FilterPlugin for NodeResourcesFit {
         let fits = used.pods < have.pods
             && (want.milli_cpu <= 0 || want.milli_cpu <= have.milli_cpu - used.milli_cpu)
             && (want.memory <= 0 || want.memory <= have.memory - used.memory);
-        if fits { Code::Success } else { Code::Unschedulable }
+        if fits {
+            Code::Success
+        } else {
+            Code::Unschedulable
+        }
     }
 }
 
@@ -161,7 +165,11 @@ mod tests {
             assert_eq!(got.is_success(), want.is_empty());
             // The reason-free verdict the cycle asks first agrees.
             let f = fit(StrategyType::MostAllocated);
-            assert_eq!(f.fits(&pod(cpu, mem), &n), got.code, "fits: pod {cpu}m/{mem}");
+            assert_eq!(
+                f.fits(&pod(cpu, mem), &n),
+                got.code,
+                "fits: pod {cpu}m/{mem}"
+            );
         }
     }
 
