@@ -538,3 +538,59 @@ fn creating_in_a_missing_or_terminating_namespace_is_refused() {
         "configmaps \"c\" is forbidden: unable to create new content in namespace ending because it is being terminated"
     );
 }
+
+#[test]
+fn a_binding_assigns_its_own_pod_once() {
+    let ns = namespace("binding");
+    // Another scheduler's pod: wkube's own leaves it to this test.
+    let mut p = pod("web");
+    p["spec"]["schedulerName"] = json!("test-scheduler");
+    let r = request("POST", &format!("/api/v1/namespaces/{ns}/pods"))
+        .json(&p)
+        .send();
+    assert_eq!(r.code, 201, "{r:?}");
+    let uid = r.json()["metadata"]["uid"].as_str().unwrap().to_string();
+    let binding = |uid: &str| {
+        json!({"apiVersion": "v1", "kind": "Binding",
+               "metadata": {"name": "web", "uid": uid},
+               "target": {"apiVersion": "v1", "kind": "Node", "name": "n1"}})
+    };
+    let path = format!("/api/v1/namespaces/{ns}/pods/web/binding");
+
+    // A binding decided for another pod of the same name.
+    let s = request("POST", &path)
+        .json(&binding("not-this-pod"))
+        .send()
+        .status(409, "Conflict");
+    assert_eq!(
+        s["message"],
+        format!(
+            "Operation cannot be fulfilled on pods \"web\": Precondition failed: UID in precondition: not-this-pod, UID in object meta: {uid}"
+        )
+    );
+
+    let r = request("POST", &path).json(&binding(&uid)).send();
+    assert_eq!(r.code, 201, "{r:?}");
+    assert_eq!(r.json()["status"], "Success");
+    let got = request("GET", &format!("/api/v1/namespaces/{ns}/pods/web"))
+        .send()
+        .json();
+    assert_eq!(got["spec"]["nodeName"], "n1");
+    let scheduled: Vec<&Value> = got["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["type"] == "PodScheduled")
+        .collect();
+    assert_eq!(scheduled.len(), 1, "{got}");
+    assert_eq!(scheduled[0]["status"], "True");
+
+    let s = request("POST", &path)
+        .json(&binding(&uid))
+        .send()
+        .status(409, "Conflict");
+    assert_eq!(
+        s["message"],
+        "Operation cannot be fulfilled on pods/binding \"web\": pod web is already assigned to node \"n1\""
+    );
+}

@@ -253,10 +253,27 @@ pub async fn bind(
             causes: vec![crate::resources::FieldError::required("target.name")],
         })?
         .to_string();
+    let want_uid = binding
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .filter(|u| !u.is_empty());
     let pods = resources::by_resource("", "v1", "pods").ok_or(ApiError::NoRoute)?;
     state
         .registry
         .guaranteed_update(pods, ns, name, |pod| {
+            // A binding names the pod it was decided for; a pod deleted and
+            // created again under the same name is another pod.
+            let current_uid = pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("");
+            if let Some(uid) = want_uid
+                && uid != current_uid
+            {
+                return Err(ApiError::Conflict {
+                    group: String::new(),
+                    resource: "pods".into(),
+                    name: name.into(),
+                    message: format!("Operation cannot be fulfilled on pods \"{name}\": Precondition failed: UID in precondition: {uid}, UID in object meta: {current_uid}"),
+                });
+            }
             if pod.pointer("/metadata/deletionTimestamp").is_some() {
                 return Err(ApiError::Conflict {
                     group: String::new(),
