@@ -242,6 +242,23 @@ fn a_node_credential_reaches_only_what_its_node_needs() {
         other.stderr.contains("may only change its own Node"),
         "{other:?}"
     );
+    // Another node's pod may not be deleted; one that is gone is reported
+    // gone rather than forbidden.
+    k.ok_with_stdin(
+        &["create", "-f", "-"],
+        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"elsewhere"},
+           "spec":{"nodeName":"n8","containers":[{"name":"c","image":"hello:v1"}]}}"#,
+    );
+    let theirs = as_node(&["delete", "pod", "elsewhere", "--wait=false"]);
+    assert!(
+        theirs.stderr.contains("may only change pods bound to it"),
+        "{theirs:?}"
+    );
+    let gone = as_node(&["delete", "pod", "never-was", "--wait=false"]);
+    assert!(
+        gone.stderr.contains("pods \"never-was\" not found"),
+        "{gone:?}"
+    );
 }
 
 #[test]

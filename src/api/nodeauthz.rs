@@ -65,8 +65,12 @@ pub async fn decide(state: &ApiState, node: &str, a: &Attributes) -> Decision {
         ("", "pods", "") if reads => Decision::NoOpinion,
         ("", "pods", "status" | "") | ("", "pods", "eviction") => {
             match pod_node(state, &a.namespace, &a.name).await {
-                Some(n) if n == node => Decision::NoOpinion,
-                Some(_) | None => deny(format!("node {node:?} may only change pods bound to it")),
+                PodNode::BoundTo(n) if n == node => Decision::NoOpinion,
+                // A pod that is gone already (a kubelet's last delete
+                // racing another): the handler's 404 says so, as in
+                // Kubernetes, where a refusal would be retried for nothing.
+                PodNode::Missing if !a.name.is_empty() && a.verb != "create" => Decision::NoOpinion,
+                _ => deny(format!("node {node:?} may only change pods bound to it")),
             }
         }
         ("", "secrets" | "configmaps", "") => {
@@ -112,13 +116,37 @@ pub async fn decide(state: &ApiState, node: &str, a: &Attributes) -> Decision {
     }
 }
 
-/// The node a pod is bound to (`None` if it does not exist or is unbound).
-async fn pod_node(state: &ApiState, ns: &str, name: &str) -> Option<String> {
-    let kind = resources::by_resource("", "v1", "pods")?;
-    let pod = state.registry.try_get(kind, Some(ns), name).await.ok()??;
-    pod.pointer("/spec/nodeName")
-        .and_then(Value::as_str)
-        .map(str::to_string)
+/// Where a pod is, for the node authorizer.
+enum PodNode {
+    BoundTo(String),
+    Unbound,
+    Missing,
+}
+
+/// Where the pod `ns/name` is; only `spec.nodeName` is read from the store
+/// (every status update of a kubelet asks this). A store error counts as
+/// unbound, which refuses.
+async fn pod_node(state: &ApiState, ns: &str, name: &str) -> PodNode {
+    #[derive(serde::Deserialize)]
+    struct Bound {
+        #[serde(default)]
+        spec: BoundSpec,
+    }
+    #[derive(serde::Deserialize, Default)]
+    struct BoundSpec {
+        #[serde(rename = "nodeName")]
+        node_name: Option<String>,
+    }
+    let Some(kind) = resources::by_resource("", "v1", "pods") else {
+        return PodNode::Unbound;
+    };
+    match state.registry.peek::<Bound>(kind, Some(ns), name).await {
+        Ok(None) => PodNode::Missing,
+        Ok(Some(Bound {
+            spec: BoundSpec { node_name: Some(n) },
+        })) if !n.is_empty() => PodNode::BoundTo(n),
+        Ok(Some(_)) | Err(_) => PodNode::Unbound,
+    }
 }
 
 /// The pods in `ns` bound to `node`.
