@@ -260,7 +260,10 @@ fn members<'p>(svc: &Service, pods: &'p [Pod]) -> Vec<Member<'p>> {
 
 /// The port a service port's targetPort is on the pod: a number as it is
 /// (the port itself when unset), a name from the pod's containerPorts.
-fn resolve_target(pod: &Pod, port: &k8s_openapi::api::core::v1::ServicePort) -> Option<i32> {
+fn resolve_target(
+    pod: Option<&Pod>,
+    port: &k8s_openapi::api::core::v1::ServicePort,
+) -> Option<i32> {
     match &port.target_port {
         None => Some(port.port),
         Some(IntOrString::Int(n)) => Some(*n),
@@ -268,7 +271,7 @@ fn resolve_target(pod: &Pod, port: &k8s_openapi::api::core::v1::ServicePort) -> 
             if let Ok(n) = name.parse::<i32>() {
                 return Some(n);
             }
-            pod.spec
+            pod?.spec
                 .as_ref()?
                 .containers
                 .iter()
@@ -283,7 +286,9 @@ fn resolve_target(pod: &Pod, port: &k8s_openapi::api::core::v1::ServicePort) -> 
 /// appProtocol), in the service's port order.
 type PortSet = Vec<(Option<String>, i32, String, Option<String>)>;
 
-fn port_set(svc: &Service, pod: &Pod) -> PortSet {
+/// The service's ports with their targets resolved for `pod`; without a
+/// pod, a port that names its target is left out (nothing to resolve it in).
+fn port_set(svc: &Service, pod: Option<&Pod>) -> PortSet {
     svc.spec
         .as_ref()
         .and_then(|s| s.ports.as_ref())
@@ -332,7 +337,7 @@ fn desired_slices(svc: &Service, pods: &[Pod]) -> Vec<EndpointSlice> {
     let name = svc.name_any();
     let mut groups: BTreeMap<String, (PortSet, Vec<Member<'_>>)> = BTreeMap::new();
     for m in members(svc, pods) {
-        let ports = port_set(svc, m.pod);
+        let ports = port_set(svc, Some(m.pod));
         let key = format!("{ports:?}");
         groups
             .entry(key)
@@ -370,28 +375,7 @@ fn desired_slices(svc: &Service, pods: &[Pod]) -> Vec<EndpointSlice> {
     if out.is_empty() {
         // A service with no endpoints still gets one (empty) slice, so
         // readers can tell "no endpoints" from "not processed yet".
-        let ports = svc
-            .spec
-            .as_ref()
-            .and_then(|s| s.ports.as_ref())
-            .into_iter()
-            .flatten()
-            .filter_map(|p| match &p.target_port {
-                None => Some((
-                    p.name.clone(),
-                    p.port,
-                    p.protocol.clone().unwrap_or_else(|| "TCP".into()),
-                    p.app_protocol.clone(),
-                )),
-                Some(IntOrString::Int(n)) => Some((
-                    p.name.clone(),
-                    *n,
-                    p.protocol.clone().unwrap_or_else(|| "TCP".into()),
-                    p.app_protocol.clone(),
-                )),
-                Some(IntOrString::String(_)) => None,
-            })
-            .collect::<PortSet>();
+        let ports = port_set(svc, None);
         out.push(slice(
             svc,
             &format!("{name}-{}", short_hash("empty")),
@@ -441,7 +425,7 @@ fn slice(
 fn desired_endpoints(svc: &Service, pods: &[Pod]) -> Endpoints {
     let mut groups: BTreeMap<String, (PortSet, Vec<Member<'_>>)> = BTreeMap::new();
     for m in members(svc, pods) {
-        let ports = port_set(svc, m.pod);
+        let ports = port_set(svc, Some(m.pod));
         if ports.is_empty() {
             continue;
         }
@@ -569,6 +553,26 @@ mod tests {
                 ..PodStatus::default()
             }),
         }
+    }
+
+    #[test]
+    fn a_service_without_endpoints_gets_one_empty_slice_with_its_numeric_ports() {
+        let s = svc(vec![
+            port("http", 80, IntOrString::Int(8080)),
+            port("named", 81, IntOrString::String("web".into())),
+            port("", 82, IntOrString::String("9090".into())),
+        ]);
+        let slices = desired_slices(&s, &[]);
+        assert_eq!(slices.len(), 1);
+        assert!(slices[0].endpoints.is_empty());
+        let ports: Vec<(Option<&str>, Option<i32>)> = slices[0]
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| (p.name.as_deref(), p.port))
+            .collect();
+        // A named target has no pod to be resolved in; an empty name is none.
+        assert_eq!(ports, [(Some("http"), Some(8080)), (None, Some(9090))]);
     }
 
     #[test]
