@@ -427,6 +427,20 @@ pub fn resolve_port(pod: &Value, port: &str) -> Result<String, ApiError> {
         })
 }
 
+/// The name and port of a `[SCHEME:]NAME[:PORT]` proxy target (`what` is
+/// "pod" or "service"); https is refused, since Wasm HTTP components serve
+/// plain HTTP.
+fn plain_http_target<'a>(id: &'a str, what: &str) -> Result<(&'a str, &'a str), ApiError> {
+    let (scheme, name, port) = split_scheme_name_port(id)
+        .ok_or_else(|| ApiError::bad_request(format!("invalid {what} request {id:?}")))?;
+    if scheme == "https" {
+        return Err(ApiError::bad_request(format!(
+            "{what} {name} cannot be proxied over https: Wasm HTTP components serve plain HTTP (use {name}:PORT)"
+        )));
+    }
+    Ok((name, port))
+}
+
 /// Serve `pods/NAME[:PORT]/proxy[/PATH]`.
 ///
 /// # Errors
@@ -438,13 +452,7 @@ pub async fn pod_proxy(
     id: &str,
     fwd: Forward<'_>,
 ) -> Result<Response<Body>, ApiError> {
-    let (scheme, name, port) = split_scheme_name_port(id)
-        .ok_or_else(|| ApiError::bad_request(format!("invalid pod request {id:?}")))?;
-    if scheme == "https" {
-        return Err(ApiError::bad_request(format!(
-            "pod {name} cannot be proxied over https: Wasm HTTP components serve plain HTTP (use {name}:PORT)"
-        )));
-    }
+    let (name, port) = plain_http_target(id, "pod")?;
     let pod = state.registry.get(kind("pods")?, Some(ns), name).await?;
     let node = assigned_node(&pod, name)?;
     let port = resolve_port(&pod, port)?;
@@ -473,13 +481,7 @@ pub async fn service_proxy(
     id: &str,
     fwd: Forward<'_>,
 ) -> Result<Response<Body>, ApiError> {
-    let (scheme, name, port) = split_scheme_name_port(id)
-        .ok_or_else(|| ApiError::bad_request(format!("invalid service request {id:?}")))?;
-    if scheme == "https" {
-        return Err(ApiError::bad_request(format!(
-            "service {name} cannot be proxied over https: Wasm HTTP components serve plain HTTP"
-        )));
-    }
+    let (name, port) = plain_http_target(id, "service")?;
     let svc = state
         .registry
         .get(kind("services")?, Some(ns), name)
@@ -713,6 +715,22 @@ mod tests {
 
     fn query(q: &str) -> Query {
         Query::parse(Some(q)).unwrap()
+    }
+
+    #[test]
+    fn proxy_targets_are_plain_http_names_and_ports() {
+        assert_eq!(plain_http_target("web", "pod").unwrap(), ("web", ""));
+        assert_eq!(
+            plain_http_target("http:web:80", "service").unwrap(),
+            ("web", "80")
+        );
+        let https = plain_http_target("https:web:443", "service").unwrap_err();
+        assert_eq!(
+            https.to_string(),
+            "service web cannot be proxied over https: Wasm HTTP components serve plain HTTP (use web:PORT)"
+        );
+        let bad = plain_http_target("a:b:c:d", "pod").unwrap_err();
+        assert_eq!(bad.to_string(), "invalid pod request \"a:b:c:d\"");
     }
 
     fn pod(containers: &[&str], init: &[&str]) -> Value {
