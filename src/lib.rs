@@ -19,6 +19,7 @@
 //! - [`shutdown`]: one shutdown signal for a component's tasks.
 //! - [`cli`]: the user-facing subcommands other than `server`.
 
+pub mod accept;
 pub mod api;
 pub mod cli;
 pub mod client;

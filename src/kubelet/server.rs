@@ -123,22 +123,15 @@ pub async fn serve(
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = &mut shutdown => break,
-        };
-        let (stream, _) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "agent endpoint: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
+    while let Some(crate::accept::Accepted { permit, stream, .. }) = crate::accept::next(
+        &listener,
+        &permits,
+        &mut shutdown,
+        "agent endpoint",
+        Duration::from_millis(50),
+    )
+    .await
+    {
         let _ = stream.set_nodelay(true);
         let svc = TowerToHyperService::new(app.clone());
         let builder = auto::Builder::new(TokioExecutor::new());

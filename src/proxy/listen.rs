@@ -119,22 +119,19 @@ async fn accept_loop(
     permits: Arc<Semaphore>,
     mut stop: oneshot::Receiver<()>,
 ) {
-    loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = &mut stop => return,
-        };
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::debug!(error = %e, "proxy accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-            _ = &mut stop => return,
-        };
+    while let Some(crate::accept::Accepted {
+        permit,
+        stream,
+        peer,
+    }) = crate::accept::next(
+        &listener,
+        &permits,
+        &mut stop,
+        "service proxy",
+        Duration::from_millis(20),
+    )
+    .await
+    {
         let proxy = proxy.clone();
         tokio::spawn(async move {
             let _permit = permit;
