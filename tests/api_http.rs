@@ -594,3 +594,30 @@ fn a_binding_assigns_its_own_pod_once() {
         "Operation cannot be fulfilled on pods/binding \"web\": pod web is already assigned to node \"n1\""
     );
 }
+
+#[test]
+fn a_delete_whose_uid_precondition_names_another_object_is_a_409() {
+    let ns = namespace("precondition");
+    let r = request("POST", &format!("/api/v1/namespaces/{ns}/configmaps"))
+        .json(&configmap("c"))
+        .send();
+    assert_eq!(r.code, 201, "{r:?}");
+    let uid = r.json()["metadata"]["uid"].as_str().unwrap().to_string();
+    let path = format!("/api/v1/namespaces/{ns}/configmaps/c");
+    let s = request("DELETE", &path)
+        .json(&json!({"kind": "DeleteOptions", "apiVersion": "v1",
+                      "preconditions": {"uid": "another"}}))
+        .send()
+        .status(409, "Conflict");
+    assert_eq!(
+        s["message"],
+        format!(
+            "Operation cannot be fulfilled on configmaps \"c\": Precondition failed: UID in precondition: another, UID in object meta: {uid}"
+        )
+    );
+    let r = request("DELETE", &path)
+        .json(&json!({"kind": "DeleteOptions", "apiVersion": "v1",
+                      "preconditions": {"uid": uid}}))
+        .send();
+    assert_eq!(r.code, 200, "{r:?}");
+}

@@ -453,24 +453,16 @@ pub async fn delete(
 ) -> Result<(StatusCode, Value), ApiError> {
     for _ in 0..16 {
         let current = state.registry.get(kind, ns, name).await?;
+        let stored_uid = current.pointer("/metadata/uid").and_then(Value::as_str);
         if let Some(uid) = &opts.precondition_uid
-            && current.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid.as_str())
+            && stored_uid != Some(uid.as_str())
         {
-            return Err(ApiError::Conflict {
-                group: kind.group.into(),
-                resource: kind.plural.into(),
-                name: name.into(),
-                message: format!(
-                    "Operation cannot be fulfilled on {} \"{}\": Precondition failed: UID in precondition: {}, UID in object meta: {}",
-                    kind.qualified_plural(),
-                    name,
-                    uid,
-                    current
-                        .pointer("/metadata/uid")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                ),
-            });
+            return Err(ApiError::uid_precondition(
+                kind,
+                name,
+                uid,
+                stored_uid.unwrap_or(""),
+            ));
         }
         let rv = parse_rv(objects::rv_of(&current).unwrap_or("0"))?;
         if let Some(want) = &opts.precondition_rv

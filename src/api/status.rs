@@ -80,6 +80,25 @@ impl ApiError {
         }
     }
 
+    /// The 409 of a write whose UID precondition names another object
+    /// than the one stored under the name (deleted and created again).
+    pub fn uid_precondition(
+        kind: &crate::resources::Kind,
+        name: &str,
+        wanted: &str,
+        stored: &str,
+    ) -> Self {
+        ApiError::Conflict {
+            group: kind.group.into(),
+            resource: kind.plural.into(),
+            name: name.into(),
+            message: format!(
+                "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in precondition: {wanted}, UID in object meta: {stored}",
+                kind.qualified_plural()
+            ),
+        }
+    }
+
     pub fn internal(message: impl std::fmt::Display) -> Self {
         ApiError::Internal {
             message: message.to_string(),

@@ -267,12 +267,7 @@ pub async fn bind(
             if let Some(uid) = want_uid
                 && uid != current_uid
             {
-                return Err(ApiError::Conflict {
-                    group: String::new(),
-                    resource: "pods".into(),
-                    name: name.into(),
-                    message: format!("Operation cannot be fulfilled on pods \"{name}\": Precondition failed: UID in precondition: {uid}, UID in object meta: {current_uid}"),
-                });
+                return Err(ApiError::uid_precondition(pods, name, uid, current_uid));
             }
             if pod.pointer("/metadata/deletionTimestamp").is_some() {
                 return Err(ApiError::Conflict {
