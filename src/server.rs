@@ -102,8 +102,6 @@ pub enum ServerError {
     Join(#[from] crate::api::join::JoinError),
     #[error("cannot set up the local node agent: {message}")]
     Agent { message: String },
-    #[error("cannot set up the API client of {user}: {message}")]
-    Component { user: String, message: String },
     #[error("cannot create data directory {path}")]
     CreateDataDir {
         path: PathBuf,

@@ -111,11 +111,6 @@ impl Cache {
         self.nodes.values().filter(|e| e.known).map(|e| &e.info)
     }
 
-    /// How many nodes [`Cache::nodes`] yields at most.
-    pub fn node_count(&self) -> usize {
-        self.nodes.entries.len()
-    }
-
     /// One node, if it is known.
     pub fn node(&self, name: &str) -> Option<&NodeInfo> {
         self.nodes.get(name).filter(|e| e.known).map(|e| &e.info)
@@ -294,7 +289,7 @@ mod tests {
         c.apply_bound_pod(&bound("u1", "d", "1"), "d");
         assert_eq!(c.node("d").unwrap().requested.milli_cpu, 1000);
         assert_eq!(c.node("c").unwrap().requested.milli_cpu, 0);
-        assert_eq!(c.node_count(), 3);
+        assert_eq!(c.nodes().count(), 3);
     }
 
     #[test]
