@@ -39,6 +39,16 @@ pub struct Resources {
 }
 
 impl Resources {
+    /// The amount of one resource.
+    pub fn amount(&self, which: crate::scheduler::config::Resource) -> i64 {
+        use crate::scheduler::config::Resource;
+        match which {
+            Resource::Cpu => self.milli_cpu,
+            Resource::Memory => self.memory,
+            Resource::Pods => self.pods,
+        }
+    }
+
     pub fn add(&mut self, other: &Resources) {
         self.milli_cpu += other.milli_cpu;
         self.memory += other.memory;

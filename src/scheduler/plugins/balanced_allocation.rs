@@ -9,9 +9,7 @@
 //! The score is `(1 − standard deviation of the used fractions) × 100`,
 //! over the resources of the scoring strategy that the node has.
 
-use crate::scheduler::framework::{
-    MAX_NODE_SCORE, NodeInfo, PodInfo, Resources, ScorePlugin, Status,
-};
+use crate::scheduler::framework::{MAX_NODE_SCORE, NodeInfo, PodInfo, ScorePlugin, Status};
 
 use crate::scheduler::config::Resource;
 
@@ -20,14 +18,6 @@ pub struct BalancedAllocation {
     /// The resources compared (those of the scoring strategy; `pods` is
     /// never part of the balance).
     pub resources: Vec<Resource>,
-}
-
-fn amount(r: &Resources, which: Resource) -> i64 {
-    match which {
-        Resource::Cpu => r.milli_cpu,
-        Resource::Memory => r.memory,
-        Resource::Pods => r.pods,
-    }
 }
 
 impl ScorePlugin for BalancedAllocation {
@@ -40,11 +30,11 @@ impl ScorePlugin for BalancedAllocation {
         let mut fractions = [0f64; 3];
         let mut n = 0;
         for &r in self.resources.iter().filter(|r| **r != Resource::Pods) {
-            let capacity = amount(&node.allocatable, r);
+            let capacity = node.allocatable.amount(r);
             if capacity <= 0 || n == fractions.len() {
                 continue;
             }
-            let used = amount(&node.score_requested, r) + amount(&pod.score_requests, r);
+            let used = node.score_requested.amount(r) + pod.score_requests.amount(r);
             fractions[n] = (used as f64 / capacity as f64).min(1.0);
             n += 1;
         }

@@ -5,9 +5,9 @@
 //! `LeastAllocated` spreads them, `RequestedToCapacityRatio` follows a
 //! utilisation → score shape.
 
-use crate::scheduler::config::{Resource, ScoringStrategy, StrategyType};
+use crate::scheduler::config::{ScoringStrategy, StrategyType};
 use crate::scheduler::framework::{
-    Code, FilterPlugin, MAX_NODE_SCORE, NodeInfo, PodInfo, Resources, ScorePlugin, Status,
+    Code, FilterPlugin, MAX_NODE_SCORE, NodeInfo, PodInfo, ScorePlugin, Status,
 };
 
 pub const INSUFFICIENT_CPU: &str = "Insufficient cpu";
@@ -59,14 +59,6 @@ impl FilterPlugin for NodeResourcesFit {
     }
 }
 
-fn amount(r: &Resources, which: Resource) -> i64 {
-    match which {
-        Resource::Cpu => r.milli_cpu,
-        Resource::Memory => r.memory,
-        Resource::Pods => r.pods,
-    }
-}
-
 impl NodeResourcesFit {
     /// The 0–100 score of one resource at `requested` out of `capacity`
     /// (`capacity` > 0).
@@ -114,12 +106,12 @@ impl ScorePlugin for NodeResourcesFit {
         let mut total = 0;
         let mut weights = 0;
         for &(resource, weight) in &self.strategy.resources {
-            let capacity = amount(&node.allocatable, resource);
+            let capacity = node.allocatable.amount(resource);
             if capacity <= 0 || weight <= 0 {
                 continue;
             }
             let requested =
-                amount(&node.score_requested, resource) + amount(&pod.score_requests, resource);
+                node.score_requested.amount(resource) + pod.score_requests.amount(resource);
             total += self.resource_score(requested, capacity) * weight;
             weights += weight;
         }
@@ -130,6 +122,7 @@ impl ScorePlugin for NodeResourcesFit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scheduler::config::Resource;
     use crate::scheduler::framework::testing::*;
 
     fn fit(kind: StrategyType) -> NodeResourcesFit {
