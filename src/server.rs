@@ -257,7 +257,7 @@ pub async fn run(
         IpAddr::V4(ip) if !ip.is_unspecified() => ip,
         _ => Ipv4Addr::LOCALHOST,
     });
-    let (joiner, _token) = crate::api::join::Joiner::load_or_create(&data_dir)?;
+    let joiner = crate::api::join::Joiner::load(&data_dir)?;
     let api_state = crate::api::start(
         store.clone(),
         crate::api::StartOptions {
@@ -273,6 +273,9 @@ pub async fn run(
         },
     )
     .await?;
+    if let Some(joiner) = &api_state.joiner {
+        joiner.ensure_token_file(&api_state, &data_dir).await?;
+    }
     let api_url = endpoint_url(api_local, api_tls.is_some());
     let api_endpoint_path = data_dir.join(API_ENDPOINT_FILE);
     write_atomically(&api_endpoint_path, format!("{api_url}\n").as_bytes()).map_err(|source| {
@@ -301,6 +304,7 @@ pub async fn run(
         "  wkube agent --server {api_url} --token $(cat {})",
         data_dir.join(crate::api::join::JOIN_TOKEN_FILE).display()
     );
+    println!("(that token expires in 24h; `wkube token join create --ttl 7d` makes another)");
 
     let member = Member {
         name: cfg.member_name.clone(),

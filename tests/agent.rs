@@ -259,6 +259,152 @@ fn a_node_credential_reaches_only_what_its_node_needs() {
         gone.stderr.contains("pods \"never-was\" not found"),
         "{gone:?}"
     );
+
+    // Node restriction: a node creates only its own Node object, and
+    // never gives itself a reserved role label.
+    let run_as_node = |args: &[&str], stdin: &str| {
+        let mut c = k.command(args);
+        c.args(["--token", node_token]);
+        common::run(c, Some(stdin.as_bytes()), common::COMMAND_TIMEOUT)
+    };
+    let forged = run_as_node(
+        &["create", "-f", "-"],
+        r#"{"apiVersion":"v1","kind":"Node","metadata":{"name":"n7"}}"#,
+    );
+    assert!(
+        forged
+            .stderr
+            .contains(r#"node "n9" is not allowed to modify node "n7""#),
+        "{forged:?}"
+    );
+    let own = run_as_node(
+        &["create", "-f", "-"],
+        r#"{"apiVersion":"v1","kind":"Node","metadata":{"name":"n9","labels":{"kubernetes.io/hostname":"n9"}}}"#,
+    );
+    assert!(own.status.success(), "{own:?}");
+    let promoted = as_node(&[
+        "label",
+        "node",
+        "n9",
+        "node-role.kubernetes.io/control-plane=",
+    ]);
+    assert!(
+        promoted
+            .stderr
+            .contains("is not allowed to modify labels: node-role.kubernetes.io/control-plane"),
+        "{promoted:?}"
+    );
+    assert!(
+        as_node(&["label", "node", "n9", "team=edge"])
+            .status
+            .success()
+    );
+
+    // The join token cannot take over a node that has joined.
+    let again = common::run(
+        {
+            let mut c = Command::new("curl");
+            c.args(["-sS", "--cacert"])
+                .arg(server.pki("ca.crt"))
+                .args([
+                    "-H",
+                    "Content-Type: application/json",
+                    "--data-binary",
+                    &body,
+                ])
+                .arg(format!("{}/apis/wkube.dev/v1/join", server.api_url));
+            c
+        },
+        None,
+        common::COMMAND_TIMEOUT,
+    );
+    let status: Value =
+        serde_json::from_str(&again.stdout).unwrap_or_else(|e| panic!("{e}: {again:?}"));
+    assert_eq!(status["code"], 409, "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("has already joined"),
+        "{status}"
+    );
+}
+
+#[test]
+fn join_tokens_expire_and_are_created_listed_and_revoked_with_wkube_token() {
+    let server = TestServer::start();
+    let k = server.kubectl();
+    let join = |token: &str, node: &str| {
+        let secret = token.trim().split_once("::").unwrap().1;
+        let body = json!({"token": secret, "nodeName": node, "nodeIP": "127.0.0.9"}).to_string();
+        let out = common::run(
+            {
+                let mut c = Command::new("curl");
+                c.args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+                    .arg(server.pki("ca.crt"))
+                    .args([
+                        "-H",
+                        "Content-Type: application/json",
+                        "--data-binary",
+                        &body,
+                    ])
+                    .arg(format!("{}/apis/wkube.dev/v1/join", server.api_url));
+                c
+            },
+            None,
+            common::COMMAND_TIMEOUT,
+        );
+        out.stdout
+    };
+    // The token the server wrote is stored as a bootstrap-token Secret
+    // with an expiry a day away.
+    let file_token = join_token(&server);
+    let id = file_token
+        .split_once("::")
+        .unwrap()
+        .1
+        .split('.')
+        .next()
+        .unwrap()
+        .to_string();
+    let listed = server.wkube(&["token", "join", "list"]).success();
+    assert!(listed.contains(file_token.trim()), "{listed}");
+    let secret: Value = serde_json::from_str(&k.ok(&[
+        "-n",
+        "kube-system",
+        "get",
+        "secret",
+        &format!("bootstrap-token-{id}"),
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(secret["type"], "bootstrap.kubernetes.io/token");
+
+    // A new token works, and stops working once revoked.
+    let fresh = server
+        .wkube(&["token", "join", "create", "--ttl", "1h"])
+        .success();
+    assert_eq!(join(&fresh, "j1"), "200");
+    let out = server
+        .wkube(&["token", "join", "delete", fresh.trim()])
+        .success();
+    assert!(out.contains("deleted"), "{out}");
+    assert_eq!(join(&fresh, "j2"), "401");
+
+    // An expired token is refused.
+    k.ok(&[
+        "-n",
+        "kube-system",
+        "patch",
+        "secret",
+        &format!("bootstrap-token-{id}"),
+        "-p",
+        r#"{"stringData":{"expiration":"2020-01-01T00:00:00Z"}}"#,
+    ]);
+    assert_eq!(join(&file_token, "j3"), "401");
+    let listed = server.wkube(&["token", "join", "list"]).success();
+    assert!(listed.contains("(expired)"), "{listed}");
 }
 
 #[test]
@@ -281,9 +427,9 @@ fn the_agent_endpoint_lets_in_only_callers_with_a_cluster_certificate() {
             .arg(server.pki("ca.crt"));
         if with_cert {
             c.arg("--cert")
-                .arg(server.pki("etcd-client.crt"))
+                .arg(server.pki("apiserver-kubelet-client.crt"))
                 .arg("--key")
-                .arg(server.pki("etcd-client.key"));
+                .arg(server.pki("apiserver-kubelet-client.key"));
         }
         c.arg(&url);
         common::run(c, None, common::COMMAND_TIMEOUT)
@@ -292,4 +438,39 @@ fn the_agent_endpoint_lets_in_only_callers_with_a_cluster_certificate() {
     assert!(!anonymous.status.success(), "{anonymous:?}");
     let admin = curl(true);
     assert_eq!(admin.stdout, "ok", "{admin:?}");
+
+    // Another node's certificate delivers pod traffic, nothing more: no
+    // logs, no pod proxy, no metrics.
+    let dir = tempfile::tempdir().unwrap();
+    let pki = wkube::pki::ClusterPki::open(&server.data_dir).unwrap();
+    let other = pki
+        .issue_node(
+            "intruder",
+            vec!["127.0.0.9".parse().unwrap()],
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+    let (cert, key) = (dir.path().join("n.crt"), dir.path().join("n.key"));
+    std::fs::write(&cert, other.client.cert_pem).unwrap();
+    std::fs::write(&key, other.client.key_pem).unwrap();
+    let as_node = |path: &str| {
+        let mut c = Command::new("curl");
+        c.args(["-sS", "--max-time", "10", "-w", " %{http_code}", "--cacert"])
+            .arg(server.pki("ca.crt"))
+            .arg("--cert")
+            .arg(&cert)
+            .arg("--key")
+            .arg(&key)
+            .arg(format!("https://{}:{port}{path}", server.addresses.node_ip));
+        common::run(c, None, common::COMMAND_TIMEOUT).stdout
+    };
+    assert_eq!(as_node("/healthz"), "ok 200");
+    for path in [
+        "/containerLogs/default/p/c",
+        "/proxy/default/p/80/",
+        "/metrics",
+    ] {
+        let out = as_node(path);
+        assert!(out.ends_with(" 403"), "{path}: {out}");
+    }
 }

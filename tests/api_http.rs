@@ -621,3 +621,96 @@ fn a_delete_whose_uid_precondition_names_another_object_is_a_409() {
         .send();
     assert_eq!(r.code, 200, "{r:?}");
 }
+
+#[test]
+fn json_patch_copies_that_would_exhaust_memory_are_refused_and_the_server_keeps_serving() {
+    let ns = namespace("patch-bomb");
+    let mut cm = configmap("bomb");
+    cm["data"] = json!({"k": "x".repeat(1024)});
+    request("POST", &format!("/api/v1/namespaces/{ns}/configmaps"))
+        .json(&cm)
+        .send();
+    // Each copy doubles /data: 17 of them in 900 bytes would be 128 MiB.
+    let ops: Vec<Value> = (0..17)
+        .map(|i| json!({"op": "copy", "from": "/data", "path": format!("/data/c{i}")}))
+        .collect();
+    let r = request("PATCH", &format!("/api/v1/namespaces/{ns}/configmaps/bomb"))
+        .header("Content-Type: application/json-patch+json")
+        .arg("--data-binary")
+        .arg(Value::Array(ops).to_string())
+        .send();
+    let s = r.status(422, "Invalid");
+    assert!(s["message"].as_str().unwrap().contains("copy"), "{s}");
+    let r = request("GET", "/version").send();
+    assert_eq!(r.code, 200, "{r:?}");
+}
+
+#[test]
+fn a_patch_whose_result_is_not_an_object_is_a_400_not_a_dropped_connection() {
+    let ns = namespace("patch-shape");
+    request("POST", &format!("/api/v1/namespaces/{ns}/configmaps"))
+        .json(&configmap("shape"))
+        .send();
+    let path = format!("/api/v1/namespaces/{ns}/configmaps/shape");
+    for (ct, body) in [
+        (
+            "application/json-patch+json",
+            r#"[{"op":"replace","path":"","value":[]}]"#,
+        ),
+        ("application/merge-patch+json", r#""str""#),
+        ("application/merge-patch+json", r#"{"metadata":"x"}"#),
+        (
+            "application/json-patch+json",
+            r#"[{"op":"replace","path":"/metadata","value":7}]"#,
+        ),
+    ] {
+        let r = request("PATCH", &path)
+            .header(&format!("Content-Type: {ct}"))
+            .arg("--data-binary")
+            .arg(body)
+            .send();
+        assert_eq!(r.code, 400, "{ct} {body}: {r:?}");
+    }
+    assert_eq!(request("GET", &path).send().code, 200);
+}
+
+#[test]
+fn deeply_nested_yaml_is_a_400_at_once() {
+    let ns = namespace("yaml-depth");
+    let levels = 30_000; // 60 KB, under this server's 64 KiB body limit
+    let body = format!("{}1{}", "[".repeat(levels), "]".repeat(levels));
+    let started = std::time::Instant::now();
+    let r = request("POST", &format!("/api/v1/namespaces/{ns}/configmaps"))
+        .header("Content-Type: application/yaml")
+        .arg("--data-binary")
+        .arg(&body)
+        .send();
+    r.status(400, "BadRequest");
+    // Not a timing assertion on the feature, only a guard against the
+    // quadratic parse coming back: it took seconds at this depth.
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+}
+
+#[test]
+fn a_key_given_twice_is_refused_under_strict_validation_and_warned_otherwise() {
+    let ns = namespace("dup-keys");
+    let body = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"dup"},"data":{"a":"1","a":"2"}}"#;
+    let path = format!("/api/v1/namespaces/{ns}/configmaps");
+    let r = request("POST", &format!("{path}?fieldValidation=Strict"))
+        .body_text(body)
+        .send();
+    let s = r.status(400, "BadRequest");
+    assert_eq!(
+        s["message"], "strict decoding error: duplicate field \"data.a\"",
+        "{s}"
+    );
+    let r = request("POST", &format!("{path}?fieldValidation=Warn"))
+        .body_text(body)
+        .send();
+    assert_eq!(r.code, 201, "{r:?}");
+    assert!(
+        r.headers.contains(r#"duplicate field \"data.a\""#),
+        "{}",
+        r.headers
+    );
+}

@@ -380,3 +380,67 @@ fn a_txn_at_the_op_limit_is_accepted() {
         .success();
     assert_eq!(keys.lines().filter(|l| !l.is_empty()).count(), 128);
 }
+
+#[test]
+fn only_the_etcd_admin_certificate_opens_the_store_not_a_node_or_kubelet_client_one() {
+    let server = TestServer::start();
+    server
+        .etcdctl(&["put", "/registry/secrets/default/s1", "s3cr3t"])
+        .success();
+    // What anyone with a join token can get, and the API server's
+    // certificate towards agents: both signed by the cluster CA.
+    let pki = wkube::pki::ClusterPki::open(&server.data_dir).unwrap();
+    let node = pki
+        .issue_node(
+            "n1",
+            vec!["127.0.0.1".parse().unwrap()],
+            std::time::Duration::from_secs(3600),
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("node.crt"), &node.client.cert_pem).unwrap();
+    std::fs::write(dir.path().join("node.key"), &node.client.key_pem).unwrap();
+    let kubelet_client = pki.kubelet_client_tls().unwrap();
+    std::fs::write(dir.path().join("kc.crt"), &kubelet_client.cert_pem).unwrap();
+    std::fs::write(dir.path().join("kc.key"), &kubelet_client.key_pem).unwrap();
+    for (who, cert, key) in [
+        (
+            "node",
+            dir.path().join("node.crt"),
+            dir.path().join("node.key"),
+        ),
+        (
+            "kubelet client",
+            dir.path().join("kc.crt"),
+            dir.path().join("kc.key"),
+        ),
+    ] {
+        for args in [
+            &["get", "/registry/secrets/default/s1"][..],
+            &["put", "/registry/x", "y"][..],
+            &["del", "/registry/secrets/default/s1"][..],
+        ] {
+            let mut cmd = common::etcdctl_command();
+            cmd.args([
+                format!("--endpoints={}", server.endpoint),
+                "--dial-timeout=2s".to_owned(),
+                "--command-timeout=3s".to_owned(),
+            ])
+            .arg(format!("--cacert={}", server.pki("ca.crt").display()))
+            .arg(format!("--cert={}", cert.display()))
+            .arg(format!("--key={}", key.display()))
+            .args(args);
+            let out = common::run(cmd, None, common::COMMAND_TIMEOUT);
+            assert!(!out.status.success(), "{who} {args:?}: {out:?}");
+            assert!(!out.stdout.contains("s3cr3t"), "{who}: {out:?}");
+        }
+    }
+    // The admin's etcd certificate still works, and nothing was changed.
+    assert_eq!(
+        server
+            .etcdctl(&["get", "/registry/secrets/default/s1"])
+            .success(),
+        "/registry/secrets/default/s1\ns3cr3t\n"
+    );
+    assert_eq!(server.etcdctl(&["get", "/registry/x"]).success(), "");
+}

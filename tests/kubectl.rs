@@ -1109,3 +1109,360 @@ fn token_and_kubeconfig_without_server_state_say_what_to_do() {
         );
     }
 }
+
+// --- security: escalation, impersonation, validation -------------------------
+
+/// A (Cluster)Role or binding as JSON, for `create`.
+fn rbac_obj(kind: &str, name: &str, body: Value) -> String {
+    let mut obj = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind,
+        "metadata": {"name": name},
+    });
+    for (k, v) in body.as_object().unwrap() {
+        obj[k] = v.clone();
+    }
+    obj.to_string()
+}
+
+fn user_subject(user: &str) -> Value {
+    json!([{"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}])
+}
+
+fn role_ref(kind: &str, name: &str) -> Value {
+    json!({"kind": kind, "name": name, "apiGroup": "rbac.authorization.k8s.io"})
+}
+
+#[test]
+fn nobody_grants_rbac_rights_they_do_not_hold() {
+    let server = shared_server();
+    let admin = server.kubectl();
+    let ns = namespace(&admin, "escalation");
+    create(
+        &admin,
+        &ns,
+        &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s1"},
+                "stringData": {"k": "top-secret"}})
+        .to_string(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let not_held = "is attempting to grant RBAC permissions not currently held";
+
+    // 1. Allowed only to create rolebindings: may not bind cluster-admin.
+    create(
+        &admin,
+        &ns,
+        &rbac_obj(
+            "Role",
+            "binder",
+            json!({"rules": [{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["rolebindings"], "verbs": ["create"]}]}),
+        ),
+    );
+    create(
+        &admin,
+        &ns,
+        &rbac_obj(
+            "RoleBinding",
+            "binder",
+            json!({"subjects": user_subject("mallory"), "roleRef": role_ref("Role", "binder")}),
+        ),
+    );
+    let mallory = server.kubectl_with(user_kubeconfig(server, &dir, "mallory"));
+    let err = mallory.fails(&[
+        "-n",
+        &ns,
+        "create",
+        "rolebinding",
+        "mine",
+        "--clusterrole=cluster-admin",
+        "--user=mallory",
+    ]);
+    assert!(
+        err.contains(&format!(
+            "rolebindings.rbac.authorization.k8s.io \"mine\" is forbidden: user \"mallory\" (groups=[\"system:authenticated\"]) {not_held}"
+        )),
+        "{err}"
+    );
+    let err = mallory.fails(&["-n", &ns, "get", "secret", "s1"]);
+    assert!(err.contains("Forbidden"), "{err}");
+
+    // 2. Allowed only to create clusterrolebindings: no cluster-admin.
+    let crb = format!("crb-binder-{ns}");
+    admin.ok_with_stdin(
+        &["create", "-f", "-"],
+        &rbac_obj(
+            "ClusterRole",
+            &crb,
+            json!({"rules": [{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterrolebindings"], "verbs": ["create"]}]}),
+        ),
+    );
+    admin.ok_with_stdin(
+        &["create", "-f", "-"],
+        &rbac_obj(
+            "ClusterRoleBinding",
+            &crb,
+            json!({"subjects": user_subject("trudy"), "roleRef": role_ref("ClusterRole", &crb)}),
+        ),
+    );
+    let trudy = server.kubectl_with(user_kubeconfig(server, &dir, "trudy"));
+    let err = trudy.fails(&[
+        "create",
+        "clusterrolebinding",
+        &format!("{crb}-mine"),
+        "--clusterrole=cluster-admin",
+        "--user=trudy",
+    ]);
+    assert!(err.contains(not_held), "{err}");
+
+    // 3. Allowed to update its own Role: may not widen it to everything.
+    create(
+        &admin,
+        &ns,
+        &rbac_obj(
+            "Role",
+            "own",
+            json!({"rules": [
+                {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]},
+                {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles"], "resourceNames": ["own"], "verbs": ["get", "update", "patch"]}
+            ]}),
+        ),
+    );
+    create(
+        &admin,
+        &ns,
+        &rbac_obj(
+            "RoleBinding",
+            "own",
+            json!({"subjects": user_subject("eve"), "roleRef": role_ref("Role", "own")}),
+        ),
+    );
+    let eve = server.kubectl_with(user_kubeconfig(server, &dir, "eve"));
+    let err = eve.fails(&[
+        "-n", &ns, "patch", "role", "own", "--type=json",
+        "-p", r#"[{"op":"add","path":"/rules/-","value":{"apiGroups":["*"],"resources":["*"],"verbs":["*"]}}]"#,
+    ]);
+    assert!(err.contains(not_held), "{err}");
+    assert!(
+        err.contains(r#"{APIGroups:["*"], Resources:["*"], Verbs:["*"]}"#),
+        "{err}"
+    );
+
+    // 4. A namespace admin: may not create a `*` Role nor bind cluster-admin,
+    //    but may grant what `admin` itself holds.
+    create(
+        &admin,
+        &ns,
+        &rbac_obj(
+            "RoleBinding",
+            "nsadmin",
+            json!({"subjects": user_subject("nadia"), "roleRef": role_ref("ClusterRole", "admin")}),
+        ),
+    );
+    let nadia = server.kubectl_with(user_kubeconfig(server, &dir, "nadia"));
+    let err = nadia.fails(&[
+        "-n",
+        &ns,
+        "create",
+        "role",
+        "all",
+        "--verb=*",
+        "--resource=*.*",
+    ]);
+    assert!(err.contains(not_held), "{err}");
+    let err = nadia.fails(&[
+        "-n",
+        &ns,
+        "create",
+        "rolebinding",
+        "root",
+        "--clusterrole=cluster-admin",
+        "--user=nadia",
+    ]);
+    assert!(err.contains(not_held), "{err}");
+    nadia.ok(&[
+        "-n",
+        &ns,
+        "create",
+        "role",
+        "reader",
+        "--verb=get",
+        "--resource=pods",
+    ]);
+    nadia.ok(&[
+        "-n",
+        &ns,
+        "create",
+        "rolebinding",
+        "viewers",
+        "--clusterrole=view",
+        "--user=someone",
+    ]);
+
+    // 5. The `bind` verb on one role lets a user bind exactly that role.
+    create(
+        &admin,
+        &ns,
+        &rbac_obj(
+            "Role",
+            "bind-view",
+            json!({"rules": [
+                {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["rolebindings"], "verbs": ["create"]},
+                {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"], "verbs": ["bind"], "resourceNames": ["view"]}
+            ]}),
+        ),
+    );
+    create(
+        &admin,
+        &ns,
+        &rbac_obj(
+            "RoleBinding",
+            "bind-view",
+            json!({"subjects": user_subject("bob"), "roleRef": role_ref("Role", "bind-view")}),
+        ),
+    );
+    let bob = server.kubectl_with(user_kubeconfig(server, &dir, "bob"));
+    bob.ok(&[
+        "-n",
+        &ns,
+        "create",
+        "rolebinding",
+        "bob-view",
+        "--clusterrole=view",
+        "--user=bob",
+    ]);
+    let err = bob.fails(&[
+        "-n",
+        &ns,
+        "create",
+        "rolebinding",
+        "bob-edit",
+        "--clusterrole=edit",
+        "--user=bob",
+    ]);
+    assert!(err.contains(not_held), "{err}");
+}
+
+#[test]
+fn kubectl_as_impersonates_only_with_the_impersonate_verb() {
+    let server = shared_server();
+    let admin = server.kubectl();
+    let ns = namespace(&admin, "impersonation");
+    create(&admin, &ns, &ConfigMapBuilder::new("cm").json());
+    let dir = tempfile::tempdir().unwrap();
+    let carl = server.kubectl_with(user_kubeconfig(server, &dir, "carl"));
+
+    // The admin acting as a user without rights is refused as that user,
+    // not let through as the admin.
+    let err = admin.fails(&["--as", "nobody-at-all", "-n", &ns, "get", "configmaps"]);
+    assert!(
+        err.contains("User \"nobody-at-all\" cannot list resource \"configmaps\""),
+        "{err}"
+    );
+
+    // Without `impersonate`, carl may not act as anyone. kubectl meets the
+    // refusal at discovery already and prints only its reason; the
+    // message itself is checked over plain HTTP.
+    let err = carl.fails(&["--as", "dora", "-n", &ns, "get", "configmaps"]);
+    assert!(err.contains("Error from server (Forbidden)"), "{err}");
+    let carl_token = server
+        .wkube(&["token", "create", "--user", "carl"])
+        .success();
+    let out = common::run(
+        {
+            let mut c = std::process::Command::new("curl");
+            c.args(["-sS", "--cacert"])
+                .arg(server.pki("ca.crt"))
+                .args([
+                    "-H",
+                    &format!("Authorization: Bearer {}", carl_token.trim()),
+                ])
+                .args(["-H", "Impersonate-User: dora"])
+                .arg(format!(
+                    "{}/api/v1/namespaces/{ns}/configmaps",
+                    server.api_url
+                ));
+            c
+        },
+        None,
+        common::COMMAND_TIMEOUT,
+    );
+    let status: Value =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    assert_eq!(status["code"], 403, "{status}");
+    assert_eq!(
+        status["message"],
+        "users \"dora\" is forbidden: User \"carl\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope"
+    );
+
+    // With it (for dora only), carl acts as dora and has dora's rights.
+    let role = format!("impersonate-dora-{ns}");
+    admin.ok_with_stdin(
+        &["create", "-f", "-"],
+        &rbac_obj(
+            "ClusterRole",
+            &role,
+            json!({"rules": [{"apiGroups": [""], "resources": ["users"], "verbs": ["impersonate"], "resourceNames": ["dora"]}]}),
+        ),
+    );
+    admin.ok_with_stdin(
+        &["create", "-f", "-"],
+        &rbac_obj(
+            "ClusterRoleBinding",
+            &role,
+            json!({"subjects": user_subject("carl"), "roleRef": role_ref("ClusterRole", &role)}),
+        ),
+    );
+    create(
+        &admin,
+        &ns,
+        &rbac_obj(
+            "RoleBinding",
+            "dora-view",
+            json!({"subjects": user_subject("dora"), "roleRef": role_ref("ClusterRole", "view")}),
+        ),
+    );
+    let out = carl.ok(&["--as", "dora", "-n", &ns, "get", "configmaps", "-o", "name"]);
+    assert!(out.contains("configmap/cm"), "{out}");
+    let err = carl.fails(&["--as", "dora", "-n", &ns, "delete", "configmap", "cm"]);
+    assert!(err.contains("User \"dora\" cannot delete"), "{err}");
+    let err = carl.fails(&["--as", "erin", "-n", &ns, "get", "configmaps"]);
+    assert!(err.contains("cannot impersonate"), "{err}");
+    // Groups need their own grant.
+    let err = carl.fails(&[
+        "--as",
+        "dora",
+        "--as-group",
+        "system:masters",
+        "get",
+        "secrets",
+        "-A",
+    ]);
+    assert!(
+        err.contains("User \"carl\" cannot impersonate resource \"groups\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn negative_replicas_are_refused_as_kubernetes_does() {
+    let server = shared_server();
+    let admin = server.kubectl();
+    let ns = namespace(&admin, "numbers");
+    let deployment = |replicas: i64| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "neg"},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "neg"}},
+                "template": {"metadata": {"labels": {"app": "neg"}},
+                    "spec": {"containers": [{"name": "c", "image": "hello:v1"}]}}}})
+        .to_string()
+    };
+    let out = admin.run_with_stdin(
+        &["-n", &ns, "create", "--validate=false", "-f", "-"],
+        &deployment(-5),
+    );
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("spec.replicas: Invalid value: \"-5\": must be greater than or equal to 0"),
+        "{}",
+        out.stderr
+    );
+}

@@ -44,9 +44,136 @@ pub fn decode_json(body: &[u8]) -> Result<Value, ApiError> {
     })
 }
 
+/// Deepest nesting a YAML body may have: JSON bodies stop at serde_json's
+/// 128 levels, and so do these.
+pub const MAX_YAML_DEPTH: usize = 128;
+
 pub fn decode_yaml(body: &[u8]) -> Result<Value, ApiError> {
+    check_yaml_depth(body)?;
     serde_yaml_ng::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))
+}
+
+/// Refuses YAML nested deeper than [`MAX_YAML_DEPTH`] before the full
+/// parse. libyaml's time grows with the square of the nesting depth (a
+/// 600 KB body of 100,000 levels took over a minute of CPU), while this
+/// streaming pass stops at the first level too many, so its work is linear
+/// in the body and never deeper than the limit.
+fn check_yaml_depth(body: &[u8]) -> Result<(), ApiError> {
+    use yaml_rust2::parser::{Event, Parser};
+    let bad = |why: String| ApiError::bad_request(format!("error converting YAML to JSON: {why}"));
+    let text = std::str::from_utf8(body).map_err(|e| bad(format!("invalid UTF-8: {e}")))?;
+    let mut parser = Parser::new_from_str(text);
+    let mut depth = 0usize;
+    loop {
+        match parser.next_token() {
+            Ok((Event::StreamEnd, _)) => return Ok(()),
+            Ok((Event::SequenceStart(..) | Event::MappingStart(..), _)) => {
+                depth += 1;
+                if depth > MAX_YAML_DEPTH {
+                    return Err(bad(format!("yaml: exceeded max depth of {MAX_YAML_DEPTH}")));
+                }
+            }
+            Ok((Event::SequenceEnd | Event::MappingEnd, _)) => depth = depth.saturating_sub(1),
+            Ok(_) => {}
+            Err(e) => return Err(bad(e.to_string())),
+        }
+    }
+}
+
+/// The fields a JSON body names twice in one object, as dotted paths
+/// (`spec.replicas`); YAML decoding refuses duplicates by itself. Decoding
+/// into a map keeps the last value silently, so strict field validation
+/// looks at the raw body. Stops at serde_json's nesting limit like the
+/// decode does.
+pub fn duplicate_fields(headers: &HeaderMap, body: &[u8]) -> Vec<String> {
+    let media = content_type(headers).split(';').next().unwrap_or("").trim();
+    if !matches!(media, "" | "application/json" | "*/*") || body.starts_with(PROTOBUF_MAGIC) {
+        return Vec::new();
+    }
+    let found = std::cell::RefCell::new(Vec::new());
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let _ = serde::de::DeserializeSeed::deserialize(
+        DupScan {
+            path: String::new(),
+            found: &found,
+        },
+        &mut de,
+    );
+    found.into_inner()
+}
+
+/// Walks a JSON document noting keys seen twice in one object.
+struct DupScan<'a> {
+    path: String,
+    found: &'a std::cell::RefCell<Vec<String>>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for DupScan<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for DupScan<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let path = if self.path.is_empty() {
+                key.clone()
+            } else {
+                format!("{}.{key}", self.path)
+            };
+            if !seen.insert(key) {
+                self.found.borrow_mut().push(path.clone());
+            }
+            map.next_value_seed(DupScan {
+                path,
+                found: self.found,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut i = 0usize;
+        while seq
+            .next_element_seed(DupScan {
+                path: format!("{}[{i}]", self.path),
+                found: self.found,
+            })?
+            .is_some()
+        {
+            i += 1;
+        }
+        Ok(())
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
 }
 
 /// Delete options from the body (a `DeleteOptions` object, possibly absent)
@@ -98,5 +225,70 @@ pub fn delete_options(
                 detail: "supported values: \"Orphan\", \"Background\", \"Foreground\"".into(),
             }],
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flow(levels: usize) -> String {
+        format!("{}1{}", "[".repeat(levels), "]".repeat(levels))
+    }
+
+    #[test]
+    fn yaml_bodies_decode_as_before() {
+        let v = decode_yaml(
+            b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata: {a: '1', b: \"x\"}\n",
+        )
+        .unwrap();
+        assert_eq!(v["data"]["a"], "1");
+        assert_eq!(v["metadata"]["name"], "c");
+    }
+
+    #[test]
+    fn yaml_nested_past_the_limit_is_refused_before_it_is_parsed() {
+        decode_yaml(flow(64).as_bytes()).unwrap();
+        for body in [
+            flow(MAX_YAML_DEPTH + 1),
+            // 100,000 levels: libyaml alone spent over a minute on this.
+            flow(100_000),
+            format!("{}x", "{a: ".repeat(50_000)),
+            // Block sequences nest without indentation growth per line.
+            format!("{}x\n", "- ".repeat(50_000)),
+        ] {
+            let err = decode_yaml(body.as_bytes()).unwrap_err();
+            // Our limit, or the streaming parser's own (it refuses flow
+            // nesting past 256 levels by itself).
+            let msg = err.to_string();
+            assert_eq!(err.code().as_u16(), 400, "{msg}");
+            assert!(
+                msg.contains("exceeded max depth of 128")
+                    || msg.contains("recursion limit exceeded"),
+                "{msg}: {}",
+                &body[..20]
+            );
+        }
+    }
+
+    #[test]
+    fn duplicate_json_keys_are_found_with_their_path() {
+        let body = br#"{"kind":"Deployment","spec":{"replicas":1,"replicas":2,
+            "template":{"spec":{"containers":[{"name":"a","name":"b"}]}}},"kind":"X"}"#;
+        assert_eq!(
+            duplicate_fields(&HeaderMap::new(), body),
+            vec![
+                "spec.replicas".to_string(),
+                "spec.template.spec.containers[0].name".into(),
+                "kind".into()
+            ]
+        );
+        assert!(duplicate_fields(&HeaderMap::new(), br#"{"a":{"b":1},"c":{"b":2}}"#).is_empty());
+    }
+
+    #[test]
+    fn broken_yaml_is_a_bad_request() {
+        let err = decode_yaml(b"a: [1, 2\nb: }").unwrap_err();
+        assert_eq!(err.code().as_u16(), 400, "{err}");
     }
 }

@@ -108,9 +108,19 @@ fn respond(code: StatusCode, obj: Value, how: Wants, kind: &Kind, query: &Query)
     }
 }
 
+/// The warning for each field of the body the kind does not know.
+fn unknown_field_warnings(fields: Vec<String>) -> Vec<String> {
+    fields
+        .into_iter()
+        .map(|f| format!("unknown field \"{f}\""))
+        .collect()
+}
+
+/// Adds a `Warning: 299 - "…"` header per message.
 fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
     for w in warnings {
-        let text = format!("299 - \"unknown field \\\"{}\\\"\"", w.replace('"', "'"));
+        let escaped = w.replace('\\', "\\\\").replace('"', "\\\"");
+        let text = format!("299 - \"{escaped}\"");
         if let Ok(v) = HeaderValue::from_str(&text) {
             resp.headers_mut().append("Warning", v);
         }
@@ -161,8 +171,11 @@ pub async fn dispatch(
         Verb::Create => {
             let obj = body::decode(&headers, &body_bytes, Some(kind))?;
             let validation = FieldValidation::parse(query.get("fieldValidation"))?;
-            let (created, warnings) =
-                create(&state, kind, ns, obj, validation, query.dry_run()).await?;
+            let duplicates = duplicates(&headers, &body_bytes, validation)?;
+            let (created, unknown) =
+                create(&state, &user, kind, ns, obj, validation, query.dry_run()).await?;
+            let mut warnings = unknown_field_warnings(unknown);
+            warnings.extend(duplicates);
             Ok(with_warnings(
                 respond(StatusCode::CREATED, created, how, kind, &query),
                 &warnings,
@@ -171,9 +184,11 @@ pub async fn dispatch(
         Verb::Update => {
             let obj = body::decode(&headers, &body_bytes, Some(kind))?;
             let validation = FieldValidation::parse(query.get("fieldValidation"))?;
+            let duplicates = duplicates(&headers, &body_bytes, validation)?;
             let name = target.name.as_deref().unwrap_or_default();
-            let (obj, code, warnings) = update(
+            let (obj, code, unknown) = update(
                 &state,
+                &user,
                 kind,
                 ns,
                 name,
@@ -183,6 +198,8 @@ pub async fn dispatch(
                 query.dry_run(),
             )
             .await?;
+            let mut warnings = unknown_field_warnings(unknown);
+            warnings.extend(duplicates);
             Ok(with_warnings(
                 respond(code, obj, how, kind, &query),
                 &warnings,
@@ -193,6 +210,7 @@ pub async fn dispatch(
             let validation = FieldValidation::parse(query.get("fieldValidation"))?;
             let (obj, code, warnings) = patch::handle(
                 &state,
+                &user,
                 kind,
                 ns,
                 name,
@@ -205,7 +223,7 @@ pub async fn dispatch(
             .await?;
             Ok(with_warnings(
                 respond(code, obj, how, kind, &query),
-                &warnings,
+                &unknown_field_warnings(warnings),
             ))
         }
         Verb::Delete => {
@@ -221,6 +239,29 @@ pub async fn dispatch(
         }
         Verb::Unnamed => Err(ApiError::MethodNotAllowed),
     }
+}
+
+/// Keys a JSON body gives twice in one object: refused under
+/// `fieldValidation=Strict`, warnings under `Warn`, as in Kubernetes.
+fn duplicates(
+    headers: &HeaderMap,
+    body: &Bytes,
+    validation: FieldValidation,
+) -> Result<Vec<String>, ApiError> {
+    if validation == FieldValidation::Ignore {
+        return Ok(Vec::new());
+    }
+    let found: Vec<String> = body::duplicate_fields(headers, body)
+        .into_iter()
+        .map(|f| format!("duplicate field \"{f}\""))
+        .collect();
+    if validation == FieldValidation::Strict && !found.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "strict decoding error: {}",
+            found.join(", ")
+        )));
+    }
+    Ok(found)
 }
 
 /// Selectors of a list or watch.
@@ -342,6 +383,7 @@ async fn list_json(
 /// Create an object through every admission step.
 pub async fn create(
     state: &ApiState,
+    user: &UserInfo,
     kind: &'static Kind,
     url_ns: Option<&str>,
     mut obj: Value,
@@ -356,6 +398,8 @@ pub async fn create(
         state.require_active_namespace(ns, kind, &name).await?;
     }
     let (mut obj, warnings) = objects::admit(kind, obj, validation)?;
+    super::nodeauthz::admit(user, kind, None, &obj)?;
+    super::escalation::check(state, user, kind, ns.as_deref(), None, &obj).await?;
     state.admission.on_create(state, kind, &mut obj).await?;
     if dry_run {
         // Nothing is stored, so nothing may stay allocated either.
@@ -384,6 +428,7 @@ pub async fn create(
 #[allow(clippy::too_many_arguments)] // mirrors the REST verb's inputs
 pub async fn update(
     state: &ApiState,
+    user: &UserInfo,
     kind: &'static Kind,
     ns: Option<&str>,
     name: &str,
@@ -402,6 +447,8 @@ pub async fn update(
     objects::prepare_update(kind, &old, &mut new, sub)?;
     let (mut admitted, warnings) = objects::admit(kind, new, validation)?;
     objects::check_immutable(kind, &old, &admitted)?;
+    super::nodeauthz::admit(user, kind, Some(&old), &admitted)?;
+    super::escalation::check(state, user, kind, ns, Some(&old), &admitted).await?;
     objects::bump_generation(&old, &mut admitted);
     state
         .admission

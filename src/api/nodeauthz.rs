@@ -5,12 +5,15 @@
 //! bound to `system:nodes` is. Checked before RBAC; anything it does not
 //! restrict is left to RBAC.
 
-use serde_json::Value;
+use std::collections::BTreeSet;
+
+use serde_json::{Map, Value};
 
 use super::ApiState;
 use super::authn::UserInfo;
 use super::rbac::Attributes;
-use crate::resources;
+use super::status::ApiError;
+use crate::resources::{self, Kind};
 
 /// The node a user is, if it is one.
 pub fn node_of(user: &UserInfo) -> Option<&str> {
@@ -242,5 +245,195 @@ mod tests {
         assert!(references(&pod, "secret", "sec2"));
         assert!(!references(&pod, "secret", "cm1"));
         assert!(!references(&pod, "configMap", "other"));
+    }
+}
+
+/// Labels a node may set on its own Node although they sit in the
+/// `kubernetes.io` / `k8s.io` namespaces (those are otherwise reserved:
+/// a node that could label itself `node-role.kubernetes.io/control-plane`
+/// would draw workloads meant for the control plane).
+const NODE_SETTABLE_LABELS: &[&str] = &[
+    "kubernetes.io/hostname",
+    "kubernetes.io/arch",
+    "kubernetes.io/os",
+    "beta.kubernetes.io/arch",
+    "beta.kubernetes.io/os",
+    "beta.kubernetes.io/instance-type",
+    "node.kubernetes.io/instance-type",
+    "failure-domain.beta.kubernetes.io/region",
+    "failure-domain.beta.kubernetes.io/zone",
+    "topology.kubernetes.io/region",
+    "topology.kubernetes.io/zone",
+];
+
+/// Label prefixes a node may set freely.
+const NODE_SETTABLE_PREFIXES: &[&str] = &["kubelet.kubernetes.io/", "node.kubernetes.io/"];
+
+/// Whether a node may set, change or remove the label `key` on itself.
+fn node_may_label(key: &str) -> bool {
+    let Some((prefix, _)) = key.split_once('/') else {
+        return true;
+    };
+    if NODE_SETTABLE_LABELS.contains(&key)
+        || NODE_SETTABLE_PREFIXES.iter().any(|p| key.starts_with(p))
+    {
+        return true;
+    }
+    if prefix == "node-restriction.kubernetes.io"
+        || prefix.ends_with(".node-restriction.kubernetes.io")
+    {
+        return false;
+    }
+    let reserved = |domain: &str| prefix == domain || prefix.ends_with(&format!(".{domain}"));
+    !(reserved("kubernetes.io") || reserved("k8s.io"))
+}
+
+fn labels(obj: Option<&Value>) -> Map<String, Value> {
+    obj.and_then(|o| o.pointer("/metadata/labels"))
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Node restriction admission: what a node's credential may write, judged
+/// on the object itself (the authorizer above sees only the URL). A node
+/// creates only its own Node, and never sets or changes reserved labels on
+/// it. `old` is the stored object on update.
+///
+/// # Errors
+/// [`ApiError::Forbidden`] with Kubernetes' message.
+pub fn admit(
+    user: &UserInfo,
+    kind: &Kind,
+    old: Option<&Value>,
+    new: &Value,
+) -> Result<(), ApiError> {
+    let Some(node) = node_of(user) else {
+        return Ok(());
+    };
+    if !kind.group.is_empty() || kind.kind != "Node" {
+        return Ok(());
+    }
+    let name = super::objects::name_of(new);
+    let forbidden = |why: String| ApiError::Forbidden {
+        message: format!("nodes \"{name}\" is forbidden: {why}"),
+        kind: "nodes".into(),
+        name: name.to_string(),
+        group: String::new(),
+    };
+    if name != node {
+        return Err(forbidden(format!(
+            "node {node:?} is not allowed to modify node {name:?}"
+        )));
+    }
+    let (before, after) = (labels(old), labels(Some(new)));
+    let touched: BTreeSet<&String> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|k| before.get(*k) != after.get(*k))
+        .filter(|k| !node_may_label(k))
+        .collect();
+    if touched.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<&str> = touched.into_iter().map(String::as_str).collect();
+    Err(forbidden(match old {
+        None => format!(
+            "node {node:?} is not allowed to set the following labels: {}",
+            keys.join(", ")
+        ),
+        Some(_) => format!(
+            "node {node:?} is not allowed to modify labels: {}",
+            keys.join(", ")
+        ),
+    }))
+}
+
+#[cfg(test)]
+mod restriction_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn node_user(name: &str) -> UserInfo {
+        UserInfo {
+            username: format!("system:node:{name}"),
+            uid: String::new(),
+            groups: vec!["system:nodes".into(), "system:authenticated".into()],
+        }
+    }
+
+    fn node_obj(name: &str, labels: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels}})
+    }
+
+    fn nodes() -> &'static Kind {
+        resources::by_kind("", "Node").unwrap()
+    }
+
+    #[test]
+    fn reserved_labels_are_the_kubernetes_namespaces_less_the_kubelets_own() {
+        for (key, allowed) in [
+            ("app", true),
+            ("example.com/tier", true),
+            ("kubernetes.io/hostname", true),
+            ("topology.kubernetes.io/zone", true),
+            (
+                "node.kubernetes.io/exclude-from-external-load-balancers",
+                true,
+            ),
+            ("kubelet.kubernetes.io/anything", true),
+            ("node-role.kubernetes.io/control-plane", false),
+            ("node-role.kubernetes.io/worker", false),
+            ("kubernetes.io/role", false),
+            ("foo.k8s.io/x", false),
+            ("k8s.io/x", false),
+            ("node-restriction.kubernetes.io/pool", false),
+        ] {
+            assert_eq!(node_may_label(key), allowed, "{key}");
+        }
+    }
+
+    #[test]
+    fn a_node_creates_only_itself_and_never_with_reserved_labels() {
+        let n1 = node_user("n1");
+        admit(
+            &n1,
+            nodes(),
+            None,
+            &node_obj("n1", json!({"kubernetes.io/hostname": "n1"})),
+        )
+        .unwrap();
+        let other = admit(&n1, nodes(), None, &node_obj("n2", json!({}))).unwrap_err();
+        assert!(
+            other
+                .to_string()
+                .contains(r#"node "n1" is not allowed to modify node "n2""#),
+            "{other}"
+        );
+        let role = json!({"node-role.kubernetes.io/control-plane": ""});
+        let err = admit(&n1, nodes(), None, &node_obj("n1", role.clone())).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"nodes "n1" is forbidden: node "n1" is not allowed to set the following labels: node-role.kubernetes.io/control-plane"#
+        );
+        let old = node_obj("n1", json!({}));
+        let err = admit(&n1, nodes(), Some(&old), &node_obj("n1", role.clone())).unwrap_err();
+        assert!(
+            err.to_string().contains("not allowed to modify labels"),
+            "{err}"
+        );
+        // An admin set it: the node keeps it through its own updates, but
+        // cannot take it off.
+        let labelled = node_obj("n1", role.clone());
+        admit(&n1, nodes(), Some(&labelled), &labelled).unwrap();
+        admit(&n1, nodes(), Some(&labelled), &old).unwrap_err();
+        // Users that are not nodes are not judged here.
+        let admin = UserInfo {
+            username: "admin".into(),
+            uid: String::new(),
+            groups: vec!["system:masters".into()],
+        };
+        admit(&admin, nodes(), None, &node_obj("n2", role)).unwrap();
     }
 }

@@ -4,8 +4,11 @@
 
 use axum::http::{HeaderMap, StatusCode, header};
 use bytes::Bytes;
+use std::collections::HashMap;
+
 use serde_json::{Map, Value};
 
+use super::authn::UserInfo;
 use super::handlers::{self, Query};
 use super::objects::FieldValidation;
 use super::status::ApiError;
@@ -42,23 +45,43 @@ impl PatchType {
     }
 }
 
+/// Most operations one JSON patch may hold (Kubernetes' limit).
+pub const MAX_JSON_PATCH_OPS: usize = 10_000;
+
+/// Most bytes the `copy` operations of one JSON patch may copy in all: a
+/// copy of a map into itself doubles it, so without a bound a few dozen
+/// operations in a kilobyte exhaust the server's memory. Three times the
+/// largest request body, as in Kubernetes.
+pub const MAX_JSON_PATCH_COPIED_BYTES: usize = 3 * 3 * 1024 * 1024;
+
+/// Deepest nesting a patch result may reach. Stored objects are read back
+/// with serde_json's limit of 128 levels; a deeper object could be stored
+/// but never read again.
+pub const MAX_PATCHED_DEPTH: usize = 100;
+
 /// Apply `patch` of type `ty` to `current`.
+///
+/// # Errors
+/// 400 for a malformed patch; 413 past [`MAX_JSON_PATCH_OPS`]; 422 when an
+/// operation fails, its copies pass [`MAX_JSON_PATCH_COPIED_BYTES`], or the
+/// result would be nested deeper than [`MAX_PATCHED_DEPTH`].
 pub fn apply_patch(ty: PatchType, current: &Value, patch: &Value) -> Result<Value, ApiError> {
     match ty {
         PatchType::Json => {
+            if let Some(ops) = patch.as_array()
+                && ops.len() > MAX_JSON_PATCH_OPS
+            {
+                return Err(ApiError::TooLargeMessage {
+                    message: format!(
+                        "The allowed maximum operations in a JSON patch is {MAX_JSON_PATCH_OPS}, got {}",
+                        ops.len()
+                    ),
+                });
+            }
             let ops: json_patch::Patch = serde_json::from_value(patch.clone())
                 .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
             let mut doc = current.clone();
-            json_patch::patch(&mut doc, &ops).map_err(|e| ApiError::Invalid {
-                group: String::new(),
-                kind: String::new(),
-                name: String::new(),
-                causes: vec![crate::resources::FieldError::invalid(
-                    "patch",
-                    "",
-                    e.to_string(),
-                )],
-            })?;
+            apply_json_patch(&mut doc, &ops)?;
             Ok(doc)
         }
         PatchType::Merge => {
@@ -75,6 +98,101 @@ pub fn apply_patch(ty: PatchType, current: &Value, patch: &Value) -> Result<Valu
             Ok(strategic_merge(current, patch, ""))
         }
     }
+}
+
+fn invalid_patch(message: String) -> ApiError {
+    ApiError::Invalid {
+        group: String::new(),
+        kind: String::new(),
+        name: String::new(),
+        causes: vec![crate::resources::FieldError::invalid("patch", "", message)],
+    }
+}
+
+/// Applies JSON patch operations one at a time, keeping two bounds: the
+/// bytes all `copy` operations copy, and an upper bound of the document's
+/// nesting depth (a `copy` or `move` under a deep path deepens it by up to
+/// the depth of what it moves, so repeated ones could nest without end).
+fn apply_json_patch(doc: &mut Value, ops: &json_patch::Patch) -> Result<(), ApiError> {
+    let segments = |p: &str| p.matches('/').count();
+    let mut depth_bound = depth_of(doc);
+    let mut copy_budget = MAX_JSON_PATCH_COPIED_BYTES;
+    for op in ops.iter() {
+        use json_patch::PatchOperation as Op;
+        let reaches = match op {
+            Op::Add(a) => segments(a.path.as_str()) + depth_of(&a.value),
+            Op::Replace(r) => segments(r.path.as_str()) + depth_of(&r.value),
+            Op::Move(m) => {
+                segments(m.path.as_str()) + depth_bound.saturating_sub(segments(m.from.as_str()))
+            }
+            Op::Copy(c) => {
+                let copied = doc
+                    .pointer(c.from.as_str())
+                    .map_or(0, |v| size_within(v, copy_budget));
+                if copied > copy_budget {
+                    return Err(invalid_patch(format!(
+                        "the copy operations of this patch copy more than {MAX_JSON_PATCH_COPIED_BYTES} bytes"
+                    )));
+                }
+                copy_budget -= copied;
+                segments(c.path.as_str()) + depth_bound.saturating_sub(segments(c.from.as_str()))
+            }
+            Op::Remove(_) | Op::Test(_) => 0,
+        };
+        depth_bound = depth_bound.max(reaches);
+        if depth_bound > MAX_PATCHED_DEPTH {
+            return Err(invalid_patch(format!(
+                "the patched object would be nested deeper than {MAX_PATCHED_DEPTH} levels"
+            )));
+        }
+        json_patch::patch(doc, std::slice::from_ref(op))
+            .map_err(|e| invalid_patch(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Levels of nesting of `v` (a scalar is 0, `{}` is 1); iterative, so a
+/// deep value cannot overflow the stack.
+fn depth_of(v: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(v, 0usize)];
+    while let Some((v, d)) = stack.pop() {
+        match v {
+            Value::Array(items) => stack.extend(items.iter().map(|i| (i, d + 1))),
+            Value::Object(map) => stack.extend(map.values().map(|i| (i, d + 1))),
+            _ => deepest = deepest.max(d),
+        }
+        if matches!(v, Value::Array(_) | Value::Object(_)) {
+            deepest = deepest.max(d + 1);
+        }
+    }
+    deepest
+}
+
+/// The approximate encoded size of `v`, counting no further than just past
+/// `limit` (so measuring a huge value costs no more than the limit).
+fn size_within(v: &Value, limit: usize) -> usize {
+    let mut size = 0usize;
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        size += match v {
+            Value::Null | Value::Bool(_) => 5,
+            Value::Number(_) => 8,
+            Value::String(s) => s.len() + 2,
+            Value::Array(items) => {
+                stack.extend(items.iter());
+                2 + items.len()
+            }
+            Value::Object(map) => {
+                stack.extend(map.values());
+                2 + map.keys().map(|k| k.len() + 4).sum::<usize>()
+            }
+        };
+        if size > limit {
+            return size;
+        }
+    }
+    size
 }
 
 /// The merge key of a list field, by field name (and, for `ports`, by the
@@ -129,17 +247,17 @@ fn strategic_merge(current: &Value, patch: &Value, _path: &str) -> Value {
         out.retain(|k, _| keep.contains(&k.as_str()));
     }
     for (k, v) in p {
-        if k.starts_with('$') {
-            continue;
-        }
-        if let Some(field) = k.strip_prefix("$setElementOrder/") {
-            let _ = field;
-            continue;
-        }
         if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
             if let (Some(Value::Array(list)), Some(del)) = (out.get_mut(field), v.as_array()) {
-                list.retain(|x| !del.contains(x));
+                let del: std::collections::HashSet<String> =
+                    del.iter().map(Value::to_string).collect();
+                list.retain(|x| !del.contains(&x.to_string()));
             }
+            continue;
+        }
+        // `$patch`, `$retainKeys` and `$setElementOrder/…` are handled
+        // around this loop.
+        if k.starts_with('$') {
             continue;
         }
         match v {
@@ -188,6 +306,14 @@ fn strategic_merge(current: &Value, patch: &Value, _path: &str) -> Value {
     Value::Object(out)
 }
 
+/// A list element's merge key, as a string usable in a hash map.
+fn key_text(item: &Value, key: &str) -> Option<String> {
+    item.get(key).map(Value::to_string)
+}
+
+/// Merges a patch list into the current one. Elements are found by their
+/// merge key through a map, so a patch of n elements against a list of m
+/// costs n + m steps, not n × m (both may hold many thousands).
 fn merge_list(
     field: &str,
     current: Option<&Value>,
@@ -199,9 +325,11 @@ fn merge_list(
         .cloned()
         .unwrap_or_default();
     if merges_as_set(field) {
+        let mut seen: std::collections::HashSet<String> =
+            cur.iter().map(Value::to_string).collect();
         let mut out = cur;
         for v in patch {
-            if !out.contains(v) {
+            if seen.insert(v.to_string()) {
                 out.push(v.clone());
             }
         }
@@ -211,18 +339,26 @@ fn merge_list(
     let Some(key) = merge_key(field, sample) else {
         return Value::Array(patch.to_vec());
     };
-    let key_of = |v: &Value| v.get(key).cloned();
-    let mut out = cur;
+    // Removed elements leave a `None` until the end, so positions in the
+    // index stay valid.
+    let mut out: Vec<Option<Value>> = cur.into_iter().map(Some).collect();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for (i, item) in out.iter().enumerate() {
+        if let Some(id) = item.as_ref().and_then(|v| key_text(v, key)) {
+            index.entry(id).or_insert(i);
+        }
+    }
     for item in patch {
-        let Some(id) = key_of(item) else {
-            out.push(item.clone());
+        let Some(id) = key_text(item, key) else {
+            out.push(Some(item.clone()));
             continue;
         };
-        let pos = out.iter().position(|e| key_of(e).as_ref() == Some(&id));
+        let pos = index.get(&id).copied();
         match item.get("$patch").and_then(Value::as_str) {
             Some("delete") => {
                 if let Some(i) = pos {
-                    out.remove(i);
+                    out[i] = None;
+                    index.remove(&id);
                 }
             }
             Some("replace") => {
@@ -231,28 +367,41 @@ fn merge_list(
                     m.remove("$patch");
                 }
                 match pos {
-                    Some(i) => out[i] = replaced,
-                    None => out.push(replaced),
+                    Some(i) => out[i] = Some(replaced),
+                    None => {
+                        index.insert(id, out.len());
+                        out.push(Some(replaced));
+                    }
                 }
             }
-            _ => match pos {
-                Some(i) => {
-                    let merged = strategic_merge(&out[i], item, field);
-                    out[i] = merged;
+            _ => {
+                let merged = match pos.and_then(|i| out[i].as_ref()) {
+                    Some(existing) => strategic_merge(existing, item, field),
+                    None => strategic_merge(&Value::Object(Map::new()), item, field),
+                };
+                match pos {
+                    Some(i) => out[i] = Some(merged),
+                    None => {
+                        index.insert(id, out.len());
+                        out.push(Some(merged));
+                    }
                 }
-                None => {
-                    out.push(strategic_merge(&Value::Object(Map::new()), item, field));
-                }
-            },
+            }
         }
     }
+    let mut out: Vec<Value> = out.into_iter().flatten().collect();
     if let Some(order) = order {
-        let rank = |v: &Value| {
-            key_of(v)
-                .and_then(|id| order.iter().position(|o| o.get(key) == Some(&id)))
+        let mut rank: HashMap<String, usize> = HashMap::new();
+        for (i, o) in order.iter().enumerate() {
+            if let Some(id) = key_text(o, key) {
+                rank.entry(id).or_insert(i);
+            }
+        }
+        out.sort_by_key(|v| {
+            key_text(v, key)
+                .and_then(|id| rank.get(&id).copied())
                 .unwrap_or(usize::MAX)
-        };
-        out.sort_by_key(rank);
+        });
     }
     Value::Array(out)
 }
@@ -263,6 +412,7 @@ fn merge_list(
 #[allow(clippy::too_many_arguments)] // mirrors the REST verb's inputs
 pub async fn handle(
     state: &ApiState,
+    user: &UserInfo,
     kind: &'static Kind,
     ns: Option<&str>,
     name: &str,
@@ -292,7 +442,7 @@ pub async fn handle(
                     obj["metadata"]["name"] = Value::String(name.to_string());
                 }
                 let (created, warnings) =
-                    handlers::create(state, kind, ns, obj, validation, dry).await?;
+                    handlers::create(state, user, kind, ns, obj, validation, dry).await?;
                 return Ok((created, StatusCode::CREATED, warnings));
             }
             None => {
@@ -304,6 +454,14 @@ pub async fn handle(
             }
         };
         let mut patched = apply_patch(ty, &current, &patch)?;
+        // Whatever the patch did, an object with an object `metadata` must
+        // come out; anything else is the caller's error, not ours.
+        if !patched.is_object() || patched.get("metadata").is_some_and(|m| !m.is_object()) {
+            return Err(ApiError::bad_request(format!(
+                "the patched {} is not an object with object metadata",
+                kind.kind
+            )));
+        }
         // A resourceVersion in the patch is a precondition; otherwise the
         // write is conditional on the version we read.
         let precondition = patch
@@ -319,7 +477,7 @@ pub async fn handle(
         if let Some(rv) = rv {
             patched["metadata"]["resourceVersion"] = Value::String(rv);
         }
-        match handlers::update(state, kind, ns, name, patched, sub, validation, dry).await {
+        match handlers::update(state, user, kind, ns, name, patched, sub, validation, dry).await {
             Err(ApiError::Conflict { .. }) if precondition.is_none() => continue,
             other => return other,
         }
@@ -406,5 +564,74 @@ mod tests {
         assert_eq!(out["spec"]["replicas"], 3);
         let out = apply_patch(PatchType::Merge, &cur, &json!({"spec": {"replicas": 5}})).unwrap();
         assert_eq!(out["spec"]["replicas"], 5);
+    }
+
+    #[test]
+    fn copies_that_double_a_document_stop_at_the_copy_budget() {
+        let big = "x".repeat(1024);
+        let cur = json!({"data": {"k": big}});
+        // Each copy doubles /data; 17 of them would be 128 MiB.
+        let ops: Vec<Value> = (0..17)
+            .map(|i| json!({"op": "copy", "from": "/data", "path": format!("/data/c{i}")}))
+            .collect();
+        let err = apply_patch(PatchType::Json, &cur, &Value::Array(ops)).unwrap_err();
+        assert_eq!(err.code().as_u16(), 422, "{err}");
+        assert!(err.to_string().contains("copy"), "{err}");
+        // A few small copies are fine.
+        let ops = json!([{"op": "copy", "from": "/data/k", "path": "/data/k2"}]);
+        let out = apply_patch(PatchType::Json, &cur, &ops).unwrap();
+        assert_eq!(out["data"]["k2"], out["data"]["k"]);
+    }
+
+    #[test]
+    fn copies_and_moves_cannot_nest_a_document_without_end() {
+        let cur = json!({"a": {"b": {}}});
+        let ops: Vec<Value> = (0..200)
+            .map(|_| json!({"op": "copy", "from": "/a", "path": "/a/b/c"}))
+            .collect();
+        let err = apply_patch(PatchType::Json, &cur, &Value::Array(ops)).unwrap_err();
+        assert!(err.to_string().contains("deeper"), "{err}");
+    }
+
+    #[test]
+    fn a_json_patch_of_too_many_operations_is_refused_unread() {
+        let ops: Vec<Value> = (0..=MAX_JSON_PATCH_OPS)
+            .map(|_| json!({"op": "test", "path": "/a", "value": 1}))
+            .collect();
+        let err = apply_patch(PatchType::Json, &json!({"a": 1}), &Value::Array(ops)).unwrap_err();
+        assert_eq!(err.code().as_u16(), 413);
+        assert_eq!(
+            err.to_string(),
+            "The allowed maximum operations in a JSON patch is 10000, got 10001"
+        );
+    }
+
+    #[test]
+    fn long_lists_merge_by_key_in_linear_time() {
+        // 50,000 × 50,000 elements: a pairwise search would take minutes.
+        let n = 50_000;
+        let cur: Vec<Value> = (0..n)
+            .map(|i| json!({"name": format!("e{i}"), "value": "old"}))
+            .collect();
+        let patch: Vec<Value> = (0..n)
+            .rev()
+            .map(|i| json!({"name": format!("e{i}"), "value": "new"}))
+            .collect();
+        let out = smp(json!({"env": cur}), json!({"env": patch}));
+        let env = out["env"].as_array().unwrap();
+        assert_eq!(env.len(), n);
+        assert_eq!(env[0], json!({"name": "e0", "value": "new"}));
+        let cur: Vec<Value> = (0..n).map(|i| json!(format!("f{i}"))).collect();
+        let del = cur.clone();
+        let out = smp(
+            json!({"metadata": {"finalizers": cur.clone()}}),
+            json!({"metadata": {"finalizers": cur}}),
+        );
+        assert_eq!(out["metadata"]["finalizers"].as_array().unwrap().len(), n);
+        let out = smp(
+            json!({"args": del.clone()}),
+            json!({"$deleteFromPrimitiveList/args": del}),
+        );
+        assert_eq!(out["args"], json!([]));
     }
 }

@@ -32,10 +32,16 @@ impl LabelSelector {
     pub fn parse(s: &str) -> Result<Self, ApiError> {
         let mut reqs = Vec::new();
         let bad = |why: &str| ApiError::bad_request(format!("unable to parse requirement: {why}"));
+        let blank = s.trim().is_empty();
         for part in split_top_level(s) {
             let part = part.trim();
             if part.is_empty() {
-                continue;
+                // `a=b,,` names an empty requirement; only a wholly empty
+                // selector (everything) may be blank.
+                if blank {
+                    continue;
+                }
+                return Err(bad("found ',', expected: identifier"));
             }
             if let Some(key) = part.strip_prefix('!') {
                 reqs.push(Requirement::DoesNotExist(check_key(key.trim())?));
@@ -233,10 +239,16 @@ pub struct FieldSelector(pub Vec<(String, bool, String)>);
 impl FieldSelector {
     pub fn parse(s: &str, kind: &str) -> Result<Self, ApiError> {
         let mut reqs = Vec::new();
+        let blank = s.trim().is_empty();
         for part in s.split(',') {
             let part = part.trim();
             if part.is_empty() {
-                continue;
+                if blank {
+                    continue;
+                }
+                return Err(ApiError::bad_request(format!(
+                    "invalid selector: '{s}'; can't understand '{part}'"
+                )));
             }
             let (field, eq, value) = if let Some((f, v)) = part.split_once("!=") {
                 (f, false, v)
@@ -353,5 +365,19 @@ mod tests {
         assert!(sel.matches(&json!({"metadata": {"name": "p"}, "spec": {"nodeName": "n1"}})));
         let unbound = FieldSelector::parse("spec.nodeName=", "Pod").unwrap();
         assert!(unbound.matches(&json!({"metadata": {"name": "p"}, "spec": {}})));
+    }
+
+    #[test]
+    fn empty_requirements_between_commas_are_refused() {
+        for bad in ["a=b,,", ",a=b", "a=b, ,c=d", ","] {
+            assert!(LabelSelector::parse(bad).is_err(), "{bad:?}");
+            assert!(
+                FieldSelector::parse(&bad.replace('a', "metadata.name"), "Pod").is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(LabelSelector::parse("").is_ok());
+        assert!(LabelSelector::parse("  ").is_ok());
+        assert!(FieldSelector::parse("", "Pod").is_ok());
     }
 }

@@ -60,6 +60,9 @@ pub enum ApiError {
     NotAcceptable { message: String },
     #[error("the request is too large: limit is {limit} bytes")]
     TooLarge { limit: usize },
+    /// A request within the body limit that asks for too much work.
+    #[error("{message}")]
+    TooLargeMessage { message: String },
     #[error("{message}")]
     ServiceUnavailable { message: String },
     #[error("too many requests, please try again later")]
@@ -117,7 +120,9 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotAcceptable { .. } => StatusCode::NOT_ACCEPTABLE,
-            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooLarge { .. } | ApiError::TooLargeMessage { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ApiError::ServiceUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -139,7 +144,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "MethodNotAllowed",
             ApiError::UnsupportedMediaType { .. } => "UnsupportedMediaType",
             ApiError::NotAcceptable { .. } => "NotAcceptable",
-            ApiError::TooLarge { .. } => "RequestEntityTooLarge",
+            ApiError::TooLarge { .. } | ApiError::TooLargeMessage { .. } => "RequestEntityTooLarge",
             ApiError::ServiceUnavailable { .. } => "ServiceUnavailable",
             ApiError::TooManyRequests => "TooManyRequests",
             ApiError::Timeout { .. } => "Timeout",

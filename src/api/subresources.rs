@@ -78,6 +78,7 @@ pub async fn handle(
             let obj = body::decode(headers, &raw, Some(kind))?;
             let (obj, code, _) = handlers::update(
                 state,
+                user,
                 kind,
                 ns,
                 name,
@@ -92,6 +93,7 @@ pub async fn handle(
         (Subresource::Status, Verb::Patch) => {
             let (obj, code, _) = patch::handle(
                 state,
+                user,
                 kind,
                 ns,
                 name,
@@ -150,6 +152,7 @@ pub async fn handle(
             }
             let (stored, _, _) = handlers::update(
                 state,
+                user,
                 kind,
                 ns,
                 name,

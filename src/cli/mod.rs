@@ -5,6 +5,7 @@
 //! configuration types free of clap; this module turns flags into them.
 
 pub mod agent;
+pub mod jointoken;
 pub mod kv;
 pub mod node;
 pub mod push;

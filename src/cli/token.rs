@@ -43,6 +43,10 @@ pub enum TokenCommand {
     /// Mint a bearer token for a user and print it (only the token, so it
     /// can be captured: `TOKEN=$(wkube token create --user alice)`).
     Create(CreateArgs),
+    /// Join tokens, with which agents join the cluster: create, list,
+    /// delete (revoke). Needs the server running.
+    #[command(subcommand)]
+    Join(super::jointoken::JoinCommand),
 }
 
 /// Flags of `wkube token create`.
@@ -107,9 +111,13 @@ pub enum TokenError {
 }
 
 /// Runs `wkube token ...`; prints `Error: …` and returns 1 on failure.
-pub fn run_token(args: TokenArgs, data_dir: &Path) -> ExitCode {
-    let TokenCommand::Create(create) = args.command;
-    report(create_token(&create.user, &create.common, data_dir).map(|t| format!("{t}\n")))
+pub async fn run_token(args: TokenArgs, data_dir: &Path) -> ExitCode {
+    match args.command {
+        TokenCommand::Create(create) => {
+            report(create_token(&create.user, &create.common, data_dir).map(|t| format!("{t}\n")))
+        }
+        TokenCommand::Join(join) => report(super::jointoken::run(join, data_dir).await),
+    }
 }
 
 /// Runs `wkube kubeconfig`; prints `Error: …` and returns 1 on failure.
@@ -117,7 +125,7 @@ pub fn run_kubeconfig(args: KubeconfigArgs, data_dir: &Path) -> ExitCode {
     report(kubeconfig(&args, data_dir))
 }
 
-fn report(result: Result<String, TokenError>) -> ExitCode {
+fn report<E: std::fmt::Display>(result: Result<String, E>) -> ExitCode {
     match result {
         Ok(out) => {
             print!("{out}");
@@ -188,7 +196,7 @@ pub fn kubeconfig(args: &KubeconfigArgs, data_dir: &Path) -> Result<String, Toke
     ))
 }
 
-fn api_url(data_dir: &Path) -> Result<String, TokenError> {
+pub(super) fn api_url(data_dir: &Path) -> Result<String, TokenError> {
     let path = data_dir.join(API_ENDPOINT_FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -213,7 +221,7 @@ fn read(path: &Path) -> Result<String, TokenError> {
 
 /// Durations as Go (and so kubectl's `--duration`) writes them, plus days:
 /// `90s`, `30m`, `1h30m`, `7d`. A bare number is seconds.
-fn parse_ttl(s: &str) -> Result<Duration, String> {
+pub(super) fn parse_ttl(s: &str) -> Result<Duration, String> {
     let bad = || format!("invalid duration {s:?} (try 30m, 1h, 24h, 7d or 1h30m)");
     if let Ok(secs) = s.parse::<u64>() {
         return positive(Duration::from_secs(secs)).ok_or_else(bad);

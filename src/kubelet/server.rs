@@ -1,8 +1,13 @@
 //! The agent endpoint: HTTPS on `--agent-listen` (default port 10250),
 //! through which the API server reaches this node for container logs and
 //! pod proxying. Every caller must present a client certificate from the
-//! cluster CA, and only the control plane (`system:masters`) and other
-//! nodes (`system:nodes`) are let in.
+//! cluster CA:
+//! - the control plane (`O=system:masters`) may use every route;
+//! - another node (`O=system:nodes`) only delivers pod traffic to pod
+//!   addresses (`/podip/…`), as a network would: a node credential, which
+//!   anyone holding a join token can get, must not read other nodes' logs
+//!   or reach into their pods through the API server's routes;
+//! - anyone else is refused at the handshake.
 //!
 //! - `GET /healthz`
 //! - `GET /containerLogs/{namespace}/{pod}/{container}?follow=&tailLines=&previous=&timestamps=&limitBytes=&sinceSeconds=&sinceTime=`
@@ -68,29 +73,60 @@ pub fn tls_config(t: &AgentTls) -> Result<Arc<rustls::ServerConfig>, String> {
     Ok(Arc::new(cfg))
 }
 
-/// Whether a client certificate's subject may use the endpoint: the API
-/// server and cluster admins (`O=system:masters`) or a node
-/// (`O=system:nodes`).
-fn caller_allowed(cert: &[u8]) -> bool {
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(cert) else {
-        return false;
-    };
-    cert.subject()
-        .iter_organization()
-        .filter_map(|o| o.as_str().ok())
-        .any(|o| o == "system:masters" || o == "system:nodes")
+/// Who a verified client certificate belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Caller {
+    /// The API server or a cluster admin (`O=system:masters`).
+    ControlPlane,
+    /// Another node (`O=system:nodes`).
+    Node,
 }
 
-fn router(shared: Arc<Shared>) -> Router {
+/// The caller a client certificate's subject names, if it may connect.
+fn caller_of(cert: &[u8]) -> Option<Caller> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert).ok()?;
+    let orgs: Vec<&str> = cert
+        .subject()
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok())
+        .collect();
+    if orgs.contains(&"system:masters") {
+        Some(Caller::ControlPlane)
+    } else if orgs.contains(&"system:nodes") {
+        Some(Caller::Node)
+    } else {
+        None
+    }
+}
+
+/// Routes every caller may use: pod traffic by pod address, and health.
+fn pod_routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok" }))
-        .route("/metrics", axum::routing::get(metrics))
         .route("/podip/{ip}/{port}", axum::routing::any(pod_ip_proxy_root))
         .route("/podip/{ip}/{port}/", axum::routing::any(pod_ip_proxy_root))
         .route(
             "/podip/{ip}/{port}/{*rest}",
             axum::routing::any(pod_ip_proxy),
         )
+}
+
+/// What other nodes may use.
+fn node_router(shared: Arc<Shared>) -> Router {
+    pod_routes()
+        .fallback(|| async {
+            plain(
+                StatusCode::FORBIDDEN,
+                "forbidden: a node's certificate may only deliver pod traffic (/podip/) to this node",
+            )
+        })
+        .with_state(shared)
+}
+
+/// Everything, for the control plane.
+fn router(shared: Arc<Shared>) -> Router {
+    pod_routes()
+        .route("/metrics", axum::routing::get(metrics))
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",
             axum::routing::get(container_logs),
@@ -119,6 +155,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let app = router(shared.clone());
+    let node_app = node_router(shared.clone());
     let permits = Arc::new(Semaphore::new(shared.config.max_connections.max(1)));
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -133,11 +170,11 @@ pub async fn serve(
     .await
     {
         let _ = stream.set_nodelay(true);
-        let svc = TowerToHyperService::new(app.clone());
         let builder = auto::Builder::new(TokioExecutor::new());
         let watcher = graceful.watcher();
         match acceptor.clone() {
             Some(acceptor) => {
+                let (app, node_app) = (app.clone(), node_app.clone());
                 tokio::spawn(async move {
                     let _permit = permit;
                     let Ok(Ok(tls)) =
@@ -146,22 +183,27 @@ pub async fn serve(
                     else {
                         return;
                     };
-                    let allowed = tls
+                    let caller = tls
                         .get_ref()
                         .1
                         .peer_certificates()
                         .and_then(|c| c.first())
-                        .is_some_and(|c| caller_allowed(c.as_ref()));
-                    if !allowed {
+                        .and_then(|c| caller_of(c.as_ref()));
+                    let svc = match caller {
+                        Some(Caller::ControlPlane) => TowerToHyperService::new(app),
+                        Some(Caller::Node) => TowerToHyperService::new(node_app),
                         // A valid certificate of the cluster that is neither
                         // the control plane nor a node: refused outright.
-                        return;
-                    }
+                        None => return,
+                    };
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
                     let _ = watcher.watch(conn.into_owned()).await;
                 });
             }
             None => {
+                // Without TLS (`--tls off`, a trusted lab network) there is
+                // no one to tell apart.
+                let svc = TowerToHyperService::new(app.clone());
                 tokio::spawn(async move {
                     let _permit = permit;
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);

@@ -3,7 +3,13 @@
 //! On first start the server creates, under `DATA/pki/`, a cluster CA
 //! (`ca.crt`/`ca.key`, ECDSA P-256), a serving certificate for the etcd
 //! endpoint (`etcd-server.crt`/`.key`) and an admin client certificate for
-//! `etcdctl` (`etcd-client.crt`/`.key`). Later starts reuse them; a leaf is
+//! `etcdctl` (`etcd-client.crt`/`.key`).
+//!
+//! The etcd endpoint gives whoever connects the raw store, Secrets included,
+//! so its client certificates come from a CA of their own
+//! (`etcd-client-ca.crt`/`.key`) that signs nothing else. The cluster CA
+//! signs node certificates for anyone holding a join token; were it trusted
+//! on the etcd port, every node would hold the whole store. Later starts reuse them; a leaf is
 //! reissued when it is missing, close to expiry, or (for the server cert)
 //! lacks a requested SAN. Each leaf has a small `.meta` sidecar recording
 //! its SANs and expiry, so no certificate parsing is needed to decide.
@@ -25,6 +31,9 @@ use time::OffsetDateTime;
 
 const CA_CERT: &str = "ca.crt";
 const CA_KEY: &str = "ca.key";
+const ETCD_CLIENT_CA_CERT: &str = "etcd-client-ca.crt";
+const ETCD_CLIENT_CA_KEY: &str = "etcd-client-ca.key";
+const ETCD_CLIENT_CA_COMMON_NAME: &str = "wkube-etcd-client-ca";
 const ETCD_SERVER: &str = "etcd-server";
 const ETCD_CLIENT: &str = "etcd-client";
 /// The API server's client certificate towards node agents.
@@ -176,8 +185,26 @@ impl fmt::Debug for ClientTls {
 pub struct ClusterPki {
     /// `DATA/pki`.
     pub dir: PathBuf,
-    ca_cert_pem: String,
+    ca: Ca,
+    /// Signs the etcd endpoint's client certificates and nothing else;
+    /// loaded by [`ClusterPki::load_or_create`] only (the server's own start).
+    etcd_client_ca: Option<Ca>,
+}
+
+/// One certificate authority: its certificate and the key that signs.
+struct Ca {
+    cert_pem: String,
     issuer: Issuer<'static, KeyPair>,
+    /// The CA's common name, recorded in each leaf's `.meta` so a leaf
+    /// signed by another CA is reissued.
+    name: &'static str,
+}
+
+/// Which CA signs a leaf.
+#[derive(Clone, Copy)]
+enum Signer {
+    Cluster,
+    EtcdClient,
 }
 
 impl fmt::Debug for ClusterPki {
@@ -201,7 +228,13 @@ impl ClusterPki {
     pub fn load_or_create(data_dir: &Path, extra_sans: &[String]) -> Result<ClusterPki, PkiError> {
         let dir = data_dir.join("pki");
         create_private_dir(&dir)?;
-        let pki = Self::load_or_create_ca(dir)?;
+        let mut pki = Self::load_or_create_ca(dir)?;
+        pki.etcd_client_ca = Some(load_or_create_ca(
+            &pki.dir,
+            ETCD_CLIENT_CA_CERT,
+            ETCD_CLIENT_CA_KEY,
+            ETCD_CLIENT_CA_COMMON_NAME,
+        )?);
 
         let mut sans: BTreeSet<String> =
             DEFAULT_SERVER_SANS.iter().map(|s| s.to_string()).collect();
@@ -214,6 +247,7 @@ impl ClusterPki {
         let (dns_names, ips) = split_sans(&sans)?;
         pki.ensure_leaf(
             ETCD_SERVER,
+            Signer::Cluster,
             &CertSpec {
                 common_name: "wkube-etcd".into(),
                 organizations: Vec::new(),
@@ -226,6 +260,7 @@ impl ClusterPki {
         )?;
         pki.ensure_leaf(
             ETCD_CLIENT,
+            Signer::EtcdClient,
             &CertSpec {
                 common_name: ADMIN_COMMON_NAME.into(),
                 organizations: vec![ADMIN_GROUP.into()],
@@ -252,74 +287,29 @@ impl ClusterPki {
     }
 
     fn load_or_create_ca(dir: PathBuf) -> Result<ClusterPki, PkiError> {
-        let cert_path = dir.join(CA_CERT);
-        let key_path = dir.join(CA_KEY);
-        match (cert_path.exists(), key_path.exists()) {
-            (true, true) => {
-                let ca_cert_pem = read(&cert_path)?;
-                let key_pem = read(&key_path)?;
-                let key = KeyPair::from_pem(&key_pem).map_err(|source| PkiError::Parse {
-                    path: key_path.clone(),
-                    source,
-                })?;
-                let issuer = Issuer::from_ca_cert_pem(&ca_cert_pem, key).map_err(|source| {
-                    PkiError::Parse {
-                        path: cert_path.clone(),
-                        source,
-                    }
-                })?;
-                Ok(ClusterPki {
-                    dir,
-                    ca_cert_pem,
-                    issuer,
-                })
-            }
-            (true, false) => Err(PkiError::IncompleteCa {
-                present: cert_path,
-                missing: key_path,
-            }),
-            (false, true) => Err(PkiError::IncompleteCa {
-                present: key_path,
-                missing: cert_path,
-            }),
-            (false, false) => {
-                let generate = |source| PkiError::Generate {
-                    what: "the cluster CA".into(),
-                    source,
-                };
-                let key =
-                    KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(generate)?;
-                let mut params = CertificateParams::default();
-                params.distinguished_name = DistinguishedName::new();
-                params
-                    .distinguished_name
-                    .push(DnType::CommonName, CA_COMMON_NAME);
-                params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-                params.key_usages = vec![
-                    KeyUsagePurpose::KeyCertSign,
-                    KeyUsagePurpose::CrlSign,
-                    KeyUsagePurpose::DigitalSignature,
-                ];
-                set_validity(&mut params, CA_VALIDITY);
-                params.serial_number = Some(random_serial());
-                let cert = params.self_signed(&key).map_err(generate)?;
-                let ca_cert_pem = cert.pem();
-                // Key first: a crash in between leaves a key without a cert,
-                // which load reports instead of silently replacing.
-                write_atomic(&key_path, key.serialize_pem().as_bytes(), true)?;
-                write_atomic(&cert_path, ca_cert_pem.as_bytes(), false)?;
-                Ok(ClusterPki {
-                    dir,
-                    ca_cert_pem,
-                    issuer: Issuer::new(params, key),
-                })
-            }
-        }
+        let ca = load_or_create_ca(&dir, CA_CERT, CA_KEY, CA_COMMON_NAME)?;
+        Ok(ClusterPki {
+            dir,
+            ca,
+            etcd_client_ca: None,
+        })
     }
 
     /// The CA certificate, PEM.
     pub fn ca_cert_pem(&self) -> &str {
-        &self.ca_cert_pem
+        &self.ca.cert_pem
+    }
+
+    /// The CA the etcd endpoint trusts for client certificates, PEM.
+    ///
+    /// # Errors
+    /// [`PkiError::Io`] when it was never created (only the server's own
+    /// [`load_or_create`](Self::load_or_create) creates it).
+    pub fn etcd_client_ca_pem(&self) -> Result<String, PkiError> {
+        match &self.etcd_client_ca {
+            Some(ca) => Ok(ca.cert_pem.clone()),
+            None => read(&self.path(ETCD_CLIENT_CA_CERT)),
+        }
     }
 
     /// A node's pair of certificates, both in `system:nodes`: its client
@@ -363,57 +353,17 @@ impl ClusterPki {
     /// [`PkiError::InvalidName`] for a DNS name rcgen rejects,
     /// [`PkiError::Generate`] when key generation or signing fails.
     pub fn issue(&self, spec: &CertSpec) -> Result<IssuedCert, PkiError> {
-        let generate = |source| PkiError::Generate {
-            what: format!("a certificate for {:?}", spec.common_name),
-            source,
-        };
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(generate)?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, spec.common_name.as_str());
-        for org in &spec.organizations {
-            params
-                .distinguished_name
-                .push(DnType::OrganizationName, org.as_str());
+        issue_with(&self.ca, spec)
+    }
+
+    fn ca_of(&self, signer: Signer) -> &Ca {
+        match signer {
+            Signer::Cluster => &self.ca,
+            Signer::EtcdClient => self
+                .etcd_client_ca
+                .as_ref()
+                .expect("load_or_create loads the etcd client CA before issuing from it"),
         }
-        for name in &spec.dns_names {
-            let dns = name
-                .as_str()
-                .try_into()
-                .map_err(|source| PkiError::InvalidName {
-                    name: name.clone(),
-                    source,
-                })?;
-            params.subject_alt_names.push(SanType::DnsName(dns));
-        }
-        params
-            .subject_alt_names
-            .extend(spec.ips.iter().map(|ip| SanType::IpAddress(*ip)));
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        if spec.server {
-            params
-                .extended_key_usages
-                .push(ExtendedKeyUsagePurpose::ServerAuth);
-        }
-        if spec.client {
-            params
-                .extended_key_usages
-                .push(ExtendedKeyUsagePurpose::ClientAuth);
-        }
-        params.use_authority_key_identifier_extension = true;
-        params.serial_number = Some(random_serial());
-        set_validity(&mut params, spec.validity);
-        let cert = params.signed_by(&key, &self.issuer).map_err(generate)?;
-        Ok(IssuedCert {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
     }
 
     /// Server TLS material for the etcd endpoint: server cert/key + the CA
@@ -425,7 +375,7 @@ impl ClusterPki {
         Ok(ServerTls {
             cert_pem: read(&self.path(&format!("{ETCD_SERVER}.crt")))?,
             key_pem: read(&self.path(&format!("{ETCD_SERVER}.key")))?,
-            client_ca_pem: Some(self.ca_cert_pem.clone()),
+            client_ca_pem: Some(self.etcd_client_ca_pem()?),
         })
     }
 
@@ -462,11 +412,11 @@ impl ClusterPki {
             client: false,
             validity: LEAF_VALIDITY,
         };
-        self.ensure_leaf("apiserver", &spec)?;
+        self.ensure_leaf("apiserver", Signer::Cluster, &spec)?;
         Ok(ServerTls {
             cert_pem: read(&self.path("apiserver.crt"))?,
             key_pem: read(&self.path("apiserver.key"))?,
-            client_ca_pem: Some(self.ca_cert_pem.clone()),
+            client_ca_pem: Some(self.ca.cert_pem.clone()),
         })
     }
 
@@ -488,11 +438,11 @@ impl ClusterPki {
             client: true,
             validity: LEAF_VALIDITY,
         };
-        self.ensure_leaf(KUBELET_CLIENT, &spec)?;
+        self.ensure_leaf(KUBELET_CLIENT, Signer::Cluster, &spec)?;
         Ok(ClientTls {
             cert_pem: read(&self.path(&format!("{KUBELET_CLIENT}.crt")))?,
             key_pem: read(&self.path(&format!("{KUBELET_CLIENT}.key")))?,
-            ca_pem: self.ca_cert_pem.clone(),
+            ca_pem: self.ca.cert_pem.clone(),
         })
     }
 
@@ -504,7 +454,8 @@ impl ClusterPki {
     /// Makes sure `NAME.crt`/`NAME.key` exist, cover `spec`'s names and are
     /// not about to expire; reissues them (keeping names recorded before)
     /// otherwise.
-    fn ensure_leaf(&self, name: &str, spec: &CertSpec) -> Result<(), PkiError> {
+    fn ensure_leaf(&self, name: &str, signer: Signer, spec: &CertSpec) -> Result<(), PkiError> {
+        let ca = self.ca_of(signer);
         let cert_path = self.path(&format!("{name}.crt"));
         let key_path = self.path(&format!("{name}.key"));
         let meta_path = self.path(&format!("{name}.meta"));
@@ -524,6 +475,7 @@ impl ClusterPki {
             && cert_path.exists()
             && key_path.exists()
             && meta.sans.is_superset(&wanted)
+            && meta.issuer_name() == ca.name
             && meta.not_after > now + RENEW_BEFORE.as_secs() as i64
         {
             return Ok(());
@@ -539,34 +491,40 @@ impl ClusterPki {
             ips,
             ..spec.clone()
         };
-        let issued = self.issue(&spec)?;
+        let issued = issue_with(ca, &spec)?;
         write_atomic(&key_path, issued.key_pem.as_bytes(), true)?;
         write_atomic(&cert_path, issued.cert_pem.as_bytes(), false)?;
         let meta = LeafMeta {
             not_after: now + spec.validity.as_secs() as i64,
             sans,
+            issuer: Some(ca.name.to_string()),
         };
         write_atomic(&meta_path, meta.render().as_bytes(), false)?;
         Ok(())
     }
 }
 
-/// The `.meta` sidecar of a leaf: `not_after <unix seconds>` then one
-/// `san <name>` line per SAN.
-#[derive(Debug, PartialEq, Eq)]
+/// The `.meta` sidecar of a leaf: `not_after <unix seconds>`, then
+/// `issuer <CA common name>`, then one `san <name>` line per SAN.
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct LeafMeta {
     not_after: i64,
     sans: BTreeSet<String>,
+    /// Absent in sidecars written before the etcd client CA existed, when
+    /// every leaf came from the cluster CA.
+    issuer: Option<String>,
 }
 
 impl LeafMeta {
     /// `None` for anything unreadable: the leaf is then simply reissued.
     fn parse(text: &str) -> Option<LeafMeta> {
         let mut not_after = None;
+        let mut issuer = None;
         let mut sans = BTreeSet::new();
         for line in text.lines() {
             match line.split_once(' ') {
                 Some(("not_after", v)) => not_after = v.trim().parse().ok(),
+                Some(("issuer", v)) => issuer = Some(v.trim().to_string()),
                 Some(("san", v)) => {
                     sans.insert(v.trim().to_string());
                 }
@@ -576,16 +534,150 @@ impl LeafMeta {
         Some(LeafMeta {
             not_after: not_after?,
             sans,
+            issuer,
         })
+    }
+
+    fn issuer_name(&self) -> &str {
+        self.issuer.as_deref().unwrap_or(CA_COMMON_NAME)
     }
 
     fn render(&self) -> String {
         let mut out = format!("not_after {}\n", self.not_after);
+        if let Some(issuer) = &self.issuer {
+            out.push_str(&format!("issuer {issuer}\n"));
+        }
         for san in &self.sans {
             out.push_str(&format!("san {san}\n"));
         }
         out
     }
+}
+
+/// Loads the CA `cert_file`/`key_file` of `dir`, creating it (ECDSA P-256,
+/// 10 years, CN `common_name`) when neither file exists.
+fn load_or_create_ca(
+    dir: &Path,
+    cert_file: &str,
+    key_file: &str,
+    common_name: &'static str,
+) -> Result<Ca, PkiError> {
+    let cert_path = dir.join(cert_file);
+    let key_path = dir.join(key_file);
+    match (cert_path.exists(), key_path.exists()) {
+        (true, true) => {
+            let cert_pem = read(&cert_path)?;
+            let key_pem = read(&key_path)?;
+            let key = KeyPair::from_pem(&key_pem).map_err(|source| PkiError::Parse {
+                path: key_path.clone(),
+                source,
+            })?;
+            let issuer =
+                Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|source| PkiError::Parse {
+                    path: cert_path.clone(),
+                    source,
+                })?;
+            Ok(Ca {
+                cert_pem,
+                issuer,
+                name: common_name,
+            })
+        }
+        (true, false) => Err(PkiError::IncompleteCa {
+            present: cert_path,
+            missing: key_path,
+        }),
+        (false, true) => Err(PkiError::IncompleteCa {
+            present: key_path,
+            missing: cert_path,
+        }),
+        (false, false) => {
+            let generate = |source| PkiError::Generate {
+                what: format!("the CA {common_name:?}"),
+                source,
+            };
+            let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(generate)?;
+            let mut params = CertificateParams::default();
+            params.distinguished_name = DistinguishedName::new();
+            params
+                .distinguished_name
+                .push(DnType::CommonName, common_name);
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::CrlSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
+            set_validity(&mut params, CA_VALIDITY);
+            params.serial_number = Some(random_serial());
+            let cert = params.self_signed(&key).map_err(generate)?;
+            let cert_pem = cert.pem();
+            // Key first: a crash in between leaves a key without a cert,
+            // which load reports instead of silently replacing.
+            write_atomic(&key_path, key.serialize_pem().as_bytes(), true)?;
+            write_atomic(&cert_path, cert_pem.as_bytes(), false)?;
+            Ok(Ca {
+                cert_pem,
+                issuer: Issuer::new(params, key),
+                name: common_name,
+            })
+        }
+    }
+}
+
+/// A leaf certificate for `spec`, signed by `ca`.
+fn issue_with(ca: &Ca, spec: &CertSpec) -> Result<IssuedCert, PkiError> {
+    let generate = |source| PkiError::Generate {
+        what: format!("a certificate for {:?}", spec.common_name),
+        source,
+    };
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(generate)?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, spec.common_name.as_str());
+    for org in &spec.organizations {
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, org.as_str());
+    }
+    for name in &spec.dns_names {
+        let dns = name
+            .as_str()
+            .try_into()
+            .map_err(|source| PkiError::InvalidName {
+                name: name.clone(),
+                source,
+            })?;
+        params.subject_alt_names.push(SanType::DnsName(dns));
+    }
+    params
+        .subject_alt_names
+        .extend(spec.ips.iter().map(|ip| SanType::IpAddress(*ip)));
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    if spec.server {
+        params
+            .extended_key_usages
+            .push(ExtendedKeyUsagePurpose::ServerAuth);
+    }
+    if spec.client {
+        params
+            .extended_key_usages
+            .push(ExtendedKeyUsagePurpose::ClientAuth);
+    }
+    params.use_authority_key_identifier_extension = true;
+    params.serial_number = Some(random_serial());
+    set_validity(&mut params, spec.validity);
+    let cert = params.signed_by(&key, &ca.issuer).map_err(generate)?;
+    Ok(IssuedCert {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
 }
 
 fn split_sans(sans: &BTreeSet<String>) -> Result<(Vec<String>, Vec<IpAddr>), PkiError> {
@@ -695,6 +787,8 @@ mod tests {
             "etcd-server.key",
             "etcd-client.crt",
             "etcd-client.key",
+            "etcd-client-ca.crt",
+            "etcd-client-ca.key",
         ] {
             assert!(pki.path(f).exists(), "{f} missing: {:?}", files(&pki.dir));
         }
@@ -708,7 +802,12 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let tmp = tempfile::tempdir().unwrap();
         let pki = ClusterPki::load_or_create(tmp.path(), &[]).unwrap();
-        for f in ["ca.key", "etcd-server.key", "etcd-client.key"] {
+        for f in [
+            "ca.key",
+            "etcd-server.key",
+            "etcd-client.key",
+            "etcd-client-ca.key",
+        ] {
             let mode = std::fs::metadata(pki.path(f)).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600, "{f}");
         }
@@ -724,7 +823,10 @@ mod tests {
         let again = second.etcd_server_tls().unwrap();
         assert_eq!(server.cert_pem, again.cert_pem);
         assert_eq!(server.key_pem, again.key_pem);
-        assert_eq!(again.client_ca_pem.as_deref(), Some(first.ca_cert_pem()));
+        assert_eq!(
+            again.client_ca_pem,
+            Some(first.etcd_client_ca_pem().unwrap())
+        );
     }
 
     #[test]
@@ -803,12 +905,54 @@ mod tests {
         assert!(subject.contains("O=system:masters"), "{subject}");
     }
 
+    /// The subject of the issuer of the PEM certificate at `path`.
+    fn issuer_of(path: &Path) -> String {
+        let pem = std::fs::read(path).unwrap();
+        let (_, cert) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+        cert.parse_x509().unwrap().issuer().to_string()
+    }
+
+    #[test]
+    fn the_etcd_admin_certificate_comes_from_its_own_ca_and_an_older_one_is_reissued() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pki = ClusterPki::load_or_create(tmp.path(), &[]).unwrap();
+        let client = pki.path("etcd-client.crt");
+        assert!(issuer_of(&client).contains(ETCD_CLIENT_CA_COMMON_NAME));
+        assert!(issuer_of(&pki.path("etcd-server.crt")).contains(CA_COMMON_NAME));
+        let trusted = pki.etcd_server_tls().unwrap().client_ca_pem.unwrap();
+        assert_eq!(trusted, read(&pki.path(ETCD_CLIENT_CA_CERT)).unwrap());
+        assert_ne!(trusted, pki.ca_cert_pem());
+
+        // A data directory from before the etcd client CA: the admin's etcd
+        // certificate was the cluster CA's, and its sidecar names no issuer.
+        let old = pki
+            .issue(&CertSpec {
+                common_name: ADMIN_COMMON_NAME.into(),
+                organizations: vec![ADMIN_GROUP.into()],
+                dns_names: Vec::new(),
+                ips: Vec::new(),
+                server: false,
+                client: true,
+                validity: LEAF_VALIDITY,
+            })
+            .unwrap();
+        std::fs::write(&client, &old.cert_pem).unwrap();
+        let meta = format!("not_after {}\n", i64::MAX / 2);
+        std::fs::write(pki.path("etcd-client.meta"), meta).unwrap();
+        drop(pki);
+        let pki = ClusterPki::load_or_create(tmp.path(), &[]).unwrap();
+        assert!(issuer_of(&pki.path("etcd-client.crt")).contains(ETCD_CLIENT_CA_COMMON_NAME));
+    }
+
     #[test]
     fn leaf_meta_round_trips() {
-        let meta = LeafMeta {
+        let mut meta = LeafMeta {
             not_after: 42,
             sans: ["a".to_string(), "::1".to_string()].into_iter().collect(),
+            issuer: None,
         };
+        assert_eq!(LeafMeta::parse(&meta.render()), Some(meta.clone()));
+        meta.issuer = Some(ETCD_CLIENT_CA_COMMON_NAME.into());
         assert_eq!(LeafMeta::parse(&meta.render()), Some(meta));
         assert_eq!(LeafMeta::parse("garbage"), None);
     }

@@ -274,7 +274,9 @@ impl Proxy {
                     }),
                     _ => {
                         let node = node.clone().unwrap_or_default();
-                        let path = format!("/proxy/{ns}/{name}/{}", ep.port);
+                        // The data path other nodes may use: the pod by
+                        // its address, as a network would reach it.
+                        let path = format!("/podip/{}/{}", ep.ip, ep.port);
                         self.to_agent(&node, &path, Some(ep.pod_key.clone()), pending)
                             .await
                     }

@@ -24,8 +24,8 @@ impl Quantity {
 
 /// Parse a quantity. `None` when it does not match Kubernetes' format.
 pub fn parse(s: &str) -> Option<Quantity> {
-    let s = s.trim();
-    if s.is_empty() {
+    // No surrounding spaces: Kubernetes refuses "1Gi " too.
+    if s.is_empty() || s.trim() != s {
         return None;
     }
     let (sign, rest) = match s.as_bytes()[0] {
@@ -113,5 +113,13 @@ mod tests {
         for bad in ["", "lots", "1.2.3", "Gi", "1Gb", "1 Gi", ".", "--1"] {
             assert_eq!(parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn quantities_with_surrounding_spaces_are_refused() {
+        for bad in ["1Gi ", " 1Gi", "1 Gi", "\t100m"] {
+            assert!(parse(bad).is_none(), "{bad:?}");
+        }
+        assert!(parse("1Gi").is_some());
     }
 }

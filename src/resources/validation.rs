@@ -232,6 +232,27 @@ pub fn validate_kind(kind: &str, obj: &Value) -> Vec<FieldError> {
             validate_pod_spec(obj.get("spec"), "spec", &mut errs);
         }
         "Deployment" | "ReplicaSet" => {
+            non_negative(
+                obj,
+                &[
+                    "spec.replicas",
+                    "spec.minReadySeconds",
+                    "spec.revisionHistoryLimit",
+                    "spec.progressDeadlineSeconds",
+                ],
+                &mut errs,
+            );
+            if let (Some(deadline), Some(ready)) = (
+                int_at(obj, "spec.progressDeadlineSeconds"),
+                int_at(obj, "spec.minReadySeconds"),
+            ) && deadline <= ready
+            {
+                errs.push(FieldError::invalid(
+                    "spec.progressDeadlineSeconds",
+                    deadline.to_string(),
+                    "must be greater than minReadySeconds",
+                ));
+            }
             validate_selector_matches_template(obj, &mut errs);
             validate_pod_spec(
                 obj.pointer("/spec/template/spec"),
@@ -240,6 +261,17 @@ pub fn validate_kind(kind: &str, obj: &Value) -> Vec<FieldError> {
             );
         }
         "Job" => {
+            non_negative(
+                obj,
+                &[
+                    "spec.parallelism",
+                    "spec.completions",
+                    "spec.backoffLimit",
+                    "spec.ttlSecondsAfterFinished",
+                ],
+                &mut errs,
+            );
+            positive(obj, "spec.activeDeadlineSeconds", &mut errs);
             // Generated or hand-written (`manualSelector`), the selector
             // must pick the Job's own pods.
             validate_selector_matches_template(obj, &mut errs);
@@ -255,6 +287,18 @@ pub fn validate_kind(kind: &str, obj: &Value) -> Vec<FieldError> {
             );
         }
         "CronJob" => {
+            non_negative(
+                obj,
+                &[
+                    "spec.startingDeadlineSeconds",
+                    "spec.successfulJobsHistoryLimit",
+                    "spec.failedJobsHistoryLimit",
+                    "spec.jobTemplate.spec.parallelism",
+                    "spec.jobTemplate.spec.completions",
+                    "spec.jobTemplate.spec.backoffLimit",
+                ],
+                &mut errs,
+            );
             // Its Jobs are named NAME-<minutes since the epoch> (11 more
             // characters) and must stay valid label values.
             if let Some(name) = obj.pointer("/metadata/name").and_then(Value::as_str)
@@ -293,6 +337,11 @@ pub fn validate_kind(kind: &str, obj: &Value) -> Vec<FieldError> {
             validate_job_restart_policy(spec, path, &mut errs);
         }
         "DaemonSet" => {
+            non_negative(
+                obj,
+                &["spec.minReadySeconds", "spec.revisionHistoryLimit"],
+                &mut errs,
+            );
             validate_selector_matches_template(obj, &mut errs);
             validate_pod_spec(
                 obj.pointer("/spec/template/spec"),
@@ -341,6 +390,40 @@ pub fn validate_kind(kind: &str, obj: &Value) -> Vec<FieldError> {
         _ => {}
     }
     errs
+}
+
+/// The integer at a dotted path (`spec.replicas`), if there is one.
+fn int_at(obj: &Value, field: &str) -> Option<i64> {
+    let pointer = format!("/{}", field.replace('.', "/"));
+    obj.pointer(&pointer).and_then(Value::as_i64)
+}
+
+/// Each of `fields` that is set must be 0 or more.
+fn non_negative(obj: &Value, fields: &[&str], errs: &mut Vec<FieldError>) {
+    for field in fields {
+        if let Some(n) = int_at(obj, field)
+            && n < 0
+        {
+            errs.push(FieldError::invalid(
+                *field,
+                n.to_string(),
+                "must be greater than or equal to 0",
+            ));
+        }
+    }
+}
+
+/// `field`, when set, must be 1 or more.
+fn positive(obj: &Value, field: &str, errs: &mut Vec<FieldError>) {
+    if let Some(n) = int_at(obj, field)
+        && n <= 0
+    {
+        errs.push(FieldError::invalid(
+            field,
+            n.to_string(),
+            "must be greater than 0",
+        ));
+    }
 }
 
 /// A Job's pods run to completion: `Always` would never let one finish.
@@ -401,6 +484,26 @@ fn validate_pod_spec(spec: Option<&Value>, path: &str, errs: &mut Vec<FieldError
         Some(c) if c.is_empty() => errs.push(FieldError::required(format!("{path}.containers"))),
         Some(_) => {}
     }
+    if let Some(n) = spec
+        .get("terminationGracePeriodSeconds")
+        .and_then(Value::as_i64)
+        && n < 0
+    {
+        errs.push(FieldError::invalid(
+            format!("{path}.terminationGracePeriodSeconds"),
+            n.to_string(),
+            "must be greater than or equal to 0",
+        ));
+    }
+    if let Some(n) = spec.get("activeDeadlineSeconds").and_then(Value::as_i64)
+        && !(1..=i64::from(i32::MAX)).contains(&n)
+    {
+        errs.push(FieldError::invalid(
+            format!("{path}.activeDeadlineSeconds"),
+            n.to_string(),
+            "must be between 1 and 2147483647, inclusive",
+        ));
+    }
     let mut names = std::collections::HashSet::new();
     for list in ["initContainers", "containers"] {
         for (i, c) in spec
@@ -439,6 +542,49 @@ fn validate_pod_spec(spec: Option<&Value>, path: &str, errs: &mut Vec<FieldError
                 errs.push(FieldError::required(format!("{field}.image")));
             }
             validate_resources(c.get("resources"), &format!("{field}.resources"), errs);
+            validate_container_numbers(c, &field, errs);
+        }
+    }
+}
+
+/// Ports in range and probe timings not negative, as Kubernetes checks.
+fn validate_container_numbers(c: &Value, field: &str, errs: &mut Vec<FieldError>) {
+    for (i, port) in c
+        .get("ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if let Some(n) = port.get("containerPort").and_then(Value::as_i64)
+            && !(1..=65535).contains(&n)
+        {
+            errs.push(FieldError::invalid(
+                format!("{field}.ports[{i}].containerPort"),
+                n.to_string(),
+                "must be between 1 and 65535, inclusive",
+            ));
+        }
+    }
+    for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        let Some(p) = c.get(probe) else { continue };
+        for timing in [
+            "initialDelaySeconds",
+            "timeoutSeconds",
+            "periodSeconds",
+            "successThreshold",
+            "failureThreshold",
+            "terminationGracePeriodSeconds",
+        ] {
+            if let Some(n) = p.get(timing).and_then(Value::as_i64)
+                && n < 0
+            {
+                errs.push(FieldError::invalid(
+                    format!("{field}.{probe}.{timing}"),
+                    n.to_string(),
+                    "must be greater than or equal to 0",
+                ));
+            }
         }
     }
 }
@@ -625,5 +771,53 @@ mod tests {
     fn bad_label_values_are_rejected() {
         let errs = validate_metadata(&json!({"labels": {"app": "-bad"}}));
         assert_eq!(errs.len(), 1);
+    }
+
+    #[test]
+    fn negative_counts_and_durations_are_invalid_as_in_kubernetes() {
+        let deployment = json!({
+            "spec": {
+                "replicas": -5,
+                "minReadySeconds": 10,
+                "progressDeadlineSeconds": 5,
+                "selector": {"matchLabels": {"a": "b"}},
+                "template": {
+                    "metadata": {"labels": {"a": "b"}},
+                    "spec": {
+                        "terminationGracePeriodSeconds": -1,
+                        "activeDeadlineSeconds": 0,
+                        "containers": [{
+                            "name": "c", "image": "i",
+                            "ports": [{"containerPort": 70000}],
+                            "livenessProbe": {"periodSeconds": -3}
+                        }]
+                    }
+                }
+            }
+        });
+        let errs: Vec<String> = validate_kind("Deployment", &deployment)
+            .iter()
+            .map(FieldError::message)
+            .collect();
+        for want in [
+            "spec.replicas: Invalid value: \"-5\": must be greater than or equal to 0",
+            "spec.progressDeadlineSeconds: Invalid value: \"5\": must be greater than minReadySeconds",
+            "spec.template.spec.terminationGracePeriodSeconds: Invalid value: \"-1\": must be greater than or equal to 0",
+            "spec.template.spec.activeDeadlineSeconds: Invalid value: \"0\": must be between 1 and 2147483647, inclusive",
+            "spec.template.spec.containers[0].ports[0].containerPort: Invalid value: \"70000\": must be between 1 and 65535, inclusive",
+            "spec.template.spec.containers[0].livenessProbe.periodSeconds: Invalid value: \"-3\": must be greater than or equal to 0",
+        ] {
+            assert!(errs.iter().any(|e| e == want), "{want} not in {errs:#?}");
+        }
+        let job = json!({"spec": {"parallelism": -1, "backoffLimit": -2, "activeDeadlineSeconds": 0,
+            "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]}}}});
+        let errs = validate_kind("Job", &job);
+        assert_eq!(
+            errs.iter()
+                .filter(|e| e.field.starts_with("spec.") && !e.field.starts_with("spec.selector"))
+                .count(),
+            3,
+            "{errs:?}"
+        );
     }
 }

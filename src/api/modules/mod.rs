@@ -205,7 +205,7 @@ async fn push_inner(state: &ApiState, name: &str, req: Request) -> Result<Respon
     };
     let store = state.registry.store();
     blobs::store_blob(store, &hex, &bytes, &meta).await?;
-    let (module, code, replaced) = tag_module(state, name, &tag, &digest, &meta).await?;
+    let (module, code, replaced) = tag_module(state, &user, name, &tag, &digest, &meta).await?;
     // A collector that decided before the tag landed may have removed a
     // blob that already existed; the tag now protects it, so put it back.
     if blobs::read_meta(store, &hex, 0).await?.is_none() {
@@ -272,6 +272,7 @@ async fn drain(body: &mut Body, max: usize) {
 /// the digest the tag named before (when it changed).
 async fn tag_module(
     state: &ApiState,
+    user: &super::authn::UserInfo,
     name: &str,
     tag: &str,
     digest: &str,
@@ -286,7 +287,7 @@ async fn tag_module(
             "metadata": {"name": name},
             "spec": {"tags": {tag: digest}},
         });
-        match handlers::create(state, kind, None, obj, FieldValidation::Strict, false).await {
+        match handlers::create(state, user, kind, None, obj, FieldValidation::Strict, false).await {
             Ok(_) => code = StatusCode::CREATED,
             // Someone else created it meanwhile: tag it like any other.
             Err(ApiError::AlreadyExists { .. }) => {}

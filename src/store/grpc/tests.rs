@@ -443,8 +443,10 @@ async fn shutdown_ends_open_streams_and_returns() {
     assert!(matches!(end, Err(_) | Ok(None)), "stream ended: {end:?}");
 }
 
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_requires_a_client_cert_from_the_cluster_ca() {
+async fn tls_requires_a_client_cert_from_the_etcd_client_ca() {
     let pki_dir = tempfile::tempdir().unwrap();
     let pki = ClusterPki::load_or_create(pki_dir.path(), &[]).unwrap();
     let server = TestServer::start(Limits::default(), Some(pki.etcd_server_tls().unwrap())).await;
@@ -489,6 +491,51 @@ async fn tls_requires_a_client_cert_from_the_cluster_ca() {
     };
     let result = tokio::time::timeout(WAIT, intruder).await.unwrap();
     assert!(result.is_err(), "a client of another CA got in");
+
+    // The cluster CA signs node certificates for anyone with a join token,
+    // and the API server's certificate towards agents: none of them, nor an
+    // admin-looking certificate from the cluster CA, opens the raw store.
+    let node = pki
+        .issue_node("n1", vec!["127.0.0.1".parse().unwrap()], DAY)
+        .unwrap();
+    let kubelet_client = pki.kubelet_client_tls().unwrap();
+    let cluster_admin = pki
+        .issue(&crate::pki::CertSpec {
+            common_name: "wkube-admin".into(),
+            organizations: vec!["system:masters".into()],
+            dns_names: Vec::new(),
+            ips: Vec::new(),
+            server: false,
+            client: true,
+            validity: DAY,
+        })
+        .unwrap();
+    for (who, cert, key) in [
+        ("node", node.client.cert_pem, node.client.key_pem),
+        ("node serving", node.serving.cert_pem, node.serving.key_pem),
+        (
+            "kubelet client",
+            kubelet_client.cert_pem,
+            kubelet_client.key_pem,
+        ),
+        (
+            "cluster-CA admin",
+            cluster_admin.cert_pem,
+            cluster_admin.key_pem,
+        ),
+    ] {
+        let tls = TlsOptions::new()
+            .ca_certificate(Certificate::from_pem(pki.ca_cert_pem()))
+            .identity(Identity::from_pem(cert, key))
+            .domain_name("localhost");
+        let attempt = async {
+            let mut c =
+                Client::connect([&endpoint], Some(ConnectOptions::new().with_tls(tls))).await?;
+            c.get("secure", None).await
+        };
+        let result = tokio::time::timeout(WAIT, attempt).await.unwrap();
+        assert!(result.is_err(), "a {who} certificate read the store");
+    }
     let _ = &server.dir;
     server.shutdown().await;
 }
