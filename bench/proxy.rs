@@ -216,6 +216,41 @@ pub async fn run(args: ProxyArgs) -> Result<()> {
             "less"
         }
     );
+    // CPU fairness: the same direct request while another pod spins on
+    // four requests at once (neither pod has CPU requests or limits).
+    println!();
+    println!("CPU fairness: hello-http (1 connection) beside echo-http spinning on 4 requests");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let spin_url = format!("{echo_url}spin/200");
+    let spinners: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, url) = (stop.clone(), spin_url.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = get(&url).await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let beside = wrk(&hello_url, 1, 1, duration)?;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for s in spinners {
+        let _ = s.await;
+    }
+    errors += beside.errors;
+    let fmt_us = crate::stats::fmt_latency_us;
+    println!(
+        "  alone        p50 {:>9}  p99 {:>9}",
+        fmt_us(direct.p50_us),
+        fmt_us(direct.p99_us)
+    );
+    println!(
+        "  beside spin  p50 {:>9}  p99 {:>9}   p99 × {:.2} (target ≤ 2)",
+        fmt_us(beside.p50_us),
+        fmt_us(beside.p99_us),
+        beside.p99_us / direct.p99_us.max(1e-9)
+    );
     drop(serve);
     drop(server);
     if errors > 0 && !args.smoke {

@@ -629,11 +629,24 @@ pub fn limits(pod: &Pod, c: &Container, active_deadline: Option<Duration>) -> Po
         .and_then(|v| v.trim().parse::<f64>().ok())
         .filter(|s| *s > 0.0)
         .map_or(Duration::from_secs(30), Duration::from_secs_f64);
+    // Kubernetes defaults a request to the limit when only the limit is set.
+    let requested_cpu = c
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("cpu"))
+        .or_else(|| lim.and_then(|l| l.get("cpu")))
+        .and_then(|q| quantity::parse(&q.0))
+        .map(|q| q.milli().clamp(0, i128::from(u64::MAX >> 12)) as u64);
     PodLimits {
         memory_bytes,
         request_timeout,
         active_deadline,
         cpu,
+        share: Some(Arc::new(crate::runtime::fair::CpuShare::new(
+            crate::runtime::fair::CpuGate::global(),
+            requested_cpu,
+        ))),
     }
 }
 

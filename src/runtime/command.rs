@@ -123,6 +123,12 @@ pub async fn run_command(
             }),
         }
     };
+    let run = async {
+        match &limits.share {
+            Some(share) => share.gate(run).await,
+            None => run.await,
+        }
+    };
     match deadline {
         Some(d) => tokio::time::timeout_at(d.into(), run)
             .await

@@ -108,6 +108,9 @@ pub struct PodLimits {
     /// `limits.cpu`, shared by every instance of the pod (clone the
     /// `Arc` into each container's limits).
     pub cpu: Option<Arc<CpuQuota>>,
+    /// The pod's weighted share of the node's CPU (`requests.cpu`), which
+    /// every poll of its guest code goes through; `None`: not gated.
+    pub share: Option<Arc<super::fair::CpuShare>>,
 }
 
 impl Default for PodLimits {
@@ -117,6 +120,7 @@ impl Default for PodLimits {
             request_timeout: Duration::from_secs(30),
             active_deadline: None,
             cpu: None,
+            share: None,
         }
     }
 }

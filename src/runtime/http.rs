@@ -159,13 +159,17 @@ impl HttpService {
         let pre = pre.clone();
         // Its own task so the body can keep streaming after the headers are
         // returned; bounded by the same deadline.
-        let task = tokio::spawn(tokio::time::timeout_at(deadline.into(), async move {
+        let run = tokio::time::timeout_at(deadline.into(), async move {
             let proxy = pre.instantiate_async(&mut store).await?;
             proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, req, out)
                 .await
-        }));
+        });
+        let task = match &self.limits.share {
+            Some(share) => tokio::spawn(share.gate(run)),
+            None => tokio::spawn(run),
+        };
 
         match tokio::time::timeout_at(deadline.into(), receiver).await {
             Err(_elapsed) => {

@@ -32,6 +32,7 @@ pub mod cache;
 pub mod command;
 pub mod context;
 pub mod engine;
+pub mod fair;
 pub mod http;
 
 use std::path::PathBuf;

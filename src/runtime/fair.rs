@@ -1,0 +1,497 @@
+//! Fair CPU between pods, as the kernel's CFS shares give containers.
+//!
+//! Guest code runs on the executor's worker threads. Left to the executor,
+//! a pod with four spinning requests takes four turns for each one of a
+//! neighbour's, and the neighbour's latency grows with the spinner's load.
+//! Here every poll of a guest's future must hold one of a fixed number of
+//! CPU slots (one per core), and the gate, not the executor, decides who
+//! runs next: a gated future is handed to the executor only once it holds
+//! a slot. A guest gives its slot back whenever its poll returns, which is
+//! at the latest at its next epoch yield (every tick) or when it waits for
+//! host I/O. A freed slot goes to the first waiting guest of the pod that
+//! has used the least CPU relative to its weight (`requests.cpu`, as CPU
+//! shares), so pods share the node by their requests however many requests
+//! each has in flight, and a pod back from idle runs next.
+//!
+//! Time is measured around each poll, which is also the pod's CPU usage:
+//! [`CpuShare::used`].
+//!
+//! One gated future (a [`Ticket`]) moves through these states, always under
+//! the gate's lock:
+//!
+//! ```text
+//!          wake / first poll            slot given
+//!   Idle ───────────────────▶ Queued ─────────────▶ Granted
+//!    ▲  ╲ (a slot is free)                            │ poll
+//!    │   ╲──────────────────────────────────────────▶ ▼
+//!    │◀──────── poll returns, not woken ─────────── Running ──poll Ready──▶ Done
+//!                                                     │ woken while running
+//!             poll returns: back in line   Queued ◀── RunningWoken
+//! ```
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+/// CPU shares of one core, as in cgroup v1 `cpu.shares`.
+const SHARES_PER_CORE: u64 = 1024;
+/// The least weight a pod has (Kubernetes' `cpu.shares` for BestEffort).
+const MIN_SHARES: u64 = 2;
+/// How far behind the pod last served a pod returning from idle is placed:
+/// it runs first, but cannot bank idle time for a burst longer than this
+/// (weighted nanoseconds).
+const WAKEUP_CREDIT_NS: u64 = 3_000_000;
+/// A pod whose guests have not run for this long is idle, not merely
+/// between two polls.
+const IDLE_AFTER: Duration = Duration::from_millis(2);
+
+/// The node's CPU slots and who waits for one.
+///
+/// Waiting guests are queued per pod, and the pods with waiters are kept in
+/// order of their virtual runtime (CPU used divided by weight). A pod's key
+/// changes only under the gate's lock, when it is charged for a poll or
+/// placed on return from idle, so the order is always current: four
+/// requests of one pod wait behind each other, not beside a neighbour's one.
+pub struct CpuGate {
+    state: Mutex<GateState>,
+    /// The zero of every pod's `last_ran_ns`.
+    epoch: Instant,
+}
+
+struct GateState {
+    free: usize,
+    /// Pods with guests waiting, by (virtual runtime, pod id); each with
+    /// its waiting guests in arrival order.
+    waiting: BTreeMap<(u64, u64), VecDeque<Arc<Ticket>>>,
+    next_pod: u64,
+    /// Virtual runtime of the pod last given a slot; only grows.
+    min_vruntime: u64,
+}
+
+/// Where one gated future stands (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    Idle,
+    Queued,
+    Granted,
+    Running,
+    RunningWoken,
+    Done,
+}
+
+impl CpuGate {
+    /// A gate with `slots` CPU slots.
+    pub fn new(slots: usize) -> CpuGate {
+        CpuGate {
+            state: Mutex::new(GateState {
+                free: slots.max(1),
+                waiting: BTreeMap::new(),
+                next_pod: 0,
+                min_vruntime: 0,
+            }),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// The process-wide gate, one slot per core the process may use.
+    pub fn global() -> Arc<CpuGate> {
+        static GATE: OnceLock<Arc<CpuGate>> = OnceLock::new();
+        GATE.get_or_init(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            Arc::new(CpuGate::new(cores))
+        })
+        .clone()
+    }
+
+    fn since_epoch(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Puts an idle or just-run ticket in line, or gives it a free slot at
+    /// once when no one else waits. Returns the ticket to wake, if granted.
+    fn enqueue(&self, s: &mut GateState, ticket: &Arc<Ticket>) -> Option<Arc<Ticket>> {
+        if s.free > 0 && s.waiting.is_empty() {
+            s.free -= 1;
+            ticket.set(Stage::Granted);
+            return Some(ticket.clone());
+        }
+        let share = &ticket.share;
+        let mut key = share.key();
+        let idle_for = self
+            .since_epoch()
+            .saturating_sub(share.last_ran_ns.load(Ordering::Relaxed));
+        if idle_for > IDLE_AFTER.as_nanos() as u64 && !s.waiting.contains_key(&key) {
+            // Back from idle: placed just behind the pod last served, with
+            // a little credit, never further back.
+            let floor = s.min_vruntime.saturating_sub(WAKEUP_CREDIT_NS);
+            if key.0 < floor {
+                share.vruntime.store(floor, Ordering::Relaxed);
+                key.0 = floor;
+            }
+        }
+        ticket.set(Stage::Queued);
+        s.waiting.entry(key).or_default().push_back(ticket.clone());
+        None
+    }
+
+    /// Gives a slot to the first waiter of the least-served pod, else back
+    /// to the pool. Returns the ticket to wake.
+    fn grant_next(s: &mut GateState) -> Option<Arc<Ticket>> {
+        while let Some(mut entry) = s.waiting.first_entry() {
+            let vruntime = entry.key().0;
+            let next = entry.get_mut().pop_front();
+            if entry.get().is_empty() {
+                entry.remove();
+            }
+            if let Some(ticket) = next {
+                s.min_vruntime = s.min_vruntime.max(vruntime);
+                ticket.set(Stage::Granted);
+                return Some(ticket);
+            }
+        }
+        s.free += 1;
+        None
+    }
+}
+
+/// One pod's claim on the node's CPU: its weight and what it has used.
+pub struct CpuShare {
+    gate: Arc<CpuGate>,
+    id: u64,
+    shares: u64,
+    /// Used CPU divided by weight, in weighted nanoseconds; written only
+    /// under the gate's lock.
+    vruntime: AtomicU64,
+    used_ns: AtomicU64,
+    /// When a poll of its guests last ended (nanoseconds since the gate's
+    /// epoch); tells a pod back from idle from one between two polls.
+    last_ran_ns: AtomicU64,
+}
+
+impl std::fmt::Debug for CpuShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CpuShare")
+            .field("shares", &self.shares)
+            .field("used", &self.used())
+            .finish()
+    }
+}
+
+impl CpuShare {
+    /// A share weighted by `millicores` of requested CPU (none: the least
+    /// weight), on `gate`.
+    pub fn new(gate: Arc<CpuGate>, millicores: Option<u64>) -> CpuShare {
+        let shares = millicores
+            .map_or(MIN_SHARES, |m| m.saturating_mul(SHARES_PER_CORE) / 1000)
+            .max(MIN_SHARES);
+        let id = {
+            let mut s = gate.state.lock();
+            s.next_pod += 1;
+            s.next_pod
+        };
+        CpuShare {
+            gate,
+            id,
+            shares,
+            vruntime: AtomicU64::new(0),
+            used_ns: AtomicU64::new(0),
+            last_ran_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// CPU time the pod's guest code has run, summed over its instances.
+    pub fn used(&self) -> Duration {
+        Duration::from_nanos(self.used_ns.load(Ordering::Relaxed))
+    }
+
+    /// Runs `fut` holding a CPU slot for each of its polls.
+    pub fn gate<F: Future>(self: &Arc<Self>, fut: F) -> Gated<F> {
+        Gated {
+            fut,
+            ticket: Arc::new(Ticket {
+                share: self.clone(),
+                stage: Mutex::new(Stage::Idle),
+                outer: Mutex::new(None),
+            }),
+            waker: None,
+        }
+    }
+
+    /// The pod's place in the gate's line (read under the gate's lock).
+    fn key(&self) -> (u64, u64) {
+        (self.vruntime.load(Ordering::Relaxed), self.id)
+    }
+
+    /// Charges one poll's time (under the gate's lock), keeping the pod's
+    /// place in line current.
+    fn charge(&self, s: &mut GateState, ran: Duration) {
+        let ns = u64::try_from(ran.as_nanos()).unwrap_or(u64::MAX);
+        self.used_ns.fetch_add(ns, Ordering::Relaxed);
+        let old = self.key();
+        let new = old
+            .0
+            .saturating_add(ns.saturating_mul(SHARES_PER_CORE) / self.shares);
+        self.vruntime.store(new, Ordering::Relaxed);
+        self.last_ran_ns
+            .store(self.gate.since_epoch(), Ordering::Relaxed);
+        if let Some(queue) = s.waiting.remove(&old) {
+            s.waiting.insert((new, self.id), queue);
+        }
+    }
+}
+
+/// One gated future's place at the gate; also the waker its inner future
+/// sees, so that a wake puts it in line rather than on the executor.
+struct Ticket {
+    share: Arc<CpuShare>,
+    /// Changed only under the gate's lock.
+    stage: Mutex<Stage>,
+    /// The executor's waker, woken once a slot is granted.
+    outer: Mutex<Option<Waker>>,
+}
+
+impl Ticket {
+    fn stage(&self) -> Stage {
+        *self.stage.lock()
+    }
+
+    fn set(&self, stage: Stage) {
+        *self.stage.lock() = stage;
+    }
+
+    /// Hands the granted future to the executor.
+    fn wake_outer(&self) {
+        let waker = self.outer.lock().clone();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+impl Wake for Ticket {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let gate = &self.share.gate;
+        let mut s = gate.state.lock();
+        let granted = match self.stage() {
+            Stage::Idle => gate.enqueue(&mut s, self),
+            Stage::Running => {
+                self.set(Stage::RunningWoken);
+                None
+            }
+            Stage::Queued | Stage::Granted | Stage::RunningWoken | Stage::Done => None,
+        };
+        drop(s);
+        if let Some(t) = granted {
+            t.wake_outer();
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future whose polls each hold a CPU slot (see the module docs).
+    pub struct Gated<F> {
+        #[pin]
+        fut: F,
+        ticket: Arc<Ticket>,
+        // The ticket as a waker, made once.
+        waker: Option<Waker>,
+    }
+
+    impl<F> PinnedDrop for Gated<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            let ticket = &*this.ticket;
+            let gate = &ticket.share.gate;
+            let mut s = gate.state.lock();
+            let next = match ticket.stage() {
+                Stage::Queued => {
+                    let key = ticket.share.key();
+                    if let Some(queue) = s.waiting.get_mut(&key) {
+                        queue.retain(|t| !Arc::ptr_eq(t, ticket));
+                        if queue.is_empty() {
+                            s.waiting.remove(&key);
+                        }
+                    }
+                    None
+                }
+                // Granted a slot it will never use: pass it on.
+                Stage::Granted => CpuGate::grant_next(&mut s),
+                _ => None,
+            };
+            ticket.set(Stage::Done);
+            drop(s);
+            if let Some(t) = next {
+                t.wake_outer();
+            }
+        }
+    }
+}
+
+impl<F: Future> Future for Gated<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let ticket = this.ticket.clone();
+        let gate = ticket.share.gate.clone();
+        {
+            let mut outer = ticket.outer.lock();
+            match &mut *outer {
+                Some(w) => w.clone_from(cx.waker()),
+                None => *outer = Some(cx.waker().clone()),
+            }
+        }
+        // Hold a slot, or wait in line for one.
+        {
+            let mut s = gate.state.lock();
+            match ticket.stage() {
+                Stage::Granted => {}
+                Stage::Idle => {
+                    // First poll, or polled without a wake: ask for a slot.
+                    if gate.enqueue(&mut s, &ticket).is_none() {
+                        return Poll::Pending;
+                    }
+                }
+                Stage::Queued => return Poll::Pending,
+                // Polled again after completing; the inner future decides.
+                Stage::Done => {}
+                Stage::Running | Stage::RunningWoken => return Poll::Pending,
+            }
+            ticket.set(Stage::Running);
+        }
+        let waker = this
+            .waker
+            .get_or_insert_with(|| Waker::from(ticket.clone()))
+            .clone();
+        let started = Instant::now();
+        let out = this.fut.poll(&mut Context::from_waker(&waker));
+        let ran = started.elapsed();
+
+        let mut s = gate.state.lock();
+        ticket.share.charge(&mut s, ran);
+        let woken = ticket.stage() == Stage::RunningWoken;
+        let mut wake = Vec::with_capacity(2);
+        if out.is_ready() {
+            ticket.set(Stage::Done);
+        } else if woken {
+            // It yielded: back in line behind whoever deserves the CPU more.
+            ticket.set(Stage::Idle);
+            wake.extend(gate.enqueue(&mut s, &ticket));
+        } else {
+            ticket.set(Stage::Idle);
+        }
+        wake.extend(CpuGate::grant_next(&mut s));
+        drop(s);
+        for t in wake {
+            t.wake_outer();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A future that burns `slices` slices of CPU, yielding between them.
+    async fn spin(slices: u32, slice: Duration) {
+        for _ in 0..slices {
+            let until = Instant::now() + slice;
+            while Instant::now() < until {
+                std::hint::spin_loop();
+            }
+            yield_now().await;
+        }
+    }
+
+    /// Yields as wasmtime's epoch yield does: wakes itself at once and
+    /// returns pending (tokio's own `yield_now` defers the wake instead).
+    async fn yield_now() {
+        let mut yielded = false;
+        std::future::poll_fn(|cx| {
+            if yielded {
+                return Poll::Ready(());
+            }
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        })
+        .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pods_share_one_slot_by_their_weight_not_their_request_count() {
+        let gate = Arc::new(CpuGate::new(1));
+        let busy = Arc::new(CpuShare::new(gate.clone(), Some(100)));
+        let light = Arc::new(CpuShare::new(gate.clone(), Some(100)));
+        let heavy = Arc::new(CpuShare::new(gate.clone(), Some(300)));
+        let slice = Duration::from_micros(500);
+        let mut tasks = Vec::new();
+        // `busy` has four requests in flight, the others one each.
+        for _ in 0..4 {
+            tasks.push(tokio::spawn(busy.gate(spin(200, slice))));
+        }
+        tasks.push(tokio::spawn(light.gate(spin(200, slice))));
+        tasks.push(tokio::spawn(heavy.gate(spin(400, slice))));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let (b, l, h) = (busy.used(), light.used(), heavy.used());
+        for t in tasks {
+            t.abort();
+        }
+        // Equal requests, equal CPU, though `busy` asked four times as
+        // often; three times the request, about three times the CPU.
+        let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+        assert!(
+            (0.6..1.6).contains(&ratio(b, l)),
+            "busy {b:?} light {l:?} heavy {h:?}"
+        );
+        assert!((2.0..4.5).contains(&ratio(h, l)), "heavy {h:?} light {l:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pod_back_from_idle_runs_before_a_spinner_and_slots_are_never_lost() {
+        let gate = Arc::new(CpuGate::new(1));
+        let spinner = Arc::new(CpuShare::new(gate.clone(), None));
+        let quiet = Arc::new(CpuShare::new(gate.clone(), None));
+        let slices = Arc::new(AtomicU64::new(0));
+        let spinners: Vec<_> = (0..4)
+            .map(|_| {
+                let slices = slices.clone();
+                tokio::spawn(spinner.gate(async move {
+                    loop {
+                        spin(1, Duration::from_millis(1)).await;
+                        slices.fetch_add(1, Ordering::Relaxed);
+                    }
+                }))
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        // The quiet pod's request runs after at most the slice in
+        // progress, not after each of the four spinners' turns.
+        let before = slices.load(Ordering::Relaxed);
+        let ran_after = quiet.gate(async { slices.load(Ordering::Relaxed) }).await;
+        assert!(
+            ran_after - before <= 2,
+            "{} spinner slices first",
+            ran_after - before
+        );
+        // Dropping queued and running guests gives every slot back.
+        for t in spinners {
+            t.abort();
+            let _ = t.await;
+        }
+        quiet.gate(async {}).await;
+        assert_eq!(gate.state.lock().free, 1);
+        assert!(gate.state.lock().waiting.is_empty());
+    }
+}
