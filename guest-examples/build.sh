@@ -6,8 +6,14 @@
 #   out/job.wasm          component, exports wasi:cli/run                (wasm32-wasip2)
 #   out/hello-p1.wasm     core module, exports _start                    (wasm32-wasip1)
 #
+# `build.sh --update-prebuilt` also copies them to guest-examples/prebuilt/,
+# the checked-in copies that `wkube example` embeds (a unit test fails when
+# those are stale).
+#
 # Idempotent: cargo rebuilds only what changed and the copies are replaced
-# atomically. Checks that each output is what it claims to be (component or
+# atomically. Builds are reproducible: the absolute paths of this checkout,
+# the cargo home and the target directory are remapped, so the same sources
+# give the same bytes wherever they are checked out. Checks that each output is what it claims to be (component or
 # core module, by its preamble; when wasm-tools is on the PATH, also
 # `wasm-tools validate` and, for components, `wasm-tools component targets`
 # against wkube's world in ../wit) and prints the sizes.
@@ -23,6 +29,21 @@ cd "$here"
 
 export CARGO_TARGET_DIR="${WKUBE_GUEST_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/wkube/target-guests}"
 out="$here/out"
+prebuilt="$here/prebuilt"
+update_prebuilt=false
+case "${1:-}" in
+    "") ;;
+    --update-prebuilt) update_prebuilt=true ;;
+    *)
+        echo "usage: build.sh [--update-prebuilt]" >&2
+        exit 2
+        ;;
+esac
+
+# Absolute paths end up in panic locations; remap them so the output does
+# not depend on where the checkout, the cargo home or the target dir are.
+cargo_home="${CARGO_HOME:-$HOME/.cargo}"
+export RUSTFLAGS="--remap-path-prefix=$here=/guest-examples --remap-path-prefix=$cargo_home=/cargo --remap-path-prefix=$CARGO_TARGET_DIR=/target"
 
 p2_crates=(hello-http echo-http job)
 p1_crates=(hello-p1)
@@ -101,6 +122,14 @@ place() { # place TARGET CRATE EXPECTED_PREAMBLE KIND
 echo "build.sh: outputs in $out"
 for c in "${p2_crates[@]}"; do place wasm32-wasip2 "$c" "$component_preamble" component; done
 for c in "${p1_crates[@]}"; do place wasm32-wasip1 "$c" "$module_preamble" "core module"; done
+if $update_prebuilt && [[ $status -eq 0 ]]; then
+    mkdir -p "$prebuilt"
+    for c in "${p2_crates[@]}" "${p1_crates[@]}"; do
+        cp "$out/$c.wasm" "$prebuilt/$c.wasm.tmp"
+        mv -f "$prebuilt/$c.wasm.tmp" "$prebuilt/$c.wasm"
+    done
+    echo "build.sh: copied to $prebuilt (commit them: \`wkube example\` embeds these)"
+fi
 if $have_wasm_tools; then
     [[ $status -eq 0 ]] && echo "build.sh: validated, and worlds checked, with $(wasm-tools --version)"
 else

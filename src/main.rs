@@ -67,6 +67,7 @@ async fn main() -> ExitCode {
         Command::Push(args) => wkube::cli::push::run(args, &data_dir).await,
         Command::Run(args) => wkube::cli::run::run(args, &data_dir).await,
         Command::Node(args) => wkube::cli::node::run(args, &data_dir).await,
+        Command::Example(args) => wkube::cli::example::run(&args),
         Command::Token(args) => wkube::cli::token::run_token(args, &data_dir).await,
         Command::Kubeconfig(args) => wkube::cli::token::run_kubeconfig(args, &data_dir),
     }

@@ -426,6 +426,36 @@ fn wkube_run_deploys_a_component_and_prints_a_url_that_serves_it() {
     );
 }
 
+#[test]
+fn the_quick_start_serves_the_built_in_example_with_no_file_at_hand() {
+    let s = server();
+    let listing = s.wkube(&["example"]).success();
+    for name in ["hello-http", "echo-http", "job", "hello-p1"] {
+        assert!(listing.contains(name), "{listing}");
+    }
+    // `wkube example NAME -o FILE` writes the module the sources build to.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hello.wasm");
+    s.wkube(&["example", "hello-http", "-o", file.to_str().unwrap()])
+        .success();
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        std::fs::read(guest("hello-http")).unwrap()
+    );
+    s.wkube(&["run", "hi", "--example", "nope"])
+        .fails_with("no example \"nope\"; the examples are: hello-http, echo-http, job, hello-p1");
+
+    let out = s.wkube(&["run", "hi", "--example", "hello-http"]).success();
+    let url = out
+        .trim()
+        .rsplit(' ')
+        .next()
+        .filter(|u| u.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {out:?}"))
+        .to_string();
+    assert_eq!(curl(&url), (200, "Hello from wkube!\n".to_string()));
+}
+
 /// A second node: `wkube agent` joined with the server's token, on the
 /// next address of the test cluster's node range. Killed when dropped.
 struct SecondNode {

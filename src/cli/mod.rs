@@ -5,6 +5,7 @@
 //! configuration types free of clap; this module turns flags into them.
 
 pub mod agent;
+pub mod example;
 pub mod jointoken;
 pub mod kv;
 pub mod node;
@@ -77,6 +78,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Manage nodes' machines (`node remove NAME`: the machine is gone).
     Node(node::NodeCommandArgs),
+    /// List the example pods built into wkube, or write one out as .wasm.
+    Example(example::ExampleArgs),
 }
 
 /// Flags of `wkube server`.

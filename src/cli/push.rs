@@ -115,13 +115,22 @@ fn split_reference(reference: &str) -> Result<(&str, &str), PushError> {
 }
 
 pub(crate) async fn push(args: &PushArgs, data_dir: &Path) -> Result<String, PushError> {
-    let (name, tag) = split_reference(&args.reference)?;
     let bytes = tokio::fs::read(&args.file)
         .await
         .map_err(|source| PushError::Read {
             path: args.file.clone(),
             source,
         })?;
+    push_bytes(args, bytes, data_dir).await
+}
+
+/// Pushes `bytes` as `args.reference` (`args.file` is not read).
+pub(crate) async fn push_bytes(
+    args: &PushArgs,
+    bytes: Vec<u8>,
+    data_dir: &Path,
+) -> Result<String, PushError> {
+    let (name, tag) = split_reference(&args.reference)?;
     let target = target(args.kubeconfig.as_deref(), data_dir)?;
     let url = format!(
         "{}/apis/wkube.dev/v1/modules/{name}/push?tag={tag}",

@@ -40,6 +40,7 @@ impl Exposure {
 
 /// Flags of `wkube run`.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("module").required(true).args(["wasm", "example"])))]
 pub struct RunArgs {
     /// Name of the Deployment, the Service and the module.
     #[arg(value_name = "NAME")]
@@ -47,7 +48,12 @@ pub struct RunArgs {
 
     /// The .wasm HTTP component to run.
     #[arg(long, value_name = "FILE.wasm")]
-    pub wasm: PathBuf,
+    pub wasm: Option<PathBuf>,
+
+    /// Run one of the examples built into wkube instead of a file
+    /// (`wkube example` lists them), e.g. `--example hello-http`.
+    #[arg(long, value_name = "NAME")]
+    pub example: Option<String>,
 
     /// Pods to run.
     #[arg(long, default_value_t = 1)]
@@ -84,6 +90,8 @@ pub enum RunError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("no example {name:?}; the examples are: {all}")]
+    Example { name: String, all: String },
     #[error("push: {0}")]
     Push(#[from] PushError),
     #[error("client: {0}")]
@@ -117,19 +125,36 @@ async fn deploy(args: &RunArgs, data_dir: &Path) -> Result<String, RunError> {
     if !crate::resources::validation::is_dns1035_label(name) {
         return Err(RunError::Name(name.to_string()));
     }
-    let bytes = std::fs::read(&args.wasm).map_err(|source| RunError::Read {
-        path: args.wasm.clone(),
-        source,
-    })?;
+    let (file, bytes) = match (&args.wasm, &args.example) {
+        (Some(path), _) => (
+            path.clone(),
+            std::fs::read(path).map_err(|source| RunError::Read {
+                path: path.clone(),
+                source,
+            })?,
+        ),
+        (None, example) => {
+            let wanted = example.as_deref().unwrap_or_default();
+            let found = super::example::find(wanted).ok_or_else(|| RunError::Example {
+                name: wanted.to_string(),
+                all: super::example::names(),
+            })?;
+            (
+                PathBuf::from(format!("{}.wasm", found.name)),
+                found.wasm.to_vec(),
+            )
+        }
+    };
     // The tag names the content: the same file is the same image.
     let tag = format!("sha-{}", &hex::encode(Sha256::digest(&bytes))[..12]);
-    let pushed = super::push::push(
+    let pushed = super::push::push_bytes(
         &PushArgs {
-            file: args.wasm.clone(),
+            file,
             reference: format!("{name}:{tag}"),
             kubeconfig: args.kubeconfig.clone(),
             timeout: args.timeout,
         },
+        bytes,
         data_dir,
     )
     .await?;
