@@ -18,6 +18,7 @@ pub mod authn;
 pub mod body;
 pub mod bootstrap;
 pub mod discovery;
+pub mod encryption;
 pub mod escalation;
 pub mod handlers;
 pub mod join;
@@ -706,6 +707,10 @@ pub struct StartOptions {
 pub enum StartError {
     #[error("service-account signing key: {0}")]
     Keys(#[from] authn::AuthnError),
+    #[error("Secrets encryption keys: {0}")]
+    Encryption(#[from] encryption::EncryptionError),
+    #[error("sealing stored Secrets: {0}")]
+    Reseal(ApiError),
     #[error("loading RBAC policy: {0}")]
     Rbac(#[from] crate::store::StoreError),
     #[error("creating the default objects: {0}")]
@@ -730,9 +735,10 @@ pub async fn start(
         opts.kubelet_client_tls.as_ref(),
     )?;
     let tokens = TokenAuthority::load_or_create(&opts.pki_dir)?;
+    let keyring = Arc::new(encryption::Keyring::load_or_create(&opts.pki_dir)?);
     let rbac = RbacCache::start(store.clone()).await?;
     let state = Arc::new(ApiState {
-        registry: Registry::new(store),
+        registry: Registry::with_encryption(store, keyring.clone()),
         tokens,
         rbac,
         admission: admission::Admission,
@@ -745,6 +751,30 @@ pub async fn start(
         this: std::sync::OnceLock::new(),
     });
     let _ = state.this.set(Arc::downgrade(&state));
+    // Before serving: no Secret stays in plaintext, or under an old key,
+    // once the server is up.
+    let resealed = state
+        .registry
+        .reseal_secrets()
+        .await
+        .map_err(StartError::Reseal)?;
+    if resealed > 0 {
+        tracing::info!(
+            resealed,
+            key = keyring.primary(),
+            "sealed Secrets again with the first key of {}",
+            encryption::KEYS_FILE
+        );
+    }
+    if let [_, older @ ..] = keyring.names().as_slice()
+        && !older.is_empty()
+    {
+        tracing::info!(
+            "every Secret is sealed with {}; keys {older:?} open nothing any more and may be removed from {}",
+            keyring.primary(),
+            encryption::KEYS_FILE
+        );
+    }
     bootstrap::run(&state, opts.advertise, opts.port)
         .await
         .map_err(StartError::Bootstrap)?;

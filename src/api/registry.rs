@@ -1,13 +1,17 @@
 //! Object storage over the cluster store, generic over kinds: keys under
 //! `/registry/`, JSON values, `resourceVersion` = the key's mod revision,
-//! and optimistic concurrency as compare-and-swap transactions.
+//! and optimistic concurrency as compare-and-swap transactions. Values of
+//! Secrets are sealed on the way in and opened on the way out (see
+//! [`super::encryption`]); above the registry every value is plain.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use base64::Engine;
 use bytes::Bytes;
 use serde_json::Value;
 
+use super::encryption::Keyring;
 use super::status::ApiError;
 use crate::resources::Kind;
 use crate::store::{
@@ -40,6 +44,8 @@ pub struct ListPage<T = Value> {
 #[derive(Clone)]
 pub struct Registry {
     store: Store,
+    /// Seals Secrets at rest; `None` stores them as they are (unit tests).
+    keyring: Option<Arc<Keyring>>,
 }
 
 /// Append a stored object's JSON to `out` with its `resourceVersion`
@@ -170,8 +176,89 @@ fn conflict(kind: &Kind, name: &str) -> ApiError {
 }
 
 impl Registry {
+    /// A registry that stores every value as it is.
     pub fn new(store: Store) -> Self {
-        Registry { store }
+        Registry {
+            store,
+            keyring: None,
+        }
+    }
+
+    /// A registry that seals Secrets with `keyring`.
+    pub fn with_encryption(store: Store, keyring: Arc<Keyring>) -> Self {
+        Registry {
+            store,
+            keyring: Some(keyring),
+        }
+    }
+
+    /// The keys Secrets are sealed with, when encryption is on.
+    pub fn keyring(&self) -> Option<&Keyring> {
+        self.keyring.as_deref()
+    }
+
+    /// The plain form of a stored key-value: borrowed unless it had to be
+    /// opened.
+    ///
+    /// # Errors
+    /// A sealed value that does not open (500, as Kubernetes answers).
+    pub fn open<'a>(&self, kv: &'a KeyValue) -> Result<Cow<'a, KeyValue>, ApiError> {
+        let Some(ring) = &self.keyring else {
+            return Ok(Cow::Borrowed(kv));
+        };
+        match ring.open(&kv.key, &kv.value) {
+            Ok(Cow::Borrowed(_)) => Ok(Cow::Borrowed(kv)),
+            Ok(Cow::Owned(plain)) => Ok(Cow::Owned(KeyValue {
+                value: Bytes::from(plain),
+                ..kv.clone()
+            })),
+            Err(e) => Err(ApiError::internal(format!(
+                "reading {}: {e}",
+                String::from_utf8_lossy(&kv.key)
+            ))),
+        }
+    }
+
+    /// [`Registry::open`] for a shared key-value.
+    pub fn open_arc(&self, kv: &Arc<KeyValue>) -> Result<Arc<KeyValue>, ApiError> {
+        Ok(match self.open(kv)? {
+            Cow::Borrowed(_) => kv.clone(),
+            Cow::Owned(plain) => Arc::new(plain),
+        })
+    }
+
+    /// A store event with its values opened.
+    pub fn open_event<'a>(
+        &self,
+        ev: &'a crate::store::Event,
+    ) -> Result<Cow<'a, crate::store::Event>, ApiError> {
+        if self.keyring.is_none() || !super::encryption::is_sealed_key(&ev.kv.key) {
+            return Ok(Cow::Borrowed(ev));
+        }
+        let prev_kv = ev.prev_kv.as_ref().map(|p| self.open_arc(p)).transpose()?;
+        Ok(Cow::Owned(crate::store::Event {
+            kind: ev.kind,
+            kv: self.open_arc(&ev.kv)?,
+            prev_kv,
+        }))
+    }
+
+    /// Decode a stored value (opening it if sealed) and stamp its
+    /// `resourceVersion`.
+    pub fn decode(&self, kv: &KeyValue) -> Result<Value, ApiError> {
+        decode(&*self.open(kv)?)
+    }
+
+    /// The bytes to store for `obj` under `key`.
+    fn encode_for(&self, key: &[u8], obj: &Value) -> Result<Bytes, ApiError> {
+        let plain = encode(obj)?;
+        match &self.keyring {
+            Some(ring) if super::encryption::is_sealed_key(key) => ring
+                .seal(key, &plain)
+                .map(Bytes::from)
+                .map_err(ApiError::internal),
+            _ => Ok(plain),
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -189,7 +276,7 @@ impl Registry {
             })
             .await?;
         match resp.kvs.first() {
-            Some(kv) => decode(kv),
+            Some(kv) => self.decode(kv),
             None => Err(not_found(kind, name)),
         }
     }
@@ -226,7 +313,7 @@ impl Registry {
             .await?;
         resp.kvs
             .first()
-            .map(|kv| serde_json::from_slice(&kv.value).map_err(ApiError::internal))
+            .map(|kv| serde_json::from_slice(&self.open(kv)?.value).map_err(ApiError::internal))
             .transpose()
     }
 
@@ -255,14 +342,15 @@ impl Registry {
         keep: &(dyn Fn(&Value) -> bool + Send + Sync),
     ) -> Result<ListPage, ApiError> {
         self.list_with(kind, ns, limit, continue_from, &|kv| {
-            let obj = decode(kv)?;
+            let obj = self.decode(kv)?;
             Ok(keep(&obj).then_some(obj))
         })
         .await
     }
 
-    /// Like [`Registry::list`] but hands out the stored key-values, so a
-    /// caller that only forwards them (a plain JSON list) skips decoding.
+    /// Like [`Registry::list`] but hands out the stored key-values (opened
+    /// when sealed), so a caller that only forwards them (a plain JSON
+    /// list) skips decoding.
     pub async fn list_raw(
         &self,
         kind: &Kind,
@@ -272,7 +360,8 @@ impl Registry {
         keep: &(dyn Fn(&KeyValue) -> bool + Send + Sync),
     ) -> Result<ListPage<Arc<KeyValue>>, ApiError> {
         self.list_with(kind, ns, limit, continue_from, &|kv| {
-            Ok(keep(kv).then(|| kv.clone()))
+            let kv = self.open_arc(kv)?;
+            Ok(keep(&kv).then_some(kv))
         })
         .await
     }
@@ -394,7 +483,7 @@ impl Registry {
         obj: &Value,
     ) -> Result<Revision, ApiError> {
         let key = Bytes::from(kind.key(ns, name));
-        let value = encode(obj)?;
+        let value = self.encode_for(&key, obj)?;
         let resp = self
             .store
             .txn(TxnRequest {
@@ -433,7 +522,7 @@ impl Registry {
         let key = Bytes::from(kind.key(ns, name));
         let put = TxnOp::Put(PutRequest {
             key: key.clone(),
-            value: encode(&obj)?,
+            value: self.encode_for(&key, &obj)?,
             ..Default::default()
         });
         let resp = self
@@ -463,7 +552,7 @@ impl Registry {
         match resp.responses.first() {
             Some(TxnOpResponse::DeleteRange(d)) => match d.prev_kvs.first() {
                 Some(prev) => {
-                    let mut obj = decode(prev)?;
+                    let mut obj = self.decode(prev)?;
                     obj["metadata"]["resourceVersion"] =
                         Value::String(resp.header.revision.to_string());
                     Ok(obj)
@@ -512,6 +601,73 @@ impl Registry {
         } else {
             not_found(kind, name)
         })
+    }
+
+    /// Seals again every Secret stored in plaintext or with another key
+    /// than the keyring's first (after encryption was turned on, or a key
+    /// rotated). Each rewrite is conditional on the value not having
+    /// changed meanwhile; a changed one was sealed by its writer. Returns
+    /// how many were rewritten.
+    ///
+    /// # Errors
+    /// The store fails, or a value does not open.
+    pub async fn reseal_secrets(&self) -> Result<usize, ApiError> {
+        let Some(ring) = &self.keyring else {
+            return Ok(0);
+        };
+        const PAGE: i64 = 256;
+        let prefix = b"/registry/secrets/";
+        let end = crate::store::prefix_end(prefix);
+        let mut start = Bytes::from_static(prefix);
+        let mut resealed = 0;
+        loop {
+            let resp = self
+                .store
+                .range(RangeRequest {
+                    range: KeyRange {
+                        key: start.clone(),
+                        range_end: end.clone(),
+                    },
+                    limit: PAGE,
+                    ..Default::default()
+                })
+                .await?;
+            for kv in &resp.kvs {
+                if !ring.needs_reseal(&kv.key, &kv.value) {
+                    continue;
+                }
+                let plain = self.open(kv)?;
+                let sealed = ring
+                    .seal(&kv.key, &plain.value)
+                    .map_err(ApiError::internal)?;
+                let done = self
+                    .store
+                    .txn(TxnRequest {
+                        compare: vec![Compare {
+                            range: KeyRange::single(kv.key.clone()),
+                            result: CompareResult::Equal,
+                            target: CompareTarget::Mod(kv.mod_revision),
+                        }],
+                        success: vec![TxnOp::Put(PutRequest {
+                            key: kv.key.clone(),
+                            value: Bytes::from(sealed),
+                            lease: kv.lease,
+                            ..Default::default()
+                        })],
+                        failure: vec![],
+                    })
+                    .await?;
+                resealed += usize::from(done.succeeded);
+            }
+            match resp.kvs.last().filter(|_| resp.more) {
+                Some(last) => {
+                    let mut next = last.key.to_vec();
+                    next.push(0);
+                    start = Bytes::from(next);
+                }
+                None => return Ok(resealed),
+            }
+        }
     }
 
     /// Read-modify-write with retries on conflict: `f` changes the current

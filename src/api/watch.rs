@@ -171,6 +171,7 @@ pub async fn serve(
     };
     let api_version = kind.api_version();
     let kind_name = kind.kind;
+    let registry = state.registry.clone();
     let events = watch.flat_map(move |item| {
         let lines: Vec<Bytes> = match item {
             Ok(batch) => {
@@ -189,6 +190,17 @@ pub async fn serve(
                         .events
                         .iter()
                         .filter_map(|ev| {
+                            // Sealed Secrets are opened here; an event that
+                            // does not open is dropped (and logged), as a
+                            // list would fail on it.
+                            let ev = match registry.open_event(ev) {
+                                Ok(ev) => ev,
+                                Err(e) => {
+                                    tracing::warn!("watch: {e:?}");
+                                    return None;
+                                }
+                            };
+                            let ev = &*ev;
                             if raw {
                                 return raw_event_line(ev);
                             }

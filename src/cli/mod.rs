@@ -5,6 +5,7 @@
 //! configuration types free of clap; this module turns flags into them.
 
 pub mod agent;
+pub mod encryption;
 pub mod example;
 pub mod jointoken;
 pub mod kv;
@@ -80,6 +81,8 @@ pub enum Command {
     Node(node::NodeCommandArgs),
     /// List the example pods built into wkube, or write one out as .wasm.
     Example(example::ExampleArgs),
+    /// Manage the keys Secrets are encrypted with at rest.
+    Encryption(encryption::EncryptionArgs),
 }
 
 /// Flags of `wkube server`.
