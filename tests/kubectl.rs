@@ -1528,6 +1528,20 @@ fn secrets_are_encrypted_at_rest_and_their_key_rotates() {
         b64("legacy-plain")
     );
 
+    // A sealed value that does not open is a server error on read, and
+    // does not keep the server from starting.
+    s.etcdctl(&[
+        "put",
+        "/registry/secrets/default/broken",
+        "k8s:enc:aesgcm:v1:key1:cut-short",
+    ])
+    .success();
+    let err = k.fails(&["get", "secret", "broken"]);
+    assert!(
+        err.contains("InternalError") && err.contains("sealed value is malformed"),
+        "{err}"
+    );
+
     // Rotation: a new key first; the next start seals everything with it.
     let out = s.wkube(&["encryption", "rotate"]).success();
     assert!(out.starts_with("key2 added first"), "{out}");

@@ -610,7 +610,7 @@ impl Registry {
     /// how many were rewritten.
     ///
     /// # Errors
-    /// The store fails, or a value does not open.
+    /// The store fails.
     pub async fn reseal_secrets(&self) -> Result<usize, ApiError> {
         let Some(ring) = &self.keyring else {
             return Ok(0);
@@ -636,7 +636,16 @@ impl Registry {
                 if !ring.needs_reseal(&kv.key, &kv.value) {
                     continue;
                 }
-                let plain = self.open(kv)?;
+                // One value that does not open (written through the etcd
+                // API, or sealed with a key since removed) must not keep
+                // the server from starting; reading it stays an error.
+                let plain = match self.open(kv) {
+                    Ok(plain) => plain,
+                    Err(e) => {
+                        tracing::warn!("not sealing again: {e:?}");
+                        continue;
+                    }
+                };
                 let sealed = ring
                     .seal(&kv.key, &plain.value)
                     .map_err(ApiError::internal)?;
