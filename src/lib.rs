@@ -34,3 +34,6 @@ pub mod scheduler;
 pub mod server;
 pub mod shutdown;
 pub mod store;
+
+#[cfg(test)]
+mod fuzz;

@@ -59,6 +59,27 @@ pub const MAX_JSON_PATCH_COPIED_BYTES: usize = 3 * 3 * 1024 * 1024;
 /// but never read again.
 pub const MAX_PATCHED_DEPTH: usize = 100;
 
+/// [`apply_patch`], then the check every handler needs: whatever the patch
+/// did, an object with an object `metadata` must come out; anything else
+/// is the caller's error (400), not ours.
+///
+/// # Errors
+/// As [`apply_patch`], and 400 for a result that is not such an object.
+pub fn patched_object(
+    ty: PatchType,
+    current: &Value,
+    patch: &Value,
+    kind: &str,
+) -> Result<Value, ApiError> {
+    let patched = apply_patch(ty, current, patch)?;
+    if !patched.is_object() || patched.get("metadata").is_some_and(|m| !m.is_object()) {
+        return Err(ApiError::bad_request(format!(
+            "the patched {kind} is not an object with object metadata"
+        )));
+    }
+    Ok(patched)
+}
+
 /// Apply `patch` of type `ty` to `current`.
 ///
 /// # Errors
@@ -453,15 +474,7 @@ pub async fn handle(
                 });
             }
         };
-        let mut patched = apply_patch(ty, &current, &patch)?;
-        // Whatever the patch did, an object with an object `metadata` must
-        // come out; anything else is the caller's error, not ours.
-        if !patched.is_object() || patched.get("metadata").is_some_and(|m| !m.is_object()) {
-            return Err(ApiError::bad_request(format!(
-                "the patched {} is not an object with object metadata",
-                kind.kind
-            )));
-        }
+        let mut patched = patched_object(ty, &current, &patch, kind.kind)?;
         // A resourceVersion in the patch is a precondition; otherwise the
         // write is conditional on the version we read.
         let precondition = patch
