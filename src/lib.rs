@@ -26,6 +26,7 @@ pub mod client;
 pub mod cloud;
 pub mod controllers;
 pub mod kubelet;
+pub mod metrics;
 pub mod pki;
 pub mod proxy;
 pub mod resources;

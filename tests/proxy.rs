@@ -224,7 +224,7 @@ fn a_node_port_service_balances_over_its_pods_and_answers_503_when_scaled_to_zer
         );
     }
     assert!(
-        metrics.contains("wkube_proxy_service_requests_total{node=\"node-1\",namespace=\"default\",service=\"hello\"}"),
+        metrics.contains("wkube_proxy_service_requests_total{namespace=\"default\",node=\"node-1\",service=\"hello\"}"),
         "{metrics}"
     );
 

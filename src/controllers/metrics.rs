@@ -3,41 +3,58 @@
 //! the same process), under the names Kubernetes' controller runtime uses
 //! for the same figures.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use prometheus::{HistogramVec, IntCounterVec, Registry};
 
-/// Latency buckets in seconds.
-const BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
-
-#[derive(Default)]
-struct Counters {
-    success: u64,
-    error: u64,
-    buckets: [u64; BUCKETS.len()],
-    sum: f64,
+/// The controllers' series. One per process: every controller manager of
+/// a process counts into it, as its `/metrics` shows them together.
+struct Series {
+    registry: Registry,
+    reconciles: IntCounterVec,
+    time: HistogramVec,
 }
 
-static REGISTRY: Mutex<BTreeMap<&'static str, Counters>> = Mutex::new(BTreeMap::new());
+static SERIES: LazyLock<Series> = LazyLock::new(|| {
+    let registry = Registry::new();
+    let reconciles = crate::metrics::counter_vec(
+        &registry,
+        "controller_runtime_reconcile_total",
+        "Reconciles per controller and result.",
+        &["controller", "result"],
+    );
+    let time = crate::metrics::histogram_vec(
+        &registry,
+        "controller_runtime_reconcile_time_seconds",
+        "Time per reconcile.",
+        &["controller"],
+        crate::metrics::RECONCILE_BUCKETS,
+    );
+    Series {
+        registry,
+        reconciles,
+        time,
+    }
+});
+
+/// The registry the controllers count into, for `/metrics`.
+pub fn registry() -> &'static Registry {
+    &SERIES.registry
+}
 
 /// Counts one reconcile of `controller`.
 pub fn record(controller: &'static str, ok: bool, took: Duration) {
-    let mut reg = REGISTRY.lock();
-    let c = reg.entry(controller).or_default();
-    if ok {
-        c.success += 1;
-    } else {
-        c.error += 1;
-    }
-    let secs = took.as_secs_f64();
-    c.sum += secs;
-    if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
-        c.buckets[i] += 1;
-    }
+    let result = if ok { "success" } else { "error" };
+    SERIES
+        .reconciles
+        .with_label_values(&[controller, result])
+        .inc();
+    SERIES
+        .time
+        .with_label_values(&[controller])
+        .observe(took.as_secs_f64());
 }
 
 /// A reconcile's future, boxed.
@@ -68,46 +85,7 @@ where
 
 /// The Prometheus text of every controller's counters.
 pub fn render() -> String {
-    let reg = REGISTRY.lock();
-    let mut out = String::new();
-    if reg.is_empty() {
-        return out;
-    }
-    out.push_str(
-        "# HELP controller_runtime_reconcile_total Reconciles per controller and result.\n\
-         # TYPE controller_runtime_reconcile_total counter\n",
-    );
-    for (name, c) in reg.iter() {
-        let _ = writeln!(
-            out,
-            "controller_runtime_reconcile_total{{controller=\"{name}\",result=\"success\"}} {}\n\
-             controller_runtime_reconcile_total{{controller=\"{name}\",result=\"error\"}} {}",
-            c.success, c.error
-        );
-    }
-    out.push_str(
-        "# HELP controller_runtime_reconcile_time_seconds Time per reconcile.\n\
-         # TYPE controller_runtime_reconcile_time_seconds histogram\n",
-    );
-    for (name, c) in reg.iter() {
-        let mut cumulative = 0;
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            cumulative += c.buckets[i];
-            let _ = writeln!(
-                out,
-                "controller_runtime_reconcile_time_seconds_bucket{{controller=\"{name}\",le=\"{bound}\"}} {cumulative}"
-            );
-        }
-        let total = c.success + c.error;
-        let _ = writeln!(
-            out,
-            "controller_runtime_reconcile_time_seconds_bucket{{controller=\"{name}\",le=\"+Inf\"}} {total}\n\
-             controller_runtime_reconcile_time_seconds_sum{{controller=\"{name}\"}} {}\n\
-             controller_runtime_reconcile_time_seconds_count{{controller=\"{name}\"}} {total}",
-            c.sum
-        );
-    }
-    out
+    crate::metrics::render(&[registry()])
 }
 
 #[cfg(test)]

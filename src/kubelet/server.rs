@@ -385,13 +385,10 @@ async fn pod_ip_proxy_root(
 
 /// `/metrics`: the proxy's per-service and per-pod counters.
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    let mut r = plain(
-        StatusCode::OK,
-        shared.proxy.metrics.render(&shared.config.node_name),
-    );
+    let mut r = plain(StatusCode::OK, shared.proxy.metrics.render());
     r.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
     );
     r
 }

@@ -154,12 +154,12 @@ impl Proxy {
             .transpose()
             .map_err(ProxyError::Client)?;
         Ok(Proxy {
+            metrics: metrics::Metrics::new(&config.node_name),
             config,
             table: RwLock::new(Arc::new(Table::default())),
             pods,
             nodes,
             external_tls,
-            metrics: metrics::Metrics::default(),
             affinity: Mutex::new(HashMap::new()),
             synced: Notify::new(),
             is_synced: std::sync::atomic::AtomicBool::new(false),
