@@ -42,6 +42,13 @@ impl WkubeEngine {
             },
         };
         let ticker = EpochTicker::start(engine.clone(), config.epoch_tick);
+        // A pod the CPU gate finds waiting behind a less deserving one has
+        // every running guest yield now (guests yield at every epoch past
+        // their deadline, which is one tick ahead).
+        let weak = engine.weak();
+        super::fair::CpuGate::global().on_preempt(Box::new(move || {
+            weak.upgrade().map(|e| e.increment_epoch()).is_some()
+        }));
         Ok(WkubeEngine {
             engine,
             pooling,

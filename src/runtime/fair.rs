@@ -13,6 +13,16 @@
 //! shares), so pods share the node by their requests however many requests
 //! each has in flight, and a pod back from idle runs next.
 //!
+//! A guest that comes to the line well behind a pod that runs now (by more
+//! than [`PREEMPT_GRANULARITY`] of that pod's CPU) does not wait for the
+//! runner's next tick: the gate bumps the engine's epoch, and every running
+//! guest yields at its next check. A pod back from idle, or new, is placed
+//! near the least-served pod (with [`WAKEUP_CREDIT`] of head start), so it
+//! neither banks idle time nor starts from zero.
+//!
+//! Guests run on their own threads ([`super::pool`]), so the gate's line
+//! is the only queue a waiting guest is in.
+//!
 //! Time is measured around each poll, which is also the pod's CPU usage:
 //! [`CpuShare::used`].
 //!
@@ -45,8 +55,12 @@ const SHARES_PER_CORE: u64 = 1024;
 const MIN_SHARES: u64 = 2;
 /// How far behind the pod last served a pod returning from idle is placed:
 /// it runs first, but cannot bank idle time for a burst longer than this
-/// (weighted nanoseconds).
-const WAKEUP_CREDIT_NS: u64 = 3_000_000;
+/// much of its own CPU time.
+const WAKEUP_CREDIT: Duration = Duration::from_millis(3);
+/// A waiting pod preempts a running one only when it is behind it by more
+/// than this much of the running pod's CPU time, so two busy pods do not
+/// take turns faster than the epoch tick already makes them.
+const PREEMPT_GRANULARITY: Duration = Duration::from_millis(1);
 /// A pod whose guests have not run for this long is idle, not merely
 /// between two polls.
 const IDLE_AFTER: Duration = Duration::from_millis(2);
@@ -62,6 +76,31 @@ pub struct CpuGate {
     state: Mutex<GateState>,
     /// The zero of every pod's `last_ran_ns`.
     epoch: Instant,
+    /// Make every running guest yield at its next check (the runtime
+    /// registers its engine's epoch here); each returns false once its
+    /// engine is gone.
+    preempters: Mutex<Vec<Preempter>>,
+}
+
+/// Asks running guests to yield now; false once it can no longer.
+pub type Preempter = Box<dyn Fn() -> bool + Send + Sync>;
+
+/// What putting a ticket in line did.
+enum Enqueued {
+    /// A slot was free: the ticket holds it (wake it).
+    Granted(Arc<Ticket>),
+    /// In line; `preempt` when it deserves the CPU more than a guest that
+    /// runs now, which should then yield at once rather than at its tick.
+    Queued { preempt: bool },
+}
+
+impl Enqueued {
+    fn granted(self) -> Option<Arc<Ticket>> {
+        match self {
+            Enqueued::Granted(t) => Some(t),
+            Enqueued::Queued { .. } => None,
+        }
+    }
 }
 
 struct GateState {
@@ -70,8 +109,25 @@ struct GateState {
     /// its waiting guests in arrival order.
     waiting: BTreeMap<(u64, u64), VecDeque<Arc<Ticket>>>,
     next_pod: u64,
-    /// Virtual runtime of the pod last given a slot; only grows.
+    /// The least virtual runtime of the pods that run or wait, as last
+    /// seen; only grows. A pod back from idle is placed near it.
     min_vruntime: u64,
+    /// The pods of the guests that hold a slot, one entry per slot held.
+    running: Vec<Arc<CpuShare>>,
+}
+
+impl GateState {
+    /// Moves `min_vruntime` up to the least virtual runtime among the pod
+    /// just run (`current`), the pods running and the first in line.
+    fn advance_min_vruntime(&mut self, current: u64) {
+        let least = self
+            .running
+            .iter()
+            .map(|r| r.vruntime.load(Ordering::Relaxed))
+            .chain(self.waiting.first_key_value().map(|(k, _)| k.0))
+            .fold(current, u64::min);
+        self.min_vruntime = self.min_vruntime.max(least);
+    }
 }
 
 /// Where one gated future stands (see the module docs).
@@ -94,9 +150,21 @@ impl CpuGate {
                 waiting: BTreeMap::new(),
                 next_pod: 0,
                 min_vruntime: 0,
+                running: Vec::new(),
             }),
             epoch: Instant::now(),
+            preempters: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Registers a way to make running guests yield now (the runtime's
+    /// engine epoch).
+    pub fn on_preempt(&self, preempter: Preempter) {
+        self.preempters.lock().push(preempter);
+    }
+
+    fn preempt(&self) {
+        self.preempters.lock().retain(|p| p());
     }
 
     /// The process-wide gate, one slot per core the process may use.
@@ -114,43 +182,55 @@ impl CpuGate {
     }
 
     /// Puts an idle or just-run ticket in line, or gives it a free slot at
-    /// once when no one else waits. Returns the ticket to wake, if granted.
-    fn enqueue(&self, s: &mut GateState, ticket: &Arc<Ticket>) -> Option<Arc<Ticket>> {
-        if s.free > 0 && s.waiting.is_empty() {
-            s.free -= 1;
-            ticket.set(Stage::Granted);
-            return Some(ticket.clone());
-        }
+    /// once when no one else waits.
+    fn enqueue(&self, s: &mut GateState, ticket: &Arc<Ticket>) -> Enqueued {
         let share = &ticket.share;
         let mut key = share.key();
         let idle_for = self
             .since_epoch()
             .saturating_sub(share.last_ran_ns.load(Ordering::Relaxed));
-        if idle_for > IDLE_AFTER.as_nanos() as u64 && !s.waiting.contains_key(&key) {
-            // Back from idle: placed just behind the pod last served, with
-            // a little credit, never further back.
-            let floor = s.min_vruntime.saturating_sub(WAKEUP_CREDIT_NS);
+        if idle_for > IDLE_AFTER.as_nanos() as u64
+            && !s.waiting.contains_key(&key)
+            && !s.running.iter().any(|r| r.id == share.id)
+        {
+            // Back from idle: placed a little ahead of the least-served
+            // pod, never further back, so idle time is not banked. (Also
+            // when a slot is free: the pod's place matters from its first
+            // poll on.)
+            let floor = s.min_vruntime.saturating_sub(share.weighted(WAKEUP_CREDIT));
             if key.0 < floor {
                 share.vruntime.store(floor, Ordering::Relaxed);
                 key.0 = floor;
             }
         }
+        if s.free > 0 && s.waiting.is_empty() {
+            s.free -= 1;
+            ticket.set(Stage::Granted);
+            return Enqueued::Granted(ticket.clone());
+        }
         ticket.set(Stage::Queued);
         s.waiting.entry(key).or_default().push_back(ticket.clone());
-        None
+        // First in line, and well behind a pod that runs now: that pod
+        // yields at once instead of at its next tick.
+        let first = s.waiting.first_key_value().is_some_and(|(k, _)| *k == key);
+        let preempt = first
+            && s.running.iter().any(|r| {
+                r.id != share.id
+                    && r.vruntime.load(Ordering::Relaxed)
+                        > key.0.saturating_add(r.weighted(PREEMPT_GRANULARITY))
+            });
+        Enqueued::Queued { preempt }
     }
 
     /// Gives a slot to the first waiter of the least-served pod, else back
     /// to the pool. Returns the ticket to wake.
     fn grant_next(s: &mut GateState) -> Option<Arc<Ticket>> {
         while let Some(mut entry) = s.waiting.first_entry() {
-            let vruntime = entry.key().0;
             let next = entry.get_mut().pop_front();
             if entry.get().is_empty() {
                 entry.remove();
             }
             if let Some(ticket) = next {
-                s.min_vruntime = s.min_vruntime.max(vruntime);
                 ticket.set(Stage::Granted);
                 return Some(ticket);
             }
@@ -223,6 +303,14 @@ impl CpuShare {
         }
     }
 
+    /// `cpu` of this pod's CPU time in virtual runtime.
+    fn weighted(&self, cpu: Duration) -> u64 {
+        u64::try_from(cpu.as_nanos())
+            .unwrap_or(u64::MAX)
+            .saturating_mul(SHARES_PER_CORE)
+            / self.shares
+    }
+
     /// The pod's place in the gate's line (read under the gate's lock).
     fn key(&self) -> (u64, u64) {
         (self.vruntime.load(Ordering::Relaxed), self.id)
@@ -234,9 +322,7 @@ impl CpuShare {
         let ns = u64::try_from(ran.as_nanos()).unwrap_or(u64::MAX);
         self.used_ns.fetch_add(ns, Ordering::Relaxed);
         let old = self.key();
-        let new = old
-            .0
-            .saturating_add(ns.saturating_mul(SHARES_PER_CORE) / self.shares);
+        let new = old.0.saturating_add(self.weighted(ran));
         self.vruntime.store(new, Ordering::Relaxed);
         self.last_ran_ns
             .store(self.gate.since_epoch(), Ordering::Relaxed);
@@ -282,8 +368,8 @@ impl Wake for Ticket {
     fn wake_by_ref(self: &Arc<Self>) {
         let gate = &self.share.gate;
         let mut s = gate.state.lock();
-        let granted = match self.stage() {
-            Stage::Idle => gate.enqueue(&mut s, self),
+        let queued = match self.stage() {
+            Stage::Idle => Some(gate.enqueue(&mut s, self)),
             Stage::Running => {
                 self.set(Stage::RunningWoken);
                 None
@@ -291,8 +377,10 @@ impl Wake for Ticket {
             Stage::Queued | Stage::Granted | Stage::RunningWoken | Stage::Done => None,
         };
         drop(s);
-        if let Some(t) = granted {
-            t.wake_outer();
+        match queued {
+            Some(Enqueued::Granted(t)) => t.wake_outer(),
+            Some(Enqueued::Queued { preempt: true }) => gate.preempt(),
+            _ => {}
         }
     }
 }
@@ -358,7 +446,11 @@ impl<F: Future> Future for Gated<F> {
                 Stage::Granted => {}
                 Stage::Idle => {
                     // First poll, or polled without a wake: ask for a slot.
-                    if gate.enqueue(&mut s, &ticket).is_none() {
+                    if let Enqueued::Queued { preempt } = gate.enqueue(&mut s, &ticket) {
+                        drop(s);
+                        if preempt {
+                            gate.preempt();
+                        }
                         return Poll::Pending;
                     }
                 }
@@ -368,6 +460,7 @@ impl<F: Future> Future for Gated<F> {
                 Stage::Running | Stage::RunningWoken => return Poll::Pending,
             }
             ticket.set(Stage::Running);
+            s.running.push(ticket.share.clone());
         }
         let waker = this
             .waker
@@ -379,6 +472,10 @@ impl<F: Future> Future for Gated<F> {
 
         let mut s = gate.state.lock();
         ticket.share.charge(&mut s, ran);
+        if let Some(i) = s.running.iter().position(|r| Arc::ptr_eq(r, &ticket.share)) {
+            s.running.swap_remove(i);
+        }
+        s.advance_min_vruntime(ticket.share.vruntime.load(Ordering::Relaxed));
         let woken = ticket.stage() == Stage::RunningWoken;
         let mut wake = Vec::with_capacity(2);
         if out.is_ready() {
@@ -386,7 +483,7 @@ impl<F: Future> Future for Gated<F> {
         } else if woken {
             // It yielded: back in line behind whoever deserves the CPU more.
             ticket.set(Stage::Idle);
-            wake.extend(gate.enqueue(&mut s, &ticket));
+            wake.extend(gate.enqueue(&mut s, &ticket).granted());
         } else {
             ticket.set(Stage::Idle);
         }
@@ -427,6 +524,28 @@ mod tests {
             Poll::Pending
         })
         .await
+    }
+
+    /// A pod that starts while a slot is free is placed as one back from
+    /// idle is: near the least-served pod, not at the virtual runtime it
+    /// had (zero for a new pod), from which it would run alone until it
+    /// caught up with pods that had the node to themselves.
+    #[tokio::test]
+    async fn a_pod_granted_a_free_slot_starts_near_the_others_not_at_zero() {
+        let gate = Arc::new(CpuGate::new(2));
+        let old = Arc::new(CpuShare::new(gate.clone(), None));
+        old.gate(spin(20, Duration::from_millis(1))).await;
+        let before = old.vruntime.load(Ordering::Relaxed);
+        assert!(before > 0);
+        tokio::time::sleep(IDLE_AFTER * 2).await;
+
+        let new = Arc::new(CpuShare::new(gate.clone(), None));
+        new.gate(async {}).await;
+        let placed = new.vruntime.load(Ordering::Relaxed);
+        assert!(
+            placed >= before - new.weighted(WAKEUP_CREDIT),
+            "placed at {placed}, the other pod is at {before}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

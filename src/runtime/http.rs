@@ -167,8 +167,8 @@ impl HttpService {
                 .await
         });
         let task = match &self.limits.share {
-            Some(share) => tokio::spawn(share.gate(run)),
-            None => tokio::spawn(run),
+            Some(share) => super::pool::spawn(share.gate(run)),
+            None => super::pool::spawn(run),
         };
 
         match tokio::time::timeout_at(deadline.into(), receiver).await {

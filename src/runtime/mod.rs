@@ -34,6 +34,7 @@ pub mod context;
 pub mod engine;
 pub mod fair;
 pub mod http;
+pub mod pool;
 
 use std::path::PathBuf;
 use std::sync::Arc;
