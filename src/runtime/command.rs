@@ -1,8 +1,11 @@
 //! Command pods: a `wasi:cli/run` component or a core module with `_start`,
 //! run once to its exit code.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
@@ -56,9 +59,11 @@ impl ExitStatus {
     }
 }
 
-/// Runs a command module to completion with the pod's context and limits.
-/// The guest yields to the executor every epoch tick, so it never holds a
-/// worker thread for long; `limits.active_deadline` bounds its wall time.
+/// Runs a command module to completion with the pod's context and limits,
+/// on the guest threads ([`super::pool`]) and through the pod's CPU share.
+/// The guest yields every epoch tick, so it never holds a thread for long;
+/// `limits.active_deadline` bounds its wall time. Dropping the returned
+/// future stops the guest.
 ///
 /// # Errors
 /// [`RuntimeError::WrongKind`] for an HTTP component,
@@ -71,69 +76,96 @@ pub async fn run_command(
 ) -> Result<ExitStatus, RuntimeError> {
     let deadline = limits.active_deadline.map(|d| Instant::now() + d);
     let (limiter, refused) = PodLimiter::new(limits, None);
-    let run = async {
-        match &module.prepared {
-            Prepared::Command(pre) => {
-                let state = PodState {
-                    wasi: ctx.wasi_builder()?.build(),
-                    http: WasiHttpCtx::new(),
-                    table: ResourceTable::new(),
-                    hooks: PodHooks {
-                        outbound: ctx.outbound.clone(),
-                        router: ctx.router.clone(),
-                    },
-                    limiter,
-                };
-                let mut store = Store::new(pre.engine(), state);
-                store.limiter(|s| &mut s.limiter);
-                preempt(&mut store, module, deadline, limits.cpu.clone());
+    // The store is built here; only running it moves to the guest threads.
+    let run: Pin<Box<dyn Future<Output = ExitStatus> + Send>> = match &module.prepared {
+        Prepared::Command(pre) => {
+            let state = PodState {
+                wasi: ctx.wasi_builder()?.build(),
+                http: WasiHttpCtx::new(),
+                table: ResourceTable::new(),
+                hooks: PodHooks {
+                    outbound: ctx.outbound.clone(),
+                    router: ctx.router.clone(),
+                },
+                limiter,
+            };
+            let mut store = Store::new(pre.engine(), state);
+            store.limiter(|s| &mut s.limiter);
+            preempt(&mut store, module, deadline, limits.cpu.clone());
+            let pre = pre.clone();
+            Box::pin(async move {
                 let result = async {
                     let cmd = pre.instantiate_async(&mut store).await?;
                     cmd.wasi_cli_run().call_run(&mut store).await
                 }
                 .await;
-                Ok(match result {
+                match result {
                     Ok(Ok(())) => ExitStatus::Exited(0),
                     Ok(Err(())) => ExitStatus::Exited(1),
                     Err(e) => classify(e, &refused),
-                })
-            }
-            Prepared::Core(pre) => {
-                let state = P1State {
-                    wasi: ctx.wasi_builder()?.build_p1(),
-                    limiter,
-                };
-                let mut store = Store::new(pre.module().engine(), state);
-                store.limiter(|s| &mut s.limiter);
-                preempt(&mut store, module, deadline, limits.cpu.clone());
+                }
+            })
+        }
+        Prepared::Core(pre) => {
+            let state = P1State {
+                wasi: ctx.wasi_builder()?.build_p1(),
+                limiter,
+            };
+            let mut store = Store::new(pre.module().engine(), state);
+            store.limiter(|s| &mut s.limiter);
+            preempt(&mut store, module, deadline, limits.cpu.clone());
+            let pre = pre.clone();
+            Box::pin(async move {
                 let result = async {
                     let instance = pre.instantiate_async(&mut store).await?;
                     let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
                     start.call_async(&mut store, ()).await
                 }
                 .await;
-                Ok(match result {
+                match result {
                     Ok(()) => ExitStatus::Exited(0),
                     Err(e) => classify(e, &refused),
-                })
-            }
-            Prepared::Http(_) => Err(RuntimeError::WrongKind {
+                }
+            })
+        }
+        Prepared::Http(_) => {
+            return Err(RuntimeError::WrongKind {
                 actual: ModuleKind::Http,
                 wanted: "a command",
-            }),
+            });
         }
     };
-    let run = async {
-        match &limits.share {
-            Some(share) => share.gate(run).await,
-            None => run.await,
-        }
+    let task = AbortOnDrop(match &limits.share {
+        Some(share) => super::pool::spawn(share.gate(run)),
+        None => super::pool::spawn(run),
+    });
+    let joined = async {
+        task.await
+            .unwrap_or_else(|e| ExitStatus::Trapped(format!("guest task ended: {e}")))
     };
-    match deadline {
-        Some(d) => tokio::time::timeout_at(d.into(), run)
+    Ok(match deadline {
+        Some(d) => tokio::time::timeout_at(d.into(), joined)
             .await
-            .unwrap_or(Ok(ExitStatus::DeadlineExceeded)),
-        None => run.await,
+            .unwrap_or(ExitStatus::DeadlineExceeded),
+        None => joined.await,
+    })
+}
+
+/// A task on the guest threads that is stopped when its handle is dropped
+/// (a deleted pod's command stops with the kubelet's future for it).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> Future for AbortOnDrop<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx)
     }
 }
 

@@ -30,7 +30,7 @@
 //! the gate's lock:
 //!
 //! ```text
-//!          wake / first poll            slot given
+//!          created / wake               slot given
 //!   Idle ───────────────────▶ Queued ─────────────▶ Granted
 //!    ▲  ╲ (a slot is free)                            │ poll
 //!    │   ╲──────────────────────────────────────────▶ ▼
@@ -291,14 +291,30 @@ impl CpuShare {
     }
 
     /// Runs `fut` holding a CPU slot for each of its polls.
+    ///
+    /// The future takes its place in line now, not at its first poll: the
+    /// executor may not get to that poll before a running guest's tick,
+    /// and a guest that deserves the CPU preempts the runners at once.
     pub fn gate<F: Future>(self: &Arc<Self>, fut: F) -> Gated<F> {
+        let ticket = Arc::new(Ticket {
+            share: self.clone(),
+            stage: Mutex::new(Stage::Idle),
+            outer: Mutex::new(None),
+        });
+        let gate = &self.gate;
+        let mut s = gate.state.lock();
+        // Granted: the first poll finds the slot held for it.
+        let preempt = matches!(
+            gate.enqueue(&mut s, &ticket),
+            Enqueued::Queued { preempt: true }
+        );
+        drop(s);
+        if preempt {
+            gate.preempt();
+        }
         Gated {
             fut,
-            ticket: Arc::new(Ticket {
-                share: self.clone(),
-                stage: Mutex::new(Stage::Idle),
-                outer: Mutex::new(None),
-            }),
+            ticket,
             waker: None,
         }
     }
@@ -445,7 +461,7 @@ impl<F: Future> Future for Gated<F> {
             match ticket.stage() {
                 Stage::Granted => {}
                 Stage::Idle => {
-                    // First poll, or polled without a wake: ask for a slot.
+                    // Polled without a wake (a slot freed meanwhile): ask.
                     if let Enqueued::Queued { preempt } = gate.enqueue(&mut s, &ticket) {
                         drop(s);
                         if preempt {
