@@ -714,3 +714,293 @@ fn a_key_given_twice_is_refused_under_strict_validation_and_warned_otherwise() {
         r.headers
     );
 }
+
+/// One API path to try, with the verb to try it with.
+#[derive(Clone, Debug)]
+struct Probe {
+    method: &'static str,
+    path: String,
+    /// The discovery name (`pods`, `pods/log`) and its group version.
+    what: String,
+}
+
+/// Every resource and subresource discovery lists, as a request each:
+/// collections with GET (or POST when they cannot be listed), subresources
+/// with the first of GET, POST, PUT they support. Built from discovery so
+/// that no resource added later escapes the matrix.
+fn probes_from_discovery(ns: &str) -> Vec<Probe> {
+    let mut versions = vec![("/api/v1".to_string(), "v1".to_string())];
+    let groups = request("GET", "/apis").send().json();
+    for g in groups["groups"].as_array().unwrap() {
+        let gv = g["preferredVersion"]["groupVersion"].as_str().unwrap();
+        versions.push((format!("/apis/{gv}"), gv.to_string()));
+    }
+    let mut probes = Vec::new();
+    for (base, gv) in versions {
+        let list = request("GET", &base).send().json();
+        for r in list["resources"].as_array().unwrap() {
+            let name = r["name"].as_str().unwrap();
+            let verbs: Vec<&str> = r["verbs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            let prefix = if r["namespaced"] == true {
+                format!("{base}/namespaces/{ns}")
+            } else {
+                base.clone()
+            };
+            let (method, path) = match name.split_once('/') {
+                None if verbs.contains(&"list") => ("GET", format!("{prefix}/{name}")),
+                None if verbs.contains(&"create") => ("POST", format!("{prefix}/{name}")),
+                None => continue,
+                Some((res, sub)) => {
+                    let method = ["get", "create", "update"]
+                        .iter()
+                        .zip(["GET", "POST", "PUT"])
+                        .find(|(v, _)| verbs.contains(v))
+                        .map(|(_, m)| m)
+                        .unwrap_or("GET");
+                    (method, format!("{prefix}/{res}/x/{sub}"))
+                }
+            };
+            probes.push(Probe {
+                method,
+                path,
+                what: format!("{gv} {name}"),
+            });
+        }
+    }
+    probes
+}
+
+fn send_probe(p: &Probe, token: Option<&str>) -> u16 {
+    // HTTP/1.1: over HTTP/2 curl sometimes reports a refusal sent before
+    // it finished uploading the body as a stream error instead of the 401.
+    let mut r = request(p.method, &p.path).arg("--http1.1");
+    r = match token {
+        Some(t) => r.token(t),
+        None => r.anonymous(),
+    };
+    if p.method != "GET" {
+        r = r.json(&json!({}));
+    }
+    r.send().code
+}
+
+/// A JWT with `alg: none` and the admin token's claims.
+fn unsigned_token(signed: &str) -> String {
+    use base64::Engine;
+    let claims = signed.split('.').nth(1).unwrap();
+    let header =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#);
+    format!("{header}.{claims}.")
+}
+
+#[test]
+fn every_resource_in_discovery_answers_401_403_or_allows_as_the_caller_deserves() {
+    let s = server();
+    let ns = namespace("authz-matrix");
+    let probes = probes_from_discovery(&ns);
+    assert!(probes.len() >= 30, "{probes:?}");
+    for must in [
+        "pods/log",
+        "pods/proxy",
+        "pods/binding",
+        "serviceaccounts/token",
+        "deployments/scale",
+        "pods/status",
+        "modules",
+    ] {
+        assert!(
+            probes.iter().any(|p| p.what.ends_with(must)),
+            "{must} not in discovery"
+        );
+    }
+
+    // Credentials that must be refused outright.
+    let admin = admin_token().to_string();
+    let mut bad_signature = admin.clone();
+    let last = bad_signature.pop().unwrap();
+    bad_signature.push(if last == 'A' { 'B' } else { 'A' });
+    // Expired an hour ago (beyond any leeway), signed with the cluster's
+    // own key: only the expiry is wrong.
+    let expired = {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let mut claims: Value =
+            serde_json::from_slice(&b64.decode(admin.split('.').nth(1).unwrap()).unwrap()).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        claims["iat"] = json!(now - 7200);
+        claims["nbf"] = json!(now - 7200);
+        claims["exp"] = json!(now - 3600);
+        let key = std::fs::read(s.pki("sa.key")).unwrap();
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_ec_pem(&key).unwrap(),
+        )
+        .unwrap()
+    };
+    let sa_token = |audiences: Value| {
+        let r = request(
+            "POST",
+            &format!("/api/v1/namespaces/{ns}/serviceaccounts/robot/token"),
+        )
+        .json(
+            &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+            "spec": {"audiences": audiences}}),
+        )
+        .send();
+        assert_eq!(r.code, 201, "{r:?}");
+        r.json()["status"]["token"].as_str().unwrap().to_string()
+    };
+    assert_eq!(
+        request("POST", &format!("/api/v1/namespaces/{ns}/serviceaccounts"))
+            .json(&json!({"metadata": {"name": "robot"}}))
+            .send()
+            .code,
+        201
+    );
+    let wrong_audience = sa_token(json!(["https://elsewhere.example"]));
+    let robot = sa_token(Value::Null);
+    // The robot's own token works until the account is deleted.
+    let whoami = request("POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews")
+        .token(&robot)
+        .json(&json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}))
+        .send();
+    assert_eq!(whoami.code, 201, "{whoami:?}");
+    assert_eq!(
+        request(
+            "DELETE",
+            &format!("/api/v1/namespaces/{ns}/serviceaccounts/robot")
+        )
+        .send()
+        .code,
+        200
+    );
+    let refused: Vec<(&str, Option<String>)> = vec![
+        ("no credential", None),
+        ("a bad signature", Some(bad_signature)),
+        ("an expired token", Some(expired)),
+        ("alg: none", Some(unsigned_token(&admin))),
+        ("a wrong audience", Some(wrong_audience)),
+        ("a deleted service account's token", Some(robot)),
+    ];
+
+    // A user with no rights, and one who may get and list everything.
+    let nobody = s
+        .wkube(&["token", "create", "--user", "matrix-nobody"])
+        .success()
+        .trim()
+        .to_string();
+    let reader = s
+        .wkube(&["token", "create", "--user", "matrix-reader"])
+        .success()
+        .trim()
+        .to_string();
+    assert_eq!(
+        request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterroles")
+            .json(&json!({"metadata": {"name": "matrix-reader"},
+                "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list"]}]}))
+            .send()
+            .code,
+        201
+    );
+    assert_eq!(
+        request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings")
+            .json(&json!({"metadata": {"name": "matrix-reader"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "matrix-reader"},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "matrix-reader"}]}))
+            .send()
+            .code,
+        201
+    );
+    // What every authenticated user may do in Kubernetes (system:basic-user).
+    let self_reviews = [
+        "selfsubjectaccessreviews",
+        "selfsubjectrulesreviews",
+        "selfsubjectreviews",
+    ];
+
+    let mut wrong = Vec::new();
+    for p in &probes {
+        for (who, token) in &refused {
+            let code = send_probe(p, token.as_deref());
+            if code != 401 {
+                wrong.push(format!(
+                    "{} {} ({}) with {who}: {code}, want 401",
+                    p.method, p.path, p.what
+                ));
+            }
+        }
+        let everyone_may = self_reviews.iter().any(|r| p.what.ends_with(r));
+        let code = send_probe(p, Some(&nobody));
+        if (code == 403) == everyone_may {
+            wrong.push(format!(
+                "{} {} ({}) as a user without rights: {code}",
+                p.method, p.path, p.what
+            ));
+        }
+        let code = send_probe(p, Some(&reader));
+        // Connecting to a pod (exec, attach, port-forward) takes `create`
+        // even over GET, as in Kubernetes.
+        let connects = ["pods/exec", "pods/attach", "pods/portforward"]
+            .iter()
+            .any(|r| p.what.ends_with(r));
+        let may = (p.method == "GET" && !connects) || everyone_may;
+        if (code == 403) == may || code == 401 {
+            wrong.push(format!(
+                "{} {} ({}) as a reader: {code}",
+                p.method, p.path, p.what
+            ));
+        }
+        let code = send_probe(p, Some(&admin));
+        if code == 401 || code == 403 {
+            wrong.push(format!(
+                "{} {} ({}) as the admin: {code}",
+                p.method, p.path, p.what
+            ));
+        }
+    }
+
+    // Paths outside the resources: discovery and OpenAPI for every
+    // authenticated user, health for anyone, metrics for those allowed.
+    for (path, anyone, authenticated) in [
+        ("/version", true, true),
+        ("/healthz", true, true),
+        ("/readyz", true, true),
+        ("/api", false, true),
+        ("/apis", false, true),
+        ("/openapi/v2", false, true),
+        ("/openapi/v3", false, true),
+        ("/metrics", false, false),
+    ] {
+        let p = Probe {
+            method: "GET",
+            path: path.into(),
+            what: path.into(),
+        };
+        let none = send_probe(&p, None);
+        if (none == 200) != anyone || (!anyone && none != 401) {
+            wrong.push(format!("GET {path} with no credential: {none}"));
+        }
+        let code = send_probe(&p, Some(&nobody));
+        if (code == 200) != authenticated || (!authenticated && code != 403) {
+            wrong.push(format!("GET {path} as a user without rights: {code}"));
+        }
+        if send_probe(&p, Some(&admin)) != 200 {
+            wrong.push(format!("GET {path} as the admin"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} wrong answers:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+}
