@@ -776,9 +776,9 @@ fn probes_from_discovery(ns: &str) -> Vec<Probe> {
 }
 
 fn send_probe(p: &Probe, token: Option<&str>) -> u16 {
-    // HTTP/1.1: over HTTP/2 curl sometimes reports a refusal sent before
-    // it finished uploading the body as a stream error instead of the 401.
-    let mut r = request(p.method, &p.path).arg("--http1.1");
+    // Over HTTP/2 (curl's default here): a refusal must arrive as an
+    // answer, not as a stream reset in the middle of the upload.
+    let mut r = request(p.method, &p.path);
     r = match token {
         Some(t) => r.token(t),
         None => r.anonymous(),

@@ -409,6 +409,7 @@ async fn authenticate(
             state
                 .metrics
                 .observe(&method, &path, resp.status(), started.elapsed());
+            drain_briefly(req.into_body()).await;
             return resp;
         }
     };
@@ -419,6 +420,7 @@ async fn authenticate(
             state
                 .metrics
                 .observe(&method, &path, resp.status(), started.elapsed());
+            drain_briefly(req.into_body()).await;
             return resp;
         }
     };
@@ -438,6 +440,7 @@ async fn authenticate(
             state
                 .metrics
                 .observe(&method, &path, resp.status(), started.elapsed());
+            drain_briefly(req.into_body()).await;
             return resp;
         }
     }
@@ -447,6 +450,28 @@ async fn authenticate(
         .metrics
         .observe(&method, &path, resp.status(), started.elapsed());
     resp
+}
+
+/// Reads what the client is still sending of a request refused before its
+/// body was read, up to 64 KiB and for at most 100 ms. Over HTTP/2 a
+/// refusal that arrives mid-upload ends the stream with a reset, which some
+/// clients (curl 7.x among them) report as a stream error instead of the
+/// answer; a small body finished first reads as the clean 401 or 403.
+/// Bounded, so a caller without credentials cannot hold the server longer.
+async fn drain_briefly(body: axum::body::Body) {
+    use http_body_util::BodyExt;
+    const LIMIT: usize = 64 << 10;
+    let mut body = body;
+    let mut read = 0usize;
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(100), async {
+        while read < LIMIT {
+            match body.frame().await {
+                Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len()),
+                _ => break,
+            }
+        }
+    })
+    .await;
 }
 
 /// `Impersonate-User`, `Impersonate-Group` and `Impersonate-Uid` (what
