@@ -25,6 +25,7 @@ pub mod cli;
 pub mod client;
 pub mod cloud;
 pub mod controllers;
+pub mod events;
 pub mod kubelet;
 pub mod metrics;
 pub mod pki;

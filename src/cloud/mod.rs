@@ -25,7 +25,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use serde_json::json;
 
-use crate::controllers::events::{EventType, Recorder, reference};
+use crate::events::{EventType, Recorder, reference};
 
 /// The finalizer that holds a LoadBalancer Service until its address is
 /// released, named as in Kubernetes.
@@ -171,7 +171,7 @@ async fn run_services(
         }
     }
     let ctx = Arc::new(Ctx {
-        recorder: Recorder::new(client.clone(), "service-controller"),
+        recorder: Recorder::start(client.clone(), "service-controller", None),
         client,
         provider,
     });
@@ -239,26 +239,22 @@ async fn reconcile_service(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, C
         let shown = shown_status(&svc).cloned();
         let needs_event = shown.is_none();
         if needs_event {
-            ctx.recorder
-                .publish(
-                    &r,
-                    EventType::Normal,
-                    "EnsuringLoadBalancer",
-                    "Ensuring load balancer".into(),
-                )
-                .await;
+            ctx.recorder.record(
+                &r,
+                EventType::Normal,
+                "EnsuringLoadBalancer",
+                "Ensuring load balancer".into(),
+            );
         }
         let status = match ctx.provider.ensure_load_balancer(&svc).await {
             Ok(s) => s,
             Err(e) => {
-                ctx.recorder
-                    .publish(
-                        &r,
-                        EventType::Warning,
-                        "SyncLoadBalancerFailed",
-                        format!("Error syncing load balancer: failed to ensure load balancer: {e}"),
-                    )
-                    .await;
+                ctx.recorder.record(
+                    &r,
+                    EventType::Warning,
+                    "SyncLoadBalancerFailed",
+                    format!("Error syncing load balancer: failed to ensure load balancer: {e}"),
+                );
                 return Err(e);
             }
         };
@@ -269,14 +265,12 @@ async fn reconcile_service(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, C
                 &Patch::Merge(&json!({"status": {"loadBalancer": status}})),
             )
             .await?;
-            ctx.recorder
-                .publish(
-                    &r,
-                    EventType::Normal,
-                    "EnsuredLoadBalancer",
-                    "Ensured load balancer".into(),
-                )
-                .await;
+            ctx.recorder.record(
+                &r,
+                EventType::Normal,
+                "EnsuredLoadBalancer",
+                "Ensured load balancer".into(),
+            );
         }
         return Ok(Action::requeue(Duration::from_secs(300)));
     }
@@ -284,14 +278,12 @@ async fn reconcile_service(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, C
     if !has_finalizer(&svc) && shown_status(&svc).is_none() {
         return Ok(Action::await_change());
     }
-    ctx.recorder
-        .publish(
-            &r,
-            EventType::Normal,
-            "DeletingLoadBalancer",
-            "Deleting load balancer".into(),
-        )
-        .await;
+    ctx.recorder.record(
+        &r,
+        EventType::Normal,
+        "DeletingLoadBalancer",
+        "Deleting load balancer".into(),
+    );
     ctx.provider.ensure_load_balancer_deleted(&svc).await?;
     if shown_status(&svc).is_some() {
         api.patch_status(
@@ -318,14 +310,12 @@ async fn reconcile_service(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, C
             Err(e) => return Err(e.into()),
         }
     }
-    ctx.recorder
-        .publish(
-            &r,
-            EventType::Normal,
-            "DeletedLoadBalancer",
-            "Deleted load balancer".into(),
-        )
-        .await;
+    ctx.recorder.record(
+        &r,
+        EventType::Normal,
+        "DeletedLoadBalancer",
+        "Deleted load balancer".into(),
+    );
     Ok(Action::await_change())
 }
 
@@ -346,7 +336,7 @@ async fn run_nodes(
     period: Duration,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let recorder = Recorder::new(client.clone(), "cloud-node-lifecycle-controller");
+    let recorder = Recorder::start(client.clone(), "cloud-node-lifecycle-controller", None);
     let api: Api<Node> = Api::all(client);
     let mut tick = tokio::time::interval(period.max(Duration::from_millis(100)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -385,14 +375,12 @@ async fn check_node(
         return Ok(());
     }
     let name = node.name_any();
-    recorder
-        .publish(
-            &reference(node),
-            EventType::Normal,
-            "DeletingNode",
-            format!("Deleting node {name} because it's not present according to cloud provider"),
-        )
-        .await;
+    recorder.record(
+        &reference(node),
+        EventType::Normal,
+        "DeletingNode",
+        format!("Deleting node {name} because it's not present according to cloud provider"),
+    );
     let dp = DeleteParams {
         preconditions: Some(Preconditions {
             uid: node.uid(),

@@ -27,9 +27,9 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::ControllerError;
-use super::events::EventType::Normal;
-use super::events::record;
 use super::job::is_finished;
+use crate::events::EventType::Normal;
+use crate::events::record;
 use crate::resources::cron::Schedule;
 
 /// The name events from this controller carry.

@@ -31,10 +31,10 @@ use kube::runtime::watcher;
 use serde_json::json;
 
 use super::deployment::template_hash;
-use super::events::EventType::Normal;
-use super::events::record;
 use super::replicaset::is_ready;
 use super::{ControllerError, selector_query};
+use crate::events::EventType::Normal;
+use crate::events::record;
 use crate::scheduler::framework::{FilterPlugin, NodeInfo, PodInfo};
 use crate::scheduler::plugins::{node_affinity, taint_toleration};
 

@@ -28,10 +28,10 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use serde_json::json;
 
-use super::events::EventType::{Normal, Warning};
-use super::events::record;
 use super::replicaset::{is_active, is_ready};
 use super::{ControllerError, selector_query};
+use crate::events::EventType::{Normal, Warning};
+use crate::events::record;
 
 /// Most pods created or deleted for one Job in one pass.
 const BURST: usize = 500;

@@ -20,7 +20,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams};
 use tokio::time::Instant;
 
-use super::events::{EventType, Recorder, reference};
+use crate::events::{EventType, Recorder, reference};
 
 /// Lease timing, as the `--leader-elect-*` flags set it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -267,7 +267,7 @@ pub async fn run_elected<W, Fut>(
     Fut: Future<Output = ()> + Send + 'static,
 {
     let stop = crate::shutdown::Stop::new(shutdown);
-    let recorder = Recorder::new(client.clone(), "leader-election");
+    let recorder = Recorder::start(client.clone(), "leader-election", None);
     let mut elector = LeaderElector::new(client, name, identity.clone(), cfg.clone());
     let retry = cfg.retry_period.max(Duration::from_millis(50));
     tracing::info!(lease = name, %identity, "attempting to acquire leader lease");
@@ -286,14 +286,12 @@ pub async fn run_elected<W, Fut>(
         }
         tracing::info!(lease = name, %identity, "successfully acquired lease");
         if let Ok(Some(lease)) = elector.api.get_opt(name).await {
-            recorder
-                .publish(
-                    &reference(&lease),
-                    EventType::Normal,
-                    "LeaderElection",
-                    format!("{identity} became leader"),
-                )
-                .await;
+            recorder.record(
+                &reference(&lease),
+                EventType::Normal,
+                "LeaderElection",
+                format!("{identity} became leader"),
+            );
         }
 
         let (lost_tx, lost_rx) = tokio::sync::watch::channel(false);

@@ -24,7 +24,6 @@ pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
-pub mod events;
 pub mod job;
 pub mod leader;
 pub mod metrics;

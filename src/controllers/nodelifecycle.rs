@@ -38,7 +38,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::ControllerError;
-use super::events::{EventType, Recorder, reference};
+use crate::events::{EventType, Recorder, reference};
 use crate::scheduler::plugins::taint_toleration::tolerates;
 
 /// The taint of a node whose kubelet stopped posting status.
@@ -101,7 +101,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let mut m = Monitor {
-        recorder: Recorder::new(client.clone(), "node-controller"),
+        recorder: Recorder::start(client.clone(), "node-controller", None),
         client,
         cfg,
         probes: HashMap::new(),
@@ -292,14 +292,12 @@ impl Monitor {
             .collect();
         for name in gone {
             if let Some(p) = self.probes.remove(&name) {
-                self.recorder
-                    .publish(
-                        &p.reference,
-                        EventType::Normal,
-                        "RemovingNode",
-                        format!("Node {name} event: Removing Node {name} from Controller"),
-                    )
-                    .await;
+                self.recorder.record(
+                    &p.reference,
+                    EventType::Normal,
+                    "RemovingNode",
+                    format!("Node {name} event: Removing Node {name} from Controller"),
+                );
             }
         }
 
@@ -379,14 +377,12 @@ impl Monitor {
             };
             // A node first seen Ready is not news.
             if previous.is_some() || status == "NodeNotReady" {
-                self.recorder
-                    .publish(
-                        &reference(node),
-                        EventType::Normal,
-                        status,
-                        format!("Node {name} status is now: {status}"),
-                    )
-                    .await;
+                self.recorder.record(
+                    &reference(node),
+                    EventType::Normal,
+                    status,
+                    format!("Node {name} status is now: {status}"),
+                );
             }
         }
         if let Some(p) = self.probes.get_mut(&name) {
@@ -447,14 +443,12 @@ impl Monitor {
             &Patch::Merge(&json!({"status": {"conditions": conditions}})),
         )
         .await?;
-        self.recorder
-            .publish(
-                &reference(pod),
-                EventType::Warning,
-                "NodeNotReady",
-                "Node is not ready".into(),
-            )
-            .await;
+        self.recorder.record(
+            &reference(pod),
+            EventType::Warning,
+            "NodeNotReady",
+            "Node is not ready".into(),
+        );
         Ok(())
     }
 
@@ -463,14 +457,12 @@ impl Monitor {
     async fn evict(&self, pod: &Pod) -> Result<(), ControllerError> {
         let ns = pod.namespace().unwrap_or_default();
         let name = pod.name_any();
-        self.recorder
-            .publish(
-                &reference(pod),
-                EventType::Normal,
-                "TaintManagerEviction",
-                format!("Marking for deletion Pod {ns}/{name}"),
-            )
-            .await;
+        self.recorder.record(
+            &reference(pod),
+            EventType::Normal,
+            "TaintManagerEviction",
+            format!("Marking for deletion Pod {ns}/{name}"),
+        );
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
         let mut conditions = pod
             .status

@@ -11,10 +11,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tokio::sync::watch;
 
 use super::Shared;
-use super::events::Kind;
 use super::node::chrono_now;
 use super::pods::{PodHandle, ServiceEntry};
 use super::status::{State, Terminated};
+use crate::events::EventType;
 use crate::runtime::{ExitStatus, HttpService, LoadedModule, ModuleKind, PodContext, PodLimits};
 
 /// Everything needed to start one container, built once per pod start.
@@ -162,7 +162,7 @@ pub async fn run(
         });
         shared.events.record(
             &handle.pod_ref(),
-            Kind::Normal,
+            EventType::Normal,
             "Started",
             format!("Started container {name}"),
         );
@@ -238,7 +238,7 @@ pub async fn run(
         let delay = backoff.next(began.elapsed());
         shared.events.record(
             &handle.pod_ref(),
-            Kind::Warning,
+            EventType::Warning,
             "BackOff",
             format!(
                 "Back-off restarting failed container {name} in pod {}_{}({})",
@@ -457,7 +457,7 @@ async fn probe_loop(
                         if fail_streak == p.failure_threshold {
                             shared.events.record(
                                 &handle.pod_ref(),
-                                Kind::Warning,
+                                EventType::Warning,
                                 "Unhealthy",
                                 format!("Readiness probe failed: {e}"),
                             );
@@ -476,11 +476,11 @@ async fn probe_loop(
                     Err(e) => {
                         live_fail += 1;
                         let message = format!("Liveness probe failed: {e}");
-                        shared.events.record(&handle.pod_ref(), Kind::Warning, "Unhealthy", message.clone());
+                        shared.events.record(&handle.pod_ref(), EventType::Warning, "Unhealthy", message.clone());
                         if live_fail >= p.failure_threshold {
                             shared.events.record(
                                 &handle.pod_ref(),
-                                Kind::Normal,
+                                EventType::Normal,
                                 "Killing",
                                 format!("Container {} failed liveness probe, will be restarted", spec.name),
                             );

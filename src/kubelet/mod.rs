@@ -30,7 +30,6 @@
 //! ```
 
 pub mod container;
-pub mod events;
 pub mod ipam;
 pub mod logs;
 pub mod modules;
@@ -179,7 +178,7 @@ pub struct Shared {
     pub pods: Arc<pods::PodTable>,
     /// The node's service proxy.
     pub proxy: Arc<crate::proxy::Proxy>,
-    pub events: events::Recorder,
+    pub events: crate::events::Recorder,
 }
 
 impl Shared {
@@ -254,7 +253,11 @@ pub async fn run(
         }),
         modules: modules::ModuleStore::new(config.data_dir.join("modules"), client.clone()),
         runtime: Arc::new(runtime),
-        events: events::Recorder::start(client.clone(), config.node_name.clone()),
+        events: crate::events::Recorder::start(
+            client.clone(),
+            "kubelet",
+            Some(config.node_name.clone()),
+        ),
         client,
         ca_pem,
         pods: pod_table,

@@ -196,12 +196,8 @@ impl PodHandle {
     }
 
     /// The pod, as events name it.
-    pub fn pod_ref(&self) -> super::events::PodRef {
-        super::events::PodRef {
-            namespace: self.namespace.clone(),
-            name: self.name.clone(),
-            uid: self.uid.clone(),
-        }
+    pub fn pod_ref(&self) -> k8s_openapi::api::core::v1::ObjectReference {
+        crate::events::pod_reference(&self.namespace, &self.name, &self.uid)
     }
 
     /// `NAMESPACE/NAME`.

@@ -166,7 +166,7 @@ impl PodWorker {
                 tracing::info!(pod = %handle.key(), reason = failure.reason, message = %failure.message, "pod cannot start yet");
                 self.shared.events.record(
                     &handle.pod_ref(),
-                    super::events::Kind::Warning,
+                    crate::events::EventType::Warning,
                     "Failed",
                     format!("Error: {}", failure.message),
                 );
@@ -315,7 +315,7 @@ impl PodWorker {
             let digest = module.digest().to_string();
             self.shared.events.record(
                 &handle.pod_ref(),
-                super::events::Kind::Normal,
+                crate::events::EventType::Normal,
                 "Pulled",
                 format!("Module {image:?} ({digest}) is ready"),
             );
@@ -582,7 +582,7 @@ impl PodWorker {
         }
         self.shared.events.record(
             &handle.pod_ref(),
-            super::events::Kind::Normal,
+            crate::events::EventType::Normal,
             "Killing",
             "Stopping the pod's containers".into(),
         );

@@ -167,7 +167,7 @@ struct Shared {
     binder: Arc<dyn Binder>,
     binds: Arc<tokio::sync::Semaphore>,
     /// `Scheduled` events (bounded; dropped rather than slowing binds).
-    events: crate::kubelet::events::Recorder,
+    events: crate::events::Recorder,
 }
 
 /// Runs the scheduler until `shutdown` resolves; bindings in flight are
@@ -186,11 +186,7 @@ pub async fn run(
         )),
         queue: SchedulingQueue::new(config.backoff_initial, config.backoff_max),
         cache: Mutex::new(Cache::default()),
-        events: crate::kubelet::events::Recorder::for_component(
-            client.clone(),
-            config.scheduler_name.clone(),
-            None,
-        ),
+        events: crate::events::Recorder::start(client.clone(), config.scheduler_name.clone(), None),
         client,
         config,
     });
@@ -405,12 +401,8 @@ async fn schedule_loop(shared: Arc<Shared>) {
                         Ok(()) => {
                             shared.queue.done(&pod.uid);
                             shared.events.record(
-                                &crate::kubelet::events::PodRef {
-                                    namespace: pod.namespace.clone(),
-                                    name: pod.name.clone(),
-                                    uid: pod.uid.clone(),
-                                },
-                                crate::kubelet::events::Kind::Normal,
+                                &crate::events::pod_reference(&pod.namespace, &pod.name, &pod.uid),
+                                crate::events::EventType::Normal,
                                 "Scheduled",
                                 format!(
                                     "Successfully assigned {}/{} to {}",
