@@ -632,12 +632,13 @@ fn format_time(seconds: i64, nanos: i64, micro: bool) -> Result<Value, String> {
     if seconds == GO_ZERO_TIME_UNIX && nanos == 0 {
         return Ok(Value::Null);
     }
-    let t = time::OffsetDateTime::from_unix_timestamp(seconds)
+    let t = jiff::Timestamp::from_second(seconds)
+        .map(|t| jiff::tz::Offset::UTC.to_datetime(t))
         .map_err(|_| format!("timestamp {seconds} is out of range"))?;
     let mut s = format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
         t.year(),
-        u8::from(t.month()),
+        t.month(),
         t.day(),
         t.hour(),
         t.minute(),

@@ -1264,8 +1264,9 @@ fn unix_nanos(t: SystemTime) -> i128 {
 /// `t` in UTC as `2006-01-02T15:04:05.000000000Z`: RFC 3339 with a fixed
 /// nine-digit fraction, as the kubelet prints timestamps.
 fn timestamp(t: SystemTime) -> [u8; TS_LEN] {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(unix_nanos(t))
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let t = jiff::tz::Offset::UTC.to_datetime(
+        jiff::Timestamp::from_nanosecond(unix_nanos(t)).unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+    );
     let mut buf = [b'0'; TS_LEN];
     let mut w = &mut buf[..];
     // Cannot fail for years 0..=9999; later ones are cut short.
@@ -1273,12 +1274,12 @@ fn timestamp(t: SystemTime) -> [u8; TS_LEN] {
         w,
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
         t.year(),
-        u8::from(t.month()),
+        t.month(),
         t.day(),
         t.hour(),
         t.minute(),
         t.second(),
-        t.nanosecond()
+        t.subsec_nanosecond()
     );
     buf
 }
@@ -1287,62 +1288,9 @@ fn timestamp(t: SystemTime) -> [u8; TS_LEN] {
 /// into nanoseconds since the Unix epoch.
 fn parse_timestamp(ts: &[u8]) -> Option<i128> {
     let s = std::str::from_utf8(ts).ok()?;
-    let digits = |range: std::ops::Range<usize>| -> Option<u32> {
-        let part = s.get(range)?;
-        part.bytes()
-            .all(|b| b.is_ascii_digit())
-            .then(|| part.parse().ok())?
-    };
-    let sep = |at: usize, allowed: &[u8]| s.as_bytes().get(at).is_some_and(|b| allowed.contains(b));
-    if !(sep(4, b"-") && sep(7, b"-") && sep(10, b"Tt ") && sep(13, b":") && sep(16, b":")) {
-        return None;
-    }
-    let date = time::Date::from_calendar_date(
-        i32::try_from(digits(0..4)?).ok()?,
-        time::Month::try_from(u8::try_from(digits(5..7)?).ok()?).ok()?,
-        u8::try_from(digits(8..10)?).ok()?,
-    )
-    .ok()?;
-    let mut rest = s.get(19..)?;
-    let mut nanos = 0u32;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if n == 0 {
-            return None;
-        }
-        for (i, b) in frac.bytes().take(n).enumerate() {
-            if i < 9 {
-                nanos = nanos * 10 + u32::from(b - b'0');
-            }
-        }
-        nanos *= 10u32.pow(9u32.saturating_sub(n as u32));
-        rest = &frac[n..];
-    }
-    let clock = time::Time::from_hms_nano(
-        u8::try_from(digits(11..13)?).ok()?,
-        u8::try_from(digits(14..16)?).ok()?,
-        u8::try_from(digits(17..19)?).ok()?,
-        nanos,
-    )
-    .ok()?;
-    let offset = match rest.as_bytes() {
-        [b'Z' | b'z'] => time::UtcOffset::UTC,
-        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-            let two = |a: u8, b: u8| -> Option<i8> {
-                (a.is_ascii_digit() && b.is_ascii_digit())
-                    .then(|| ((a - b'0') * 10 + (b - b'0')) as i8)
-            };
-            let (h, m) = (two(*h1, *h2)?, two(*m1, *m2)?);
-            let sign = if *sign == b'-' { -1 } else { 1 };
-            time::UtcOffset::from_hms(sign * h, sign * m, 0).ok()?
-        }
-        _ => return None,
-    };
-    Some(
-        time::PrimitiveDateTime::new(date, clock)
-            .assume_offset(offset)
-            .unix_timestamp_nanos(),
-    )
+    s.parse::<jiff::Timestamp>()
+        .ok()
+        .map(jiff::Timestamp::as_nanosecond)
 }
 
 #[cfg(test)]
