@@ -200,54 +200,27 @@ pub async fn run_all(
     );
 }
 
-/// A label selector in its query-string form (`a=b,c in (d),!e`).
-pub fn selector_query(sel: &LabelSelector) -> String {
-    let mut parts: Vec<String> = sel
-        .match_labels
-        .iter()
-        .flatten()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    for e in sel.match_expressions.iter().flatten() {
-        let values = e.values.clone().unwrap_or_default().join(",");
-        parts.push(match e.operator.as_str() {
-            "In" => format!("{} in ({values})", e.key),
-            "NotIn" => format!("{} notin ({values})", e.key),
-            "Exists" => e.key.clone(),
-            _ => format!("!{}", e.key),
-        });
-    }
-    parts.join(",")
+/// `sel` as kube-core's selector; `None` for an operator Kubernetes does
+/// not know (which admission refuses, so only a stored object written
+/// around it can have one).
+fn selector(sel: &LabelSelector) -> Option<kube::core::Selector> {
+    kube::core::Selector::try_from(sel.clone()).ok()
 }
 
-/// Whether `labels` satisfy `sel` (an empty selector matches nothing, as
-/// for a ReplicaSet).
+/// A label selector in its query-string form (`a=b,c in (d),!e`); empty
+/// for an empty or invalid one.
+pub fn selector_query(sel: &LabelSelector) -> String {
+    selector(sel).map(|s| s.to_string()).unwrap_or_default()
+}
+
+/// Whether `labels` satisfy `sel` (an empty or invalid selector matches
+/// nothing, as for a ReplicaSet).
 pub fn selector_matches(
     sel: &LabelSelector,
     labels: &std::collections::BTreeMap<String, String>,
 ) -> bool {
-    let mut any = false;
-    for (k, v) in sel.match_labels.iter().flatten() {
-        any = true;
-        if labels.get(k) != Some(v) {
-            return false;
-        }
-    }
-    for e in sel.match_expressions.iter().flatten() {
-        any = true;
-        let values = e.values.clone().unwrap_or_default();
-        let ok = match e.operator.as_str() {
-            "In" => labels.get(&e.key).is_some_and(|v| values.contains(v)),
-            "NotIn" => labels.get(&e.key).is_none_or(|v| !values.contains(v)),
-            "Exists" => labels.contains_key(&e.key),
-            "DoesNotExist" => !labels.contains_key(&e.key),
-            _ => false,
-        };
-        if !ok {
-            return false;
-        }
-    }
-    any
+    use kube::core::SelectorExt;
+    selector(sel).is_some_and(|s| !s.selects_all() && s.matches(labels))
 }
 
 #[cfg(test)]
@@ -286,5 +259,16 @@ mod tests {
             &labels(&[("a", "b")])
         ));
         assert_eq!(selector_query(&sel), "app=web,tier in (a,b)");
+        // An operator Kubernetes does not know selects nothing.
+        let odd = LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "tier".into(),
+                operator: "Near".into(),
+                values: None,
+            }]),
+            ..LabelSelector::default()
+        };
+        assert!(!selector_matches(&odd, &labels(&[("tier", "a")])));
+        assert_eq!(selector_query(&odd), "");
     }
 }

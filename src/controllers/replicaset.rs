@@ -72,7 +72,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Control
     let query = selector_query(&spec.selector);
     if query.is_empty() {
         return Err(ControllerError::Invalid(format!(
-            "replicaset {ns}/{} has an empty selector",
+            "replicaset {ns}/{} has an empty or invalid selector",
             rs.name_any()
         )));
     }
