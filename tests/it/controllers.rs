@@ -3,7 +3,7 @@
 //! Pods run on the server's own node (`spec.nodeName` in the template until
 //! the scheduler places them).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! `wkube server` as a process: what it prints, its data directory, its
 //! lock, its shutdown.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 //! real HTTPS server with a certificate from the cluster CA that asks for
 //! a client certificate, as the kubelet's endpoint does.
 
-mod common;
+use crate::common;
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, OnceLock, mpsc};

@@ -4,7 +4,7 @@
 //! the `hello-http` guest runs once on each of two nodes (the server's own
 //! and a `wkube agent`) and rolls out a new template.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

@@ -1,7 +1,7 @@
 //! `wkube kv` against a real server, typed the way a user types it: no
 //! connection flags, the endpoint and certificates found in the data dir.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

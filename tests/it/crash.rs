@@ -2,7 +2,7 @@
 //! restart it on the same data directory, and check that nothing that was
 //! acknowledged is lost and that revisions go on without gaps or reuse.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! discovery cache) against one server per test binary, each in namespaces
 //! of its own.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

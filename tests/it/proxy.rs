@@ -4,7 +4,7 @@
 //! `kubernetes` service from a guest with its service-account token, and
 //! per-pod counts in the node's `/metrics`.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! `wkube agent`: another node joining with the server's join token, as a
 //! user would add a machine, and what its node credential may do.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

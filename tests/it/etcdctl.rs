@@ -1,7 +1,7 @@
 //! Stock etcdctl (Debian's `etcd-client`, v3 API) against a real
 //! `wkube server` on loopback: it must print what it prints against etcd.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,19 +2,26 @@
 //! `wkube push`, downloads by digest, kubectl listing Modules, refusals of
 //! bad and oversized uploads, and blob collection when tags move.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{COMMAND_TIMEOUT, TestServer, run, shared_server};
+use common::{COMMAND_TIMEOUT, TestServer, run};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use wasm_encoder::{
     CodeSection, Component, ComponentExportKind, ComponentExportSection, ComponentInstanceSection,
     CustomSection, ExportKind, ExportSection, Function, FunctionSection, Module, TypeSection,
 };
+
+/// The server these tests share (Modules are cluster-scoped, so not the
+/// one other modules share).
+fn modules_server() -> &'static TestServer {
+    static SERVER: std::sync::OnceLock<TestServer> = std::sync::OnceLock::new();
+    SERVER.get_or_init(|| TestServer::builder().start_for_process())
+}
 
 /// A core module exporting a do-nothing `_start`, padded with a custom
 /// section of `padding` bytes (custom sections are valid anywhere).
@@ -148,7 +155,7 @@ impl<'a> Curl<'a> {
 
 #[test]
 fn a_core_module_pushed_with_curl_becomes_a_module_and_downloads_byte_for_byte() {
-    let server = shared_server();
+    let server = modules_server();
     let curl = Curl::new(server);
     let bytes = core_module(0);
     let digest = digest_of(&bytes);
@@ -179,7 +186,7 @@ fn a_core_module_pushed_with_curl_becomes_a_module_and_downloads_byte_for_byte()
 
 #[test]
 fn a_component_push_records_the_interfaces_it_exports() {
-    let server = shared_server();
+    let server = modules_server();
     let curl = Curl::new(server);
     let bytes = component_exporting("wasi:http/incoming-handler@0.2.0");
     let digest = digest_of(&bytes);
@@ -195,7 +202,7 @@ fn a_component_push_records_the_interfaces_it_exports() {
 
 #[test]
 fn bytes_that_are_not_wasm_are_refused_with_422_saying_what_is_wrong() {
-    let server = shared_server();
+    let server = modules_server();
     let curl = Curl::new(server);
     let (code, status) = curl.push("garbage", "v1", b"hello, world\n");
     assert_eq!(code, 422, "{status}");
@@ -220,7 +227,7 @@ fn bytes_that_are_not_wasm_are_refused_with_422_saying_what_is_wrong() {
 
 #[test]
 fn a_module_over_the_limit_is_refused_with_413_before_it_is_read() {
-    let server = shared_server();
+    let server = modules_server();
     let curl = Curl::new(server);
     // Sparse: 64 MiB + 1 byte on disk costs nothing; curl announces its
     // length and waits for `100 Continue`, which never comes.
@@ -245,7 +252,7 @@ fn a_module_over_the_limit_is_refused_with_413_before_it_is_read() {
 
 #[test]
 fn a_three_mebibyte_module_is_stored_in_chunks_and_round_trips() {
-    let server = shared_server();
+    let server = modules_server();
     let curl = Curl::new(server);
     let bytes = core_module(3 * 1024 * 1024);
     let digest = digest_of(&bytes);
@@ -270,7 +277,7 @@ fn a_three_mebibyte_module_is_stored_in_chunks_and_round_trips() {
 
 #[test]
 fn kubectl_lists_pushed_modules() {
-    let server = shared_server();
+    let server = modules_server();
     let curl = Curl::new(server);
     let (code, _) = curl.push("listed", "v1", &core_module(0));
     assert!(code == 200 || code == 201);
@@ -284,7 +291,7 @@ fn kubectl_lists_pushed_modules() {
 
 #[test]
 fn a_blob_is_removed_once_no_tag_refers_to_it() {
-    let server = shared_server();
+    let server = modules_server();
     let curl = Curl::new(server);
     let first = core_module(10);
     let second = core_module(20);
@@ -313,7 +320,7 @@ fn a_blob_is_removed_once_no_tag_refers_to_it() {
 
 #[test]
 fn a_blob_shared_by_two_modules_survives_one_of_them() {
-    let server = shared_server();
+    let server = modules_server();
     let curl = Curl::new(server);
     let bytes = core_module(30);
     assert!(matches!(curl.push("share-a", "v1", &bytes).0, 200 | 201));
@@ -325,7 +332,7 @@ fn a_blob_shared_by_two_modules_survives_one_of_them() {
 
 #[test]
 fn wkube_push_uploads_a_file_and_says_what_it_stored() {
-    let server = shared_server();
+    let server = modules_server();
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("hello.wasm");
     let bytes = component_exporting("wasi:cli/run@0.2.0");

@@ -2,7 +2,7 @@
 //! it: `curl` with the cluster CA and a bearer token from `wkube token
 //! create`. Bad input gets a Kubernetes `Status` that names the problem.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::sync::OnceLock;

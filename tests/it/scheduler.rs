@@ -3,7 +3,7 @@
 //! a Ready condition but no agent — so that placement alone is observed;
 //! one test runs the real local node and sees a scheduled pod run.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

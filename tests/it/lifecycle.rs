@@ -2,7 +2,7 @@
 //! against a real `wkube server`, with stock kubectl and real `wkube
 //! agent` processes.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

@@ -4,7 +4,7 @@
 //! change and kept across restarts; `wkube node remove` makes the cloud
 //! node controller delete the Node.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

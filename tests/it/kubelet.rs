@@ -3,7 +3,7 @@
 //! HTTP pods reached through the API server's pod proxy, logs through
 //! `kubectl logs`. The pods are the real guest examples.
 
-mod common;
+use crate::common;
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! on loopback with a temporary data directory, and helpers that run stock
 //! `etcdctl`, `wkube kv` and stock `kubectl` against it with bounded waits.
 
-// Each test binary uses its own subset of these helpers.
+// Each test module uses its own subset of these helpers.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -494,7 +494,7 @@ fn log_tail(path: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// One server for every test of a test binary that asks for it, started on
+/// One server for every test that asks for it (the kubectl tests), started on
 /// first use. Tests sharing it keep to namespaces of their own.
 pub fn shared_server() -> &'static TestServer {
     static SERVER: OnceLock<TestServer> = OnceLock::new();

@@ -1,0 +1,24 @@
+//! wkube's integration tests, one binary: each module starts real `wkube`
+//! processes on loopback and drives them with stock clients (kubectl,
+//! etcdctl, curl, HTTP). One binary links wasmtime and the crate once
+//! instead of once per file. Run one area with `cargo test --test it
+//! kubectl::`.
+
+mod common;
+
+mod agent;
+mod api_http;
+mod batch;
+mod cloud;
+mod controllers;
+mod crash;
+mod etcdctl;
+mod kubectl;
+mod kubelet;
+mod kv_cli;
+mod lifecycle;
+mod modules;
+mod nodes;
+mod proxy;
+mod scheduler;
+mod server;
