@@ -4,6 +4,7 @@
 #   out/hello-http.wasm   component, exports wasi:http/incoming-handler  (wasm32-wasip2)
 #   out/echo-http.wasm    component, exports wasi:http/incoming-handler  (wasm32-wasip2)
 #   out/job.wasm          component, exports wasi:cli/run                (wasm32-wasip2)
+#   out/sandbox-probe.wasm component, exports wasi:cli/run: tries to leave its sandbox
 #   out/hello-p1.wasm     core module, exports _start                    (wasm32-wasip1)
 #
 # `build.sh --update-prebuilt` also copies them to guest-examples/prebuilt/,
@@ -45,10 +46,10 @@ esac
 cargo_home="${CARGO_HOME:-$HOME/.cargo}"
 export RUSTFLAGS="--remap-path-prefix=$here=/guest-examples --remap-path-prefix=$cargo_home=/cargo --remap-path-prefix=$CARGO_TARGET_DIR=/target"
 
-p2_crates=(hello-http echo-http job)
+p2_crates=(hello-http echo-http job sandbox-probe)
 p1_crates=(hello-p1)
 # The world in ../wit each component must target (checked with wasm-tools).
-declare -A world=([hello-http]=pod-http [echo-http]=pod-http [job]=pod-command)
+declare -A world=([hello-http]=pod-http [echo-http]=pod-http [job]=pod-command [sandbox-probe]=pod-command)
 wit_dir="$here/../wit"
 
 # --- targets ---------------------------------------------------------------

@@ -34,13 +34,15 @@ fn fast_server() -> common::TestServerBuilder {
         .arg("--lease-renew-interval=1")
 }
 
-/// The guest examples as modules `hello:v1`, `echo:v1`, `job:v1`, `p1:v1`.
+/// The guest examples as modules `hello:v1`, `echo:v1`, `job:v1`, `p1:v1`,
+/// `probe:v1`.
 fn push_examples(s: &TestServer) {
     for (file, reference) in [
         ("hello-http", "hello:v1"),
         ("echo-http", "echo:v1"),
         ("job", "job:v1"),
         ("hello-p1", "p1:v1"),
+        ("sandbox-probe", "probe:v1"),
     ] {
         let path = guest(file);
         s.wkube(&["push", path.to_str().unwrap(), reference])
@@ -667,5 +669,94 @@ fn kubectl_logs_follow_streams_each_request_line_as_it_is_served() {
     assert_eq!(
         follow.next_line(Duration::from_secs(20)),
         "GET /status/202 -> 202"
+    );
+}
+
+#[test]
+fn a_guest_trying_every_way_out_of_its_sandbox_is_refused_each_time() {
+    let s = server();
+    let k = s.kubectl();
+    // Another pod's volume, with something in it, and another namespace's
+    // Secret.
+    PodBuilder::new("victim")
+        .container("web", "hello:v1")
+        .last(
+            "volumeMounts",
+            json!([{"name": "cache", "mountPath": "/cache"}]),
+        )
+        .spec("volumes", json!([{"name": "cache", "emptyDir": {}}]))
+        .create(&k);
+    let victim = wait_pod(&k, "victim", "Running", running_and_ready);
+    let uid = victim["metadata"]["uid"].as_str().unwrap();
+    let victim_volume = s
+        .data_dir
+        .join("kubelet/pods")
+        .join(uid)
+        .join("volumes/cache");
+    std::fs::write(victim_volume.join("private"), "victim's data").unwrap();
+    k.ok(&["create", "namespace", "probe-other"]);
+    k.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "s",
+        "-n",
+        "probe-other",
+        "--from-literal=k=v",
+    ]);
+
+    let api = s.api_url.trim_start_matches("https://").to_string();
+    PodBuilder::new("probe")
+        .container("probe", "probe:v1")
+        .last(
+            "args",
+            json!([
+                "--volume",
+                "/data",
+                "--other",
+                victim_volume.join("private").to_str().unwrap(),
+                "--memory-mib",
+                "16",
+                "--denied-url",
+                "http://127.0.0.1:1/",
+                "--tcp",
+                api,
+                "--api",
+                "https://kubernetes.default.svc/api/v1/namespaces/probe-other/secrets",
+            ]),
+        )
+        .last(
+            "volumeMounts",
+            json!([{"name": "scratch", "mountPath": "/data"}]),
+        )
+        .last("resources", json!({"limits": {"memory": "16Mi"}}))
+        .spec("volumes", json!([{"name": "scratch", "emptyDir": {}}]))
+        .spec("restartPolicy", json!("Never"))
+        .create(&k);
+    let p = wait_pod(&k, "probe", "to finish", |p| {
+        matches!(phase(p), "Succeeded" | "Failed")
+    });
+    let report = k.ok(&["logs", "probe"]);
+    eprintln!("{report}");
+    assert_eq!(phase(&p), "Succeeded", "{report}");
+    for attempt in [
+        "path traversal",
+        "symlinks",
+        "another pod's volume",
+        "memory past the limit",
+        "outbound to an unlisted host",
+        "raw socket",
+        "token against another namespace",
+    ] {
+        assert!(
+            report.contains(&format!("REFUSED {attempt}: ")),
+            "{attempt}:\n{report}"
+        );
+    }
+    assert!(report.ends_with("7 attempts, all refused\n"), "{report}");
+    // Nothing was left behind outside the probe's own volume.
+    assert_eq!(
+        std::fs::read_to_string(victim_volume.join("private")).unwrap(),
+        "victim's data"
     );
 }
