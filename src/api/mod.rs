@@ -20,6 +20,7 @@ pub mod bootstrap;
 pub mod discovery;
 pub mod encryption;
 pub mod escalation;
+pub mod flowcontrol;
 pub mod handlers;
 pub mod join;
 pub mod kubeconfig;
@@ -87,6 +88,11 @@ pub struct ApiConfig {
     pub max_module_bytes: usize,
     /// Most connections served at once.
     pub max_connections: usize,
+    /// Requests one user may have in flight (the cluster's components are
+    /// exempt); past it, 429.
+    pub max_requests_inflight_per_user: usize,
+    /// Watches, followed logs and streams one user may have open.
+    pub max_long_running_per_user: usize,
     /// Longest a single watch request stays open.
     pub max_watch_duration: Duration,
     /// Longest a TokenRequest token lives.
@@ -109,6 +115,8 @@ impl Default for ApiConfig {
             max_body_bytes: 3 * 1024 * 1024,
             max_module_bytes: modules::default_max_module_bytes(),
             max_connections: 10_000,
+            max_requests_inflight_per_user: 100,
+            max_long_running_per_user: 1000,
             max_watch_duration: Duration::from_secs(1800),
             max_token_ttl: Duration::from_secs(48 * 3600),
             default_not_ready_toleration_seconds: 300,
@@ -129,6 +137,8 @@ pub struct ApiState {
     /// Reaches node agents for logs and proxying.
     pub nodes: nodeclient::NodeClient,
     pub metrics: metrics::Metrics,
+    /// Seats per user (see [`flowcontrol`]).
+    pub flow: Arc<flowcontrol::FlowControl>,
     /// Issues node credentials for the join token (`None`: joining off).
     pub joiner: Option<join::Joiner>,
     pub started: Instant,
@@ -444,12 +454,33 @@ async fn authenticate(
             return resp;
         }
     }
+    let seat = flowcontrol::Seat::of(&method, &path, req.uri().query().unwrap_or(""));
+    let permit = match state.flow.admit(&user, seat) {
+        Ok(p) => p,
+        Err(e) => {
+            let mut resp = e.into_response();
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+            state
+                .metrics
+                .observe(&method, &path, resp.status(), started.elapsed());
+            drain_briefly(req.into_body()).await;
+            return resp;
+        }
+    };
     req.extensions_mut().insert(Caller(user));
     let resp = next.run(req).await;
     state
         .metrics
         .observe(&method, &path, resp.status(), started.elapsed());
-    resp
+    // The seat is held until the body is sent (a watch's, for as long as
+    // it streams).
+    match permit {
+        Some(p) => resp.map(|body| flowcontrol::HeldBody::wrap(body, p)),
+        None => resp,
+    }
 }
 
 /// Reads what the client is still sending of a request refused before its
@@ -762,6 +793,10 @@ pub async fn start(
     let tokens = TokenAuthority::load_or_create(&opts.pki_dir)?;
     let keyring = Arc::new(encryption::Keyring::load_or_create(&opts.pki_dir)?);
     let rbac = RbacCache::start(store.clone()).await?;
+    let flow = flowcontrol::FlowControl::new(
+        opts.config.max_requests_inflight_per_user,
+        opts.config.max_long_running_per_user,
+    );
     let state = Arc::new(ApiState {
         registry: Registry::with_encryption(store, keyring.clone()),
         tokens,
@@ -771,6 +806,7 @@ pub async fn start(
         pod_cidrs,
         nodes,
         metrics: metrics::Metrics::default(),
+        flow,
         joiner: opts.joiner,
         started: Instant::now(),
         this: std::sync::OnceLock::new(),

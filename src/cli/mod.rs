@@ -142,6 +142,16 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = crate::api::ApiConfig::default().max_connections)]
     pub max_api_connections: usize,
 
+    /// Requests one user may have in flight; past it, 429 (the cluster's
+    /// own components are exempt).
+    #[arg(long, default_value_t = crate::api::ApiConfig::default().max_requests_inflight_per_user)]
+    pub max_requests_inflight_per_user: usize,
+
+    /// Watches, followed logs and streams one user may have open; past it,
+    /// 429.
+    #[arg(long, default_value_t = crate::api::ApiConfig::default().max_long_running_per_user)]
+    pub max_long_running_per_user: usize,
+
     /// `auto`: TLS with certificates generated into DATA/pki, and client
     /// certificates required. `off`: plaintext, meant for local tests only.
     #[arg(long, value_enum, default_value_t = TlsArg::Auto)]
@@ -414,6 +424,8 @@ impl ServerArgs {
                 },
                 max_body_bytes: self.max_api_body_bytes,
                 max_connections: self.max_api_connections,
+                max_requests_inflight_per_user: self.max_requests_inflight_per_user,
+                max_long_running_per_user: self.max_long_running_per_user,
                 max_module_bytes: self.max_module_bytes,
                 default_not_ready_toleration_seconds: self.default_not_ready_toleration_seconds,
                 default_unreachable_toleration_seconds: self.default_unreachable_toleration_seconds,

@@ -1004,3 +1004,151 @@ fn every_resource_in_discovery_answers_401_403_or_allows_as_the_caller_deserves(
         wrong.join("\n")
     );
 }
+
+/// curl against `s` as `token`: the status code and the headers.
+fn curl_as(s: &TestServer, token: &str, method: &str, path: &str) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "--silent",
+        "--max-time",
+        "20",
+        "--dump-header",
+        "-",
+        "-o",
+        "/dev/null",
+    ])
+    .arg("--cacert")
+    .arg(s.pki("ca.crt"))
+    .args([
+        "-X",
+        method,
+        "-H",
+        &format!("Authorization: Bearer {token}"),
+    ])
+    .args(["--write-out", "\n%{http_code}"])
+    .arg(format!("{}{path}", s.api_url));
+    let out = run(cmd, None, COMMAND_TIMEOUT);
+    let (headers, code) = out.stdout.trim_end().rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), headers.to_string())
+}
+
+/// A request that holds its seat for seconds: a body uploaded slowly.
+fn slow_upload(s: &TestServer, token: &str) -> std::process::Child {
+    let body = json!({"metadata": {"name": "slow"}, "data": {"k": "x".repeat(60_000)}});
+    let file = s.scratch().join(format!("slow-{}.json", rand_suffix()));
+    std::fs::write(&file, body.to_string()).unwrap();
+    Command::new("curl")
+        .args([
+            "--silent",
+            "--max-time",
+            "30",
+            "--limit-rate",
+            "6K",
+            "-o",
+            "/dev/null",
+        ])
+        .arg("--cacert")
+        .arg(s.pki("ca.crt"))
+        .args([
+            "-X",
+            "POST",
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+        ])
+        .args(["-H", "Content-Type: application/json", "--data-binary"])
+        .arg(format!("@{}", file.display()))
+        .arg(format!(
+            "{}/api/v1/namespaces/default/configmaps",
+            s.api_url
+        ))
+        .spawn()
+        .unwrap()
+}
+
+/// An open watch, until killed.
+fn open_watch(s: &TestServer, token: &str) -> std::process::Child {
+    Command::new("curl")
+        .args(["--silent", "--max-time", "30", "-o", "/dev/null"])
+        .arg("--cacert")
+        .arg(s.pki("ca.crt"))
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .arg(format!(
+            "{}/api/v1/namespaces/default/configmaps?watch=true",
+            s.api_url
+        ))
+        .spawn()
+        .unwrap()
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+#[test]
+fn a_user_past_its_seats_gets_429_while_everyone_else_is_served() {
+    let s = TestServer::builder()
+        .arg("--max-requests-inflight-per-user=2")
+        .arg("--max-long-running-per-user=2")
+        .start();
+    let token = |user: &str| {
+        s.wkube(&["token", "create", "--user", user])
+            .success()
+            .trim()
+            .to_string()
+    };
+    let (flood, calm) = (token("flood"), token("calm"));
+    // Both of flood's request seats held by slow uploads.
+    // flood may read (so its watches stay open); calm may do nothing.
+    s.kubectl().ok(&[
+        "create",
+        "rolebinding",
+        "flood-view",
+        "--clusterrole=view",
+        "--user=flood",
+    ]);
+    let mut slow = [slow_upload(&s, &flood), slow_upload(&s, &flood)];
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (code, headers) = curl_as(&s, &flood, "GET", "/api/v1/namespaces/default/configmaps");
+    assert_eq!(code, 429, "{headers}");
+    assert!(
+        headers.to_ascii_lowercase().contains("retry-after: 1"),
+        "{headers}"
+    );
+    // Another user is served (and answered by RBAC, not by the limit); the
+    // admin too.
+    let (code, _) = curl_as(&s, &calm, "GET", "/api/v1/namespaces/default/configmaps");
+    assert_eq!(code, 403);
+    s.kubectl().ok(&["get", "namespaces"]);
+
+    // Long-running seats are counted apart: two watches, then 429.
+    let mut watches = [open_watch(&s, &flood), open_watch(&s, &flood)];
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let (code, _) = curl_as(
+        &s,
+        &flood,
+        "GET",
+        "/api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds=1",
+    );
+    assert_eq!(code, 429);
+    let (code, _) = curl_as(
+        &s,
+        &calm,
+        "GET",
+        "/api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds=1",
+    );
+    assert_eq!(code, 403);
+
+    // Seats come back when the requests end.
+    for c in slow.iter_mut().chain(watches.iter_mut()) {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    assert!(
+        common::eventually(std::time::Duration::from_secs(5), || {
+            curl_as(&s, &flood, "GET", "/api/v1/namespaces/default/configmaps").0 == 200
+        }),
+        "flood's seats never came back"
+    );
+}
