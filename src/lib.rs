@@ -24,6 +24,7 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod cloud;
+pub mod cluster;
 pub mod controllers;
 pub mod events;
 pub mod kubelet;

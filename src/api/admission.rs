@@ -12,64 +12,12 @@ use super::ApiState;
 use super::handlers::DeleteOptions;
 use super::objects;
 use super::status::ApiError;
+use crate::cluster::Cidr;
 use crate::resources::{FieldError, Kind};
 use crate::store::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, KeyRange, PutRequest, TxnOp,
     TxnRequest,
 };
-
-/// An IPv4 CIDR.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    pub base: u32,
-    pub prefix: u8,
-}
-
-impl Cidr {
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let (ip, len) = s
-            .split_once('/')
-            .ok_or_else(|| format!("{s:?} is not a CIDR (expected a.b.c.d/n)"))?;
-        let ip: Ipv4Addr = ip.parse().map_err(|e| format!("{s:?}: {e}"))?;
-        let prefix: u8 = len.parse().map_err(|e| format!("{s:?}: {e}"))?;
-        if prefix > 30 {
-            return Err(format!("{s:?}: prefix length must be at most 30"));
-        }
-        let mask = if prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - prefix)
-        };
-        Ok(Cidr {
-            base: u32::from(ip) & mask,
-            prefix,
-        })
-    }
-
-    pub fn size(&self) -> u32 {
-        1u32 << (32 - self.prefix)
-    }
-
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        let mask = if self.prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - self.prefix)
-        };
-        u32::from(ip) & mask == self.base
-    }
-
-    /// The `i`-th address of the range.
-    pub fn nth(&self, i: u32) -> Ipv4Addr {
-        Ipv4Addr::from(self.base + i)
-    }
-}
-
-impl std::fmt::Display for Cidr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", Ipv4Addr::from(self.base), self.prefix)
-    }
-}
 
 const IP_ALLOC: &str = "/registry/allocations/serviceips/";
 const PORT_ALLOC: &str = "/registry/allocations/nodeports/";

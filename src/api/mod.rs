@@ -73,10 +73,10 @@ pub const KUBE_GIT_VERSION: &str = "v1.33.0-wkube";
 /// Configuration of the API server.
 #[derive(Clone, Debug)]
 pub struct ApiConfig {
-    pub service_cidr: admission::Cidr,
+    pub service_cidr: crate::cluster::Cidr,
     pub node_port_range: (u16, u16),
     /// The range nodes' pod CIDRs are cut from (`--cluster-cidr`).
-    pub cluster_cidr: admission::Cidr,
+    pub cluster_cidr: crate::cluster::Cidr,
     /// Prefix length of each node's pod CIDR (`--node-cidr-mask-size`).
     pub node_cidr_mask_size: u8,
     /// Deadlines and limits of requests to node agents.
@@ -107,9 +107,11 @@ pub struct ApiConfig {
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
-            service_cidr: admission::Cidr::parse("127.96.0.0/16").expect("valid default CIDR"),
+            service_cidr: crate::cluster::Cidr::parse(crate::cluster::DEFAULT_SERVICE_CIDR)
+                .expect("valid default CIDR"),
             node_port_range: (30000, 32767),
-            cluster_cidr: admission::Cidr::parse("127.128.0.0/9").expect("valid default CIDR"),
+            cluster_cidr: crate::cluster::Cidr::parse(crate::cluster::DEFAULT_CLUSTER_CIDR)
+                .expect("valid default CIDR"),
             node_cidr_mask_size: 18,
             node_client: nodeclient::NodeClientConfig::default(),
             max_body_bytes: 3 * 1024 * 1024,

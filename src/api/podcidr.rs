@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 
 use bytes::Bytes;
 
-use super::admission::Cidr;
+use crate::cluster::Cidr;
 use crate::store::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, KeyRange, PutRequest, RangeRequest,
     Store, StoreError, TxnOp, TxnOpResponse, TxnRequest,

@@ -95,20 +95,13 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("{s:?}: expected KEY=VALUE"))
 }
 
-/// The host's name, for the default node name (lower-cased, as node names
-/// are DNS subdomains).
-pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_ascii_lowercase())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "wkube-node".into())
-}
-
 impl NodeArgs {
     /// The kubelet configuration, keeping state in `data_dir`.
     pub fn into_config(self, data_dir: PathBuf) -> KubeletConfig {
-        let mut cfg = KubeletConfig::new(self.node_name.unwrap_or_else(host_name), data_dir);
+        let mut cfg = KubeletConfig::new(
+            self.node_name.unwrap_or_else(crate::cluster::host_name),
+            data_dir,
+        );
         cfg.node_ip = self.node_ip;
         cfg.listen = self
             .agent_listen
@@ -144,12 +137,12 @@ pub struct AgentArgs {
 
     /// The cluster's service range (the server's --service-cidr), which
     /// this node's proxy routes.
-    #[arg(long, default_value = crate::proxy::DEFAULT_SERVICE_CIDR, value_parser = super::parse_cidr, value_name = "CIDR")]
-    pub service_cidr: crate::api::admission::Cidr,
+    #[arg(long, default_value = crate::cluster::DEFAULT_SERVICE_CIDR, value_parser = super::parse_cidr, value_name = "CIDR")]
+    pub service_cidr: crate::cluster::Cidr,
 
     /// The cluster's pod range (the server's --cluster-cidr).
-    #[arg(long, default_value = crate::proxy::DEFAULT_CLUSTER_CIDR, value_parser = super::parse_cidr, value_name = "CIDR")]
-    pub cluster_cidr: crate::api::admission::Cidr,
+    #[arg(long, default_value = crate::cluster::DEFAULT_CLUSTER_CIDR, value_parser = super::parse_cidr, value_name = "CIDR")]
+    pub cluster_cidr: crate::cluster::Cidr,
 
     #[command(flatten)]
     pub node: NodeArgs,

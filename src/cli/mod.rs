@@ -104,8 +104,8 @@ pub struct ServerArgs {
 
     /// Range ClusterIPs are allocated from (a loopback range by default, so
     /// a service address can never leak onto a network).
-    #[arg(long, default_value = "127.96.0.0/16", value_parser = parse_cidr, value_name = "CIDR")]
-    pub service_cidr: crate::api::admission::Cidr,
+    #[arg(long, default_value = crate::cluster::DEFAULT_SERVICE_CIDR, value_parser = parse_cidr, value_name = "CIDR")]
+    pub service_cidr: crate::cluster::Cidr,
 
     /// Range NodePorts are allocated from.
     #[arg(long, default_value = "30000-32767", value_parser = parse_port_range, value_name = "LO-HI")]
@@ -113,8 +113,8 @@ pub struct ServerArgs {
 
     /// Range pod IPs come from; each node gets a block of it as its
     /// `spec.podCIDR` (a loopback range by default).
-    #[arg(long, default_value = "127.128.0.0/9", value_parser = parse_cidr, value_name = "CIDR")]
-    pub cluster_cidr: crate::api::admission::Cidr,
+    #[arg(long, default_value = crate::cluster::DEFAULT_CLUSTER_CIDR, value_parser = parse_cidr, value_name = "CIDR")]
+    pub cluster_cidr: crate::cluster::Cidr,
 
     /// Prefix length of each node's block of --cluster-cidr.
     #[arg(long, default_value_t = 18, value_name = "BITS")]
@@ -276,8 +276,8 @@ pub enum TlsArg {
     Off,
 }
 
-pub(crate) fn parse_cidr(s: &str) -> Result<crate::api::admission::Cidr, String> {
-    crate::api::admission::Cidr::parse(s)
+pub(crate) fn parse_cidr(s: &str) -> Result<crate::cluster::Cidr, String> {
+    crate::cluster::Cidr::parse(s)
 }
 
 fn parse_port_range(s: &str) -> Result<(u16, u16), String> {

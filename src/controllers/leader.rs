@@ -50,11 +50,7 @@ impl Default for LeaderElectionConfig {
 /// A unique identity for this process: `HOSTNAME_UUID`, as Kubernetes'
 /// components name themselves in a Lease's `holderIdentity`.
 pub fn new_identity() -> String {
-    format!(
-        "{}_{}",
-        crate::cli::agent::host_name(),
-        uuid::Uuid::new_v4()
-    )
+    format!("{}_{}", crate::cluster::host_name(), uuid::Uuid::new_v4())
 }
 
 /// The identity of the server whose data directory is `dir`: made once

@@ -82,8 +82,8 @@ pub struct KubeletConfig {
     pub max_connections: usize,
     /// The service proxy: address ranges and whether it listens on
     /// service addresses and NodePorts.
-    pub service_cidr: crate::api::admission::Cidr,
-    pub cluster_cidr: crate::api::admission::Cidr,
+    pub service_cidr: crate::cluster::Cidr,
+    pub cluster_cidr: crate::cluster::Cidr,
     pub proxy_listen: bool,
     /// Connections the proxy's listeners hold open at once.
     pub proxy_max_connections: usize,

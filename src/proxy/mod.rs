@@ -36,8 +36,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 
-use crate::api::admission::Cidr;
 use crate::api::nodeclient::{NodeClient, NodeClientConfig};
+use crate::cluster::{Cidr, DEFAULT_CLUSTER_CIDR, DEFAULT_SERVICE_CIDR};
 use crate::kubelet::pods::PodTable;
 use crate::pki::ClientTls;
 pub use table::{Ranges, Table, Target};
@@ -86,11 +86,6 @@ impl Default for Ranges {
         }
     }
 }
-
-/// The service range ClusterIPs come from by default.
-pub const DEFAULT_SERVICE_CIDR: &str = "127.96.0.0/16";
-/// The pod range by default.
-pub const DEFAULT_CLUSTER_CIDR: &str = "127.128.0.0/9";
 
 /// Why the proxy could not be set up.
 #[derive(Debug, thiserror::Error)]
