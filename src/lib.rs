@@ -20,6 +20,7 @@
 //! - [`cli`]: the user-facing subcommands other than `server`.
 
 pub mod accept;
+pub mod agentapi;
 pub mod api;
 pub mod cli;
 pub mod client;

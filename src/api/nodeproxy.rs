@@ -301,7 +301,7 @@ pub async fn pod_log(
         check_not_waiting(&pod, &container)?;
     }
     let agent = agent_of(state, node).await?;
-    let mut path = format!("/containerLogs/{ns}/{name}/{container}");
+    let mut path = crate::agentapi::container_logs(ns, name, &container);
     let q = opts.agent_query();
     if !q.is_empty() {
         path.push('?');
@@ -461,7 +461,7 @@ pub async fn pod_proxy(
     forward(
         state,
         &agent,
-        format!("/proxy/{ns}/{name}/{port}{rest}"),
+        crate::agentapi::pod_proxy(ns, name, port, rest),
         fwd,
     )
     .await
@@ -572,7 +572,7 @@ pub async fn service_proxy(
     forward(
         state,
         &agent,
-        format!("/proxy/{ns}/{pod}/{target_port}{rest}"),
+        crate::agentapi::pod_proxy(ns, pod, target_port, rest),
         fwd,
     )
     .await

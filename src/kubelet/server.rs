@@ -17,6 +17,7 @@
 //!   nodes' proxies deliver requests for pod IPs here).
 //! - `GET /metrics` → the service proxy's request counters.
 
+use crate::agentapi;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -102,11 +103,14 @@ fn caller_of(cert: &[u8]) -> Option<Caller> {
 /// Routes every caller may use: pod traffic by pod address, and health.
 fn pod_routes() -> Router<Arc<Shared>> {
     Router::new()
-        .route("/healthz", axum::routing::get(|| async { "ok" }))
-        .route("/podip/{ip}/{port}", axum::routing::any(pod_ip_proxy_root))
-        .route("/podip/{ip}/{port}/", axum::routing::any(pod_ip_proxy_root))
+        .route(agentapi::HEALTHZ, axum::routing::get(|| async { "ok" }))
+        .route(agentapi::POD_IP, axum::routing::any(pod_ip_proxy_root))
         .route(
-            "/podip/{ip}/{port}/{*rest}",
+            &agentapi::with_slash(agentapi::POD_IP),
+            axum::routing::any(pod_ip_proxy_root),
+        )
+        .route(
+            &agentapi::with_rest(agentapi::POD_IP),
             axum::routing::any(pod_ip_proxy),
         )
 }
@@ -126,21 +130,15 @@ fn node_router(shared: Arc<Shared>) -> Router {
 /// Everything, for the control plane.
 fn router(shared: Arc<Shared>) -> Router {
     pod_routes()
-        .route("/metrics", axum::routing::get(metrics))
+        .route(agentapi::METRICS, axum::routing::get(metrics))
+        .route(agentapi::CONTAINER_LOGS, axum::routing::get(container_logs))
+        .route(agentapi::POD_PROXY, axum::routing::any(proxy_root))
         .route(
-            "/containerLogs/{namespace}/{pod}/{container}",
-            axum::routing::get(container_logs),
-        )
-        .route(
-            "/proxy/{namespace}/{pod}/{port}",
+            &agentapi::with_slash(agentapi::POD_PROXY),
             axum::routing::any(proxy_root),
         )
         .route(
-            "/proxy/{namespace}/{pod}/{port}/",
-            axum::routing::any(proxy_root),
-        )
-        .route(
-            "/proxy/{namespace}/{pod}/{port}/{*rest}",
+            &agentapi::with_rest(agentapi::POD_PROXY),
             axum::routing::any(proxy),
         )
         .with_state(shared)

@@ -276,7 +276,7 @@ impl Proxy {
                         let node = node.clone().unwrap_or_default();
                         // The data path other nodes may use: the pod by
                         // its address, as a network would reach it.
-                        let path = format!("/podip/{}/{}", ep.ip, ep.port);
+                        let path = crate::agentapi::pod_ip(ep.ip, ep.port);
                         self.to_agent(&node, &path, Some(ep.pod_key.clone()), pending)
                             .await
                     }
@@ -443,7 +443,7 @@ impl Proxy {
             Some((name, _)) if name != self.config.node_name => name.to_string(),
             _ => return Err(ForwardError::Refused(format!("no pod at {ip}:{port}"))),
         };
-        let prefix = format!("/podip/{ip}/{port}");
+        let prefix = crate::agentapi::pod_ip(ip, port);
         match self
             .to_agent(&node, &prefix, None, Pending::Streaming(req))
             .await

@@ -1,0 +1,92 @@
+//! The node agent's HTTP API, defined once: the routes the agent serves
+//! (`kubelet::server`), the paths the API server calls (`api::nodeproxy`,
+//! logs and the pod proxy) and the path other nodes' proxies deliver pod
+//! traffic to (`proxy::route`).
+//!
+//! Each route is a pattern (for the agent's router) and a function that
+//! builds a concrete path (for its callers), side by side so they cannot
+//! drift apart.
+
+use std::fmt::Display;
+
+/// `GET`: a container's log (query: follow, tailLines, previous,
+/// timestamps, limitBytes, sinceSeconds, sinceTime). Control plane only.
+pub const CONTAINER_LOGS: &str = "/containerLogs/{namespace}/{pod}/{container}";
+
+/// The path of [`CONTAINER_LOGS`] for one container.
+pub fn container_logs(namespace: &str, pod: &str, container: &str) -> String {
+    format!("/containerLogs/{namespace}/{pod}/{container}")
+}
+
+/// Any method: a request to a pod by name, on a container port (empty or
+/// `-`: its first HTTP container). Control plane only. Also served with a
+/// trailing `/` and with `/{*rest}`.
+pub const POD_PROXY: &str = "/proxy/{namespace}/{pod}/{port}";
+
+/// The path of [`POD_PROXY`]; `rest` is empty or starts with `/`.
+pub fn pod_proxy(namespace: &str, pod: &str, port: impl Display, rest: &str) -> String {
+    format!("/proxy/{namespace}/{pod}/{port}{rest}")
+}
+
+/// Any method: a request to the pod with this address, as a network would
+/// deliver it; the one route other nodes may use. Also served with a
+/// trailing `/` and with `/{*rest}`.
+pub const POD_IP: &str = "/podip/{ip}/{port}";
+
+/// The path of [`POD_IP`], without a rest.
+pub fn pod_ip(ip: impl Display, port: impl Display) -> String {
+    format!("/podip/{ip}/{port}")
+}
+
+/// The agent's Prometheus metrics (the proxy's counters). Control plane
+/// only.
+pub const METRICS: &str = "/metrics";
+
+/// Liveness, for anyone.
+pub const HEALTHZ: &str = "/healthz";
+
+/// A route pattern with a trailing slash.
+pub fn with_slash(pattern: &str) -> String {
+    format!("{pattern}/")
+}
+
+/// A route pattern with any rest of the path.
+pub fn with_rest(pattern: &str) -> String {
+    format!("{pattern}/{{*rest}}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each builder fills its pattern, placeholder for placeholder.
+    #[test]
+    fn paths_are_their_patterns_filled_in() {
+        let fill = |pattern: &str, values: &[&str]| {
+            let mut out = pattern.to_string();
+            for v in values {
+                let start = out.find('{').unwrap();
+                let end = out[start..].find('}').unwrap() + start;
+                out.replace_range(start..=end, v);
+            }
+            out
+        };
+        assert_eq!(
+            container_logs("ns", "p", "c"),
+            fill(CONTAINER_LOGS, &["ns", "p", "c"])
+        );
+        assert_eq!(
+            pod_proxy("ns", "p", 80, ""),
+            fill(POD_PROXY, &["ns", "p", "80"])
+        );
+        assert_eq!(
+            pod_proxy("ns", "p", 80, "/x"),
+            fill(POD_PROXY, &["ns", "p", "80"]) + "/x"
+        );
+        assert_eq!(
+            pod_ip("127.128.0.5", 8080),
+            fill(POD_IP, &["127.128.0.5", "8080"])
+        );
+        assert_eq!(with_rest(POD_IP), "/podip/{ip}/{port}/{*rest}");
+    }
+}
