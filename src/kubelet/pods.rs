@@ -389,3 +389,57 @@ impl PodManager {
         }
     }
 }
+
+/// The proxy reaches this node's pods through its seam.
+impl crate::proxy::LocalPods for PodTable {
+    fn by_key(&self, key: &str) -> Option<Arc<dyn crate::proxy::LocalPod>> {
+        self.get_by_key(key)
+            .map(|h| h as Arc<dyn crate::proxy::LocalPod>)
+    }
+
+    fn by_ip(&self, ip: std::net::Ipv4Addr) -> Option<Arc<dyn crate::proxy::LocalPod>> {
+        PodTable::by_ip(self, &ip.to_string()).map(|h| h as Arc<dyn crate::proxy::LocalPod>)
+    }
+
+    fn all(&self) -> Vec<Arc<dyn crate::proxy::LocalPod>> {
+        PodTable::all(self)
+            .into_iter()
+            .map(|h| h as Arc<dyn crate::proxy::LocalPod>)
+            .collect()
+    }
+}
+
+impl crate::proxy::LocalPod for PodHandle {
+    fn key(&self) -> String {
+        PodHandle::key(self)
+    }
+
+    fn ip(&self) -> Option<std::net::Ipv4Addr> {
+        self.read(|r| r.pod_ip.clone())
+            .and_then(|ip| ip.parse().ok())
+    }
+
+    fn is_serving(&self) -> bool {
+        PodHandle::is_serving(self)
+    }
+
+    fn can_serve(&self, port: Option<u16>) -> bool {
+        PodHandle::can_serve(self, port)
+    }
+
+    fn serving_ports(&self) -> Vec<u16> {
+        PodHandle::serving_ports(self)
+    }
+
+    fn serve(
+        &self,
+        port: Option<u16>,
+        req: hyper::Request<crate::proxy::route::ProxyBody>,
+    ) -> crate::proxy::pods::Served<'_> {
+        Box::pin(async move {
+            PodHandle::serve(self, port, req)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}

@@ -19,6 +19,7 @@
 pub mod listen;
 pub mod metrics;
 pub mod outbound;
+pub mod pods;
 pub mod route;
 pub mod table;
 
@@ -38,8 +39,8 @@ use tokio::sync::Notify;
 
 use crate::api::nodeclient::{NodeClient, NodeClientConfig};
 use crate::cluster::{Cidr, DEFAULT_CLUSTER_CIDR, DEFAULT_SERVICE_CIDR};
-use crate::kubelet::pods::PodTable;
 use crate::pki::ClientTls;
+pub use pods::{LocalPod, LocalPods};
 pub use table::{Ranges, Table, Target};
 
 /// How the proxy of one node is set up.
@@ -110,7 +111,7 @@ pub struct Proxy {
     pub config: ProxyConfig,
     table: RwLock<Arc<Table>>,
     /// Pods this node runs, served in-process.
-    pub pods: Arc<PodTable>,
+    pub pods: Arc<dyn LocalPods>,
     /// Other nodes' agents.
     nodes: NodeClient,
     /// TLS to endpoints outside the cluster network (the API server),
@@ -132,7 +133,7 @@ impl Proxy {
     /// Unusable certificates.
     pub fn new(
         config: ProxyConfig,
-        pods: Arc<PodTable>,
+        pods: Arc<dyn LocalPods>,
         identity: Option<NodeIdentity>,
     ) -> Result<Proxy, ProxyError> {
         let nodes = NodeClient::new(
@@ -252,16 +253,13 @@ async fn feed(
 /// The pod addresses this node's pods serve on: each serving pod's IP with
 /// its declared containerPorts (port 80 when it declares none), so a
 /// process on the host reaches a pod at its IP as on a Kubernetes node.
-fn local_pod_addrs(pods: &PodTable) -> Vec<std::net::SocketAddr> {
+fn local_pod_addrs(pods: &dyn LocalPods) -> Vec<std::net::SocketAddr> {
     let mut out = Vec::new();
     for pod in pods.all() {
         if !pod.is_serving() {
             continue;
         }
-        let Some(ip) = pod
-            .read(|r| r.pod_ip.clone())
-            .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
-        else {
+        let Some(ip) = pod.ip() else {
             continue;
         };
         let mut ports = pod.serving_ports();
@@ -311,7 +309,7 @@ async fn rebuild_loop(
         loop {
             if proxy.config.listen {
                 let mut wanted = proxy.table().listen_addrs(proxy.config.node_ip);
-                wanted.extend(local_pod_addrs(&proxy.pods));
+                wanted.extend(local_pod_addrs(proxy.pods.as_ref()));
                 listeners.reconcile(&wanted);
             }
             // Pods come and go without a watch event of ours: their

@@ -251,16 +251,13 @@ impl Proxy {
     ) -> Result<ProxyResponse, Failed> {
         match (&ep.pod, &ep.node) {
             (Some((ns, name)), node) => {
-                let local = self.pods.get_by_key(&ep.pod_key);
+                let local = self.pods.by_key(&ep.pod_key);
                 let on_this_node = node.as_deref() == Some(self.config.node_name.as_str());
                 match local {
                     Some(handle) if handle.can_serve(Some(ep.port)) => {
                         let start = Instant::now();
                         let resp = handle.serve(Some(ep.port), pending.into_request()).await;
-                        let resp = resp.map_err(|e| Failed {
-                            why: e.to_string(),
-                            request: None,
-                        })?;
+                        let resp = resp.map_err(|why| Failed { why, request: None })?;
                         self.metrics.pod(
                             &ep.pod_key,
                             start.elapsed(),
@@ -426,7 +423,7 @@ impl Proxy {
         port: u16,
         req: Request<ProxyBody>,
     ) -> Result<ProxyResponse, ForwardError> {
-        if let Some(handle) = self.pods.by_ip(&ip.to_string()) {
+        if let Some(handle) = self.pods.by_ip(ip) {
             let start = Instant::now();
             let key = handle.key();
             return match handle.serve(Some(port), req).await {
@@ -435,7 +432,7 @@ impl Proxy {
                         .pod(&key, start.elapsed(), resp.status().is_server_error());
                     Ok(resp)
                 }
-                Err(e) => Err(ForwardError::Refused(e.to_string())),
+                Err(e) => Err(ForwardError::Refused(e)),
             };
         }
         let table = self.table();
