@@ -38,6 +38,10 @@ pub fn pod_ip(ip: impl Display, port: impl Display) -> String {
     format!("/podip/{ip}/{port}")
 }
 
+/// Set by an agent answering [`POD_IP`] when it has no such pod, so the
+/// caller can tell "refused" from the pod's own 404.
+pub const NO_POD_HEADER: &str = "x-wkube-no-pod";
+
 /// The agent's Prometheus metrics (the proxy's counters). Control plane
 /// only.
 pub const METRICS: &str = "/metrics";

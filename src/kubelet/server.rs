@@ -364,10 +364,8 @@ async fn pod_ip_proxy(
             StatusCode::NOT_FOUND,
             format!("no pod at {ip} on this node"),
         );
-        r.headers_mut().insert(
-            crate::proxy::route::NO_POD_HEADER,
-            HeaderValue::from_static("1"),
-        );
+        r.headers_mut()
+            .insert(agentapi::NO_POD_HEADER, HeaderValue::from_static("1"));
         return r;
     };
     serve_in(handle, port, rest, req).await

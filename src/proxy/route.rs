@@ -447,7 +447,7 @@ impl Proxy {
         {
             Ok(resp)
                 if resp.status() == StatusCode::NOT_FOUND
-                    && resp.headers().contains_key(NO_POD_HEADER) =>
+                    && resp.headers().contains_key(crate::agentapi::NO_POD_HEADER) =>
             {
                 Err(ForwardError::Refused(format!("no pod at {ip}:{port}")))
             }
@@ -456,10 +456,6 @@ impl Proxy {
         }
     }
 }
-
-/// Set by an agent answering `/podip/...` when it has no such pod, so the
-/// caller can tell "refused" from the pod's own 404.
-pub const NO_POD_HEADER: &str = "x-wkube-no-pod";
 
 /// One HTTP/1.1 exchange over `io`.
 async fn send_http1<IO>(io: IO, req: Request<ProxyBody>) -> Result<ProxyResponse, String>
