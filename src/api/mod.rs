@@ -8,7 +8,7 @@
 //! - [`serve`]: listeners, TLS (HTTP/1.1 and HTTP/2), connection limits.
 //! - [`discovery`], [`openapi`]: what kubectl reads before it acts.
 //! - [`handlers`], [`subresources`], [`patch`], [`watch`], [`table`]: the verbs.
-//! - [`nodeclient`], [`nodeproxy`]: what nodes serve (`pods/log`,
+//! - [`crate::agentapi::client`], [`nodeproxy`]: what nodes serve (`pods/log`,
 //!   `pods/proxy`, `nodes/proxy`), forwarded to their agents.
 //! - [`podcidr`]: each node's pod address range.
 //! - [`bootstrap`]: what exists from the first start.
@@ -28,7 +28,6 @@ pub mod local;
 pub mod metrics;
 pub mod modules;
 pub mod nodeauthz;
-pub mod nodeclient;
 pub mod nodeproxy;
 pub mod objects;
 pub mod openapi;
@@ -80,7 +79,7 @@ pub struct ApiConfig {
     /// Prefix length of each node's pod CIDR (`--node-cidr-mask-size`).
     pub node_cidr_mask_size: u8,
     /// Deadlines and limits of requests to node agents.
-    pub node_client: nodeclient::NodeClientConfig,
+    pub node_client: crate::agentapi::client::NodeClientConfig,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
     /// Largest Wasm module a push accepts (read with its own limit, not
@@ -113,7 +112,7 @@ impl Default for ApiConfig {
             cluster_cidr: crate::cluster::Cidr::parse(crate::cluster::DEFAULT_CLUSTER_CIDR)
                 .expect("valid default CIDR"),
             node_cidr_mask_size: 18,
-            node_client: nodeclient::NodeClientConfig::default(),
+            node_client: crate::agentapi::client::NodeClientConfig::default(),
             max_body_bytes: 3 * 1024 * 1024,
             max_module_bytes: modules::default_max_module_bytes(),
             max_connections: 10_000,
@@ -137,7 +136,7 @@ pub struct ApiState {
     /// The blocks of the cluster range handed to nodes.
     pub pod_cidrs: podcidr::NodeCidrs,
     /// Reaches node agents for logs and proxying.
-    pub nodes: nodeclient::NodeClient,
+    pub nodes: crate::agentapi::client::NodeClient,
     pub metrics: metrics::Metrics,
     /// Seats per user (see [`flowcontrol`]).
     pub flow: Arc<flowcontrol::FlowControl>,
@@ -776,7 +775,7 @@ pub enum StartError {
     #[error("pod CIDRs: {0}")]
     PodCidrs(String),
     #[error("client of node agents: {0}")]
-    NodeClient(#[from] nodeclient::NodeClientError),
+    NodeClient(#[from] crate::agentapi::client::NodeClientError),
 }
 
 /// Build the shared state, create the default objects and start the API
@@ -788,7 +787,7 @@ pub async fn start(
     let pod_cidrs =
         podcidr::NodeCidrs::new(opts.config.cluster_cidr, opts.config.node_cidr_mask_size)
             .map_err(StartError::PodCidrs)?;
-    let nodes = nodeclient::NodeClient::new(
+    let nodes = crate::agentapi::client::NodeClient::new(
         opts.config.node_client.clone(),
         opts.kubelet_client_tls.as_ref(),
     )?;

@@ -1,5 +1,5 @@
 //! The subresources a node serves, passed on to its agent through
-//! [`super::nodeclient`]:
+//! [`crate::agentapi::client`]:
 //!
 //! - `pods/log` → agent `GET /containerLogs/NS/POD/CONTAINER?…`, checked
 //!   first as Kubernetes checks it (container choice, a pod on no node, a
@@ -20,8 +20,8 @@ use serde_json::Value;
 
 use super::ApiState;
 use super::handlers::Query;
-use super::nodeclient::{AgentBody, AgentEndpoint};
 use super::status::ApiError;
+use crate::agentapi::client::{AgentBody, AgentEndpoint, NodeClientError};
 use crate::resources::{self, FieldError, FieldErrorKind, Kind, Subresource};
 
 /// Most bytes of an agent's error body read to build a Status.
@@ -601,39 +601,7 @@ pub async fn node_proxy(
     forward(state, &agent, rest.to_string(), fwd).await
 }
 
-/// Headers that describe one connection, not the message (RFC 9110 7.6.1).
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-/// `headers` without hop-by-hop ones (and those `Connection` names).
-pub fn end_to_end(headers: &HeaderMap) -> HeaderMap {
-    let named: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|h| h.trim().to_ascii_lowercase())
-        .filter(|h| !h.is_empty())
-        .collect();
-    let mut out = HeaderMap::new();
-    for (name, value) in headers {
-        let n = name.as_str();
-        if HOP_BY_HOP.contains(&n) || named.iter().any(|h| h == n) {
-            continue;
-        }
-        out.append(name.clone(), value.clone());
-    }
-    out
-}
+pub use crate::agentapi::end_to_end;
 
 /// What is sent on to the agent: end-to-end headers, minus the caller's
 /// credentials and what the new request sets itself.
@@ -704,6 +672,19 @@ pub fn not_for_wasm_message(ns: &str, name: &str, sub: Subresource) -> String {
         _ => format!(
             "exec is not available for Wasm pods: pod {name:?} runs WebAssembly components, which have no shell or process to attach to; `kubectl logs` shows its output"
         ),
+    }
+}
+
+/// How a failure to reach a node agent reads to an API caller.
+impl From<NodeClientError> for ApiError {
+    fn from(e: NodeClientError) -> Self {
+        match e {
+            NodeClientError::Busy { .. } => ApiError::TooManyRequests,
+            NodeClientError::Tls(_) => ApiError::internal(e),
+            _ => ApiError::ServiceUnavailable {
+                message: e.to_string(),
+            },
+        }
     }
 }
 

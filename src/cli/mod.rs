@@ -122,12 +122,12 @@ pub struct ServerArgs {
 
     /// Longest a connection to a node agent (TCP and TLS) may take, in
     /// seconds.
-    #[arg(long, default_value_t = crate::api::nodeclient::NodeClientConfig::default().connect_timeout.as_secs_f64(), value_name = "SECONDS")]
+    #[arg(long, default_value_t = crate::agentapi::client::NodeClientConfig::default().connect_timeout.as_secs_f64(), value_name = "SECONDS")]
     pub kubelet_connect_timeout: f64,
 
     /// Longest a node agent may take to answer (logs, proxied requests)
     /// before the response starts, in seconds.
-    #[arg(long, default_value_t = crate::api::nodeclient::NodeClientConfig::default().response_header_timeout.as_secs_f64(), value_name = "SECONDS")]
+    #[arg(long, default_value_t = crate::agentapi::client::NodeClientConfig::default().response_header_timeout.as_secs_f64(), value_name = "SECONDS")]
     pub kubelet_response_timeout: f64,
 
     /// Largest API request body, in bytes.
@@ -411,14 +411,15 @@ impl ServerArgs {
                 node_port_range: self.service_node_port_range,
                 cluster_cidr: self.cluster_cidr,
                 node_cidr_mask_size: self.node_cidr_mask_size,
-                node_client: crate::api::nodeclient::NodeClientConfig {
+                node_client: crate::agentapi::client::NodeClientConfig {
                     connect_timeout: seconds_or(
                         self.kubelet_connect_timeout,
-                        crate::api::nodeclient::NodeClientConfig::default().connect_timeout,
+                        crate::agentapi::client::NodeClientConfig::default().connect_timeout,
                     ),
                     response_header_timeout: seconds_or(
                         self.kubelet_response_timeout,
-                        crate::api::nodeclient::NodeClientConfig::default().response_header_timeout,
+                        crate::agentapi::client::NodeClientConfig::default()
+                            .response_header_timeout,
                     ),
                     ..Default::default()
                 },

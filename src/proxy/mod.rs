@@ -37,7 +37,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 
-use crate::api::nodeclient::{NodeClient, NodeClientConfig};
+use crate::agentapi::client::{NodeClient, NodeClientConfig};
 use crate::cluster::{Cidr, DEFAULT_CLUSTER_CIDR, DEFAULT_SERVICE_CIDR};
 use crate::pki::ClientTls;
 pub use pods::{LocalPod, LocalPods};

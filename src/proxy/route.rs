@@ -320,7 +320,7 @@ impl Proxy {
                 &route.agent,
                 method.clone(),
                 &path,
-                crate::api::nodeproxy::end_to_end(&headers),
+                crate::agentapi::end_to_end(&headers),
                 body.clone(),
             )
             .await

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 
-use crate::api::nodeclient::{AgentEndpoint, DEFAULT_AGENT_PORT};
+use crate::agentapi::client::{AgentEndpoint, DEFAULT_AGENT_PORT};
 use crate::cluster::Cidr;
 
 /// The cluster's DNS domain: `NAME.NS.svc.<domain>`.

@@ -3,11 +3,17 @@
 //! logs and the pod proxy) and the path other nodes' proxies deliver pod
 //! traffic to (`proxy::route`).
 //!
+//! [`client`] is how the control plane and other nodes call agents.
+//!
 //! Each route is a pattern (for the agent's router) and a function that
 //! builds a concrete path (for its callers), side by side so they cannot
 //! drift apart.
 
 use std::fmt::Display;
+
+use axum::http::{HeaderMap, header};
+
+pub mod client;
 
 /// `GET`: a container's log (query: follow, tailLines, previous,
 /// timestamps, limitBytes, sinceSeconds, sinceTime). Control plane only.
@@ -48,6 +54,40 @@ pub const METRICS: &str = "/metrics";
 
 /// Liveness, for anyone.
 pub const HEALTHZ: &str = "/healthz";
+
+/// Headers that describe one connection, not the message (RFC 9110 7.6.1).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// `headers` without hop-by-hop ones (and those `Connection` names).
+pub fn end_to_end(headers: &HeaderMap) -> HeaderMap {
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|h| h.trim().to_ascii_lowercase())
+        .filter(|h| !h.is_empty())
+        .collect();
+    let mut out = HeaderMap::new();
+    for (name, value) in headers {
+        let n = name.as_str();
+        if HOP_BY_HOP.contains(&n) || named.iter().any(|h| h == n) {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    out
+}
 
 /// A route pattern with a trailing slash.
 pub fn with_slash(pattern: &str) -> String {

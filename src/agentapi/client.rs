@@ -36,7 +36,6 @@ use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::status::ApiError;
 use crate::pki::ClientTls;
 
 /// The port an agent listens on when its Node does not say.
@@ -93,18 +92,6 @@ pub enum NodeClientError {
     },
     #[error("too many requests to node agents in flight (limit {limit}); try again")]
     Busy { limit: usize },
-}
-
-impl From<NodeClientError> for ApiError {
-    fn from(e: NodeClientError) -> Self {
-        match e {
-            NodeClientError::Busy { .. } => ApiError::TooManyRequests,
-            NodeClientError::Tls(_) => ApiError::internal(e),
-            _ => ApiError::ServiceUnavailable {
-                message: e.to_string(),
-            },
-        }
-    }
 }
 
 /// Where one node's agent listens.
@@ -489,8 +476,6 @@ mod tests {
             e.to_string().contains("node \"n2\" has no InternalIP"),
             "{e}"
         );
-        let api: ApiError = e.into();
-        assert_eq!(api.code(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
     }
 
     #[tokio::test]
