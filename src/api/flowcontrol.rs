@@ -21,6 +21,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use super::authn::UserInfo;
+use super::handlers::Query;
 
 /// Which seats a request takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,14 +34,13 @@ pub enum Seat {
 }
 
 impl Seat {
-    /// The seat of a request to `path` with `query`.
-    pub fn of(method: &Method, path: &str, query: &str) -> Seat {
-        let flag = |name: &str| {
-            query.split('&').any(|kv| {
-                kv.split_once('=')
-                    .is_some_and(|(k, v)| k == name && (v == "true" || v == "1"))
-            })
-        };
+    /// The seat of a request to `path` with `query`, read as the handlers
+    /// read it ([`Query::flag`]), so whatever a handler serves as a watch
+    /// takes a long-running seat. A query that does not parse is refused
+    /// by the handler; it takes a request seat meanwhile.
+    pub fn of(method: &Method, path: &str, query: Option<&str>) -> Seat {
+        let query = Query::parse(query).ok();
+        let flag = |name: &str| query.as_ref().is_some_and(|q| q.flag(name));
         let long = (method == Method::GET && (flag("watch") || path.contains("/watch/")))
             || flag("follow")
             || ["/proxy", "/exec", "/attach", "/portforward"]
@@ -212,20 +212,23 @@ mod tests {
     #[test]
     fn watches_streams_and_followed_logs_are_long_running() {
         let get = Method::GET;
+        let seat = |path: &str, query: &str| Seat::of(&get, path, Some(query));
+        assert_eq!(seat("/api/v1/pods", "watch=true"), Seat::LongRunning);
+        // Spelled as the handlers accept it, too.
+        assert_eq!(seat("/api/v1/pods", "watch=yes"), Seat::LongRunning);
+        assert_eq!(seat("/api/v1/pods", "watch=TRUE"), Seat::LongRunning);
+        assert_eq!(seat("/api/v1/watch/pods", ""), Seat::LongRunning);
         assert_eq!(
-            Seat::of(&get, "/api/v1/pods", "watch=true"),
+            seat("/api/v1/namespaces/d/pods/p/log", "follow=true"),
             Seat::LongRunning
         );
-        assert_eq!(Seat::of(&get, "/api/v1/watch/pods", ""), Seat::LongRunning);
         assert_eq!(
-            Seat::of(&get, "/api/v1/namespaces/d/pods/p/log", "follow=true"),
+            seat("/api/v1/namespaces/d/pods/p/proxy/x", ""),
             Seat::LongRunning
         );
-        assert_eq!(
-            Seat::of(&get, "/api/v1/namespaces/d/pods/p/proxy/x", ""),
-            Seat::LongRunning
-        );
-        assert_eq!(Seat::of(&get, "/api/v1/pods", "watch=false"), Seat::Request);
-        assert_eq!(Seat::of(&get, "/api/v1/pods", "limit=5"), Seat::Request);
+        assert_eq!(seat("/api/v1/pods", "watch=false"), Seat::Request);
+        assert_eq!(seat("/api/v1/pods", "watch=0"), Seat::Request);
+        assert_eq!(seat("/api/v1/pods", "limit=5"), Seat::Request);
+        assert_eq!(Seat::of(&get, "/api/v1/pods", None), Seat::Request);
     }
 }

@@ -455,7 +455,7 @@ async fn authenticate(
             return resp;
         }
     }
-    let seat = flowcontrol::Seat::of(&method, &path, req.uri().query().unwrap_or(""));
+    let seat = flowcontrol::Seat::of(&method, &path, req.uri().query());
     let permit = match state.flow.admit(&user, seat) {
         Ok(p) => p,
         Err(e) => {
