@@ -45,8 +45,10 @@ struct WriterLog {
     in_flight: Option<(String, u64)>,
 }
 
-fn key_of(writer: usize, counter: u64) -> String {
-    format!("crash/{writer:02}/{:02}", counter % KEYS_PER_WRITER)
+/// A writer's key for its `counter`th put: `PREFIX/NN`, each of its
+/// [`KEYS_PER_WRITER`] keys overwritten in turn.
+fn key_of(prefix: &str, counter: u64) -> String {
+    format!("{prefix}/{:02}", counter % KEYS_PER_WRITER)
 }
 
 fn value_of(key: &str, counter: u64) -> String {
@@ -81,13 +83,13 @@ async fn connect(server: &TestServer) -> Client {
 
 async fn write_until_failure(
     mut client: Client,
-    writer: usize,
+    prefix: String,
     acked: Arc<AtomicUsize>,
 ) -> WriterLog {
     let mut acks = Vec::new();
     // Bounded even if the kill never came.
     for counter in 0..100_000u64 {
-        let key = key_of(writer, counter);
+        let key = key_of(&prefix, counter);
         let value = value_of(&key, counter);
         match tokio::time::timeout(REQUEST_TIMEOUT, client.put(key.clone(), value, None)).await {
             Ok(Ok(resp)) => {
@@ -127,7 +129,11 @@ async fn crash_and_check() {
     let mut writers = Vec::new();
     for w in 0..WRITERS {
         let client = connect(&server).await;
-        writers.push(tokio::spawn(write_until_failure(client, w, acked.clone())));
+        writers.push(tokio::spawn(write_until_failure(
+            client,
+            format!("crash/{w:02}"),
+            acked.clone(),
+        )));
     }
 
     // Kill while every writer is busy.
@@ -403,32 +409,6 @@ async fn watch_until_failure(mut client: Client, from: i64) -> Vec<(i64, String)
     seen
 }
 
-async fn etcd_writes_until_failure(
-    mut client: Client,
-    round: usize,
-    writer: usize,
-    acked: Arc<AtomicUsize>,
-) -> Vec<Ack> {
-    let mut acks = Vec::new();
-    for counter in 0..100_000u64 {
-        let key = format!("loop/{round}/{writer}/{:02}", counter % KEYS_PER_WRITER);
-        let value = value_of(&key, counter);
-        match tokio::time::timeout(REQUEST_TIMEOUT, client.put(key.clone(), value, None)).await {
-            Ok(Ok(resp)) => {
-                let revision = resp.header().expect("header").revision();
-                acks.push(Ack {
-                    key,
-                    counter,
-                    revision,
-                });
-                acked.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(Err(_)) | Err(_) => return acks,
-        }
-    }
-    acks
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn repeated_kills_under_api_and_etcd_load_lose_nothing_and_watches_resume_exactly_once() {
     tokio::time::timeout(TEST_TIMEOUT, crash_loop())
@@ -454,10 +434,9 @@ async fn crash_loop() {
         let mut etcd = Vec::new();
         for w in 0..4 {
             let client = connect(&server).await;
-            etcd.push(tokio::spawn(etcd_writes_until_failure(
+            etcd.push(tokio::spawn(write_until_failure(
                 client,
-                round,
-                w,
+                format!("loop/{round}/{w}"),
                 acked.clone(),
             )));
         }
@@ -476,7 +455,7 @@ async fn crash_loop() {
         }
         server.kill();
         for e in etcd {
-            all_acks.extend(e.await.unwrap());
+            all_acks.extend(e.await.unwrap().acks);
         }
         for a in api {
             api_logs.push(a.await.unwrap());
