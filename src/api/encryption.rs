@@ -171,6 +171,11 @@ impl Keyring {
     /// no keys at all.
     pub fn load(path: &Path) -> Result<Keyring, EncryptionError> {
         let text = std::fs::read_to_string(path).map_err(io(path))?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses the text of the key file at `path` (named in errors).
+    fn parse(path: &Path, text: &str) -> Result<Keyring, EncryptionError> {
         let mut keys: Vec<NamedKey> = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -220,7 +225,9 @@ impl Keyring {
     /// The file cannot be read, parsed or written.
     pub fn rotate(pki_dir: &Path) -> Result<String, EncryptionError> {
         let path = pki_dir.join(KEYS_FILE);
-        let current = Self::load(&path)?;
+        // Read once: the new file is this text with a line put first.
+        let old = std::fs::read_to_string(&path).map_err(io(&path))?;
+        let current = Self::parse(&path, &old)?;
         let mut n = current.keys.len() + 1;
         let name = loop {
             let candidate = format!("key{n}");
@@ -229,7 +236,6 @@ impl Keyring {
             }
             n += 1;
         };
-        let old = std::fs::read_to_string(&path).map_err(io(&path))?;
         let new = key_line(&name, &random_key(&current.rng)?) + &old;
         write_private(&path, &new)?;
         Ok(name)
