@@ -407,63 +407,16 @@ async fn authenticate(
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let auth = req.headers().get(header::AUTHORIZATION).cloned();
     let peer = req
         .extensions()
         .get::<PeerIdentity>()
         .and_then(|p| p.0.clone());
-    let user = match identify(&state, auth, peer).await {
-        Ok(Some(u)) => u,
-        Ok(None) if is_public(&path) => UserInfo::anonymous(),
-        Ok(None) | Err(_) => {
-            let resp = ApiError::Unauthorized.into_response();
-            state
-                .metrics
-                .observe(&method, &path, resp.status(), started.elapsed());
-            drain_briefly(req.into_body()).await;
-            return resp;
-        }
-    };
-    let user = match impersonate(&state, user, req.headers()) {
-        Ok(u) => u,
-        Err(e) => {
-            let resp = e.into_response();
-            state
-                .metrics
-                .observe(&method, &path, resp.status(), started.elapsed());
-            drain_briefly(req.into_body()).await;
-            return resp;
-        }
-    };
-    if !is_public(&path)
-        && path::parse(&path).ok().flatten().is_none()
-        && !is_review(&path)
-        && !modules::is_blob_path(&path)
-    {
-        // Non-resource URLs go through RBAC as `get PATH`.
-        let a = Attributes {
-            verb: method.as_str().to_ascii_lowercase(),
-            path: Some(path.clone()),
-            ..Default::default()
-        };
-        if let Err(e) = state.check(&user, &a) {
-            let resp = e.into_response();
-            state
-                .metrics
-                .observe(&method, &path, resp.status(), started.elapsed());
-            drain_briefly(req.into_body()).await;
-            return resp;
-        }
-    }
     let seat = flowcontrol::Seat::of(&method, &path, req.uri().query());
-    let permit = match state.flow.admit(&user, seat) {
-        Ok(p) => p,
+    let admitted = admit(&state, req.headers(), peer, &method, &path, seat).await;
+    let (user, permit) = match admitted {
+        Ok(admitted) => admitted,
         Err(e) => {
-            let mut resp = e.into_response();
-            resp.headers_mut().insert(
-                header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("1"),
-            );
+            let resp = e.into_response();
             state
                 .metrics
                 .observe(&method, &path, resp.status(), started.elapsed());
@@ -482,6 +435,42 @@ async fn authenticate(
         Some(p) => resp.map(|body| flowcontrol::HeldBody::wrap(body, p)),
         None => resp,
     }
+}
+
+/// Who the caller is (after impersonation) and the seat the request takes,
+/// or why it is refused before any handler sees it: no valid credential,
+/// an impersonation not allowed, a non-resource URL not allowed, or no
+/// seat left.
+async fn admit(
+    state: &ApiState,
+    headers: &axum::http::HeaderMap,
+    peer: Option<UserInfo>,
+    method: &axum::http::Method,
+    path: &str,
+    seat: flowcontrol::Seat,
+) -> Result<(UserInfo, Option<flowcontrol::Permit>), ApiError> {
+    let auth = headers.get(header::AUTHORIZATION).cloned();
+    let user = match identify(state, auth, peer).await {
+        Ok(Some(u)) => u,
+        Ok(None) if is_public(path) => UserInfo::anonymous(),
+        Ok(None) | Err(_) => return Err(ApiError::Unauthorized),
+    };
+    let user = impersonate(state, user, headers)?;
+    if !is_public(path)
+        && path::parse(path).ok().flatten().is_none()
+        && !is_review(path)
+        && !modules::is_blob_path(path)
+    {
+        // Non-resource URLs go through RBAC as `get PATH`.
+        let a = Attributes {
+            verb: method.as_str().to_ascii_lowercase(),
+            path: Some(path.to_string()),
+            ..Default::default()
+        };
+        state.check(&user, &a)?;
+    }
+    let permit = state.flow.admit(&user, seat)?;
+    Ok((user, permit))
 }
 
 /// Reads what the client is still sending of a request refused before its

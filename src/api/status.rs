@@ -240,6 +240,12 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        // As Kubernetes answers a 429: when to try again, which client
+        // libraries honour.
+        if matches!(self, ApiError::TooManyRequests) {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         resp
     }
 }
