@@ -192,11 +192,6 @@ impl Registry {
         }
     }
 
-    /// The keys Secrets are sealed with, when encryption is on.
-    pub fn keyring(&self) -> Option<&Keyring> {
-        self.keyring.as_deref()
-    }
-
     /// The plain form of a stored key-value: borrowed unless it had to be
     /// opened.
     ///
