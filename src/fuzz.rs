@@ -221,7 +221,10 @@ proptest! {
             }
             Err(e) => assert_4xx(&e, "label selector")?,
         }
-        match crate::api::selectors::FieldSelector::parse(&s, "Pod") {
+        match crate::api::selectors::FieldSelector::parse(
+            &s,
+            <crate::resources::kinds::pod::Pod as crate::resources::KindSpec>::FIELD_SELECTORS,
+        ) {
             Ok(sel) => {
                 let _ = sel.matches(&json!({"metadata": {"name": "a"}}));
             }

@@ -13,7 +13,7 @@ use super::handlers::DeleteOptions;
 use super::objects;
 use super::status::ApiError;
 use crate::cluster::Cidr;
-use crate::resources::{FieldError, Kind};
+use crate::resources::{Allocation, Deletion, FieldError, Kind};
 use crate::store::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, KeyRange, PutRequest, TxnOp,
     TxnRequest,
@@ -79,38 +79,25 @@ fn invalid_service(obj: &Value, field: &str, value: String, detail: &str) -> Api
 }
 
 impl Admission {
+    /// Create-time steps that need cluster state: the allocations the
+    /// kind asks for.
     pub async fn on_create(
         &self,
         state: &ApiState,
         kind: &Kind,
         obj: &mut Value,
     ) -> Result<(), ApiError> {
-        match kind.kind {
-            "Service" => self.allocate_service(state, obj).await,
-            "Node" => allocate_pod_cidr(state, obj).await,
-            "Pod" => {
-                if obj
-                    .pointer("/spec/serviceAccountName")
-                    .and_then(Value::as_str)
-                    .is_none_or(str::is_empty)
-                {
-                    obj["spec"]["serviceAccountName"] = json!("default");
-                }
-                add_default_tolerations(
-                    obj,
-                    state.config.default_not_ready_toleration_seconds,
-                    state.config.default_unreachable_toleration_seconds,
-                );
-                Ok(())
-            }
-            _ => Ok(()),
+        match kind.allocation {
+            Allocation::ServiceAddresses => self.allocate_service(state, obj).await,
+            Allocation::PodCidr => allocate_pod_cidr(state, obj).await,
+            Allocation::None => Ok(()),
         }
     }
 
     pub async fn on_create_failed(&self, state: &ApiState, kind: &Kind, obj: &Value) {
-        match kind.kind {
-            "Service" => self.release_service(state, obj).await,
-            "Node" => {
+        match kind.allocation {
+            Allocation::ServiceAddresses => self.release_service(state, obj).await,
+            Allocation::PodCidr => {
                 // A create that failed because the node exists may have
                 // "claimed" the block that node already holds: keep it then.
                 let name = objects::name_of(obj);
@@ -122,10 +109,13 @@ impl Admission {
                 }
                 release_pod_cidr(state, obj).await;
             }
-            _ => {}
+            Allocation::None => {}
         }
     }
 
+    /// Update-time steps: what the stored object keeps (the kind's own
+    /// rule), the allocations it keeps, and the module registry's
+    /// bookkeeping.
     pub async fn on_update(
         &self,
         state: &ApiState,
@@ -134,66 +124,13 @@ impl Admission {
         new: &mut Value,
     ) -> Result<(), ApiError> {
         super::modules::gc::before_update(state, kind, old, new);
-        if kind.kind == "Node" {
-            return keep_pod_cidr(state, old, new).await;
+        kind.ops
+            .on_update(old, new)
+            .map_err(|e| objects::invalid(kind, objects::name_of(old), vec![e]))?;
+        match kind.allocation {
+            Allocation::PodCidr => keep_pod_cidr(state, old, new).await,
+            Allocation::ServiceAddresses | Allocation::None => Ok(()),
         }
-        if kind.kind == "Service" {
-            // Allocated addresses stay with the service.
-            let old_ip = old.pointer("/spec/clusterIP").cloned();
-            match (old_ip, new.pointer("/spec/clusterIP").cloned()) {
-                (Some(o), None) => {
-                    new["spec"]["clusterIP"] = o.clone();
-                    new["spec"]["clusterIPs"] = old
-                        .pointer("/spec/clusterIPs")
-                        .cloned()
-                        .unwrap_or(json!([o]));
-                }
-                (Some(o), Some(n)) if o != n && n != json!("") => {
-                    return Err(invalid_service(
-                        new,
-                        "spec.clusterIPs[0]",
-                        n.as_str().unwrap_or("").to_string(),
-                        "may not change once set",
-                    ));
-                }
-                (Some(o), Some(_)) => {
-                    new["spec"]["clusterIP"] = o.clone();
-                    new["spec"]["clusterIPs"] = old
-                        .pointer("/spec/clusterIPs")
-                        .cloned()
-                        .unwrap_or(json!([o]));
-                }
-                _ => {}
-            }
-            // Keep allocated node ports that the update leaves out.
-            if let (Some(old_ports), Some(new_ports)) = (
-                old.pointer("/spec/ports")
-                    .and_then(Value::as_array)
-                    .cloned(),
-                new.pointer_mut("/spec/ports").and_then(Value::as_array_mut),
-            ) {
-                for p in new_ports.iter_mut() {
-                    if p.get("nodePort").is_none()
-                        && let Some(op) = old_ports.iter().find(|o| o.get("port") == p.get("port"))
-                        && let Some(np) = op.get("nodePort")
-                    {
-                        p["nodePort"] = np.clone();
-                    }
-                }
-            }
-            if !matches!(new.pointer("/spec/ipFamilies"), Some(Value::Array(_))) {
-                new["spec"]["ipFamilies"] = json!(["IPv4"]);
-            }
-            new["spec"]["ipFamilyPolicy"] = new
-                .pointer("/spec/ipFamilyPolicy")
-                .cloned()
-                .unwrap_or(json!("SingleStack"));
-            new["spec"]["internalTrafficPolicy"] = new
-                .pointer("/spec/internalTrafficPolicy")
-                .cloned()
-                .unwrap_or(json!("Cluster"));
-        }
-        Ok(())
     }
 
     /// Returns true when the object must be marked for deletion (and kept)
@@ -205,8 +142,8 @@ impl Admission {
         obj: &mut Value,
         opts: &DeleteOptions,
     ) -> Result<bool, ApiError> {
-        match (kind.kind, opts.propagation.as_deref()) {
-            ("Namespace", _) => {
+        match (kind.deletion, opts.propagation.as_deref()) {
+            (Deletion::NamespaceLifecycle, _) => {
                 let name = objects::name_of(obj).to_string();
                 if matches!(name.as_str(), "default" | "kube-system" | "kube-public") {
                     return Err(ApiError::Forbidden {
@@ -222,7 +159,7 @@ impl Admission {
                 state.spawn_namespace_finalizer(name);
                 Ok(true)
             }
-            ("Pod", _) if graceful_pod_deletion(obj, opts) => Ok(true),
+            (Deletion::Graceful, _) if graceful_pod_deletion(obj, opts) => Ok(true),
             (_, Some("Foreground")) => {
                 add_finalizer(obj, "foregroundDeletion");
                 Ok(true)
@@ -238,10 +175,10 @@ impl Admission {
     /// Called after an object is gone from the store.
     pub async fn on_deleted(&self, state: &ApiState, kind: &Kind, obj: &Value) {
         super::modules::gc::after_delete(state, kind, obj);
-        match kind.kind {
-            "Service" => self.release_service(state, obj).await,
-            "Node" => release_pod_cidr(state, obj).await,
-            _ => {}
+        match kind.allocation {
+            Allocation::ServiceAddresses => self.release_service(state, obj).await,
+            Allocation::PodCidr => release_pod_cidr(state, obj).await,
+            Allocation::None => {}
         }
     }
 
@@ -567,41 +504,6 @@ async fn keep_pod_cidr(state: &ApiState, old: &Value, new: &mut Value) -> Result
     }
 }
 
-/// Kubernetes' DefaultTolerationSeconds: a pod that does not tolerate the
-/// `not-ready` or `unreachable` NoExecute taints already gets tolerations
-/// for them, so that it stays bound to a failing node for a while (and is
-/// evicted after that) instead of at once.
-fn add_default_tolerations(obj: &mut Value, not_ready_secs: i64, unreachable_secs: i64) {
-    let mut list = obj
-        .pointer("/spec/tolerations")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let covers = |list: &[Value], key: &str| {
-        list.iter().any(|t| {
-            let effect = t.get("effect").and_then(Value::as_str).unwrap_or("");
-            let tkey = t.get("key").and_then(Value::as_str).unwrap_or("");
-            let op = t.get("operator").and_then(Value::as_str).unwrap_or("Equal");
-            (effect.is_empty() || effect == "NoExecute")
-                && (tkey == key || (tkey.is_empty() && op == "Exists"))
-        })
-    };
-    let mut changed = false;
-    for (key, secs) in [
-        ("node.kubernetes.io/not-ready", not_ready_secs),
-        ("node.kubernetes.io/unreachable", unreachable_secs),
-    ] {
-        if !covers(&list, key) {
-            list.push(json!({"key": key, "operator": "Exists",
-                             "effect": "NoExecute", "tolerationSeconds": secs}));
-            changed = true;
-        }
-    }
-    if changed && obj.get("spec").is_some_and(Value::is_object) {
-        obj["spec"]["tolerations"] = json!(list);
-    }
-}
-
 fn add_finalizer(obj: &mut Value, f: &str) {
     let mut list = obj
         .pointer("/metadata/finalizers")
@@ -654,33 +556,6 @@ fn graceful_pod_deletion(obj: &mut Value, opts: &DeleteOptions) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pods_get_default_tolerations_for_failing_nodes_unless_they_have_their_own() {
-        let mut pod = json!({"spec": {"containers": []}});
-        add_default_tolerations(&mut pod, 300, 5);
-        assert_eq!(
-            pod["spec"]["tolerations"],
-            json!([
-                {"key": "node.kubernetes.io/not-ready", "operator": "Exists",
-                 "effect": "NoExecute", "tolerationSeconds": 300},
-                {"key": "node.kubernetes.io/unreachable", "operator": "Exists",
-                 "effect": "NoExecute", "tolerationSeconds": 5},
-            ])
-        );
-        let own = json!([{"key": "node.kubernetes.io/unreachable", "operator": "Exists",
-                          "effect": "NoExecute"}]);
-        let mut pod = json!({"spec": {"tolerations": own.clone()}});
-        add_default_tolerations(&mut pod, 300, 300);
-        let t = pod["spec"]["tolerations"].as_array().unwrap();
-        assert_eq!(t.len(), 2);
-        assert_eq!(t[0], own[0]);
-        assert_eq!(t[1]["key"], "node.kubernetes.io/not-ready");
-        // Tolerating everything covers both.
-        let mut pod = json!({"spec": {"tolerations": [{"operator": "Exists"}]}});
-        add_default_tolerations(&mut pod, 300, 300);
-        assert_eq!(pod["spec"]["tolerations"].as_array().unwrap().len(), 1);
-    }
 
     #[test]
     fn cidrs_parse_and_contain() {

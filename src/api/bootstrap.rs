@@ -35,7 +35,7 @@ async fn ensure(
     if state.registry.try_get(k, ns, &name).await?.is_some() {
         return Ok(());
     }
-    let (ns, name) = objects::prepare_create(k, ns, &mut obj)?;
+    let (ns, name) = objects::prepare_create(k, ns, &mut obj, state.config.default_tolerations())?;
     let (mut obj, _) = objects::admit(k, obj, objects::FieldValidation::Ignore)?;
     state.admission.on_create(state, k, &mut obj).await?;
     match state.registry.create(k, ns.as_deref(), &name, &obj).await {

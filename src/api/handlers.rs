@@ -267,7 +267,10 @@ fn duplicates(
 /// Selectors of a list or watch.
 pub fn selectors(kind: &Kind, query: &Query) -> Result<(LabelSelector, FieldSelector), ApiError> {
     let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or(""))?;
-    let fields = FieldSelector::parse(query.get("fieldSelector").unwrap_or(""), kind.kind)?;
+    let fields = FieldSelector::parse(
+        query.get("fieldSelector").unwrap_or(""),
+        kind.field_selectors,
+    )?;
     Ok((labels, fields))
 }
 
@@ -393,7 +396,8 @@ pub async fn create(
     if !kind.stored {
         return Err(ApiError::MethodNotAllowed);
     }
-    let (ns, name) = objects::prepare_create(kind, url_ns, &mut obj)?;
+    let (ns, name) =
+        objects::prepare_create(kind, url_ns, &mut obj, state.config.default_tolerations())?;
     if let Some(ns) = &ns {
         state.require_active_namespace(ns, kind, &name).await?;
     }

@@ -126,6 +126,16 @@ impl Default for ApiConfig {
     }
 }
 
+impl ApiConfig {
+    /// The (not-ready, unreachable) `tolerationSeconds` pods get by default.
+    pub fn default_tolerations(&self) -> (i64, i64) {
+        (
+            self.default_not_ready_toleration_seconds,
+            self.default_unreachable_toleration_seconds,
+        )
+    }
+}
+
 /// Everything handlers share.
 pub struct ApiState {
     pub registry: Registry,
@@ -247,7 +257,7 @@ impl ApiState {
             .pointer("/metadata/finalizers")
             .and_then(Value::as_array)
             .is_some_and(|f| !f.is_empty());
-        let ns_finalizers_left = kind.kind == "Namespace"
+        let ns_finalizers_left = kind.deletion == resources::Deletion::NamespaceLifecycle
             && stored
                 .pointer("/spec/finalizers")
                 .and_then(Value::as_array)

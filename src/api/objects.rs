@@ -5,8 +5,8 @@
 use serde_json::{Map, Value, json};
 
 use super::status::ApiError;
-use crate::resources::validation::{check_name, name_rule, validate_metadata};
-use crate::resources::{FieldError, FieldErrorKind, Kind, Subresource};
+use crate::resources::validation::{NameRule, check_name, validate_metadata};
+use crate::resources::{CreateContext, FieldError, FieldErrorKind, Kind, StatusRule, Subresource};
 
 /// How unknown fields are treated (`fieldValidation`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -105,7 +105,7 @@ pub fn check_type(kind: &Kind, obj: &mut Value) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn invalid(kind: &Kind, name: &str, causes: Vec<FieldError>) -> ApiError {
+pub(super) fn invalid(kind: &Kind, name: &str, causes: Vec<FieldError>) -> ApiError {
     ApiError::Invalid {
         group: kind.group.to_string(),
         kind: kind.kind.to_string(),
@@ -120,6 +120,7 @@ pub fn prepare_create(
     kind: &Kind,
     url_ns: Option<&str>,
     obj: &mut Value,
+    tolerations: (i64, i64),
 ) -> Result<(Option<String>, String), ApiError> {
     check_type(kind, obj)?;
     let meta = metadata_mut(obj);
@@ -180,77 +181,20 @@ pub fn prepare_create(
     if obj.get("spec").is_some() || kind.has_subresource(Subresource::Scale) {
         metadata_mut(obj).insert("generation".into(), json!(1));
     }
-    if kind.kind == "Job" {
-        crate::resources::defaults::job_selector(obj, &uid, &name)
-            .map_err(|e| invalid(kind, &name, vec![e]))?;
-    }
-    reset_status_on_create(kind, obj);
-    Ok((ns, name))
-}
-
-fn reset_status_on_create(kind: &Kind, obj: &mut Value) {
-    let Some(map) = obj.as_object_mut() else {
-        return;
+    let ctx = CreateContext {
+        uid: &uid,
+        not_ready_toleration_seconds: tolerations.0,
+        unreachable_toleration_seconds: tolerations.1,
     };
-    match kind.kind {
-        "Deployment" | "ReplicaSet" | "Job" | "CronJob" => {
-            map.insert("status".into(), json!({}));
-        }
-        "DaemonSet" => {
-            map.insert(
-                "status".into(),
-                json!({"currentNumberScheduled": 0, "numberMisscheduled": 0,
-                       "desiredNumberScheduled": 0, "numberReady": 0}),
-            );
-        }
-        "Service" => {
-            map.insert("status".into(), json!({"loadBalancer": {}}));
-        }
-        "Pod" => {
-            let qos = pod_qos_class(map.get("spec"));
-            map.insert(
-                "status".into(),
-                json!({"phase": "Pending", "qosClass": qos}),
-            );
-        }
-        "Namespace" => {
-            map.insert("status".into(), json!({"phase": "Active"}));
-        }
-        _ => {}
+    kind.ops
+        .on_create(obj, &ctx)
+        .map_err(|e| invalid(kind, &name, vec![e]))?;
+    if let Some(status) = kind.ops.initial_status(obj)
+        && let Some(map) = obj.as_object_mut()
+    {
+        map.insert("status".into(), status);
     }
-}
-
-/// Kubernetes' QoS class of a pod from its containers' requests and limits.
-pub fn pod_qos_class(spec: Option<&Value>) -> &'static str {
-    let containers: Vec<&Value> = spec
-        .and_then(|s| s.get("containers"))
-        .and_then(Value::as_array)
-        .map(|c| c.iter().collect())
-        .unwrap_or_default();
-    let mut any = false;
-    let mut guaranteed = !containers.is_empty();
-    for c in &containers {
-        let req = c.pointer("/resources/requests").and_then(Value::as_object);
-        let lim = c.pointer("/resources/limits").and_then(Value::as_object);
-        if req.is_some_and(|r| !r.is_empty()) || lim.is_some_and(|l| !l.is_empty()) {
-            any = true;
-        }
-        let has_both = |res: &str| {
-            let l = lim.and_then(|l| l.get(res));
-            let r = req.and_then(|r| r.get(res)).or(l);
-            l.is_some() && r == l
-        };
-        if !(has_both("cpu") && has_both("memory")) {
-            guaranteed = false;
-        }
-    }
-    if guaranteed {
-        "Guaranteed"
-    } else if any {
-        "Burstable"
-    } else {
-        "BestEffort"
-    }
+    Ok((ns, name))
 }
 
 /// Carry what an update may not change from the stored object, and bump
@@ -317,7 +261,7 @@ pub fn prepare_update(
             }
         }
     }
-    if kind.has_subresource(Subresource::Status) && kind.kind != "Node" {
+    if kind.status == StatusRule::Subresource {
         match old.get("status") {
             Some(s) => new["status"] = s.clone(),
             None => {
@@ -330,21 +274,14 @@ pub fn prepare_update(
     Ok(())
 }
 
-/// Fields an update may not change (after defaulting, so a body that
-/// leaves a default out is not a change): a Job's selector, pod template
-/// and completion mode (its pods would no longer match it), a DaemonSet's
-/// selector and a ControllerRevision's data, as in Kubernetes.
+/// The kind's immutable fields an update may not change (checked after
+/// defaulting, so a body that leaves a default out is not a change).
 ///
 /// # Errors
 /// `Invalid` naming each changed field.
 pub fn check_immutable(kind: &Kind, old: &Value, new: &Value) -> Result<(), ApiError> {
-    let fields: &[&str] = match kind.kind {
-        "Job" => &["spec.selector", "spec.template", "spec.completionMode"],
-        "DaemonSet" => &["spec.selector"],
-        "ControllerRevision" => &["data"],
-        _ => return Ok(()),
-    };
-    let causes: Vec<FieldError> = fields
+    let causes: Vec<FieldError> = kind
+        .immutable
         .iter()
         .filter_map(|field| {
             let pointer = format!("/{}", field.replace('.', "/"));
@@ -394,9 +331,6 @@ pub fn admit(
     let name = name_of(&obj).to_string();
     let mut obj = obj;
     kind.ops.default(&mut obj);
-    if kind.kind == "Secret" {
-        fold_string_data(&mut obj);
-    }
     let normalized = kind
         .ops
         .normalize(&obj)
@@ -419,13 +353,12 @@ pub fn admit(
         )));
     }
     let mut errs = Vec::new();
-    let rule = crate::resources::validation::name_rule(kind.kind);
-    if let Some(msg) = check_name(rule, &name) {
+    if let Some(msg) = check_name(kind.name_rule, &name) {
         errs.push(FieldError::invalid("metadata.name", name.clone(), msg));
     }
     if kind.namespaced
         && let Some(ns) = meta_str(&normalized, "namespace")
-        && let Some(msg) = check_name(name_rule("Namespace"), ns)
+        && let Some(msg) = check_name(NameRule::Label, ns)
     {
         errs.push(FieldError::invalid("metadata.namespace", ns, msg));
     }
@@ -437,33 +370,6 @@ pub fn admit(
         return Err(invalid(kind, &name, errs));
     }
     Ok((normalized, unknown))
-}
-
-/// A Secret's `stringData` is write-only: Kubernetes merges it into `data`
-/// (base64, overriding keys of the same name) on the way in and never
-/// stores or returns it.
-fn fold_string_data(obj: &mut Value) {
-    use base64::Engine;
-    let Some(Value::Object(plain)) = obj.as_object_mut().and_then(|o| o.remove("stringData"))
-    else {
-        return;
-    };
-    let data = obj
-        .as_object_mut()
-        .map(|o| o.entry("data").or_insert_with(|| json!({})));
-    if let Some(data) = data {
-        if !data.is_object() {
-            *data = json!({});
-        }
-        for (k, v) in plain {
-            // A non-string value is left for the typed round trip to refuse.
-            let encoded = match v {
-                Value::String(s) => json!(base64::engine::general_purpose::STANDARD.encode(s)),
-                other => other,
-            };
-            data[k] = encoded;
-        }
-    }
 }
 
 /// Fields present in `input` but dropped by the typed round trip.
@@ -560,7 +466,7 @@ mod tests {
     #[test]
     fn create_fills_identity_and_the_url_namespace() {
         let mut obj = json!({"metadata": {"generateName": "web-"}, "data": {"a": "b"}});
-        let (ns, name) = prepare_create(cm(), Some("default"), &mut obj).unwrap();
+        let (ns, name) = prepare_create(cm(), Some("default"), &mut obj, (300, 300)).unwrap();
         assert_eq!(ns.as_deref(), Some("default"));
         assert!(name.starts_with("web-") && name.len() == 9);
         assert_eq!(obj["kind"], "ConfigMap");
@@ -570,7 +476,7 @@ mod tests {
     #[test]
     fn a_namespace_mismatch_is_refused() {
         let mut obj = json!({"metadata": {"name": "a", "namespace": "other"}});
-        assert!(prepare_create(cm(), Some("default"), &mut obj).is_err());
+        assert!(prepare_create(cm(), Some("default"), &mut obj, (300, 300)).is_err());
     }
 
     #[test]
@@ -618,18 +524,6 @@ mod tests {
         assert!(err.to_string().starts_with(
             "ConfigMap \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\""
         ));
-    }
-
-    #[test]
-    fn qos_classes_follow_requests_and_limits() {
-        assert_eq!(
-            pod_qos_class(Some(&json!({"containers": [{"name": "a"}]}))),
-            "BestEffort"
-        );
-        let g = json!({"containers": [{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]});
-        assert_eq!(pod_qos_class(Some(&g)), "Guaranteed");
-        let b = json!({"containers": [{"resources": {"requests": {"cpu": "1"}}}]});
-        assert_eq!(pod_qos_class(Some(&b)), "Burstable");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use parking_lot::RwLock;
 use serde_json::{Value, json};
 
 use super::authn::UserInfo;
+use crate::resources::{self, Access};
 use crate::store::{EventType, KeyRange, RangeRequest, Store, WatchRequest};
 
 /// What is being asked: a verb on a resource (or a non-resource URL).
@@ -287,113 +288,106 @@ fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> Value {
 const READ: &[&str] = &["get", "list", "watch"];
 const WRITE: &[&str] = &["create", "delete", "deletecollection", "patch", "update"];
 
+/// Resources of one rule bucket, grouped by API group in a stable order.
+#[derive(Default)]
+struct Bucket(std::collections::BTreeMap<&'static str, Vec<String>>);
+
+impl Bucket {
+    fn add(&mut self, group: &'static str, resource: impl Into<String>) {
+        self.0.entry(group).or_default().push(resource.into());
+    }
+
+    fn rules(&self, verbs: &[&str]) -> Vec<Value> {
+        self.0
+            .iter()
+            .map(|(group, resources)| {
+                json!({"apiGroups": [group], "resources": resources, "verbs": verbs})
+            })
+            .collect()
+    }
+}
+
+/// The rules of the user-facing roles `view`, `edit` and `admin`, from
+/// each kind's [`Access`]: `view` reads workloads (with their status,
+/// scale and logs); `edit` also writes them, reaches into them (proxy,
+/// exec, attach, port-forward), reads and writes Secrets and asks for
+/// ServiceAccount tokens; `admin` also manages a namespace's RBAC.
+fn user_facing_rules() -> (Vec<Value>, Vec<Value>, Vec<Value>) {
+    use crate::resources::Subresource as S;
+    let mut view_read = Bucket::default();
+    let mut edit_write = Bucket::default();
+    let mut edit_read = Bucket::default();
+    let mut edit_create = Bucket::default();
+    let mut admin_all = Bucket::default();
+    for kind in resources::KINDS {
+        let (group, plural) = (kind.group, kind.plural);
+        let sub = |s: S| format!("{plural}/{}", s.name());
+        match kind.access {
+            Access::Workload => {
+                view_read.add(group, plural);
+                edit_write.add(group, plural);
+                for &s in kind.subresources {
+                    match s {
+                        S::Status | S::Log => view_read.add(group, sub(s)),
+                        S::Scale => {
+                            view_read.add(group, sub(s));
+                            edit_write.add(group, sub(s));
+                        }
+                        S::Binding => edit_write.add(group, sub(s)),
+                        // Reading through a proxy or a stream reaches into
+                        // the workload: `edit` may, `view` may not.
+                        S::Proxy | S::Exec | S::Attach | S::PortForward => {
+                            edit_read.add(group, sub(s));
+                            edit_write.add(group, sub(s));
+                        }
+                        S::Token => edit_create.add(group, sub(s)),
+                    }
+                }
+            }
+            Access::Sensitive => {
+                edit_read.add(group, plural);
+                edit_write.add(group, plural);
+            }
+            Access::ReadOnly => {
+                view_read.add(group, plural);
+                if kind.has_subresource(S::Status) {
+                    view_read.add(group, sub(S::Status));
+                }
+            }
+            Access::NamespaceAdmin => admin_all.add(group, plural),
+            Access::ClusterAdmin => {}
+        }
+    }
+    // Not kinds: the module registry's blobs, and pushing a module.
+    view_read.add("wkube.dev", "blobs");
+    edit_write.add("wkube.dev", "modules/push");
+    let view = view_read.rules(READ);
+    let mut edit = view.clone();
+    edit.extend(edit_write.rules(WRITE));
+    edit.extend(edit_read.rules(READ));
+    edit.extend(edit_create.rules(&["create"]));
+    let mut admin = edit.clone();
+    admin.extend(admin_all.rules(&[
+        "create",
+        "delete",
+        "deletecollection",
+        "get",
+        "list",
+        "patch",
+        "update",
+        "watch",
+    ]));
+    admin.push(rule(
+        &["authorization.k8s.io"],
+        &["localsubjectaccessreviews"],
+        &["create"],
+    ));
+    (view, edit, admin)
+}
+
 /// The default ClusterRoles and ClusterRoleBindings, created at first start.
 pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
-    let read_resources = [
-        "pods",
-        "pods/log",
-        "pods/status",
-        "services",
-        "services/status",
-        "endpoints",
-        "configmaps",
-        "serviceaccounts",
-        "events",
-        "persistentvolumeclaims",
-        "replicationcontrollers",
-        "resourcequotas",
-        "limitranges",
-        "namespaces/status",
-        "pods/status",
-    ];
-    let apps = [
-        "deployments",
-        "deployments/scale",
-        "deployments/status",
-        "replicasets",
-        "replicasets/scale",
-        "replicasets/status",
-        "daemonsets",
-        "daemonsets/status",
-        "controllerrevisions",
-        "statefulsets",
-    ];
-    let batch = ["jobs", "jobs/status", "cronjobs", "cronjobs/status"];
-    let view_rules = vec![
-        rule(&[""], &read_resources, READ),
-        rule(&[""], &["namespaces"], READ),
-        rule(&["apps"], &apps, READ),
-        rule(&["batch"], &batch, READ),
-        rule(&["discovery.k8s.io"], &["endpointslices"], READ),
-        rule(&["coordination.k8s.io"], &["leases"], READ),
-        rule(&["wkube.dev"], &["modules", "blobs"], READ),
-    ];
-    let mut edit_rules = view_rules.clone();
-    edit_rules.extend([
-        rule(
-            &[""],
-            &[
-                "pods",
-                "pods/proxy",
-                "pods/exec",
-                "pods/attach",
-                "pods/portforward",
-                "pods/binding",
-                "services",
-                "services/proxy",
-                "endpoints",
-                "configmaps",
-                "secrets",
-                "serviceaccounts",
-                "persistentvolumeclaims",
-                "replicationcontrollers",
-                "events",
-            ],
-            WRITE,
-        ),
-        // Reading through a proxy or a stream reaches into the workload:
-        // `edit` may, `view` may not (as in Kubernetes).
-        rule(
-            &[""],
-            &[
-                "secrets",
-                "pods/proxy",
-                "pods/exec",
-                "pods/attach",
-                "pods/portforward",
-                "services/proxy",
-            ],
-            READ,
-        ),
-        rule(&[""], &["serviceaccounts/token"], &["create"]),
-        rule(&["apps"], &apps, WRITE),
-        rule(&["batch"], &batch, WRITE),
-        rule(&["discovery.k8s.io"], &["endpointslices"], WRITE),
-        rule(&["coordination.k8s.io"], &["leases"], WRITE),
-        rule(&["wkube.dev"], &["modules", "modules/push"], WRITE),
-    ]);
-    let mut admin_rules = edit_rules.clone();
-    admin_rules.extend([
-        rule(
-            &["rbac.authorization.k8s.io"],
-            &["roles", "rolebindings"],
-            &[
-                "create",
-                "delete",
-                "deletecollection",
-                "get",
-                "list",
-                "patch",
-                "update",
-                "watch",
-            ],
-        ),
-        rule(
-            &["authorization.k8s.io"],
-            &["localsubjectaccessreviews"],
-            &["create"],
-        ),
-    ]);
+    let (view_rules, edit_rules, admin_rules) = user_facing_rules();
     let role = |name: &str, rules: Vec<Value>| {
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
                "metadata": {"name": name, "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},

@@ -237,7 +237,9 @@ fn split_top_level(s: &str) -> Vec<&str> {
 pub struct FieldSelector(pub Vec<(String, bool, String)>);
 
 impl FieldSelector {
-    pub fn parse(s: &str, kind: &str) -> Result<Self, ApiError> {
+    /// Parse `s` against the fields `supported` (the kind's field
+    /// selectors; `metadata.name` and `metadata.namespace` always).
+    pub fn parse(s: &str, supported: &[&str]) -> Result<Self, ApiError> {
         let mut reqs = Vec::new();
         let blank = s.trim().is_empty();
         for part in s.split(',') {
@@ -262,7 +264,9 @@ impl FieldSelector {
                 )));
             };
             let field = field.trim();
-            if !supported_field(kind, field) {
+            if !matches!(field, "metadata.name" | "metadata.namespace")
+                && !supported.contains(&field)
+            {
                 return Err(ApiError::bad_request(format!(
                     "field label not supported: {field}"
                 )));
@@ -284,44 +288,6 @@ impl FieldSelector {
     }
 }
 
-fn supported_field(kind: &str, field: &str) -> bool {
-    if matches!(field, "metadata.name" | "metadata.namespace") {
-        return true;
-    }
-    match kind {
-        "Pod" => matches!(
-            field,
-            "spec.nodeName"
-                | "spec.restartPolicy"
-                | "spec.schedulerName"
-                | "spec.serviceAccountName"
-                | "spec.hostNetwork"
-                | "status.phase"
-                | "status.podIP"
-                | "status.nominatedNodeName"
-        ),
-        "Event" => matches!(
-            field,
-            "involvedObject.kind"
-                | "involvedObject.namespace"
-                | "involvedObject.name"
-                | "involvedObject.uid"
-                | "involvedObject.apiVersion"
-                | "involvedObject.resourceVersion"
-                | "involvedObject.fieldPath"
-                | "reason"
-                | "reportingComponent"
-                | "source"
-                | "type"
-        ),
-        "Secret" => field == "type",
-        "Node" => field == "spec.unschedulable",
-        "Namespace" => field == "status.phase",
-        "ReplicaSet" | "Job" => field == "status.replicas" || field == "status.successful",
-        _ => false,
-    }
-}
-
 fn field_value(obj: &Value, field: &str) -> String {
     let pointer = format!("/{}", field.replace('.', "/"));
     match obj.pointer(&pointer) {
@@ -336,7 +302,10 @@ fn field_value(obj: &Value, field: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resources::KindSpec;
     use serde_json::json;
+
+    const POD: &[&str] = crate::resources::kinds::pod::Pod::FIELD_SELECTORS;
 
     fn obj(labels: Value) -> Value {
         json!({"metadata": {"labels": labels}})
@@ -356,14 +325,14 @@ mod tests {
         assert!(LabelSelector::parse("app in prod").is_err());
         assert!(LabelSelector::parse("a b c").is_err());
         assert!(LabelSelector::parse("a===b").is_err());
-        assert!(FieldSelector::parse("spec.bogus=1", "Pod").is_err());
+        assert!(FieldSelector::parse("spec.bogus=1", POD).is_err());
     }
 
     #[test]
     fn field_selectors_read_nested_fields() {
-        let sel = FieldSelector::parse("spec.nodeName=n1,metadata.name!=x", "Pod").unwrap();
+        let sel = FieldSelector::parse("spec.nodeName=n1,metadata.name!=x", POD).unwrap();
         assert!(sel.matches(&json!({"metadata": {"name": "p"}, "spec": {"nodeName": "n1"}})));
-        let unbound = FieldSelector::parse("spec.nodeName=", "Pod").unwrap();
+        let unbound = FieldSelector::parse("spec.nodeName=", POD).unwrap();
         assert!(unbound.matches(&json!({"metadata": {"name": "p"}, "spec": {}})));
     }
 
@@ -372,12 +341,12 @@ mod tests {
         for bad in ["a=b,,", ",a=b", "a=b, ,c=d", ","] {
             assert!(LabelSelector::parse(bad).is_err(), "{bad:?}");
             assert!(
-                FieldSelector::parse(&bad.replace('a', "metadata.name"), "Pod").is_err(),
+                FieldSelector::parse(&bad.replace('a', "metadata.name"), POD).is_err(),
                 "{bad:?}"
             );
         }
         assert!(LabelSelector::parse("").is_ok());
         assert!(LabelSelector::parse("  ").is_ok());
-        assert!(FieldSelector::parse("", "Pod").is_ok());
+        assert!(FieldSelector::parse("", POD).is_ok());
     }
 }

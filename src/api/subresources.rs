@@ -218,7 +218,7 @@ pub async fn handle(
 pub fn scale_of(obj: &Value) -> Value {
     let selector = obj
         .pointer("/spec/selector")
-        .map(super::table::label_selector_string)
+        .map(crate::resources::printer::label_selector_string)
         .unwrap_or_default();
     json!({
         "kind": "Scale",

@@ -1,17 +1,21 @@
 //! Defaulting as Kubernetes does it on create and update, for the fields
-//! clients rely on seeing (kubectl, the Python client's strict decoding).
+//! clients rely on seeing (kubectl, the Python client's strict decoding):
+//! the pieces several kinds share. Each kind's own defaults are in its
+//! file under `kinds/`.
 
 use serde_json::{Value, json};
 
 use super::validation::FieldError;
 
-fn set_default(obj: &mut Value, field: &str, value: Value) {
+/// Set `field` of `obj` to `value` unless it is set.
+pub fn set_default(obj: &mut Value, field: &str, value: Value) {
     if let Some(map) = obj.as_object_mut() {
         map.entry(field.to_string()).or_insert(value);
     }
 }
 
-fn default_pod_spec(spec: &mut Value) {
+/// The defaults of a pod spec, wherever it appears.
+pub fn default_pod_spec(spec: &mut Value) {
     set_default(spec, "restartPolicy", json!("Always"));
     set_default(spec, "terminationGracePeriodSeconds", json!(30));
     set_default(spec, "dnsPolicy", json!("ClusterFirst"));
@@ -34,112 +38,10 @@ fn default_pod_spec(spec: &mut Value) {
     }
 }
 
-fn default_template(obj: &mut Value) {
+/// The defaults of the pod template at `spec.template.spec`.
+pub fn default_template(obj: &mut Value) {
     if let Some(spec) = obj.pointer_mut("/spec/template/spec") {
         default_pod_spec(spec);
-    }
-}
-
-/// Apply the defaults of `kind` to `obj`.
-pub fn apply(kind: &str, obj: &mut Value) {
-    match kind {
-        "Pod" => {
-            if let Some(spec) = obj.get_mut("spec") {
-                default_pod_spec(spec);
-            }
-        }
-        "Deployment" => {
-            default_template(obj);
-            if let Some(spec) = obj.get_mut("spec") {
-                set_default(spec, "replicas", json!(1));
-                set_default(spec, "revisionHistoryLimit", json!(10));
-                set_default(spec, "progressDeadlineSeconds", json!(600));
-                set_default(
-                    spec,
-                    "strategy",
-                    json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}),
-                );
-            }
-        }
-        "ReplicaSet" => {
-            default_template(obj);
-            if let Some(spec) = obj.get_mut("spec") {
-                set_default(spec, "replicas", json!(1));
-            }
-        }
-        "Job" => {
-            default_template(obj);
-            if let Some(spec) = obj.get_mut("spec") {
-                set_default(spec, "backoffLimit", json!(6));
-                // Without either, a Job runs one pod to completion; with
-                // only `parallelism` it is a work queue (no completions).
-                if spec.get("parallelism").is_none() && spec.get("completions").is_none() {
-                    set_default(spec, "completions", json!(1));
-                }
-                set_default(spec, "parallelism", json!(1));
-                set_default(spec, "completionMode", json!("NonIndexed"));
-                set_default(spec, "suspend", json!(false));
-                set_default(spec, "manualSelector", json!(false));
-                set_default(spec, "podReplacementPolicy", json!("TerminatingOrFailed"));
-            }
-        }
-        "CronJob" => {
-            if let Some(spec) = obj.pointer_mut("/spec/jobTemplate/spec/template/spec") {
-                default_pod_spec(spec);
-            }
-            if let Some(spec) = obj.get_mut("spec") {
-                set_default(spec, "concurrencyPolicy", json!("Allow"));
-                set_default(spec, "suspend", json!(false));
-                set_default(spec, "successfulJobsHistoryLimit", json!(3));
-                set_default(spec, "failedJobsHistoryLimit", json!(1));
-            }
-        }
-        "DaemonSet" => {
-            default_template(obj);
-            if let Some(spec) = obj.get_mut("spec") {
-                set_default(spec, "revisionHistoryLimit", json!(10));
-                set_default(
-                    spec,
-                    "updateStrategy",
-                    json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
-                );
-                if let Some(strategy) = spec.get_mut("updateStrategy")
-                    && strategy.get("type").and_then(Value::as_str) == Some("RollingUpdate")
-                {
-                    set_default(
-                        strategy,
-                        "rollingUpdate",
-                        json!({"maxUnavailable": 1, "maxSurge": 0}),
-                    );
-                    if let Some(ru) = strategy.get_mut("rollingUpdate") {
-                        set_default(ru, "maxUnavailable", json!(1));
-                        set_default(ru, "maxSurge", json!(0));
-                    }
-                }
-            }
-        }
-        "Service" => {
-            if let Some(spec) = obj.get_mut("spec") {
-                set_default(spec, "type", json!("ClusterIP"));
-                set_default(spec, "sessionAffinity", json!("None"));
-                if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
-                    for p in ports {
-                        set_default(p, "protocol", json!("TCP"));
-                        if p.get("targetPort").is_none()
-                            && let Some(port) = p.get("port").cloned()
-                        {
-                            p["targetPort"] = port;
-                        }
-                    }
-                }
-            }
-        }
-        "Secret" => set_default(obj, "type", json!("Opaque")),
-        "Namespace" => {
-            set_default(obj, "spec", json!({"finalizers": ["kubernetes"]}));
-            set_default(obj, "status", json!({"phase": "Active"}));
-        }
-        _ => {}
     }
 }
 

@@ -1,6 +1,6 @@
-//! The kinds wkube serves: their names, scopes and subresources (the table
-//! discovery, routing and RBAC read), and per-kind defaulting and
-//! validation over the `k8s-openapi` types.
+//! The kinds wkube serves. Each kind's knowledge lives in one file under
+//! `kinds/`, registered with one line in [`KINDS`], the table
+//! discovery, routing, RBAC, printing and admission read.
 //!
 //! Objects travel through the API server as `serde_json::Value`, so that
 //! handlers, patching and watch stay generic; each kind's typed
@@ -10,16 +10,14 @@
 
 pub mod cron;
 pub mod defaults;
+pub mod kinds;
 pub mod module;
+pub mod printer;
 pub mod quantity;
 pub mod validation;
 
-use k8s_openapi::{ListableResource, Metadata, Resource};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use serde_json::Value;
-
-pub use validation::{FieldError, FieldErrorKind};
+pub use kinds::{Access, Allocation, CreateContext, Deletion, KindOps, KindSpec, StatusRule};
+pub use validation::{FieldError, FieldErrorKind, NameRule};
 
 /// The subresources a kind may have.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,7 +53,8 @@ impl Subresource {
     }
 }
 
-/// Everything the API server needs to know about one kind.
+/// Everything the API server needs to know about one kind: the constants
+/// of its [`KindSpec`], and its functions as [`KindOps`].
 pub struct Kind {
     pub group: &'static str,
     pub version: &'static str,
@@ -70,6 +69,14 @@ pub struct Kind {
     pub subresources: &'static [Subresource],
     /// False for virtual kinds (reviews) that are only created, never stored.
     pub stored: bool,
+    pub name_rule: NameRule,
+    pub columns: &'static [printer::Column],
+    pub status: StatusRule,
+    pub immutable: &'static [&'static str],
+    pub field_selectors: &'static [&'static str],
+    pub allocation: Allocation,
+    pub deletion: Deletion,
+    pub access: Access,
     pub ops: &'static dyn KindOps,
 }
 
@@ -121,120 +128,7 @@ impl Kind {
     }
 }
 
-/// Kind-specific behaviour, implemented once generically over the
-/// `k8s-openapi` type.
-pub trait KindOps: Send + Sync {
-    /// Round-trip `value` through the typed representation. Returns the
-    /// normalized value, or the decode error message.
-    fn normalize(&self, value: &Value) -> Result<Value, String>;
-    /// Fill in the defaults Kubernetes fills in on create and update.
-    fn default(&self, value: &mut Value);
-    /// Kind-specific validation beyond the shape.
-    fn validate(&self, value: &Value) -> Vec<FieldError>;
-}
-
-struct Typed<T>(std::marker::PhantomData<fn() -> T>);
-
-impl<T> KindOps for Typed<T>
-where
-    T: Resource + Metadata + DeserializeOwned + Serialize + 'static,
-{
-    fn normalize(&self, value: &Value) -> Result<Value, String> {
-        // Decoded straight from the borrowed value: no deep copy first.
-        let typed = <T as serde::Deserialize>::deserialize(value).map_err(|e| e.to_string())?;
-        serde_json::to_value(&typed).map_err(|e| e.to_string())
-    }
-
-    fn default(&self, value: &mut Value) {
-        defaults::apply(T::KIND, value);
-    }
-
-    fn validate(&self, value: &Value) -> Vec<FieldError> {
-        validation::validate_kind(T::KIND, value)
-    }
-}
-
-macro_rules! kind {
-    ($ty:ty, plural: $plural:literal, singular: $singular:literal, namespaced: $ns:literal,
-     short: [$($short:literal),*], categories: [$($cat:literal),*], sub: [$($sub:ident),*]) => {
-        Kind {
-            group: <$ty as Resource>::GROUP,
-            version: <$ty as Resource>::VERSION,
-            kind: <$ty as Resource>::KIND,
-            list_kind: <$ty as ListableResource>::LIST_KIND,
-            plural: $plural,
-            singular: $singular,
-            namespaced: $ns,
-            short_names: &[$($short),*],
-            categories: &[$($cat),*],
-            subresources: &[$(Subresource::$sub),*],
-            stored: true,
-            ops: &Typed::<$ty>(std::marker::PhantomData),
-        }
-    };
-}
-
-use k8s_openapi::api::{apps, batch, coordination, core, discovery, rbac};
-
-/// Every stored kind wkube serves, in discovery order.
-pub static KINDS: &[Kind] = &[
-    kind!(core::v1::Namespace, plural: "namespaces", singular: "namespace", namespaced: false,
-          short: ["ns"], categories: [], sub: [Status]),
-    kind!(core::v1::Node, plural: "nodes", singular: "node", namespaced: false,
-          short: ["no"], categories: [], sub: [Status, Proxy]),
-    kind!(core::v1::Pod, plural: "pods", singular: "pod", namespaced: true,
-          short: ["po"], categories: ["all"], sub: [Status, Binding, Log, Proxy, Exec, Attach, PortForward]),
-    kind!(core::v1::Service, plural: "services", singular: "service", namespaced: true,
-          short: ["svc"], categories: ["all"], sub: [Status, Proxy]),
-    kind!(core::v1::Endpoints, plural: "endpoints", singular: "endpoints", namespaced: true,
-          short: ["ep"], categories: [], sub: []),
-    kind!(core::v1::ConfigMap, plural: "configmaps", singular: "configmap", namespaced: true,
-          short: ["cm"], categories: [], sub: []),
-    kind!(core::v1::Secret, plural: "secrets", singular: "secret", namespaced: true,
-          short: [], categories: [], sub: []),
-    kind!(core::v1::ServiceAccount, plural: "serviceaccounts", singular: "serviceaccount", namespaced: true,
-          short: ["sa"], categories: [], sub: [Token]),
-    kind!(core::v1::Event, plural: "events", singular: "event", namespaced: true,
-          short: ["ev"], categories: [], sub: []),
-    kind!(apps::v1::Deployment, plural: "deployments", singular: "deployment", namespaced: true,
-          short: ["deploy"], categories: ["all"], sub: [Status, Scale]),
-    kind!(apps::v1::ReplicaSet, plural: "replicasets", singular: "replicaset", namespaced: true,
-          short: ["rs"], categories: ["all"], sub: [Status, Scale]),
-    kind!(apps::v1::DaemonSet, plural: "daemonsets", singular: "daemonset", namespaced: true,
-          short: ["ds"], categories: ["all"], sub: [Status]),
-    kind!(apps::v1::ControllerRevision, plural: "controllerrevisions", singular: "controllerrevision", namespaced: true,
-          short: [], categories: [], sub: []),
-    kind!(batch::v1::Job, plural: "jobs", singular: "job", namespaced: true,
-          short: [], categories: ["all"], sub: [Status]),
-    kind!(batch::v1::CronJob, plural: "cronjobs", singular: "cronjob", namespaced: true,
-          short: ["cj"], categories: ["all"], sub: [Status]),
-    kind!(rbac::v1::Role, plural: "roles", singular: "role", namespaced: true,
-          short: [], categories: [], sub: []),
-    kind!(rbac::v1::ClusterRole, plural: "clusterroles", singular: "clusterrole", namespaced: false,
-          short: [], categories: [], sub: []),
-    kind!(rbac::v1::RoleBinding, plural: "rolebindings", singular: "rolebinding", namespaced: true,
-          short: [], categories: [], sub: []),
-    kind!(rbac::v1::ClusterRoleBinding, plural: "clusterrolebindings", singular: "clusterrolebinding", namespaced: false,
-          short: [], categories: [], sub: []),
-    kind!(coordination::v1::Lease, plural: "leases", singular: "lease", namespaced: true,
-          short: [], categories: [], sub: []),
-    kind!(discovery::v1::EndpointSlice, plural: "endpointslices", singular: "endpointslice", namespaced: true,
-          short: [], categories: [], sub: []),
-    Kind {
-        group: "wkube.dev",
-        version: "v1",
-        kind: "Module",
-        list_kind: "ModuleList",
-        plural: "modules",
-        singular: "module",
-        namespaced: false,
-        short_names: &["mod"],
-        categories: &[],
-        subresources: &[Subresource::Status],
-        stored: true,
-        ops: &module::ModuleOps,
-    },
-];
+pub use kinds::KINDS;
 
 /// Find a kind by group and plural resource name.
 pub fn by_resource(group: &str, version: &str, plural: &str) -> Option<&'static Kind> {
@@ -293,6 +187,27 @@ mod tests {
             ns.key(None, "kube-system"),
             "/registry/namespaces/kube-system"
         );
+    }
+
+    #[test]
+    fn a_status_rule_needs_a_status_subresource() {
+        for kind in KINDS {
+            let has = kind.has_subresource(Subresource::Status);
+            assert_eq!(has, kind.status != StatusRule::None, "{}", kind.kind);
+        }
+    }
+
+    #[test]
+    fn every_kind_prints_a_cell_per_column() {
+        let obj = serde_json::json!({"metadata": {"name": "x", "namespace": "d"}});
+        for kind in KINDS {
+            assert_eq!(
+                kind.ops.cells(&obj).len(),
+                kind.columns.len(),
+                "{}",
+                kind.kind
+            );
+        }
     }
 
     #[test]

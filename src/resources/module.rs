@@ -4,10 +4,8 @@
 //! manifests.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::validation::{NameRule, check_name};
-use super::{FieldError, KindOps};
 
 /// The Module object.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -108,8 +106,6 @@ pub fn parse_image(image: &str) -> Result<ImageRef, String> {
     })
 }
 
-pub struct ModuleOps;
-
 /// True for `sha256:` followed by 64 lowercase hex digits.
 pub fn is_digest(s: &str) -> bool {
     s.strip_prefix("sha256:").is_some_and(|h| {
@@ -117,42 +113,4 @@ pub fn is_digest(s: &str) -> bool {
             && h.bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
-}
-
-impl KindOps for ModuleOps {
-    fn normalize(&self, value: &Value) -> Result<Value, String> {
-        let m: Module = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
-        serde_json::to_value(&m).map_err(|e| e.to_string())
-    }
-
-    fn default(&self, _value: &mut Value) {}
-
-    fn validate(&self, value: &Value) -> Vec<FieldError> {
-        let mut errs = Vec::new();
-        if let Some(tags) = value.pointer("/spec/tags").and_then(Value::as_object) {
-            for (tag, digest) in tags {
-                let d = digest.as_str().unwrap_or("");
-                if !is_digest(d) {
-                    errs.push(FieldError::invalid(
-                        format!("spec.tags[{tag}]"),
-                        d,
-                        "must be sha256:<64 lowercase hex digits>",
-                    ));
-                }
-                let tag_ok = !tag.is_empty()
-                    && tag.len() <= 128
-                    && tag
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-                if !tag_ok {
-                    errs.push(FieldError::invalid(
-                        "spec.tags",
-                        tag.clone(),
-                        "a tag must be 1-128 characters of [A-Za-z0-9._-]",
-                    ));
-                }
-            }
-        }
-        errs
-    }
 }

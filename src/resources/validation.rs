@@ -138,15 +138,6 @@ pub enum NameRule {
     Path,
 }
 
-pub fn name_rule(kind: &str) -> NameRule {
-    match kind {
-        "Namespace" => NameRule::Label,
-        "Service" => NameRule::Dns1035,
-        "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" => NameRule::Path,
-        _ => NameRule::Subdomain,
-    }
-}
-
 /// Problems with a name under `rule`, as messages without the field.
 pub fn check_name(rule: NameRule, name: &str) -> Option<String> {
     match rule {
@@ -224,182 +215,14 @@ pub fn validate_metadata(meta: &Value) -> Vec<FieldError> {
     errs
 }
 
-/// Kind-specific checks that the typed round trip cannot express.
-pub fn validate_kind(kind: &str, obj: &Value) -> Vec<FieldError> {
-    let mut errs = Vec::new();
-    match kind {
-        "Pod" => {
-            validate_pod_spec(obj.get("spec"), "spec", &mut errs);
-        }
-        "Deployment" | "ReplicaSet" => {
-            non_negative(
-                obj,
-                &[
-                    "spec.replicas",
-                    "spec.minReadySeconds",
-                    "spec.revisionHistoryLimit",
-                    "spec.progressDeadlineSeconds",
-                ],
-                &mut errs,
-            );
-            if let (Some(deadline), Some(ready)) = (
-                int_at(obj, "spec.progressDeadlineSeconds"),
-                int_at(obj, "spec.minReadySeconds"),
-            ) && deadline <= ready
-            {
-                errs.push(FieldError::invalid(
-                    "spec.progressDeadlineSeconds",
-                    deadline.to_string(),
-                    "must be greater than minReadySeconds",
-                ));
-            }
-            validate_selector_matches_template(obj, &mut errs);
-            validate_pod_spec(
-                obj.pointer("/spec/template/spec"),
-                "spec.template.spec",
-                &mut errs,
-            );
-        }
-        "Job" => {
-            non_negative(
-                obj,
-                &[
-                    "spec.parallelism",
-                    "spec.completions",
-                    "spec.backoffLimit",
-                    "spec.ttlSecondsAfterFinished",
-                ],
-                &mut errs,
-            );
-            positive(obj, "spec.activeDeadlineSeconds", &mut errs);
-            // Generated or hand-written (`manualSelector`), the selector
-            // must pick the Job's own pods.
-            validate_selector_matches_template(obj, &mut errs);
-            validate_pod_spec(
-                obj.pointer("/spec/template/spec"),
-                "spec.template.spec",
-                &mut errs,
-            );
-            validate_job_restart_policy(
-                obj.pointer("/spec/template/spec"),
-                "spec.template.spec",
-                &mut errs,
-            );
-        }
-        "CronJob" => {
-            non_negative(
-                obj,
-                &[
-                    "spec.startingDeadlineSeconds",
-                    "spec.successfulJobsHistoryLimit",
-                    "spec.failedJobsHistoryLimit",
-                    "spec.jobTemplate.spec.parallelism",
-                    "spec.jobTemplate.spec.completions",
-                    "spec.jobTemplate.spec.backoffLimit",
-                ],
-                &mut errs,
-            );
-            // Its Jobs are named NAME-<minutes since the epoch> (11 more
-            // characters) and must stay valid label values.
-            if let Some(name) = obj.pointer("/metadata/name").and_then(Value::as_str)
-                && name.len() > 52
-            {
-                errs.push(FieldError::invalid(
-                    "metadata.name",
-                    name,
-                    "must be no more than 52 characters",
-                ));
-            }
-            match obj.pointer("/spec/schedule").and_then(Value::as_str) {
-                None | Some("") => errs.push(FieldError::required("spec.schedule")),
-                Some(schedule) => {
-                    if let Err(e) = super::cron::Schedule::parse(schedule) {
-                        errs.push(FieldError::invalid(
-                            "spec.schedule",
-                            schedule,
-                            e.to_string(),
-                        ));
-                    }
-                }
-            }
-            if let Some(tz) = obj.pointer("/spec/timeZone").and_then(Value::as_str)
-                && jiff::tz::TimeZone::get(tz).is_err()
-            {
-                errs.push(FieldError::invalid(
-                    "spec.timeZone",
-                    tz,
-                    "unknown time zone",
-                ));
-            }
-            let path = "spec.jobTemplate.spec.template.spec";
-            let spec = obj.pointer("/spec/jobTemplate/spec/template/spec");
-            validate_pod_spec(spec, path, &mut errs);
-            validate_job_restart_policy(spec, path, &mut errs);
-        }
-        "DaemonSet" => {
-            non_negative(
-                obj,
-                &["spec.minReadySeconds", "spec.revisionHistoryLimit"],
-                &mut errs,
-            );
-            validate_selector_matches_template(obj, &mut errs);
-            validate_pod_spec(
-                obj.pointer("/spec/template/spec"),
-                "spec.template.spec",
-                &mut errs,
-            );
-            let policy = obj
-                .pointer("/spec/template/spec/restartPolicy")
-                .and_then(Value::as_str);
-            if let Some(p) = policy
-                && p != "Always"
-            {
-                errs.push(FieldError::not_supported(
-                    "spec.template.spec.restartPolicy",
-                    p,
-                    &["Always"],
-                ));
-            }
-        }
-        "Service" => {
-            if let Some(ports) = obj.pointer("/spec/ports").and_then(Value::as_array) {
-                for (i, p) in ports.iter().enumerate() {
-                    match p.get("port").and_then(Value::as_i64) {
-                        None => errs.push(FieldError::required(format!("spec.ports[{i}].port"))),
-                        Some(n) if !(1..=65535).contains(&n) => errs.push(FieldError::invalid(
-                            format!("spec.ports[{i}].port"),
-                            n.to_string(),
-                            "must be between 1 and 65535, inclusive",
-                        )),
-                        _ => {}
-                    }
-                }
-                if ports.len() > 1 {
-                    for (i, p) in ports.iter().enumerate() {
-                        if p.get("name")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .is_empty()
-                        {
-                            errs.push(FieldError::required(format!("spec.ports[{i}].name")));
-                        }
-                    }
-                }
-            }
-        }
-        _ => {}
-    }
-    errs
-}
-
 /// The integer at a dotted path (`spec.replicas`), if there is one.
-fn int_at(obj: &Value, field: &str) -> Option<i64> {
+pub fn int_at(obj: &Value, field: &str) -> Option<i64> {
     let pointer = format!("/{}", field.replace('.', "/"));
     obj.pointer(&pointer).and_then(Value::as_i64)
 }
 
 /// Each of `fields` that is set must be 0 or more.
-fn non_negative(obj: &Value, fields: &[&str], errs: &mut Vec<FieldError>) {
+pub fn non_negative(obj: &Value, fields: &[&str], errs: &mut Vec<FieldError>) {
     for field in fields {
         if let Some(n) = int_at(obj, field)
             && n < 0
@@ -414,7 +237,7 @@ fn non_negative(obj: &Value, fields: &[&str], errs: &mut Vec<FieldError>) {
 }
 
 /// `field`, when set, must be 1 or more.
-fn positive(obj: &Value, field: &str, errs: &mut Vec<FieldError>) {
+pub fn positive(obj: &Value, field: &str, errs: &mut Vec<FieldError>) {
     if let Some(n) = int_at(obj, field)
         && n <= 0
     {
@@ -427,7 +250,7 @@ fn positive(obj: &Value, field: &str, errs: &mut Vec<FieldError>) {
 }
 
 /// A Job's pods run to completion: `Always` would never let one finish.
-fn validate_job_restart_policy(spec: Option<&Value>, path: &str, errs: &mut Vec<FieldError>) {
+pub fn validate_job_restart_policy(spec: Option<&Value>, path: &str, errs: &mut Vec<FieldError>) {
     let policy = spec
         .and_then(|s| s.get("restartPolicy"))
         .and_then(Value::as_str);
@@ -443,7 +266,8 @@ fn validate_job_restart_policy(spec: Option<&Value>, path: &str, errs: &mut Vec<
     }
 }
 
-fn validate_selector_matches_template(obj: &Value, errs: &mut Vec<FieldError>) {
+/// A selector must be set and pick the pods its template makes.
+pub fn validate_selector_matches_template(obj: &Value, errs: &mut Vec<FieldError>) {
     let Some(selector) = obj.pointer("/spec/selector") else {
         errs.push(FieldError::required("spec.selector"));
         return;
@@ -473,7 +297,8 @@ fn validate_selector_matches_template(obj: &Value, errs: &mut Vec<FieldError>) {
     }
 }
 
-fn validate_pod_spec(spec: Option<&Value>, path: &str, errs: &mut Vec<FieldError>) {
+/// The checks of a pod spec, wherever it appears (`path` names it).
+pub fn validate_pod_spec(spec: Option<&Value>, path: &str, errs: &mut Vec<FieldError>) {
     let Some(spec) = spec else {
         errs.push(FieldError::required(path.to_string()));
         return;
@@ -651,6 +476,15 @@ fn validate_resources(res: Option<&Value>, path: &str, errs: &mut Vec<FieldError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The validation of the kind named `kind`.
+    fn validate_kind(kind: &str, obj: &Value) -> Vec<FieldError> {
+        let kind = crate::resources::KINDS
+            .iter()
+            .find(|k| k.kind == kind)
+            .expect("a served kind");
+        kind.ops.validate(obj)
+    }
     use serde_json::json;
 
     #[test]

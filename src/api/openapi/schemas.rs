@@ -2,9 +2,7 @@
 //! types' schemars output under Kubernetes' definition names, plus the
 //! vendor extensions kubectl reads that `k8s-openapi` does not carry.
 
-use k8s_openapi::api::{
-    apps, authentication, authorization, autoscaling, batch, coordination, core, discovery, rbac,
-};
+use k8s_openapi::api::{authentication, authorization, autoscaling, core};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use k8s_openapi::schemars::JsonSchema;
 use k8s_openapi::schemars::generate::{SchemaGenerator, SchemaSettings};
@@ -141,14 +139,21 @@ impl Collector {
     }
 }
 
-/// Registers the schemars schema of a `k8s-openapi` kind; returns its name.
+/// Registers the schemars schema of a kind; returns its name. A served
+/// kind's schema comes from its type (see `resources::kinds`); the types
+/// only subresources and reviews use are listed here.
 fn typed_schema(generator: &mut SchemaGenerator, group: &str, kind: &str) -> Option<String> {
+    if let Some(served) = crate::resources::by_kind(group, kind) {
+        let name = served.ops.schema(generator)?;
+        // The list's `metadata`.
+        generator.subschema_for::<meta::ListMeta>();
+        return Some(name);
+    }
     macro_rules! kinds {
         ($($ty:ty),* $(,)?) => {
             $(
                 if <$ty as k8s_openapi::Resource>::GROUP == group && <$ty as k8s_openapi::Resource>::KIND == kind {
                     generator.subschema_for::<$ty>();
-                    // The list's `metadata`.
                     generator.subschema_for::<meta::ListMeta>();
                     return Some(<$ty as JsonSchema>::schema_name().into_owned());
                 }
@@ -156,28 +161,7 @@ fn typed_schema(generator: &mut SchemaGenerator, group: &str, kind: &str) -> Opt
         };
     }
     kinds!(
-        core::v1::Namespace,
-        core::v1::Node,
-        core::v1::Pod,
-        core::v1::Service,
-        core::v1::Endpoints,
-        core::v1::ConfigMap,
-        core::v1::Secret,
-        core::v1::ServiceAccount,
-        core::v1::Event,
         core::v1::Binding,
-        apps::v1::Deployment,
-        apps::v1::ReplicaSet,
-        apps::v1::DaemonSet,
-        apps::v1::ControllerRevision,
-        batch::v1::Job,
-        batch::v1::CronJob,
-        rbac::v1::Role,
-        rbac::v1::ClusterRole,
-        rbac::v1::RoleBinding,
-        rbac::v1::ClusterRoleBinding,
-        coordination::v1::Lease,
-        discovery::v1::EndpointSlice,
         autoscaling::v1::Scale,
         authentication::v1::TokenRequest,
         authentication::v1::SelfSubjectReview,
