@@ -9,8 +9,8 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::ApiState;
-use super::handlers::DeleteOptions;
 use super::objects;
+use super::request::DeleteOptions;
 use super::status::ApiError;
 use crate::cluster::Cidr;
 use crate::resources::{Allocation, Deletion, FieldError, Kind};
@@ -137,7 +137,6 @@ impl Admission {
     /// rather than removed at once.
     pub async fn on_delete(
         &self,
-        state: &ApiState,
         kind: &Kind,
         obj: &mut Value,
         opts: &DeleteOptions,
@@ -155,8 +154,9 @@ impl Admission {
                         group: String::new(),
                     });
                 }
+                // The namespace controller empties it, then clears the
+                // `kubernetes` finalizer, and the namespace goes.
                 obj["status"]["phase"] = json!("Terminating");
-                state.spawn_namespace_finalizer(name);
                 Ok(true)
             }
             (Deletion::Graceful, _) if graceful_pod_deletion(obj, opts) => Ok(true),

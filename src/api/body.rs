@@ -4,7 +4,7 @@ use axum::http::{HeaderMap, header};
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::handlers::{DeleteOptions, Query};
+use super::request::{DeleteOptions, Query};
 use super::status::ApiError;
 use crate::resources::Kind;
 

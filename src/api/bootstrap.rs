@@ -4,7 +4,6 @@
 //! namespace finalization, and service-account token revocation checks.
 
 use std::net::Ipv4Addr;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -14,7 +13,6 @@ use super::registry::Registry;
 use super::status::ApiError;
 use super::{ApiState, rbac};
 use crate::resources::{self, Kind};
-use crate::store::{EventType, KeyRange, WatchRequest};
 
 fn kind(plural: &str, group: &str) -> Result<&'static Kind, ApiError> {
     // Every kind the API server itself manages is served at v1.
@@ -209,93 +207,6 @@ pub async fn ensure_service_accounts(state: &ApiState) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Watch namespaces and give each new one its `default` ServiceAccount,
-/// the API server's built-in service-account controller.
-pub fn spawn_service_account_loop(state: std::sync::Arc<ApiState>) {
-    tokio::spawn(async move {
-        loop {
-            let start = match state.registry.revision().await {
-                Ok(r) => r + 1,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
-            if let Err(e) = ensure_service_accounts(&state).await {
-                tracing::warn!(error = %e, "ensuring default service accounts");
-            }
-            let Ok(ns_kind) = kind("namespaces", "") else {
-                return;
-            };
-            let watch = state
-                .registry
-                .store()
-                .watch(WatchRequest {
-                    range: KeyRange::prefix(ns_kind.key_prefix()),
-                    start_revision: start,
-                    ..Default::default()
-                })
-                .await;
-            let Ok(mut watch) = watch else {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            };
-            while let Some(Ok(batch)) = watch.next().await {
-                if batch
-                    .events
-                    .iter()
-                    .any(|e| e.kind == EventType::Put && e.kv.version == 1)
-                    && let Err(e) = ensure_service_accounts(&state).await
-                {
-                    tracing::warn!(error = %e, "ensuring default service accounts");
-                }
-            }
-        }
-    });
-}
-
-/// Delete everything in a terminating namespace, then the namespace.
-pub async fn finalize_namespace(registry: &Registry, ns: &str) -> Result<(), ApiError> {
-    for k in resources::KINDS.iter().filter(|k| k.namespaced && k.stored) {
-        for _ in 0..10 {
-            let page = registry.list(k, Some(ns), 0, None, &|_| true).await?;
-            if page.items.is_empty() {
-                break;
-            }
-            for item in page.items {
-                let name = objects::name_of(&item).to_string();
-                let rv = super::registry::parse_rv(objects::rv_of(&item).unwrap_or("0"))?;
-                // Finalizers of contents are the business of their
-                // controllers; the namespace controller removes objects.
-                match registry.delete(k, Some(ns), &name, rv).await {
-                    Ok(_) | Err(ApiError::NotFound { .. } | ApiError::Conflict { .. }) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-    }
-    let ns_kind = kind("namespaces", "")?;
-    let current = match registry.try_get(ns_kind, None, ns).await? {
-        Some(c) => c,
-        None => return Ok(()),
-    };
-    let rv = super::registry::parse_rv(objects::rv_of(&current).unwrap_or("0"))?;
-    let finalizers_left = current
-        .pointer("/metadata/finalizers")
-        .and_then(Value::as_array)
-        .is_some_and(|f| !f.is_empty());
-    if finalizers_left {
-        let mut next = current.clone();
-        next["spec"]["finalizers"] = json!([]);
-        registry.update(ns_kind, None, ns, rv, next).await?;
-        return Ok(());
-    }
-    match registry.delete(ns_kind, None, ns, rv).await {
-        Ok(_) | Err(ApiError::NotFound { .. }) => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
 /// A service-account token is valid only while its account (and the pod
 /// it is bound to) exists with the same UID.
 pub async fn check_token_owner(registry: &Registry, k: &KubernetesClaims) -> Result<(), ApiError> {
@@ -320,141 +231,4 @@ pub async fn check_token_owner(registry: &Registry, k: &KubernetesClaims) -> Res
         }
     }
     Ok(())
-}
-
-/// How dependents of a deleted owner are treated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GcPolicy {
-    /// The owner is gone; delete its dependents.
-    Background,
-    /// The owner waits (finalizer `foregroundDeletion`) until its
-    /// dependents are deleted.
-    Foreground,
-    /// The dependents lose their owner reference; then the owner goes
-    /// (finalizer `orphan`).
-    Orphan,
-}
-
-fn owned_by(obj: &Value, uid: &str) -> bool {
-    obj.pointer("/metadata/ownerReferences")
-        .and_then(Value::as_array)
-        .is_some_and(|refs| {
-            refs.iter()
-                .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))
-        })
-}
-
-/// Find every object owned by `uid` (in the owner's namespace, or anywhere
-/// for a cluster-scoped owner) and delete or release it; for foreground and
-/// orphan deletions, then drop the owner's finalizer so it goes too.
-pub async fn collect_dependents(
-    state: &ApiState,
-    owner_kind: &'static Kind,
-    owner_ns: Option<&str>,
-    owner_name: &str,
-    uid: &str,
-    policy: GcPolicy,
-) -> Result<(), ApiError> {
-    let opts = super::handlers::DeleteOptions {
-        propagation: Some("Background".into()),
-        ..Default::default()
-    };
-    for round in 0..60 {
-        let mut remaining = 0;
-        for k in resources::KINDS
-            .iter()
-            .filter(|k| k.stored && (k.namespaced || owner_ns.is_none()))
-        {
-            let scope = if k.namespaced { owner_ns } else { None };
-            let page = state
-                .registry
-                .list(k, scope, 0, None, &|o| owned_by(o, uid))
-                .await?;
-            for item in page.items {
-                let name = objects::name_of(&item).to_string();
-                let ns = item
-                    .pointer("/metadata/namespace")
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
-                match policy {
-                    GcPolicy::Orphan => {
-                        let res = state
-                            .registry
-                            .guaranteed_update(k, ns.as_deref(), &name, |o| {
-                                let refs: Vec<Value> = o["metadata"]["ownerReferences"]
-                                    .as_array()
-                                    .cloned()
-                                    .unwrap_or_default()
-                                    .into_iter()
-                                    .filter(|r| r.get("uid").and_then(Value::as_str) != Some(uid))
-                                    .collect();
-                                o["metadata"]["ownerReferences"] = json!(refs);
-                                Ok(true)
-                            })
-                            .await;
-                        match res {
-                            Ok(_) | Err(ApiError::NotFound { .. }) => {}
-                            Err(e) => return Err(e),
-                        }
-                    }
-                    GcPolicy::Background | GcPolicy::Foreground => {
-                        remaining += 1;
-                        if item.pointer("/metadata/deletionTimestamp").is_none() {
-                            match Box::pin(super::handlers::delete(
-                                state,
-                                k,
-                                ns.as_deref(),
-                                &name,
-                                &opts,
-                                false,
-                            ))
-                            .await
-                            {
-                                Ok(_) | Err(ApiError::NotFound { .. }) => {}
-                                Err(e) => return Err(e),
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        if policy == GcPolicy::Background {
-            return Ok(());
-        }
-        if remaining == 0 || policy == GcPolicy::Orphan {
-            break;
-        }
-        // Foreground: wait for dependents with finalizers of their own.
-        let _ = round;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let finalizer = if policy == GcPolicy::Foreground {
-        "foregroundDeletion"
-    } else {
-        "orphan"
-    };
-    let updated = state
-        .registry
-        .guaranteed_update(owner_kind, owner_ns, owner_name, |o| {
-            let list: Vec<Value> = o["metadata"]["finalizers"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|f| f != finalizer)
-                .collect();
-            o["metadata"]["finalizers"] = json!(list);
-            Ok(true)
-        })
-        .await;
-    match updated {
-        Ok(stored) => {
-            state
-                .finish_if_deleting(owner_kind, owner_ns, owner_name, stored)
-                .await?;
-            Ok(())
-        }
-        Err(ApiError::NotFound { .. }) => Ok(()),
-        Err(e) => Err(e),
-    }
 }

@@ -5,7 +5,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::handlers::json_response;
+use super::request::json_response;
 use crate::resources::{self, Kind, Subresource};
 
 /// The exact content type kubectl requires to accept an aggregated reply.

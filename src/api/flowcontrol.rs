@@ -21,7 +21,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use super::authn::UserInfo;
-use super::handlers::Query;
+use super::request::Query;
 
 /// Which seats a request takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,10 +1,8 @@
 //! The generic resource handlers: list, watch, get, create, update, patch,
 //! delete and deletecollection for every kind in the kinds table.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -13,81 +11,13 @@ use serde_json::{Value, json};
 use super::authn::UserInfo;
 use super::body;
 use super::objects::{self, FieldValidation};
-use super::path::{self, Target, Verb};
-use super::registry::parse_rv;
+use super::path::{self, Verb};
+use super::request::{DeleteOptions, Query, Wants, json_response, selectors, wants};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::{ApiError, success_status};
+use super::verbs::{create, delete, update};
 use super::{ApiState, patch, table, watch};
-use crate::resources::{self, Kind};
-
-/// Parsed query parameters of a resource request.
-pub struct Query(pub HashMap<String, String>);
-
-impl Query {
-    pub fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
-        let map: HashMap<String, String> = serde_urlencoded::from_str(raw.unwrap_or(""))
-            .map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
-        Ok(Query(map))
-    }
-
-    pub fn get(&self, k: &str) -> Option<&str> {
-        self.0.get(k).map(String::as_str)
-    }
-
-    /// Booleans as clients send them: anything but "", "0" and "false"
-    /// (any case) is true.
-    pub fn flag(&self, k: &str) -> bool {
-        self.get(k)
-            .is_some_and(|v| !(v.is_empty() || v == "0" || v.eq_ignore_ascii_case("false")))
-    }
-
-    fn dry_run(&self) -> bool {
-        self.get("dryRun").is_some_and(|v| v == "All")
-    }
-}
-
-/// The response body format the client asked for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Wants {
-    Json,
-    Table,
-    Yaml,
-}
-
-pub fn wants(headers: &HeaderMap) -> Wants {
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    // Clients list preferences; take the first we serve.
-    for part in accept.split(',') {
-        let p = part.trim();
-        if p.contains("as=Table") {
-            return Wants::Table;
-        }
-        if p.starts_with("application/json")
-            || p.starts_with("*/*")
-            || p.starts_with("application/vnd.kubernetes.protobuf")
-        {
-            return Wants::Json;
-        }
-        if p.starts_with("application/yaml") {
-            return Wants::Yaml;
-        }
-    }
-    Wants::Json
-}
-
-/// A JSON response with a status code.
-pub fn json_response(code: StatusCode, v: &Value) -> Response {
-    let body = serde_json::to_vec(v).unwrap_or_default();
-    let mut r = (code, body).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
-}
+use crate::resources::Kind;
 
 fn respond(code: StatusCode, obj: Value, how: Wants, kind: &Kind, query: &Query) -> Response {
     match how {
@@ -265,15 +195,6 @@ fn duplicates(
 }
 
 /// Selectors of a list or watch.
-pub fn selectors(kind: &Kind, query: &Query) -> Result<(LabelSelector, FieldSelector), ApiError> {
-    let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or(""))?;
-    let fields = FieldSelector::parse(
-        query.get("fieldSelector").unwrap_or(""),
-        kind.field_selectors,
-    )?;
-    Ok((labels, fields))
-}
-
 async fn list(
     state: &ApiState,
     kind: &'static Kind,
@@ -383,217 +304,6 @@ async fn list_json(
     Ok(r)
 }
 
-/// Create an object through every admission step.
-pub async fn create(
-    state: &ApiState,
-    user: &UserInfo,
-    kind: &'static Kind,
-    url_ns: Option<&str>,
-    mut obj: Value,
-    validation: FieldValidation,
-    dry_run: bool,
-) -> Result<(Value, Vec<String>), ApiError> {
-    if !kind.stored {
-        return Err(ApiError::MethodNotAllowed);
-    }
-    let (ns, name) =
-        objects::prepare_create(kind, url_ns, &mut obj, state.config.default_tolerations())?;
-    if let Some(ns) = &ns {
-        state.require_active_namespace(ns, kind, &name).await?;
-    }
-    let (mut obj, warnings) = objects::admit(kind, obj, validation)?;
-    super::nodeauthz::admit(user, kind, None, &obj)?;
-    super::escalation::check(state, user, kind, ns.as_deref(), None, &obj).await?;
-    state.admission.on_create(state, kind, &mut obj).await?;
-    if dry_run {
-        // Nothing is stored, so nothing may stay allocated either.
-        state.admission.on_create_failed(state, kind, &obj).await;
-        return Ok((obj, warnings));
-    }
-    match state
-        .registry
-        .insert(kind, ns.as_deref(), &name, &obj)
-        .await
-    {
-        Ok(rev) => {
-            super::registry::stamp(&mut obj, rev);
-            Ok((obj, warnings))
-        }
-        Err(e) => {
-            state.admission.on_create_failed(state, kind, &obj).await;
-            Err(e)
-        }
-    }
-}
-
-/// Replace an object. `sub` is `Some("status")` for status writes.
-/// Returns the stored object and 200 (or 201 when it was created, for
-/// kinds that allow create-on-update).
-#[allow(clippy::too_many_arguments)] // mirrors the REST verb's inputs
-pub async fn update(
-    state: &ApiState,
-    user: &UserInfo,
-    kind: &'static Kind,
-    ns: Option<&str>,
-    name: &str,
-    new: Value,
-    sub: Option<&str>,
-    validation: FieldValidation,
-    dry_run: bool,
-) -> Result<(Value, StatusCode, Vec<String>), ApiError> {
-    let old = state.registry.get(kind, ns, name).await?;
-    let expected = match objects::rv_of(&new) {
-        Some(rv) => parse_rv(rv)?,
-        // Built-in kinds allow unconditional updates.
-        None => parse_rv(objects::rv_of(&old).unwrap_or("0"))?,
-    };
-    let mut new = new;
-    objects::prepare_update(kind, &old, &mut new, sub)?;
-    let (mut admitted, warnings) = objects::admit(kind, new, validation)?;
-    objects::check_immutable(kind, &old, &admitted)?;
-    super::nodeauthz::admit(user, kind, Some(&old), &admitted)?;
-    super::escalation::check(state, user, kind, ns, Some(&old), &admitted).await?;
-    objects::bump_generation(&old, &mut admitted);
-    state
-        .admission
-        .on_update(state, kind, &old, &mut admitted)
-        .await?;
-    let unchanged = {
-        let strip = |v: &Value| {
-            let mut v = v.clone();
-            if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-                m.remove("resourceVersion");
-            }
-            v
-        };
-        strip(&old) == strip(&admitted)
-    };
-    if dry_run {
-        return Ok((admitted, StatusCode::OK, warnings));
-    }
-    if unchanged && objects::rv_of(&old) == Some(&expected.to_string()) {
-        // A no-op update writes nothing and keeps the resourceVersion.
-        return Ok((old, StatusCode::OK, warnings));
-    }
-    let stored = state
-        .registry
-        .update(kind, ns, name, expected, admitted)
-        .await?;
-    let stored = state.finish_if_deleting(kind, ns, name, stored).await?;
-    Ok((stored, StatusCode::OK, warnings))
-}
-
-/// Options of a delete (from the body or the query).
-#[derive(Debug, Default, Clone)]
-pub struct DeleteOptions {
-    pub propagation: Option<String>,
-    pub grace_period: Option<i64>,
-    pub precondition_uid: Option<String>,
-    pub precondition_rv: Option<String>,
-}
-
-/// Delete one object, honouring finalizers and preconditions. Returns 200
-/// with the object (gone, or marked for deletion while finalizers run).
-pub async fn delete(
-    state: &ApiState,
-    kind: &'static Kind,
-    ns: Option<&str>,
-    name: &str,
-    opts: &DeleteOptions,
-    dry_run: bool,
-) -> Result<(StatusCode, Value), ApiError> {
-    for _ in 0..16 {
-        let current = state.registry.get(kind, ns, name).await?;
-        let stored_uid = current.pointer("/metadata/uid").and_then(Value::as_str);
-        if let Some(uid) = &opts.precondition_uid
-            && stored_uid != Some(uid.as_str())
-        {
-            return Err(ApiError::uid_precondition(
-                kind,
-                name,
-                uid,
-                stored_uid.unwrap_or(""),
-            ));
-        }
-        let rv = parse_rv(objects::rv_of(&current).unwrap_or("0"))?;
-        if let Some(want) = &opts.precondition_rv
-            && *want != rv.to_string()
-        {
-            return Err(ApiError::Conflict {
-                group: kind.group.into(),
-                resource: kind.plural.into(),
-                name: name.into(),
-                message: format!(
-                    "Operation cannot be fulfilled on {} \"{}\": Precondition failed: ResourceVersion in precondition: {}, ResourceVersion in object meta: {}",
-                    kind.qualified_plural(),
-                    name,
-                    want,
-                    rv
-                ),
-            });
-        }
-        if dry_run {
-            return Ok((StatusCode::OK, current));
-        }
-        let mut marked = current.clone();
-        let needs_mark = state
-            .admission
-            .on_delete(state, kind, &mut marked, opts)
-            .await?;
-        let has_finalizers = marked
-            .pointer("/metadata/finalizers")
-            .and_then(Value::as_array)
-            .is_some_and(|f| !f.is_empty());
-        if has_finalizers || needs_mark {
-            if marked.pointer("/metadata/deletionTimestamp").is_none() {
-                marked["metadata"]["deletionTimestamp"] = json!(objects::now_rfc3339());
-                marked["metadata"]["deletionGracePeriodSeconds"] =
-                    json!(opts.grace_period.unwrap_or(0));
-            }
-            if marked == current {
-                return Ok((StatusCode::OK, current));
-            }
-            match state.registry.update(kind, ns, name, rv, marked).await {
-                Ok(stored) => {
-                    // Foreground and orphan deletions finish once the
-                    // dependents are gone or released.
-                    match opts.propagation.as_deref() {
-                        Some("Foreground") => {
-                            state.spawn_gc(kind, &stored, super::bootstrap::GcPolicy::Foreground)
-                        }
-                        Some("Orphan") => {
-                            state.spawn_gc(kind, &stored, super::bootstrap::GcPolicy::Orphan)
-                        }
-                        _ => {}
-                    }
-                    return Ok((StatusCode::OK, stored));
-                }
-                Err(ApiError::Conflict { .. }) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        match state.registry.delete(kind, ns, name, rv).await {
-            Ok(gone) => {
-                state.admission.on_deleted(state, kind, &gone).await;
-                state.spawn_gc(kind, &gone, super::bootstrap::GcPolicy::Background);
-                return Ok((StatusCode::OK, gone));
-            }
-            Err(ApiError::Conflict { .. }) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(ApiError::Conflict {
-        group: kind.group.into(),
-        resource: kind.plural.into(),
-        name: name.into(),
-        message: format!(
-            "Operation cannot be fulfilled on {} \"{}\": too many concurrent changes",
-            kind.qualified_plural(),
-            name
-        ),
-    })
-}
-
 async fn delete_collection(
     state: &ApiState,
     kind: &'static Kind,
@@ -613,18 +323,4 @@ async fn delete_collection(
         }
     }
     Ok(())
-}
-
-/// Look up a kind for a body-only request (e.g. reviews).
-pub fn kind_for(group: &str, version: &str, plural: &str) -> Result<&'static Kind, ApiError> {
-    resources::by_resource(group, version, plural).ok_or(ApiError::NoRoute)
-}
-
-pub fn empty_body() -> Body {
-    Body::empty()
-}
-
-#[allow(dead_code)]
-fn _target_is_used(t: &Target) -> bool {
-    t.name.is_some()
 }

@@ -175,7 +175,7 @@ pub async fn create_token_secret(
         uid: String::new(),
         groups: vec!["system:masters".into()],
     };
-    super::handlers::create(
+    super::verbs::create(
         state,
         &admin,
         kind,

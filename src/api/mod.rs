@@ -37,12 +37,14 @@ pub mod podcidr;
 pub mod protobuf;
 pub mod rbac;
 pub mod registry;
+pub mod request;
 pub mod reviews;
 pub mod selectors;
 pub mod serve;
 pub mod status;
 pub mod subresources;
 pub mod table;
+pub mod verbs;
 pub mod watch;
 
 use std::sync::Arc;
@@ -153,8 +155,6 @@ pub struct ApiState {
     /// Issues node credentials for the join token (`None`: joining off).
     pub joiner: Option<join::Joiner>,
     pub started: Instant,
-    /// A handle to this state for background tasks it spawns.
-    pub this: std::sync::OnceLock<std::sync::Weak<ApiState>>,
 }
 
 impl ApiState {
@@ -268,58 +268,14 @@ impl ApiState {
         let rv = registry::parse_rv(objects::rv_of(&stored).unwrap_or("0"))?;
         match self.registry.delete(kind, ns, name, rv).await {
             Ok(gone) => {
+                // The garbage collector sees it go and collects its
+                // dependents.
                 self.admission.on_deleted(self, kind, &gone).await;
-                let orphaned = gone
-                    .pointer("/metadata/finalizers")
-                    .and_then(Value::as_array)
-                    .is_some_and(|f| f.iter().any(|x| x == "orphan"));
-                if !orphaned {
-                    self.spawn_gc(kind, &gone, bootstrap::GcPolicy::Background);
-                }
                 Ok(gone)
             }
             Err(ApiError::NotFound { .. } | ApiError::Conflict { .. }) => Ok(stored),
             Err(e) => Err(e),
         }
-    }
-
-    /// Collect (or release) the dependents of a deleted owner in the
-    /// background: what Kubernetes' garbage collector does for
-    /// ownerReferences.
-    pub fn spawn_gc(&self, kind: &'static Kind, owner: &Value, policy: bootstrap::GcPolicy) {
-        let Some(state) = self.this.get().and_then(std::sync::Weak::upgrade) else {
-            return;
-        };
-        let Some(uid) = owner
-            .pointer("/metadata/uid")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-        else {
-            return;
-        };
-        let ns = owner
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        let name = objects::name_of(owner).to_string();
-        tokio::spawn(async move {
-            if let Err(e) =
-                bootstrap::collect_dependents(&state, kind, ns.as_deref(), &name, &uid, policy)
-                    .await
-            {
-                tracing::warn!(owner = %name, error = %e, "garbage collection");
-            }
-        });
-    }
-
-    /// Empty a terminating namespace, then remove it.
-    pub fn spawn_namespace_finalizer(&self, ns: String) {
-        let registry = self.registry.clone();
-        tokio::spawn(async move {
-            if let Err(e) = bootstrap::finalize_namespace(&registry, &ns).await {
-                tracing::warn!(namespace = %ns, error = %e, "finalizing namespace");
-            }
-        });
     }
 }
 
@@ -354,7 +310,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
 }
 
 async fn version() -> Response {
-    handlers::json_response(
+    request::json_response(
         StatusCode::OK,
         &json!({
             "major": KUBE_MAJOR,
@@ -736,7 +692,7 @@ fn group_discovery(path: &str) -> Option<Response> {
         _ => return None,
     };
     Some(match body {
-        Some(b) => handlers::json_response(StatusCode::OK, &b),
+        Some(b) => request::json_response(StatusCode::OK, &b),
         None => ApiError::NoRoute.into_response(),
     })
 }
@@ -809,9 +765,7 @@ pub async fn start(
         flow,
         joiner: opts.joiner,
         started: Instant::now(),
-        this: std::sync::OnceLock::new(),
     });
-    let _ = state.this.set(Arc::downgrade(&state));
     // Before serving: no Secret stays in plaintext, or under an old key,
     // once the server is up.
     let resealed = state
@@ -839,7 +793,6 @@ pub async fn start(
     bootstrap::run(&state, opts.advertise, opts.port)
         .await
         .map_err(StartError::Bootstrap)?;
-    bootstrap::spawn_service_account_loop(state.clone());
     modules::gc::spawn_sweeper(state.clone());
     Ok(state)
 }

@@ -19,7 +19,7 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 
 use super::ApiState;
-use super::handlers::Query;
+use super::request::Query;
 use super::status::ApiError;
 use crate::agentapi::client::{AgentBody, AgentEndpoint, NodeClientError};
 use crate::resources::{self, FieldError, FieldErrorKind, Kind, Subresource};

@@ -9,9 +9,10 @@ use std::collections::HashMap;
 use serde_json::{Map, Value};
 
 use super::authn::UserInfo;
-use super::handlers::{self, Query};
 use super::objects::FieldValidation;
+use super::request::Query;
 use super::status::ApiError;
+use super::verbs;
 use super::{ApiState, body};
 use crate::resources::Kind;
 
@@ -463,7 +464,7 @@ pub async fn handle(
                     obj["metadata"]["name"] = Value::String(name.to_string());
                 }
                 let (created, warnings) =
-                    handlers::create(state, user, kind, ns, obj, validation, dry).await?;
+                    verbs::create(state, user, kind, ns, obj, validation, dry).await?;
                 return Ok((created, StatusCode::CREATED, warnings));
             }
             None => {
@@ -490,7 +491,7 @@ pub async fn handle(
         if let Some(rv) = rv {
             patched["metadata"]["resourceVersion"] = Value::String(rv);
         }
-        match handlers::update(state, user, kind, ns, name, patched, sub, validation, dry).await {
+        match verbs::update(state, user, kind, ns, name, patched, sub, validation, dry).await {
             Err(ApiError::Conflict { .. }) if precondition.is_none() => continue,
             other => return other,
         }

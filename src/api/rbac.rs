@@ -499,6 +499,27 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
                     rule(&["apps"], &["daemonsets/status"], &["patch", "update"]),
                     // A DaemonSet runs a pod on each node that fits it.
                     rule(&[""], &["nodes"], &["get", "list", "watch"]),
+                    // The namespace controller empties a terminating
+                    // namespace of every kind, then finalizes it; the
+                    // garbage collector follows every kind and deletes or
+                    // releases dependents (patching their owner references
+                    // and the owners' finalizers).
+                    rule(
+                        &["*"],
+                        &["*"],
+                        &[
+                            "get",
+                            "list",
+                            "watch",
+                            "patch",
+                            "update",
+                            "delete",
+                            "deletecollection",
+                        ],
+                    ),
+                    rule(&[""], &["namespaces"], &["update"]),
+                    // The service-account controller.
+                    rule(&[""], &["serviceaccounts"], &["create"]),
                 ],
             ),
         ),

@@ -8,8 +8,8 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::authn::UserInfo;
-use super::handlers::json_response;
 use super::rbac::Attributes;
+use super::request::json_response;
 use super::status::ApiError;
 use super::{ApiState, body};
 

@@ -10,10 +10,11 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::authn::{API_AUDIENCE, Claims, ISSUER, KubernetesClaims, ObjectRef, UserInfo};
-use super::handlers::{self, Query, Wants, json_response};
 use super::objects::{self, FieldValidation};
 use super::path::{Target, Verb};
+use super::request::{Query, Wants, json_response};
 use super::status::ApiError;
+use super::verbs;
 use super::{ApiState, body, patch};
 use crate::resources::{self, Kind, Subresource};
 
@@ -76,7 +77,7 @@ pub async fn handle(
         )),
         (Subresource::Status, Verb::Update) => {
             let obj = body::decode(headers, &raw, Some(kind))?;
-            let (obj, code, _) = handlers::update(
+            let (obj, code, _) = verbs::update(
                 state,
                 user,
                 kind,
@@ -150,7 +151,7 @@ pub async fn handle(
             if let Some(rv) = precondition {
                 next["metadata"]["resourceVersion"] = json!(rv);
             }
-            let (stored, _, _) = handlers::update(
+            let (stored, _, _) = verbs::update(
                 state,
                 user,
                 kind,

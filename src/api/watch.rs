@@ -14,8 +14,8 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use super::ApiState;
-use super::handlers::{Query, Wants, selectors};
 use super::registry::{decode, parse_rv, write_stamped_at};
+use super::request::{Query, Wants, selectors};
 use super::status::ApiError;
 use super::table;
 use crate::resources::Kind;

@@ -15,6 +15,9 @@
 //! - [`cronjob`]: Jobs on a cron schedule.
 //! - [`daemonset`]: one pod per fitting node, rolling updates.
 //! - [`nodelifecycle`]: marks silent nodes, taints them, evicts their pods.
+//! - [`garbagecollector`]: deletes (or releases) what owners leave behind.
+//! - [`namespace`]: empties a terminating namespace, then lets it go.
+//! - [`serviceaccount`]: the `default` ServiceAccount of every namespace.
 //! - [`leader`]: leader election on Leases, so that of several control
 //!   planes only one runs each component.
 //! - [`events`]: the Events controllers record.
@@ -24,11 +27,14 @@ pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
+pub mod garbagecollector;
 pub mod job;
 pub mod leader;
 pub mod metrics;
+pub mod namespace;
 pub mod nodelifecycle;
 pub mod replicaset;
+pub mod serviceaccount;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -69,7 +75,9 @@ where
 
 /// Runs a built controller until its shutdown: every reconcile timed under
 /// `name` in the controller metrics, and a failed one logged and retried
-/// after [`retry_later`]. The one tail every controller shares.
+/// after a back-off that doubles with each failure of the same object
+/// ([`Backoff`]) and starts over once it succeeds. The one tail every
+/// controller shares.
 pub async fn drive<K, C, F, Fut>(
     controller: kube::runtime::Controller<K>,
     name: &'static str,
@@ -87,13 +95,27 @@ pub async fn drive<K, C, F, Fut>(
     F: Fn(Arc<K>, Arc<C>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Action, ControllerError>> + Send + 'static,
 {
-    use futures::StreamExt;
+    use futures::{FutureExt, StreamExt};
+    let backoff = Arc::new(Backoff::default());
+    let forget = backoff.clone();
+    let reconcile = Arc::new(reconcile);
+    let reconcile = move |obj: Arc<K>, ctx: Arc<C>| {
+        let key = object_key(&*obj);
+        let forget = forget.clone();
+        reconcile(obj, ctx).map(move |r| {
+            if r.is_ok() {
+                forget.succeeded(&key);
+            }
+            r
+        })
+    };
     controller
         .run(
             metrics::timed(name, reconcile),
-            move |_obj, e: &ControllerError, _ctx| {
-                tracing::warn!(error = %e, "{name} reconcile failed; retrying");
-                retry_later()
+            move |obj: Arc<K>, e: &ControllerError, _ctx| {
+                let delay = backoff.failed(&object_key(&*obj));
+                tracing::warn!(error = %e, retry_in = ?delay, "{name} reconcile failed");
+                Action::requeue(delay)
             },
             ctx,
         )
@@ -105,7 +127,52 @@ pub async fn drive<K, C, F, Fut>(
         .await;
 }
 
-/// Requeue after a failure: soon, but not in a tight loop.
+fn object_key<K: kube::Resource>(obj: &K) -> String {
+    let meta = obj.meta();
+    format!(
+        "{}/{}",
+        meta.namespace.as_deref().unwrap_or(""),
+        meta.name.as_deref().unwrap_or("")
+    )
+}
+
+/// Per-object exponential back-off of failed reconciles: the first retry
+/// after [`Backoff::BASE`], each next one twice as late, at most
+/// [`Backoff::MAX`]; a success forgets the object.
+#[derive(Default)]
+pub struct Backoff {
+    failures: parking_lot::Mutex<std::collections::HashMap<String, u32>>,
+}
+
+impl Backoff {
+    pub const BASE: Duration = Duration::from_millis(100);
+    pub const MAX: Duration = Duration::from_secs(30);
+
+    /// Records a failure of `key`; the delay before its retry.
+    pub fn failed(&self, key: &str) -> Duration {
+        let mut failures = self.failures.lock();
+        let n = failures.entry(key.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        Self::delay(*n)
+    }
+
+    /// Forgets the failures of `key`.
+    pub fn succeeded(&self, key: &str) {
+        let mut failures = self.failures.lock();
+        if !failures.is_empty() {
+            failures.remove(key);
+        }
+    }
+
+    /// The delay after the `n`th failure in a row (n ≥ 1).
+    pub fn delay(n: u32) -> Duration {
+        let factor = 1u32 << n.saturating_sub(1).min(16);
+        Self::BASE.saturating_mul(factor).min(Self::MAX)
+    }
+}
+
+/// Requeue after a failure outside a reconcile's error path (a controller
+/// that handles its own errors): soon, but not in a tight loop.
 pub fn retry_later() -> Action {
     Action::requeue(Duration::from_secs(2))
 }
@@ -143,7 +210,10 @@ pub async fn run(client: kube::Client, shutdown: impl Future<Output = ()> + Send
         endpoints::run(client.clone(), ep_pods, stop.wait()),
         job::run(client.clone(), job_pods, stop.wait()),
         cronjob::run(client.clone(), stop.wait()),
-        daemonset::run(client, ds_pods, stop.wait()),
+        daemonset::run(client.clone(), ds_pods, stop.wait()),
+        namespace::run(client.clone(), stop.wait()),
+        garbagecollector::run(client.clone(), stop.wait()),
+        serviceaccount::run(client, stop.wait()),
     );
 }
 
@@ -228,6 +298,24 @@ mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn failed_reconciles_back_off_exponentially_per_object_until_one_succeeds() {
+        let b = Backoff::default();
+        let delays: Vec<Duration> = (0..4).map(|_| b.failed("ns/a")).collect();
+        assert_eq!(
+            delays,
+            [100, 200, 400, 800].map(Duration::from_millis).to_vec()
+        );
+        // Another object starts from the beginning.
+        assert_eq!(b.failed("ns/b"), Backoff::BASE);
+        // A success starts the object over.
+        b.succeeded("ns/a");
+        assert_eq!(b.failed("ns/a"), Backoff::BASE);
+        // The delay stops growing at the cap.
+        assert_eq!(Backoff::delay(40), Backoff::MAX);
+        assert_eq!(Backoff::delay(9), Duration::from_millis(25_600));
+    }
 
     #[test]
     fn selectors_match_labels_and_expressions() {

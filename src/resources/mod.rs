@@ -86,6 +86,15 @@ impl std::fmt::Debug for Kind {
     }
 }
 
+/// A kind is its group and name.
+impl PartialEq for Kind {
+    fn eq(&self, other: &Self) -> bool {
+        self.group == other.group && self.kind == other.kind
+    }
+}
+
+impl Eq for Kind {}
+
 impl Kind {
     /// `apiVersion` as written in objects.
     pub fn api_version(&self) -> String {

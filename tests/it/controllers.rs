@@ -225,3 +225,183 @@ fn a_rollout_that_makes_no_progress_fails_after_its_progress_deadline() {
         assert!(n >= 2, "{line}");
     }
 }
+
+/// Objects in the namespace the kill interrupts: enough that emptying it
+/// takes far longer than the moment between the delete and the kill.
+const DOOMED_OBJECTS: usize = 400;
+
+#[test]
+fn a_namespace_deletion_cut_short_by_sigkill_completes_after_restart() {
+    let mut server = TestServer::start();
+    let k = server.kubectl();
+    k.ok(&["create", "namespace", "big"]);
+    let items: Vec<Value> = (0..DOOMED_OBJECTS)
+        .map(|i| {
+            serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": format!("cm-{i}"), "namespace": "big"},
+                "data": {"i": i.to_string()}})
+        })
+        .collect();
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
+    k.ok_with_stdin(&["create", "-f", "-"], &list.to_string());
+    let count = |k: &Kubectl| {
+        k.ok(&["get", "configmaps", "-n", "big", "-o", "name"])
+            .lines()
+            .filter(|l| l.starts_with("configmap/cm-"))
+            .count()
+    };
+    assert_eq!(count(&k), DOOMED_OBJECTS);
+
+    // The delete only marks the namespace; the kill comes as soon as it
+    // is answered, while the namespace controller is emptying it.
+    k.ok(&["delete", "namespace", "big", "--wait=false"]);
+    server.kill();
+    server.restart();
+
+    let k = server.kubectl();
+    let phase = k.run(&["get", "namespace", "big", "-o", "jsonpath={.status.phase}"]);
+    assert!(
+        phase.status.success() && phase.stdout == "Terminating",
+        "the kill came after the namespace was gone, so nothing was cut short: {phase:?}"
+    );
+    let gone = eventually(Duration::from_secs(60), || {
+        let out = k.run(&["get", "namespace", "big"]);
+        out.stderr.contains("namespaces \"big\" not found")
+    });
+    assert!(
+        gone,
+        "namespace still there after restart: {}",
+        k.ok(&["get", "namespace", "big", "-o", "yaml"])
+    );
+    assert_eq!(count(&k), 0);
+    // A namespace of the same name starts empty, with its default account.
+    k.ok(&["create", "namespace", "big"]);
+    assert!(eventually(Duration::from_secs(10), || {
+        k.run(&["get", "serviceaccount", "default", "-n", "big"])
+            .status
+            .success()
+    }));
+}
+
+/// ConfigMaps `dep-0..n` owned by the ConfigMap `owner` (whose uid is
+/// returned): owner references with nothing else that acts on them.
+fn owner_with_dependents(k: &Kubectl, ns: &str, owner: &str, n: usize) -> String {
+    let out = k.ok(&[
+        "-n",
+        ns,
+        "create",
+        "configmap",
+        owner,
+        "--from-literal=a=b",
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
+    let uid = out.trim().to_string();
+    let items: Vec<Value> = (0..n)
+        .map(|i| {
+            serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": format!("{owner}-dep-{i}"), "namespace": ns,
+                    "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap",
+                        "name": owner, "uid": uid, "blockOwnerDeletion": true}]}})
+        })
+        .collect();
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
+    k.ok_with_stdin(&["create", "-f", "-"], &list.to_string());
+    uid
+}
+
+fn dependents(k: &Kubectl, ns: &str, owner: &str) -> Vec<Value> {
+    let out = k.ok(&["-n", ns, "get", "configmaps", "-o", "json"]);
+    let list: Value = serde_json::from_str(&out).unwrap();
+    let prefix = format!("{owner}-dep-");
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| {
+            c["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with(&prefix))
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn deleting_an_owner_collects_releases_or_waits_for_its_dependents_as_cascade_says() {
+    let server = TestServer::start();
+    let k = server.kubectl();
+    let ns = "default";
+
+    // Background (kubectl's default): the owner goes at once, then its
+    // dependents.
+    owner_with_dependents(&k, ns, "bg", 5);
+    k.ok(&["-n", ns, "delete", "configmap", "bg"]);
+    assert!(
+        eventually(Duration::from_secs(30), || dependents(&k, ns, "bg")
+            .is_empty()),
+        "background dependents left: {:?}",
+        dependents(&k, ns, "bg")
+    );
+
+    // Foreground: kubectl waits until the owner is gone, which is after
+    // every dependent.
+    owner_with_dependents(&k, ns, "fg", 5);
+    k.ok(&[
+        "-n",
+        ns,
+        "delete",
+        "configmap",
+        "fg",
+        "--cascade=foreground",
+        "--timeout=30s",
+    ]);
+    assert!(dependents(&k, ns, "fg").is_empty());
+
+    // Orphan: the owner goes, the dependents stay without its reference.
+    let uid = owner_with_dependents(&k, ns, "or", 5);
+    k.ok(&[
+        "-n",
+        ns,
+        "delete",
+        "configmap",
+        "or",
+        "--cascade=orphan",
+        "--timeout=30s",
+    ]);
+    let left = dependents(&k, ns, "or");
+    assert_eq!(left.len(), 5);
+    for d in left {
+        let refs = d["metadata"]["ownerReferences"].as_array().cloned();
+        assert!(
+            refs.unwrap_or_default()
+                .iter()
+                .all(|r| r["uid"] != uid.as_str()),
+            "{d}"
+        );
+    }
+}
+
+#[test]
+fn dependents_of_an_owner_deleted_just_before_a_sigkill_are_collected_after_restart() {
+    let mut server = TestServer::start();
+    let k = server.kubectl();
+    owner_with_dependents(&k, "default", "boss", DOOMED_OBJECTS);
+    k.ok(&["delete", "configmap", "boss", "--wait=false"]);
+    server.kill();
+    server.restart();
+    let k = server.kubectl();
+    let left = dependents(&k, "default", "boss").len();
+    assert!(
+        left > 0,
+        "the kill came after every dependent was gone, so nothing was cut short"
+    );
+    assert!(
+        eventually(Duration::from_secs(60), || dependents(
+            &k, "default", "boss"
+        )
+        .is_empty()),
+        "{} dependents left after restart",
+        dependents(&k, "default", "boss").len()
+    );
+}

@@ -44,11 +44,12 @@ use bytes::BytesMut;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
-use super::handlers::{self, Query, json_response};
 use super::objects::{self, FieldValidation};
 use super::rbac::Attributes;
 use super::registry::Registry;
+use super::request::{Query, json_response};
 use super::status::ApiError;
+use super::verbs;
 use super::{ApiState, Caller};
 use crate::resources::module::{DEFAULT_TAG, ImageRef, is_digest, is_valid_tag};
 use crate::resources::validation::{NameRule, check_name};
@@ -287,7 +288,7 @@ async fn tag_module(
             "metadata": {"name": name},
             "spec": {"tags": {tag: digest}},
         });
-        match handlers::create(state, user, kind, None, obj, FieldValidation::Strict, false).await {
+        match verbs::create(state, user, kind, None, obj, FieldValidation::Strict, false).await {
             Ok(_) => code = StatusCode::CREATED,
             // Someone else created it meanwhile: tag it like any other.
             Err(ApiError::AlreadyExists { .. }) => {}
