@@ -31,7 +31,7 @@ use kube::runtime::{WatchStreamExt, watcher as watch};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
-use super::{Backoff, ControllerError};
+use super::{Backoff, ControllerError, PodEvent, PodEvents};
 use crate::resources::{KINDS, Kind};
 
 /// The finalizers of the two waiting propagation policies.
@@ -394,6 +394,35 @@ fn api_resource(kind: &Kind) -> ApiResource {
     }
 }
 
+/// One thing the collector saw, from any kind's watch.
+enum Seen {
+    Applied(&'static Kind, Box<ObjectMeta>),
+    /// The uid of an object gone.
+    Deleted(Option<String>),
+    /// Every object of the kind has been listed once.
+    Listed(&'static Kind),
+}
+
+impl Seen {
+    fn from_watch(
+        kind: &'static Kind,
+        event: Result<Event<PartialObjectMeta<DynamicObject>>, watcher::Error>,
+    ) -> Option<Seen> {
+        match event {
+            Ok(Event::Apply(obj) | Event::InitApply(obj)) => {
+                Some(Seen::Applied(kind, Box::new(obj.metadata)))
+            }
+            Ok(Event::Delete(obj)) => Some(Seen::Deleted(obj.metadata.uid)),
+            Ok(Event::InitDone) => Some(Seen::Listed(kind)),
+            Ok(Event::Init) => None,
+            Err(e) => {
+                tracing::warn!(kind = kind.plural, error = %e, "garbage collector watch");
+                None
+            }
+        }
+    }
+}
+
 /// The kinds whose objects the graph holds. Events name what they are
 /// about in `involvedObject`, not as owners, and are many: left out.
 fn followed_kinds() -> impl Iterator<Item = &'static Kind> {
@@ -401,7 +430,15 @@ fn followed_kinds() -> impl Iterator<Item = &'static Kind> {
 }
 
 /// Runs the collector until `shutdown`.
-pub async fn run(client: Client, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+///
+/// Pods come from the controllers' shared pod watch (`pods`), as the other
+/// controllers' do: a second watch of every pod would decode each pod
+/// change twice.
+pub async fn run(
+    client: Client,
+    pods: PodEvents,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let collector = Arc::new(Collector {
         client: client.clone(),
@@ -411,16 +448,25 @@ pub async fn run(client: Client, shutdown: impl Future<Output = ()> + Send + Syn
         backoff: Backoff::default(),
     });
     let kinds: Vec<&'static Kind> = followed_kinds().collect();
-    let streams = kinds.iter().map(|&kind| {
+    let pods_kind = crate::resources::by_kind("", "Pod").expect("pods are served");
+    let watched = kinds.iter().filter(|&&k| k != pods_kind).map(|&kind| {
         // Metadata only: the graph needs nothing else.
         let api: Api<PartialObjectMeta<DynamicObject>> =
             Api::all_with(client.clone(), &api_resource(kind));
         watch(api, watcher::Config::default())
             .default_backoff()
-            .map(move |e| (kind, e))
+            .filter_map(move |e| futures::future::ready(Seen::from_watch(kind, e)))
             .boxed()
     });
-    let events = futures::stream::select_all(streams).take_until(shutdown);
+    let pods = pods
+        .map(move |e| match e {
+            PodEvent::Applied(pod) => Seen::Applied(pods_kind, Box::new(pod.metadata.clone())),
+            PodEvent::Deleted(pod) => Seen::Deleted(pod.metadata.uid.clone()),
+            PodEvent::Listed => Seen::Listed(pods_kind),
+        })
+        .boxed();
+    let events =
+        futures::stream::select_all(watched.chain(std::iter::once(pods))).take_until(shutdown);
     let mut events = std::pin::pin!(events);
     // Nothing is decided before every kind has been listed once: an owner
     // not listed yet would look gone.
@@ -447,21 +493,17 @@ pub async fn run(client: Client, shutdown: impl Future<Output = ()> + Send + Syn
         }
     };
     let feed = async {
-        while let Some((kind, event)) = events.next().await {
+        while let Some(seen) = events.next().await {
             let touched = {
                 let mut graph = collector.graph.lock();
-                match event {
-                    Ok(Event::Apply(obj) | Event::InitApply(obj)) => {
-                        match Node::from_meta(kind, &obj.metadata) {
-                            Some((uid, node)) => graph.upsert(uid, node),
-                            None => Vec::new(),
-                        }
-                    }
-                    Ok(Event::Delete(obj)) => match &obj.metadata.uid {
-                        Some(uid) => graph.remove(uid),
+                match seen {
+                    Seen::Applied(kind, meta) => match Node::from_meta(kind, &meta) {
+                        Some((uid, node)) => graph.upsert(uid, node),
                         None => Vec::new(),
                     },
-                    Ok(Event::InitDone) => {
+                    Seen::Deleted(Some(uid)) => graph.remove(&uid),
+                    Seen::Deleted(None) => Vec::new(),
+                    Seen::Listed(kind) => {
                         listed.insert(kind.plural);
                         if !synced && listed.len() == kinds.len() {
                             synced = true;
@@ -471,11 +513,6 @@ pub async fn run(client: Client, shutdown: impl Future<Output = ()> + Send + Syn
                         } else {
                             Vec::new()
                         }
-                    }
-                    Ok(Event::Init) => Vec::new(),
-                    Err(e) => {
-                        tracing::warn!(kind = kind.plural, error = %e, "garbage collector watch");
-                        Vec::new()
                     }
                 }
             };

@@ -185,6 +185,20 @@ const POD_EVENT_BUFFER: usize = 16_384;
 /// changed or deleted.
 pub type PodFeed = futures::channel::mpsc::Receiver<Arc<Pod>>;
 
+/// The shared pod watch as events, for a follower that must tell a
+/// deletion from a change and know when the first list is complete (the
+/// garbage collector).
+#[derive(Clone, Debug)]
+pub enum PodEvent {
+    Applied(Arc<Pod>),
+    Deleted(Arc<Pod>),
+    /// Every pod has been listed once (after a start or a re-list).
+    Listed,
+}
+
+/// A feed of [`PodEvent`]s.
+pub type PodEvents = futures::channel::mpsc::Receiver<PodEvent>;
+
 /// Runs every controller until `shutdown`.
 ///
 /// Four controllers follow pods. They share one watch, decoded once, as
@@ -202,7 +216,8 @@ pub async fn run(client: kube::Client, shutdown: impl Future<Output = ()> + Send
         rx
     };
     let (rs_pods, job_pods, ds_pods, ep_pods) = (feed(), feed(), feed(), feed());
-    let informer = share_pods(client.clone(), feeds, stop.wait());
+    let (gc_tx, gc_pods) = futures::channel::mpsc::channel(POD_EVENT_BUFFER);
+    let informer = share_pods(client.clone(), feeds, vec![gc_tx], stop.wait());
     tokio::join!(
         informer,
         replicaset::run(client.clone(), rs_pods, stop.wait()),
@@ -212,47 +227,58 @@ pub async fn run(client: kube::Client, shutdown: impl Future<Output = ()> + Send
         cronjob::run(client.clone(), stop.wait()),
         daemonset::run(client.clone(), ds_pods, stop.wait()),
         namespace::run(client.clone(), stop.wait()),
-        garbagecollector::run(client.clone(), stop.wait()),
+        garbagecollector::run(client.clone(), gc_pods, stop.wait()),
         serviceaccount::run(client, stop.wait()),
     );
 }
 
 /// Watches every pod and hands each listed, changed or deleted pod to
-/// every feed, waiting when one is full (its controller is behind) and
-/// dropping feeds whose controller has stopped.
+/// every feed (and each event to every event feed), waiting when one is
+/// full (its controller is behind) and dropping feeds whose controller has
+/// stopped.
 async fn share_pods(
     client: kube::Client,
     mut feeds: Vec<futures::channel::mpsc::Sender<Arc<Pod>>>,
+    mut event_feeds: Vec<futures::channel::mpsc::Sender<PodEvent>>,
     shutdown: impl Future<Output = ()>,
 ) {
-    use futures::{SinkExt, StreamExt};
+    use futures::StreamExt;
     use kube::runtime::{WatchStreamExt, watcher};
     let events = watcher(kube::Api::<Pod>::all(client), watcher::Config::default())
         .default_backoff()
         .take_until(shutdown);
     let mut events = std::pin::pin!(events);
     while let Some(event) = events.next().await {
-        let pod = match event {
-            Ok(
-                watcher::Event::Apply(pod)
-                | watcher::Event::InitApply(pod)
-                | watcher::Event::Delete(pod),
-            ) => Arc::new(pod),
-            Ok(watcher::Event::Init | watcher::Event::InitDone) => continue,
+        let event = match event {
+            Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => {
+                PodEvent::Applied(Arc::new(pod))
+            }
+            Ok(watcher::Event::Delete(pod)) => PodEvent::Deleted(Arc::new(pod)),
+            Ok(watcher::Event::InitDone) => PodEvent::Listed,
+            Ok(watcher::Event::Init) => continue,
             Err(e) => {
                 tracing::warn!(error = %e, "controllers: pod watch failed; retrying");
                 continue;
             }
         };
-        let mut stopped = Vec::new();
-        for (i, feed) in feeds.iter_mut().enumerate() {
-            if feed.send(pod.clone()).await.is_err() {
-                stopped.push(i);
-            }
+        if let PodEvent::Applied(pod) | PodEvent::Deleted(pod) = &event {
+            send_all(&mut feeds, pod).await;
         }
-        for i in stopped.into_iter().rev() {
-            feeds.remove(i);
+        send_all(&mut event_feeds, &event).await;
+    }
+}
+
+/// Sends `item` to every feed, dropping those whose receiver is gone.
+async fn send_all<T: Clone>(feeds: &mut Vec<futures::channel::mpsc::Sender<T>>, item: &T) {
+    use futures::SinkExt;
+    let mut stopped = Vec::new();
+    for (i, feed) in feeds.iter_mut().enumerate() {
+        if feed.send(item.clone()).await.is_err() {
+            stopped.push(i);
         }
+    }
+    for i in stopped.into_iter().rev() {
+        feeds.remove(i);
     }
 }
 
