@@ -199,6 +199,84 @@ pub enum PodEvent {
 /// A feed of [`PodEvent`]s.
 pub type PodEvents = futures::channel::mpsc::Receiver<PodEvent>;
 
+/// Every pod, by namespace and name, as the shared pod watch last showed
+/// it: the cache controllers read instead of listing pods on each
+/// reconcile. It is updated before the watch event reaches any controller,
+/// so a reconcile woken by a pod change sees that change.
+#[derive(Default)]
+pub struct PodCache {
+    by_ns: parking_lot::RwLock<
+        std::collections::HashMap<String, std::collections::HashMap<String, Arc<Pod>>>,
+    >,
+    /// The pods of a re-list in progress; they replace the cache when it
+    /// ends, so pods deleted while the watch was down disappear.
+    relisting: parking_lot::Mutex<Option<Vec<Arc<Pod>>>>,
+}
+
+impl PodCache {
+    fn key(pod: &Pod) -> (String, String) {
+        (
+            pod.metadata.namespace.clone().unwrap_or_default(),
+            pod.metadata.name.clone().unwrap_or_default(),
+        )
+    }
+
+    fn apply(&self, pod: &Arc<Pod>) {
+        let (ns, name) = Self::key(pod);
+        self.by_ns
+            .write()
+            .entry(ns)
+            .or_default()
+            .insert(name, pod.clone());
+    }
+
+    fn delete(&self, pod: &Pod) {
+        let (ns, name) = Self::key(pod);
+        let mut by_ns = self.by_ns.write();
+        if let Some(pods) = by_ns.get_mut(&ns) {
+            pods.remove(&name);
+            if pods.is_empty() {
+                by_ns.remove(&ns);
+            }
+        }
+    }
+
+    fn begin_relist(&self) {
+        *self.relisting.lock() = Some(Vec::new());
+    }
+
+    fn relisted(&self, pod: &Arc<Pod>) {
+        match self.relisting.lock().as_mut() {
+            Some(pods) => pods.push(pod.clone()),
+            None => self.apply(pod),
+        }
+    }
+
+    fn end_relist(&self) {
+        let Some(pods) = self.relisting.lock().take() else {
+            return;
+        };
+        let mut fresh: std::collections::HashMap<
+            String,
+            std::collections::HashMap<String, Arc<Pod>>,
+        > = std::collections::HashMap::new();
+        for pod in pods {
+            let (ns, name) = Self::key(&pod);
+            fresh.entry(ns).or_default().insert(name, pod);
+        }
+        *self.by_ns.write() = fresh;
+    }
+
+    /// The pods of namespace `ns`.
+    pub fn in_namespace(&self, ns: &str) -> Vec<Arc<Pod>> {
+        self.by_ns
+            .read()
+            .get(ns)
+            .map(|pods| pods.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
 /// Runs every controller until `shutdown`.
 ///
 /// Four controllers follow pods. They share one watch, decoded once, as
@@ -217,10 +295,17 @@ pub async fn run(client: kube::Client, shutdown: impl Future<Output = ()> + Send
     };
     let (rs_pods, job_pods, ds_pods, ep_pods) = (feed(), feed(), feed(), feed());
     let (gc_tx, gc_pods) = futures::channel::mpsc::channel(POD_EVENT_BUFFER);
-    let informer = share_pods(client.clone(), feeds, vec![gc_tx], stop.wait());
+    let cache = Arc::new(PodCache::default());
+    let informer = share_pods(
+        client.clone(),
+        cache.clone(),
+        feeds,
+        vec![gc_tx],
+        stop.wait(),
+    );
     tokio::join!(
         informer,
-        replicaset::run(client.clone(), rs_pods, stop.wait()),
+        replicaset::run(client.clone(), rs_pods, cache, stop.wait()),
         deployment::run(client.clone(), stop.wait()),
         endpoints::run(client.clone(), ep_pods, stop.wait()),
         job::run(client.clone(), job_pods, stop.wait()),
@@ -238,6 +323,7 @@ pub async fn run(client: kube::Client, shutdown: impl Future<Output = ()> + Send
 /// stopped.
 async fn share_pods(
     client: kube::Client,
+    cache: Arc<PodCache>,
     mut feeds: Vec<futures::channel::mpsc::Sender<Arc<Pod>>>,
     mut event_feeds: Vec<futures::channel::mpsc::Sender<PodEvent>>,
     shutdown: impl Future<Output = ()>,
@@ -250,12 +336,28 @@ async fn share_pods(
     let mut events = std::pin::pin!(events);
     while let Some(event) = events.next().await {
         let event = match event {
-            Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => {
-                PodEvent::Applied(Arc::new(pod))
+            Ok(watcher::Event::Apply(pod)) => {
+                let pod = Arc::new(pod);
+                cache.apply(&pod);
+                PodEvent::Applied(pod)
             }
-            Ok(watcher::Event::Delete(pod)) => PodEvent::Deleted(Arc::new(pod)),
-            Ok(watcher::Event::InitDone) => PodEvent::Listed,
-            Ok(watcher::Event::Init) => continue,
+            Ok(watcher::Event::InitApply(pod)) => {
+                let pod = Arc::new(pod);
+                cache.relisted(&pod);
+                PodEvent::Applied(pod)
+            }
+            Ok(watcher::Event::Delete(pod)) => {
+                cache.delete(&pod);
+                PodEvent::Deleted(Arc::new(pod))
+            }
+            Ok(watcher::Event::InitDone) => {
+                cache.end_relist();
+                PodEvent::Listed
+            }
+            Ok(watcher::Event::Init) => {
+                cache.begin_relist();
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "controllers: pod watch failed; retrying");
                 continue;

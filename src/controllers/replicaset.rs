@@ -2,15 +2,16 @@
 //! `replicas` asks, owned by the ReplicaSet (orphans that match its selector
 //! are adopted), and the status counts.
 
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use serde_json::json;
@@ -23,12 +24,96 @@ const BURST: usize = 500;
 
 struct Ctx {
     client: kube::Client,
+    pods: Arc<super::PodCache>,
+    /// Per ReplicaSet uid, the writes the pod cache has not shown yet.
+    expected: parking_lot::Mutex<HashMap<String, Expected>>,
+}
+
+/// How long writes are waited for before the cache is trusted anyway (a
+/// watch event lost to a restart of the watch must not stall a
+/// ReplicaSet).
+const EXPECTATIONS_TTL: Duration = Duration::from_secs(30);
+
+/// The pods a ReplicaSet's last passes created or deleted, until the pod
+/// cache shows them: without this, a pass that ran before the cache caught
+/// up would count too few pods and create more (or delete again).
+#[derive(Debug, Default)]
+pub struct Expected {
+    creates: HashSet<String>,
+    deletes: HashSet<String>,
+    since: Option<Instant>,
+}
+
+impl Expected {
+    fn record(&mut self, creates: Vec<String>, deletes: Vec<String>, now: Instant) {
+        if !creates.is_empty() || !deletes.is_empty() {
+            self.creates.extend(creates);
+            self.deletes.extend(deletes);
+            self.since = Some(now);
+        }
+    }
+
+    /// Forgets the writes the cache now shows: a created pod it lists, a
+    /// deleted pod it no longer lists as active. Everything is forgotten
+    /// once the writes are older than [`EXPECTATIONS_TTL`].
+    pub fn observe(&mut self, active: &HashSet<String>, listed: &HashSet<String>, now: Instant) {
+        if self
+            .since
+            .is_some_and(|t| now.duration_since(t) > EXPECTATIONS_TTL)
+        {
+            *self = Expected::default();
+            return;
+        }
+        self.creates.retain(|n| !listed.contains(n));
+        self.deletes.retain(|n| active.contains(n));
+    }
+}
+
+impl Expected {
+    fn is_settled(&self, now: Instant) -> bool {
+        (self.creates.is_empty() && self.deletes.is_empty())
+            || self
+                .since
+                .is_some_and(|t| now.duration_since(t) > EXPECTATIONS_TTL)
+    }
+}
+
+/// How many pods to create, or which (by name, most expendable first) to
+/// delete, given the active pods the cache shows and the writes it does
+/// not show yet.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Plan {
+    Create(usize),
+    Delete(Vec<String>),
+    Nothing,
+}
+
+/// `active` are the names of the active pods, most expendable first.
+pub fn plan(want: usize, active: &[String], expected: &Expected) -> Plan {
+    let going: Vec<&String> = active
+        .iter()
+        .filter(|n| !expected.deletes.contains(*n))
+        .collect();
+    let have = going.len() + expected.creates.len();
+    if have < want {
+        Plan::Create((want - have).min(BURST))
+    } else if have > want {
+        // Pods not yet shown cannot be chosen; the excess among those shown.
+        let n = (have - want).min(going.len()).min(BURST);
+        if n == 0 {
+            return Plan::Nothing;
+        }
+        Plan::Delete(going.into_iter().take(n).cloned().collect())
+    } else {
+        Plan::Nothing
+    }
 }
 
 /// Runs the controller until `shutdown`.
 pub async fn run(
     client: kube::Client,
     pods: super::PodFeed,
+    cache: Arc<super::PodCache>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let rs: Api<ReplicaSet> = Api::all(client.clone());
@@ -39,7 +124,11 @@ pub async fn run(
         controller,
         "replicaset",
         reconcile,
-        Arc::new(Ctx { client }),
+        Arc::new(Ctx {
+            client,
+            pods: cache,
+            expected: parking_lot::Mutex::new(HashMap::new()),
+        }),
     )
     .await;
 }
@@ -76,9 +165,20 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Control
             rs.name_any()
         )));
     }
-    let listed = pods_api.list(&ListParams::default().labels(&query)).await?;
-    let mut owned = Vec::new();
-    for pod in listed.items {
+    // From the shared pod cache, not a LIST: what the pod watch has shown.
+    let listed: Vec<Arc<Pod>> = ctx
+        .pods
+        .in_namespace(&ns)
+        .into_iter()
+        .filter(|p| {
+            selector_matches(
+                &spec.selector,
+                p.metadata.labels.as_ref().unwrap_or(&Default::default()),
+            )
+        })
+        .collect();
+    let mut owned: Vec<Arc<Pod>> = Vec::new();
+    for pod in listed {
         let controller = pod
             .metadata
             .owner_references
@@ -89,12 +189,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Control
         match controller {
             Some(o) if o.uid == uid => owned.push(pod),
             Some(_) => {}
-            None if is_active(&pod)
-                && selector_matches(
-                    &spec.selector,
-                    pod.metadata.labels.as_ref().unwrap_or(&Default::default()),
-                ) =>
-            {
+            None if is_active(&pod) => {
                 // Adopt the orphan, as Kubernetes does.
                 let patch = json!({"metadata": {"ownerReferences": [super::controller_ref(&*rs)]}});
                 if pods_api
@@ -112,52 +207,89 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Control
             None => {}
         }
     }
-    let active: Vec<&Pod> = owned.iter().filter(|p| is_active(p)).collect();
-    let want = spec.replicas.unwrap_or(1).max(0) as usize;
-    if active.len() < want {
-        let template = spec.template.clone().unwrap_or_default();
-        let mut meta = template.metadata.clone().unwrap_or_default();
-        let pod = Pod {
-            metadata: ObjectMeta {
-                generate_name: Some(format!("{}-", rs.name_any())),
-                namespace: Some(ns.clone()),
-                labels: meta.labels.take(),
-                annotations: meta.annotations.take(),
-                owner_references: Some(vec![super::controller_ref(&*rs)]),
-                ..ObjectMeta::default()
-            },
-            spec: template.spec.clone(),
-            status: None,
-        };
-        let n = (want - active.len()).min(BURST);
-        let post = PostParams::default();
-        let creates = (0..n).map(|_| pods_api.create(&post, &pod));
-        for r in futures::future::join_all(creates).await {
-            r?;
+    let mut active: Vec<&Pod> = owned
+        .iter()
+        .map(|p| &**p)
+        .filter(|p| is_active(p))
+        .collect();
+    // Most expendable first: unscheduled, then not ready, then the newest.
+    active.sort_by_key(|p| {
+        let bound = p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some();
+        (
+            bound,
+            is_ready(p),
+            std::cmp::Reverse(p.metadata.creation_timestamp.clone().map(|t| t.0)),
+        )
+    });
+    let active_names: Vec<String> = active.iter().map(|p| p.name_any()).collect();
+    let now = Instant::now();
+    let step = {
+        let listed: HashSet<String> = owned.iter().map(|p| p.name_any()).collect();
+        let active_set: HashSet<String> = active_names.iter().cloned().collect();
+        let mut expected = ctx.expected.lock();
+        let exp = expected.entry(uid.clone()).or_default();
+        exp.observe(&active_set, &listed, now);
+        let step = plan(
+            spec.replicas.unwrap_or(1).max(0) as usize,
+            &active_names,
+            exp,
+        );
+        // Forget settled ReplicaSets (and deleted ones, once their writes
+        // are old).
+        expected.retain(|_, e| !e.is_settled(now));
+        step
+    };
+    match step {
+        Plan::Nothing => {}
+        Plan::Create(n) => {
+            let template = spec.template.clone().unwrap_or_default();
+            let mut meta = template.metadata.clone().unwrap_or_default();
+            let pod = Pod {
+                metadata: ObjectMeta {
+                    generate_name: Some(format!("{}-", rs.name_any())),
+                    namespace: Some(ns.clone()),
+                    labels: meta.labels.take(),
+                    annotations: meta.annotations.take(),
+                    owner_references: Some(vec![super::controller_ref(&*rs)]),
+                    ..ObjectMeta::default()
+                },
+                spec: template.spec.clone(),
+                status: None,
+            };
+            let post = PostParams::default();
+            let creates = (0..n).map(|_| pods_api.create(&post, &pod));
+            let mut created = Vec::new();
+            let mut failed = None;
+            for r in futures::future::join_all(creates).await {
+                match r {
+                    Ok(p) => created.push(p.name_any()),
+                    Err(e) => failed = Some(e),
+                }
+            }
+            ctx.expected
+                .lock()
+                .entry(uid.clone())
+                .or_default()
+                .record(created, Vec::new(), now);
+            if let Some(e) = failed {
+                return Err(e.into());
+            }
         }
-    } else if active.len() > want {
-        // Delete the least useful first: unscheduled, then not ready, then
-        // the newest.
-        let mut victims = active.clone();
-        victims.sort_by_key(|p| {
-            let bound = p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some();
-            (
-                bound,
-                is_ready(p),
-                std::cmp::Reverse(p.metadata.creation_timestamp.clone().map(|t| t.0)),
-            )
-        });
-        let n = (active.len() - want).min(BURST);
-        let dp = DeleteParams::default();
-        let deletes = victims
-            .iter()
-            .take(n)
-            .map(|p| pods_api.delete(p.metadata.name.as_deref().unwrap_or_default(), &dp));
-        for r in futures::future::join_all(deletes).await {
-            match r {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(e.into()),
+        Plan::Delete(victims) => {
+            let dp = DeleteParams::default();
+            let deletes = victims.iter().map(|name| pods_api.delete(name, &dp));
+            let results = futures::future::join_all(deletes).await;
+            ctx.expected
+                .lock()
+                .entry(uid.clone())
+                .or_default()
+                .record(Vec::new(), victims, now);
+            for r in results {
+                match r {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
     }
@@ -204,4 +336,85 @@ fn available(pods: &[&Pod], min_ready: i32) -> i32 {
                 .is_some_and(|t| now.duration_since(t.0).as_secs() >= min_ready as i64)
         })
         .count() as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn set(n: &[&str]) -> HashSet<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn expected(creates: &[&str], deletes: &[&str]) -> Expected {
+        Expected {
+            creates: set(creates),
+            deletes: set(deletes),
+            since: Some(Instant::now()),
+        }
+    }
+
+    #[test]
+    fn plans_count_the_writes_the_cache_does_not_show_yet() {
+        let cases = [
+            // Plain scale-up and scale-down.
+            (3, names(&["a"]), expected(&[], &[]), Plan::Create(2)),
+            (
+                1,
+                names(&["a", "b", "c"]),
+                expected(&[], &[]),
+                Plan::Delete(names(&["a", "b"])),
+            ),
+            (2, names(&["a", "b"]), expected(&[], &[]), Plan::Nothing),
+            // Two creates not shown yet: nothing more to create.
+            (3, names(&["a"]), expected(&["x", "y"], &[]), Plan::Nothing),
+            // A delete not shown yet: that pod is not counted, nor chosen again.
+            (1, names(&["a", "b"]), expected(&[], &["a"]), Plan::Nothing),
+            (
+                2,
+                names(&["a", "b"]),
+                expected(&[], &["a"]),
+                Plan::Create(1),
+            ),
+            // More than wanted with creates pending: delete among those shown.
+            (
+                1,
+                names(&["a", "b"]),
+                expected(&["x"], &[]),
+                Plan::Delete(names(&["a", "b"])),
+            ),
+            (0, names(&[]), expected(&["x"], &[]), Plan::Nothing),
+            // A burst at most per pass.
+            (
+                BURST + 10,
+                names(&[]),
+                expected(&[], &[]),
+                Plan::Create(BURST),
+            ),
+        ];
+        for (i, (want, active, exp, plan_wanted)) in cases.into_iter().enumerate() {
+            assert_eq!(plan(want, &active, &exp), plan_wanted, "case {i}");
+        }
+    }
+
+    #[test]
+    fn expectations_clear_as_the_cache_shows_the_writes_or_when_they_are_old() {
+        let now = Instant::now();
+        let mut exp = expected(&["x", "y"], &["a"]);
+        exp.since = Some(now);
+        // x listed; a no longer active.
+        exp.observe(&set(&["b", "x"]), &set(&["a", "b", "x"]), now);
+        assert_eq!(exp.creates, set(&["y"]));
+        assert!(exp.deletes.is_empty());
+        assert!(!exp.is_settled(now));
+        // Past the TTL, everything is forgotten.
+        let later = now + EXPECTATIONS_TTL + Duration::from_secs(1);
+        assert!(exp.is_settled(later));
+        exp.observe(&set(&[]), &set(&[]), later);
+        assert!(exp.creates.is_empty() && exp.since.is_none());
+    }
 }
