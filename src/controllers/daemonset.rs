@@ -26,8 +26,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
 use super::deployment::template_hash;
@@ -57,6 +57,8 @@ const DAEMON_TOLERATIONS: &[(&str, &str)] = &[
 
 struct Ctx {
     client: kube::Client,
+    /// Every node, fed by the node watch that also wakes the DaemonSets.
+    nodes: Store<Node>,
 }
 
 /// Runs the controller until `shutdown`.
@@ -68,19 +70,28 @@ pub async fn run(
     let daemonsets: Api<DaemonSet> = Api::all(client.clone());
     let nodes: Api<Node> = Api::all(client.clone());
     let controller = Controller::new(daemonsets, watcher::Config::default());
-    // A node coming, going or changing labels or taints concerns every
-    // DaemonSet.
+    // The node watch fills the node cache reconciles read, and a node
+    // coming, going or changing labels or taints concerns every DaemonSet.
+    let (node_store, writer) = reflector::store();
+    let node_changes = watcher(nodes, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects();
     let all = controller.store();
     let controller = controller
         .owns_shared_stream(pods)
-        .watches(nodes, watcher::Config::default(), move |_node: Node| {
+        .watches_stream(node_changes, move |_node: Node| {
             all.state()
                 .iter()
                 .map(|ds| ObjectRef::from_obj(&**ds))
                 .collect::<Vec<_>>()
         })
         .graceful_shutdown_on(shutdown);
-    super::drive(controller, "daemonset", reconcile, Arc::new(Ctx { client })).await;
+    let ctx = Arc::new(Ctx {
+        client,
+        nodes: node_store,
+    });
+    super::drive(controller, "daemonset", reconcile, ctx).await;
 }
 
 /// The template's tolerations plus the daemon defaults it lacks.
@@ -232,10 +243,8 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Controll
     let hash = template_hash(&template_json);
     sync_revisions(&ctx, &ds, &hash, &template_json, &owned).await?;
 
-    let nodes: Vec<Node> = Api::<Node>::all(ctx.client.clone())
-        .list(&ListParams::default())
-        .await?
-        .items;
+    // From the node cache, not a LIST of every node on every pass.
+    let nodes: Vec<Arc<Node>> = ctx.nodes.state();
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let pods: Vec<Pod> = pods_api
         .list(&ListParams::default().labels(&selector))
@@ -347,7 +356,7 @@ struct Plan<'a> {
 fn plan<'a>(
     spec: &DaemonSetSpec,
     hash: &str,
-    nodes: &[Node],
+    nodes: &[Arc<Node>],
     pods: &'a [Pod],
     now: Timestamp,
 ) -> Plan<'a> {
@@ -380,6 +389,7 @@ fn plan<'a>(
     let mut old: Vec<(&Pod, bool)> = Vec::new();
     let mut unavailable = 0;
     for node in nodes {
+        let node: &Node = node;
         let node_name = node.name_any();
         let here = by_node.remove(&node_name).unwrap_or_default();
         if !should_run(&spec.template, node) {
@@ -560,6 +570,10 @@ fn new_pod(ds: &DaemonSet, node: &str, hash: &str) -> Pod {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn arcs(nodes: &[Node]) -> Vec<Arc<Node>> {
+        nodes.iter().cloned().map(Arc::new).collect()
+    }
     use k8s_openapi::api::core::v1::{NodeSpec, PodSpec, Taint};
     use serde_json::Value;
 
@@ -806,7 +820,7 @@ mod tests {
             ),
         ];
         for (i, (spec, pods, create, delete)) in cases.into_iter().enumerate() {
-            let plan = plan(&spec, "new", &nodes, &pods, now);
+            let plan = plan(&spec, "new", &arcs(&nodes), &pods, now);
             assert_eq!(plan.create, create, "case {i}: create");
             assert_eq!(names(&plan.delete), delete, "case {i}: delete");
         }
@@ -827,7 +841,7 @@ mod tests {
             daemon("pc", "c", "new", true, 1),
         ];
         let now: Timestamp = "2026-01-01T01:00:00Z".parse().unwrap();
-        let plan = plan(&spec, "new", &nodes, &pods, now);
+        let plan = plan(&spec, "new", &arcs(&nodes), &pods, now);
         assert_eq!(
             plan.counts,
             Counts {
