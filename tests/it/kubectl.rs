@@ -7,6 +7,7 @@ use crate::common;
 
 use std::time::Duration;
 
+use common::builders::{ConfigMapBuilder, DeploymentBuilder};
 use common::{Kubectl, TestServer, shared_server};
 use serde_json::{Value, json};
 
@@ -105,73 +106,6 @@ spec:
     targetPort: 8080
 "#
     )
-}
-
-/// A Deployment of `image` whose pods carry `app: NAME`.
-struct DeploymentBuilder {
-    obj: Value,
-}
-
-impl DeploymentBuilder {
-    fn new(name: &str) -> Self {
-        DeploymentBuilder {
-            obj: json!({
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "metadata": {"name": name, "labels": {"app": name}},
-                "spec": {
-                    "replicas": 1,
-                    "selector": {"matchLabels": {"app": name}},
-                    "template": {
-                        "metadata": {"labels": {"app": name}},
-                        "spec": {"containers": [{"name": "web", "image": "hello:v1"}]},
-                    },
-                },
-            }),
-        }
-    }
-
-    fn image(mut self, image: &str) -> Self {
-        self.obj["spec"]["template"]["spec"]["containers"][0]["image"] = json!(image);
-        self
-    }
-
-    fn replicas(mut self, n: u32) -> Self {
-        self.obj["spec"]["replicas"] = json!(n);
-        self
-    }
-
-    fn json(&self) -> String {
-        self.obj.to_string()
-    }
-}
-
-/// A ConfigMap with labels and data.
-struct ConfigMapBuilder {
-    obj: Value,
-}
-
-impl ConfigMapBuilder {
-    fn new(name: &str) -> Self {
-        ConfigMapBuilder {
-            obj: json!({"apiVersion": "v1", "kind": "ConfigMap",
-                        "metadata": {"name": name}, "data": {}}),
-        }
-    }
-
-    fn label(mut self, k: &str, v: &str) -> Self {
-        self.obj["metadata"]["labels"][k] = json!(v);
-        self
-    }
-
-    fn data(mut self, k: &str, v: &str) -> Self {
-        self.obj["data"][k] = json!(v);
-        self
-    }
-
-    fn json(&self) -> String {
-        self.obj.to_string()
-    }
 }
 
 /// Creates objects from JSON the way a manifest is created without

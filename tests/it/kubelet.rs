@@ -8,6 +8,7 @@ use crate::common;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use common::builders::PodBuilder;
 use common::{Kubectl, TEST_NODE, TestServer, eventually, guest};
 use serde_json::{Value, json};
 
@@ -51,82 +52,6 @@ fn push_examples(s: &TestServer) {
 }
 
 // --- fixtures ------------------------------------------------------------
-
-/// A pod on the test node.
-struct PodBuilder {
-    obj: Value,
-}
-
-impl PodBuilder {
-    fn new(name: &str) -> Self {
-        PodBuilder {
-            obj: json!({
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": name},
-                "spec": {"nodeName": TEST_NODE, "containers": []},
-            }),
-        }
-    }
-
-    /// Adds a container running `image`.
-    fn container(mut self, name: &str, image: &str) -> Self {
-        self.containers()
-            .push(json!({"name": name, "image": image}));
-        self
-    }
-
-    /// Adds an init container running `image`.
-    fn init(mut self, name: &str, image: &str, env: &[(&str, &str)]) -> Self {
-        let env: Vec<Value> = env
-            .iter()
-            .map(|(k, v)| json!({"name": k, "value": v}))
-            .collect();
-        let spec = self.obj["spec"].as_object_mut().unwrap();
-        spec.entry("initContainers")
-            .or_insert_with(|| json!([]))
-            .as_array_mut()
-            .unwrap()
-            .push(json!({"name": name, "image": image, "env": env}));
-        self
-    }
-
-    fn containers(&mut self) -> &mut Vec<Value> {
-        self.obj["spec"]["containers"].as_array_mut().unwrap()
-    }
-
-    /// Sets a field of the last container.
-    fn last(mut self, field: &str, value: Value) -> Self {
-        let c = self.containers().last_mut().expect("a container");
-        c[field] = value;
-        self
-    }
-
-    fn env(mut self, name: &str, value: Value) -> Self {
-        let c = self.containers().last_mut().expect("a container");
-        let mut entry = json!({"name": name});
-        match value {
-            Value::String(s) => entry["value"] = json!(s),
-            from => entry["valueFrom"] = from,
-        }
-        c.as_object_mut()
-            .unwrap()
-            .entry("env")
-            .or_insert_with(|| json!([]))
-            .as_array_mut()
-            .unwrap()
-            .push(entry);
-        self
-    }
-
-    fn spec(mut self, field: &str, value: Value) -> Self {
-        self.obj["spec"][field] = value;
-        self
-    }
-
-    fn create(self, k: &Kubectl) {
-        k.ok_with_stdin(&["create", "-f", "-"], &self.obj.to_string());
-    }
-}
 
 fn pod(k: &Kubectl, name: &str) -> Value {
     serde_json::from_str(&k.ok(&["get", "pod", name, "-o", "json"])).unwrap()
@@ -182,6 +107,7 @@ fn a_pushed_http_module_runs_as_a_pod_and_answers_through_the_pod_proxy() {
     let k = server().kubectl();
     let start = Instant::now();
     PodBuilder::new("hello")
+        .on_node(TEST_NODE)
         .container("web", "hello:v1")
         .last("ports", json!([{"containerPort": 80}]))
         .create(&k);
@@ -225,6 +151,7 @@ fn a_pushed_http_module_runs_as_a_pod_and_answers_through_the_pod_proxy() {
 fn a_job_pod_ends_with_its_exit_code_and_kubectl_logs_prints_its_output() {
     let k = server().kubectl();
     PodBuilder::new("job-fails")
+        .on_node(TEST_NODE)
         .container("job", "job:v1")
         .last("args", json!(["hello", "world"]))
         .env("JOB_MESSAGE", json!("the message"))
@@ -232,6 +159,7 @@ fn a_job_pod_ends_with_its_exit_code_and_kubectl_logs_prints_its_output() {
         .spec("restartPolicy", json!("Never"))
         .create(&k);
     PodBuilder::new("job-ok")
+        .on_node(TEST_NODE)
         .container("job", "job:v1")
         .last("args", json!(["fine"]))
         .spec("restartPolicy", json!("Never"))
@@ -254,6 +182,7 @@ fn a_job_pod_ends_with_its_exit_code_and_kubectl_logs_prints_its_output() {
 fn a_core_module_runs_to_completion() {
     let k = server().kubectl();
     PodBuilder::new("p1")
+        .on_node(TEST_NODE)
         .container("main", "p1:v1")
         .spec("restartPolicy", json!("Never"))
         .create(&k);
@@ -265,6 +194,7 @@ fn a_core_module_runs_to_completion() {
 fn a_failing_command_is_restarted_with_back_off_and_its_previous_log_kept() {
     let k = server().kubectl();
     PodBuilder::new("crashy")
+        .on_node(TEST_NODE)
         .container("job", "job:v1")
         .last("args", json!(["run"]))
         .env("EXIT_CODE", json!("1"))
@@ -290,6 +220,7 @@ fn a_failing_command_is_restarted_with_back_off_and_its_previous_log_kept() {
 fn init_containers_run_in_order_before_the_main_container() {
     let k = server().kubectl();
     PodBuilder::new("with-init")
+        .on_node(TEST_NODE)
         .init("first", "job:v1", &[("JOB_MESSAGE", "one")])
         .init("second", "job:v1", &[("JOB_MESSAGE", "two")])
         .container("web", "hello:v1")
@@ -324,6 +255,7 @@ fn a_pod_sees_its_env_volumes_and_service_account_and_nothing_else() {
            "stringData":{"password":"s3cret"}}]}"#,
     );
     PodBuilder::new("echo-sees")
+        .on_node(TEST_NODE)
         .container("echo", "echo:v1")
         .env("PLAIN", json!("value"))
         .env(
@@ -406,6 +338,7 @@ fn a_pod_sees_its_env_volumes_and_service_account_and_nothing_else() {
 fn the_mounted_token_authenticates_as_the_pods_service_account() {
     let k = server().kubectl();
     PodBuilder::new("token-holder")
+        .on_node(TEST_NODE)
         .container("echo", "echo:v1")
         .create(&k);
     wait_pod(&k, "token-holder", "Running", running_and_ready);
@@ -439,6 +372,7 @@ fn the_mounted_token_authenticates_as_the_pods_service_account() {
 fn a_request_past_the_memory_limit_fails_and_the_next_one_is_served() {
     let k = server().kubectl();
     PodBuilder::new("echo-mem")
+        .on_node(TEST_NODE)
         .container("echo", "echo:v1")
         .last("resources", json!({"limits": {"memory": "32Mi"}}))
         .create(&k);
@@ -460,6 +394,7 @@ fn a_request_past_the_memory_limit_fails_and_the_next_one_is_served() {
 fn a_missing_module_leaves_the_pod_waiting_until_it_is_pushed() {
     let k = server().kubectl();
     PodBuilder::new("later")
+        .on_node(TEST_NODE)
         .container("web", "later:v1")
         .create(&k);
     let p = wait_pod(&k, "later", "a module-pull reason", |p| {
@@ -483,6 +418,7 @@ fn a_missing_module_leaves_the_pod_waiting_until_it_is_pushed() {
 fn deleting_a_pod_lets_its_in_flight_request_finish_then_removes_it() {
     let k = server().kubectl();
     PodBuilder::new("echo-del")
+        .on_node(TEST_NODE)
         .container("echo", "echo:v1")
         .spec("terminationGracePeriodSeconds", json!(10))
         .create(&k);
@@ -513,6 +449,7 @@ fn deleting_a_pod_lets_its_in_flight_request_finish_then_removes_it() {
 fn probes_drive_readiness_and_liveness_restarts_the_container() {
     let k = server().kubectl();
     PodBuilder::new("not-ready")
+        .on_node(TEST_NODE)
         .container("echo", "echo:v1")
         .last(
             "readinessProbe",
@@ -520,6 +457,7 @@ fn probes_drive_readiness_and_liveness_restarts_the_container() {
         )
         .create(&k);
     PodBuilder::new("dies")
+        .on_node(TEST_NODE)
         .container("echo", "echo:v1")
         .last(
             "livenessProbe",
@@ -561,6 +499,7 @@ fn probes_drive_readiness_and_liveness_restarts_the_container() {
 fn active_deadline_seconds_ends_a_pod_as_failed() {
     let k = server().kubectl();
     PodBuilder::new("deadline")
+        .on_node(TEST_NODE)
         .container("echo", "echo:v1")
         .spec("activeDeadlineSeconds", json!(1))
         .create(&k);
@@ -622,9 +561,11 @@ fn a_restarted_server_takes_its_pods_back_without_resetting_them() {
     push_examples(&s);
     let k = s.kubectl();
     PodBuilder::new("keeps")
+        .on_node(TEST_NODE)
         .container("web", "hello:v1")
         .create(&k);
     PodBuilder::new("done")
+        .on_node(TEST_NODE)
         .container("job", "job:v1")
         .spec("restartPolicy", json!("Never"))
         .create(&k);
@@ -656,6 +597,7 @@ fn a_restarted_server_takes_its_pods_back_without_resetting_them() {
 fn kubectl_logs_follow_streams_each_request_line_as_it_is_served() {
     let k = server().kubectl();
     PodBuilder::new("echo-logs")
+        .on_node(TEST_NODE)
         .container("echo", "echo:v1")
         .create(&k);
     wait_pod(&k, "echo-logs", "Running", running_and_ready);
@@ -679,6 +621,7 @@ fn a_guest_trying_every_way_out_of_its_sandbox_is_refused_each_time() {
     // Another pod's volume, with something in it, and another namespace's
     // Secret.
     PodBuilder::new("victim")
+        .on_node(TEST_NODE)
         .container("web", "hello:v1")
         .last(
             "volumeMounts",
@@ -707,6 +650,7 @@ fn a_guest_trying_every_way_out_of_its_sandbox_is_refused_each_time() {
 
     let api = s.api_url.trim_start_matches("https://").to_string();
     PodBuilder::new("probe")
+        .on_node(TEST_NODE)
         .container("probe", "probe:v1")
         .last(
             "args",

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::builders::PodBuilder;
 use common::{Kubectl, TestServer};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -60,47 +61,6 @@ impl NodeBuilder {
 
     fn pod_cidr(mut self, cidr: &str) -> Self {
         self.obj["spec"]["podCIDR"] = json!(cidr);
-        self
-    }
-
-    fn json(&self) -> String {
-        self.obj.to_string()
-    }
-}
-
-/// A pod, optionally already bound to a node.
-struct PodBuilder {
-    obj: Value,
-}
-
-impl PodBuilder {
-    fn new(name: &str) -> Self {
-        PodBuilder {
-            obj: json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-                        "spec": {"containers": []}}),
-        }
-    }
-
-    fn container(mut self, name: &str) -> Self {
-        if let Some(c) = self.obj["spec"]["containers"].as_array_mut() {
-            c.push(json!({"name": name, "image": "hello:v1"}));
-        }
-        self
-    }
-
-    /// A containerPort on the last container.
-    fn port(mut self, port: u16) -> Self {
-        if let Some(c) = self.obj["spec"]["containers"]
-            .as_array_mut()
-            .and_then(|c| c.last_mut())
-        {
-            c["ports"] = json!([{"containerPort": port}]);
-        }
-        self
-    }
-
-    fn on_node(mut self, node: &str) -> Self {
-        self.obj["spec"]["nodeName"] = json!(node);
         self
     }
 
@@ -231,7 +191,10 @@ fn running_pod(k: &Kubectl, ns: &str, name: &str) {
     create(
         k,
         Some(ns),
-        &PodBuilder::new(name).container("app").port(8080).json(),
+        &PodBuilder::new(name)
+            .container("app", "hello:v1")
+            .port(8080)
+            .json(),
     );
     let out = k.ok(&["-n", ns, "get", "pod", name, "-o", "json"]);
     let mut pod: Value = serde_json::from_str(&out).unwrap();
@@ -320,7 +283,11 @@ fn exec_needs_create_on_pods_exec() {
 fn logs_of_a_pod_on_no_node_say_so() {
     let k = server().kubectl();
     let ns = namespace(&k, "unscheduled");
-    create(&k, Some(&ns), &PodBuilder::new("p").container("app").json());
+    create(
+        &k,
+        Some(&ns),
+        &PodBuilder::new("p").container("app", "hello:v1").json(),
+    );
     let err = k.fails(&["-n", &ns, "logs", "p"]);
     assert!(
         err.contains("Error from server (BadRequest): pod p does not have a host assigned"),
@@ -589,7 +556,7 @@ fn agent_with_pod(ns_name: &str) -> (&'static FakeAgent, Kubectl, String) {
         &k,
         Some(&ns),
         &PodBuilder::new("web")
-            .container("app")
+            .container("app", "hello:v1")
             .port(8080)
             .on_node("agent-1")
             .json(),
@@ -634,8 +601,8 @@ fn an_agents_not_found_and_an_unreachable_agent_become_statuses() {
         &k,
         Some(&ns),
         &PodBuilder::new("two")
-            .container("app")
-            .container("missing")
+            .container("app", "hello:v1")
+            .container("missing", "hello:v1")
             .on_node("agent-1")
             .json(),
     );
@@ -673,7 +640,7 @@ fn an_agents_not_found_and_an_unreachable_agent_become_statuses() {
         &k,
         Some(&ns),
         &PodBuilder::new("stranded")
-            .container("app")
+            .container("app", "hello:v1")
             .on_node(&node)
             .json(),
     );
@@ -813,7 +780,7 @@ fn with_tls_off_the_agent_is_reached_over_plain_http() {
     let created: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(created["spec"]["podCIDR"], "127.128.0.0/18");
     let pod = PodBuilder::new("web")
-        .container("app")
+        .container("app", "hello:v1")
         .port(8080)
         .on_node("plain-1");
     let (code, body) = curl(

@@ -7,6 +7,7 @@ use crate::common;
 
 use std::time::Duration;
 
+use common::builders::PodBuilder;
 use common::{Kubectl, TEST_NODE, TestServer, eventually, guest};
 use serde_json::{Value, json};
 
@@ -70,61 +71,6 @@ impl NodeBuilder {
     }
 }
 
-/// A pod without `nodeName`, with requests.
-struct PodBuilder {
-    obj: Value,
-}
-
-impl PodBuilder {
-    fn new(name: &str) -> Self {
-        PodBuilder {
-            obj: json!({
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": name},
-                "spec": {"containers": [{"name": "web", "image": "hello:v1"}]},
-            }),
-        }
-    }
-
-    fn requests(mut self, cpu: &str, memory: &str) -> Self {
-        self.obj["spec"]["containers"][0]["resources"] =
-            json!({"requests": {"cpu": cpu, "memory": memory}});
-        self
-    }
-
-    fn node_selector(mut self, key: &str, value: &str) -> Self {
-        self.obj["spec"]["nodeSelector"][key] = json!(value);
-        self
-    }
-
-    fn toleration(mut self, key: &str, value: &str, effect: &str) -> Self {
-        self.obj["spec"]["tolerations"] =
-            json!([{"key": key, "operator": "Equal", "value": value, "effect": effect}]);
-        self
-    }
-
-    fn required_affinity(mut self, key: &str, op: &str, values: &[&str]) -> Self {
-        self.obj["spec"]["affinity"] = json!({"nodeAffinity": {
-        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-            {"matchExpressions": [{"key": key, "operator": op, "values": values}]}
-        ]}}});
-        self
-    }
-
-    fn preferred_affinity(mut self, key: &str, value: &str) -> Self {
-        self.obj["spec"]["affinity"] = json!({"nodeAffinity": {
-        "preferredDuringSchedulingIgnoredDuringExecution": [
-            {"weight": 100, "preference": {"matchExpressions": [
-                {"key": key, "operator": "In", "values": [value]}]}}
-        ]}});
-        self
-    }
-
-    fn create(self, k: &Kubectl) {
-        k.ok_with_stdin(&["create", "-f", "-"], &self.obj.to_string());
-    }
-}
-
 fn pod_json(k: &Kubectl, name: &str) -> Value {
     serde_json::from_str(&k.ok(&["get", "pod", name, "-o", "json"])).expect("pod json")
 }
@@ -163,7 +109,10 @@ fn a_pod_too_big_for_every_node_stays_pending_then_lands_on_a_big_node() {
     NodeBuilder::new("tainted", "64", "256Gi")
         .taint("dedicated", "db", "NoSchedule")
         .create(&k);
-    PodBuilder::new("big").requests("1", "32Gi").create(&k);
+    PodBuilder::new("big")
+        .container("web", "hello:v1")
+        .requests("1", "32Gi")
+        .create(&k);
 
     let want = "0/3 nodes are available: 2 Insufficient memory, \
                 1 node(s) had untolerated taint {dedicated: db}.";
@@ -253,28 +202,35 @@ fn taints_selectors_and_affinity_are_honoured() {
     // (pod, expected node)
     let cases = [
         (
-            PodBuilder::new("by-selector").node_selector("disk", "hdd"),
+            PodBuilder::new("by-selector")
+                .container("web", "hello:v1")
+                .node_selector("disk", "hdd"),
             "hdd",
         ),
         (
-            PodBuilder::new("by-affinity").required_affinity("zone", "In", &["a"]),
+            PodBuilder::new("by-affinity")
+                .container("web", "hello:v1")
+                .required_affinity("zone", "In", &["a"]),
             "ssd",
         ),
         (
             PodBuilder::new("tolerates-gpu")
+                .container("web", "hello:v1")
                 .toleration("gpu", "true", "NoSchedule")
                 .node_selector("zone", "c"),
             "gpu",
         ),
         (
-            PodBuilder::new("prefers-b").preferred_affinity("zone", "b"),
+            PodBuilder::new("prefers-b")
+                .container("web", "hello:v1")
+                .preferred_affinity("zone", "b"),
             "hdd",
         ),
     ];
     let names: Vec<(String, &str)> = cases
         .into_iter()
         .map(|(p, want)| {
-            let name = p.obj["metadata"]["name"].as_str().unwrap().to_string();
+            let name = p.name().to_string();
             p.create(&k);
             (name, want)
         })
@@ -287,6 +243,7 @@ fn taints_selectors_and_affinity_are_honoured() {
     // pods off the named zones.
     for i in 0..4 {
         PodBuilder::new(&format!("not-a-{i}"))
+            .container("web", "hello:v1")
             .required_affinity("zone", "NotIn", &["a"])
             .create(&k);
     }
@@ -295,6 +252,7 @@ fn taints_selectors_and_affinity_are_honoured() {
     }
     // A selector nothing matches stays pending with the affinity reason.
     PodBuilder::new("nowhere")
+        .container("web", "hello:v1")
         .node_selector("disk", "nvme")
         .create(&k);
     let want = "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector.";
@@ -320,6 +278,7 @@ fn place_ten_small_pods(strategy: &str) -> std::collections::BTreeSet<String> {
     }
     for i in 0..10 {
         PodBuilder::new(&format!("small-{i}"))
+            .container("web", "hello:v1")
             .requests("100m", "128Mi")
             .create(&k);
     }
@@ -347,7 +306,10 @@ fn a_pod_without_a_node_is_placed_on_the_local_node_and_runs() {
         .wkube(&["push", guest("hello-http").to_str().unwrap(), "hello:v1"])
         .success();
     let k = server.kubectl();
-    PodBuilder::new("web").requests("100m", "64Mi").create(&k);
+    PodBuilder::new("web")
+        .container("web", "hello:v1")
+        .requests("100m", "64Mi")
+        .create(&k);
     assert_eq!(wait_placed(&k, "web"), TEST_NODE);
     let mut last = Value::Null;
     let running = eventually(Duration::from_secs(60), || {

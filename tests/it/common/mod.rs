@@ -5,6 +5,8 @@
 // Each test module uses its own subset of these helpers.
 #![allow(dead_code)]
 
+pub mod builders;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
