@@ -30,6 +30,7 @@ pub mod controllers;
 pub mod events;
 pub mod kubelet;
 pub mod metrics;
+pub mod node;
 pub mod pki;
 pub mod proxy;
 pub mod resources;

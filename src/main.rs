@@ -69,7 +69,7 @@ async fn main() -> ExitCode {
         Command::Node(args) => wkube::cli::node::run(args, &data_dir).await,
         Command::Example(args) => wkube::cli::example::run(&args),
         Command::Encryption(args) => wkube::cli::encryption::run(&args, &data_dir),
-        Command::Token(args) => wkube::cli::token::run_token(args, &data_dir).await,
+        Command::Token(args) => wkube::cli::run_token(args, &data_dir).await,
         Command::Kubeconfig(args) => wkube::cli::token::run_kubeconfig(args, &data_dir),
     }
 }

@@ -369,7 +369,7 @@ pub async fn run(
         Some(((client, ca, agent_tls), kcfg)) => {
             let stop = stop.wait();
             Some(tokio::spawn(async move {
-                let r = crate::kubelet::run(kcfg, client, ca, agent_tls, stop).await;
+                let r = crate::node::run(kcfg, client, ca, agent_tls, stop).await;
                 if let Err(e) = &r {
                     // The control plane keeps serving; only this node is
                     // missing (e.g. its agent port is taken).

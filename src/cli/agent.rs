@@ -252,7 +252,7 @@ pub async fn run(
         client_cert_pem: stored.creds.client_cert.clone(),
         client_key_pem: stored.creds.client_key.clone(),
     });
-    crate::kubelet::run(cfg, client, Some(ca), agent_tls, shutdown).await?;
+    crate::node::run(cfg, client, Some(ca), agent_tls, shutdown).await?;
     Ok(())
 }
 

@@ -69,7 +69,7 @@ pub enum Command {
     /// Read and write the store with etcdctl's verbs and output.
     Kv(kv::KvArgs),
     /// Mint bearer tokens for the Kubernetes API with the cluster key.
-    Token(token::TokenArgs),
+    Token(TokenArgs),
     /// Print a kubeconfig for the running server (the admin's by default).
     Kubeconfig(token::KubeconfigArgs),
     /// Upload a .wasm component or module to the module registry.
@@ -480,6 +480,35 @@ impl ServerArgs {
             }),
             data_dir,
         }
+    }
+}
+
+/// Flags of `wkube token`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    #[command(subcommand)]
+    pub command: TokenCommand,
+}
+
+/// Verbs of `wkube token`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Mint a bearer token for a user and print it (only the token, so it
+    /// can be captured: `TOKEN=$(wkube token create --user alice)`).
+    Create(token::CreateArgs),
+    /// Join tokens, with which agents join the cluster: create, list,
+    /// delete (revoke). Needs the server running.
+    #[command(subcommand)]
+    Join(jointoken::JoinCommand),
+}
+
+/// Runs `wkube token ...`; prints `Error: …` and returns 1 on failure.
+pub async fn run_token(args: TokenArgs, data_dir: &std::path::Path) -> std::process::ExitCode {
+    match args.command {
+        TokenCommand::Create(create) => token::report(
+            token::create_token(&create.user, &create.common, data_dir).map(|t| format!("{t}\n")),
+        ),
+        TokenCommand::Join(join) => token::report(jointoken::run(join, data_dir).await),
     }
 }
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Subcommand};
+use clap::Args;
 
 use crate::api::authn::{AuthnError, TokenAuthority};
 use crate::server::{API_ENDPOINT_FILE, PKI_DIR};
@@ -29,25 +29,6 @@ const SIGNING_KEY: &str = "sa.key";
 const CA_CERT: &str = "ca.crt";
 /// Name of the cluster entry in printed kubeconfigs, as in the admin one.
 const CLUSTER_NAME: &str = "wkube";
-
-/// Flags of `wkube token`.
-#[derive(Debug, Args)]
-pub struct TokenArgs {
-    #[command(subcommand)]
-    pub command: TokenCommand,
-}
-
-/// Verbs of `wkube token`.
-#[derive(Debug, Subcommand)]
-pub enum TokenCommand {
-    /// Mint a bearer token for a user and print it (only the token, so it
-    /// can be captured: `TOKEN=$(wkube token create --user alice)`).
-    Create(CreateArgs),
-    /// Join tokens, with which agents join the cluster: create, list,
-    /// delete (revoke). Needs the server running.
-    #[command(subcommand)]
-    Join(super::jointoken::JoinCommand),
-}
 
 /// Flags of `wkube token create`.
 #[derive(Debug, Args)]
@@ -110,22 +91,12 @@ pub enum TokenError {
     EmptyEndpoint { path: PathBuf },
 }
 
-/// Runs `wkube token ...`; prints `Error: …` and returns 1 on failure.
-pub async fn run_token(args: TokenArgs, data_dir: &Path) -> ExitCode {
-    match args.command {
-        TokenCommand::Create(create) => {
-            report(create_token(&create.user, &create.common, data_dir).map(|t| format!("{t}\n")))
-        }
-        TokenCommand::Join(join) => report(super::jointoken::run(join, data_dir).await),
-    }
-}
-
 /// Runs `wkube kubeconfig`; prints `Error: …` and returns 1 on failure.
 pub fn run_kubeconfig(args: KubeconfigArgs, data_dir: &Path) -> ExitCode {
     report(kubeconfig(&args, data_dir))
 }
 
-fn report<E: std::fmt::Display>(result: Result<String, E>) -> ExitCode {
+pub(super) fn report<E: std::fmt::Display>(result: Result<String, E>) -> ExitCode {
     match result {
         Ok(out) => {
             print!("{out}");

@@ -188,20 +188,22 @@ impl Shared {
     }
 }
 
-/// Runs the kubelet until `shutdown` resolves: the agent endpoint, the Node
-/// and Lease loops and the pod manager. Running pods are left as they are
-/// on shutdown (their status stays Running), so a restarted kubelet takes
-/// them back.
+/// What the node composition hands the kubelet: the parts of the node it
+/// shares with the other components there.
+pub struct NodeParts {
+    pub runtime: Arc<Runtime>,
+    /// The pods the kubelet runs, which the proxy reaches through
+    /// [`crate::proxy::LocalPods`].
+    pub pods: Arc<pods::PodTable>,
+    pub proxy: Arc<crate::proxy::Proxy>,
+}
+
+/// Creates the kubelet's data directories and binds its endpoint: the
+/// steps that can fail before anything runs.
 ///
 /// # Errors
-/// When the data directory, the runtime or the listener cannot be set up.
-pub async fn run(
-    config: KubeletConfig,
-    client: kube::Client,
-    ca_pem: Option<String>,
-    tls: Option<AgentTls>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), KubeletError> {
+/// When a directory cannot be created or the address is taken.
+pub async fn prepare(config: &KubeletConfig) -> Result<tokio::net::TcpListener, KubeletError> {
     for sub in ["modules", "pods", "compiled"] {
         let path = config.data_dir.join(sub);
         std::fs::create_dir_all(&path).map_err(|source| KubeletError::DataDir {
@@ -209,12 +211,30 @@ pub async fn run(
             source,
         })?;
     }
-    let listener = tokio::net::TcpListener::bind(config.listen)
+    tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| KubeletError::Bind {
             addr: config.listen,
             source,
-        })?;
+        })
+}
+
+/// Runs the kubelet until `shutdown` resolves: the agent endpoint on
+/// `listener`, the Node and Lease loops and the pod manager. Running pods
+/// are left as they are on shutdown (their status stays Running), so a
+/// restarted kubelet takes them back.
+///
+/// # Errors
+/// When the listener or its TLS cannot be set up.
+pub async fn run(
+    config: KubeletConfig,
+    listener: tokio::net::TcpListener,
+    parts: NodeParts,
+    client: kube::Client,
+    ca_pem: Option<String>,
+    tls: Option<AgentTls>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), KubeletError> {
     let port = listener
         .local_addr()
         .map_err(|source| KubeletError::Bind {
@@ -222,29 +242,6 @@ pub async fn run(
             source,
         })?
         .port();
-    let runtime_config = config.runtime.clone();
-    let runtime = tokio::task::spawn_blocking(move || Runtime::new(runtime_config))
-        .await
-        .map_err(|e| KubeletError::Runtime(RuntimeError::Engine(e.to_string())))??;
-    let pod_table = Arc::new(pods::PodTable::default());
-    let mut proxy_config = crate::proxy::ProxyConfig::new(config.node_name.clone(), config.node_ip);
-    proxy_config.ranges = crate::proxy::Ranges {
-        service_cidr: config.service_cidr,
-        cluster_cidr: config.cluster_cidr,
-    };
-    proxy_config.listen = config.proxy_listen;
-    proxy_config.max_connections = config.proxy_max_connections;
-    let identity = tls.as_ref().map(|t| crate::proxy::NodeIdentity {
-        client: crate::pki::ClientTls {
-            cert_pem: t.client_cert_pem.clone(),
-            key_pem: t.client_key_pem.clone(),
-            ca_pem: t.ca_pem.clone(),
-        },
-    });
-    let proxy = Arc::new(
-        crate::proxy::Proxy::new(proxy_config, pod_table.clone(), identity)
-            .map_err(|e| KubeletError::Tls(e.to_string()))?,
-    );
     let shared = Arc::new(Shared {
         logs: logs::LogStore::new(logs::LogLimits {
             max_file_bytes: config.log_max_file_bytes,
@@ -252,7 +249,7 @@ pub async fn run(
             ..logs::LogLimits::default()
         }),
         modules: modules::ModuleStore::new(config.data_dir.join("modules"), client.clone()),
-        runtime: Arc::new(runtime),
+        runtime: parts.runtime,
         events: crate::events::Recorder::start(
             client.clone(),
             "kubelet",
@@ -260,8 +257,8 @@ pub async fn run(
         ),
         client,
         ca_pem,
-        pods: pod_table,
-        proxy: proxy.clone(),
+        pods: parts.pods,
+        proxy: parts.proxy,
         config,
     });
     tracing::info!(
@@ -287,11 +284,9 @@ pub async fn run(
     let node = node::NodeAgent::new(shared.clone(), port);
     let pod_cidr = node.register(stop.wait()).await;
     let heartbeat = tokio::spawn(node.run(stop.wait()));
-    let proxy_task = tokio::spawn(crate::proxy::run(proxy, shared.client.clone(), stop.wait()));
     let manager = pods::PodManager::new(shared.clone(), pod_cidr);
     manager.run(stop.wait()).await;
     let _ = heartbeat.await;
-    let _ = proxy_task.await;
     let _ = endpoint.await;
     tracing::info!(node = %shared.config.node_name, "kubelet stopped");
     Ok(())
