@@ -50,8 +50,10 @@ struct Ctx {
 pub async fn run(
     client: kube::Client,
     pods: super::PodFeed,
+    cache: Arc<super::PodCache>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
+    let _ = &cache;
     let services: Api<Service> = Api::all(client.clone());
     let slices: Api<EndpointSlice> = Api::all(client.clone());
     let controller = Controller::new(services, watcher::Config::default());

@@ -54,8 +54,10 @@ struct Ctx {
 pub async fn run(
     client: kube::Client,
     pods: super::PodFeed,
+    cache: Arc<super::PodCache>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
+    let _ = &cache;
     let jobs: Api<Job> = Api::all(client.clone());
     let controller = Controller::new(jobs, watcher::Config::default())
         .owns_shared_stream(pods)

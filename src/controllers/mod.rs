@@ -285,7 +285,11 @@ impl PodCache {
 /// fan-out is ours rather than kube-runtime's shared reflector, which
 /// passes deletions on to no one and can stall a subscriber whose pod was
 /// deleted before it looked the pod up.
-pub async fn run(client: kube::Client, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(
+    client: kube::Client,
+    cache: Arc<PodCache>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     let stop = crate::shutdown::Stop::new(shutdown);
     let mut feeds = Vec::new();
     let mut feed = || {
@@ -295,7 +299,6 @@ pub async fn run(client: kube::Client, shutdown: impl Future<Output = ()> + Send
     };
     let (rs_pods, job_pods, ds_pods, ep_pods) = (feed(), feed(), feed(), feed());
     let (gc_tx, gc_pods) = futures::channel::mpsc::channel(POD_EVENT_BUFFER);
-    let cache = Arc::new(PodCache::default());
     let informer = share_pods(
         client.clone(),
         cache.clone(),
@@ -305,10 +308,10 @@ pub async fn run(client: kube::Client, shutdown: impl Future<Output = ()> + Send
     );
     tokio::join!(
         informer,
-        replicaset::run(client.clone(), rs_pods, cache, stop.wait()),
+        replicaset::run(client.clone(), rs_pods, cache.clone(), stop.wait()),
         deployment::run(client.clone(), stop.wait()),
-        endpoints::run(client.clone(), ep_pods, stop.wait()),
-        job::run(client.clone(), job_pods, stop.wait()),
+        endpoints::run(client.clone(), ep_pods, cache.clone(), stop.wait()),
+        job::run(client.clone(), job_pods, cache, stop.wait()),
         cronjob::run(client.clone(), stop.wait()),
         daemonset::run(client.clone(), ds_pods, stop.wait()),
         namespace::run(client.clone(), stop.wait()),
@@ -392,9 +395,12 @@ pub async fn run_all(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let stop = crate::shutdown::Stop::new(shutdown);
+    // Filled by the shared pod watch that `run` starts; the node lifecycle
+    // controller reads it too.
+    let cache = Arc::new(PodCache::default());
     tokio::join!(
-        run(client.clone(), stop.wait()),
-        nodelifecycle::run(client, node_lifecycle, stop.wait()),
+        run(client.clone(), cache.clone(), stop.wait()),
+        nodelifecycle::run(client, node_lifecycle, cache, stop.wait()),
     );
 }
 

@@ -98,8 +98,10 @@ struct Monitor {
 pub async fn run(
     client: kube::Client,
     cfg: NodeLifecycleConfig,
+    cache: std::sync::Arc<super::PodCache>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
+    let _ = &cache;
     let mut m = Monitor {
         recorder: Recorder::start(client.clone(), "node-controller", None),
         client,
