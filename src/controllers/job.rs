@@ -13,22 +13,22 @@
 //! succeed) and `Indexed` (one success per index `0..completions`, the
 //! index in the pod's annotation, label, hostname and `JOB_COMPLETION_INDEX`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobSpec, UncountedTerminatedPods};
 use k8s_openapi::api::core::v1::{EnvVar, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use serde_json::json;
 
-use super::replicaset::{is_active, is_ready};
+use super::replicaset::{Expected, is_active, is_ready};
 use super::{ControllerError, selector_query};
 use crate::events::EventType::{Normal, Warning};
 use crate::events::record;
@@ -48,6 +48,11 @@ pub const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
 
 struct Ctx {
     client: kube::Client,
+    pods: Arc<super::PodCache>,
+    /// Per Job uid, the creates and deletes the pod cache has not shown
+    /// yet: a Job is not acted on until they show (or are old), so a pass
+    /// that ran ahead of the cache does not start pods twice.
+    expected: parking_lot::Mutex<std::collections::HashMap<String, Expected>>,
 }
 
 /// Runs the controller until `shutdown`.
@@ -57,12 +62,16 @@ pub async fn run(
     cache: Arc<super::PodCache>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let _ = &cache;
     let jobs: Api<Job> = Api::all(client.clone());
     let controller = Controller::new(jobs, watcher::Config::default())
         .owns_shared_stream(pods)
         .graceful_shutdown_on(shutdown);
-    super::drive(controller, "job", reconcile, Arc::new(Ctx { client })).await;
+    let ctx = Arc::new(Ctx {
+        client,
+        pods: cache,
+        expected: parking_lot::Mutex::new(std::collections::HashMap::new()),
+    });
+    super::drive(controller, "job", reconcile, ctx).await;
 }
 
 fn phase(p: &Pod) -> Option<&str> {
@@ -232,10 +241,10 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ControllerErr
     }
     let uid = job.uid().unwrap_or_default();
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let pods: Vec<Pod> = pods_api
-        .list(&ListParams::default().labels(&selector))
-        .await?
-        .items
+    // From the shared pod cache, not a LIST: the Job's own pods.
+    let pods: Vec<Arc<Pod>> = ctx
+        .pods
+        .in_namespace(&ns)
         .into_iter()
         .filter(|p| {
             p.owner_references()
@@ -243,6 +252,25 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ControllerErr
                 .any(|o| o.controller == Some(true) && o.uid == uid)
         })
         .collect();
+    let pods: Vec<&Pod> = pods.iter().map(|p| &**p).collect();
+    let instant = Instant::now();
+    {
+        let listed: HashSet<String> = pods.iter().map(|p| p.name_any()).collect();
+        let active: HashSet<String> = pods
+            .iter()
+            .filter(|p| is_active(p))
+            .map(|p| p.name_any())
+            .collect();
+        let mut expected = ctx.expected.lock();
+        let exp = expected.entry(uid.clone()).or_default();
+        exp.observe(&active, &listed, instant);
+        let satisfied = exp.is_satisfied();
+        expected.retain(|_, e| !e.is_settled(instant));
+        if !satisfied {
+            // The pod events still on their way wake it up again.
+            return Ok(Action::requeue(Duration::from_millis(500)));
+        }
+    }
     let now = Timestamp::now();
     let now_time = Time(now);
     let indexed = spec.completion_mode.as_deref() == Some("Indexed");
@@ -250,16 +278,21 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ControllerErr
     let parallelism = spec.parallelism.unwrap_or(1).max(0);
     let suspended = spec.suspend == Some(true);
 
-    let active: Vec<&Pod> = pods.iter().filter(|p| is_active(p)).collect();
+    let active: Vec<&Pod> = pods.iter().copied().filter(|p| is_active(p)).collect();
     let terminating = pods
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_some() && is_unfinished(p))
         .count() as i32;
     let succeeded_pods: Vec<&Pod> = pods
         .iter()
+        .copied()
         .filter(|p| phase(p) == Some("Succeeded"))
         .collect();
-    let failed_pods: Vec<&Pod> = pods.iter().filter(|p| phase(p) == Some("Failed")).collect();
+    let failed_pods: Vec<&Pod> = pods
+        .iter()
+        .copied()
+        .filter(|p| phase(p) == Some("Failed"))
+        .collect();
     let completed_indexes: BTreeSet<i32> = if indexed {
         let n = completions.unwrap_or(0);
         succeeded_pods
@@ -438,7 +471,13 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ControllerErr
         .iter()
         .take(BURST)
         .map(|p| pods_api.delete(p.metadata.name.as_deref().unwrap_or_default(), &dp));
-    for r in futures::future::join_all(deletes).await {
+    let deleted = futures::future::join_all(deletes).await;
+    ctx.expected.lock().entry(uid.clone()).or_default().record(
+        Vec::new(),
+        to_delete.iter().take(BURST).map(|p| p.name_any()).collect(),
+        instant,
+    );
+    for r in deleted {
         match r {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
@@ -453,7 +492,17 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ControllerErr
         .collect();
     let creates = new_pods.iter().map(|p| pods_api.create(&post, p));
     let mut created = 0;
-    for r in futures::future::join_all(creates).await {
+    let results = futures::future::join_all(creates).await;
+    let names = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().map(|p| p.name_any()))
+        .collect();
+    ctx.expected
+        .lock()
+        .entry(uid.clone())
+        .or_default()
+        .record(names, Vec::new(), instant);
+    for r in results {
         let pod = r?;
         created += 1;
         let message = format!("Created pod: {}", pod.name_any());

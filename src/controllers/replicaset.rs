@@ -45,7 +45,7 @@ pub struct Expected {
 }
 
 impl Expected {
-    fn record(&mut self, creates: Vec<String>, deletes: Vec<String>, now: Instant) {
+    pub fn record(&mut self, creates: Vec<String>, deletes: Vec<String>, now: Instant) {
         if !creates.is_empty() || !deletes.is_empty() {
             self.creates.extend(creates);
             self.deletes.extend(deletes);
@@ -70,7 +70,12 @@ impl Expected {
 }
 
 impl Expected {
-    fn is_settled(&self, now: Instant) -> bool {
+    /// Whether the cache shows every write recorded (after [`Expected::observe`]).
+    pub fn is_satisfied(&self) -> bool {
+        self.creates.is_empty() && self.deletes.is_empty()
+    }
+
+    pub fn is_settled(&self, now: Instant) -> bool {
         (self.creates.is_empty() && self.deletes.is_empty())
             || self
                 .since
