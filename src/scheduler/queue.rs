@@ -336,9 +336,10 @@ mod tests {
         p
     }
 
-    /// Back-off of 40 ms doubling to 400 ms: short enough to wait for in
-    /// real time.
-    const UNIT: Duration = Duration::from_millis(40);
+    /// The scheduler's own back-off, 1 s doubling to 10 s: the tests run
+    /// on paused time, which jumps ahead whenever every task waits, so
+    /// they take no real time and measure the waits exactly.
+    const UNIT: Duration = Duration::from_secs(1);
 
     fn queue() -> SchedulingQueue {
         SchedulingQueue::new(UNIT, UNIT * 10)
@@ -349,7 +350,7 @@ mod tests {
         ((elapsed.as_millis() + UNIT.as_millis() / 2) / UNIT.as_millis()) as u32
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn higher_priority_first_then_first_come() {
         let q = queue();
         // (uid, priority) in arrival order, and the expected pop order.
@@ -363,7 +364,7 @@ mod tests {
         assert_eq!(order, ["b", "d", "a", "c"]);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn an_unschedulable_pod_waits_for_a_cluster_change_then_its_back_off() {
         let q = queue();
         q.add(named("a", 0));
@@ -378,7 +379,7 @@ mod tests {
         assert_eq!(p.unwrap().unwrap().attempts, 1);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_change_during_the_cycle_sends_the_pod_to_back_off_not_to_sleep() {
         let q = queue();
         q.add(named("a", 0));
@@ -391,7 +392,7 @@ mod tests {
         assert_eq!(units(start.elapsed()), 1);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn back_off_doubles_up_to_the_cap() {
         let q = queue();
         q.add(named("a", 0));
@@ -408,7 +409,7 @@ mod tests {
         assert_eq!(waits, [1, 4, 10, 10, 10]);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn an_update_that_changes_needs_retries_an_unschedulable_pod_at_once() {
         let q = queue();
         q.add(named("a", 0));
