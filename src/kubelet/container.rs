@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use super::Shared;
 use super::node::chrono_now;
 use super::pods::{PodHandle, ServiceEntry};
-use super::status::{State, Terminated};
+use super::status::{RestartPolicy, State, Terminated};
 use crate::events::EventType;
 use crate::runtime::{ExitStatus, HttpService, LoadedModule, ModuleKind, PodContext, PodLimits};
 
@@ -25,33 +25,6 @@ pub struct Prepared {
     /// Without a log sink: each run gets its own log file.
     pub ctx: PodContext,
     pub limits: PodLimits,
-}
-
-/// `restartPolicy` of the pod.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RestartPolicy {
-    Always,
-    OnFailure,
-    Never,
-}
-
-impl RestartPolicy {
-    pub fn parse(s: Option<&str>) -> RestartPolicy {
-        match s {
-            Some("Never") => RestartPolicy::Never,
-            Some("OnFailure") => RestartPolicy::OnFailure,
-            _ => RestartPolicy::Always,
-        }
-    }
-
-    /// Whether a container that ended with `exit_code` is started again.
-    pub fn restarts(self, exit_code: i32) -> bool {
-        match self {
-            RestartPolicy::Always => true,
-            RestartPolicy::OnFailure => exit_code != 0,
-            RestartPolicy::Never => false,
-        }
-    }
 }
 
 /// Exponential back-off between restarts: `initial`, doubling to `max`;
@@ -549,15 +522,6 @@ mod tests {
         assert_eq!(b.next(short), Duration::from_secs(40));
         assert_eq!(b.next(short), Duration::from_secs(40));
         assert_eq!(b.next(Duration::from_secs(81)), Duration::from_secs(10));
-    }
-
-    #[test]
-    fn restart_policies_match_kubernetes() {
-        assert!(RestartPolicy::Always.restarts(0));
-        assert!(!RestartPolicy::OnFailure.restarts(0));
-        assert!(RestartPolicy::OnFailure.restarts(2));
-        assert!(!RestartPolicy::Never.restarts(2));
-        assert_eq!(RestartPolicy::parse(None), RestartPolicy::Always);
     }
 
     #[test]

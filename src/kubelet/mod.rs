@@ -3,7 +3,7 @@
 //! Wasm runtime, reporting status as Kubernetes does.
 //!
 //! - [`node`]: Node registration, node status and the Lease heartbeat.
-//! - [`pods`]: the pod manager — the watch on bound pods, one worker per pod.
+//! - [`manager`]: the pod manager — the watch on bound pods, one worker per pod.
 //! - [`worker`]: a pod's lifecycle as an explicit state machine
 //!   (fetch modules → init containers → running → succeeded/failed, with
 //!   back-off, graceful termination).
@@ -13,7 +13,11 @@
 //!   the service-account mount, outbound policy, limits).
 //! - [`modules`]: module blobs fetched by digest from the API server,
 //!   verified and cached on disk.
-//! - [`status`]: the PodStatus a worker reports.
+//! - [`pods`]: the pods this kubelet runs — each one's handle (record,
+//!   serving HTTP containers) and the table the agent endpoint and the
+//!   proxy reach them through.
+//! - [`status`]: the PodStatus a worker reports, from the records it keeps
+//!   (container states, the pod's phase, its restart policy).
 //! - [`ipam`]: pod IPs from the node's `podCIDR`.
 //! - [`logs`]: per-container log files, rotated and bounded.
 //! - [`events`]: Events about pods, for `kubectl describe`.
@@ -32,6 +36,7 @@
 pub mod container;
 pub mod ipam;
 pub mod logs;
+pub mod manager;
 pub mod modules;
 pub mod node;
 pub mod pods;
@@ -284,7 +289,7 @@ pub async fn run(
     let node = node::NodeAgent::new(shared.clone(), port);
     let pod_cidr = node.register(stop.wait()).await;
     let heartbeat = tokio::spawn(node.run(stop.wait()));
-    let manager = pods::PodManager::new(shared.clone(), pod_cidr);
+    let manager = manager::PodManager::new(shared.clone(), pod_cidr);
     manager.run(stop.wait()).await;
     let _ = heartbeat.await;
     let _ = endpoint.await;

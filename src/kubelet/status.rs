@@ -141,6 +141,33 @@ impl Phase {
     }
 }
 
+/// `restartPolicy` of the pod.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestartPolicy {
+    Always,
+    OnFailure,
+    Never,
+}
+
+impl RestartPolicy {
+    pub fn parse(s: Option<&str>) -> RestartPolicy {
+        match s {
+            Some("Never") => RestartPolicy::Never,
+            Some("OnFailure") => RestartPolicy::OnFailure,
+            _ => RestartPolicy::Always,
+        }
+    }
+
+    /// Whether a container that ended with `exit_code` is started again.
+    pub fn restarts(self, exit_code: i32) -> bool {
+        match self {
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => exit_code != 0,
+            RestartPolicy::Never => false,
+        }
+    }
+}
+
 /// Everything the kubelet reports about one pod.
 #[derive(Clone, Debug)]
 pub struct PodRecord {
@@ -158,7 +185,7 @@ pub struct PodRecord {
     transitions: BTreeMap<&'static str, (bool, Time)>,
     /// The pod's restartPolicy: a container that ended and will be started
     /// again keeps the pod Running.
-    restart_policy: super::container::RestartPolicy,
+    restart_policy: RestartPolicy,
 }
 
 impl PodRecord {
@@ -229,7 +256,7 @@ impl PodRecord {
             host_ip,
             start_time: status.start_time.unwrap_or_else(|| Time(chrono_now())),
             transitions: BTreeMap::new(),
-            restart_policy: super::container::RestartPolicy::parse(spec.restart_policy.as_deref()),
+            restart_policy: RestartPolicy::parse(spec.restart_policy.as_deref()),
         }
     }
 
@@ -435,6 +462,15 @@ mod tests {
             r.main[0].state = exited(code);
             assert_eq!(r.phase(), phase, "{policy} exit {code}");
         }
+    }
+
+    #[test]
+    fn restart_policies_match_kubernetes() {
+        assert!(RestartPolicy::Always.restarts(0));
+        assert!(!RestartPolicy::OnFailure.restarts(0));
+        assert!(RestartPolicy::OnFailure.restarts(2));
+        assert!(!RestartPolicy::Never.restarts(2));
+        assert_eq!(RestartPolicy::parse(None), RestartPolicy::Always);
     }
 
     #[test]

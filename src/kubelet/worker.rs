@@ -36,12 +36,12 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::Shared;
-use super::container::{self, Backoff, Ended, Prepared, RestartPolicy, Slot};
+use super::container::{self, Backoff, Ended, Prepared, Slot};
 use super::ipam::PodIps;
 use super::modules::ModuleError;
 use super::pods::PodHandle;
 use super::spec::{self, PodFacts, Referenced};
-use super::status::{Phase, PodRecord, State};
+use super::status::{Phase, PodRecord, RestartPolicy, State};
 use crate::runtime::{LoadedModule, RuntimeError};
 
 /// The states of a pod worker. Each arm's handler returns the next state.
