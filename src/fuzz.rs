@@ -17,6 +17,11 @@ use serde_json::{Value, json};
 use crate::api::patch::{PatchType, patched_object};
 use crate::api::status::ApiError;
 
+/// The Pod kind, whose type the patch engine follows.
+fn pods() -> &'static crate::resources::Kind {
+    crate::resources::by_kind("", "Pod").expect("pods are served")
+}
+
 /// Any JSON value, nested up to a few levels, with keys drawn from names
 /// real objects use (so merges meet existing fields) and a few odd ones.
 fn json_value() -> impl Strategy<Value = Value> {
@@ -194,7 +199,7 @@ proptest! {
         patch in json_value(),
         ty in prop::sample::select(vec![PatchType::Merge, PatchType::Strategic, PatchType::Apply]),
     ) {
-        match patched_object(ty, &current, &patch, "Pod") {
+        match patched_object(ty, &current, &patch, pods()) {
             Ok(v) => prop_assert!(v.get("metadata").is_none_or(Value::is_object), "{ty:?} gave {v}"),
             Err(e) => assert_4xx(&e, "patch")?,
         }
@@ -205,7 +210,7 @@ proptest! {
         current in current(),
         ops in prop::collection::vec(json_patch_op(), 0..12),
     ) {
-        match patched_object(PatchType::Json, &current, &Value::Array(ops), "Pod") {
+        match patched_object(PatchType::Json, &current, &Value::Array(ops), pods()) {
             Ok(v) => prop_assert!(v.is_object(), "gave {v}"),
             Err(e) => assert_4xx(&e, "json patch")?,
         }

@@ -15,6 +15,7 @@ use super::status::ApiError;
 use super::verbs;
 use super::{ApiState, body};
 use crate::resources::Kind;
+use crate::resources::patchmeta::{Field, ListMerge, TypeGraph};
 
 /// The patch formats Kubernetes accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,24 +71,33 @@ pub fn patched_object(
     ty: PatchType,
     current: &Value,
     patch: &Value,
-    kind: &str,
+    kind: &Kind,
 ) -> Result<Value, ApiError> {
-    let patched = apply_patch(ty, current, patch)?;
+    let root = TypeGraph::get().root(kind);
+    let patched = apply_patch(ty, current, patch, root)?;
     if !patched.is_object() || patched.get("metadata").is_some_and(|m| !m.is_object()) {
         return Err(ApiError::bad_request(format!(
-            "the patched {kind} is not an object with object metadata"
+            "the patched {} is not an object with object metadata",
+            kind.kind
         )));
     }
     Ok(patched)
 }
 
-/// Apply `patch` of type `ty` to `current`.
+/// Apply `patch` of type `ty` to `current`, an object of the API type
+/// `root` (whose fields' merge keys a strategic merge follows; `None`
+/// replaces every list whole).
 ///
 /// # Errors
 /// 400 for a malformed patch; 413 past [`MAX_JSON_PATCH_OPS`]; 422 when an
 /// operation fails, its copies pass [`MAX_JSON_PATCH_COPIED_BYTES`], or the
 /// result would be nested deeper than [`MAX_PATCHED_DEPTH`].
-pub fn apply_patch(ty: PatchType, current: &Value, patch: &Value) -> Result<Value, ApiError> {
+pub fn apply_patch(
+    ty: PatchType,
+    current: &Value,
+    patch: &Value,
+    root: Option<&str>,
+) -> Result<Value, ApiError> {
     match ty {
         PatchType::Json => {
             if let Some(ops) = patch.as_array()
@@ -117,7 +127,7 @@ pub fn apply_patch(ty: PatchType, current: &Value, patch: &Value) -> Result<Valu
                     "a strategic merge patch must be a JSON object",
                 ));
             }
-            Ok(strategic_merge(current, patch, ""))
+            Ok(strategic_merge(TypeGraph::get(), current, patch, root))
         }
     }
 }
@@ -217,40 +227,9 @@ fn size_within(v: &Value, limit: usize) -> usize {
     size
 }
 
-/// The merge key of a list field, by field name (and, for `ports`, by the
-/// shape of its elements). `None`: the list is replaced atomically.
-fn merge_key(field: &str, sample: Option<&Value>) -> Option<&'static str> {
-    Some(match field {
-        "containers"
-        | "initContainers"
-        | "ephemeralContainers"
-        | "env"
-        | "volumes"
-        | "imagePullSecrets"
-        | "resourceClaims" => "name",
-        "volumeMounts" => "mountPath",
-        "volumeDevices" => "devicePath",
-        "conditions" => "type",
-        "hostAliases" => "ip",
-        "ownerReferences" => "uid",
-        "topologySpreadConstraints" => "topologyKey",
-        "ports" => {
-            if sample.is_some_and(|s| s.get("containerPort").is_some()) {
-                "containerPort"
-            } else {
-                "port"
-            }
-        }
-        _ => return None,
-    })
-}
-
-/// Lists of scalars that merge as sets.
-fn merges_as_set(field: &str) -> bool {
-    matches!(field, "finalizers")
-}
-
-fn strategic_merge(current: &Value, patch: &Value, _path: &str) -> Value {
+/// A strategic merge of `patch` into `current`, an object of type `ty`:
+/// each field's lists merge as that field's type says.
+fn strategic_merge(graph: &TypeGraph, current: &Value, patch: &Value, ty: Option<&str>) -> Value {
     let (Some(cur), Some(p)) = (current.as_object(), patch.as_object()) else {
         return patch.clone();
     };
@@ -288,14 +267,16 @@ fn strategic_merge(current: &Value, patch: &Value, _path: &str) -> Value {
             }
             Value::Object(_) => {
                 let base = out.get(k).cloned().unwrap_or(Value::Object(Map::new()));
+                let field_ty = graph.field(ty, k).and_then(|f| f.ty.as_deref());
                 let merged = strategic_merge(
+                    graph,
                     if base.is_object() {
                         &base
                     } else {
                         &Value::Null
                     },
                     v,
-                    k,
+                    field_ty,
                 );
                 if merged.is_null() {
                     out.remove(k);
@@ -307,7 +288,7 @@ fn strategic_merge(current: &Value, patch: &Value, _path: &str) -> Value {
                 let order = p
                     .get(&format!("$setElementOrder/{k}"))
                     .and_then(Value::as_array);
-                let merged = merge_list(k, out.get(k), items, order);
+                let merged = merge_list(graph, graph.field(ty, k), out.get(k), items, order);
                 out.insert(k.clone(), merged);
             }
             _ => {
@@ -321,7 +302,13 @@ fn strategic_merge(current: &Value, patch: &Value, _path: &str) -> Value {
             && !p.contains_key(field)
             && let (Some(order), Some(existing)) = (v.as_array(), out.get(field).cloned())
         {
-            let merged = merge_list(field, Some(&existing), &[], Some(order));
+            let merged = merge_list(
+                graph,
+                graph.field(ty, field),
+                Some(&existing),
+                &[],
+                Some(order),
+            );
             out.insert(field.to_string(), merged);
         }
     }
@@ -337,7 +324,8 @@ fn key_text(item: &Value, key: &str) -> Option<String> {
 /// merge key through a map, so a patch of n elements against a list of m
 /// costs n + m steps, not n × m (both may hold many thousands).
 fn merge_list(
-    field: &str,
+    graph: &TypeGraph,
+    field: Option<&Field>,
     current: Option<&Value>,
     patch: &[Value],
     order: Option<&Vec<Value>>,
@@ -346,7 +334,11 @@ fn merge_list(
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    if merges_as_set(field) {
+    let (list, item_ty) = match field {
+        Some(f) => (f.list, f.ty.as_deref()),
+        None => (ListMerge::Replace, None),
+    };
+    if list == ListMerge::Set {
         let mut seen: std::collections::HashSet<String> =
             cur.iter().map(Value::to_string).collect();
         let mut out = cur;
@@ -357,8 +349,7 @@ fn merge_list(
         }
         return Value::Array(out);
     }
-    let sample = patch.first().or(cur.first());
-    let Some(key) = merge_key(field, sample) else {
+    let ListMerge::Key(key) = list else {
         return Value::Array(patch.to_vec());
     };
     // Removed elements leave a `None` until the end, so positions in the
@@ -398,8 +389,8 @@ fn merge_list(
             }
             _ => {
                 let merged = match pos.and_then(|i| out[i].as_ref()) {
-                    Some(existing) => strategic_merge(existing, item, field),
-                    None => strategic_merge(&Value::Object(Map::new()), item, field),
+                    Some(existing) => strategic_merge(graph, existing, item, item_ty),
+                    None => strategic_merge(graph, &Value::Object(Map::new()), item, item_ty),
                 };
                 match pos {
                     Some(i) => out[i] = Some(merged),
@@ -475,7 +466,7 @@ pub async fn handle(
                 });
             }
         };
-        let mut patched = patched_object(ty, &current, &patch, kind.kind)?;
+        let mut patched = patched_object(ty, &current, &patch, kind)?;
         // A resourceVersion in the patch is a precondition; otherwise the
         // write is conditional on the version we read.
         let precondition = patch
@@ -513,14 +504,21 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn smp(cur: Value, patch: Value) -> Value {
-        apply_patch(PatchType::Strategic, &cur, &patch).unwrap()
+    const POD: &str = "io.k8s.api.core.v1.Pod";
+    const POD_SPEC: &str = "io.k8s.api.core.v1.PodSpec";
+    const CONTAINER: &str = "io.k8s.api.core.v1.Container";
+    const SERVICE_SPEC: &str = "io.k8s.api.core.v1.ServiceSpec";
+
+    /// A strategic merge into an object of type `ty`.
+    fn smp(ty: &str, cur: Value, patch: Value) -> Value {
+        apply_patch(PatchType::Strategic, &cur, &patch, Some(ty)).unwrap()
     }
 
     #[test]
     fn containers_merge_by_name() {
         let cur = json!({"spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}]}});
         let out = smp(
+            POD,
             cur,
             json!({"spec": {"containers": [{"name": "b", "image": "z"}]}}),
         );
@@ -531,7 +529,11 @@ mod tests {
     #[test]
     fn patch_delete_removes_a_list_element() {
         let cur = json!({"env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]});
-        let out = smp(cur, json!({"env": [{"$patch": "delete", "name": "A"}]}));
+        let out = smp(
+            CONTAINER,
+            cur,
+            json!({"env": [{"$patch": "delete", "name": "A"}]}),
+        );
         assert_eq!(out["env"], json!([{"name": "B", "value": "2"}]));
     }
 
@@ -539,6 +541,7 @@ mod tests {
     fn set_element_order_reorders() {
         let cur = json!({"containers": [{"name": "a"}, {"name": "b"}]});
         let out = smp(
+            POD_SPEC,
             cur,
             json!({"$setElementOrder/containers": [{"name": "b"}, {"name": "a"}],
             "containers": [{"name": "a", "image": "new"}]}),
@@ -549,21 +552,51 @@ mod tests {
 
     #[test]
     fn null_removes_a_field_and_plain_lists_are_replaced() {
-        let cur = json!({"metadata": {"labels": {"a": "1", "b": "2"}}, "args": ["x", "y"]});
-        let out = smp(
-            cur,
-            json!({"metadata": {"labels": {"a": null}}, "args": ["z"]}),
-        );
+        let cur = json!({"metadata": {"labels": {"a": "1", "b": "2"}}});
+        let out = smp(POD, cur, json!({"metadata": {"labels": {"a": null}}}));
         assert_eq!(out["metadata"]["labels"], json!({"b": "2"}));
+        let out = smp(
+            CONTAINER,
+            json!({"args": ["x", "y"]}),
+            json!({"args": ["z"]}),
+        );
         assert_eq!(out["args"], json!(["z"]));
     }
 
     #[test]
     fn service_ports_merge_by_port() {
         let cur = json!({"ports": [{"port": 80, "name": "http"}, {"port": 443, "name": "https"}]});
-        let out = smp(cur, json!({"ports": [{"port": 443, "targetPort": 8443}]}));
+        let out = smp(
+            SERVICE_SPEC,
+            cur,
+            json!({"ports": [{"port": 443, "targetPort": 8443}]}),
+        );
         assert_eq!(out["ports"][1]["targetPort"], 8443);
         assert_eq!(out["ports"][1]["name"], "https");
+    }
+
+    #[test]
+    fn the_same_field_name_merges_by_the_key_of_its_own_type() {
+        // A container's ports merge by containerPort, not by port.
+        let cur = json!({"ports": [{"containerPort": 80, "name": "a"}]});
+        let out = smp(
+            CONTAINER,
+            cur,
+            json!({"ports": [{"containerPort": 80, "protocol": "TCP"}]}),
+        );
+        assert_eq!(
+            out["ports"],
+            json!([{"containerPort": 80, "name": "a", "protocol": "TCP"}])
+        );
+        // Without a type (a kind without a schema), lists are replaced.
+        let out = apply_patch(
+            PatchType::Strategic,
+            &json!({"env": [{"name": "A"}]}),
+            &json!({"env": [{"name": "B"}]}),
+            None,
+        )
+        .unwrap();
+        assert_eq!(out["env"], json!([{"name": "B"}]));
     }
 
     #[test]
@@ -573,10 +606,17 @@ mod tests {
             PatchType::Json,
             &cur,
             &json!([{"op": "replace", "path": "/spec/replicas", "value": 3}]),
+            None,
         )
         .unwrap();
         assert_eq!(out["spec"]["replicas"], 3);
-        let out = apply_patch(PatchType::Merge, &cur, &json!({"spec": {"replicas": 5}})).unwrap();
+        let out = apply_patch(
+            PatchType::Merge,
+            &cur,
+            &json!({"spec": {"replicas": 5}}),
+            None,
+        )
+        .unwrap();
         assert_eq!(out["spec"]["replicas"], 5);
     }
 
@@ -588,12 +628,12 @@ mod tests {
         let ops: Vec<Value> = (0..17)
             .map(|i| json!({"op": "copy", "from": "/data", "path": format!("/data/c{i}")}))
             .collect();
-        let err = apply_patch(PatchType::Json, &cur, &Value::Array(ops)).unwrap_err();
+        let err = apply_patch(PatchType::Json, &cur, &Value::Array(ops), None).unwrap_err();
         assert_eq!(err.code().as_u16(), 422, "{err}");
         assert!(err.to_string().contains("copy"), "{err}");
         // A few small copies are fine.
         let ops = json!([{"op": "copy", "from": "/data/k", "path": "/data/k2"}]);
-        let out = apply_patch(PatchType::Json, &cur, &ops).unwrap();
+        let out = apply_patch(PatchType::Json, &cur, &ops, None).unwrap();
         assert_eq!(out["data"]["k2"], out["data"]["k"]);
     }
 
@@ -603,7 +643,7 @@ mod tests {
         let ops: Vec<Value> = (0..200)
             .map(|_| json!({"op": "copy", "from": "/a", "path": "/a/b/c"}))
             .collect();
-        let err = apply_patch(PatchType::Json, &cur, &Value::Array(ops)).unwrap_err();
+        let err = apply_patch(PatchType::Json, &cur, &Value::Array(ops), None).unwrap_err();
         assert!(err.to_string().contains("deeper"), "{err}");
     }
 
@@ -612,7 +652,8 @@ mod tests {
         let ops: Vec<Value> = (0..=MAX_JSON_PATCH_OPS)
             .map(|_| json!({"op": "test", "path": "/a", "value": 1}))
             .collect();
-        let err = apply_patch(PatchType::Json, &json!({"a": 1}), &Value::Array(ops)).unwrap_err();
+        let err =
+            apply_patch(PatchType::Json, &json!({"a": 1}), &Value::Array(ops), None).unwrap_err();
         assert_eq!(err.code().as_u16(), 413);
         assert_eq!(
             err.to_string(),
@@ -631,18 +672,20 @@ mod tests {
             .rev()
             .map(|i| json!({"name": format!("e{i}"), "value": "new"}))
             .collect();
-        let out = smp(json!({"env": cur}), json!({"env": patch}));
+        let out = smp(CONTAINER, json!({"env": cur}), json!({"env": patch}));
         let env = out["env"].as_array().unwrap();
         assert_eq!(env.len(), n);
         assert_eq!(env[0], json!({"name": "e0", "value": "new"}));
         let cur: Vec<Value> = (0..n).map(|i| json!(format!("f{i}"))).collect();
         let del = cur.clone();
         let out = smp(
+            POD,
             json!({"metadata": {"finalizers": cur.clone()}}),
             json!({"metadata": {"finalizers": cur}}),
         );
         assert_eq!(out["metadata"]["finalizers"].as_array().unwrap().len(), n);
         let out = smp(
+            CONTAINER,
             json!({"args": del.clone()}),
             json!({"$deleteFromPrimitiveList/args": del}),
         );

@@ -118,7 +118,7 @@ pub async fn handle(
             } else {
                 let ty = patch::PatchType::from_headers(headers)?;
                 let p = body::decode_json(&raw)?;
-                patch::apply_patch(ty, &scale_of(&current), &p)?
+                patch::apply_patch(ty, &scale_of(&current), &p, None)?
             };
             let replicas = wanted
                 .pointer("/spec/replicas")

@@ -12,6 +12,7 @@ pub mod cron;
 pub mod defaults;
 pub mod kinds;
 pub mod module;
+pub mod patchmeta;
 pub mod printer;
 pub mod quantity;
 pub mod validation;

@@ -26,7 +26,7 @@ pub const PATCH: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.Patch";
 pub const API_RESOURCE_LIST: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.APIResourceList";
 /// The group of wkube's own `Module` kind.
 const MODULE_GROUP: &str = "wkube.dev";
-const OBJECT_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
+use crate::resources::patchmeta::OBJECT_META;
 const LIST_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta";
 
 /// Collects the schemas one document needs.
@@ -104,7 +104,7 @@ impl Collector {
         for schema in schemas.values_mut() {
             add_conditions_metadata(schema);
         }
-        for m in LIST_METADATA {
+        for m in crate::resources::patchmeta::LIST_METADATA {
             let Some(field) = schemas
                 .get_mut(m.schema)
                 .and_then(|s| s.get_mut("properties"))
@@ -255,150 +255,6 @@ fn module_schema() -> Value {
         },
     })
 }
-
-/// How strategic merge patch and server-side apply treat one list (or
-/// struct) field.
-struct ListMetadata {
-    schema: &'static str,
-    field: &'static str,
-    merge_key: Option<&'static str>,
-    strategy: &'static str,
-    list_type: Option<&'static str>,
-    map_keys: &'static [&'static str],
-}
-
-const fn keyed(
-    schema: &'static str,
-    field: &'static str,
-    key: &'static str,
-    map_keys: &'static [&'static str],
-) -> ListMetadata {
-    ListMetadata {
-        schema,
-        field,
-        merge_key: Some(key),
-        strategy: "merge",
-        list_type: Some("map"),
-        map_keys,
-    }
-}
-
-const POD_SPEC: &str = "io.k8s.api.core.v1.PodSpec";
-const CONTAINER: &str = "io.k8s.api.core.v1.Container";
-const EPHEMERAL_CONTAINER: &str = "io.k8s.api.core.v1.EphemeralContainer";
-
-/// The merge semantics kubectl's client-side apply, `edit` and `patch`
-/// need to merge lists element by element instead of replacing them. These
-/// are properties of the Kubernetes API (its documented patch strategies);
-/// `k8s-openapi` does not carry them. Without an entry a list is replaced
-/// whole, which is what Kubernetes does for unmarked lists too.
-/// `conditions` lists are handled generically by [`add_conditions_metadata`].
-const LIST_METADATA: &[ListMetadata] = &[
-    keyed(POD_SPEC, "containers", "name", &["name"]),
-    keyed(POD_SPEC, "initContainers", "name", &["name"]),
-    keyed(POD_SPEC, "ephemeralContainers", "name", &["name"]),
-    keyed(POD_SPEC, "imagePullSecrets", "name", &["name"]),
-    keyed(POD_SPEC, "hostAliases", "ip", &["ip"]),
-    keyed(
-        POD_SPEC,
-        "topologySpreadConstraints",
-        "topologyKey",
-        &["topologyKey", "whenUnsatisfiable"],
-    ),
-    keyed(POD_SPEC, "schedulingGates", "name", &["name"]),
-    // A volume's source is a one-of: retainKeys drops the old source when
-    // an apply switches, say, from emptyDir to configMap.
-    ListMetadata {
-        schema: POD_SPEC,
-        field: "volumes",
-        merge_key: Some("name"),
-        strategy: "merge,retainKeys",
-        list_type: Some("map"),
-        map_keys: &["name"],
-    },
-    ListMetadata {
-        schema: POD_SPEC,
-        field: "resourceClaims",
-        merge_key: Some("name"),
-        strategy: "merge,retainKeys",
-        list_type: Some("map"),
-        map_keys: &["name"],
-    },
-    keyed(CONTAINER, "env", "name", &["name"]),
-    keyed(
-        CONTAINER,
-        "ports",
-        "containerPort",
-        &["containerPort", "protocol"],
-    ),
-    keyed(CONTAINER, "volumeMounts", "mountPath", &["mountPath"]),
-    keyed(CONTAINER, "volumeDevices", "devicePath", &["devicePath"]),
-    keyed(EPHEMERAL_CONTAINER, "env", "name", &["name"]),
-    keyed(
-        EPHEMERAL_CONTAINER,
-        "ports",
-        "containerPort",
-        &["containerPort", "protocol"],
-    ),
-    keyed(
-        EPHEMERAL_CONTAINER,
-        "volumeMounts",
-        "mountPath",
-        &["mountPath"],
-    ),
-    keyed(
-        EPHEMERAL_CONTAINER,
-        "volumeDevices",
-        "devicePath",
-        &["devicePath"],
-    ),
-    keyed(
-        "io.k8s.api.core.v1.ServiceSpec",
-        "ports",
-        "port",
-        &["port", "protocol"],
-    ),
-    keyed("io.k8s.api.core.v1.PodStatus", "podIPs", "ip", &["ip"]),
-    keyed("io.k8s.api.core.v1.PodStatus", "hostIPs", "ip", &["ip"]),
-    keyed(
-        "io.k8s.api.core.v1.NodeStatus",
-        "addresses",
-        "type",
-        &["type"],
-    ),
-    keyed(
-        "io.k8s.api.core.v1.ServiceAccount",
-        "secrets",
-        "name",
-        &["name"],
-    ),
-    keyed(OBJECT_META, "ownerReferences", "uid", &["uid"]),
-    ListMetadata {
-        schema: OBJECT_META,
-        field: "finalizers",
-        merge_key: None,
-        strategy: "merge",
-        list_type: Some("set"),
-        map_keys: &[],
-    },
-    ListMetadata {
-        schema: "io.k8s.api.core.v1.NodeSpec",
-        field: "podCIDRs",
-        merge_key: None,
-        strategy: "merge",
-        list_type: Some("set"),
-        map_keys: &[],
-    },
-    // Switching the deployment strategy type must drop `rollingUpdate`.
-    ListMetadata {
-        schema: "io.k8s.api.apps.v1.DeploymentSpec",
-        field: "strategy",
-        merge_key: None,
-        strategy: "retainKeys",
-        list_type: None,
-        map_keys: &[],
-    },
-];
 
 /// Every `conditions` list of objects keyed by `type` (pod, node,
 /// deployment, job, … conditions, and meta/v1 `Condition`) merges by
