@@ -35,8 +35,6 @@ use super::replicaset::is_ready;
 use super::{ControllerError, selector_query};
 use crate::events::EventType::Normal;
 use crate::events::record;
-use crate::scheduler::framework::{FilterPlugin, NodeInfo, PodInfo};
-use crate::scheduler::plugins::{node_affinity, taint_toleration};
 
 /// The name events from this controller carry.
 const COMPONENT: &str = "daemonset-controller";
@@ -132,16 +130,12 @@ pub fn should_run(template: &PodTemplateSpec, node: &Node) -> bool {
         return false;
     }
     spec.tolerations = Some(daemon_tolerations(template));
-    let pod = PodInfo::from_pod(&Pod {
+    let pod = Pod {
         metadata: ObjectMeta::default(),
         spec: Some(spec),
         status: None,
-    });
-    let node = NodeInfo::from_node(node);
-    node_affinity::NodeAffinity.filter(&pod, &node).is_success()
-        && taint_toleration::TaintToleration
-            .filter(&pod, &node)
-            .is_success()
+    };
+    crate::scheduler::admits_by_affinity_and_taints(&pod, node)
 }
 
 /// The node a daemon pod is for: where it is bound, else the node its

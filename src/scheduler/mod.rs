@@ -38,6 +38,19 @@ use self::config::{DEFAULT_SCHEDULER_NAME, ScoringStrategy};
 use self::framework::{Binder, Framework, PodInfo, ScheduleError};
 use self::queue::SchedulingQueue;
 
+/// Whether `pod` may run on `node` by its node selector and affinity and by
+/// the node's taints: the placement rules of the scheduler's filters that
+/// a controller placing pods itself (the DaemonSet controller) follows
+/// too, so the two never disagree.
+pub fn admits_by_affinity_and_taints(pod: &Pod, node: &Node) -> bool {
+    use self::framework::{FilterPlugin, NodeInfo};
+    use self::plugins::{node_affinity::NodeAffinity, taint_toleration::TaintToleration};
+    let pod = PodInfo::from_pod(pod);
+    let node = NodeInfo::from_node(node);
+    NodeAffinity.filter(&pod, &node).is_success()
+        && TaintToleration.filter(&pod, &node).is_success()
+}
+
 /// Everything the scheduler needs besides its API client.
 #[derive(Clone, Debug)]
 pub struct SchedulerConfig {
