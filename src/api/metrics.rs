@@ -82,7 +82,7 @@ pub async fn serve(State(state): State<Arc<ApiState>>) -> Response {
     // here too.
     let text = crate::metrics::render(&[
         &state.metrics.registry,
-        crate::controllers::metrics::registry(),
+        crate::metrics::reconcile::registry(),
     ]);
     let mut r = (StatusCode::OK, text).into_response();
     r.headers_mut().insert(

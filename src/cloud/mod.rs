@@ -178,7 +178,7 @@ async fn run_services(
     Controller::new(api, watcher::Config::default())
         .graceful_shutdown_on(shutdown)
         .run(
-            crate::controllers::metrics::timed("service-lb", reconcile_service),
+            crate::metrics::reconcile::timed("service-lb", reconcile_service),
             service_error_policy,
             ctx,
         )

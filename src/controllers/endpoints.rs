@@ -13,7 +13,13 @@
 //! Slice names are derived from the service name and the port set, so a
 //! reconcile after a restart finds the same objects instead of piling up
 //! new ones.
+//!
+//! Reconciles read pods from the shared [`super::PodCache`] and slices from
+//! a cache fed by the slice watch, never by listing them: a LIST per pass
+//! would cost the API server an encode (and us a decode) of every object
+//! each time any pod of the service changes.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
@@ -25,10 +31,10 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 
 use super::{ControllerError, retry_later};
@@ -44,6 +50,11 @@ pub const MAX_PER_SLICE: usize = 100;
 
 struct Ctx {
     client: kube::Client,
+    /// Every pod, fed by the controllers' shared pod watch.
+    pods: Arc<super::PodCache>,
+    /// Every EndpointSlice, fed by the slice watch that also wakes their
+    /// services.
+    slices: Store<EndpointSlice>,
 }
 
 /// Runs the controller until `shutdown`.
@@ -53,10 +64,17 @@ pub async fn run(
     cache: Arc<super::PodCache>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let _ = &cache;
     let services: Api<Service> = Api::all(client.clone());
     let slices: Api<EndpointSlice> = Api::all(client.clone());
     let controller = Controller::new(services, watcher::Config::default());
+    // The slice watch fills the slice cache reconciles read (the store is
+    // updated before the change wakes the service), and a slice changed or
+    // deleted by someone else brings its service back.
+    let (slice_store, writer) = reflector::store();
+    let slice_changes = watcher(slices, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects();
     let store = controller.store();
     // A pod change concerns every service in its namespace whose selector
     // matches its labels (before or after the change: the old labels are
@@ -84,15 +102,14 @@ pub async fn run(
     };
     let controller = controller
         .watches_shared_stream(pods, pod_to_services)
-        .watches(slices, watcher::Config::default(), slice_to_service)
+        .watches_stream(slice_changes, slice_to_service)
         .graceful_shutdown_on(shutdown);
-    super::drive(
-        controller,
-        "endpointslice",
-        reconcile,
-        Arc::new(Ctx { client }),
-    )
-    .await;
+    let ctx = Arc::new(Ctx {
+        client,
+        pods: cache,
+        slices: slice_store,
+    });
+    super::drive(controller, "endpointslice", reconcile, ctx).await;
 }
 
 /// The service's selector, when it has a non-empty one (services without
@@ -113,12 +130,26 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Controlle
     let name = svc.name_any();
     let slices_api: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), &ns);
     let endpoints_api: Api<Endpoints> = Api::namespaced(ctx.client.clone(), &ns);
-    let existing = slices_api
-        .list(&ListParams::default().labels(&format!(
-            "{SERVICE_NAME_LABEL}={name},{MANAGED_BY_LABEL}={MANAGED_BY}"
-        )))
-        .await?
-        .items;
+    // Our slices of the service, from the slice cache rather than a LIST
+    // (a LIST per pass costs the API server a decode of every slice). Not
+    // before the first list is complete: an empty cache would look like a
+    // service without slices.
+    ctx.slices.wait_until_ready().await.map_err(|_| {
+        ControllerError::Invalid("the EndpointSlice watch stopped before its first list".into())
+    })?;
+    // A cache that lags is safe here. Slice names are deterministic (see
+    // `desired_slices`), never generateName: creating one the cache does
+    // not show yet fails with 409 instead of adding a duplicate, and a
+    // replace based on an old copy fails on its resourceVersion; both end
+    // the pass, and the slice's watch event brings the service back with
+    // the cache caught up. Deleting one already gone is a 404, ignored;
+    // one made by an earlier pass and not shown yet is deleted by the pass
+    // its watch event starts.
+    let existing: Vec<Arc<EndpointSlice>> = ctx.slices.state_filter(|s| {
+        s.metadata.namespace.as_deref() == Some(ns.as_str())
+            && s.labels().get(SERVICE_NAME_LABEL) == Some(&name)
+            && s.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY)
+    });
 
     let selector = selector_of(&svc).cloned();
     let Some(selector) = selector.filter(|_| svc.metadata.deletion_timestamp.is_none()) else {
@@ -135,16 +166,17 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Controlle
         return Ok(Action::await_change());
     };
 
-    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let query = selector
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let pods = pods_api
-        .list(&ListParams::default().labels(&query))
-        .await?
-        .items;
+    // The selected pods from the shared pod cache, not a LIST (a LIST per
+    // pass costs the API server a decode of every pod of the service, and
+    // every pod change triggers a pass): the pod watch updates the cache
+    // before it wakes the service. Half a list would drop live endpoints.
+    ctx.pods.listed().await;
+    let pods: Vec<Arc<Pod>> = ctx
+        .pods
+        .in_namespace(&ns)
+        .into_iter()
+        .filter(|p| selects(&selector, p.labels()))
+        .collect();
     let desired = desired_slices(&svc, &pods);
 
     // Create or update the slices we want, then delete the rest.
@@ -166,9 +198,16 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Controlle
                 let mut next = want.clone();
                 next.metadata.resource_version = have.metadata.resource_version.clone();
                 next.metadata.uid = have.metadata.uid.clone();
-                slices_api
+                match slices_api
                     .replace(&slice_name, &PostParams::default(), &next)
-                    .await?;
+                    .await
+                {
+                    Ok(_) => {}
+                    // The cached copy is older than the slice (its watch
+                    // event, on its way, brings the service back).
+                    Err(kube::Error::Api(e)) if e.code == 409 => return Ok(retry_later()),
+                    Err(e) => return Err(e.into()),
+                }
             }
             Some(_) => {}
         }
@@ -180,6 +219,8 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Controlle
     }
 
     let want = desired_endpoints(&svc, &pods);
+    // One GET by name (cheap, unlike a LIST) rather than an Endpoints
+    // watch: the object is only read here.
     match endpoints_api.get_opt(&name).await? {
         None => match endpoints_api.create(&PostParams::default(), &want).await {
             Ok(_) => {}
@@ -229,7 +270,7 @@ struct Member<'p> {
 
 /// Pods that belong in the service's endpoints: those with an IP that have
 /// not finished. `publishNotReadyAddresses` counts every one as ready.
-fn members<'p>(svc: &Service, pods: &'p [Pod]) -> Vec<Member<'p>> {
+fn members<'p, P: Borrow<Pod>>(svc: &Service, pods: &'p [P]) -> Vec<Member<'p>> {
     let publish_not_ready = svc
         .spec
         .as_ref()
@@ -237,7 +278,8 @@ fn members<'p>(svc: &Service, pods: &'p [Pod]) -> Vec<Member<'p>> {
         .unwrap_or(false);
     let mut out: Vec<Member<'p>> = pods
         .iter()
-        .filter_map(|pod| {
+        .map(Borrow::borrow)
+        .filter_map(|pod: &'p Pod| {
             let status = pod.status.as_ref()?;
             if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
                 return None;
@@ -335,7 +377,7 @@ fn pod_ref(pod: &Pod) -> ObjectReference {
 }
 
 /// The slices the service should have.
-fn desired_slices(svc: &Service, pods: &[Pod]) -> Vec<EndpointSlice> {
+fn desired_slices<P: Borrow<Pod>>(svc: &Service, pods: &[P]) -> Vec<EndpointSlice> {
     let name = svc.name_any();
     let mut groups: BTreeMap<String, (PortSet, Vec<Member<'_>>)> = BTreeMap::new();
     for m in members(svc, pods) {
@@ -424,7 +466,7 @@ fn slice(
 
 /// The legacy Endpoints object: one subset per port set, ready pods under
 /// `addresses`, the others under `notReadyAddresses`.
-fn desired_endpoints(svc: &Service, pods: &[Pod]) -> Endpoints {
+fn desired_endpoints<P: Borrow<Pod>>(svc: &Service, pods: &[P]) -> Endpoints {
     let mut groups: BTreeMap<String, (PortSet, Vec<Member<'_>>)> = BTreeMap::new();
     for m in members(svc, pods) {
         let ports = port_set(svc, Some(m.pod));
@@ -564,7 +606,7 @@ mod tests {
             port("named", 81, IntOrString::String("web".into())),
             port("", 82, IntOrString::String("9090".into())),
         ]);
-        let slices = desired_slices(&s, &[]);
+        let slices = desired_slices::<Pod>(&s, &[]);
         assert_eq!(slices.len(), 1);
         assert!(slices[0].endpoints.is_empty());
         let ports: Vec<(Option<&str>, Option<i32>)> = slices[0]
@@ -640,10 +682,10 @@ mod tests {
     #[test]
     fn a_service_without_pods_has_one_empty_slice() {
         let s = svc(vec![port("http", 80, IntOrString::Int(8080))]);
-        let slices = desired_slices(&s, &[]);
+        let slices = desired_slices::<Pod>(&s, &[]);
         assert_eq!(slices.len(), 1);
         assert!(slices[0].endpoints.is_empty());
-        assert!(desired_endpoints(&s, &[]).subsets.is_none());
+        assert!(desired_endpoints::<Pod>(&s, &[]).subsets.is_none());
     }
 
     #[test]

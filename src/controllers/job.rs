@@ -241,6 +241,8 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ControllerErr
     }
     let uid = job.uid().unwrap_or_default();
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    // Never count from half a list.
+    ctx.pods.listed().await;
     // From the shared pod cache, not a LIST: the Job's own pods.
     let pods: Vec<Arc<Pod>> = ctx
         .pods

@@ -21,7 +21,6 @@
 //! - [`leader`]: leader election on Leases, so that of several control
 //!   planes only one runs each component.
 //! - [`events`]: the Events controllers record.
-//! - [`metrics`]: reconcile counts and latency per controller.
 
 pub mod cronjob;
 pub mod daemonset;
@@ -30,12 +29,12 @@ pub mod endpoints;
 pub mod garbagecollector;
 pub mod job;
 pub mod leader;
-pub mod metrics;
 pub mod namespace;
 pub mod nodelifecycle;
 pub mod replicaset;
 pub mod serviceaccount;
 
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,7 +110,7 @@ pub async fn drive<K, C, F, Fut>(
     };
     controller
         .run(
-            metrics::timed(name, reconcile),
+            crate::metrics::reconcile::timed(name, reconcile),
             move |obj: Arc<K>, e: &ControllerError, _ctx| {
                 let delay = backoff.failed(&object_key(&*obj));
                 tracing::warn!(error = %e, retry_in = ?delay, "{name} reconcile failed");
@@ -202,15 +201,18 @@ pub type PodEvents = futures::channel::mpsc::Receiver<PodEvent>;
 /// Every pod, by namespace and name, as the shared pod watch last showed
 /// it: the cache controllers read instead of listing pods on each
 /// reconcile. It is updated before the watch event reaches any controller,
-/// so a reconcile woken by a pod change sees that change.
+/// so a reconcile woken by a pod change sees that change; and a controller
+/// that counts pods waits for [`PodCache::listed`] first, so it never acts
+/// on half a list (as Kubernetes' controllers wait for their informers to
+/// sync).
 #[derive(Default)]
 pub struct PodCache {
-    by_ns: parking_lot::RwLock<
-        std::collections::HashMap<String, std::collections::HashMap<String, Arc<Pod>>>,
-    >,
-    /// The pods of a re-list in progress; they replace the cache when it
-    /// ends, so pods deleted while the watch was down disappear.
-    relisting: parking_lot::Mutex<Option<Vec<Arc<Pod>>>>,
+    by_ns: parking_lot::RwLock<HashMap<String, HashMap<String, Arc<Pod>>>>,
+    /// The pods seen by a re-list in progress: when it ends, the pods not
+    /// among them (deleted while the watch was down) are dropped.
+    relisting: parking_lot::Mutex<Option<HashSet<(String, String)>>>,
+    /// Set once the first list is complete.
+    listed: tokio::sync::watch::Sender<bool>,
 }
 
 impl PodCache {
@@ -242,29 +244,32 @@ impl PodCache {
     }
 
     fn begin_relist(&self) {
-        *self.relisting.lock() = Some(Vec::new());
+        *self.relisting.lock() = Some(HashSet::new());
     }
 
+    /// A pod of a (re-)list: in the cache at once, and remembered.
     fn relisted(&self, pod: &Arc<Pod>) {
-        match self.relisting.lock().as_mut() {
-            Some(pods) => pods.push(pod.clone()),
-            None => self.apply(pod),
+        self.apply(pod);
+        if let Some(seen) = self.relisting.lock().as_mut() {
+            seen.insert(Self::key(pod));
         }
     }
 
     fn end_relist(&self) {
-        let Some(pods) = self.relisting.lock().take() else {
-            return;
-        };
-        let mut fresh: std::collections::HashMap<
-            String,
-            std::collections::HashMap<String, Arc<Pod>>,
-        > = std::collections::HashMap::new();
-        for pod in pods {
-            let (ns, name) = Self::key(&pod);
-            fresh.entry(ns).or_default().insert(name, pod);
+        if let Some(seen) = self.relisting.lock().take() {
+            let mut by_ns = self.by_ns.write();
+            for (ns, pods) in by_ns.iter_mut() {
+                pods.retain(|name, _| seen.contains(&(ns.clone(), name.clone())));
+            }
+            by_ns.retain(|_, pods| !pods.is_empty());
         }
-        *self.by_ns.write() = fresh;
+        self.listed.send_replace(true);
+    }
+
+    /// Waits until every pod has been listed once (at once afterwards).
+    pub async fn listed(&self) {
+        let mut rx = self.listed.subscribe();
+        let _ = rx.wait_for(|listed| *listed).await;
     }
 
     /// The pods of namespace `ns`.
@@ -274,6 +279,53 @@ impl PodCache {
             .get(ns)
             .map(|pods| pods.values().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Every pod.
+    pub fn all(&self) -> Vec<Arc<Pod>> {
+        self.by_ns
+            .read()
+            .values()
+            .flat_map(|pods| pods.values().cloned())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+
+    fn pod(ns: &str, name: &str) -> Arc<Pod> {
+        let mut p = Pod::default();
+        p.metadata.namespace = Some(ns.into());
+        p.metadata.name = Some(name.into());
+        Arc::new(p)
+    }
+
+    #[tokio::test]
+    async fn a_relist_shows_pods_at_once_and_drops_the_ones_it_did_not_see() {
+        let cache = PodCache::default();
+        cache.apply(&pod("a", "old"));
+        cache.begin_relist();
+        cache.relisted(&pod("a", "p1"));
+        // Visible while the list is still going: a controller woken by
+        // this pod's event sees it.
+        assert_eq!(cache.in_namespace("a").len(), 2);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(10), cache.listed())
+                .await
+                .is_err()
+        );
+        cache.relisted(&pod("b", "p2"));
+        cache.end_relist();
+        cache.listed().await;
+        let mut names: Vec<String> = cache
+            .all()
+            .iter()
+            .map(|p| p.metadata.name.clone().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["p1", "p2"]);
     }
 }
 

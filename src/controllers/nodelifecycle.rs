@@ -23,9 +23,17 @@
 //!
 //! Heartbeats are judged by this controller's own clock (when it *saw* a
 //! change), never by comparing the kubelet's timestamps with ours.
+//!
+//! Nodes and Leases are read from caches their watches keep, and pods from
+//! the controllers' shared pod cache, not listed every period: a LIST per pass would cost the API server an encode (and
+//! us a decode) of every Node and Lease each `monitor_period`. A pass waits
+//! for both caches' first list, and is skipped while a watch is failing
+//! (as a failed LIST skipped it): a cache that stopped seeing heartbeats
+//! would make live nodes look silent.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -33,7 +41,9 @@ use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, PodCondition, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -76,6 +86,38 @@ impl Default for NodeLifecycleConfig {
 /// garbage collector runs every 20 s).
 const ORPHAN_SCAN: Duration = Duration::from_secs(20);
 
+/// The namespace of the nodes' Leases.
+const LEASE_NAMESPACE: &str = "kube-node-lease";
+
+/// How long a watch that failed is distrusted when no event shows it back:
+/// a watch that resumes where it stopped shows nothing until something
+/// changes. Longer than the longest retry delay of kube's default back-off
+/// (30 s), so a watch that stays down stays distrusted.
+const DISTRUST_FAILED_WATCH: Duration = Duration::from_secs(60);
+
+/// Whether a cache's watch has shown every change lately: not after it
+/// failed, until an event (or [`DISTRUST_FAILED_WATCH`]) shows it back.
+#[derive(Default)]
+struct WatchHealth {
+    failed_at: parking_lot::Mutex<Option<Instant>>,
+}
+
+impl WatchHealth {
+    fn saw_event(&self) {
+        *self.failed_at.lock() = None;
+    }
+
+    fn failed(&self) {
+        *self.failed_at.lock() = Some(Instant::now());
+    }
+
+    fn trusted(&self) -> bool {
+        self.failed_at
+            .lock()
+            .is_none_or(|t| t.elapsed() >= DISTRUST_FAILED_WATCH)
+    }
+}
+
 /// What was last seen of a node's heartbeat, and when.
 struct Probe {
     heartbeat: String,
@@ -87,8 +129,16 @@ struct Probe {
 struct Monitor {
     client: kube::Client,
     cfg: NodeLifecycleConfig,
+    /// Every Node, fed by the node watch.
+    nodes: Store<Node>,
+    /// Every Lease in [`LEASE_NAMESPACE`], fed by the lease watch.
+    leases: Store<Lease>,
+    node_watch: Arc<WatchHealth>,
+    lease_watch: Arc<WatchHealth>,
     recorder: Recorder,
     probes: HashMap<String, Probe>,
+    /// Every pod, from the controllers' shared pod watch.
+    pods: Arc<super::PodCache>,
     /// Pods (by uid) bound to a missing node, and since when.
     orphans: HashMap<String, Instant>,
     last_orphan_scan: Option<Instant>,
@@ -98,28 +148,68 @@ struct Monitor {
 pub async fn run(
     client: kube::Client,
     cfg: NodeLifecycleConfig,
-    cache: std::sync::Arc<super::PodCache>,
+    cache: Arc<super::PodCache>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let _ = &cache;
-    let mut m = Monitor {
+    let stop = crate::shutdown::Stop::new(shutdown);
+    // Caches of every Node and node Lease, kept by their watches, instead
+    // of two LISTs every period.
+    let (nodes, node_writer) = reflector::store();
+    let (leases, lease_writer) = reflector::store();
+    let node_watch = Arc::new(WatchHealth::default());
+    let lease_watch = Arc::new(WatchHealth::default());
+    let node_feed = follow(
+        watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+            .default_backoff()
+            .reflect(node_writer),
+        "node",
+        node_watch.clone(),
+        stop.wait(),
+    );
+    let lease_feed = follow(
+        watcher(
+            Api::<Lease>::namespaced(client.clone(), LEASE_NAMESPACE),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .reflect(lease_writer),
+        "lease",
+        lease_watch.clone(),
+        stop.wait(),
+    );
+    let m = Monitor {
         recorder: Recorder::start(client.clone(), "node-controller", None),
         client,
         cfg,
+        nodes,
+        leases,
+        node_watch,
+        lease_watch,
         probes: HashMap::new(),
+        pods: cache,
         orphans: HashMap::new(),
         last_orphan_scan: None,
     };
-    let mut tick = tokio::time::interval(m.cfg.monitor_period.max(Duration::from_millis(100)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = &mut shutdown => return,
-        }
-        if let Err(e) = m.pass().await {
-            tracing::warn!(error = %e, "node lifecycle pass failed; retrying next period");
+    tokio::join!(node_feed, lease_feed, m.run(stop.wait()));
+}
+
+/// Drives one cache's watch until `stop`, noting its failures and events
+/// in `health`.
+async fn follow<K>(
+    events: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
+    what: &'static str,
+    health: Arc<WatchHealth>,
+    stop: impl Future<Output = ()>,
+) {
+    use futures::StreamExt;
+    let mut events = std::pin::pin!(events.take_until(stop));
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(_) => health.saw_event(),
+            Err(e) => {
+                health.failed();
+                tracing::warn!(error = %e, "node lifecycle: {what} watch failed; retrying");
+            }
         }
     }
 }
@@ -273,14 +363,51 @@ fn uid_precondition(pod: &Pod) -> DeleteParams {
 }
 
 impl Monitor {
+    /// Runs a pass every `monitor_period` until `shutdown`, the first once
+    /// both caches hold a complete list (an empty cache would make every
+    /// node new and every bound pod an orphan).
+    async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let ready = async {
+            self.nodes.wait_until_ready().await?;
+            self.leases.wait_until_ready().await
+        };
+        tokio::select! {
+            r = ready => if r.is_err() {
+                return;
+            },
+            _ = &mut shutdown => return,
+        }
+        let mut tick =
+            tokio::time::interval(self.cfg.monitor_period.max(Duration::from_millis(100)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = &mut shutdown => return,
+            }
+            if let Err(e) = self.pass().await {
+                tracing::warn!(error = %e, "node lifecycle pass failed; retrying next period");
+            }
+        }
+    }
+
     async fn pass(&mut self) -> Result<(), ControllerError> {
-        let nodes_api: Api<Node> = Api::all(self.client.clone());
-        let nodes = nodes_api.list(&ListParams::default()).await?.items;
-        let leases_api: Api<Lease> = Api::namespaced(self.client.clone(), "kube-node-lease");
-        let leases: HashMap<String, Lease> = leases_api
-            .list(&ListParams::default())
-            .await?
-            .items
+        // A failing watch may have missed heartbeats: judging nodes by its
+        // cache could mark live nodes silent. Skipped as a failed LIST was.
+        if !self.node_watch.trusted() || !self.lease_watch.trusted() {
+            return Err(ControllerError::Invalid(
+                "the node or lease watch is failing".into(),
+            ));
+        }
+        // From the watch-fed caches, not two LISTs every period (a LIST
+        // costs the API server a decode of every Node and Lease). In name
+        // order, as a LIST returned them.
+        let mut nodes = self.nodes.state();
+        nodes.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        let leases: HashMap<String, Arc<Lease>> = self
+            .leases
+            .state()
             .into_iter()
             .map(|l| (l.name_any(), l))
             .collect();
@@ -304,7 +431,8 @@ impl Monitor {
         }
 
         for node in &nodes {
-            if let Err(e) = self.monitor(node, leases.get(&node.name_any())).await {
+            let lease = leases.get(&node.name_any()).map(|l| &**l);
+            if let Err(e) = self.monitor(node, lease).await {
                 tracing::warn!(node = %node.name_any(), error = %e, "node check failed");
             }
         }
@@ -344,8 +472,10 @@ impl Monitor {
             ready = Some("Unknown".into());
         }
 
-        // Taints first: the listed resourceVersion makes this a
-        // compare-and-swap, and the status patch below would change it.
+        // Taints first: the cached resourceVersion makes this a
+        // compare-and-swap (a copy older than the node fails with 409, and
+        // the next period retries), and the status patch below would
+        // change it.
         let current = node
             .spec
             .as_ref()
@@ -394,13 +524,16 @@ impl Monitor {
         if ready.as_deref() == Some("True") || ready.is_none() {
             return Ok(());
         }
-        let pods_api: Api<Pod> = Api::all(self.client.clone());
-        let pods = pods_api
-            .list(&ListParams::default().fields(&format!("spec.nodeName={name}")))
-            .await?
-            .items;
+        // The node's pods from the shared pod cache, not a LIST.
+        self.pods.listed().await;
+        let pods: Vec<Arc<Pod>> = self
+            .pods
+            .all()
+            .into_iter()
+            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name.as_str()))
+            .collect();
         let now = Timestamp::now();
-        for pod in &pods {
+        for pod in pods.iter().map(|p| &**p) {
             let r = if is_terminating(pod) {
                 self.finish_deletion(pod, now).await
             } else {
@@ -534,13 +667,11 @@ impl Monitor {
 
     /// Removes pods bound to Nodes that stayed missing for the quarantine.
     async fn collect_orphans(&mut self, nodes: &HashSet<String>) -> Result<(), ControllerError> {
-        let api: Api<Pod> = Api::all(self.client.clone());
-        let pods = api
-            .list(&ListParams::default().fields("spec.nodeName!="))
-            .await?
-            .items;
+        // Every bound pod from the shared pod cache, not a LIST.
+        self.pods.listed().await;
+        let pods = self.pods.all();
         let mut still = HashMap::new();
-        for pod in pods {
+        for pod in pods.iter().map(|p| &**p) {
             let bound = pod
                 .spec
                 .as_ref()
@@ -552,7 +683,7 @@ impl Monitor {
             let uid = pod.uid().unwrap_or_default();
             let since = self.orphans.get(&uid).copied().unwrap_or_else(Instant::now);
             if since.elapsed() >= self.cfg.orphan_quarantine {
-                if let Err(e) = self.force_delete(&pod).await {
+                if let Err(e) = self.force_delete(pod).await {
                     tracing::warn!(pod = %pod.name_any(), error = %e, "orphaned pod not removed");
                     still.insert(uid, since);
                 }

@@ -170,6 +170,8 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Control
             rs.name_any()
         )));
     }
+    // Never count from half a list.
+    ctx.pods.listed().await;
     // From the shared pod cache, not a LIST: what the pod watch has shown.
     let listed: Vec<Arc<Pod>> = ctx
         .pods

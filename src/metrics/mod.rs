@@ -4,6 +4,8 @@
 //! live here, side by side, so a new histogram picks one rather than
 //! inventing another.
 
+pub mod reconcile;
+
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };

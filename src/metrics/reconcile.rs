@@ -1,7 +1,8 @@
-//! Per-controller metrics: reconciles by outcome and their latency, served
-//! with the API server's own on `/metrics` (the controller manager runs in
-//! the same process), under the names Kubernetes' controller runtime uses
-//! for the same figures.
+//! Reconcile metrics of every control loop (the controller manager's and
+//! the cloud controller's): reconciles by outcome and their latency, served
+//! with the API server's own on `/metrics` (the control loops run in the
+//! same process), under the names Kubernetes' controller runtime uses for
+//! the same figures.
 
 use std::future::Future;
 use std::sync::{Arc, LazyLock};
@@ -19,18 +20,18 @@ struct Series {
 
 static SERIES: LazyLock<Series> = LazyLock::new(|| {
     let registry = Registry::new();
-    let reconciles = crate::metrics::counter_vec(
+    let reconciles = super::counter_vec(
         &registry,
         "controller_runtime_reconcile_total",
         "Reconciles per controller and result.",
         &["controller", "result"],
     );
-    let time = crate::metrics::histogram_vec(
+    let time = super::histogram_vec(
         &registry,
         "controller_runtime_reconcile_time_seconds",
         "Time per reconcile.",
         &["controller"],
-        crate::metrics::RECONCILE_BUCKETS,
+        super::RECONCILE_BUCKETS,
     );
     Series {
         registry,
@@ -85,7 +86,7 @@ where
 
 /// The Prometheus text of every controller's counters.
 pub fn render() -> String {
-    crate::metrics::render(&[registry()])
+    super::render(&[registry()])
 }
 
 #[cfg(test)]
