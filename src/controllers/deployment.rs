@@ -2,6 +2,11 @@
 //! labelled by the template's hash), rolled with RollingUpdate (maxSurge,
 //! maxUnavailable) or Recreate, revision numbers for `kubectl rollout
 //! history/undo`, and the status `kubectl rollout status` waits on.
+//!
+//! Reconciles read ReplicaSets from a cache fed by the ReplicaSet watch,
+//! never by listing them: a LIST per pass would cost the API server an
+//! encode (and us a decode) of every ReplicaSet in the namespace each time
+//! any of them changes.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -14,13 +19,14 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::{ControllerError, selector_query};
+use super::{ControllerError, selector_matches, selector_query};
 
 /// The label (and selector term) that ties a ReplicaSet to its template.
 pub const HASH_LABEL: &str = "pod-template-hash";
@@ -29,22 +35,34 @@ pub const REVISION: &str = "deployment.kubernetes.io/revision";
 
 struct Ctx {
     client: kube::Client,
+    /// Every ReplicaSet, fed by the ReplicaSet watch that also wakes their
+    /// deployments.
+    rs: Store<ReplicaSet>,
 }
+
+/// How soon a pass that lost a race with the cache (see [`reconcile`]) is
+/// run again, if the watch event it waits for does not come first.
+const RETRY_SOON: Duration = Duration::from_millis(200);
 
 /// Runs the controller until `shutdown`.
 pub async fn run(client: kube::Client, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let deployments: Api<Deployment> = Api::all(client.clone());
     let rs: Api<ReplicaSet> = Api::all(client.clone());
+    // The ReplicaSet watch fills the cache reconciles read (the store is
+    // updated before the change wakes the owning deployment).
+    let (rs_store, writer) = reflector::store();
+    let rs_changes = watcher(rs, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects();
     let controller = Controller::new(deployments, watcher::Config::default())
-        .owns(rs, watcher::Config::default())
+        .owns_stream(rs_changes)
         .graceful_shutdown_on(shutdown);
-    super::drive(
-        controller,
-        "deployment",
-        reconcile,
-        Arc::new(Ctx { client }),
-    )
-    .await;
+    let ctx = Arc::new(Ctx {
+        client,
+        rs: rs_store,
+    });
+    super::drive(controller, "deployment", reconcile, ctx).await;
 }
 
 /// The template's hash: 10 characters from the sha256 of its JSON.
@@ -99,7 +117,35 @@ fn status_of(rs: &ReplicaSet) -> (i32, i32, i32) {
     })
 }
 
+/// A merge patch of a ReplicaSet decided from its cached copy, conditional
+/// on that copy's resourceVersion: if the cache was behind, the write fails
+/// with 409 instead of acting on an old state (scaling an old ReplicaSet
+/// back up, say).
+fn patch_of_copy(rs: &ReplicaSet, mut patch: serde_json::Value) -> serde_json::Value {
+    if let Some(rv) = rs.resource_version() {
+        patch["metadata"]["resourceVersion"] = json!(rv);
+    }
+    patch
+}
+
+/// Whether the pass lost a race with the ReplicaSet cache: a create of a
+/// ReplicaSet the cache does not show yet (409 AlreadyExists) or a write
+/// based on an old copy (409 Conflict).
+fn is_conflict(e: &ControllerError) -> bool {
+    matches!(e, ControllerError::Api(kube::Error::Api(s)) if s.code == 409)
+}
+
 async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, ControllerError> {
+    match sync(&d, &ctx).await {
+        // The cache is behind our own writes. The ReplicaSet's watch event
+        // brings the deployment back with the cache caught up; the requeue
+        // is in case it came before this pass ended.
+        Err(e) if is_conflict(&e) => Ok(Action::requeue(RETRY_SOON)),
+        other => other,
+    }
+}
+
+async fn sync(d: &Deployment, ctx: &Ctx) -> Result<Action, ControllerError> {
     if d.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
@@ -115,16 +161,34 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Controll
         )));
     }
     let uid = d.uid().unwrap_or_default();
-    let mut all: Vec<ReplicaSet> = rs_api
-        .list(&ListParams::default().labels(&query))
-        .await?
-        .items
-        .into_iter()
-        .filter(|rs| {
-            rs.owner_references()
-                .iter()
-                .any(|o| o.controller == Some(true) && o.uid == uid)
+    // Not before the first list is complete: an empty cache would look like
+    // a deployment without ReplicaSets.
+    ctx.rs.wait_until_ready().await.map_err(|_| {
+        ControllerError::Invalid("the ReplicaSet watch stopped before its first list".into())
+    })?;
+    // The deployment's ReplicaSets from the cache rather than a LIST (a
+    // LIST per pass costs the API server a decode of every ReplicaSet),
+    // matched as the LIST's label selector would. A cache that lags is
+    // safe: a ReplicaSet's name is its template hash, so creating one the
+    // cache does not show yet fails with 409 AlreadyExists instead of
+    // adding a second; writes from an old copy are conditional on its
+    // resourceVersion and fail with 409 Conflict; both end the pass (see
+    // `reconcile`). Deleting one already gone is a 404, ignored.
+    let mut all: Vec<ReplicaSet> = ctx
+        .rs
+        .state_filter(|rs| {
+            rs.metadata.namespace.as_deref() == Some(ns.as_str())
+                && selector_matches(
+                    &spec.selector,
+                    rs.metadata.labels.as_ref().unwrap_or(&BTreeMap::new()),
+                )
+                && rs
+                    .owner_references()
+                    .iter()
+                    .any(|o| o.controller == Some(true) && o.uid == uid)
         })
+        .into_iter()
+        .map(|rs| (*rs).clone())
         .collect();
     all.sort_by_key(revision_of);
 
@@ -146,7 +210,7 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Controll
                     .patch(
                         &rs.name_any(),
                         &PatchParams::default(),
-                        &Patch::Merge(&patch),
+                        &Patch::Merge(&patch_of_copy(&rs, patch)),
                     )
                     .await?
             } else {
@@ -155,14 +219,16 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Controll
         }
         None if paused => {
             // A paused deployment starts no new rollout.
-            return write_status(&ctx, &d, None, &all, replicas).await;
+            return write_status(ctx, d, None, &all, replicas).await;
         }
         None => {
-            let rs = new_replica_set(&d, &hash, max_revision + 1);
+            let rs = new_replica_set(d, &hash, max_revision + 1);
             match rs_api.create(&PostParams::default(), &rs).await {
                 Ok(rs) => rs,
+                // Already there (made by an earlier pass, not in the cache
+                // yet): looked at again once the cache shows it.
                 Err(kube::Error::Api(e)) if e.code == 409 => {
-                    return Ok(Action::requeue(Duration::from_millis(200)));
+                    return Ok(Action::requeue(RETRY_SOON));
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -176,9 +242,9 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Controll
             let api = rs_api.clone();
             let name = rs.name_any();
             let changed = spec_replicas(rs) != to;
+            let patch = patch_of_copy(rs, json!({"spec": {"replicas": to}}));
             async move {
                 if changed {
-                    let patch = json!({"spec": {"replicas": to}});
                     api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                         .await?;
                 }
@@ -243,7 +309,7 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Controll
         }
         cleanup_history(&rs_api, &old, spec.revision_history_limit.unwrap_or(10)).await?;
     }
-    write_status(&ctx, &d, Some(&new_rs), &old, replicas).await
+    write_status(ctx, d, Some(&new_rs), &old, replicas).await
 }
 
 /// Deletes the oldest scaled-down ReplicaSets beyond the history limit.

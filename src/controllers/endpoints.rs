@@ -39,10 +39,7 @@ use kube::{Resource, ResourceExt};
 
 use super::{ControllerError, retry_later};
 
-/// The label naming a slice's service.
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
-/// The label saying which controller manages a slice.
-pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
+pub use crate::resources::kinds::endpointslice::{MANAGED_BY_LABEL, SERVICE_NAME_LABEL};
 /// Our value of [`MANAGED_BY_LABEL`].
 pub const MANAGED_BY: &str = "endpointslice-controller.k8s.io";
 /// Most endpoints in one slice (Kubernetes' default).

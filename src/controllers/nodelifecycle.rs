@@ -49,7 +49,7 @@ use tokio::time::Instant;
 
 use super::ControllerError;
 use crate::events::{EventType, Recorder, reference};
-use crate::scheduler::plugins::taint_toleration::tolerates;
+use crate::scheduler::tolerates;
 
 /// The taint of a node whose kubelet stopped posting status.
 pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";

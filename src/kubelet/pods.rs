@@ -307,8 +307,8 @@ impl crate::proxy::LocalPod for PodHandle {
     fn serve(
         &self,
         port: Option<u16>,
-        req: hyper::Request<crate::proxy::route::ProxyBody>,
-    ) -> crate::proxy::pods::Served<'_> {
+        req: hyper::Request<crate::proxy::ProxyBody>,
+    ) -> crate::proxy::Served<'_> {
         Box::pin(async move {
             PodHandle::serve(self, port, req)
                 .await

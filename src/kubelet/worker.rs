@@ -261,7 +261,7 @@ impl PodWorker {
                     message: e.to_string(),
                 })?;
             let mut ctx = spec::context(spec::argv(&c), env, preopens, &pod, None);
-            ctx.router = Some(Arc::new(crate::proxy::outbound::PodRouter::new(
+            ctx.router = Some(Arc::new(crate::proxy::PodRouter::new(
                 self.shared.proxy.clone(),
                 pod.metadata.namespace.clone().unwrap_or_default(),
                 facts.pod_ip.as_deref().and_then(|ip| ip.parse().ok()),

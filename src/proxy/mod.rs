@@ -40,7 +40,9 @@ use tokio::sync::Notify;
 use crate::agentapi::client::{NodeClient, NodeClientConfig};
 use crate::cluster::{Cidr, DEFAULT_CLUSTER_CIDR, DEFAULT_SERVICE_CIDR};
 use crate::pki::ClientTls;
-pub use pods::{LocalPod, LocalPods};
+pub use outbound::PodRouter;
+pub use pods::{LocalPod, LocalPods, Served};
+pub use route::ProxyBody;
 pub use table::{Ranges, Table, Target};
 
 /// How the proxy of one node is set up.

@@ -133,7 +133,7 @@ impl Table {
             };
             let Some(svc) = slice
                 .labels()
-                .get(crate::controllers::endpoints::SERVICE_NAME_LABEL)
+                .get(crate::resources::kinds::endpointslice::SERVICE_NAME_LABEL)
             else {
                 continue;
             };

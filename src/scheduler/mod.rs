@@ -38,6 +38,8 @@ use self::config::{DEFAULT_SCHEDULER_NAME, ScoringStrategy};
 use self::framework::{Binder, Framework, PodInfo, ScheduleError};
 use self::queue::SchedulingQueue;
 
+pub use self::plugins::taint_toleration::tolerates;
+
 /// Whether `pod` may run on `node` by its node selector and affinity and by
 /// the node's taints: the placement rules of the scheduler's filters that
 /// a controller placing pods itself (the DaemonSet controller) follows

@@ -8,6 +8,11 @@ use crate::resources::Subresource;
 use crate::resources::printer::{AGE, Column, NAME, age, col, n, name, none_if_empty, s};
 use crate::resources::validation::{FieldError, NameRule};
 
+/// The label naming a slice's service (read by the service proxy).
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// The label saying which controller manages a slice.
+pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
+
 pub struct EndpointSlice;
 
 impl KindSpec for EndpointSlice {
