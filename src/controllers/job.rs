@@ -18,7 +18,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::batch::v1::{Job, JobCondition, JobSpec, UncountedTerminatedPods};
+use k8s_openapi::api::batch::v1::{Job, JobCondition, JobSpec, JobStatus, UncountedTerminatedPods};
 use k8s_openapi::api::core::v1::{EnvVar, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -218,62 +218,27 @@ fn set_condition(conds: &mut Vec<JobCondition>, new: JobCondition) {
     }
 }
 
-async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ControllerError> {
-    if job.metadata.deletion_timestamp.is_some() {
-        return Ok(Action::await_change());
-    }
-    let ns = job.namespace().unwrap_or_default();
-    let name = job.name_any();
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-    if is_finished(&job) {
-        return after_finish(&jobs, &job).await;
-    }
+/// What one pass over a Job does, decided from the Job and its pods alone.
+#[derive(Debug)]
+pub struct JobPlan<'a> {
+    /// Active pods to stop, most expendable first.
+    pub to_delete: Vec<&'a Pod>,
+    /// Pods to start (with their completion index for an Indexed Job).
+    pub to_create: Vec<Option<i32>>,
+    /// The new status; `active` is filled in by the writer, which knows how
+    /// many creates succeeded.
+    pub status: JobStatus,
+    /// Active pods left once the deletions are done.
+    pub active_after_deletes: i32,
+    /// When to look again at the latest.
+    pub requeue: Duration,
+    /// Why the Job fails, if it does (reason, message).
+    pub failure: Option<(String, String)>,
+}
+
+/// Decides a pass over `job` with its own `pods` at `now`.
+pub fn decide<'a>(job: &Job, pods: &[&'a Pod], now: Timestamp) -> JobPlan<'a> {
     let spec = job.spec.clone().unwrap_or_default();
-    let Some(selector) = spec.selector.as_ref().map(selector_query) else {
-        return Err(ControllerError::Invalid(format!(
-            "job {ns}/{name} has no selector"
-        )));
-    };
-    if selector.is_empty() {
-        return Err(ControllerError::Invalid(format!(
-            "job {ns}/{name} has an empty selector"
-        )));
-    }
-    let uid = job.uid().unwrap_or_default();
-    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    // Never count from half a list.
-    ctx.pods.listed().await;
-    // From the shared pod cache, not a LIST: the Job's own pods.
-    let pods: Vec<Arc<Pod>> = ctx
-        .pods
-        .in_namespace(&ns)
-        .into_iter()
-        .filter(|p| {
-            p.owner_references()
-                .iter()
-                .any(|o| o.controller == Some(true) && o.uid == uid)
-        })
-        .collect();
-    let pods: Vec<&Pod> = pods.iter().map(|p| &**p).collect();
-    let instant = Instant::now();
-    {
-        let listed: HashSet<String> = pods.iter().map(|p| p.name_any()).collect();
-        let active: HashSet<String> = pods
-            .iter()
-            .filter(|p| is_active(p))
-            .map(|p| p.name_any())
-            .collect();
-        let mut expected = ctx.expected.lock();
-        let exp = expected.entry(uid.clone()).or_default();
-        exp.observe(&active, &listed, instant);
-        let satisfied = exp.is_satisfied();
-        expected.retain(|_, e| !e.is_settled(instant));
-        if !satisfied {
-            // The pod events still on their way wake it up again.
-            return Ok(Action::requeue(Duration::from_millis(500)));
-        }
-    }
-    let now = Timestamp::now();
     let now_time = Time(now);
     let indexed = spec.completion_mode.as_deref() == Some("Indexed");
     let completions = spec.completions;
@@ -317,7 +282,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ControllerErr
     // The clock for activeDeadlineSeconds starts (and restarts after a
     // suspension) when the Job is first allowed to run.
     if suspended {
-        if !has_condition(&job, "Suspended") {
+        if !has_condition(job, "Suspended") {
             set_condition(
                 &mut conds,
                 condition(
@@ -330,7 +295,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ControllerErr
             );
         }
     } else {
-        if has_condition(&job, "Suspended") {
+        if has_condition(job, "Suspended") {
             set_condition(
                 &mut conds,
                 condition("Suspended", false, "JobResumed", "Job resumed", &now_time),
@@ -468,6 +433,91 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ControllerErr
         }
     }
 
+    let deleted = to_delete.len().min(BURST) as i32;
+    // Kubernetes leaves zero counts out (`ready` and `terminating` excepted).
+    let nonzero = |n: i32| (n != 0).then_some(n);
+    status.ready = Some(active.iter().filter(|p| is_ready(p)).count() as i32);
+    status.succeeded = nonzero(succeeded);
+    status.failed = nonzero(failed);
+    status.terminating = Some(terminating + deleted);
+    status.uncounted_terminated_pods = Some(UncountedTerminatedPods::default());
+    if indexed {
+        status.completed_indexes = Some(format_indexes(&completed_indexes));
+    }
+    status.conditions = (!conds.is_empty()).then_some(conds);
+    JobPlan {
+        active_after_deletes: active.len() as i32 - deleted,
+        to_delete,
+        to_create,
+        status,
+        requeue,
+        failure,
+    }
+}
+
+async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ControllerError> {
+    if job.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let ns = job.namespace().unwrap_or_default();
+    let name = job.name_any();
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    if is_finished(&job) {
+        return after_finish(&jobs, &job).await;
+    }
+    let spec = job.spec.clone().unwrap_or_default();
+    let Some(selector) = spec.selector.as_ref().map(selector_query) else {
+        return Err(ControllerError::Invalid(format!(
+            "job {ns}/{name} has no selector"
+        )));
+    };
+    if selector.is_empty() {
+        return Err(ControllerError::Invalid(format!(
+            "job {ns}/{name} has an empty selector"
+        )));
+    }
+    let uid = job.uid().unwrap_or_default();
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    // Never count from half a list.
+    ctx.pods.listed().await;
+    // From the shared pod cache, not a LIST: the Job's own pods.
+    let pods: Vec<Arc<Pod>> = ctx
+        .pods
+        .in_namespace(&ns)
+        .into_iter()
+        .filter(|p| {
+            p.owner_references()
+                .iter()
+                .any(|o| o.controller == Some(true) && o.uid == uid)
+        })
+        .collect();
+    let pods: Vec<&Pod> = pods.iter().map(|p| &**p).collect();
+    let instant = Instant::now();
+    {
+        let listed: HashSet<String> = pods.iter().map(|p| p.name_any()).collect();
+        let active: HashSet<String> = pods
+            .iter()
+            .filter(|p| is_active(p))
+            .map(|p| p.name_any())
+            .collect();
+        let mut expected = ctx.expected.lock();
+        let exp = expected.entry(uid.clone()).or_default();
+        exp.observe(&active, &listed, instant);
+        let satisfied = exp.is_satisfied();
+        expected.retain(|_, e| !e.is_settled(instant));
+        if !satisfied {
+            // The pod events still on their way wake it up again.
+            return Ok(Action::requeue(Duration::from_millis(500)));
+        }
+    }
+    let plan = decide(&job, &pods, Timestamp::now());
+    let JobPlan {
+        ref to_delete,
+        ref to_create,
+        ref failure,
+        requeue,
+        ..
+    } = plan;
     let dp = DeleteParams::background();
     let deletes = to_delete
         .iter()
@@ -531,7 +581,13 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ControllerErr
         .await;
     }
     let newly = |type_: &str| {
-        !has_condition(&job, type_) && conds.iter().any(|c| c.type_ == type_ && c.status == "True")
+        !has_condition(&job, type_)
+            && plan
+                .status
+                .conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == type_ && c.status == "True")
     };
     if newly("Complete") {
         record(
@@ -569,19 +625,9 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ControllerErr
         .await;
     }
 
-    let deleted = to_delete.len().min(BURST) as i32;
-    // Kubernetes leaves zero counts out (`ready` and `terminating` excepted).
-    let nonzero = |n: i32| (n != 0).then_some(n);
-    status.active = nonzero(active.len() as i32 - deleted + created);
-    status.ready = Some(active.iter().filter(|p| is_ready(p)).count() as i32);
-    status.succeeded = nonzero(succeeded);
-    status.failed = nonzero(failed);
-    status.terminating = Some(terminating + deleted);
-    status.uncounted_terminated_pods = Some(UncountedTerminatedPods::default());
-    if indexed {
-        status.completed_indexes = Some(format_indexes(&completed_indexes));
-    }
-    status.conditions = (!conds.is_empty()).then_some(conds);
+    let mut status = plan.status;
+    let active_now = plan.active_after_deletes + created;
+    status.active = (active_now != 0).then_some(active_now);
     if job.status.as_ref() != Some(&status) {
         // A merge patch keeps what it leaves out: a count gone to zero is
         // sent as null.
@@ -696,6 +742,119 @@ fn new_pod(job: &Job, index: Option<i32>) -> Pod {
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{ContainerStatus, PodSpec, PodStatus, PodTemplateSpec};
+
+    fn job_of(spec: serde_json::Value) -> Job {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "j", "namespace": "d", "uid": "u1"},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    fn pod_in(phase: &str, index: Option<i32>) -> Pod {
+        let mut meta = serde_json::json!({"name": format!("p-{phase}-{index:?}"),
+            "creationTimestamp": "2026-01-01T00:00:00Z"});
+        if let Some(i) = index {
+            meta["annotations"] = serde_json::json!({COMPLETION_INDEX: i.to_string()});
+        }
+        serde_json::from_value(serde_json::json!({
+            "metadata": meta,
+            "spec": {"containers": [{"name": "c"}]},
+            "status": {"phase": phase},
+        }))
+        .unwrap()
+    }
+
+    fn condition_set(plan: &JobPlan, type_: &str) -> bool {
+        plan.status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == type_ && c.status == "True")
+    }
+
+    #[test]
+    fn decisions_start_stop_finish_and_fail_as_the_job_says() {
+        let now = Timestamp::now();
+        let template =
+            serde_json::json!({"spec": {"restartPolicy": "Never", "containers": [{"name": "c"}]}});
+        let base = |extra: serde_json::Value| {
+            let mut spec = serde_json::json!({"template": template, "backoffLimit": 6});
+            for (k, v) in extra.as_object().unwrap() {
+                spec[k] = v.clone();
+            }
+            job_of(spec)
+        };
+        // (job, pods, creates, deletes, condition expected)
+        type Case<'a> = (Job, Vec<&'a Pod>, Vec<Option<i32>>, usize, Option<&'a str>);
+        let running = pod_in("Running", None);
+        let succeeded = pod_in("Succeeded", None);
+        let failed = pod_in("Failed", None);
+        let done_1 = pod_in("Succeeded", Some(1));
+        let cases: Vec<Case> = vec![
+            // A new Job starts `parallelism` pods.
+            (
+                base(serde_json::json!({"completions": 3, "parallelism": 2})),
+                vec![],
+                vec![None, None],
+                0,
+                None,
+            ),
+            // Running at parallelism: nothing to start.
+            (
+                base(serde_json::json!({"completions": 3, "parallelism": 1})),
+                vec![&running],
+                vec![],
+                0,
+                None,
+            ),
+            // Enough successes: complete, nothing started.
+            (
+                base(serde_json::json!({"completions": 1, "parallelism": 1})),
+                vec![&succeeded],
+                vec![],
+                0,
+                Some("Complete"),
+            ),
+            // Past the back-off limit: failed.
+            (
+                base(serde_json::json!({"completions": 1, "backoffLimit": 0})),
+                vec![&failed],
+                vec![],
+                0,
+                Some("Failed"),
+            ),
+            // Suspended: its running pod is stopped.
+            (
+                base(serde_json::json!({"completions": 1, "suspend": true})),
+                vec![&running],
+                vec![],
+                1,
+                Some("Suspended"),
+            ),
+            // Indexed: the indexes not done yet are started.
+            (
+                base(serde_json::json!({"completions": 3, "parallelism": 3,
+                    "completionMode": "Indexed"})),
+                vec![&done_1],
+                vec![Some(0), Some(2)],
+                0,
+                None,
+            ),
+        ];
+        for (i, (job, pods, creates, deletes, condition)) in cases.into_iter().enumerate() {
+            let plan = decide(&job, &pods, now);
+            assert_eq!(plan.to_create, creates, "case {i}");
+            assert_eq!(plan.to_delete.len(), deletes, "case {i}");
+            if let Some(c) = condition {
+                assert!(
+                    condition_set(&plan, c),
+                    "case {i}: {:?}",
+                    plan.status.conditions
+                );
+            }
+        }
+    }
 
     fn spec(backoff_limit: i32, policy: &str, deadline: Option<i64>) -> JobSpec {
         JobSpec {
