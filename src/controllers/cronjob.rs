@@ -9,6 +9,11 @@
 //! missed slot) and then sleeps until the next one. A Job's name is the
 //! CronJob's name and its scheduled time in minutes since the epoch, so a
 //! slot is never run twice, even across controller restarts.
+//!
+//! Reconciles read Jobs from a cache fed by the Job watch, never by
+//! listing them: a LIST per pass would cost the API server an encode (and
+//! us a decode) of every Job in the namespace each time any of them
+//! changes.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -20,9 +25,10 @@ use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
@@ -40,16 +46,29 @@ pub const SCHEDULED_TIMESTAMP: &str = "batch.kubernetes.io/cronjob-scheduled-tim
 
 struct Ctx {
     client: kube::Client,
+    /// Every Job, fed by the Job watch that also wakes their CronJobs.
+    jobs: Store<Job>,
 }
 
 /// Runs the controller until `shutdown`.
 pub async fn run(client: kube::Client, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let cronjobs: Api<CronJob> = Api::all(client.clone());
     let jobs: Api<Job> = Api::all(client.clone());
+    // The Job watch fills the cache reconciles read (the store is updated
+    // before the change wakes the owning CronJob).
+    let (job_store, writer) = reflector::store();
+    let job_changes = watcher(jobs, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects();
     let controller = Controller::new(cronjobs, watcher::Config::default())
-        .owns(jobs, watcher::Config::default())
+        .owns_stream(job_changes)
         .graceful_shutdown_on(shutdown);
-    super::drive(controller, "cronjob", reconcile, Arc::new(Ctx { client })).await;
+    let ctx = Arc::new(Ctx {
+        client,
+        jobs: job_store,
+    });
+    super::drive(controller, "cronjob", reconcile, ctx).await;
 }
 
 /// The zone a CronJob's schedule is read in.
@@ -153,12 +172,20 @@ fn expired(jobs: &[Job], successful_limit: i32, failed_limit: i32) -> Vec<String
     out
 }
 
-async fn delete_job(api: &Api<Job>, name: &str) -> Result<(), ControllerError> {
+/// Deletes a Job; whether this call deleted it (false: it was gone
+/// already, deleted by an earlier pass the cache does not show yet).
+async fn delete_job(api: &Api<Job>, name: &str) -> Result<bool, ControllerError> {
     match api.delete(name, &DeleteParams::background()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
         Err(e) => Err(e.into()),
     }
+}
+
+fn controlled_by(job: &Job, uid: &str) -> bool {
+    job.owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && o.uid == uid)
 }
 
 async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, ControllerError> {
@@ -171,17 +198,45 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, Controller
     let spec = cj.spec.clone().unwrap_or_default();
     let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     let cj_api: Api<CronJob> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut jobs: Vec<Job> = jobs_api
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|j| {
-            j.owner_references()
-                .iter()
-                .any(|o| o.controller == Some(true) && o.uid == uid)
+    // Not before the first list is complete: an empty cache would look like
+    // a CronJob without Jobs.
+    ctx.jobs.wait_until_ready().await.map_err(|_| {
+        ControllerError::Invalid("the Job watch stopped before its first list".into())
+    })?;
+    // The CronJob's Jobs from the cache rather than a LIST (a LIST per pass
+    // costs the API server a decode of every Job in the namespace). A cache
+    // that lags is safe: a Job's name is its scheduled minute, so creating
+    // one the cache does not show yet fails with 409 AlreadyExists (taken
+    // as run) instead of running the slot twice, and deleting one already
+    // gone is a 404, ignored.
+    let mut jobs: Vec<Job> = ctx
+        .jobs
+        .state_filter(|j| {
+            j.metadata.namespace.as_deref() == Some(ns.as_str()) && controlled_by(j, &uid)
         })
+        .into_iter()
+        .map(|j| (*j).clone())
         .collect();
+    // A Job the status lists as active but the cache does not show yet (it
+    // was created by the pass that wrote that status) is read by name, as
+    // Kubernetes does, so `active` does not drop it until the watch catches
+    // up; one that is gone is dropped.
+    let unseen: Vec<String> = cj
+        .status
+        .as_ref()
+        .and_then(|s| s.active.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.name.clone())
+        .filter(|n| !jobs.iter().any(|j| j.metadata.name.as_ref() == Some(n)))
+        .collect();
+    for name in unseen {
+        if let Some(job) = jobs_api.get_opt(&name).await?
+            && controlled_by(&job, &uid)
+        {
+            jobs.push(job);
+        }
+    }
 
     let mut status = cj.status.clone().unwrap_or_default();
     let last_success = jobs
@@ -204,7 +259,9 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, Controller
         spec.failed_jobs_history_limit.unwrap_or(1),
     );
     for job in &expired {
-        delete_job(&jobs_api, job).await?;
+        if !delete_job(&jobs_api, job).await? {
+            continue;
+        }
         let message = format!("Deleted job {job}");
         record(
             &ctx.client,
@@ -278,7 +335,9 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, Controller
             Start::Run { replace } => {
                 if replace {
                     for job in &active {
-                        delete_job(&jobs_api, &job.name_any()).await?;
+                        if !delete_job(&jobs_api, &job.name_any()).await? {
+                            continue;
+                        }
                         let message = format!("Deleted job {}", job.name_any());
                         record(
                             &ctx.client,
@@ -307,6 +366,9 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, Controller
                         .await;
                         created = Some(job);
                     }
+                    // Already there (made by an earlier pass whose status
+                    // write was lost, and not in the cache yet): the slot
+                    // has run.
                     Err(kube::Error::Api(s)) if s.code == 409 => {}
                     Err(e) => return Err(e.into()),
                 }

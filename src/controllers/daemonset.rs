@@ -9,10 +9,10 @@
 //! metadata.name In [node]`), and carries the tolerations Kubernetes gives
 //! daemon pods, so a cordoned or not-ready node keeps its daemons.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetSpec, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{
@@ -31,7 +31,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
 use super::deployment::template_hash;
-use super::replicaset::is_ready;
+use super::replicaset::{Expected, is_ready};
 use super::{ControllerError, selector_query};
 use crate::events::EventType::Normal;
 use crate::events::record;
@@ -57,12 +57,19 @@ struct Ctx {
     client: kube::Client,
     /// Every node, fed by the node watch that also wakes the DaemonSets.
     nodes: Store<Node>,
+    /// Every pod, from the controllers' shared pod watch.
+    pods: Arc<super::PodCache>,
+    /// Per DaemonSet uid, the creates and deletes the pod cache has not
+    /// shown yet: a DaemonSet is not acted on until they show, so a pass
+    /// ahead of the cache does not start a second pod on a node.
+    expected: parking_lot::Mutex<std::collections::HashMap<String, Expected>>,
 }
 
 /// Runs the controller until `shutdown`.
 pub async fn run(
     client: kube::Client,
     pods: super::PodFeed,
+    cache: Arc<super::PodCache>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let daemonsets: Api<DaemonSet> = Api::all(client.clone());
@@ -88,6 +95,8 @@ pub async fn run(
     let ctx = Arc::new(Ctx {
         client,
         nodes: node_store,
+        pods: cache,
+        expected: parking_lot::Mutex::new(std::collections::HashMap::new()),
     });
     super::drive(controller, "daemonset", reconcile, ctx).await;
 }
@@ -240,13 +249,32 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Controll
     // From the node cache, not a LIST of every node on every pass.
     let nodes: Vec<Arc<Node>> = ctx.nodes.state();
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let pods: Vec<Pod> = pods_api
-        .list(&ListParams::default().labels(&selector))
-        .await?
-        .items
+    // Its pods from the shared pod cache, not a LIST, once it is complete.
+    ctx.pods.listed().await;
+    let pods: Vec<Arc<Pod>> = ctx
+        .pods
+        .in_namespace(&ns)
         .into_iter()
         .filter(|p| owned(p.owner_references()))
         .collect();
+    let instant = Instant::now();
+    {
+        let listed: HashSet<String> = pods.iter().map(|p| p.name_any()).collect();
+        let live: HashSet<String> = pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .map(|p| p.name_any())
+            .collect();
+        let mut expected = ctx.expected.lock();
+        let exp = expected.entry(uid.clone()).or_default();
+        exp.observe(&live, &listed, instant);
+        let satisfied = exp.is_satisfied();
+        expected.retain(|_, e| !e.is_settled(instant));
+        if !satisfied {
+            // The pod events still on their way wake it up again.
+            return Ok(Action::requeue(Duration::from_millis(500)));
+        }
+    }
     let now = Timestamp::now();
     let Plan {
         create: to_create,
@@ -259,7 +287,13 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Controll
     let deletes = to_delete
         .iter()
         .map(|p| pods_api.delete(p.metadata.name.as_deref().unwrap_or_default(), &dp));
-    for r in futures::future::join_all(deletes).await {
+    let deleted = futures::future::join_all(deletes).await;
+    ctx.expected.lock().entry(uid.clone()).or_default().record(
+        Vec::new(),
+        to_delete.iter().map(|p| p.name_any()).collect(),
+        instant,
+    );
+    for r in deleted {
         match r {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
@@ -271,7 +305,18 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Controll
         .iter()
         .map(|node| new_pod(&ds, node, &hash))
         .collect();
-    for r in futures::future::join_all(new_pods.iter().map(|p| pods_api.create(&post, p))).await {
+    let results =
+        futures::future::join_all(new_pods.iter().map(|p| pods_api.create(&post, p))).await;
+    let names = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().map(|p| p.name_any()))
+        .collect();
+    ctx.expected
+        .lock()
+        .entry(uid.clone())
+        .or_default()
+        .record(names, Vec::new(), instant);
+    for r in results {
         let pod = r?;
         let message = format!("Created pod: {}", pod.name_any());
         record(
@@ -347,16 +392,17 @@ struct Plan<'a> {
 
 /// Works out a pass from the nodes and the DaemonSet's own pods, with
 /// `hash` naming the current template.
-fn plan<'a>(
+fn plan<'a, P: std::borrow::Borrow<Pod>>(
     spec: &DaemonSetSpec,
     hash: &str,
     nodes: &[Arc<Node>],
-    pods: &'a [Pod],
+    pods: &'a [P],
     now: Timestamp,
 ) -> Plan<'a> {
     let mut by_node: BTreeMap<String, Vec<&Pod>> = BTreeMap::new();
     let mut to_delete: Vec<&Pod> = Vec::new();
     for p in pods {
+        let p: &'a Pod = p.borrow();
         if p.metadata.deletion_timestamp.is_some() {
             continue;
         }

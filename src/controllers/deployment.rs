@@ -601,4 +601,19 @@ mod tests {
         );
         assert_eq!(a.len(), 10);
     }
+
+    #[test]
+    fn a_write_from_a_cached_copy_is_conditional_on_its_version() {
+        let mut rs = ReplicaSet::default();
+        rs.metadata.resource_version = Some("42".into());
+        assert_eq!(
+            patch_of_copy(&rs, json!({"spec": {"replicas": 2}})),
+            json!({"spec": {"replicas": 2}, "metadata": {"resourceVersion": "42"}})
+        );
+        // A copy without a version (never from the cache) stays as it was.
+        assert_eq!(
+            patch_of_copy(&ReplicaSet::default(), json!({"spec": {"replicas": 2}})),
+            json!({"spec": {"replicas": 2}})
+        );
+    }
 }
