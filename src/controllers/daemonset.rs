@@ -24,7 +24,7 @@ use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -57,6 +57,8 @@ struct Ctx {
     client: kube::Client,
     /// Every node, fed by the node watch that also wakes the DaemonSets.
     nodes: Store<Node>,
+    /// Every ControllerRevision, fed by their watch.
+    revisions: Store<ControllerRevision>,
     /// Every pod, from the controllers' shared pod watch.
     pods: Arc<super::PodCache>,
     /// Per DaemonSet uid, the creates and deletes the pod cache has not
@@ -82,9 +84,19 @@ pub async fn run(
         .default_backoff()
         .reflect(writer)
         .touched_objects();
+    // Its ControllerRevisions, likewise from a cache their watch fills.
+    let (revision_store, writer) = reflector::store();
+    let revision_changes = watcher(
+        Api::<ControllerRevision>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .touched_objects();
     let all = controller.store();
     let controller = controller
         .owns_shared_stream(pods)
+        .owns_stream(revision_changes)
         .watches_stream(node_changes, move |_node: Node| {
             all.state()
                 .iter()
@@ -95,6 +107,7 @@ pub async fn run(
     let ctx = Arc::new(Ctx {
         client,
         nodes: node_store,
+        revisions: revision_store,
         pods: cache,
         expected: parking_lot::Mutex::new(std::collections::HashMap::new()),
     });
@@ -508,13 +521,20 @@ async fn sync_revisions(
 ) -> Result<(), ControllerError> {
     let ns = ds.namespace().unwrap_or_default();
     let api: Api<ControllerRevision> = Api::namespaced(ctx.client.clone(), &ns);
-    let selector = selector_query(&ds.spec.clone().unwrap_or_default().selector);
-    let mut revisions: Vec<ControllerRevision> = api
-        .list(&ListParams::default().labels(&selector))
-        .await?
-        .items
-        .into_iter()
-        .filter(|r| owned(r.owner_references()))
+    // From the revision cache, not a LIST each pass. A lagging cache is
+    // safe: a revision's name is its template's hash (a create it has not
+    // seen yet is a 409), and the renumbering below carries the
+    // resourceVersion it read.
+    ctx.revisions
+        .wait_until_ready()
+        .await
+        .map_err(|e| ControllerError::Invalid(format!("revision cache: {e}")))?;
+    let mut revisions: Vec<ControllerRevision> = ctx
+        .revisions
+        .state()
+        .iter()
+        .filter(|r| r.namespace().as_deref() == Some(ns.as_str()) && owned(r.owner_references()))
+        .map(|r| (**r).clone())
         .collect();
     revisions.sort_by_key(revision_of);
     let max = revisions.last().map_or(0, revision_of);
@@ -526,7 +546,8 @@ async fn sync_revisions(
             let r = revisions.remove(i);
             if r.revision < max {
                 // Back to an older template: it becomes the newest revision.
-                let patch = json!({"revision": max + 1});
+                let patch = json!({"metadata": {"resourceVersion": r.resource_version()},
+                                   "revision": max + 1});
                 api.patch(
                     &r.name_any(),
                     &PatchParams::default(),
