@@ -11,6 +11,28 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+/// Connections the kernel holds for a server before it accepts them (it
+/// caps this at `net.core.somaxconn`), above Tokio's default of 1024: a
+/// burst of thousands of clients (watches opened at once) waits in the
+/// queue instead of having its connection attempts dropped and retried.
+pub const BACKLOG: u32 = 4096;
+
+/// Listens on `addr` with [`BACKLOG`].
+///
+/// # Errors
+/// When the address cannot be bound.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As the standard listener does: a restarted server binds at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
 /// A connection and the slot it holds until it is dropped.
 pub struct Accepted {
     pub permit: OwnedSemaphorePermit,

@@ -220,12 +220,10 @@ pub async fn run(
         }
     };
 
-    let listener = tokio::net::TcpListener::bind(cfg.etcd_listen)
-        .await
-        .map_err(|source| ServerError::Bind {
-            addr: cfg.etcd_listen,
-            source,
-        })?;
+    let listener = crate::accept::bind(cfg.etcd_listen).map_err(|source| ServerError::Bind {
+        addr: cfg.etcd_listen,
+        source,
+    })?;
     let local = listener.local_addr().map_err(|source| ServerError::Bind {
         addr: cfg.etcd_listen,
         source,
@@ -241,12 +239,10 @@ pub async fn run(
 
     tracing::info!(%url, data_dir = %data_dir.display(), "etcd v3 API listening");
 
-    let api_listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|source| ServerError::BindApi {
-            addr: cfg.listen,
-            source,
-        })?;
+    let api_listener = crate::accept::bind(cfg.listen).map_err(|source| ServerError::BindApi {
+        addr: cfg.listen,
+        source,
+    })?;
     let api_local = api_listener
         .local_addr()
         .map_err(|source| ServerError::BindApi {

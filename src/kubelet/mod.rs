@@ -216,12 +216,10 @@ pub async fn prepare(config: &KubeletConfig) -> Result<tokio::net::TcpListener, 
             source,
         })?;
     }
-    tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| KubeletError::Bind {
-            addr: config.listen,
-            source,
-        })
+    crate::accept::bind(config.listen).map_err(|source| KubeletError::Bind {
+        addr: config.listen,
+        source,
+    })
 }
 
 /// Runs the kubelet until `shutdown` resolves: the agent endpoint on

@@ -110,7 +110,7 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseport(true)?;
     socket.set_nodelay(true)?;
     socket.bind(addr)?;
-    socket.listen(1024)
+    socket.listen(crate::accept::BACKLOG)
 }
 
 async fn accept_loop(

@@ -17,6 +17,7 @@ mod kubectl;
 mod kubelet;
 mod kv_cli;
 mod lifecycle;
+mod limits;
 mod modules;
 mod nodes;
 mod proxy;
