@@ -151,6 +151,7 @@ pub async fn run(
     cache: Arc<super::PodCache>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
+    use futures::StreamExt as _;
     let stop = crate::shutdown::Stop::new(shutdown);
     // Caches of every Node and node Lease, kept by their watches, instead
     // of two LISTs every period.
@@ -158,10 +159,27 @@ pub async fn run(
     let (leases, lease_writer) = reflector::store();
     let node_watch = Arc::new(WatchHealth::default());
     let lease_watch = Arc::new(WatchHealth::default());
+    let recorder = Recorder::start(client.clone(), "node-controller", None);
+    // A Node that goes is reported as its watch shows it go, whether or not
+    // a pass had looked at it yet.
+    let on_delete = recorder.clone();
     let node_feed = follow(
         watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
             .default_backoff()
-            .reflect(node_writer),
+            .reflect(node_writer)
+            .inspect(
+                move |event: &Result<watcher::Event<Node>, watcher::Error>| {
+                    if let Ok(watcher::Event::Delete(node)) = event {
+                        let name = node.name_any();
+                        on_delete.record(
+                            &reference(node),
+                            EventType::Normal,
+                            "RemovingNode",
+                            format!("Node {name} event: Removing Node {name} from Controller"),
+                        );
+                    }
+                },
+            ),
         "node",
         node_watch.clone(),
         stop.wait(),
@@ -178,7 +196,7 @@ pub async fn run(
         stop.wait(),
     );
     let m = Monitor {
-        recorder: Recorder::start(client.clone(), "node-controller", None),
+        recorder,
         client,
         cfg,
         nodes,
@@ -419,15 +437,9 @@ impl Monitor {
             .filter(|n| !names.contains(*n))
             .cloned()
             .collect();
+        // Their `RemovingNode` event came from the node watch.
         for name in gone {
-            if let Some(p) = self.probes.remove(&name) {
-                self.recorder.record(
-                    &p.reference,
-                    EventType::Normal,
-                    "RemovingNode",
-                    format!("Node {name} event: Removing Node {name} from Controller"),
-                );
-            }
+            self.probes.remove(&name);
         }
 
         for node in &nodes {
