@@ -647,6 +647,7 @@ pub fn limits(pod: &Pod, c: &Container, active_deadline: Option<Duration>) -> Po
             crate::runtime::fair::CpuGate::global(),
             requested_cpu,
         ))),
+        meter: Some(Arc::new(crate::runtime::MemoryMeter::default())),
     }
 }
 

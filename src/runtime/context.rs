@@ -111,6 +111,9 @@ pub struct PodLimits {
     /// The pod's weighted share of the node's CPU (`requests.cpu`), which
     /// every poll of its guest code goes through; `None`: not gated.
     pub share: Option<Arc<super::fair::CpuShare>>,
+    /// Counts the memory of the container's live instances (what
+    /// `kubectl top` shows); `None`: not counted.
+    pub meter: Option<Arc<MemoryMeter>>,
 }
 
 impl Default for PodLimits {
@@ -121,7 +124,41 @@ impl Default for PodLimits {
             active_deadline: None,
             cpu: None,
             share: None,
+            meter: None,
         }
+    }
+}
+
+/// The memory a container's live instances hold: their linear memories
+/// and tables, summed over concurrent instances, with the most it has held
+/// at once. Counted as the engine grows them, so reading it costs nothing.
+#[derive(Debug, Default)]
+pub struct MemoryMeter {
+    in_use: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+/// Bytes a table element is counted as (a reference's size on the host).
+const TABLE_ELEMENT_BYTES: usize = std::mem::size_of::<usize>();
+
+impl MemoryMeter {
+    /// Bytes held now.
+    pub fn in_use(&self) -> usize {
+        self.in_use.load(Ordering::Relaxed)
+    }
+
+    /// The most bytes held at once.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    fn add(&self, bytes: usize) {
+        let now = self.in_use.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+    }
+
+    fn sub(&self, bytes: usize) {
+        self.in_use.fetch_sub(bytes, Ordering::Relaxed);
     }
 }
 
@@ -268,6 +305,9 @@ pub(crate) struct PodLimiter {
     charged: usize,
     /// Part of `charged` reserved at admission and not yet grown into.
     prepaid: usize,
+    meter: Option<Arc<MemoryMeter>>,
+    /// What this instance holds of `meter`, given back on drop.
+    metered: usize,
 }
 
 impl PodLimiter {
@@ -290,9 +330,21 @@ impl PodLimiter {
                 budget: budget.map(|(b, _)| b),
                 charged: reserved,
                 prepaid: reserved,
+                meter: limits.meter.clone(),
+                metered: 0,
             },
             refused,
         )
+    }
+}
+
+impl PodLimiter {
+    /// Counts `bytes` more held by this instance.
+    fn meter(&mut self, bytes: usize) {
+        if let Some(m) = &self.meter {
+            m.add(bytes);
+            self.metered += bytes;
+        }
     }
 }
 
@@ -300,6 +352,9 @@ impl Drop for PodLimiter {
     fn drop(&mut self) {
         if let Some(b) = &self.budget {
             b.in_use.fetch_sub(self.charged, Ordering::AcqRel);
+        }
+        if let Some(m) = &self.meter {
+            m.sub(self.metered);
         }
     }
 }
@@ -325,7 +380,9 @@ impl ResourceLimiter for PodLimiter {
                 b.instance_size.fetch_max(desired, Ordering::Relaxed);
             }
         }
-        if !ok {
+        if ok {
+            self.meter(desired.saturating_sub(current));
+        } else {
             self.refused.store(true, Ordering::Relaxed);
         }
         Ok(ok)
@@ -344,7 +401,11 @@ impl ResourceLimiter for PodLimiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        self.inner.table_growing(current, desired, maximum)
+        let ok = self.inner.table_growing(current, desired, maximum)?;
+        if ok {
+            self.meter(desired.saturating_sub(current) * TABLE_ELEMENT_BYTES);
+        }
+        Ok(ok)
     }
 }
 

@@ -43,8 +43,8 @@ use std::time::Duration;
 pub use cache::{CacheStats, LoadedModule, ModuleKind};
 pub use command::{ExitStatus, run_command};
 pub use context::{
-    CPU_WINDOW, CpuQuota, GuestRequest, GuestResponse, LogSink, LogStream, OutboundPolicy,
-    OutboundRouter, PodContext, PodLimits, Preopen, RoutedResponse,
+    CPU_WINDOW, CpuQuota, GuestRequest, GuestResponse, LogSink, LogStream, MemoryMeter,
+    OutboundPolicy, OutboundRouter, PodContext, PodLimits, Preopen, RoutedResponse,
 };
 pub use http::{HttpError, HttpService};
 

@@ -122,6 +122,41 @@ async fn alloc_past_the_limit_fails_that_request_and_the_next_one_succeeds() {
 }
 
 #[tokio::test]
+async fn the_meter_counts_live_instances_memory_and_keeps_the_peak() {
+    let (rt, _dir) = runtime_in();
+    let meter = Arc::new(crate::runtime::MemoryMeter::default());
+    let limits = PodLimits {
+        meter: Some(meter.clone()),
+        ..PodLimits::default()
+    };
+    let svc = service(&rt, "echo-http", PodContext::default(), limits);
+    assert_eq!(get(&svc, "/status/200").await.0, StatusCode::OK);
+    let small = meter.peak();
+    assert!(small > 0, "an instance holds some linear memory");
+    // The instance goes soon after it answered (its store is dropped
+    // once the response is done with it): then nothing is held.
+    released(&meter).await;
+    assert_eq!(get(&svc, "/alloc/8").await.0, StatusCode::OK);
+    assert!(
+        meter.peak() >= small + (8 << 20),
+        "peak {} after an 8 MiB allocation (before {small})",
+        meter.peak()
+    );
+    released(&meter).await;
+}
+
+/// Waits (bounded) until `meter` counts nothing held.
+async fn released(meter: &crate::runtime::MemoryMeter) {
+    for _ in 0..200 {
+        if meter.in_use() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{} bytes still counted", meter.in_use());
+}
+
+#[tokio::test]
 async fn a_request_past_its_deadline_answers_504() {
     let (rt, _dir) = runtime_in();
     let limits = PodLimits {
