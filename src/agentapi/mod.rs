@@ -52,6 +52,10 @@ pub const NO_POD_HEADER: &str = "x-wkube-no-pod";
 /// only.
 pub const METRICS: &str = "/metrics";
 
+/// What each container of each pod uses: CPU time and memory, in the
+/// shape of Kubernetes' kubelet Summary API (`/stats/summary`).
+pub const STATS_SUMMARY: &str = "/stats/summary";
+
 /// Liveness, for anyone.
 pub const HEALTHZ: &str = "/healthz";
 

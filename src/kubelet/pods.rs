@@ -42,6 +42,15 @@ pub struct PodHandle {
     inflight: AtomicUsize,
     /// Woken when `inflight` drops to zero.
     drained: Notify,
+    /// Each container's CPU and memory accounting, by container name.
+    usage: RwLock<HashMap<String, Usage>>,
+}
+
+/// Where a container's use of the node is counted.
+#[derive(Clone, Debug)]
+pub struct Usage {
+    pub cpu: Option<Arc<crate::runtime::fair::CpuShare>>,
+    pub memory: Option<Arc<crate::runtime::MemoryMeter>>,
 }
 
 /// Why a request could not be given to a pod.
@@ -66,7 +75,25 @@ impl PodHandle {
             accepting: AtomicBool::new(true),
             inflight: AtomicUsize::new(0),
             drained: Notify::new(),
+            usage: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// Records where `container`'s use is counted.
+    pub fn set_usage(&self, container: &str, usage: Usage) {
+        self.usage.write().insert(container.to_string(), usage);
+    }
+
+    /// Each container's accounting, by name (sorted).
+    pub fn usage(&self) -> Vec<(String, Usage)> {
+        let mut all: Vec<(String, Usage)> = self
+            .usage
+            .read()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
     }
 
     /// Changes the record and wakes the status writer.

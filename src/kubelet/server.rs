@@ -131,6 +131,7 @@ fn node_router(shared: Arc<Shared>) -> Router {
 fn router(shared: Arc<Shared>) -> Router {
     pod_routes()
         .route(agentapi::METRICS, axum::routing::get(metrics))
+        .route(agentapi::STATS_SUMMARY, axum::routing::get(stats_summary))
         .route(agentapi::CONTAINER_LOGS, axum::routing::get(container_logs))
         .route(agentapi::POD_PROXY, axum::routing::any(proxy_root))
         .route(
@@ -385,6 +386,57 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    r
+}
+
+/// `/stats/summary`: what each container of each pod uses, in the shape of
+/// Kubernetes' kubelet Summary API (cumulative CPU time, and the memory
+/// its live instances hold), with the node's totals. `maxWorkingSetBytes`
+/// (the most held at once) is wkube's own.
+async fn stats_summary(State(shared): State<Arc<Shared>>) -> Response {
+    let now = crate::kubelet::node::chrono_now().to_string();
+    let mut node_cpu: u128 = 0;
+    let mut node_memory: usize = 0;
+    let pods: Vec<serde_json::Value> = shared
+        .pods
+        .all()
+        .iter()
+        .map(|h| {
+            let containers: Vec<serde_json::Value> = h
+                .usage()
+                .into_iter()
+                .map(|(name, u)| {
+                    let cpu = u.cpu.as_ref().map_or(0, |c| c.used().as_nanos());
+                    let (mem, peak) = u.memory.as_ref().map_or((0, 0), |m| (m.in_use(), m.peak()));
+                    node_cpu += cpu;
+                    node_memory += mem;
+                    serde_json::json!({
+                        "name": name,
+                        "cpu": {"time": now, "usageCoreNanoSeconds": cpu as u64},
+                        "memory": {"time": now, "usageBytes": mem, "workingSetBytes": mem,
+                                   "maxWorkingSetBytes": peak},
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "podRef": {"name": h.name, "namespace": h.namespace, "uid": h.uid},
+                "containers": containers,
+            })
+        })
+        .collect();
+    let body = serde_json::json!({
+        "node": {
+            "nodeName": shared.config.node_name,
+            "cpu": {"time": now, "usageCoreNanoSeconds": node_cpu as u64},
+            "memory": {"time": now, "usageBytes": node_memory, "workingSetBytes": node_memory},
+        },
+        "pods": pods,
+    });
+    let mut r = plain(StatusCode::OK, body.to_string());
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
     );
     r
 }

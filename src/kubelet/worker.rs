@@ -267,6 +267,13 @@ impl PodWorker {
                 facts.pod_ip.as_deref().and_then(|ip| ip.parse().ok()),
             )));
             let limits = spec::limits(&pod, &c, None);
+            handle.set_usage(
+                &c.name,
+                super::pods::Usage {
+                    cpu: limits.share.clone(),
+                    memory: limits.meter.clone(),
+                },
+            );
             let prepared = Prepared {
                 spec: c,
                 module,

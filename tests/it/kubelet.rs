@@ -704,3 +704,67 @@ fn a_guest_trying_every_way_out_of_its_sandbox_is_refused_each_time() {
         "victim's data"
     );
 }
+
+/// The node's kubelet Summary API, through the API server's node proxy.
+fn stats_summary(k: &Kubectl) -> Value {
+    let out = k.ok(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/nodes/{TEST_NODE}/proxy/stats/summary"),
+    ]);
+    serde_json::from_str(&out).expect("summary JSON")
+}
+
+fn container_stats(summary: &Value, pod: &str, container: &str) -> Value {
+    summary["pods"]
+        .as_array()
+        .expect("pods")
+        .iter()
+        .find(|p| p["podRef"]["name"] == pod)
+        .and_then(|p| {
+            p["containers"]
+                .as_array()?
+                .iter()
+                .find(|c| c["name"] == container)
+                .cloned()
+        })
+        .unwrap_or_else(|| panic!("no {pod}/{container} in {summary}"))
+}
+
+#[test]
+fn the_stats_summary_counts_a_containers_cpu_time_and_memory() {
+    let k = server().kubectl();
+    PodBuilder::new("metered")
+        .on_node(TEST_NODE)
+        .container("web", "echo:v1")
+        .last("ports", json!([{"containerPort": 80}]))
+        .create(&k);
+    wait_pod(&k, "metered", "Running and ready", running_and_ready);
+    let before = container_stats(&stats_summary(&k), "metered", "web");
+    let cpu_before = before["cpu"]["usageCoreNanoSeconds"].as_u64().unwrap();
+
+    // 300 ms of busy guest code, then an 8 MiB allocation.
+    assert!(proxy(&k, "metered", "spin/300").status.success());
+    assert!(proxy(&k, "metered", "alloc/8").status.success());
+    let after = container_stats(&stats_summary(&k), "metered", "web");
+    let cpu = after["cpu"]["usageCoreNanoSeconds"].as_u64().unwrap() - cpu_before;
+    assert!(
+        cpu >= 250_000_000,
+        "{cpu} ns of CPU counted for 300 ms of spinning: {after}"
+    );
+    let peak = after["memory"]["maxWorkingSetBytes"].as_u64().unwrap();
+    assert!(peak >= 8 << 20, "peak {peak} after an 8 MiB allocation");
+    // Each request's instance is gone once it answered.
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let now = container_stats(&stats_summary(&k), "metered", "web");
+            now["memory"]["workingSetBytes"].as_u64().unwrap() < 8 << 20
+        }),
+        "memory still held: {}",
+        container_stats(&stats_summary(&k), "metered", "web")
+    );
+    // The node's totals include the pod's.
+    let node = &stats_summary(&k)["node"];
+    assert!(node["cpu"]["usageCoreNanoSeconds"].as_u64().unwrap() >= cpu);
+    k.ok(&["delete", "pod", "metered", "--wait=false"]);
+}
