@@ -31,7 +31,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
 use super::deployment::template_hash;
-use super::replicaset::{Expected, is_ready};
+use super::replicaset::{Expectations, Expected, is_ready};
 use super::{ControllerError, selector_query};
 use crate::events::EventType::Normal;
 use crate::events::record;
@@ -64,7 +64,7 @@ struct Ctx {
     /// Per DaemonSet uid, the creates and deletes the pod cache has not
     /// shown yet: a DaemonSet is not acted on until they show, so a pass
     /// ahead of the cache does not start a second pod on a node.
-    expected: parking_lot::Mutex<std::collections::HashMap<String, Expected>>,
+    expected: Expectations,
 }
 
 /// Runs the controller until `shutdown`.
@@ -109,7 +109,7 @@ pub async fn run(
         nodes: node_store,
         revisions: revision_store,
         pods: cache,
-        expected: parking_lot::Mutex::new(std::collections::HashMap::new()),
+        expected: Expectations::default(),
     });
     super::drive(controller, "daemonset", reconcile, ctx).await;
 }
@@ -278,11 +278,9 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Controll
             .filter(|p| p.metadata.deletion_timestamp.is_none())
             .map(|p| p.name_any())
             .collect();
-        let mut expected = ctx.expected.lock();
-        let exp = expected.entry(uid.clone()).or_default();
-        exp.observe(&live, &listed, instant);
-        let satisfied = exp.is_satisfied();
-        expected.retain(|_, e| !e.is_settled(instant));
+        let satisfied = ctx
+            .expected
+            .observe(&uid, &live, &listed, instant, Expected::is_satisfied);
         if !satisfied {
             // The pod events still on their way wake it up again.
             return Ok(Action::requeue(Duration::from_millis(500)));
@@ -301,7 +299,8 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Controll
         .iter()
         .map(|p| pods_api.delete(p.metadata.name.as_deref().unwrap_or_default(), &dp));
     let deleted = futures::future::join_all(deletes).await;
-    ctx.expected.lock().entry(uid.clone()).or_default().record(
+    ctx.expected.record(
+        &uid,
         Vec::new(),
         to_delete.iter().map(|p| p.name_any()).collect(),
         instant,
@@ -324,11 +323,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Controll
         .iter()
         .filter_map(|r| r.as_ref().ok().map(|p| p.name_any()))
         .collect();
-    ctx.expected
-        .lock()
-        .entry(uid.clone())
-        .or_default()
-        .record(names, Vec::new(), instant);
+    ctx.expected.record(&uid, names, Vec::new(), instant);
     for r in results {
         let pod = r?;
         let message = format!("Created pod: {}", pod.name_any());

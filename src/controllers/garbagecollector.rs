@@ -24,14 +24,13 @@ use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
-use kube::core::ApiResource;
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::{WatchStreamExt, watcher as watch};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
-use super::{Backoff, ControllerError, PodEvent, PodEvents};
+use super::{Backoff, ControllerError, PodEvent, PodEvents, api_resource};
 use crate::resources::{KINDS, Kind};
 
 /// The finalizers of the two waiting propagation policies.
@@ -381,16 +380,6 @@ impl Collector {
                 .await
             }
         }
-    }
-}
-
-fn api_resource(kind: &Kind) -> ApiResource {
-    ApiResource {
-        group: kind.group.into(),
-        version: kind.version.into(),
-        api_version: kind.api_version(),
-        kind: kind.kind.into(),
-        plural: kind.plural.into(),
     }
 }
 

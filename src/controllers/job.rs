@@ -28,7 +28,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use serde_json::json;
 
-use super::replicaset::{Expected, is_active, is_ready};
+use super::replicaset::{Expectations, Expected, is_active, is_ready};
 use super::{ControllerError, selector_query};
 use crate::events::EventType::{Normal, Warning};
 use crate::events::record;
@@ -52,7 +52,7 @@ struct Ctx {
     /// Per Job uid, the creates and deletes the pod cache has not shown
     /// yet: a Job is not acted on until they show (or are old), so a pass
     /// that ran ahead of the cache does not start pods twice.
-    expected: parking_lot::Mutex<std::collections::HashMap<String, Expected>>,
+    expected: Expectations,
 }
 
 /// Runs the controller until `shutdown`.
@@ -69,7 +69,7 @@ pub async fn run(
     let ctx = Arc::new(Ctx {
         client,
         pods: cache,
-        expected: parking_lot::Mutex::new(std::collections::HashMap::new()),
+        expected: Expectations::default(),
     });
     super::drive(controller, "job", reconcile, ctx).await;
 }
@@ -500,11 +500,9 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ControllerErr
             .filter(|p| is_active(p))
             .map(|p| p.name_any())
             .collect();
-        let mut expected = ctx.expected.lock();
-        let exp = expected.entry(uid.clone()).or_default();
-        exp.observe(&active, &listed, instant);
-        let satisfied = exp.is_satisfied();
-        expected.retain(|_, e| !e.is_settled(instant));
+        let satisfied =
+            ctx.expected
+                .observe(&uid, &active, &listed, instant, Expected::is_satisfied);
         if !satisfied {
             // The pod events still on their way wake it up again.
             return Ok(Action::requeue(Duration::from_millis(500)));
@@ -524,7 +522,8 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ControllerErr
         .take(BURST)
         .map(|p| pods_api.delete(p.metadata.name.as_deref().unwrap_or_default(), &dp));
     let deleted = futures::future::join_all(deletes).await;
-    ctx.expected.lock().entry(uid.clone()).or_default().record(
+    ctx.expected.record(
+        &uid,
         Vec::new(),
         to_delete.iter().take(BURST).map(|p| p.name_any()).collect(),
         instant,
@@ -549,11 +548,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ControllerErr
         .iter()
         .filter_map(|r| r.as_ref().ok().map(|p| p.name_any()))
         .collect();
-    ctx.expected
-        .lock()
-        .entry(uid.clone())
-        .or_default()
-        .record(names, Vec::new(), instant);
+    ctx.expected.record(&uid, names, Vec::new(), instant);
     for r in results {
         let pod = r?;
         created += 1;

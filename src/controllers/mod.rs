@@ -456,6 +456,18 @@ pub async fn run_all(
     );
 }
 
+/// The client's description of a served kind, for dynamic APIs over every
+/// kind (the namespace controller and the garbage collector).
+pub fn api_resource(kind: &crate::resources::Kind) -> kube::core::ApiResource {
+    kube::core::ApiResource {
+        group: kind.group.into(),
+        version: kind.version.into(),
+        api_version: kind.api_version(),
+        kind: kind.kind.into(),
+        plural: kind.plural.into(),
+    }
+}
+
 /// `sel` as kube-core's selector; `None` for an operator Kubernetes does
 /// not know (which admission refuses, so only a stored object written
 /// around it can have one).

@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
-use kube::core::ApiResource;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
@@ -90,14 +89,7 @@ fn namespaced_kinds() -> impl Iterator<Item = &'static Kind> {
 }
 
 fn api_in(client: &Client, ns: &str, kind: &Kind) -> Api<DynamicObject> {
-    let resource = ApiResource {
-        group: kind.group.into(),
-        version: kind.version.into(),
-        api_version: kind.api_version(),
-        kind: kind.kind.into(),
-        plural: kind.plural.into(),
-    };
-    Api::namespaced_with(client.clone(), ns, &resource)
+    Api::namespaced_with(client.clone(), ns, &super::api_resource(kind))
 }
 
 async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action, ControllerError> {

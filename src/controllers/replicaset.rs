@@ -26,7 +26,7 @@ struct Ctx {
     client: kube::Client,
     pods: Arc<super::PodCache>,
     /// Per ReplicaSet uid, the writes the pod cache has not shown yet.
-    expected: parking_lot::Mutex<HashMap<String, Expected>>,
+    expected: Expectations,
 }
 
 /// How long writes are waited for before the cache is trusted anyway (a
@@ -66,6 +66,46 @@ impl Expected {
         }
         self.creates.retain(|n| !listed.contains(n));
         self.deletes.retain(|n| active.contains(n));
+    }
+}
+
+/// The [`Expected`] writes of each object a controller writes pods for,
+/// by the object's uid: one per controller that counts pods from the cache
+/// (ReplicaSet, Job, DaemonSet).
+#[derive(Debug, Default)]
+pub struct Expectations(parking_lot::Mutex<HashMap<String, Expected>>);
+
+impl Expectations {
+    /// Forgets what the cache now shows of `uid`'s writes (`active` and
+    /// `listed` are the names of its pods the cache shows active and at
+    /// all), hands what is still expected to `decide`, and drops the
+    /// entries of objects whose writes are all shown or old.
+    pub fn observe<R>(
+        &self,
+        uid: &str,
+        active: &HashSet<String>,
+        listed: &HashSet<String>,
+        now: Instant,
+        decide: impl FnOnce(&Expected) -> R,
+    ) -> R {
+        let mut all = self.0.lock();
+        let exp = all.entry(uid.to_string()).or_default();
+        exp.observe(active, listed, now);
+        let decided = decide(exp);
+        all.retain(|_, e| !e.is_settled(now));
+        decided
+    }
+
+    /// Records the pods `uid`'s pass created and deleted.
+    pub fn record(&self, uid: &str, creates: Vec<String>, deletes: Vec<String>, now: Instant) {
+        if creates.is_empty() && deletes.is_empty() {
+            return;
+        }
+        self.0
+            .lock()
+            .entry(uid.to_string())
+            .or_default()
+            .record(creates, deletes, now);
     }
 }
 
@@ -132,7 +172,7 @@ pub async fn run(
         Arc::new(Ctx {
             client,
             pods: cache,
-            expected: parking_lot::Mutex::new(HashMap::new()),
+            expected: Expectations::default(),
         }),
     )
     .await;
@@ -233,18 +273,11 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Control
     let step = {
         let listed: HashSet<String> = owned.iter().map(|p| p.name_any()).collect();
         let active_set: HashSet<String> = active_names.iter().cloned().collect();
-        let mut expected = ctx.expected.lock();
-        let exp = expected.entry(uid.clone()).or_default();
-        exp.observe(&active_set, &listed, now);
-        let step = plan(
-            spec.replicas.unwrap_or(1).max(0) as usize,
-            &active_names,
-            exp,
-        );
-        // Forget settled ReplicaSets (and deleted ones, once their writes
-        // are old).
-        expected.retain(|_, e| !e.is_settled(now));
-        step
+        let want = spec.replicas.unwrap_or(1).max(0) as usize;
+        ctx.expected
+            .observe(&uid, &active_set, &listed, now, |exp| {
+                plan(want, &active_names, exp)
+            })
     };
     match step {
         Plan::Nothing => {}
@@ -273,11 +306,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Control
                     Err(e) => failed = Some(e),
                 }
             }
-            ctx.expected
-                .lock()
-                .entry(uid.clone())
-                .or_default()
-                .record(created, Vec::new(), now);
+            ctx.expected.record(&uid, created, Vec::new(), now);
             if let Some(e) = failed {
                 return Err(e.into());
             }
@@ -286,11 +315,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Control
             let dp = DeleteParams::default();
             let deletes = victims.iter().map(|name| pods_api.delete(name, &dp));
             let results = futures::future::join_all(deletes).await;
-            ctx.expected
-                .lock()
-                .entry(uid.clone())
-                .or_default()
-                .record(Vec::new(), victims, now);
+            ctx.expected.record(&uid, Vec::new(), victims, now);
             for r in results {
                 match r {
                     Ok(_) => {}

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::{Access, Allocation, CreateContext, Deletion, KindSpec, StatusRule};
 use crate::resources::Subresource;
-use crate::resources::printer::{AGE, Column, NAME, col, wide};
+use crate::resources::printer::Column;
 use crate::resources::validation::{FieldError, NameRule};
 
 pub struct ClusterRoleBinding;
@@ -19,18 +19,7 @@ impl KindSpec for ClusterRoleBinding {
     const CATEGORIES: &'static [&'static str] = &[];
     const SUBRESOURCES: &'static [Subresource] = &[];
     const NAME_RULE: NameRule = NameRule::Path;
-    const COLUMNS: &'static [Column] = &[
-        NAME,
-        col("Role", "string", "RoleRef is the reference to the role."),
-        AGE,
-        wide("Users", "string", "Users in the binding"),
-        wide("Groups", "string", "Groups in the binding"),
-        wide(
-            "ServiceAccounts",
-            "string",
-            "ServiceAccounts in the binding",
-        ),
-    ];
+    const COLUMNS: &'static [Column] = super::rolebinding::BINDING_COLUMNS;
     const STATUS: StatusRule = StatusRule::None;
     const IMMUTABLE: &'static [&'static str] = &[];
     const FIELD_SELECTORS: &'static [&'static str] = &[];

@@ -10,6 +10,20 @@ use crate::resources::printer::{age, name, s};
 use crate::resources::validation::{FieldError, NameRule};
 use serde_json::json;
 
+/// The columns of RoleBindings and ClusterRoleBindings.
+pub const BINDING_COLUMNS: &[Column] = &[
+    NAME,
+    col("Role", "string", "RoleRef is the reference to the role."),
+    AGE,
+    wide("Users", "string", "Users in the binding"),
+    wide("Groups", "string", "Groups in the binding"),
+    wide(
+        "ServiceAccounts",
+        "string",
+        "ServiceAccounts in the binding",
+    ),
+];
+
 pub struct RoleBinding;
 
 impl KindSpec for RoleBinding {
@@ -21,18 +35,7 @@ impl KindSpec for RoleBinding {
     const CATEGORIES: &'static [&'static str] = &[];
     const SUBRESOURCES: &'static [Subresource] = &[];
     const NAME_RULE: NameRule = NameRule::Path;
-    const COLUMNS: &'static [Column] = &[
-        NAME,
-        col("Role", "string", "RoleRef is the reference to the role."),
-        AGE,
-        wide("Users", "string", "Users in the binding"),
-        wide("Groups", "string", "Groups in the binding"),
-        wide(
-            "ServiceAccounts",
-            "string",
-            "ServiceAccounts in the binding",
-        ),
-    ];
+    const COLUMNS: &'static [Column] = BINDING_COLUMNS;
     const STATUS: StatusRule = StatusRule::None;
     const IMMUTABLE: &'static [&'static str] = &[];
     const FIELD_SELECTORS: &'static [&'static str] = &[];
