@@ -14,6 +14,7 @@ use std::fmt::Display;
 use axum::http::{HeaderMap, header};
 
 pub mod client;
+pub mod summary;
 
 /// `GET`: a container's log (query: follow, tailLines, previous,
 /// timestamps, limitBytes, sinceSeconds, sinceTime). Control plane only.

@@ -12,38 +12,113 @@ use crate::resources::{self, Kind, Subresource};
 pub const AGGREGATED_CT: &str =
     "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
-/// Kinds served only as POST targets (reviews), listed in discovery too.
+/// Kinds that are not stored: the reviews (answered on create) and the
+/// metrics (read-only views of what the node agents measure), listed in
+/// discovery too.
 pub struct VirtualKind {
     pub group: &'static str,
     pub version: &'static str,
     pub kind: &'static str,
     pub plural: &'static str,
     pub singular: &'static str,
+    pub namespaced: bool,
+    pub verbs: &'static [&'static str],
+    /// Subresources, each answered with `kind` and `verbs`.
+    pub subresources: &'static [&'static str],
+}
+
+const REVIEW: &[&str] = &["create"];
+const READ_ONLY: &[&str] = &["get", "list"];
+const CUSTOM_METRICS: &[&str] = &["requests_per_second", "requests_in_flight"];
+
+const fn review(group: &'static str, kind: &'static str, plural: &'static str) -> VirtualKind {
+    VirtualKind {
+        group,
+        version: "v1",
+        kind,
+        plural,
+        singular: "",
+        namespaced: false,
+        verbs: REVIEW,
+        subresources: &[],
+    }
 }
 
 pub const VIRTUAL: &[VirtualKind] = &[
+    review(
+        "authorization.k8s.io",
+        "SelfSubjectAccessReview",
+        "selfsubjectaccessreviews",
+    ),
+    review(
+        "authorization.k8s.io",
+        "SelfSubjectRulesReview",
+        "selfsubjectrulesreviews",
+    ),
+    review(
+        "authentication.k8s.io",
+        "SelfSubjectReview",
+        "selfsubjectreviews",
+    ),
     VirtualKind {
-        group: "authorization.k8s.io",
-        version: "v1",
-        kind: "SelfSubjectAccessReview",
-        plural: "selfsubjectaccessreviews",
-        singular: "selfsubjectaccessreview",
+        group: "metrics.k8s.io",
+        version: "v1beta1",
+        kind: "PodMetrics",
+        plural: "pods",
+        singular: "",
+        namespaced: true,
+        verbs: READ_ONLY,
+        subresources: &[],
     },
     VirtualKind {
-        group: "authorization.k8s.io",
-        version: "v1",
-        kind: "SelfSubjectRulesReview",
-        plural: "selfsubjectrulesreviews",
-        singular: "selfsubjectrulesreview",
+        group: "metrics.k8s.io",
+        version: "v1beta1",
+        kind: "NodeMetrics",
+        plural: "nodes",
+        singular: "",
+        namespaced: false,
+        verbs: READ_ONLY,
+        subresources: &[],
     },
     VirtualKind {
-        group: "authentication.k8s.io",
-        version: "v1",
-        kind: "SelfSubjectReview",
-        plural: "selfsubjectreviews",
-        singular: "selfsubjectreview",
+        group: "custom.metrics.k8s.io",
+        version: "v1beta2",
+        kind: "MetricValueList",
+        plural: "pods",
+        singular: "",
+        namespaced: true,
+        verbs: &["get"],
+        subresources: CUSTOM_METRICS,
+    },
+    VirtualKind {
+        group: "custom.metrics.k8s.io",
+        version: "v1beta2",
+        kind: "MetricValueList",
+        plural: "services",
+        singular: "",
+        namespaced: true,
+        verbs: &["get"],
+        subresources: CUSTOM_METRICS,
     },
 ];
+
+impl VirtualKind {
+    /// Reviews are created and answered; the rest are read-only views
+    /// with no OpenAPI schema of their own.
+    pub fn is_review(&self) -> bool {
+        self.verbs == REVIEW
+    }
+
+    /// The singular name discovery shows (the kind, lower-cased, unless
+    /// set).
+    fn singular(&self) -> String {
+        if self.singular.is_empty() {
+            self.kind.to_ascii_lowercase()
+        } else {
+            self.singular.to_string()
+        }
+    }
+}
 
 const FULL_VERBS: &[&str] = &[
     "create",
@@ -182,10 +257,19 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         .iter()
         .filter(|v| v.group == group && v.version == version)
     {
-        out.push(json!({
-            "name": v.plural, "singularName": v.singular, "namespaced": false,
-            "kind": v.kind, "verbs": ["create"],
-        }));
+        // Custom metrics list only their metrics, as `pods/METRIC`.
+        if v.subresources.is_empty() {
+            out.push(json!({
+                "name": v.plural, "singularName": v.singular(), "namespaced": v.namespaced,
+                "kind": v.kind, "verbs": v.verbs,
+            }));
+        }
+        for sub in v.subresources {
+            out.push(json!({
+                "name": format!("{}/{sub}", v.plural), "singularName": "",
+                "namespaced": v.namespaced, "kind": v.kind, "verbs": v.verbs,
+            }));
+        }
     }
     let gv = if group.is_empty() {
         version.to_string()
@@ -234,12 +318,19 @@ fn aggregated_resources(group: &str, version: &str) -> Vec<Value> {
         .iter()
         .filter(|v| v.group == group && v.version == version)
     {
+        let kind = json!({"group": v.group, "version": v.version, "kind": v.kind});
+        let subs: Vec<Value> = v
+            .subresources
+            .iter()
+            .map(|sub| json!({"subresource": sub, "responseKind": kind, "verbs": v.verbs}))
+            .collect();
         out.push(json!({
             "resource": v.plural,
-            "responseKind": {"group": v.group, "version": v.version, "kind": v.kind},
-            "scope": "Cluster",
-            "singularResource": v.singular,
-            "verbs": ["create"],
+            "responseKind": kind,
+            "scope": if v.namespaced { "Namespaced" } else { "Cluster" },
+            "singularResource": v.singular(),
+            "verbs": v.verbs,
+            "subresources": subs,
         }));
     }
     out

@@ -26,6 +26,7 @@ pub mod join;
 pub mod kubeconfig;
 pub mod local;
 pub mod metrics;
+pub mod metricsapi;
 pub mod modules;
 pub mod nodeauthz;
 pub mod nodeproxy;
@@ -156,6 +157,8 @@ pub struct ApiState {
     pub joiner: Option<join::Joiner>,
     pub started: Instant,
 }
+    /// The node summaries the metrics APIs answer from.
+    pub usage: metricsapi::collect::Collector,
 
 impl ApiState {
     /// RBAC check for a resource request.
@@ -641,6 +644,20 @@ async fn resource(State(state): State<Arc<ApiState>>, req: Request) -> Response 
         state.clone(),
         user,
         parts.method,
+    if let Some(target) = metricsapi::parse(&path) {
+        return metricsapi::handle(&state, &user, &parts.method, target, parts.uri.query())
+            .await
+            .unwrap_or_else(IntoResponse::into_response);
+    }
+    if let Some(target) = metricsapi::custom::parse(&path) {
+        let answer = match target {
+            Ok(t) => {
+                metricsapi::custom::handle(&state, &user, &parts.method, t, parts.uri.query()).await
+            }
+            Err(e) => Err(e),
+        };
+        return answer.unwrap_or_else(IntoResponse::into_response);
+    }
         &path,
         parts.uri.query(),
         parts.headers,
@@ -775,6 +792,7 @@ pub async fn start(
         .map_err(StartError::Reseal)?;
     if resealed > 0 {
         tracing::info!(
+        usage: metricsapi::collect::Collector::default(),
             resealed,
             key = keyring.primary(),
             "sealed Secrets again with the first key of {}",

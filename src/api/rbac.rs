@@ -360,6 +360,14 @@ fn user_facing_rules() -> (Vec<Value>, Vec<Value>, Vec<Value>) {
     }
     // Not kinds: the module registry's blobs, and pushing a module.
     view_read.add("wkube.dev", "blobs");
+    // What workloads use: read by whoever may read the workloads (node
+    // figures only through a cluster-wide binding, as nodes are).
+    view_read.add("metrics.k8s.io", "pods");
+    view_read.add("metrics.k8s.io", "nodes");
+    view_read.add("custom.metrics.k8s.io", "pods/requests_per_second");
+    view_read.add("custom.metrics.k8s.io", "pods/requests_in_flight");
+    view_read.add("custom.metrics.k8s.io", "services/requests_per_second");
+    view_read.add("custom.metrics.k8s.io", "services/requests_in_flight");
     edit_write.add("wkube.dev", "modules/push");
     let view = view_read.rules(READ);
     let mut edit = view.clone();

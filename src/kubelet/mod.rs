@@ -43,6 +43,7 @@ pub mod pods;
 pub mod server;
 pub mod spec;
 pub mod status;
+pub mod usage;
 pub mod worker;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -184,6 +185,8 @@ pub struct Shared {
     /// The node's service proxy.
     pub proxy: Arc<crate::proxy::Proxy>,
     pub events: crate::events::Recorder,
+    /// Recent samples of the usage counters, for rates.
+    pub usage: usage::Sampler,
 }
 
 impl Shared {
@@ -262,6 +265,7 @@ pub async fn run(
         ca_pem,
         pods: parts.pods,
         proxy: parts.proxy,
+        usage: usage::Sampler::default(),
         config,
     });
     tracing::info!(
@@ -287,9 +291,11 @@ pub async fn run(
     let node = node::NodeAgent::new(shared.clone(), port);
     let pod_cidr = node.register(stop.wait()).await;
     let heartbeat = tokio::spawn(node.run(stop.wait()));
+    let sampler = tokio::spawn(usage::run(shared.clone(), stop.wait()));
     let manager = manager::PodManager::new(shared.clone(), pod_cidr);
     manager.run(stop.wait()).await;
     let _ = heartbeat.await;
+    let _ = sampler.await;
     let _ = endpoint.await;
     tracing::info!(node = %shared.config.node_name, "kubelet stopped");
     Ok(())

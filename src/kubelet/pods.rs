@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use k8s_openapi::api::core::v1::Pod;
@@ -40,6 +40,8 @@ pub struct PodHandle {
     /// False once the pod is terminating: new requests get 503.
     accepting: AtomicBool,
     inflight: AtomicUsize,
+    /// Requests taken since the pod started (for its request rate).
+    served: AtomicU64,
     /// Woken when `inflight` drops to zero.
     drained: Notify,
     /// Each container's CPU and memory accounting, by container name.
@@ -74,6 +76,7 @@ impl PodHandle {
             services: RwLock::new(HashMap::new()),
             accepting: AtomicBool::new(true),
             inflight: AtomicUsize::new(0),
+            served: AtomicU64::new(0),
             drained: Notify::new(),
             usage: RwLock::new(HashMap::new()),
         }
@@ -171,6 +174,7 @@ impl PodHandle {
                 port: port.map_or_else(String::new, |p| p.to_string()),
             })?;
         self.inflight.fetch_add(1, Ordering::AcqRel);
+        self.served.fetch_add(1, Ordering::Relaxed);
         let _guard = InflightGuard(self);
         Ok(svc.handle(req).await)
     }
@@ -197,6 +201,16 @@ impl PodHandle {
     /// Whether any HTTP container is serving.
     pub fn is_serving(&self) -> bool {
         !self.services.read().is_empty()
+    }
+
+    /// Requests taken since the pod started.
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    /// Requests being served now.
+    pub fn in_flight(&self) -> usize {
+        self.inflight.load(Ordering::Acquire)
     }
 
     /// Stops taking new requests.

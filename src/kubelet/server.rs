@@ -390,50 +390,11 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     r
 }
 
-/// `/stats/summary`: what each container of each pod uses, in the shape of
-/// Kubernetes' kubelet Summary API (cumulative CPU time, and the memory
-/// its live instances hold), with the node's totals. `maxWorkingSetBytes`
-/// (the most held at once) is wkube's own.
+/// `/stats/summary`: what each container of each pod uses, with the
+/// node's totals (see [`crate::agentapi::summary`]).
 async fn stats_summary(State(shared): State<Arc<Shared>>) -> Response {
-    let now = crate::kubelet::node::chrono_now().to_string();
-    let mut node_cpu: u128 = 0;
-    let mut node_memory: usize = 0;
-    let pods: Vec<serde_json::Value> = shared
-        .pods
-        .all()
-        .iter()
-        .map(|h| {
-            let containers: Vec<serde_json::Value> = h
-                .usage()
-                .into_iter()
-                .map(|(name, u)| {
-                    let cpu = u.cpu.as_ref().map_or(0, |c| c.used().as_nanos());
-                    let (mem, peak) = u.memory.as_ref().map_or((0, 0), |m| (m.in_use(), m.peak()));
-                    node_cpu += cpu;
-                    node_memory += mem;
-                    serde_json::json!({
-                        "name": name,
-                        "cpu": {"time": now, "usageCoreNanoSeconds": cpu as u64},
-                        "memory": {"time": now, "usageBytes": mem, "workingSetBytes": mem,
-                                   "maxWorkingSetBytes": peak},
-                    })
-                })
-                .collect();
-            serde_json::json!({
-                "podRef": {"name": h.name, "namespace": h.namespace, "uid": h.uid},
-                "containers": containers,
-            })
-        })
-        .collect();
-    let body = serde_json::json!({
-        "node": {
-            "nodeName": shared.config.node_name,
-            "cpu": {"time": now, "usageCoreNanoSeconds": node_cpu as u64},
-            "memory": {"time": now, "usageBytes": node_memory, "workingSetBytes": node_memory},
-        },
-        "pods": pods,
-    });
-    let mut r = plain(StatusCode::OK, body.to_string());
+    let body = serde_json::to_string(&super::usage::summary(&shared)).unwrap_or_default();
+    let mut r = plain(StatusCode::OK, body);
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

@@ -136,6 +136,9 @@ impl Default for PodLimits {
 pub struct MemoryMeter {
     in_use: AtomicUsize,
     peak: AtomicUsize,
+    /// The most held since the last [`MemoryMeter::take_recent_peak`]:
+    /// an instance per request may hold memory only between two readings.
+    recent_peak: AtomicUsize,
 }
 
 /// Bytes a table element is counted as (a reference's size on the host).
@@ -152,9 +155,17 @@ impl MemoryMeter {
         self.peak.load(Ordering::Relaxed)
     }
 
+    /// The most bytes held at once since the last call (or since the
+    /// start), starting the next period at what is held now.
+    pub fn take_recent_peak(&self) -> usize {
+        let now = self.in_use();
+        self.recent_peak.swap(now, Ordering::Relaxed).max(now)
+    }
+
     fn add(&self, bytes: usize) {
         let now = self.in_use.fetch_add(bytes, Ordering::Relaxed) + bytes;
         self.peak.fetch_max(now, Ordering::Relaxed);
+        self.recent_peak.fetch_max(now, Ordering::Relaxed);
     }
 
     fn sub(&self, bytes: usize) {

@@ -18,6 +18,7 @@ mod kubelet;
 mod kv_cli;
 mod lifecycle;
 mod limits;
+mod metrics;
 mod modules;
 mod nodes;
 mod proxy;

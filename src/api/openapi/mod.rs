@@ -112,7 +112,7 @@ async fn documents() -> &'static Documents {
 /// Every served group-version: stored kinds' and the review kinds'.
 fn group_versions() -> Vec<(&'static str, &'static str)> {
     let mut gvs = resources::group_versions();
-    for v in VIRTUAL {
+    for v in VIRTUAL.iter().filter(|v| v.is_review()) {
         if !gvs.contains(&(v.group, v.version)) {
             gvs.push((v.group, v.version));
         }
@@ -187,7 +187,7 @@ fn document(group: &'static str, version: &'static str) -> Value {
     }
     for v in VIRTUAL
         .iter()
-        .filter(|v| v.group == group && v.version == version)
+        .filter(|v| v.is_review() && v.group == group && v.version == version)
     {
         let gvk = Gvk {
             group,
