@@ -45,6 +45,7 @@ pub mod serve;
 pub mod status;
 pub mod subresources;
 pub mod table;
+pub mod ui;
 pub mod verbs;
 pub mod watch;
 
@@ -156,9 +157,9 @@ pub struct ApiState {
     /// Issues node credentials for the join token (`None`: joining off).
     pub joiner: Option<join::Joiner>,
     pub started: Instant,
-}
     /// The node summaries the metrics APIs answer from.
     pub usage: metricsapi::collect::Collector,
+}
 
 impl ApiState {
     /// RBAC check for a resource request.
@@ -304,6 +305,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route(modules::BLOB_ROUTE, axum::routing::any(modules::blob))
         .route(join::CACERTS_ROUTE, axum::routing::get(join::cacerts))
         .route(join::JOIN_ROUTE, axum::routing::post(join::join))
+        // The dashboard's files, and `/` sending browsers to it.
+        .route("/", axum::routing::any(ui::root))
+        .route("/ui", axum::routing::get(ui::serve))
+        .route("/ui/", axum::routing::get(ui::serve))
+        .route("/ui/{*file}", axum::routing::get(ui::serve))
         .fallback(resource)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -376,6 +382,10 @@ async fn authenticate(
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    // The dashboard's static files hold no data: served to anyone.
+    if ui::is_exempt(&method, &path, req.headers()) {
+        return next.run(req).await;
+    }
     let peer = req
         .extensions()
         .get::<PeerIdentity>()
@@ -634,16 +644,6 @@ async fn resource(State(state): State<Arc<ApiState>>, req: Request) -> Response 
             return ApiError::TooLarge { limit }.into_response();
         }
     };
-    if let Some(review) = reviews::parse(&path) {
-        return match reviews::handle(&state, &user, review, &parts.headers, &bytes).await {
-            Ok(r) => r,
-            Err(e) => e.into_response(),
-        };
-    }
-    match handlers::dispatch(
-        state.clone(),
-        user,
-        parts.method,
     if let Some(target) = metricsapi::parse(&path) {
         return metricsapi::handle(&state, &user, &parts.method, target, parts.uri.query())
             .await
@@ -658,6 +658,16 @@ async fn resource(State(state): State<Arc<ApiState>>, req: Request) -> Response 
         };
         return answer.unwrap_or_else(IntoResponse::into_response);
     }
+    if let Some(review) = reviews::parse(&path) {
+        return match reviews::handle(&state, &user, review, &parts.headers, &bytes).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        };
+    }
+    match handlers::dispatch(
+        state.clone(),
+        user,
+        parts.method,
         &path,
         parts.uri.query(),
         parts.headers,
@@ -782,6 +792,7 @@ pub async fn start(
         flow,
         joiner: opts.joiner,
         started: Instant::now(),
+        usage: metricsapi::collect::Collector::default(),
     });
     // Before serving: no Secret stays in plaintext, or under an old key,
     // once the server is up.
@@ -792,7 +803,6 @@ pub async fn start(
         .map_err(StartError::Reseal)?;
     if resealed > 0 {
         tracing::info!(
-        usage: metricsapi::collect::Collector::default(),
             resealed,
             key = keyring.primary(),
             "sealed Secrets again with the first key of {}",

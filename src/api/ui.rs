@@ -1,0 +1,227 @@
+//! The browser dashboard: the files of `web/dist/`, built from the
+//! TypeScript sources in `web/` and embedded in the binary, served at
+//! `/ui/` on the API port.
+//!
+//! The files hold no data, so they are served without credentials (see
+//! [`is_exempt`]); the page then calls the API with the user's bearer
+//! token, and authentication, RBAC and admission apply as for kubectl.
+//! Everything the page needs is here: a strict Content-Security-Policy
+//! (`default-src 'self'`, no inline script or style) keeps it from loading
+//! anything from elsewhere.
+
+use std::sync::{Arc, OnceLock};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+
+use super::ApiState;
+
+/// Where the dashboard lives on the API port.
+pub const PREFIX: &str = "/ui/";
+
+/// No script, style, image or connection from elsewhere; no inline code;
+/// no framing.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+    img-src 'self' data:; connect-src 'self'; font-src 'self'; object-src 'none'; \
+    base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// One embedded file.
+struct Asset {
+    name: &'static str,
+    content_type: &'static str,
+    body: &'static [u8],
+}
+
+/// The built bundle, as checked in (`scripts/test` fails when it is stale).
+const ASSETS: &[Asset] = &[
+    Asset {
+        name: "index.html",
+        content_type: "text/html; charset=utf-8",
+        body: include_bytes!("../../web/dist/index.html"),
+    },
+    Asset {
+        name: "app.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../web/dist/app.js"),
+    },
+    Asset {
+        name: "app.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_bytes!("../../web/dist/app.css"),
+    },
+    Asset {
+        name: "icon.svg",
+        content_type: "image/svg+xml",
+        body: include_bytes!("../../web/dist/icon.svg"),
+    },
+];
+
+/// Strong validators, one per asset, computed once: the files change only
+/// with the binary, and the page revalidates them on each load.
+fn etags() -> &'static [String] {
+    static ETAGS: OnceLock<Vec<String>> = OnceLock::new();
+    ETAGS.get_or_init(|| {
+        ASSETS
+            .iter()
+            .map(|a| format!("\"{}\"", &hex::encode(Sha256::digest(a.body))[..32]))
+            .collect()
+    })
+}
+
+/// Whether a request may skip authentication: a read of the dashboard's
+/// files, or a browser opening the server's root (which is sent on to
+/// `/ui/`). Only GET and HEAD; nothing under `/api` or `/apis`.
+pub fn is_exempt(method: &Method, path: &str, headers: &HeaderMap) -> bool {
+    if method != Method::GET && method != Method::HEAD {
+        return false;
+    }
+    path == "/ui" || path.starts_with(PREFIX) || (path == "/" && is_browser(headers))
+}
+
+/// A page load by a browser: it asks for HTML and sends no credential.
+/// API clients (kubectl among them) send a credential and ask for JSON,
+/// so `/` answers them as before.
+fn is_browser(headers: &HeaderMap) -> bool {
+    !headers.contains_key(header::AUTHORIZATION)
+        && headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/html"))
+}
+
+/// `/`: browsers are sent to the dashboard; anyone else gets what the API
+/// answers for it.
+pub async fn root(state: State<Arc<ApiState>>, req: Request) -> Response {
+    if is_exempt(req.method(), req.uri().path(), req.headers()) {
+        return redirect(PREFIX);
+    }
+    super::resource(state, req).await
+}
+
+/// `/ui`, `/ui/` and `/ui/FILE`.
+pub async fn serve(req: Request) -> Response {
+    let path = req.uri().path();
+    let Some(name) = path.strip_prefix(PREFIX) else {
+        // `/ui` without the slash: relative URLs in the page need it.
+        return redirect(PREFIX);
+    };
+    let name = if name.is_empty() { "index.html" } else { name };
+    let Some(i) = ASSETS.iter().position(|a| a.name == name) else {
+        return with_security_headers(
+            (
+                StatusCode::NOT_FOUND,
+                [(header::CONTENT_TYPE, "text/plain")],
+                "not found\n",
+            )
+                .into_response(),
+        );
+    };
+    let asset = &ASSETS[i];
+    let etag = &etags()[i];
+    let fresh = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    let mut resp = if fresh {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let mut r = Response::new(Body::from(asset.body));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(asset.content_type),
+        );
+        r
+    };
+    let h = resp.headers_mut();
+    // Revalidated on every load (a 304 costs a round trip, no bytes), so a
+    // new binary's files are picked up at once.
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if let Ok(v) = HeaderValue::from_str(etag) {
+        h.insert(header::ETAG, v);
+    }
+    with_security_headers(resp)
+}
+
+fn redirect(to: &'static str) -> Response {
+    with_security_headers(
+        (
+            StatusCode::FOUND,
+            [(header::LOCATION, HeaderValue::from_static(to))],
+        )
+            .into_response(),
+    )
+}
+
+fn with_security_headers(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(header::HeaderName, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(k.clone(), HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn only_reads_of_the_dashboard_skip_authentication() {
+        let none = HeaderMap::new();
+        assert!(is_exempt(&Method::GET, "/ui/", &none));
+        assert!(is_exempt(&Method::HEAD, "/ui/app.js", &none));
+        assert!(is_exempt(&Method::GET, "/ui", &none));
+        assert!(!is_exempt(&Method::POST, "/ui/", &none));
+        assert!(!is_exempt(&Method::GET, "/uix", &none));
+        assert!(!is_exempt(&Method::GET, "/api/v1/pods", &none));
+        assert!(!is_exempt(&Method::GET, "/", &none));
+    }
+
+    #[test]
+    fn the_root_redirects_browsers_only() {
+        let browser = headers(&[(header::ACCEPT, "text/html,application/xhtml+xml")]);
+        assert!(is_exempt(&Method::GET, "/", &browser));
+        let kubectl = headers(&[
+            (header::ACCEPT, "application/json"),
+            (header::AUTHORIZATION, "Bearer x"),
+        ]);
+        assert!(!is_exempt(&Method::GET, "/", &kubectl));
+        let html_with_token = headers(&[
+            (header::ACCEPT, "text/html"),
+            (header::AUTHORIZATION, "Bearer x"),
+        ]);
+        assert!(!is_exempt(&Method::GET, "/", &html_with_token));
+    }
+
+    #[test]
+    fn every_embedded_file_is_built_and_the_page_loads_no_inline_code() {
+        for a in ASSETS {
+            assert!(!a.body.is_empty(), "web/dist/{} is empty", a.name);
+        }
+        let index = std::str::from_utf8(ASSETS[0].body).expect("utf-8 index.html");
+        assert!(index.contains("src=\"app.js\""));
+        assert!(!index.contains("<script>"), "inline script in index.html");
+        assert!(!index.contains("<style"), "inline style in index.html");
+    }
+}
