@@ -91,6 +91,8 @@ pub struct ServerConfig {
     pub leader_election: Option<crate::controllers::leader::LeaderElectionConfig>,
     /// Timing of the node lifecycle controller.
     pub node_lifecycle: crate::controllers::nodelifecycle::NodeLifecycleConfig,
+    /// Timing of the HorizontalPodAutoscaler controller.
+    pub autoscaler: crate::controllers::podautoscaler::AutoscalerConfig,
     /// The cloud controller manager (run with the controllers).
     pub cloud: crate::cloud::CloudConfig,
 }
@@ -378,9 +380,10 @@ pub async fn run(
         None => None,
     };
     let controllers = controllers_client.map(|client| {
-        let (le, nl, cloud) = (
+        let (le, nl, hpa, cloud) = (
             cfg.leader_election.clone(),
             cfg.node_lifecycle.clone(),
+            cfg.autoscaler.clone(),
             cfg.cloud.clone(),
         );
         let (cm, ccm) = (client.clone(), client.clone());
@@ -393,7 +396,9 @@ pub async fn run(
                     identity.clone(),
                     le.clone(),
                     stop.wait(),
-                    move |s| crate::controllers::run_all(cm.clone(), nl.clone(), s.wait()),
+                    move |s| {
+                        crate::controllers::run_all(cm.clone(), nl.clone(), hpa.clone(), s.wait())
+                    },
                 ),
                 crate::controllers::leader::run_maybe_elected(
                     client,

@@ -470,6 +470,21 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
                         &["patch", "update"],
                     ),
                     rule(&[""], &["services"], &["get", "list", "watch"]),
+                    // The autoscaler: its objects, its targets' scale, and
+                    // the metrics it decides by.
+                    rule(
+                        &["autoscaling"],
+                        &["horizontalpodautoscalers"],
+                        &["get", "list", "watch"],
+                    ),
+                    rule(
+                        &["autoscaling"],
+                        &["horizontalpodautoscalers/status"],
+                        &["patch", "update"],
+                    ),
+                    rule(&["*"], &["*/scale"], &["get", "patch", "update"]),
+                    rule(&["metrics.k8s.io"], &["pods"], &["get", "list"]),
+                    rule(&["custom.metrics.k8s.io"], &["*"], &["get", "list"]),
                     rule(
                         &[""],
                         &["endpoints"],

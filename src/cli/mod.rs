@@ -240,6 +240,10 @@ pub struct ServerArgs {
     #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     pub node_monitor_period: Duration,
 
+    /// How often each HorizontalPodAutoscaler is evaluated.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    pub horizontal_pod_autoscaler_sync_period: Duration,
+
     /// How long a node may go without renewing its Lease before it is
     /// marked unreachable (Ready Unknown) and tainted.
     #[arg(long, default_value = "40s", value_parser = parse_duration, value_name = "DURATION")]
@@ -383,7 +387,10 @@ impl ServerArgs {
                 return Err("--leader-elect-retry-period must be greater than zero".into());
             }
         }
-        if self.node_monitor_period.is_zero() || self.node_monitor_grace_period.is_zero() {
+        if self.node_monitor_period.is_zero()
+            || self.node_monitor_grace_period.is_zero()
+            || self.horizontal_pod_autoscaler_sync_period.is_zero()
+        {
             return Err(
                 "--node-monitor-period and --node-monitor-grace-period must be greater than zero"
                     .into(),
@@ -458,6 +465,9 @@ impl ServerArgs {
                 monitor_period: self.node_monitor_period,
                 grace_period: self.node_monitor_grace_period,
                 ..Default::default()
+            },
+            autoscaler: crate::controllers::podautoscaler::AutoscalerConfig {
+                sync_period: self.horizontal_pod_autoscaler_sync_period,
             },
             cloud: crate::cloud::CloudConfig {
                 provider: self.cloud_provider,

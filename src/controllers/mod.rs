@@ -16,6 +16,8 @@
 //! - [`daemonset`]: one pod per fitting node, rolling updates.
 //! - [`nodelifecycle`]: marks silent nodes, taints them, evicts their pods.
 //! - [`garbagecollector`]: deletes (or releases) what owners leave behind.
+//! - [`podautoscaler`]: HorizontalPodAutoscalers: replicas that follow
+//!   CPU, memory and request rates.
 //! - [`namespace`]: empties a terminating namespace, then lets it go.
 //! - [`serviceaccount`]: the `default` ServiceAccount of every namespace.
 //! - [`leader`]: leader election on Leases, so that of several control
@@ -31,6 +33,7 @@ pub mod job;
 pub mod leader;
 pub mod namespace;
 pub mod nodelifecycle;
+pub mod podautoscaler;
 pub mod replicaset;
 pub mod serviceaccount;
 
@@ -340,6 +343,7 @@ mod cache_tests {
 pub async fn run(
     client: kube::Client,
     cache: Arc<PodCache>,
+    autoscaler: podautoscaler::AutoscalerConfig,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let stop = crate::shutdown::Stop::new(shutdown);
@@ -365,10 +369,11 @@ pub async fn run(
         endpoints::run(client.clone(), ep_pods, cache.clone(), stop.wait()),
         job::run(client.clone(), job_pods, cache.clone(), stop.wait()),
         cronjob::run(client.clone(), stop.wait()),
-        daemonset::run(client.clone(), ds_pods, cache, stop.wait()),
+        daemonset::run(client.clone(), ds_pods, cache.clone(), stop.wait()),
         namespace::run(client.clone(), stop.wait()),
         garbagecollector::run(client.clone(), gc_pods, stop.wait()),
-        serviceaccount::run(client, stop.wait()),
+        serviceaccount::run(client.clone(), stop.wait()),
+        podautoscaler::run(client, cache, autoscaler, stop.wait()),
     );
 }
 
@@ -444,6 +449,7 @@ async fn send_all<T: Clone>(feeds: &mut Vec<futures::channel::mpsc::Sender<T>>, 
 pub async fn run_all(
     client: kube::Client,
     node_lifecycle: nodelifecycle::NodeLifecycleConfig,
+    autoscaler: podautoscaler::AutoscalerConfig,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let stop = crate::shutdown::Stop::new(shutdown);
@@ -451,7 +457,7 @@ pub async fn run_all(
     // controller reads it too.
     let cache = Arc::new(PodCache::default());
     tokio::join!(
-        run(client.clone(), cache.clone(), stop.wait()),
+        run(client.clone(), cache.clone(), autoscaler, stop.wait()),
         nodelifecycle::run(client, node_lifecycle, cache, stop.wait()),
     );
 }

@@ -8,6 +8,7 @@ mod common;
 
 mod agent;
 mod api_http;
+mod autoscaling;
 mod batch;
 mod cloud;
 mod controllers;

@@ -286,4 +286,5 @@ kinds! {
     lease::Lease,
     endpointslice::EndpointSlice,
     module::Module,
+    horizontalpodautoscaler::HorizontalPodAutoscaler,
 }

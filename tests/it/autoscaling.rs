@@ -1,0 +1,307 @@
+//! HorizontalPodAutoscalers driven as users drive them: created with
+//! `kubectl autoscale` or applied, read with `kubectl get hpa`, and
+//! following real load on real guests.
+
+use crate::common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Kubectl, TestServer, eventually, guest};
+use serde_json::{Value, json};
+
+fn server() -> &'static TestServer {
+    static SERVER: OnceLock<TestServer> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let s = TestServer::builder()
+            .with_node()
+            .arg("--horizontal-pod-autoscaler-sync-period=1s")
+            .start();
+        s.wkube(&["push", guest("echo-http").to_str().unwrap(), "echo:v1"])
+            .success();
+        s
+    })
+}
+
+/// A Deployment of `echo:v1` in `ns` with a CPU request and limit, and a
+/// NodePort Service for it; returns the NodePort.
+fn workload(k: &Kubectl, ns: &str, name: &str, replicas: u32) -> u16 {
+    k.ok(&["create", "namespace", ns]);
+    let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+          "template": {"metadata": {"labels": {"app": name}},
+            "spec": {"containers": [{"name": "web", "image": "echo:v1",
+              "ports": [{"containerPort": 8080, "name": "http"}],
+              "resources": {"requests": {"cpu": "100m"}, "limits": {"cpu": "500m"}}}]}}}});
+    let svc = json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"type": "NodePort", "selector": {"app": name},
+          "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}});
+    k.ok_with_stdin(&["apply", "-f", "-"], &deploy.to_string());
+    k.ok_with_stdin(&["apply", "-f", "-"], &svc.to_string());
+    k.ok(&[
+        "rollout",
+        "status",
+        "-n",
+        ns,
+        &format!("deployment/{name}"),
+        "--timeout=60s",
+    ]);
+    let svc: Value =
+        serde_json::from_str(&k.ok(&["get", "-n", ns, "service", name, "-o", "json"])).unwrap();
+    svc["spec"]["ports"][0]["nodePort"].as_u64().unwrap() as u16
+}
+
+fn replicas(k: &Kubectl, ns: &str, name: &str) -> i64 {
+    k.ok(&[
+        "get",
+        "-n",
+        ns,
+        "deployment",
+        name,
+        "-o",
+        "jsonpath={.spec.replicas}",
+    ])
+    .trim()
+    .parse()
+    .unwrap_or(-1)
+}
+
+#[track_caller]
+fn wait_replicas(k: &Kubectl, ns: &str, name: &str, want: i64, within: Duration) {
+    let mut seen = -1;
+    let ok = eventually(within, || {
+        seen = replicas(k, ns, name);
+        seen == want
+    });
+    assert!(
+        ok,
+        "{ns}/{name} stayed at {seen} replicas, not {want}:\n{}\n{}",
+        k.run(&["get", "hpa", "-n", ns, "-o", "yaml"]).stdout,
+        k.run(&["get", "events", "-n", ns]).stdout
+    );
+}
+
+/// One HTTP/1.1 GET; the status code (0: no answer).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return (0, String::new());
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map_or("", |b| b.1).to_string();
+    (code, body)
+}
+
+/// Sends `rate` requests per second to `addr` until `stop` is set (at
+/// most `limit`), from a thread; counts the failures.
+fn load(addr: String, rate: u32, stop: Arc<AtomicBool>, failed: Arc<AtomicU64>, limit: Duration) {
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        let gap = Duration::from_secs(1) / rate;
+        let mut next = Instant::now();
+        while !stop.load(Ordering::Relaxed) && start.elapsed() < limit {
+            if http_get(&addr, "/").0 != 200 {
+                failed.fetch_add(1, Ordering::Relaxed);
+            }
+            next += gap;
+            if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+    });
+}
+
+#[test]
+fn an_hpa_on_cpu_scales_out_under_load_and_back_in_after_it() {
+    let s = server();
+    let k = s.kubectl();
+    let ns = "hpa-cpu";
+    workload(&k, ns, "spinner", 1);
+    let made = k.ok(&[
+        "autoscale",
+        "-n",
+        ns,
+        "deployment",
+        "spinner",
+        "--cpu-percent=50",
+        "--min=1",
+        "--max=3",
+    ]);
+    assert!(made.contains("autoscaled"), "{made}");
+    // Scale in after 3 s of quiet rather than the default five minutes.
+    k.ok(&[
+        "patch",
+        "-n",
+        ns,
+        "hpa.v2.autoscaling",
+        "spinner",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"behavior":{"scaleDown":{"stabilizationWindowSeconds":3}}}}"#,
+    ]);
+    let table = k.ok(&["get", "hpa", "-n", ns]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "REFERENCE",
+            "TARGETS",
+            "MINPODS",
+            "MAXPODS",
+            "REPLICAS",
+            "AGE"
+        ]
+    );
+    assert!(table.contains("Deployment/spinner"), "{table}");
+    assert!(table.contains("/50%"), "{table}");
+
+    // One pod spinning at its 500m limit is 500% of its 100m request.
+    let pod = k
+        .ok(&[
+            "get",
+            "pods",
+            "-n",
+            ns,
+            "-l",
+            "app=spinner",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ])
+        .trim()
+        .to_string();
+    let mut spinner = k
+        .command(&[
+            "get",
+            "--raw",
+            &format!("/api/v1/namespaces/{ns}/pods/{pod}/proxy/spin/20000"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_replicas(&k, ns, "spinner", 3, Duration::from_secs(20));
+    let hpa: Value = serde_json::from_str(&k.ok(&[
+        "get",
+        "hpa.v2.autoscaling",
+        "-n",
+        ns,
+        "spinner",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    let conditions = hpa["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let condition = |ty: &str| {
+        conditions
+            .iter()
+            .find(|c| c["type"] == ty)
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(condition("ScalingActive")["status"], "True", "{hpa}");
+    assert_eq!(
+        condition("ScalingActive")["reason"],
+        "ValidMetricFound",
+        "{hpa}"
+    );
+    let events = k.ok(&[
+        "get",
+        "events",
+        "-n",
+        ns,
+        "--field-selector",
+        "reason=SuccessfulRescale",
+    ]);
+    assert!(events.contains("New size: 3"), "{events}");
+    let _ = spinner.kill();
+    let _ = spinner.wait();
+
+    // Idle again: back to one after the stabilization window.
+    wait_replicas(&k, ns, "spinner", 1, Duration::from_secs(30));
+    k.ok(&["delete", "namespace", ns, "--wait=false"]);
+}
+
+#[test]
+fn an_hpa_on_request_rate_follows_a_load_step() {
+    let s = server();
+    let k = s.kubectl();
+    let ns = "hpa-rps";
+    let port = workload(&k, ns, "web", 1);
+    let hpa = json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "web", "namespace": ns},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+          "minReplicas": 1, "maxReplicas": 4,
+          "metrics": [{"type": "Pods", "pods": {"metric": {"name": "requests_per_second"},
+                        "target": {"type": "AverageValue", "averageValue": "10"}}}],
+          "behavior": {"scaleDown": {"stabilizationWindowSeconds": 2}}}});
+    k.ok_with_stdin(&["apply", "-f", "-"], &hpa.to_string());
+    let addr = format!("{}:{port}", s.addresses.node_ip);
+    assert!(
+        eventually(Duration::from_secs(10), || http_get(&addr, "/").0 == 200),
+        "the NodePort never answered"
+    );
+    // 40 requests per second against 10 per pod: four pods.
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicU64::new(0));
+    load(
+        addr,
+        40,
+        stop.clone(),
+        failed.clone(),
+        Duration::from_secs(40),
+    );
+    let started = Instant::now();
+    wait_replicas(&k, ns, "web", 4, Duration::from_secs(25));
+    let out = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let table = k.ok(&["get", "hpa", "-n", ns, "web"]);
+    assert!(table.contains("requests_per_second: "), "{table}");
+    // The step down: back to one.
+    let started = Instant::now();
+    wait_replicas(&k, ns, "web", 1, Duration::from_secs(30));
+    eprintln!("scaled out in {out:?}, back in in {:?}", started.elapsed());
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "requests failed during the step"
+    );
+    k.ok(&["delete", "namespace", ns, "--wait=false"]);
+}
+
+#[test]
+fn invalid_autoscalers_are_refused_with_the_field_named() {
+    let k = server().kubectl();
+    let bad = json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "bad"},
+        "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "x"},
+          "minReplicas": 5, "maxReplicas": 2}});
+    let out = k.run_with_stdin(&["create", "-f", "-"], &bad.to_string());
+    assert!(
+        out.stderr.contains("spec.maxReplicas")
+            && out
+                .stderr
+                .contains("must be greater than or equal to `minReplicas`"),
+        "{}",
+        out.stderr
+    );
+}
