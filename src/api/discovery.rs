@@ -61,6 +61,16 @@ pub const VIRTUAL: &[VirtualKind] = &[
         "selfsubjectreviews",
     ),
     VirtualKind {
+        group: "wkube.dev",
+        version: "v1",
+        kind: "ServiceActivation",
+        plural: "serviceactivations",
+        singular: "",
+        namespaced: true,
+        verbs: REVIEW,
+        subresources: &[],
+    },
+    VirtualKind {
         group: "metrics.k8s.io",
         version: "v1beta1",
         kind: "PodMetrics",
@@ -106,7 +116,7 @@ impl VirtualKind {
     /// Reviews are created and answered; the rest are read-only views
     /// with no OpenAPI schema of their own.
     pub fn is_review(&self) -> bool {
-        self.verbs == REVIEW
+        self.verbs == REVIEW && self.kind.ends_with("Review")
     }
 
     /// The singular name discovery shows (the kind, lower-cased, unless

@@ -13,6 +13,7 @@
 //! - [`podcidr`]: each node's pod address range.
 //! - [`bootstrap`]: what exists from the first start.
 
+pub mod activation;
 pub mod admission;
 pub mod authn;
 pub mod body;
@@ -437,7 +438,7 @@ async fn admit(
     let user = impersonate(state, user, headers)?;
     if !is_public(path)
         && path::parse(path).ok().flatten().is_none()
-        && !is_review(path)
+        && !is_virtual(path)
         && !modules::is_blob_path(path)
     {
         // Non-resource URLs go through RBAC as `get PATH`.
@@ -586,8 +587,13 @@ fn impersonate(
     })
 }
 
-fn is_review(path: &str) -> bool {
+/// Paths of kinds that are not stored (reviews, activations, metrics):
+/// their handlers check RBAC as for resources, not as non-resource URLs.
+fn is_virtual(path: &str) -> bool {
     reviews::parse(path).is_some()
+        || activation::parse(path).is_some()
+        || metricsapi::parse(path).is_some()
+        || metricsapi::custom::parse(path).is_some()
 }
 
 async fn identify(
@@ -657,6 +663,11 @@ async fn resource(State(state): State<Arc<ApiState>>, req: Request) -> Response 
             Err(e) => Err(e),
         };
         return answer.unwrap_or_else(IntoResponse::into_response);
+    }
+    if let Some(ns) = activation::parse(&path) {
+        return activation::handle(&state, &user, &parts.method, ns, &parts.headers, &bytes)
+            .await
+            .unwrap_or_else(IntoResponse::into_response);
     }
     if let Some(review) = reviews::parse(&path) {
         return match reviews::handle(&state, &user, review, &parts.headers, &bytes).await {

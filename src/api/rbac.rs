@@ -369,6 +369,7 @@ fn user_facing_rules() -> (Vec<Value>, Vec<Value>, Vec<Value>) {
     view_read.add("custom.metrics.k8s.io", "services/requests_per_second");
     view_read.add("custom.metrics.k8s.io", "services/requests_in_flight");
     edit_write.add("wkube.dev", "modules/push");
+    edit_write.add("wkube.dev", "serviceactivations");
     let view = view_read.rules(READ);
     let mut edit = view.clone();
     edit.extend(edit_write.rules(WRITE));
@@ -559,6 +560,8 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
                     rule(&[""], &["nodes/status"], &["patch", "update"]),
                     rule(&[""], &["pods"], &["get", "list", "watch", "delete"]),
                     rule(&[""], &["pods/status"], &["patch", "update"]),
+                    // The service proxy wakes workloads scaled to zero.
+                    rule(&["wkube.dev"], &["serviceactivations"], &["create"]),
                     rule(
                         &[""],
                         &["configmaps", "secrets", "services", "endpoints"],

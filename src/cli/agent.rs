@@ -62,6 +62,16 @@ pub struct NodeArgs {
     /// Most connections the service proxy's listeners hold open at once.
     #[arg(long, default_value_t = 4096, value_name = "N")]
     pub proxy_max_connections: usize,
+
+    /// Most requests the service proxy holds per Service while waking a
+    /// workload scaled to zero; more get 503 with Retry-After.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub activation_queue: usize,
+
+    /// Longest the service proxy holds a request while waking a workload
+    /// scaled to zero; then 503 with Retry-After.
+    #[arg(long, default_value = "10s", value_parser = crate::cli::parse_duration, value_name = "DURATION")]
+    pub activation_timeout: Duration,
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -119,6 +129,10 @@ impl NodeArgs {
         cfg.lease_renew = self.lease_renew_interval.max(Duration::from_millis(100));
         cfg.proxy_listen = !self.no_proxy_listen;
         cfg.proxy_max_connections = self.proxy_max_connections.max(1);
+        cfg.proxy_activation = crate::proxy::activate::ActivationLimits {
+            queue: self.activation_queue,
+            timeout: self.activation_timeout,
+        };
         cfg
     }
 }

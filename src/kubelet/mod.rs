@@ -93,6 +93,8 @@ pub struct KubeletConfig {
     pub proxy_listen: bool,
     /// Connections the proxy's listeners hold open at once.
     pub proxy_max_connections: usize,
+    /// Bounds on requests the proxy holds for a Service at zero.
+    pub proxy_activation: crate::proxy::activate::ActivationLimits,
 }
 
 impl KubeletConfig {
@@ -124,6 +126,7 @@ impl KubeletConfig {
             cluster_cidr: crate::proxy::Ranges::default().cluster_cidr,
             proxy_listen: true,
             proxy_max_connections: 4096,
+            proxy_activation: crate::proxy::activate::ActivationLimits::default(),
         }
     }
 }

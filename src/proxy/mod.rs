@@ -14,8 +14,11 @@
 //!   whichever accepts a connection reaches the same pods.
 //! - [`outbound`]: a guest's outgoing wasi:http requests to service names,
 //!   ClusterIPs and pod IPs, taken before they could reach a socket.
+//! - [`activate`]: scale from zero: requests for a Service with no
+//!   endpoints are held while its workload is woken.
 //! - [`metrics`]: per-service and per-pod counts and latency.
 
+pub mod activate;
 pub mod listen;
 pub mod metrics;
 pub mod outbound;
@@ -62,6 +65,8 @@ pub struct ProxyConfig {
     pub max_body_bytes: usize,
     /// Longest the owning node may take to start answering.
     pub remote_timeout: Duration,
+    /// Bounds on requests held for a Service scaled to zero.
+    pub activation: activate::ActivationLimits,
 }
 
 impl ProxyConfig {
@@ -75,6 +80,7 @@ impl ProxyConfig {
             max_connections: 4096,
             max_body_bytes: 16 << 20,
             remote_timeout: Duration::from_secs(60),
+            activation: activate::ActivationLimits::default(),
         }
     }
 }
@@ -126,6 +132,10 @@ pub struct Proxy {
     /// Woken when the table first reflects the whole cluster.
     synced: Notify,
     is_synced: std::sync::atomic::AtomicBool,
+    /// Counts table installs; held requests wait on it for endpoints.
+    generation: tokio::sync::watch::Sender<u64>,
+    /// Wakes workloads scaled to zero.
+    pub activator: activate::Activator,
 }
 
 impl Proxy {
@@ -161,6 +171,8 @@ impl Proxy {
             affinity: Mutex::new(HashMap::new()),
             synced: Notify::new(),
             is_synced: std::sync::atomic::AtomicBool::new(false),
+            generation: tokio::sync::watch::Sender::new(0),
+            activator: activate::Activator::default(),
         })
     }
 
@@ -182,6 +194,7 @@ impl Proxy {
 
     fn install(&self, table: Table) {
         *self.table.write() = Arc::new(table);
+        self.generation.send_modify(|g| *g += 1);
     }
 }
 
@@ -193,6 +206,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let stop = crate::shutdown::Stop::new(shutdown);
+    let _ = proxy.activator.client.set(client.clone());
     let (services, services_w) = reflector::store::<Service>();
     let (slices, slices_w) = reflector::store::<EndpointSlice>();
     let (nodes, nodes_w) = reflector::store::<Node>();

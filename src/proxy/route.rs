@@ -171,16 +171,44 @@ impl Proxy {
         req: Request<ProxyBody>,
     ) -> ProxyResponse {
         let start = Instant::now();
+        let woken;
+        let svc = if svc.ports[port].endpoints.is_empty() {
+            // At zero: hold the request while the workload is woken.
+            match self.activator.hold(self, svc, port).await {
+                super::activate::Held::Ready(now) => {
+                    woken = now;
+                    &woken
+                }
+                held => {
+                    self.metrics.service(svc.key(), start.elapsed(), true);
+                    let mut resp = text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        match held {
+                            super::activate::Held::QueueFull => format!(
+                                "service \"{}\" is starting and too many requests wait for it",
+                                svc.name
+                            ),
+                            super::activate::Held::TimedOut => {
+                                format!("service \"{}\" did not start in time", svc.name)
+                            }
+                            _ => format!("no endpoints available for service \"{}\"", svc.name),
+                        },
+                    );
+                    if !matches!(held, super::activate::Held::NotWakeable) {
+                        resp.headers_mut().insert(
+                            hyper::header::RETRY_AFTER,
+                            hyper::header::HeaderValue::from_static("1"),
+                        );
+                    }
+                    return resp;
+                }
+            }
+        } else {
+            svc
+        };
         let key = svc.key();
         let sp = &svc.ports[port];
         let n = sp.endpoints.len();
-        if n == 0 {
-            self.metrics.service(key, start.elapsed(), true);
-            return text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("no endpoints available for service \"{}\"", svc.name),
-            );
-        }
         let first = self.first_endpoint(svc, port, client);
         let mut pending = Pending::Streaming(req);
         let mut last_error = String::new();

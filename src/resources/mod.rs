@@ -8,6 +8,7 @@
 //! both validates its shape and tells which fields the type does not know
 //! (for `fieldValidation=Strict`).
 
+pub mod activation;
 pub mod cron;
 pub mod defaults;
 pub mod kinds;

@@ -20,6 +20,8 @@ fn server() -> &'static TestServer {
         let s = TestServer::builder()
             .with_node()
             .arg("--horizontal-pod-autoscaler-sync-period=1s")
+            .arg("--activation-timeout=3s")
+            .arg("--activation-queue=300")
             .start();
         s.wkube(&["push", guest("echo-http").to_str().unwrap(), "echo:v1"])
             .success();
@@ -304,4 +306,172 @@ fn invalid_autoscalers_are_refused_with_the_field_named() {
         "{}",
         out.stderr
     );
+}
+
+/// An autoscaler with `minReplicas: 0` on request rate, scaling in after
+/// `window` seconds of quiet.
+fn to_zero_hpa(k: &Kubectl, ns: &str, name: &str, window: u32) {
+    let hpa = json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+          "minReplicas": 0, "maxReplicas": 3,
+          "metrics": [{"type": "Pods", "pods": {"metric": {"name": "requests_per_second"},
+                        "target": {"type": "AverageValue", "averageValue": "5"}}}],
+          "behavior": {"scaleDown": {"stabilizationWindowSeconds": window}}}});
+    k.ok_with_stdin(&["apply", "-f", "-"], &hpa.to_string());
+}
+
+/// Sends `n` requests at once; their status codes and whether each 503
+/// carried Retry-After.
+fn burst(addr: &str, n: usize) -> Vec<(u16, bool, String)> {
+    let threads: Vec<_> = (0..n)
+        .map(|_| {
+            let addr = addr.to_string();
+            std::thread::spawn(move || {
+                let Ok(mut s) = TcpStream::connect(&addr) else {
+                    return (0, false, String::new());
+                };
+                let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+                let req = format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+                let _ = s.write_all(req.as_bytes());
+                let mut out = String::new();
+                let _ = s.read_to_string(&mut out);
+                let code = out
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0);
+                let retry = out.to_ascii_lowercase().contains("\r\nretry-after: ");
+                let body = out.split_once("\r\n\r\n").map_or("", |b| b.1).to_string();
+                (code, retry, body)
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+#[test]
+fn at_min_replicas_zero_an_idle_workload_goes_to_zero_and_requests_bring_it_back() {
+    let s = server();
+    let k = s.kubectl();
+    let ns = "hpa-zero";
+    let port = workload(&k, ns, "sleepy", 1);
+    to_zero_hpa(&k, ns, "sleepy", 2);
+    let addr = format!("{}:{port}", s.addresses.node_ip);
+    // No requests: down to zero once the window passes.
+    wait_replicas(&k, ns, "sleepy", 0, Duration::from_secs(30));
+    let hpa: Value = serde_json::from_str(&k.ok(&[
+        "get",
+        "hpa.v2.autoscaling",
+        "-n",
+        ns,
+        "sleepy",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    assert!(
+        hpa["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["reason"] == "ScaledToZero"),
+        "{hpa}"
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || k
+            .ok(&["get", "pods", "-n", ns, "-l", "app=sleepy", "-o", "name"])
+            .trim()
+            .is_empty()),
+        "the pods never went"
+    );
+
+    // The first request is held while the workload wakes, then answered.
+    let started = Instant::now();
+    let (code, body) = http_get(&addr, "/");
+    let first = started.elapsed();
+    assert_eq!(code, 200, "{body}\n{}", s.log_tail(40));
+    assert!(!body.is_empty());
+    assert_eq!(replicas(&k, ns, "sleepy"), 1);
+    let events = k.ok(&[
+        "get",
+        "events",
+        "-n",
+        ns,
+        "--field-selector",
+        "reason=Activated",
+    ]);
+    assert!(
+        events.contains("a request for service sleepy arrived at zero replicas"),
+        "{events}"
+    );
+
+    // Back to zero, then 200 requests at once: all answered.
+    wait_replicas(&k, ns, "sleepy", 0, Duration::from_secs(30));
+    assert!(
+        eventually(Duration::from_secs(20), || k
+            .ok(&["get", "pods", "-n", ns, "-l", "app=sleepy", "-o", "name"])
+            .trim()
+            .is_empty()),
+        "the pods never went"
+    );
+    let started = Instant::now();
+    let answers = burst(&addr, 200);
+    let all = started.elapsed();
+    let failed: Vec<_> = answers.iter().filter(|a| a.0 != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of 200 failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    eprintln!("first request from zero: {first:?}; 200 at once from zero: {all:?}");
+    k.ok(&["delete", "namespace", ns, "--wait=false"]);
+}
+
+#[test]
+fn requests_for_a_workload_that_cannot_start_get_503_with_retry_after() {
+    let s = server();
+    let k = s.kubectl();
+    let ns = "hpa-stuck";
+    let port = workload(&k, ns, "stuck", 0);
+    // Its pods can never run: the module does not exist.
+    k.ok(&[
+        "set",
+        "image",
+        "-n",
+        ns,
+        "deployment/stuck",
+        "web=missing:v1",
+    ]);
+    to_zero_hpa(&k, ns, "stuck", 2);
+    let addr = format!("{}:{port}", s.addresses.node_ip);
+    // 310 at once against a queue of 300 held for at most 3 s: the ten
+    // over the bound are refused at once, the rest when the time is up;
+    // every refusal says when to retry.
+    let started = Instant::now();
+    let answers = burst(&addr, 310);
+    let took = started.elapsed();
+    assert!(
+        answers.iter().all(|a| a.0 == 503 && a.1),
+        "{:?}",
+        answers.iter().find(|a| a.0 != 503 || !a.1)
+    );
+    let full = answers
+        .iter()
+        .filter(|a| a.2.contains("too many requests wait"))
+        .count();
+    let late = answers
+        .iter()
+        .filter(|a| a.2.contains("did not start in time"))
+        .count();
+    assert!(
+        full >= 10,
+        "{full} refused for the queue bound: {:?}\n{}",
+        answers.first(),
+        s.log_tail(40)
+    );
+    assert_eq!(full + late, 310);
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    k.ok(&["delete", "namespace", ns, "--wait=false"]);
 }
