@@ -77,6 +77,44 @@ pub async fn handle(
             causes: vec![FieldError::required("spec.service")],
         })?
         .to_string();
+    let woken = wake(state, &namespace, &service).await?;
+    Ok(answer(
+        if woken.woke {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        &namespace,
+        &service,
+        &woken.target,
+        woken.replicas,
+        woken.woke,
+    ))
+}
+
+/// What [`wake`] did.
+#[derive(Debug)]
+pub struct Woken {
+    /// `KIND/NAME` of the workload.
+    pub target: String,
+    /// Its replicas now (at least one).
+    pub replicas: i64,
+    /// Whether this call took it from zero.
+    pub woke: bool,
+}
+
+/// Wakes the workload behind `service` if an autoscaler with
+/// `minReplicas: 0` targets it and it is at zero.
+///
+/// # Errors
+/// 404 for a missing Service or no such autoscaler.
+pub async fn wake(
+    state: &Arc<ApiState>,
+    namespace: &str,
+    service: &str,
+) -> Result<Woken, ApiError> {
+    let namespace = namespace.to_string();
+    let service = service.to_string();
     let kind_of = |plural: &str, group: &str, version: &str| {
         resources::by_resource(group, version, plural).ok_or(ApiError::NoRoute)
     };
@@ -134,14 +172,11 @@ pub async fn handle(
             .unwrap_or(0);
         let reference = format!("{target_kind}/{target_name}");
         if replicas > 0 {
-            return Ok(answer(
-                StatusCode::OK,
-                &namespace,
-                &service,
-                &reference,
+            return Ok(Woken {
+                target: reference,
                 replicas,
-                false,
-            ));
+                woke: false,
+            });
         }
         // Acting as the controller manager, which may scale what an
         // autoscaler targets; only from zero to one (the patch's test
@@ -181,18 +216,11 @@ pub async fn handle(
             }
             tracing::info!(namespace, service, target = %reference, "woke a workload at zero");
         }
-        return Ok(answer(
-            if woke {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            },
-            &namespace,
-            &service,
-            &reference,
-            1,
+        return Ok(Woken {
+            target: reference,
+            replicas: 1,
             woke,
-        ));
+        });
     }
     Err(ApiError::NotFound {
         group: "autoscaling".into(),

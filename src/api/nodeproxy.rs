@@ -476,7 +476,7 @@ pub async fn pod_proxy(
 /// 404 for a missing service, 400 for a port it does not have, 503 with
 /// Kubernetes' message when no endpoint is ready.
 pub async fn service_proxy(
-    state: &ApiState,
+    state: &std::sync::Arc<ApiState>,
     ns: &str,
     id: &str,
     fwd: Forward<'_>,
@@ -515,6 +515,60 @@ pub async fn service_proxy(
         });
     };
     let port_name = port_name_of(chosen);
+    let mut ready = ready_endpoints(state, ns, name, &port_name).await?;
+    if ready.is_empty() {
+        // At zero: wake the workload if an autoscaler may, and wait for
+        // its first endpoint as the node proxies do.
+        if super::activation::wake(state, ns, name).await.is_err() {
+            return Err(ApiError::ServiceUnavailable {
+                message: format!("no endpoints available for service \"{name}\""),
+            });
+        }
+        let deadline = std::time::Instant::now() + ACTIVATION_TIMEOUT;
+        let mut pause = std::time::Duration::from_millis(5);
+        while ready.is_empty() {
+            if std::time::Instant::now() >= deadline {
+                return Err(ApiError::ServiceUnavailable {
+                    message: format!("service \"{name}\" did not start in time"),
+                });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_millis(100));
+            ready = ready_endpoints(state, ns, name, &port_name).await?;
+        }
+    }
+    ready.sort();
+    static TURN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let (pod, node, target_port) =
+        &ready[TURN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % ready.len()];
+    let agent = agent_of(state, node).await?;
+    let rest = if fwd.rest.is_empty() { "/" } else { fwd.rest };
+    forward(
+        state,
+        &agent,
+        crate::agentapi::pod_proxy(ns, pod, target_port, rest),
+        fwd,
+    )
+    .await
+}
+
+/// How long the API server's service proxy waits for a woken workload.
+const ACTIVATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// (pod, node, targetPort) of every ready endpoint of a Service's port
+/// with a pod behind it, from its EndpointSlices.
+async fn ready_endpoints(
+    state: &ApiState,
+    ns: &str,
+    name: &str,
+    port_name: &str,
+) -> Result<Vec<(String, String, u64)>, ApiError> {
+    let port_name_of = |p: &Value| {
+        p.get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
     let slice_kind = resources::by_resource("discovery.k8s.io", "v1", "endpointslices")
         .ok_or(ApiError::NoRoute)?;
     let slices = state
@@ -525,7 +579,6 @@ pub async fn service_proxy(
                 == Some(name)
         })
         .await?;
-    // (pod, node, targetPort) of every ready endpoint with a pod behind it.
     let mut ready: Vec<(String, String, u64)> = Vec::new();
     for s in &slices.items {
         let Some(target_port) = s
@@ -558,24 +611,7 @@ pub async fn service_proxy(
             }
         }
     }
-    if ready.is_empty() {
-        return Err(ApiError::ServiceUnavailable {
-            message: format!("no endpoints available for service \"{name}\""),
-        });
-    }
-    ready.sort();
-    static TURN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let (pod, node, target_port) =
-        &ready[TURN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % ready.len()];
-    let agent = agent_of(state, node).await?;
-    let rest = if fwd.rest.is_empty() { "/" } else { fwd.rest };
-    forward(
-        state,
-        &agent,
-        crate::agentapi::pod_proxy(ns, pod, target_port, rest),
-        fwd,
-    )
-    .await
+    Ok(ready)
 }
 
 /// Serve `nodes/NAME[:PORT]/proxy[/PATH]`: the agent's own paths.

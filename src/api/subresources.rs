@@ -51,7 +51,7 @@ pub struct SubRequest<'a> {
 
 /// Serve a subresource request.
 pub async fn handle(
-    state: &ApiState,
+    state: &std::sync::Arc<ApiState>,
     user: &UserInfo,
     verb: Verb,
     target: &Target,

@@ -285,7 +285,9 @@ impl CpuShare {
         }
     }
 
-    /// CPU time the pod's guest code has run, summed over its instances.
+    /// CPU time the pod's guest code has run, summed over its instances:
+    /// the thread's own CPU clock around each poll, so time the OS gave to
+    /// other threads meanwhile is not counted.
     pub fn used(&self) -> Duration {
         Duration::from_nanos(self.used_ns.load(Ordering::Relaxed))
     }
@@ -332,10 +334,11 @@ impl CpuShare {
         (self.vruntime.load(Ordering::Relaxed), self.id)
     }
 
-    /// Charges one poll's time (under the gate's lock), keeping the pod's
-    /// place in line current.
-    fn charge(&self, s: &mut GateState, ran: Duration) {
-        let ns = u64::try_from(ran.as_nanos()).unwrap_or(u64::MAX);
+    /// Charges one poll (under the gate's lock): `ran` of the slot (wall
+    /// time, which keeps the pod's place in line current) and `cpu` of
+    /// CPU time really spent (what the pod is reported to use).
+    fn charge(&self, s: &mut GateState, ran: Duration, cpu: Duration) {
+        let ns = u64::try_from(cpu.as_nanos()).unwrap_or(u64::MAX);
         self.used_ns.fetch_add(ns, Ordering::Relaxed);
         let old = self.key();
         let new = old.0.saturating_add(self.weighted(ran));
@@ -482,12 +485,14 @@ impl<F: Future> Future for Gated<F> {
             .waker
             .get_or_insert_with(|| Waker::from(ticket.clone()))
             .clone();
+        let cpu_before = thread_cpu_time();
         let started = Instant::now();
         let out = this.fut.poll(&mut Context::from_waker(&waker));
         let ran = started.elapsed();
+        let cpu = thread_cpu_time().saturating_sub(cpu_before);
 
         let mut s = gate.state.lock();
-        ticket.share.charge(&mut s, ran);
+        ticket.share.charge(&mut s, ran, cpu);
         if let Some(i) = s.running.iter().position(|r| Arc::ptr_eq(r, &ticket.share)) {
             s.running.swap_remove(i);
         }
@@ -510,6 +515,15 @@ impl<F: Future> Future for Gated<F> {
         }
         out
     }
+}
+
+/// The CPU time the calling thread has run.
+fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
 }
 
 #[cfg(test)]

@@ -350,6 +350,28 @@ fn burst(addr: &str, n: usize) -> Vec<(u16, bool, String)> {
     threads.into_iter().map(|t| t.join().unwrap()).collect()
 }
 
+/// Waits until the workload is at zero and its pods are gone.
+#[track_caller]
+fn back_to_zero(k: &Kubectl, ns: &str, name: &str) {
+    wait_replicas(k, ns, name, 0, Duration::from_secs(30));
+    assert!(
+        eventually(Duration::from_secs(20), || k
+            .ok(&[
+                "get",
+                "pods",
+                "-n",
+                ns,
+                "-l",
+                &format!("app={name}"),
+                "-o",
+                "name"
+            ])
+            .trim()
+            .is_empty()),
+        "the pods never went"
+    );
+}
+
 #[test]
 fn at_min_replicas_zero_an_idle_workload_goes_to_zero_and_requests_bring_it_back() {
     let s = server();
@@ -359,7 +381,7 @@ fn at_min_replicas_zero_an_idle_workload_goes_to_zero_and_requests_bring_it_back
     to_zero_hpa(&k, ns, "sleepy", 2);
     let addr = format!("{}:{port}", s.addresses.node_ip);
     // No requests: down to zero once the window passes.
-    wait_replicas(&k, ns, "sleepy", 0, Duration::from_secs(30));
+    back_to_zero(&k, ns, "sleepy");
     let hpa: Value = serde_json::from_str(&k.ok(&[
         "get",
         "hpa.v2.autoscaling",
@@ -377,13 +399,6 @@ fn at_min_replicas_zero_an_idle_workload_goes_to_zero_and_requests_bring_it_back
             .flatten()
             .any(|c| c["reason"] == "ScaledToZero"),
         "{hpa}"
-    );
-    assert!(
-        eventually(Duration::from_secs(20), || k
-            .ok(&["get", "pods", "-n", ns, "-l", "app=sleepy", "-o", "name"])
-            .trim()
-            .is_empty()),
-        "the pods never went"
     );
 
     // The first request is held while the workload wakes, then answered.
@@ -406,17 +421,24 @@ fn at_min_replicas_zero_an_idle_workload_goes_to_zero_and_requests_bring_it_back
         "{events}"
     );
 
-    // Back to zero, then 200 requests at once: all answered.
-    wait_replicas(&k, ns, "sleepy", 0, Duration::from_secs(30));
-    assert!(
-        eventually(Duration::from_secs(20), || k
-            .ok(&["get", "pods", "-n", ns, "-l", "app=sleepy", "-o", "name"])
-            .trim()
-            .is_empty()),
-        "the pods never went"
-    );
+    // Back to zero; through the API server's service proxy too.
+    back_to_zero(&k, ns, "sleepy");
+    let through_api = k.run(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/namespaces/{ns}/services/sleepy:http/proxy/"),
+    ]);
+    assert!(through_api.status.success(), "{}", through_api.stderr);
+    assert_eq!(replicas(&k, ns, "sleepy"), 1);
+
+    // Back to zero, then 200 requests at once to the ClusterIP: all
+    // answered.
+    back_to_zero(&k, ns, "sleepy");
+    let svc: Value =
+        serde_json::from_str(&k.ok(&["get", "-n", ns, "service", "sleepy", "-o", "json"])).unwrap();
+    let cluster_ip = format!("{}:80", svc["spec"]["clusterIP"].as_str().unwrap());
     let started = Instant::now();
-    let answers = burst(&addr, 200);
+    let answers = burst(&cluster_ip, 200);
     let all = started.elapsed();
     let failed: Vec<_> = answers.iter().filter(|a| a.0 != 200).collect();
     assert!(
@@ -425,7 +447,7 @@ fn at_min_replicas_zero_an_idle_workload_goes_to_zero_and_requests_bring_it_back
         failed.len(),
         &failed[..failed.len().min(3)]
     );
-    eprintln!("first request from zero: {first:?}; 200 at once from zero: {all:?}");
+    eprintln!("first request from zero: {first:?}; 200 at once from zero: {all:?} (ClusterIP)");
     k.ok(&["delete", "namespace", ns, "--wait=false"]);
 }
 

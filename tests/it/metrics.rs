@@ -89,12 +89,14 @@ fn kubectl_top_shows_a_spinning_guest_near_its_limit_and_an_idle_one_near_zero()
     echo_pod(&k, ns, "busy", json!({"app": "busy"}));
     echo_pod(&k, ns, "idle", json!({"app": "idle"}));
     // Twelve seconds of spinning against a 500m limit: the guest gets
-    // half a core for all of it, and the window (5 s) fills with it.
+    // half a core for all of it (less when the machine is busier than
+    // that, as the CPU time counted is what the guest really ran), and the
+    // window (5 s) fills with it.
     let mut spinner = spawn_get(&k, ns, "busy", "spin/12000");
     let mut seen = Vec::new();
     let near_limit = eventually(Duration::from_secs(11), || {
         seen = top_pods(&k, &["-n", ns]);
-        row(&seen, "busy").is_some_and(|r| (380..=600).contains(&r.1))
+        row(&seen, "busy").is_some_and(|r| (300..=600).contains(&r.1))
             && row(&seen, "idle").is_some_and(|r| r.1 <= 20)
     });
     let _ = spinner.kill();
