@@ -12,6 +12,7 @@ mod procs;
 mod proxy;
 mod rawkv;
 mod scheduler;
+mod serverless;
 mod stats;
 mod store;
 
@@ -50,6 +51,9 @@ enum Bench {
     /// `wasmtime serve` with the same component, and a same-node
     /// service-to-service call.
     Proxy(proxy::ProxyArgs),
+    /// Serverless scaling: cold activation from zero replicas, a burst
+    /// from zero, following a load step, and what accounting costs.
+    Serverless(serverless::ServerlessArgs),
 }
 
 fn main() -> ExitCode {
@@ -81,6 +85,7 @@ async fn run(cli: Cli) -> ExitCode {
             Bench::Kubelet(args) => kubelet::run(args).await,
             Bench::Scheduler(args) => scheduler::run(args).await,
             Bench::Proxy(args) => proxy::run(args).await,
+            Bench::Serverless(args) => serverless::run(args).await,
         }
     };
     let result = tokio::select! {

@@ -55,11 +55,11 @@ pub struct ProxyArgs {
 
 /// One wrk measurement.
 #[derive(Debug, Clone, Default)]
-struct Wrk {
-    rps: f64,
-    p50_us: f64,
-    p99_us: f64,
-    errors: u64,
+pub(crate) struct Wrk {
+    pub(crate) rps: f64,
+    pub(crate) p50_us: f64,
+    pub(crate) p99_us: f64,
+    pub(crate) errors: u64,
 }
 
 pub async fn run(args: ProxyArgs) -> Result<()> {
@@ -259,7 +259,7 @@ pub async fn run(args: ProxyArgs) -> Result<()> {
     Ok(())
 }
 
-fn which(name: &str) -> Option<PathBuf> {
+pub(crate) fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|p| p.join(name))
@@ -267,7 +267,7 @@ fn which(name: &str) -> Option<PathBuf> {
     })
 }
 
-async fn api_call(
+pub(crate) async fn api_call(
     api: &Api,
     conn: &mut Conn,
     method: &str,
@@ -288,7 +288,7 @@ async fn api_call(
     Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
-async fn push(api: &Api, conn: &mut Conn, name: &str, file: &Path) -> Result<()> {
+pub(crate) async fn push(api: &Api, conn: &mut Conn, name: &str, file: &Path) -> Result<()> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let mut req = api.request(
         "POST",
@@ -353,7 +353,7 @@ async fn setup(api: &Api, conn: &mut Conn, hello: &Path, echo: &Path) -> Result<
     Ok(())
 }
 
-async fn node_port(api: &Api, conn: &mut Conn, name: &str) -> Result<u64> {
+pub(crate) async fn node_port(api: &Api, conn: &mut Conn, name: &str) -> Result<u64> {
     let svc = api_call(
         api,
         conn,
@@ -369,7 +369,7 @@ async fn node_port(api: &Api, conn: &mut Conn, name: &str) -> Result<u64> {
 
 /// Waits (at most a minute) until `url` answers 200 with `needle` in its
 /// body.
-async fn wait_answers(url: &str, needle: &str) -> Result<()> {
+pub(crate) async fn wait_answers(url: &str, needle: &str) -> Result<()> {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let mut last = String::new();
     while std::time::Instant::now() < deadline {
@@ -383,7 +383,7 @@ async fn wait_answers(url: &str, needle: &str) -> Result<()> {
     bail!("{url} did not answer 200 with {needle:?} within a minute (last: {last})")
 }
 
-async fn get(url: &str) -> Result<(u16, String)> {
+pub(crate) async fn get(url: &str) -> Result<(u16, String)> {
     let uri: hyper::Uri = url.parse()?;
     let authority = uri.authority().context("no authority")?.to_string();
     let stream = tokio::net::TcpStream::connect(&authority).await?;
@@ -401,7 +401,7 @@ async fn get(url: &str) -> Result<(u16, String)> {
 }
 
 /// Runs wrk and reads its summary.
-fn wrk(url: &str, connections: u32, threads: u32, secs: u64) -> Result<Wrk> {
+pub(crate) fn wrk(url: &str, connections: u32, threads: u32, secs: u64) -> Result<Wrk> {
     let threads = threads.clamp(1, connections.max(1));
     let out = Command::new("wrk")
         .args([

@@ -72,6 +72,12 @@ pub struct NodeArgs {
     /// scaled to zero; then 503 with Retry-After.
     #[arg(long, default_value = "10s", value_parser = crate::cli::parse_duration, value_name = "DURATION")]
     pub activation_timeout: Duration,
+
+    /// Do not count containers' CPU time and memory (`kubectl top` and
+    /// autoscaling on CPU or memory then have nothing to read); for
+    /// measuring what the counting costs.
+    #[arg(long)]
+    pub no_pod_accounting: bool,
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -129,6 +135,7 @@ impl NodeArgs {
         cfg.lease_renew = self.lease_renew_interval.max(Duration::from_millis(100));
         cfg.proxy_listen = !self.no_proxy_listen;
         cfg.proxy_max_connections = self.proxy_max_connections.max(1);
+        cfg.accounting = !self.no_pod_accounting;
         cfg.proxy_activation = crate::proxy::activate::ActivationLimits {
             queue: self.activation_queue,
             timeout: self.activation_timeout,

@@ -95,6 +95,9 @@ pub struct KubeletConfig {
     pub proxy_max_connections: usize,
     /// Bounds on requests the proxy holds for a Service at zero.
     pub proxy_activation: crate::proxy::activate::ActivationLimits,
+    /// Whether containers' CPU time and memory are counted (for `kubectl
+    /// top` and the autoscaler); off only to measure what counting costs.
+    pub accounting: bool,
 }
 
 impl KubeletConfig {
@@ -127,6 +130,7 @@ impl KubeletConfig {
             proxy_listen: true,
             proxy_max_connections: 4096,
             proxy_activation: crate::proxy::activate::ActivationLimits::default(),
+            accounting: true,
         }
     }
 }

@@ -611,7 +611,12 @@ pub fn preopens(
 /// The limits of one container: `limits.memory` (bytes), `limits.cpu`
 /// (shared quota), the request deadline from the pod annotation and the
 /// pod's `activeDeadlineSeconds`.
-pub fn limits(pod: &Pod, c: &Container, active_deadline: Option<Duration>) -> PodLimits {
+pub fn limits(
+    pod: &Pod,
+    c: &Container,
+    active_deadline: Option<Duration>,
+    accounting: bool,
+) -> PodLimits {
     let lim = c.resources.as_ref().and_then(|r| r.limits.as_ref());
     let memory_bytes = lim
         .and_then(|l| l.get("memory"))
@@ -643,11 +648,18 @@ pub fn limits(pod: &Pod, c: &Container, active_deadline: Option<Duration>) -> Po
         request_timeout,
         active_deadline,
         cpu,
-        share: Some(Arc::new(crate::runtime::fair::CpuShare::new(
-            crate::runtime::fair::CpuGate::global(),
-            requested_cpu,
-        ))),
-        meter: Some(Arc::new(crate::runtime::MemoryMeter::default())),
+        share: Some(Arc::new({
+            let share = crate::runtime::fair::CpuShare::new(
+                crate::runtime::fair::CpuGate::global(),
+                requested_cpu,
+            );
+            if accounting {
+                share
+            } else {
+                share.unaccounted()
+            }
+        })),
+        meter: accounting.then(|| Arc::new(crate::runtime::MemoryMeter::default())),
     }
 }
 

@@ -266,7 +266,7 @@ impl PodWorker {
                 pod.metadata.namespace.clone().unwrap_or_default(),
                 facts.pod_ip.as_deref().and_then(|ip| ip.parse().ok()),
             )));
-            let limits = spec::limits(&pod, &c, None);
+            let limits = spec::limits(&pod, &c, None, self.shared.config.accounting);
             handle.set_usage(
                 &c.name,
                 super::pods::Usage {

@@ -249,6 +249,9 @@ pub struct CpuShare {
     /// under the gate's lock.
     vruntime: AtomicU64,
     used_ns: AtomicU64,
+    /// Whether CPU time is counted (reading the thread's CPU clock costs
+    /// a system call per poll; off only to measure that cost).
+    accounted: bool,
     /// When a poll of its guests last ended (nanoseconds since the gate's
     /// epoch); tells a pod back from idle from one between two polls.
     last_ran_ns: AtomicU64,
@@ -281,8 +284,16 @@ impl CpuShare {
             shares,
             vruntime: AtomicU64::new(0),
             used_ns: AtomicU64::new(0),
+            accounted: true,
             last_ran_ns: AtomicU64::new(0),
         }
+    }
+
+    /// The same share without CPU accounting: `used` stays zero.
+    #[must_use]
+    pub fn unaccounted(mut self) -> CpuShare {
+        self.accounted = false;
+        self
     }
 
     /// CPU time the pod's guest code has run, summed over its instances:
@@ -485,11 +496,20 @@ impl<F: Future> Future for Gated<F> {
             .waker
             .get_or_insert_with(|| Waker::from(ticket.clone()))
             .clone();
-        let cpu_before = thread_cpu_time();
+        let accounted = ticket.share.accounted;
+        let cpu_before = if accounted {
+            thread_cpu_time()
+        } else {
+            Duration::ZERO
+        };
         let started = Instant::now();
         let out = this.fut.poll(&mut Context::from_waker(&waker));
         let ran = started.elapsed();
-        let cpu = thread_cpu_time().saturating_sub(cpu_before);
+        let cpu = if accounted {
+            thread_cpu_time().saturating_sub(cpu_before)
+        } else {
+            Duration::ZERO
+        };
 
         let mut s = gate.state.lock();
         ticket.share.charge(&mut s, ran, cpu);

@@ -748,8 +748,11 @@ fn the_stats_summary_counts_a_containers_cpu_time_and_memory() {
     assert!(proxy(&k, "metered", "alloc/8").status.success());
     let after = container_stats(&stats_summary(&k), "metered", "web");
     let cpu = after["cpu"]["usageCoreNanoSeconds"].as_u64().unwrap() - cpu_before;
+    // The CPU time counted is what the guest's thread really ran: at most
+    // the 300 ms it spun (plus its instantiation), and, on a machine busy
+    // with other tests, less than all of it.
     assert!(
-        cpu >= 250_000_000,
+        (100_000_000..=400_000_000).contains(&cpu),
         "{cpu} ns of CPU counted for 300 ms of spinning: {after}"
     );
     let peak = after["memory"]["maxWorkingSetBytes"].as_u64().unwrap();
