@@ -89,15 +89,16 @@ fn wait_replicas(k: &Kubectl, ns: &str, name: &str, want: i64, within: Duration)
     );
 }
 
-/// One HTTP/1.1 GET; the status code (0: no answer).
-pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+/// One HTTP/1.1 GET of `path`: the status code (0: no answer), whether
+/// it carried `Retry-After`, and the body.
+fn request(addr: &str, path: &str) -> (u16, bool, String) {
     let Ok(mut s) = TcpStream::connect(addr) else {
-        return (0, String::new());
+        return (0, false, String::new());
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     if s.write_all(req.as_bytes()).is_err() {
-        return (0, String::new());
+        return (0, false, String::new());
     }
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
@@ -106,7 +107,14 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
+    let retry = out.to_ascii_lowercase().contains("\r\nretry-after: ");
     let body = out.split_once("\r\n\r\n").map_or("", |b| b.1).to_string();
+    (code, retry, body)
+}
+
+/// One GET: the status code (0: no answer) and the body.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let (code, _, body) = request(addr, path);
     (code, body)
 }
 
@@ -321,30 +329,13 @@ fn to_zero_hpa(k: &Kubectl, ns: &str, name: &str, window: u32) {
     k.ok_with_stdin(&["apply", "-f", "-"], &hpa.to_string());
 }
 
-/// Sends `n` requests at once; their status codes and whether each 503
-/// carried Retry-After.
+/// Sends `n` requests at once; their status codes, whether each carried
+/// Retry-After, and their bodies.
 fn burst(addr: &str, n: usize) -> Vec<(u16, bool, String)> {
     let threads: Vec<_> = (0..n)
         .map(|_| {
             let addr = addr.to_string();
-            std::thread::spawn(move || {
-                let Ok(mut s) = TcpStream::connect(&addr) else {
-                    return (0, false, String::new());
-                };
-                let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-                let req = format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-                let _ = s.write_all(req.as_bytes());
-                let mut out = String::new();
-                let _ = s.read_to_string(&mut out);
-                let code = out
-                    .split_whitespace()
-                    .nth(1)
-                    .and_then(|c| c.parse().ok())
-                    .unwrap_or(0);
-                let retry = out.to_ascii_lowercase().contains("\r\nretry-after: ");
-                let body = out.split_once("\r\n\r\n").map_or("", |b| b.1).to_string();
-                (code, retry, body)
-            })
+            std::thread::spawn(move || request(&addr, "/"))
         })
         .collect();
     threads.into_iter().map(|t| t.join().unwrap()).collect()

@@ -230,19 +230,24 @@ fn validate_target(target: Option<&Value>, path: &str, allowed: &[&str], errs: &
     }
 }
 
+/// The field of a metric that holds its source, by the metric's type.
+fn source_field(ty: &str) -> &'static str {
+    match ty {
+        "Resource" => "resource",
+        "ContainerResource" => "containerResource",
+        "Pods" => "pods",
+        "Object" => "object",
+        _ => "external",
+    }
+}
+
 fn validate_metric(m: &Value, path: &str, errs: &mut Vec<FieldError>) {
     let ty = s(m, "/type");
     if !METRIC_TYPES.contains(&ty) {
         errs.push(FieldError::not_supported(format!("{path}.type"), ty, METRIC_TYPES));
         return;
     }
-    let source = match ty {
-        "Resource" => "resource",
-        "ContainerResource" => "containerResource",
-        "Pods" => "pods",
-        "Object" => "object",
-        _ => "external",
-    };
+    let source = source_field(ty);
     let Some(src) = m.get(source).filter(|v| v.is_object()) else {
         errs.push(FieldError::required(format!("{path}.{source}")));
         return;
@@ -352,13 +357,7 @@ fn targets(o: &Value) -> String {
         .enumerate()
         .map(|(i, m)| {
             let ty = s(m, "/type");
-            let source = match ty {
-                "Resource" => "resource",
-                "ContainerResource" => "containerResource",
-                "Pods" => "pods",
-                "Object" => "object",
-                _ => "external",
-            };
+            let source = source_field(ty);
             let src = &m[source];
             let metric = if ty == "Resource" || ty == "ContainerResource" {
                 s(src, "/name").to_string()
