@@ -590,4 +590,28 @@ fn with_two_nodes_either_nodes_node_port_reaches_pods_on_both() {
     assert!(ok && out == "Hello from wkube!\n", "pod IP {pod_ip}: {out}");
     let (ok, out) = fetch(&k, "caller", "http://two/", false);
     assert!(ok && out == "Hello from wkube!\n", "{out}");
+
+    // The metrics API gathers from both nodes' agents: `kubectl top`
+    // shows each node, and the pods on either.
+    let mut nodes = String::new();
+    let mut pods = String::new();
+    let both = eventually(Duration::from_secs(15), || {
+        nodes = k.run(&["top", "nodes", "--no-headers"]).stdout;
+        pods = k.run(&["top", "pods", "--no-headers"]).stdout;
+        let has = |text: &str, name: &str| text.lines().any(|l| l.starts_with(&format!("{name} ")));
+        has(&nodes, common::TEST_NODE)
+            && has(&nodes, "node-2")
+            && has(&pods, "two-a")
+            && has(&pods, "two-b")
+    });
+    assert!(both, "top nodes:\n{nodes}\ntop pods:\n{pods}");
+    // The custom metrics count the requests served on either node.
+    let rates = k.ok(&[
+        "get",
+        "--raw",
+        "/apis/custom.metrics.k8s.io/v1beta2/namespaces/default/pods/*/requests_per_second?labelSelector=app%3Dtwo",
+    ]);
+    for pod in ["two-a", "two-b"] {
+        assert!(rates.contains(&format!("\"name\":\"{pod}\"")), "{rates}");
+    }
 }
