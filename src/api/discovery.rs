@@ -25,6 +25,9 @@ pub struct VirtualKind {
     pub verbs: &'static [&'static str],
     /// Subresources, each answered with `kind` and `verbs`.
     pub subresources: &'static [&'static str],
+    /// Whether the resource itself is listed, not only its subresources
+    /// (custom metrics list only `pods/METRIC`).
+    pub listed: bool,
 }
 
 const REVIEW: &[&str] = &["create"];
@@ -41,10 +44,24 @@ const fn review(group: &'static str, kind: &'static str, plural: &'static str) -
         namespaced: false,
         verbs: REVIEW,
         subresources: &[],
+        listed: true,
     }
 }
 
 pub const VIRTUAL: &[VirtualKind] = &[
+    // The v1 view of the autoscalers stored as autoscaling/v2
+    // (`api::hpav1`); v2 stays the preferred version.
+    VirtualKind {
+        group: "autoscaling",
+        version: "v1",
+        kind: "HorizontalPodAutoscaler",
+        plural: "horizontalpodautoscalers",
+        singular: "",
+        namespaced: true,
+        verbs: FULL_VERBS,
+        subresources: &["status"],
+        listed: true,
+    },
     review(
         "authorization.k8s.io",
         "SelfSubjectAccessReview",
@@ -69,6 +86,7 @@ pub const VIRTUAL: &[VirtualKind] = &[
         namespaced: true,
         verbs: REVIEW,
         subresources: &[],
+        listed: true,
     },
     VirtualKind {
         group: "metrics.k8s.io",
@@ -79,6 +97,7 @@ pub const VIRTUAL: &[VirtualKind] = &[
         namespaced: true,
         verbs: READ_ONLY,
         subresources: &[],
+        listed: true,
     },
     VirtualKind {
         group: "metrics.k8s.io",
@@ -89,6 +108,7 @@ pub const VIRTUAL: &[VirtualKind] = &[
         namespaced: false,
         verbs: READ_ONLY,
         subresources: &[],
+        listed: true,
     },
     VirtualKind {
         group: "custom.metrics.k8s.io",
@@ -99,6 +119,7 @@ pub const VIRTUAL: &[VirtualKind] = &[
         namespaced: true,
         verbs: &["get"],
         subresources: CUSTOM_METRICS,
+        listed: false,
     },
     VirtualKind {
         group: "custom.metrics.k8s.io",
@@ -109,10 +130,20 @@ pub const VIRTUAL: &[VirtualKind] = &[
         namespaced: true,
         verbs: &["get"],
         subresources: CUSTOM_METRICS,
+        listed: false,
     },
 ];
 
 impl VirtualKind {
+    /// The verbs of one of its subresources.
+    fn sub_verbs(&self, sub: &str) -> &'static [&'static str] {
+        if sub == "status" {
+            &["get", "patch", "update"]
+        } else {
+            self.verbs
+        }
+    }
+
     /// Reviews are created and answered; the rest are read-only views
     /// with no OpenAPI schema of their own.
     pub fn is_review(&self) -> bool {
@@ -267,8 +298,7 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         .iter()
         .filter(|v| v.group == group && v.version == version)
     {
-        // Custom metrics list only their metrics, as `pods/METRIC`.
-        if v.subresources.is_empty() {
+        if v.listed {
             out.push(json!({
                 "name": v.plural, "singularName": v.singular(), "namespaced": v.namespaced,
                 "kind": v.kind, "verbs": v.verbs,
@@ -277,7 +307,7 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         for sub in v.subresources {
             out.push(json!({
                 "name": format!("{}/{sub}", v.plural), "singularName": "",
-                "namespaced": v.namespaced, "kind": v.kind, "verbs": v.verbs,
+                "namespaced": v.namespaced, "kind": v.kind, "verbs": v.sub_verbs(sub),
             }));
         }
     }
@@ -332,7 +362,7 @@ fn aggregated_resources(group: &str, version: &str) -> Vec<Value> {
         let subs: Vec<Value> = v
             .subresources
             .iter()
-            .map(|sub| json!({"subresource": sub, "responseKind": kind, "verbs": v.verbs}))
+            .map(|sub| json!({"subresource": sub, "responseKind": kind, "verbs": v.sub_verbs(sub)}))
             .collect();
         out.push(json!({
             "resource": v.plural,

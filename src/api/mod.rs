@@ -23,6 +23,7 @@ pub mod encryption;
 pub mod escalation;
 pub mod flowcontrol;
 pub mod handlers;
+pub mod hpav1;
 pub mod join;
 pub mod kubeconfig;
 pub mod local;
@@ -594,6 +595,7 @@ fn is_virtual(path: &str) -> bool {
         || activation::parse(path).is_some()
         || metricsapi::parse(path).is_some()
         || metricsapi::custom::parse(path).is_some()
+        || hpav1::matches(path)
 }
 
 async fn identify(
@@ -668,6 +670,18 @@ async fn resource(State(state): State<Arc<ApiState>>, req: Request) -> Response 
         return activation::handle(&state, &user, &parts.method, ns, &parts.headers, &bytes)
             .await
             .unwrap_or_else(IntoResponse::into_response);
+    }
+    if hpav1::matches(&path) {
+        return hpav1::handle(
+            state,
+            user,
+            parts.method,
+            &path,
+            parts.uri.query(),
+            parts.headers,
+            bytes,
+        )
+        .await;
     }
     if let Some(review) = reviews::parse(&path) {
         return match reviews::handle(&state, &user, review, &parts.headers, &bytes).await {

@@ -488,3 +488,109 @@ fn requests_for_a_workload_that_cannot_start_get_503_with_retry_after() {
     assert!(took < Duration::from_secs(10), "{took:?}");
     k.ok(&["delete", "namespace", ns, "--wait=false"]);
 }
+
+#[test]
+fn autoscalers_are_served_as_autoscaling_v1_too() {
+    let s = server();
+    let k = s.kubectl();
+    let ns = "hpa-v1";
+    workload(&k, ns, "old", 1);
+    let v1 = json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "old", "namespace": ns},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "old"},
+          "minReplicas": 1, "maxReplicas": 3, "targetCPUUtilizationPercentage": 70}});
+    let out = k.ok_with_stdin(&["apply", "-f", "-"], &v1.to_string());
+    assert!(out.contains("created"), "{out}");
+    // Stored once: v2 shows the CPU target as a metric.
+    let as_v2: Value =
+        serde_json::from_str(&k.ok(&["get", "hpa.v2.autoscaling", "-n", ns, "old", "-o", "json"]))
+            .unwrap();
+    assert_eq!(
+        as_v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 70,
+        "{as_v2}"
+    );
+    // v1 reads it back in its own shape, with the controller's figure.
+    let mut as_v1 = Value::Null;
+    let measured = eventually(Duration::from_secs(15), || {
+        as_v1 = serde_json::from_str(&k.ok(&[
+            "get",
+            "horizontalpodautoscalers.v1.autoscaling",
+            "-n",
+            ns,
+            "old",
+            "-o",
+            "json",
+        ]))
+        .unwrap();
+        as_v1["status"]["currentCPUUtilizationPercentage"].is_number()
+    });
+    assert!(measured, "{as_v1}");
+    assert_eq!(as_v1["apiVersion"], "autoscaling/v1");
+    assert_eq!(as_v1["spec"]["targetCPUUtilizationPercentage"], 70);
+    assert!(
+        as_v1["metadata"]["annotations"]["autoscaling.alpha.kubernetes.io/conditions"]
+            .as_str()
+            .is_some_and(|c| c.contains("AbleToScale")),
+        "{as_v1}"
+    );
+    // A v1 patch means what it says in v1, and a v2 field survives it.
+    k.ok(&[
+        "patch",
+        "-n",
+        ns,
+        "hpa.v2.autoscaling",
+        "old",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"behavior":{"scaleDown":{"stabilizationWindowSeconds":7}}}}"#,
+    ]);
+    k.ok(&[
+        "patch",
+        "-n",
+        ns,
+        "horizontalpodautoscalers.v1.autoscaling",
+        "old",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"targetCPUUtilizationPercentage":40}}"#,
+    ]);
+    let after: Value =
+        serde_json::from_str(&k.ok(&["get", "hpa.v2.autoscaling", "-n", ns, "old", "-o", "json"]))
+            .unwrap();
+    assert_eq!(
+        after["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 40,
+        "{after}"
+    );
+    assert_eq!(
+        after["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"], 7,
+        "{after}"
+    );
+    // Discovery offers both, v2 first.
+    let group = k.ok(&["get", "--raw", "/apis/autoscaling"]);
+    let group: Value = serde_json::from_str(&group).unwrap();
+    assert_eq!(group["preferredVersion"]["version"], "v2", "{group}");
+    assert!(
+        group["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["version"] == "v1")
+    );
+    // Invalid in v1 is invalid with v1's field names where they are v1's.
+    let bad = k.run_with_stdin(
+        &["apply", "-f", "-"],
+        &json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "bad", "namespace": ns},
+            "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "old"}, "maxReplicas": 0}})
+        .to_string(),
+    );
+    assert!(bad.stderr.contains("spec.maxReplicas"), "{}", bad.stderr);
+    k.ok(&[
+        "delete",
+        "-n",
+        ns,
+        "horizontalpodautoscalers.v1.autoscaling",
+        "old",
+    ]);
+    k.ok(&["delete", "namespace", ns, "--wait=false"]);
+}

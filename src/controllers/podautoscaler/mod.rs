@@ -152,8 +152,10 @@ async fn reconcile(
     {
         Ok(both) => both,
         Err(e) => {
-            let message =
-                format!("the HPA controller was unable to get the target's current scale: {e}");
+            let message = format!(
+                "the HPA controller was unable to get the target's current scale: {}",
+                api_message(&e)
+            );
             record(
                 &ctx.client,
                 COMPONENT,
@@ -392,8 +394,10 @@ async fn reconcile(
                 last_scale = Some(Time(k8s_openapi::jiff::Timestamp::now()));
             }
             Err(e) => {
-                let message =
-                    format!("the HPA controller was unable to update the target scale: {e}");
+                let message = format!(
+                    "the HPA controller was unable to update the target scale: {}",
+                    api_message(&e)
+                );
                 record(
                     &ctx.client,
                     COMPONENT,
@@ -428,6 +432,14 @@ async fn reconcile(
     )
     .await?;
     Ok(requeue)
+}
+
+/// What an API error says, without the client's wrapping.
+fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(status) => status.message.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// `desired` held to the rate limits and `min..=max`, with the limit
@@ -541,7 +553,7 @@ async fn get_json(client: &kube::Client, path: &str) -> Result<Value, String> {
     client
         .request::<Value>(req)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| api_message(&e))
 }
 
 /// Whether a pod is Ready.
