@@ -422,6 +422,63 @@ fn at_min_replicas_zero_an_idle_workload_goes_to_zero_and_requests_bring_it_back
     assert!(through_api.status.success(), "{}", through_api.stderr);
     assert_eq!(replicas(&k, ns, "sleepy"), 1);
 
+    // Back to zero; from a guest calling the Service by name.
+    k.ok_with_stdin(
+        &["apply", "-f", "-"],
+        &json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "caller", "namespace": ns, "labels": {"app": "caller"}},
+            "spec": {"containers": [{"name": "web", "image": "echo:v1",
+                "ports": [{"containerPort": 8080}]}]}})
+        .to_string(),
+    );
+    k.ok(&[
+        "wait",
+        "-n",
+        ns,
+        "--for=condition=Ready",
+        "pod/caller",
+        "--timeout=60s",
+    ]);
+    back_to_zero(&k, ns, "sleepy");
+    let from_guest = k.run(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/namespaces/{ns}/pods/caller/proxy/fetch?url=http://sleepy/"),
+    ]);
+    assert!(from_guest.status.success(), "{}", from_guest.stderr);
+    assert_eq!(replicas(&k, ns, "sleepy"), 1);
+
+    // Back to zero; at a load-balancer address.
+    k.ok(&[
+        "patch",
+        "-n",
+        ns,
+        "service",
+        "sleepy",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"type":"LoadBalancer"}}"#,
+    ]);
+    let mut lb = String::new();
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            lb = k.ok(&[
+                "get",
+                "-n",
+                ns,
+                "service",
+                "sleepy",
+                "-o",
+                "jsonpath={.status.loadBalancer.ingress[0].ip}",
+            ]);
+            !lb.trim().is_empty()
+        }),
+        "no load-balancer address"
+    );
+    back_to_zero(&k, ns, "sleepy");
+    let (code, body) = http_get(&format!("{}:80", lb.trim()), "/");
+    assert_eq!(code, 200, "{body}");
+
     // Back to zero, then 200 requests at once to the ClusterIP: all
     // answered.
     back_to_zero(&k, ns, "sleepy");
