@@ -156,15 +156,17 @@ async fn reconcile(
                 "the HPA controller was unable to get the target's current scale: {}",
                 api_message(&e)
             );
-            record(
-                &ctx.client,
-                COMPONENT,
-                &*hpa,
-                Warning,
-                "FailedGetScale",
-                message.clone(),
-            )
-            .await;
+            if !already(&hpa, "AbleToScale", "FailedGetScale") {
+                record(
+                    &ctx.client,
+                    COMPONENT,
+                    &*hpa,
+                    Warning,
+                    "FailedGetScale",
+                    message.clone(),
+                )
+                .await;
+            }
             conditions.push(("AbleToScale", false, "FailedGetScale", message));
             write_status(&ctx, &hpa, None, None, &[], conditions, None).await?;
             return Ok(requeue);
@@ -253,15 +255,17 @@ async fn reconcile(
             reason: "FailedGetResourceMetric",
             message: "no metrics are configured".into(),
         });
-        record(
-            &ctx.client,
-            COMPONENT,
-            &*hpa,
-            Warning,
-            u.reason,
-            u.message.clone(),
-        )
-        .await;
+        if !already(&hpa, "ScalingActive", u.reason) {
+            record(
+                &ctx.client,
+                COMPONENT,
+                &*hpa,
+                Warning,
+                u.reason,
+                u.message.clone(),
+            )
+            .await;
+        }
         conditions.push((
             "AbleToScale",
             true,
@@ -432,6 +436,20 @@ async fn reconcile(
     )
     .await?;
     Ok(requeue)
+}
+
+/// Whether the status already reports condition `ty` false for `reason`:
+/// a failure that lasts is recorded as an Event once, when it starts, not
+/// at every sync.
+fn already(hpa: &HorizontalPodAutoscaler, ty: &str, reason: &str) -> bool {
+    hpa.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.type_ == ty && c.status == "False" && c.reason.as_deref() == Some(reason)
+            })
+        })
 }
 
 /// What an API error says, without the client's wrapping.
