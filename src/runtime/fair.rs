@@ -23,8 +23,10 @@
 //! Guests run on their own threads ([`super::pool`]), so the gate's line
 //! is the only queue a waiting guest is in.
 //!
-//! Time is measured around each poll, which is also the pod's CPU usage:
-//! [`CpuShare::used`].
+//! Time is measured around each poll: the wall time keeps the line fair
+//! (a slot held is a slot others lack), and the thread's own CPU clock is
+//! the pod's CPU usage ([`CpuShare::used`]), which time the OS gave to
+//! other threads meanwhile does not inflate.
 //!
 //! One gated future (a [`Ticket`]) moves through these states, always under
 //! the gate's lock:
