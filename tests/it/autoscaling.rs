@@ -651,3 +651,47 @@ fn autoscalers_are_served_as_autoscaling_v1_too() {
     ]);
     k.ok(&["delete", "namespace", ns, "--wait=false"]);
 }
+
+#[test]
+fn an_object_metric_reads_the_services_request_rate() {
+    let s = server();
+    let k = s.kubectl();
+    let ns = "hpa-object";
+    let port = workload(&k, ns, "front", 1);
+    let hpa = json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "front", "namespace": ns},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "front"},
+          "minReplicas": 1, "maxReplicas": 2,
+          "metrics": [{"type": "Object", "object": {
+              "describedObject": {"apiVersion": "v1", "kind": "Service", "name": "front"},
+              "metric": {"name": "requests_per_second"},
+              "target": {"type": "Value", "value": "1k"}}}]}});
+    k.ok_with_stdin(&["apply", "-f", "-"], &hpa.to_string());
+    let addr = format!("{}:{port}", s.addresses.node_ip);
+    for _ in 0..5 {
+        assert_eq!(http_get(&addr, "/").0, 200);
+    }
+    let mut seen = Value::Null;
+    let measured = eventually(Duration::from_secs(15), || {
+        seen = serde_json::from_str(&k.ok(&[
+            "get",
+            "hpa.v2.autoscaling",
+            "-n",
+            ns,
+            "front",
+            "-o",
+            "json",
+        ]))
+        .unwrap();
+        seen["status"]["currentMetrics"][0]["object"]["current"]["value"].is_string()
+            && seen["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "ScalingActive" && c["reason"] == "ValidMetricFound")
+    });
+    assert!(measured, "{seen}");
+    // Far below its target: the workload stays at its minimum.
+    assert_eq!(replicas(&k, ns, "front"), 1);
+    k.ok(&["delete", "namespace", ns, "--wait=false"]);
+}
