@@ -2,35 +2,34 @@
 
 import type { KObj } from './api';
 
-/** CPU in cores ("250m" -> 0.25, "2" -> 2, "1500000n" -> 0.0015). */
-export function parseCpu(q: string | undefined): number {
-  if (!q) return 0;
-  const m = /^([0-9.]+)([numk]?)$/.exec(q.trim());
-  if (!m) return 0;
-  const v = parseFloat(m[1]);
-  switch (m[2]) {
-    case 'n': return v / 1e9;
-    case 'u': return v / 1e6;
-    case 'm': return v / 1e3;
-    case 'k': return v * 1e3;
-    default: return v;
-  }
-}
-
-const MEM_UNITS: Record<string, number> = {
-  '': 1, k: 1e3, K: 1e3, M: 1e6, G: 1e9, T: 1e12, P: 1e15, E: 1e18,
+const SUFFIX: Record<string, number> = {
+  n: 1e-9, u: 1e-6, 'µ': 1e-6, m: 1e-3, '': 1, k: 1e3, K: 1e3, M: 1e6, G: 1e9, T: 1e12, P: 1e15, E: 1e18,
   Ki: 1024, Mi: 1024 ** 2, Gi: 1024 ** 3, Ti: 1024 ** 4, Pi: 1024 ** 5, Ei: 1024 ** 6,
-  m: 1e-3,
 };
 
-/** Bytes ("64Mi" -> 67108864). */
-export function parseBytes(q: string | undefined): number {
+/**
+ * A Kubernetes quantity as a plain number: "250m" -> 0.25,
+ * "123456n" -> 0.000123456, "2048Ki" -> 2097152, "1e3" -> 1000, "1.5" -> 1.5.
+ * Metrics APIs answer CPU in nanocores ("n") and memory in Ki, custom
+ * metrics in thousandths ("1500m" = 1.5); anything unreadable is 0.
+ */
+export function parseQuantity(q: string | number | undefined | null): number {
+  if (typeof q === 'number') return Number.isFinite(q) ? q : 0;
   if (!q) return 0;
-  const m = /^([0-9.]+)(e[0-9]+|[a-zA-Z]*)$/.exec(q.trim());
+  const m = /^([+-]?[0-9]*\.?[0-9]+)(?:([eE][+-]?[0-9]+)|(n|u|µ|m|k|K|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?)$/.exec(q.trim());
   if (!m) return 0;
-  const v = parseFloat(m[1]);
-  if (m[2].startsWith('e')) return v * 10 ** parseInt(m[2].slice(1), 10);
-  return v * (MEM_UNITS[m[2]] ?? 1);
+  const v = parseFloat(m[1] + (m[2] ?? ''));
+  return m[2] ? v : v * SUFFIX[m[3] ?? ''];
+}
+
+/** CPU in cores ("250m" -> 0.25, "2" -> 2, "1500000n" -> 0.0015). */
+export function parseCpu(q: string | undefined): number {
+  return parseQuantity(q);
+}
+
+/** Bytes ("64Mi" -> 67108864, "2048Ki" -> 2097152). */
+export function parseBytes(q: string | undefined): number {
+  return parseQuantity(q);
 }
 
 export function fmtBytes(b: number): string {
@@ -42,11 +41,27 @@ export function fmtBytes(b: number): string {
   return `${v < 10 ? v.toFixed(1) : Math.round(v)} ${units[i]}`;
 }
 
+/** Cores as kubectl top writes them: "0", "45µ", "120m", "1.25". */
 export function fmtCpu(cores: number): string {
-  if (cores === 0) return '0';
-  if (cores < 0.001) return `${(cores * 1e6).toFixed(0)}µ`;
-  if (cores < 1) return `${(cores * 1000).toFixed(0)}m`;
+  if (!(cores > 0)) return '0';
+  if (cores < 0.0005) return `${Math.max(1, Math.round(cores * 1e6))}µ`;
+  if (cores < 1) return `${Math.round(cores * 1000)}m`;
   return cores.toFixed(2).replace(/\.?0+$/, '');
+}
+
+/** A plain number, short: 0, 0.25, 1.5, 12, 1.2k. */
+export function fmtNumber(v: number): string {
+  if (!Number.isFinite(v) || v === 0) return '0';
+  const a = Math.abs(v);
+  if (a >= 10_000) return `${(v / 1000).toFixed(a >= 100_000 ? 0 : 1).replace(/\.0$/, '')}k`;
+  if (a >= 100) return String(Math.round(v));
+  if (a >= 10) return v.toFixed(1).replace(/\.0$/, '');
+  return v.toFixed(2).replace(/\.?0+$/, '') || '0';
+}
+
+/** Requests per second: "0/s", "1.5/s", "120/s". */
+export function fmtRate(perSecond: number): string {
+  return `${fmtNumber(perSecond)}/s`;
 }
 
 /** "3s", "5m", "2h", "4d", as kubectl prints ages. */

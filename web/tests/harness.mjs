@@ -82,6 +82,8 @@ export class Server {
       '--leader-elect=false',
       '--backoff-initial', '1',
       '--backoff-max', '2',
+      // Autoscalers act within a second, so a test sees them without long waits.
+      '--horizontal-pod-autoscaler-sync-period=1s',
     ], { stdio: ['ignore', log, log], env: { ...process.env, RUST_LOG: 'info' } });
     const child = this.child;
     let exited = null;

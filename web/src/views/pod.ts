@@ -44,7 +44,12 @@ export function podPage(scope: Scope, main: HTMLElement, args: string[]): void {
       container: picker.value || undefined,
       follow: follow.checked && !previous.checked,
       previous: previous.checked,
-    }, logCtl.signal);
+    }, logCtl.signal, '', () => {
+      // Followed again while the pod may still write: it exists and is
+      // not finished.
+      const p = inf.items.get(`${ns}/${name}`);
+      return !!p && !p.metadata.deletionTimestamp && p.status?.phase !== 'Succeeded' && p.status?.phase !== 'Failed';
+    });
   };
   picker.addEventListener('change', openLogs);
   follow.addEventListener('change', openLogs);

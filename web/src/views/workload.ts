@@ -1,15 +1,16 @@
 // One workload (Deployment, DaemonSet or Job): its state, scaling, its pods
 // live, the logs of all its pods together, and deletion.
 
-import { KObj, R, Res, call, can, gate, inNs, objectPath } from '../api';
+import { KObj, R, Res, call, can, gate, groupVersions, inNs, objectPath } from '../api';
 import { h, fill, field, setText } from '../dom';
+import { IDLE_TEXT, conditionHealthy, hpaMetricList, hpaRange, hpaTargets, idleAtZero } from '../hpa';
 import { LogPane, childSignal, streamInto } from '../logs';
 import { Table, feed } from '../table';
 import { badge, confirmDialog, notify, section, stateNote, yamlHref } from '../ui';
 import { age, keyOf, matches, selectorString } from '../util';
 import type { Informer, Scope } from '../watch';
 import { podColumns } from './pods';
-import { jobStatus, ready, rollout, scaleTo } from './workloads';
+import { autoscalersOf, jobStatus, ready, rollout, scaleTo } from './workloads';
 
 const KINDS: Record<string, { res: Res; title: string }> = {
   deployments: { res: R.deployments, title: 'Deployment' },
@@ -58,12 +59,52 @@ export function workloadPage(scope: Scope, main: HTMLElement, plural: string, ar
 
   const podsSlot = h('div');
   const logsSlot = h('div');
+  // Autoscaling (Deployments, when the server serves autoscaling/v2): the
+  // HorizontalPodAutoscalers whose scaleTargetRef is this workload.
+  const autoBody = h('div', { id: 'autoscaling' });
+  const autoSection = section('Autoscaling', autoBody);
+  autoSection.hidden = true;
+  let hpas: Informer | null = null;
   fill(main,
     h('h1', null, h('span', { class: 'muted' }, `${kind.title} `), name),
     h('div', { class: 'toolbar' }, h('a', { class: 'button', href: yamlHref(path) }, 'YAML'), del),
     stateNote(scope, inf), gone,
     section('Status', facts, conds, scaleBox),
+    autoSection,
     podsSlot, logsSlot);
+
+  const renderAutoscaling = () => {
+    const mine = current ? autoscalersOf(hpas, kind.title, current) : [];
+    autoSection.hidden = mine.length === 0;
+    fill(autoBody, mine.map((a) => {
+      const st = a.status ?? {};
+      const idle = idleAtZero(current, a);
+      return h('div', { class: 'hpa', 'data-hpa': a.metadata.name },
+        h('p', null,
+          'Autoscaled by HorizontalPodAutoscaler ',
+          h('a', { href: yamlHref(objectPath(inNs(R.hpas, ns), a.metadata.name)) }, a.metadata.name),
+          `, ${hpaRange(a)} replicas, target ${hpaTargets(a)}.`,
+          idle ? [' ', badge(`Scaled to zero: ${IDLE_TEXT}`, 'idle')] : null),
+        h('dl', { class: 'facts' },
+          field('Replicas', `${st.currentReplicas ?? 0} now, ${st.desiredReplicas ?? 0} desired`),
+          hpaMetricList(a).map((m) => field(m.label, `${m.current} / ${m.target}`)),
+          field('Last scaled', st.lastScaleTime ? `${age(st.lastScaleTime)} ago` : 'never')),
+        h('ul', { class: 'conditions' }, (st.conditions ?? []).map((c: any) =>
+          h('li', null, badge(`${c.type}: ${c.status}`, conditionHealthy(c) ? 'ok' : 'warn'), ' ', c.reason ? `${c.reason}: ` : '', c.message ?? ''))));
+    }));
+    const input = (scaleBox as any).input as HTMLInputElement | undefined;
+    if (input) {
+      const hint = mine.length ? `The autoscaler ${mine[0].metadata.name} sets the replicas; a scale by hand lasts until it next acts.` : '';
+      input.title = hint;
+    }
+  };
+  if (plural === 'deployments') {
+    groupVersions().then((gv) => {
+      if (!gv.has('autoscaling/v2')) return;
+      hpas = scope.informer(inNs(R.hpas, ns));
+      scope.watch(hpas, renderAutoscaling);
+    }, () => { /* no discovery: no autoscaling section */ });
+  }
 
   let podsInf: Informer | null = null;
   const render = (o: KObj | undefined) => {
@@ -84,6 +125,7 @@ export function workloadPage(scope: Scope, main: HTMLElement, plural: string, ar
     const input = (scaleBox as any).input as HTMLInputElement | undefined;
     if (input && !input.dataset.dirty && document.activeElement !== input) input.value = String(o.spec?.replicas ?? 1);
     if (!podsInf) startPods(o);
+    if (hpas) renderAutoscaling();
   };
 
   const startPods = (o: KObj) => {
@@ -136,7 +178,10 @@ function combinedLogs(scope: Scope, slot: HTMLElement, ns: string, name: string,
     if (streams.has(pod) || streams.size >= MAX_COMBINED) return;
     const ctl = childSignal(scope);
     streams.set(pod, ctl);
-    void streamInto(pane, ns, pod, { follow: follow.checked, tailLines: 200 }, ctl.signal, `[${pod}] `);
+    void streamInto(pane, ns, pod, { follow: follow.checked, tailLines: 200 }, ctl.signal, `[${pod}] `, () => {
+      const p = pods.items.get(`${ns}/${pod}`);
+      return !!p && !p.metadata.deletionTimestamp && p.status?.phase !== 'Succeeded' && p.status?.phase !== 'Failed';
+    });
   };
   const restart = () => {
     for (const c of streams.values()) c.abort();

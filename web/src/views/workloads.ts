@@ -3,10 +3,11 @@
 
 import { ApiError, KObj, R, Res, call, gate, groupVersions, inNs, objectPath } from '../api';
 import { h, fill, setText } from '../dom';
+import { IDLE_TEXT, hpaConditions, hpaMetrics, hpaRange, hpaScales, idleAtZero } from '../hpa';
 import { Column, Table, feed } from '../table';
-import { currentNs, notify, section, stateNote, workloadHref } from '../ui';
+import { currentNs, notify, section, stateNote, workloadHref, yamlHref } from '../ui';
 import { age, condition, keyOf } from '../util';
-import type { Scope } from '../watch';
+import type { Informer, Scope } from '../watch';
 
 export function rollout(d: KObj): string {
   const st = d.status ?? {};
@@ -63,59 +64,96 @@ function nameLink(kind: string) {
   };
 }
 
-function block(scope: Scope, title: string, res: Res, kind: string | null, cols: Column[], allNs: boolean): HTMLElement {
+function block(scope: Scope, title: string, res: Res, kind: string | null, cols: Column[], allNs: boolean, first?: Column): { el: HTMLElement; table: Table } {
   const inf = scope.informer(res);
-  const first: Column = kind
+  first ??= kind
     ? { title: 'Name', width: 'minmax(10rem, 2fr)', ...nameLink(kind) }
     : { title: 'Name', width: 'minmax(10rem, 2fr)', text: (o) => o.metadata.name };
   const all = [first, ...(allNs ? [{ title: 'Namespace', width: 'minmax(6rem, 1fr)', text: (o: KObj) => o.metadata.namespace ?? '' }] : []), ...cols];
   const table = new Table(title, all, keyOf, undefined, `No ${title.toLowerCase()}.`, 560);
   scope.watch(inf, feed(table, inf.items));
-  return section(title, stateNote(scope, inf), table.el);
+  return { el: section(title, stateNote(scope, inf), table.el), table };
+}
+
+/** The autoscalers of one workload, from an HPA informer (null: none served). */
+export function autoscalersOf(hpas: Informer | null, kind: string, w: KObj): KObj[] {
+  if (!hpas) return [];
+  return [...hpas.items.values()].filter((a) => hpaScales(a, kind, w.metadata.name, w.metadata.namespace));
+}
+
+/** A Deployment's autoscaling in a few words: "HPA web 1–5", or idle at zero. */
+export function autoscaling(hpas: Informer | null, d: KObj): string {
+  const mine = autoscalersOf(hpas, 'Deployment', d);
+  if (!mine.length) return '—';
+  const a = mine[0];
+  return idleAtZero(d, a) ? IDLE_TEXT : `HPA ${a.metadata.name} ${hpaRange(a)}`;
 }
 
 export function workloads(scope: Scope, main: HTMLElement): void {
   const ns = currentNs();
   const allNs = !ns;
   const hpaSlot = h('div');
+  let hpas: Informer | null = null;
+  const deployments = block(scope, 'Deployments', inNs(R.deployments, ns), 'deployment', [
+    { title: 'Ready', width: '5rem', text: ready },
+    { title: 'Up to date', width: '6.5rem', text: (d) => String(d.status?.updatedReplicas ?? 0) },
+    { title: 'Rollout', width: 'minmax(7rem, 1fr)', text: rollout, cls: (d) => `status ${rollout(d) === 'Complete' ? 'ok' : rollout(d) === 'Failed' ? 'bad' : 'warn'}` },
+    { title: 'Autoscaling', width: 'minmax(8rem, 1.2fr)', text: (d) => autoscaling(hpas, d), cls: (d) => (autoscaling(hpas, d) === IDLE_TEXT ? 'status idle-zero' : '') },
+    { title: 'Age', width: '4rem', text: (d) => age(d.metadata.creationTimestamp) },
+    { title: 'Scale', width: '6rem', node: scaleButtons, update: (el, d) => { (el as any).obj = d; } },
+  ], allNs);
   fill(main, h('h1', null, 'Workloads'),
-    block(scope, 'Deployments', inNs(R.deployments, ns), 'deployment', [
-      { title: 'Ready', width: '5rem', text: ready },
-      { title: 'Up to date', width: '6.5rem', text: (d) => String(d.status?.updatedReplicas ?? 0) },
-      { title: 'Rollout', width: 'minmax(7rem, 1fr)', text: rollout, cls: (d) => `status ${rollout(d) === 'Complete' ? 'ok' : rollout(d) === 'Failed' ? 'bad' : 'warn'}` },
-      { title: 'Age', width: '4rem', text: (d) => age(d.metadata.creationTimestamp) },
-      { title: 'Scale', width: '6rem', node: scaleButtons, update: (el, d) => { (el as any).obj = d; } },
-    ], allNs),
+    deployments.el,
     block(scope, 'DaemonSets', inNs(R.daemonsets, ns), 'daemonset', [
       { title: 'Desired', width: '5rem', text: (d) => String(d.status?.desiredNumberScheduled ?? 0) },
       { title: 'Current', width: '5rem', text: (d) => String(d.status?.currentNumberScheduled ?? 0) },
       { title: 'Ready', width: '5rem', text: (d) => String(d.status?.numberReady ?? 0) },
       { title: 'Age', width: '4rem', text: (d) => age(d.metadata.creationTimestamp) },
-    ], allNs),
+    ], allNs).el,
     block(scope, 'Jobs', inNs(R.jobs, ns), 'job', [
       { title: 'Completions', width: '7.5rem', text: (j) => `${j.status?.succeeded ?? 0}/${j.spec?.completions ?? 1}` },
       { title: 'Active', width: '4.5rem', text: (j) => String(j.status?.active ?? 0) },
       { title: 'Failed', width: '4.5rem', text: (j) => String(j.status?.failed ?? 0) },
       { title: 'Status', width: 'minmax(6rem, 1fr)', text: jobStatus, cls: (j) => `status ${jobStatus(j) === 'Complete' ? 'ok' : jobStatus(j) === 'Failed' ? 'bad' : 'warn'}` },
       { title: 'Age', width: '4rem', text: (j) => age(j.metadata.creationTimestamp) },
-    ], allNs),
+    ], allNs).el,
     block(scope, 'CronJobs', inNs(R.cronjobs, ns), null, [
       { title: 'Schedule', width: 'minmax(7rem, 1fr)', text: (c) => c.spec?.schedule ?? '' },
       { title: 'Suspend', width: '5.5rem', text: (c) => (c.spec?.suspend ? 'Yes' : 'No') },
       { title: 'Active', width: '4.5rem', text: (c) => String((c.status?.active ?? []).length) },
       { title: 'Last run', width: '5.5rem', text: (c) => age(c.status?.lastScheduleTime) },
-    ], allNs),
+    ], allNs).el,
     hpaSlot);
   // HorizontalPodAutoscalers exist only on servers that list them.
   groupVersions().then((gv) => {
     if (!gv.has('autoscaling/v2')) return;
-    fill(hpaSlot, block(scope, 'HorizontalPodAutoscalers', inNs(R.hpas, ns), null, [
-      { title: 'Target', width: 'minmax(8rem, 1fr)', text: (a) => `${a.spec?.scaleTargetRef?.kind ?? ''}/${a.spec?.scaleTargetRef?.name ?? ''}` },
-      { title: 'Metrics (current/target)', width: 'minmax(10rem, 1.5fr)', text: hpaMetrics },
-      { title: 'Min', width: '3rem', text: (a) => String(a.spec?.minReplicas ?? 1) },
-      { title: 'Max', width: '3rem', text: (a) => String(a.spec?.maxReplicas ?? '') },
-      { title: 'Replicas', width: '5rem', text: (a) => `${a.status?.currentReplicas ?? 0}→${a.status?.desiredReplicas ?? 0}` },
-    ], allNs));
+    const hpaRes = inNs(R.hpas, ns);
+    const b = block(scope, 'HorizontalPodAutoscalers', hpaRes, null, [
+      {
+        title: 'Reference', width: 'minmax(9rem, 1.2fr)',
+        node: () => h('a'),
+        update: (a, o) => {
+          const ref = o.spec?.scaleTargetRef ?? {};
+          const text = `${ref.kind ?? ''}/${ref.name ?? ''}`;
+          if (ref.kind === 'Deployment') a.setAttribute('href', workloadHref('deployment', o.metadata.namespace ?? '', ref.name ?? ''));
+          else a.removeAttribute('href');
+          setText(a, text);
+        },
+      },
+      { title: 'Targets (current/target)', width: 'minmax(12rem, 2fr)', text: hpaMetrics },
+      { title: 'Min', width: '3.5rem', text: (a) => String(a.spec?.minReplicas ?? 1) },
+      { title: 'Max', width: '3.5rem', text: (a) => String(a.spec?.maxReplicas ?? '') },
+      { title: 'Replicas', width: '5.5rem', text: (a) => String(a.status?.currentReplicas ?? 0) + (a.status?.desiredReplicas !== undefined && a.status.desiredReplicas !== a.status.currentReplicas ? `→${a.status.desiredReplicas}` : '') },
+      { title: 'Conditions', width: 'minmax(10rem, 1.5fr)', text: (a) => (idleAtZero(undefined, a) ? `${IDLE_TEXT}; ` : '') + hpaConditions(a) },
+    ], allNs, {
+      title: 'Name', width: 'minmax(8rem, 1.2fr)',
+      node: (o) => h('a', { href: yamlHref(objectPath(inNs(R.hpas, o.metadata.namespace ?? ''), o.metadata.name)) }),
+      update: (a, o) => setText(a, o.metadata.name),
+    });
+    fill(hpaSlot, b.el);
+    // The Deployments' Autoscaling column follows the autoscalers.
+    hpas = scope.informer(hpaRes);
+    scope.watch(hpas, () => deployments.table.refresh());
   }, (e) => { if (!(e instanceof ApiError && e.network)) notify(e); });
 }
 
@@ -124,16 +162,4 @@ export function jobStatus(j: KObj): string {
   if (condition(j, 'Failed')?.status === 'True') return 'Failed';
   if (j.spec?.suspend) return 'Suspended';
   return 'Running';
-}
-
-function hpaMetrics(a: KObj): string {
-  const specs: any[] = a.spec?.metrics ?? [];
-  const current: any[] = a.status?.currentMetrics ?? [];
-  return specs.map((m, i) => {
-    const kind = m.type === 'Resource' ? m.resource?.name : m.type;
-    const target = m.resource?.target ?? m.pods?.target ?? m.object?.target ?? m.external?.target ?? {};
-    const cur = current[i]?.resource?.current ?? current[i]?.pods?.current ?? current[i]?.object?.current ?? current[i]?.external?.current ?? {};
-    const fmt = (t: any) => t.averageUtilization !== undefined ? `${t.averageUtilization}%` : t.averageValue ?? t.value ?? '?';
-    return `${kind}: ${cur && Object.keys(cur).length ? fmt(cur) : '<unknown>'}/${fmt(target)}`;
-  }).join(', ');
 }
