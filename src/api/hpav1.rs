@@ -343,35 +343,18 @@ async fn patch(
         return Ok((status, bytes).into_response());
     }
     let stored: Value = serde_json::from_slice(&bytes).map_err(ApiError::internal)?;
-    let mut view = to_v1(&stored);
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_string();
-    let patch: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("invalid patch: {e}")))?;
-    match ct.as_str() {
-        "application/json-patch+json" => {
-            let p: json_patch::Patch = serde_json::from_value(patch)
-                .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
-            json_patch::patch(&mut view, &p)
-                .map_err(|e| ApiError::bad_request(format!("the JSON patch failed: {e}")))?;
-        }
-        // v1's spec has no list a strategic merge would key: a merge.
-        "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
-            json_patch::merge(&mut view, &patch);
-        }
-        other => {
-            return Err(ApiError::UnsupportedMediaType {
-                message: format!("the patch type {other:?} is not supported for autoscaling/v1"),
-            });
-        }
+    // The project's patch engine, with its bounds on work and depth and
+    // its check that an object comes out.
+    let ty = super::patch::PatchType::from_headers(headers)?;
+    if ty == super::patch::PatchType::Apply {
+        return Err(ApiError::UnsupportedMediaType {
+            message: "server-side apply is served for autoscaling/v2 only".into(),
+        });
     }
+    let patch = super::body::decode_json(body)?;
+    let kind =
+        crate::resources::by_resource("autoscaling", "v2", PLURAL).ok_or(ApiError::NoRoute)?;
+    let mut view = super::patch::patched_object(ty, &to_v1(&stored), &patch, kind)?;
     view["metadata"]["resourceVersion"] = stored["metadata"]["resourceVersion"].clone();
     let mut put_headers = headers.clone();
     put_headers.insert(

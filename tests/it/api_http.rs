@@ -731,9 +731,13 @@ struct Probe {
 fn probes_from_discovery(ns: &str) -> Vec<Probe> {
     let mut versions = vec![("/api/v1".to_string(), "v1".to_string())];
     let groups = request("GET", "/apis").send().json();
+    // Every version, not only the preferred one: a version served as a
+    // view of another (autoscaling/v1) must be guarded as well.
     for g in groups["groups"].as_array().unwrap() {
-        let gv = g["preferredVersion"]["groupVersion"].as_str().unwrap();
-        versions.push((format!("/apis/{gv}"), gv.to_string()));
+        for v in g["versions"].as_array().unwrap() {
+            let gv = v["groupVersion"].as_str().unwrap();
+            versions.push((format!("/apis/{gv}"), gv.to_string()));
+        }
     }
     let mut probes = Vec::new();
     for (base, gv) in versions {
@@ -812,6 +816,9 @@ fn every_resource_in_discovery_answers_401_403_or_allows_as_the_caller_deserves(
         "deployments/scale",
         "pods/status",
         "modules",
+        "serviceactivations",
+        "horizontalpodautoscalers/status",
+        "pods/requests_per_second",
     ] {
         assert!(
             probes.iter().any(|p| p.what.ends_with(must)),

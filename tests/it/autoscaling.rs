@@ -622,6 +622,22 @@ fn autoscalers_are_served_as_autoscaling_v1_too() {
         after["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"], 7,
         "{after}"
     );
+    // A patch whose result is no object is refused, and nothing breaks.
+    let hostile = k.run(&[
+        "patch",
+        "-n",
+        ns,
+        "horizontalpodautoscalers.v1.autoscaling",
+        "old",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"","value":[]}]"#,
+    ]);
+    assert!(
+        hostile.stderr.contains("not an object"),
+        "{}",
+        hostile.stderr
+    );
     // Discovery offers both, v2 first.
     let group = k.ok(&["get", "--raw", "/apis/autoscaling"]);
     let group: Value = serde_json::from_str(&group).unwrap();
