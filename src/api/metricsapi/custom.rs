@@ -166,19 +166,8 @@ pub async fn handle(
     )?;
     let gathered = state.usage.gather(state).await?;
     let pods = super::pods_in(state, Some(&target.namespace)).await?;
-    // Each measured pod of the namespace that is the stored pod of its
-    // name, with its stored object.
-    let measured: Vec<(&PodStats, &Value)> = gathered
-        .summaries
-        .iter()
-        .flat_map(|s| s.pods.iter())
-        .filter(|p| p.pod_ref.namespace == target.namespace)
-        .filter_map(|p| {
-            let pod = pods.get(&(p.pod_ref.namespace.clone(), p.pod_ref.name.clone()))?;
-            (pod.pointer("/metadata/uid").and_then(Value::as_str) == Some(p.pod_ref.uid.as_str()))
-                .then_some((p, pod))
-        })
-        .collect();
+    // Only the namespace's pods are listed, so only they are matched.
+    let measured = super::measured(&gathered, &pods);
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
     let item = |name: &str, milli: u64| {
         json!({

@@ -110,19 +110,9 @@ pub async fn handle(
     match target {
         Target::Pods { namespace, name } => {
             let pods = pods_in(state, namespace.as_deref()).await?;
-            let mut items: Vec<Value> = gathered
-                .summaries
-                .iter()
-                .flat_map(|s| s.pods.iter())
-                .filter_map(|p| {
-                    let pod = pods.get(&(p.pod_ref.namespace.clone(), p.pod_ref.name.clone()))?;
-                    // The pod named is the one measured, not an older one
-                    // of the same name.
-                    (pod.pointer("/metadata/uid").and_then(Value::as_str)
-                        == Some(p.pod_ref.uid.as_str()))
-                    .then(|| pod_metrics(p, pod))
-                    .flatten()
-                })
+            let mut items: Vec<Value> = measured(&gathered, &pods)
+                .into_iter()
+                .filter_map(|(p, pod)| pod_metrics(p, pod))
                 .collect();
             if let Some(name) = name {
                 items.retain(|m| m["metadata"]["name"] == name.as_str());
@@ -206,6 +196,25 @@ pub(crate) async fn pods_in(
             (key, p)
         })
         .collect())
+}
+
+/// Each measured pod that is the stored pod of its name (not an older one
+/// of the same name), with its stored object; `pods` as [`pods_in`]
+/// gives them.
+pub(crate) fn measured<'a>(
+    gathered: &'a collect::Gathering,
+    pods: &'a HashMap<(String, String), Value>,
+) -> Vec<(&'a PodStats, &'a Value)> {
+    gathered
+        .summaries
+        .iter()
+        .flat_map(|s| s.pods.iter())
+        .filter_map(|p| {
+            let pod = pods.get(&(p.pod_ref.namespace.clone(), p.pod_ref.name.clone()))?;
+            (pod.pointer("/metadata/uid").and_then(Value::as_str) == Some(p.pod_ref.uid.as_str()))
+                .then_some((p, pod))
+        })
+        .collect()
 }
 
 fn not_found(resource: &str, name: &str) -> ApiError {
