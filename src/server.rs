@@ -43,10 +43,12 @@ pub const ADMIN_KUBECONFIG: &str = "admin.kubeconfig";
 const ADMIN_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
 
 /// Which backend holds the cluster state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum StoreSpec {
     /// Embedded redb under the data directory.
     Redb,
+    /// An external etcd v3 cluster (`--etcd-servers`).
+    Etcd(crate::store::etcd::EtcdConfig),
 }
 
 /// Transport security of the etcd v3 endpoint.
@@ -76,6 +78,8 @@ pub struct ServerConfig {
     /// Extra names for the serving certificate.
     pub tls_sans: Vec<String>,
     pub store: StoreSpec,
+    /// How often old revisions are compacted; `None` never.
+    pub compaction_interval: Option<std::time::Duration>,
     /// Bounds on what one etcd client may ask for.
     pub limits: Limits,
     /// Name reported by the Cluster API (`etcdctl member list`).
@@ -127,6 +131,8 @@ pub enum ServerError {
         #[source]
         source: StoreError,
     },
+    #[error("cannot use the etcd cluster")]
+    Etcd(#[from] crate::store::etcd::EtcdSetupError),
     #[error("cannot set up the cluster certificates in {path}")]
     Pki {
         path: PathBuf,
@@ -179,11 +185,15 @@ pub async fn run(
     // Held until `run` returns; the OS drops the lock if the process dies.
     let _lock = lock_data_dir(&data_dir)?;
 
-    let store: Store = match cfg.store {
+    let store: Store = match &cfg.store {
         StoreSpec::Redb => {
             let path = data_dir.join(STORE_FILE);
             RedbStore::open(&path, RedbOptions::default())
                 .map_err(|source| ServerError::OpenStore { path, source })?
+        }
+        StoreSpec::Etcd(etcd) => {
+            tracing::info!(servers = ?etcd.servers, prefix = %etcd.prefix, "store: external etcd");
+            crate::store::etcd::EtcdStore::connect(etcd).await?
         }
     };
 
@@ -311,6 +321,13 @@ pub async fn run(
     };
     // One shutdown signal stops both servers.
     let stop = crate::shutdown::Stop::new(shutdown);
+    if let Some(interval) = cfg.compaction_interval {
+        tokio::spawn(crate::store::compactor::run(
+            store.clone(),
+            interval,
+            stop.wait(),
+        ));
+    }
     let etcd = grpc::serve(
         store,
         listener,

@@ -292,7 +292,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/version/", axum::routing::get(version))
         .route("/healthz", axum::routing::get(health))
         .route("/livez", axum::routing::get(health))
-        .route("/readyz", axum::routing::get(health))
+        .route("/readyz", axum::routing::get(ready))
         .route("/metrics", axum::routing::get(metrics::serve))
         .route("/api", axum::routing::get(api_root))
         .route("/apis", axum::routing::get(apis_root))
@@ -348,6 +348,29 @@ pub fn normalize_arch(arch: &str) -> &str {
 
 async fn health() -> Response {
     (StatusCode::OK, "ok").into_response()
+}
+
+/// Ready when the store answers: with an external etcd, a lost connection
+/// takes this server out of a load balancer's rotation until it is back.
+async fn ready(State(state): State<Arc<ApiState>>) -> Response {
+    let probe = state.registry.store().range(crate::store::RangeRequest {
+        range: crate::store::KeyRange::single("/registry/health"),
+        count_only: true,
+        ..Default::default()
+    });
+    match tokio::time::timeout(std::time::Duration::from_secs(2), probe).await {
+        Ok(Ok(_)) => (StatusCode::OK, "ok").into_response(),
+        Ok(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("[-]etcd failed: {e}\nreadyz check failed\n"),
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "[-]etcd failed: no answer within 2s\nreadyz check failed\n",
+        )
+            .into_response(),
+    }
 }
 
 async fn api_root(headers: HeaderMap) -> Response {

@@ -262,6 +262,9 @@ impl From<StoreError> for ApiError {
             StoreError::Stopped => ApiError::ServiceUnavailable {
                 message: "the storage is shutting down".into(),
             },
+            StoreError::Unavailable(reason) => ApiError::ServiceUnavailable {
+                message: format!("the storage is unavailable: {reason}"),
+            },
             StoreError::TooManyWatchers => ApiError::TooManyRequests,
             StoreError::RequestTooLarge => ApiError::TooLarge { limit: 1536 * 1024 },
             other => ApiError::internal(other),

@@ -162,10 +162,37 @@ pub struct ServerArgs {
     #[arg(long = "tls-san", value_name = "NAME")]
     pub tls_sans: Vec<String>,
 
-    /// Which store holds the cluster state: `redb` (embedded, under the data
-    /// dir). An external etcd (`etcd://HOST:PORT,...`) comes later.
-    #[arg(long, default_value = "redb", value_parser = parse_store)]
-    pub store: StoreSpec,
+    /// Keep the cluster state in this external etcd v3 cluster instead of
+    /// the embedded store: client URLs, comma-separated
+    /// (`https://10.0.0.1:2379,https://10.0.0.2:2379`).
+    #[arg(long, value_delimiter = ',', value_name = "URLS")]
+    pub etcd_servers: Vec<String>,
+
+    /// CA that signed the etcd members' serving certificates.
+    #[arg(long, value_name = "FILE", requires = "etcd_servers")]
+    pub etcd_cafile: Option<PathBuf>,
+
+    /// Client certificate presented to etcd.
+    #[arg(long, value_name = "FILE", requires_all = ["etcd_servers", "etcd_keyfile"])]
+    pub etcd_certfile: Option<PathBuf>,
+
+    /// Key of --etcd-certfile.
+    #[arg(long, value_name = "FILE", requires_all = ["etcd_servers", "etcd_certfile"])]
+    pub etcd_keyfile: Option<PathBuf>,
+
+    /// What every key in etcd starts with (Kubernetes' layout below it).
+    #[arg(
+        long,
+        default_value = "/registry",
+        value_name = "PREFIX",
+        requires = "etcd_servers"
+    )]
+    pub etcd_prefix: String,
+
+    /// How often old revisions of the store are compacted: each run forgets
+    /// what the previous run had already superseded. `0` turns it off.
+    #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    pub etcd_compaction_interval: Duration,
 
     /// Largest request the etcd API accepts, in bytes (etcd's default: 1.5 MiB).
     #[arg(long, default_value_t = Limits::default().max_request_bytes)]
@@ -296,16 +323,6 @@ fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
         ));
     }
     Ok((lo, hi))
-}
-
-fn parse_store(s: &str) -> Result<StoreSpec, String> {
-    match s {
-        "redb" => Ok(StoreSpec::Redb),
-        s if s.starts_with("etcd://") => Err(
-            "an external etcd store is not supported yet; use --store redb (the default)".into(),
-        ),
-        _ => Err("expected `redb`".into()),
-    }
 }
 
 /// A duration as Kubernetes' flags write it: `15s`, `500ms`, `1m`, `1h`, or
@@ -444,7 +461,19 @@ impl ServerArgs {
                 TlsArg::Off => TlsMode::Off,
             },
             tls_sans: self.tls_sans,
-            store: self.store,
+            store: if self.etcd_servers.is_empty() {
+                StoreSpec::Redb
+            } else {
+                StoreSpec::Etcd(crate::store::etcd::EtcdConfig {
+                    ca_file: self.etcd_cafile,
+                    cert_file: self.etcd_certfile,
+                    key_file: self.etcd_keyfile,
+                    prefix: self.etcd_prefix,
+                    ..crate::store::etcd::EtcdConfig::new(self.etcd_servers)
+                })
+            },
+            compaction_interval: (!self.etcd_compaction_interval.is_zero())
+                .then_some(self.etcd_compaction_interval),
             limits: Limits {
                 max_request_bytes: self.max_request_bytes,
                 max_txn_ops: self.max_txn_ops,

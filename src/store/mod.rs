@@ -8,11 +8,15 @@
 //!
 //! - [`Backend`] is the trait the API server and the etcd v3 endpoint use.
 //! - [`mvcc`] holds the in-memory multi-version index (pure logic, no I/O).
+//! - [`compactor`] forgets old revisions on a schedule.
+//! - [`etcd`] keeps the state in an external etcd v3 cluster.
 //! - [`redb`] is the default backend: the MVCC index kept durable in an
 //!   embedded redb file, with group commit.
 //! - [`watch`] fans committed events out to watchers.
 //! - [`grpc`] serves the etcd v3 gRPC API on top of any [`Backend`].
 
+pub mod compactor;
+pub mod etcd;
 pub mod grpc;
 pub mod mvcc;
 pub mod redb;
@@ -339,6 +343,9 @@ pub enum StoreError {
     Stopped,
     #[error("etcdserver: storage failure: {0}")]
     Storage(String),
+    /// The external etcd cluster cannot be reached (or has no leader).
+    #[error("etcdserver: storage is unavailable: {0}")]
+    Unavailable(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

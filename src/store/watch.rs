@@ -37,6 +37,12 @@ pub struct WatchStream {
 }
 
 impl WatchStream {
+    /// A stream fed by a task of a backend's own; the task sees the
+    /// receiver close when the stream is dropped.
+    pub(crate) fn from_channel(rx: mpsc::Receiver<Result<WatchEvents>>) -> Self {
+        WatchStream { rx, _cancel: None }
+    }
+
     /// The next delivery; `None` when the store shut down.
     pub async fn next(&mut self) -> Option<Result<WatchEvents>> {
         self.rx.recv().await

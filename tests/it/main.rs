@@ -13,6 +13,7 @@ mod batch;
 mod cloud;
 mod controllers;
 mod crash;
+mod etcd_backend;
 mod etcdctl;
 mod kubectl;
 mod kubelet;

@@ -91,15 +91,30 @@ fn sigint_stops_the_server_even_with_a_watch_open() {
 }
 
 #[test]
-fn an_external_etcd_store_is_refused_for_now() {
+fn etcd_flags_without_servers_or_with_a_bad_prefix_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wkube"));
-    cmd.arg("--data-dir")
-        .arg(dir.path())
-        .args(["server", "--store", "etcd://127.0.0.1:2379"]);
-    let out = run(cmd, None, common::COMMAND_TIMEOUT);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(out.stderr.contains("not supported yet"), "{}", out.stderr);
+    let wkube = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wkube"));
+        cmd.arg("--data-dir")
+            .arg(dir.path())
+            .arg("server")
+            .args(args);
+        run(cmd, None, common::COMMAND_TIMEOUT)
+    };
+    // Certificates for an etcd that was not named: a usage error.
+    let out = wkube(&["--etcd-cafile", "/nonexistent/ca.crt"]);
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("--etcd-servers"), "{}", out.stderr);
+    // A prefix that is not an absolute key path.
+    let out = wkube(&[
+        "--etcd-servers",
+        "http://127.0.0.1:9",
+        "--etcd-prefix",
+        "registry/",
+        "--no-agent",
+    ]);
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("--etcd-prefix"), "{}", out.stderr);
 }
 
 #[test]

@@ -44,6 +44,7 @@ pub(crate) fn to_status(err: StoreError) -> Status {
         StoreError::TooManyWatchers => (Code::ResourceExhausted, TOO_MANY_WATCHERS),
         StoreError::Stopped => (Code::Unavailable, STOPPED),
         StoreError::Storage(_) => return Status::internal(err.to_string()),
+        StoreError::Unavailable(_) => return Status::unavailable(err.to_string()),
     };
     Status::new(code, msg)
 }

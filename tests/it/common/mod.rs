@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod builders;
+pub mod etcd;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
