@@ -11,6 +11,7 @@
 //! DATA/api.endpoint    URL of the Kubernetes API of the running server
 //! DATA/admin.kubeconfig  kubeconfig of the cluster admin (group system:masters)
 //! DATA/leader-identity   this server's holderIdentity in leader-election Leases
+//! DATA/server-token   with --etcd-servers: the token the servers of the cluster share
 //! DATA/pki/            ca.crt ca.key etcd-server.{crt,key} etcd-client.{crt,key}
 //!                      apiserver.{crt,key} sa.key (token signing key)
 //!                      apiserver-kubelet-client.{crt,key} (towards agents)
@@ -21,7 +22,7 @@ use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use crate::pki::{ClusterPki, PkiError};
+use crate::pki::{ClusterPki, PkiError, bootstrap};
 use crate::store::grpc::{self, GrpcError, Limits, Member};
 use crate::store::redb::{RedbOptions, RedbStore};
 use crate::store::{Store, StoreError};
@@ -78,6 +79,9 @@ pub struct ServerConfig {
     /// Extra names for the serving certificate.
     pub tls_sans: Vec<String>,
     pub store: StoreSpec,
+    /// The token servers of one cluster share (`--token`); with an external
+    /// store, generated on the first server when not given.
+    pub server_token: Option<String>,
     /// How often old revisions are compacted; `None` never.
     pub compaction_interval: Option<std::time::Duration>,
     /// Bounds on what one etcd client may ask for.
@@ -133,6 +137,8 @@ pub enum ServerError {
     },
     #[error("cannot use the etcd cluster")]
     Etcd(#[from] crate::store::etcd::EtcdSetupError),
+    #[error("cannot share the cluster's secrets with the other servers")]
+    Bootstrap(#[from] bootstrap::BootstrapError),
     #[error("cannot set up the cluster certificates in {path}")]
     Pki {
         path: PathBuf,
@@ -209,6 +215,26 @@ pub async fn run(
     if let Some(ip) = cfg.advertise_address {
         sans.push(ip.to_string());
     }
+    // On a shared store, every server must issue and accept the same
+    // credentials: agree on the CAs and keys before loading them.
+    let server_token = match &cfg.store {
+        StoreSpec::Redb => None,
+        StoreSpec::Etcd(_) => {
+            let token = bootstrap::server_token(&data_dir, cfg.server_token.as_deref())?;
+            let outcome = bootstrap::share(store.as_ref(), &data_dir, &token, || {
+                ClusterPki::load_or_create(&data_dir, &sans).map_err(|e| e.to_string())?;
+                let pki_dir = data_dir.join(PKI_DIR);
+                crate::api::authn::TokenAuthority::load_or_create(&pki_dir)
+                    .map_err(|e| e.to_string())?;
+                crate::api::encryption::Keyring::load_or_create(&pki_dir)
+                    .map_err(|e| e.to_string())?;
+                Ok(())
+            })
+            .await?;
+            tracing::info!(?outcome, "cluster secrets shared through the store");
+            Some(data_dir.join(bootstrap::SERVER_TOKEN_FILE))
+        }
+    };
     let pki = ClusterPki::load_or_create(&data_dir, &sans).map_err(pki_err)?;
     let tls = match cfg.tls {
         TlsMode::Off => None,
@@ -313,6 +339,15 @@ pub async fn run(
         data_dir.join(crate::api::join::JOIN_TOKEN_FILE).display()
     );
     println!("(that token expires in 24h; `wkube token join create --ttl 7d` makes another)");
+    if let (Some(path), StoreSpec::Etcd(etcd)) = (&server_token, &cfg.store) {
+        println!();
+        println!("Add another API server on the same etcd with:");
+        println!(
+            "  wkube server --etcd-servers {} --token $(cat {})",
+            etcd.servers.join(","),
+            path.display()
+        );
+    }
 
     let member = Member {
         name: cfg.member_name.clone(),

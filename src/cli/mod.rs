@@ -189,6 +189,18 @@ pub struct ServerArgs {
     )]
     pub etcd_prefix: String,
 
+    /// The secret the API servers of one cluster share, on an external
+    /// etcd: the first server makes one (DATA/server-token) when none is
+    /// given; every further server is started with it.
+    #[arg(
+        long,
+        env = "WKUBE_TOKEN",
+        value_name = "TOKEN",
+        requires = "etcd_servers",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+
     /// How often old revisions of the store are compacted: each run forgets
     /// what the previous run had already superseded. `0` turns it off.
     #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
@@ -472,6 +484,7 @@ impl ServerArgs {
                     ..crate::store::etcd::EtcdConfig::new(self.etcd_servers)
                 })
             },
+            server_token: self.token,
             compaction_interval: (!self.etcd_compaction_interval.is_zero())
                 .then_some(self.etcd_compaction_interval),
             limits: Limits {

@@ -16,6 +16,8 @@
 //!
 //! Key files are written with mode 0600, atomically (temp file + rename).
 
+pub mod bootstrap;
+
 use std::collections::BTreeSet;
 use std::fmt;
 use std::io::Write;

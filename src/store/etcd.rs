@@ -150,10 +150,28 @@ impl EtcdStore {
         }))
     }
 
-    /// Runs one unary call under the deadline.
-    async fn call<T>(&self, fut: impl Future<Output = Result<T, etcd_client::Error>>) -> Result<T> {
-        match tokio::time::timeout(self.timeout, fut).await {
-            Ok(r) => r.map_err(from_etcd),
+    /// Runs one unary call under the deadline. A call that could not even
+    /// connect (a member is down and the client tried it first) never
+    /// reached etcd, so it is tried again, on whichever member answers,
+    /// until the deadline; anything else is final.
+    async fn call<T, Fut>(&self, mut make: impl FnMut() -> Fut) -> Result<T>
+    where
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let attempts = async {
+            let mut pause = Duration::from_millis(20);
+            loop {
+                match make().await {
+                    Err(e) if never_sent(&e) => {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(500));
+                    }
+                    other => return other.map_err(from_etcd),
+                }
+            }
+        };
+        match tokio::time::timeout(self.timeout, attempts).await {
+            Ok(r) => r,
             Err(_) => Err(StoreError::Unavailable(format!(
                 "etcd did not answer within {:?}",
                 self.timeout
@@ -331,6 +349,18 @@ fn sort_order(o: SortOrder) -> etcd_client::SortOrder {
     }
 }
 
+/// True for a failure to connect: the request never left this process, so
+/// trying it again cannot apply it twice.
+fn never_sent(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::TransportError(_) => true,
+        etcd_client::Error::GRpcStatus(status) => {
+            status.code() == tonic::Code::Unavailable && status.message().contains("connect")
+        }
+        _ => false,
+    }
+}
+
 /// Turns an etcd client failure into the store's error. etcd's own
 /// refusals arrive as gRPC statuses whose messages are etcd's; a transport
 /// failure or an unavailable member means the store cannot be reached.
@@ -381,10 +411,13 @@ impl Backend for EtcdStore {
         if req.range.key.is_empty() {
             return Err(StoreError::EmptyKey);
         }
-        let mut kv = self.client.kv_client();
-        let key = self.keys.out(&req.range.key);
+        let (key, options) = (self.keys.out(&req.range.key), self.get_options(&req));
         let resp = self
-            .call(kv.get(key, Some(self.get_options(&req))))
+            .call(|| {
+                let (mut kv, key, options) =
+                    (self.client.kv_client(), key.clone(), options.clone());
+                async move { kv.get(key, Some(options)).await }
+            })
             .await?
             .0;
         Ok(RangeResponse {
@@ -399,13 +432,14 @@ impl Backend for EtcdStore {
         if req.key.is_empty() {
             return Err(StoreError::EmptyKey);
         }
-        let mut kv = self.client.kv_client();
+        let (key, options) = (self.keys.out(&req.key), Self::put_options(&req));
         let resp = self
-            .call(kv.put(
-                self.keys.out(&req.key),
-                req.value.to_vec(),
-                Some(Self::put_options(&req)),
-            ))
+            .call(|| {
+                let (mut kv, key, options) =
+                    (self.client.kv_client(), key.clone(), options.clone());
+                let value = req.value.to_vec();
+                async move { kv.put(key, value, Some(options)).await }
+            })
             .await?
             .0;
         Ok(PutResponse {
@@ -418,12 +452,13 @@ impl Backend for EtcdStore {
         if req.range.key.is_empty() {
             return Err(StoreError::EmptyKey);
         }
-        let mut kv = self.client.kv_client();
+        let (key, options) = (self.keys.out(&req.range.key), self.delete_options(&req));
         let resp = self
-            .call(kv.delete(
-                self.keys.out(&req.range.key),
-                Some(self.delete_options(&req)),
-            ))
+            .call(|| {
+                let (mut kv, key, options) =
+                    (self.client.kv_client(), key.clone(), options.clone());
+                async move { kv.delete(key, Some(options)).await }
+            })
             .await?
             .0;
         Ok(DeleteRangeResponse {
@@ -434,14 +469,25 @@ impl Backend for EtcdStore {
     }
 
     async fn txn(&self, req: TxnRequest) -> Result<TxnResponse> {
-        let mut kv = self.client.kv_client();
-        let resp = self.call(kv.txn(self.txn_request(&req))).await?.0;
+        let txn = self.txn_request(&req);
+        let resp = self
+            .call(|| {
+                let (mut kv, txn) = (self.client.kv_client(), txn.clone());
+                async move { kv.txn(txn).await }
+            })
+            .await?
+            .0;
         Ok(self.txn_response(resp))
     }
 
     async fn compact(&self, revision: Revision) -> Result<Header> {
-        let mut kv = self.client.kv_client();
-        let resp = self.call(kv.compact(revision, None)).await?.0;
+        let resp = self
+            .call(|| {
+                let mut kv = self.client.kv_client();
+                async move { kv.compact(revision, None).await }
+            })
+            .await?
+            .0;
         Ok(header(resp.header))
     }
 
@@ -468,9 +514,13 @@ impl Backend for EtcdStore {
         if !filters.is_empty() {
             options = options.with_filters(filters);
         }
-        let mut client = self.client.watch_client();
+        let key = self.keys.out(&req.range.key);
         let mut stream = self
-            .call(client.watch(self.keys.out(&req.range.key), Some(options)))
+            .call(|| {
+                let (mut client, key, options) =
+                    (self.client.watch_client(), key.clone(), options.clone());
+                async move { client.watch(key, Some(options)).await }
+            })
             .await?;
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
         let keys = self.keys.clone();
@@ -530,9 +580,14 @@ impl Backend for EtcdStore {
     }
 
     async fn lease_grant(&self, ttl: i64, id: LeaseId) -> Result<LeaseGrantResponse> {
-        let mut lease = self.client.lease_client();
         let options = (id != 0).then(|| LeaseGrantOptions::new().with_id(id));
-        let resp = self.call(lease.grant(ttl, options)).await?.0;
+        let resp = self
+            .call(|| {
+                let (mut lease, options) = (self.client.lease_client(), options.clone());
+                async move { lease.grant(ttl, options).await }
+            })
+            .await?
+            .0;
         if !resp.error.is_empty() {
             return Err(StoreError::Storage(format!("etcd: {}", resp.error)));
         }
@@ -544,17 +599,24 @@ impl Backend for EtcdStore {
     }
 
     async fn lease_revoke(&self, id: LeaseId) -> Result<Header> {
-        let mut lease = self.client.lease_client();
-        let resp = self.call(lease.revoke(id)).await?.0;
+        let resp = self
+            .call(|| {
+                let mut lease = self.client.lease_client();
+                async move { lease.revoke(id).await }
+            })
+            .await?
+            .0;
         Ok(header(resp.header))
     }
 
     async fn lease_keep_alive(&self, id: LeaseId) -> Result<LeaseGrantResponse> {
-        let mut lease = self.client.lease_client();
-        let renew = async {
-            let (mut keeper, mut stream) = lease.keep_alive(id).await?;
-            keeper.keep_alive().await?;
-            stream.message().await
+        let renew = || {
+            let mut lease = self.client.lease_client();
+            async move {
+                let (mut keeper, mut stream) = lease.keep_alive(id).await?;
+                keeper.keep_alive().await?;
+                stream.message().await
+            }
         };
         match self.call(renew).await? {
             Some(resp) if resp.0.ttl > 0 => Ok(LeaseGrantResponse {
@@ -569,9 +631,14 @@ impl Backend for EtcdStore {
     }
 
     async fn lease_time_to_live(&self, id: LeaseId, keys: bool) -> Result<LeaseTimeToLiveResponse> {
-        let mut lease = self.client.lease_client();
         let options = keys.then(|| LeaseTimeToLiveOptions::new().with_keys());
-        let resp = self.call(lease.time_to_live(id, options)).await?.0;
+        let resp = self
+            .call(|| {
+                let (mut lease, options) = (self.client.lease_client(), options.clone());
+                async move { lease.time_to_live(id, options).await }
+            })
+            .await?
+            .0;
         Ok(LeaseTimeToLiveResponse {
             header: header(resp.header),
             id: resp.id,
@@ -582,8 +649,13 @@ impl Backend for EtcdStore {
     }
 
     async fn lease_leases(&self) -> Result<(Header, Vec<LeaseId>)> {
-        let mut lease = self.client.lease_client();
-        let resp = self.call(lease.leases()).await?.0;
+        let resp = self
+            .call(|| {
+                let mut lease = self.client.lease_client();
+                async move { lease.leases().await }
+            })
+            .await?
+            .0;
         Ok((
             header(resp.header),
             resp.leases.into_iter().map(|l| l.id).collect(),
@@ -591,8 +663,13 @@ impl Backend for EtcdStore {
     }
 
     async fn status(&self) -> Result<StoreStatus> {
-        let mut m = self.client.maintenance_client();
-        let resp = self.call(m.status()).await?.0;
+        let resp = self
+            .call(|| {
+                let mut m = self.client.maintenance_client();
+                async move { m.status().await }
+            })
+            .await?
+            .0;
         let h = resp.header.unwrap_or_default();
         // etcd's status does not report the compacted revision; a range at
         // revision 1 fails with it when anything was compacted.

@@ -171,3 +171,258 @@ fn a_server_on_etcd_keeps_kubernetes_layout_survives_restarts_and_rides_out_an_o
         server.log_tail(30)
     );
 }
+
+/// Leader-election timing for the HA tests: a takeover well within 15 s.
+const LEADER_FLAGS: [&str; 6] = [
+    "--leader-elect-lease-duration",
+    "8s",
+    "--leader-elect-renew-deadline",
+    "6s",
+    "--leader-elect-retry-period",
+    "1s",
+];
+
+fn lease_holder(k: &common::Kubectl, lease: &str) -> String {
+    k.run(&[
+        "get",
+        "lease",
+        "-n",
+        "kube-system",
+        lease,
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ])
+    .stdout
+}
+
+fn identity(server: &TestServer) -> String {
+    std::fs::read_to_string(server.data_dir.join("leader-identity"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn two_servers_on_one_etcd_serve_together_and_the_survivor_takes_over_mid_rollout() {
+    let etcd = EtcdCluster::start(3);
+    let mut builder = TestServer::builder();
+    for f in etcd
+        .server_flags(PREFIX)
+        .into_iter()
+        .chain(LEADER_FLAGS.map(String::from))
+    {
+        builder = builder.arg(f);
+    }
+    // A: control plane only, started first so it holds the leader leases.
+    let mut a = builder.start();
+    let ka = a.kubectl();
+    assert!(
+        common::eventually(Duration::from_secs(20), || {
+            ["kube-controller-manager", "kube-scheduler"]
+                .iter()
+                .all(|l| lease_holder(&ka, l) == identity(&a))
+        }),
+        "A did not take the leader leases: {}",
+        a.log_tail(20)
+    );
+
+    // B joins with A's server token and runs the node.
+    let token = std::fs::read_to_string(a.data_dir.join("server-token")).unwrap();
+    let mut builder = TestServer::builder().with_node();
+    for f in etcd
+        .server_flags(PREFIX)
+        .into_iter()
+        .chain(LEADER_FLAGS.map(String::from))
+        .chain(["--token".to_string(), token.trim().to_string()])
+    {
+        builder = builder.arg(f);
+    }
+    let b = builder.start();
+    let kb = b.kubectl();
+    assert_eq!(
+        std::fs::read(a.pki("ca.crt")).unwrap(),
+        std::fs::read(b.pki("ca.crt")).unwrap(),
+        "the servers do not share the cluster CA"
+    );
+    // One cluster: A's admin credentials work on B, and B sees A's writes.
+    ka.ok(&["create", "configmap", "from-a", "--from-literal=k=v"]);
+    let uid = ka.ok(&[
+        "get",
+        "configmap",
+        "from-a",
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
+    assert_eq!(
+        ka.ok(&[
+            "get",
+            "configmap",
+            "from-a",
+            "-o",
+            "jsonpath={.metadata.uid}",
+            "-s",
+            &b.api_url
+        ]),
+        uid
+    );
+    assert_eq!(lease_holder(&kb, "kube-controller-manager"), identity(&a));
+
+    b.wkube(&[
+        "push",
+        common::guest("hello-http").to_str().unwrap(),
+        "hello:v1",
+    ])
+    .success();
+    ka.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=hello:v1",
+        "--replicas=3",
+    ]);
+    kb.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+
+    // Writes acknowledged by A just before it dies, and where a watch
+    // would have stopped.
+    let before = ka.ok(&[
+        "get",
+        "configmaps",
+        "-o",
+        "jsonpath={.metadata.resourceVersion}",
+    ]);
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        let name = format!("acked-{i}");
+        ka.ok(&["create", "configmap", &name, "--from-literal=k=v"]);
+        acked.push(name);
+    }
+    // A rollout starts on A, and A is killed in its middle.
+    ka.ok(&["set", "env", "deployment/web", "ROLLOUT=2"]);
+    a.kill();
+    let killed = std::time::Instant::now();
+
+    assert!(
+        common::eventually(Duration::from_secs(20), || {
+            lease_holder(&kb, "kube-controller-manager") == identity(&b)
+        }),
+        "B did not take over: {}",
+        b.log_tail(30)
+    );
+    let takeover = killed.elapsed();
+    assert!(
+        takeover <= Duration::from_secs(15),
+        "takeover took {takeover:?}"
+    );
+    eprintln!("leader takeover after {takeover:?}");
+
+    kb.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    let envs = kb.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "--field-selector=status.phase=Running",
+        "-o",
+        "jsonpath={.items[*].spec.containers[0].env[0].value}",
+    ]);
+    assert_eq!(
+        envs.split_whitespace().collect::<Vec<_>>(),
+        ["2", "2", "2"],
+        "{envs}"
+    );
+
+    // No acknowledged write is lost, and a watch resumed on B from where
+    // it stood on A sees each of them exactly once.
+    let names = kb.ok(&["get", "configmaps", "-o", "name"]);
+    for name in &acked {
+        assert!(
+            names.contains(&format!("configmap/{name}")),
+            "{name} lost: {names}"
+        );
+    }
+    let events = kb.ok(&[
+        "get",
+        "--raw",
+        &format!(
+            "/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={before}&timeoutSeconds=2"
+        ),
+    ]);
+    for name in &acked {
+        let added = events
+            .lines()
+            .filter(|l| l.contains("\"ADDED\"") && l.contains(&format!("\"name\":\"{name}\"")))
+            .count();
+        assert_eq!(added, 1, "{name} seen {added} times in:\n{events}");
+    }
+}
+
+#[test]
+fn etcd_losing_one_member_keeps_serving_losing_two_refuses_writes_cleanly_then_recovers() {
+    let mut etcd = EtcdCluster::start(3);
+    let mut builder = TestServer::builder();
+    for f in etcd.server_flags(PREFIX) {
+        builder = builder.arg(f);
+    }
+    let server = builder.start();
+    let k = server.kubectl();
+    k.ok(&["create", "configmap", "c0", "--from-literal=k=v"]);
+
+    // One member down: quorum holds.
+    etcd.kill_member(0);
+    k.ok(&["create", "configmap", "c1", "--from-literal=k=v"]);
+    assert_eq!(
+        k.ok(&["get", "configmap", "c0", "-o", "name"]).trim(),
+        "configmap/c0"
+    );
+
+    // Two down: writes fail with a clear error, within the deadline.
+    etcd.kill_member(1);
+    let started = std::time::Instant::now();
+    let err = k.fails(&["create", "configmap", "c2", "--from-literal=k=v"]);
+    assert!(
+        err.contains("ServiceUnavailable") || err.contains("storage is unavailable"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        common::eventually(Duration::from_secs(15), || !readyz(&server).0),
+        "readyz stayed true without a quorum"
+    );
+
+    // Both back: the server recovers, and nothing was corrupted.
+    etcd.start_member(0);
+    etcd.start_member(1);
+    assert!(
+        common::eventually(Duration::from_secs(45), || readyz(&server).0),
+        "readyz did not recover: {}\n{}",
+        readyz(&server).1,
+        etcd.logs()
+    );
+    assert!(
+        common::eventually(Duration::from_secs(20), || {
+            k.run(&["create", "configmap", "c3", "--from-literal=k=v"])
+                .status
+                .success()
+        }),
+        "writes did not resume"
+    );
+    let names = k.ok(&["get", "configmaps", "-o", "name"]);
+    for c in ["c0", "c1", "c3"] {
+        assert!(names.contains(&format!("configmap/{c}")), "{c}: {names}");
+    }
+    assert!(
+        !names.contains("configmap/c2"),
+        "a refused write appeared: {names}"
+    );
+    let health = etcd.etcdctl(&["endpoint", "health"]);
+    assert!(
+        health.status.success(),
+        "{}{}",
+        health.stdout,
+        health.stderr
+    );
+}
