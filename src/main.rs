@@ -69,6 +69,8 @@ async fn main() -> ExitCode {
         Command::Node(args) => wkube::cli::node::run(args, &data_dir).await,
         Command::Example(args) => wkube::cli::example::run(&args),
         Command::Encryption(args) => wkube::cli::encryption::run(&args, &data_dir),
+        Command::Snapshot(args) => wkube::cli::snapshot::run(&args, &data_dir).await,
+        Command::Migrate(args) => wkube::cli::migrate::run(&args, &data_dir).await,
         Command::Token(args) => wkube::cli::run_token(args, &data_dir).await,
         Command::Kubeconfig(args) => wkube::cli::token::run_kubeconfig(args, &data_dir),
     }

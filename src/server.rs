@@ -660,7 +660,7 @@ fn create_private_dir(path: &Path) -> std::io::Result<()> {
 
 /// Takes the data directory's exclusive lock and records our pid in it, so
 /// that a second server can say who holds it.
-fn lock_data_dir(data_dir: &Path) -> Result<File, ServerError> {
+pub fn lock_data_dir(data_dir: &Path) -> Result<File, ServerError> {
     let path = data_dir.join(LOCK_FILE);
     let lock_err = |source| ServerError::Lock {
         path: path.clone(),

@@ -6,12 +6,15 @@
 
 pub mod agent;
 pub mod encryption;
+pub mod etcd;
 pub mod example;
 pub mod jointoken;
 pub mod kv;
+pub mod migrate;
 pub mod node;
 pub mod push;
 pub mod run;
+pub mod snapshot;
 pub mod token;
 
 use std::net::SocketAddr;
@@ -81,6 +84,11 @@ pub enum Command {
     Node(node::NodeCommandArgs),
     /// List the example pods built into wkube, or write one out as .wasm.
     Example(example::ExampleArgs),
+    /// Back up or restore a stopped server's embedded store.
+    Snapshot(snapshot::SnapshotArgs),
+    /// Copy a stopped server's embedded store into an etcd cluster, so the
+    /// server can run on that etcd with the same objects.
+    Migrate(migrate::MigrateArgs),
     /// Manage the keys Secrets are encrypted with at rest.
     Encryption(encryption::EncryptionArgs),
 }
@@ -162,32 +170,8 @@ pub struct ServerArgs {
     #[arg(long = "tls-san", value_name = "NAME")]
     pub tls_sans: Vec<String>,
 
-    /// Keep the cluster state in this external etcd v3 cluster instead of
-    /// the embedded store: client URLs, comma-separated
-    /// (`https://10.0.0.1:2379,https://10.0.0.2:2379`).
-    #[arg(long, value_delimiter = ',', value_name = "URLS")]
-    pub etcd_servers: Vec<String>,
-
-    /// CA that signed the etcd members' serving certificates.
-    #[arg(long, value_name = "FILE", requires = "etcd_servers")]
-    pub etcd_cafile: Option<PathBuf>,
-
-    /// Client certificate presented to etcd.
-    #[arg(long, value_name = "FILE", requires_all = ["etcd_servers", "etcd_keyfile"])]
-    pub etcd_certfile: Option<PathBuf>,
-
-    /// Key of --etcd-certfile.
-    #[arg(long, value_name = "FILE", requires_all = ["etcd_servers", "etcd_certfile"])]
-    pub etcd_keyfile: Option<PathBuf>,
-
-    /// What every key in etcd starts with (Kubernetes' layout below it).
-    #[arg(
-        long,
-        default_value = "/registry",
-        value_name = "PREFIX",
-        requires = "etcd_servers"
-    )]
-    pub etcd_prefix: String,
+    #[command(flatten)]
+    pub etcd: etcd::EtcdArgs,
 
     /// The secret the API servers of one cluster share, on an external
     /// etcd: the first server makes one (DATA/server-token) when none is
@@ -473,16 +457,9 @@ impl ServerArgs {
                 TlsArg::Off => TlsMode::Off,
             },
             tls_sans: self.tls_sans,
-            store: if self.etcd_servers.is_empty() {
-                StoreSpec::Redb
-            } else {
-                StoreSpec::Etcd(crate::store::etcd::EtcdConfig {
-                    ca_file: self.etcd_cafile,
-                    cert_file: self.etcd_certfile,
-                    key_file: self.etcd_keyfile,
-                    prefix: self.etcd_prefix,
-                    ..crate::store::etcd::EtcdConfig::new(self.etcd_servers)
-                })
+            store: match self.etcd.config() {
+                None => StoreSpec::Redb,
+                Some(etcd) => StoreSpec::Etcd(etcd),
             },
             server_token: self.token,
             compaction_interval: (!self.etcd_compaction_interval.is_zero())

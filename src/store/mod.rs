@@ -10,6 +10,7 @@
 //! - [`mvcc`] holds the in-memory multi-version index (pure logic, no I/O).
 //! - [`compactor`] forgets old revisions on a schedule.
 //! - [`etcd`] keeps the state in an external etcd v3 cluster.
+//! - [`snapshot`] is the backup file format (`etcdctl snapshot save`).
 //! - [`redb`] is the default backend: the MVCC index kept durable in an
 //!   embedded redb file, with group commit.
 //! - [`watch`] fans committed events out to watchers.
@@ -20,6 +21,7 @@ pub mod etcd;
 pub mod grpc;
 pub mod mvcc;
 pub mod redb;
+pub mod snapshot;
 pub mod watch;
 
 use std::sync::Arc;
@@ -343,6 +345,9 @@ pub enum StoreError {
     Stopped,
     #[error("etcdserver: storage failure: {0}")]
     Storage(String),
+    /// This backend cannot do what was asked (say which way does).
+    #[error("etcdserver: {0}")]
+    Unsupported(String),
     /// The external etcd cluster cannot be reached (or has no leader).
     #[error("etcdserver: storage is unavailable: {0}")]
     Unavailable(String),
@@ -374,6 +379,16 @@ pub trait Backend: Send + Sync + 'static {
     async fn lease_time_to_live(&self, id: LeaseId, keys: bool) -> Result<LeaseTimeToLiveResponse>;
     async fn lease_leases(&self) -> Result<(Header, Vec<LeaseId>)>;
     async fn status(&self) -> Result<StoreStatus>;
+    /// Write a consistent copy of the whole store to `dest`, as of the
+    /// returned revision (see [`snapshot`] for the file format).
+    async fn snapshot(&self, dest: &std::path::Path) -> Result<Header> {
+        let _ = dest;
+        Err(StoreError::Unsupported(
+            "this store takes no snapshots; snapshot the etcd cluster itself \
+             (etcdctl snapshot save against one of its members)"
+                .into(),
+        ))
+    }
 }
 
 /// A shared handle to whatever backend is configured.

@@ -81,10 +81,18 @@ enum Op {
     Delete(DeleteRangeRequest),
     Txn(TxnRequest),
     Compact(Revision),
-    LeaseGrant { id: LeaseId, ttl: i64 },
+    LeaseGrant {
+        id: LeaseId,
+        ttl: i64,
+    },
     LeaseRevoke(LeaseId),
-    LeaseTimeToLive { id: LeaseId, keys: bool },
+    LeaseTimeToLive {
+        id: LeaseId,
+        keys: bool,
+    },
     LeaseLeases,
+    /// Copy the store file to this path between two commits.
+    Snapshot(PathBuf),
 }
 
 enum Reply {
@@ -174,9 +182,10 @@ impl RedbStore {
         let (tx, rx) = std_mpsc::channel();
         let writer_shared = shared.clone();
         let max_batch = opts.max_batch.max(1);
+        let file = path.to_path_buf();
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(db, writer_shared, rx, max_batch))
+            .spawn(move || writer_loop(db, &file, writer_shared, rx, max_batch))
             .map_err(|e| StoreError::Storage(format!("starting the writer thread: {e}")))?;
         Ok(Arc::new(RedbStore {
             shared,
@@ -286,6 +295,13 @@ impl Backend for RedbStore {
 
     async fn watch(&self, req: WatchRequest) -> Result<WatchStream> {
         self.hub.watch(req)
+    }
+
+    async fn snapshot(&self, dest: &Path) -> Result<Header> {
+        match self.submit(Op::Snapshot(dest.to_path_buf())).await? {
+            Reply::Header(h) => Ok(h),
+            _ => Err(unexpected()),
+        }
     }
 
     async fn lease_grant(&self, ttl: i64, id: LeaseId) -> Result<LeaseGrantResponse> {
@@ -509,6 +525,7 @@ fn decode_record(rev: Revision, buf: &[u8]) -> Result<(EventType, KeyValue)> {
 
 fn writer_loop(
     db: Database,
+    file: &Path,
     shared: Arc<Shared>,
     rx: std_mpsc::Receiver<Request>,
     max_batch: usize,
@@ -540,6 +557,18 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
+
+        // Snapshots are taken after this batch's commit, before the next
+        // one starts: the file then holds exactly the committed state.
+        let mut snapshots = Vec::new();
+        batch.retain_mut(|req| match &req.op {
+            Op::Snapshot(dest) => {
+                let (tx, _) = oneshot::channel();
+                snapshots.push((dest.clone(), std::mem::replace(&mut req.reply, tx)));
+                false
+            }
+            _ => true,
+        });
 
         // Phase 1: apply in memory, in arrival order.
         let mut revisions: Vec<(Revision, Arc<[Event]>)> = Vec::new();
@@ -584,7 +613,19 @@ fn writer_loop(
         for (tx, result) in replies.drain(..) {
             let _ = tx.send(result.map(|r| with_revision(r, current)));
         }
+        for (dest, tx) in snapshots {
+            let copied = copy_synced(file, &dest)
+                .map(|()| Reply::Header(Header { revision: current }))
+                .map_err(|e| StoreError::Storage(format!("snapshot to {}: {e}", dest.display())));
+            let _ = tx.send(copied);
+        }
     }
+}
+
+/// Copies the store file and makes the copy durable.
+fn copy_synced(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::copy(from, to)?;
+    std::fs::File::open(to)?.sync_all()
 }
 
 /// Lease and compaction replies report the revision after the batch.
@@ -679,6 +720,8 @@ fn apply(
             },
         })),
         Op::LeaseLeases => Ok(Reply::Leases(mvcc.lease_ids())),
+        // Taken out of the batch before it is applied.
+        Op::Snapshot(_) => Err(unexpected()),
     }
 }
 

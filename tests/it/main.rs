@@ -9,6 +9,7 @@ mod common;
 mod agent;
 mod api_http;
 mod autoscaling;
+mod backup;
 mod batch;
 mod cloud;
 mod controllers;

@@ -45,6 +45,7 @@ pub(crate) fn to_status(err: StoreError) -> Status {
         StoreError::Stopped => (Code::Unavailable, STOPPED),
         StoreError::Storage(_) => return Status::internal(err.to_string()),
         StoreError::Unavailable(_) => return Status::unavailable(err.to_string()),
+        StoreError::Unsupported(_) => return Status::unimplemented(err.to_string()),
     };
     Status::new(code, msg)
 }

@@ -1,6 +1,6 @@
-//! The Maintenance service (status and an always-empty alarm list) and the
-//! Cluster service of a single-member cluster. Everything else answers
-//! `Unimplemented`.
+//! The Maintenance service (status, snapshots and an always-empty alarm
+//! list) and the Cluster service of a single-member cluster. Everything
+//! else answers `Unimplemented`.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use etcd_client::proto::{
     PbSnapshotResponse, PbStatusRequest, PbStatusResponse,
 };
 use futures::Stream;
+use sha2::Digest as _;
 use tonic::{Request, Response, Status};
 
 use super::Ctx;
@@ -44,6 +45,47 @@ fn unimplemented(what: &str) -> Status {
 }
 
 type SnapshotStream = Pin<Box<dyn Stream<Item = Result<PbSnapshotResponse, Status>> + Send>>;
+
+/// Bytes per snapshot message.
+const SNAPSHOT_CHUNK: usize = 64 * 1024;
+
+/// A snapshot being streamed: the copy (removed with `_dir` when the
+/// stream ends or the client goes), and the hash of what was sent.
+struct SnapshotState {
+    _dir: tempfile::TempDir,
+    file: std::fs::File,
+    /// `None` once the trailer went out.
+    hasher: Option<sha2::Sha256>,
+    remaining: u64,
+    header: Option<PbResponseHeader>,
+}
+
+impl SnapshotState {
+    /// The next message: a chunk of the copy, then the hash, then the end.
+    fn next_chunk(&mut self) -> Option<Result<PbSnapshotResponse, Status>> {
+        use sha2::Digest;
+        use std::io::Read;
+        let hasher = self.hasher.as_mut()?;
+        let mut blob = vec![0u8; SNAPSHOT_CHUNK];
+        let n = match self.file.read(&mut blob) {
+            Ok(n) => n,
+            Err(e) => return Some(Err(Status::internal(format!("snapshot: {e}")))),
+        };
+        if n == 0 {
+            blob = self.hasher.take()?.finalize().to_vec();
+        } else {
+            blob.truncate(n);
+            hasher.update(&blob);
+        }
+        self.remaining = self.remaining.saturating_sub(blob.len() as u64);
+        Some(Ok(PbSnapshotResponse {
+            header: self.header,
+            remaining_bytes: self.remaining,
+            blob,
+            version: ETCD_API_VERSION.to_string(),
+        }))
+    }
+}
 
 #[tonic::async_trait]
 impl PbMaintenanceService for MaintenanceService {
@@ -112,7 +154,34 @@ impl PbMaintenanceService for MaintenanceService {
         &self,
         _request: Request<PbSnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(unimplemented("Snapshot"))
+        // The store copies itself between two commits into a private
+        // temporary file; the copy is streamed, then its SHA-256, as etcd
+        // streams its database and hash.
+        let dir = tempfile::Builder::new()
+            .prefix("wkube-snapshot-")
+            .tempdir()
+            .map_err(|e| Status::internal(format!("snapshot: {e}")))?;
+        let path = dir.path().join("snapshot.db");
+        let at = self.ctx.store.snapshot(&path).await.map_err(to_status)?;
+        let file =
+            std::fs::File::open(&path).map_err(|e| Status::internal(format!("snapshot: {e}")))?;
+        let total = file
+            .metadata()
+            .map_err(|e| Status::internal(format!("snapshot: {e}")))?
+            .len();
+        let header = self.ctx.headers.at(at.revision);
+        let state = SnapshotState {
+            _dir: dir,
+            file,
+            hasher: Some(sha2::Sha256::new()),
+            remaining: total + crate::store::snapshot::HASH_LEN as u64,
+            header,
+        };
+        // Reads of one chunk from a local file: short enough to do inline.
+        let stream = futures::stream::unfold(state, |mut st| async move {
+            st.next_chunk().map(|item| (item, st))
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn move_leader(

@@ -358,6 +358,17 @@ impl TestServer {
         self.spawn();
     }
 
+    /// Flags added to every later start (a restart on another store).
+    pub fn add_args(&mut self, args: impl IntoIterator<Item = String>) {
+        self.extra_args.extend(args);
+    }
+
+    /// SIGTERM and wait for a clean exit, as an operator stops a server.
+    pub fn stop(&mut self) {
+        let status = self.signal_and_wait("TERM", Duration::from_secs(30));
+        assert!(status.success(), "the server exited with {status}");
+    }
+
     /// A PKI file of this server's data directory.
     pub fn pki(&self, file: &str) -> PathBuf {
         self.data_dir.join("pki").join(file)
