@@ -2,11 +2,23 @@
 //! agent's endpoint and the service proxy): a connection is taken only
 //! when one of a bounded number of slots is free, so a flood of clients
 //! waits in the kernel's backlog instead of exhausting the process.
+//!
+//! How the limit behaves (`--max-api-connections` for the API server):
+//! a slot is held from accept until the connection closes, whoever the
+//! client is and whatever it does — the admin's connections count like
+//! anyone's, since who a client is is known only after its TLS handshake.
+//! With every slot held, a new client's TCP connect still succeeds (the
+//! kernel completes it and queues it, up to [`BACKLOG`]) and its TLS
+//! handshake waits: nothing is refused or reset; it is served as soon as a
+//! slot frees, or gives up by its own timeout (kubectl's TLS handshake
+//! timeout is 10 s). The servers log once in a while that their slots are
+//! all in use.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -33,6 +45,22 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
+/// Longest quiet between two warnings that a server's slots are all in
+/// use: a flood is worth one line, not one per connection.
+const WARN_EVERY: Duration = Duration::from_secs(30);
+
+/// Whether to warn now that `server`'s slots are all in use, given when
+/// each server last did.
+fn warn_due(last: &mut HashMap<String, Instant>, server: &str, now: Instant) -> bool {
+    match last.get(server) {
+        Some(t) if now.duration_since(*t) < WARN_EVERY => false,
+        _ => {
+            last.insert(server.to_string(), now);
+            true
+        }
+    }
+}
+
 /// A connection and the slot it holds until it is dropped.
 pub struct Accepted {
     pub permit: OwnedSemaphorePermit,
@@ -51,6 +79,20 @@ pub async fn next(
     server: &str,
     backoff: Duration,
 ) -> Option<Accepted> {
+    if slots.available_permits() == 0 {
+        static LAST: parking_lot::Mutex<Option<HashMap<String, Instant>>> =
+            parking_lot::Mutex::new(None);
+        if warn_due(
+            LAST.lock().get_or_insert_with(HashMap::new),
+            server,
+            Instant::now(),
+        ) {
+            tracing::warn!(
+                server,
+                "every connection slot is in use; new connections wait in the backlog"
+            );
+        }
+    }
     let permit = tokio::select! {
         p = slots.clone().acquire_owned() => p.ok()?,
         _ = &mut *stop => return None,
@@ -72,6 +114,25 @@ pub async fn next(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_out_of_slots_warns_once_in_a_while_not_per_connection() {
+        let mut last = HashMap::new();
+        let t0 = Instant::now();
+        assert!(warn_due(&mut last, "API server", t0));
+        assert!(!warn_due(
+            &mut last,
+            "API server",
+            t0 + Duration::from_secs(1)
+        ));
+        // Each server on its own.
+        assert!(warn_due(
+            &mut last,
+            "service proxy",
+            t0 + Duration::from_secs(1)
+        ));
+        assert!(warn_due(&mut last, "API server", t0 + WARN_EVERY));
+    }
 
     #[tokio::test]
     async fn a_connection_waits_for_a_free_slot_and_stop_ends_the_wait() {

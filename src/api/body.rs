@@ -1,7 +1,12 @@
-//! Request body decoding: JSON, YAML and the Kubernetes protobuf envelope.
+//! Request bodies: reading them within the size limit, and decoding JSON,
+//! YAML and the Kubernetes protobuf envelope.
 
+use std::time::Duration;
+
+use axum::body::Body;
 use axum::http::{HeaderMap, header};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
 use serde_json::Value;
 
 use super::request::{DeleteOptions, Query};
@@ -16,6 +21,70 @@ fn content_type(headers: &HeaderMap) -> &str {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
+}
+
+/// Most of a refused body read and dropped after the refusal.
+pub const DRAIN_AFTER_REFUSAL: usize = 64 << 20;
+/// Longest a refused body is read after the refusal.
+pub const DRAIN_FOR: Duration = Duration::from_secs(5);
+
+/// Reads a request body of at most `limit` bytes.
+///
+/// A body whose `Content-Length` says it is larger is refused before a
+/// byte of it is read; one without (chunked, HTTP/2) as soon as more than
+/// `limit` bytes came, however slowly they come. What the client still
+/// sends of a refused body is read and dropped in the background (at most
+/// [`DRAIN_AFTER_REFUSAL`] for [`DRAIN_FOR`]), so the 413 goes out at once
+/// while an HTTP/2 upload in progress is not reset before its client reads
+/// the answer (curl 7.x reports such a reset as a stream error instead of
+/// the 413).
+///
+/// # Errors
+/// [`ApiError::TooLarge`] past `limit`; 400 when the body breaks off.
+pub async fn read_limited(
+    headers: &HeaderMap,
+    mut body: Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        drain_in_background(body);
+        return Err(ApiError::TooLarge { limit });
+    }
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if buf.len() + data.len() > limit {
+            drain_in_background(body);
+            return Err(ApiError::TooLarge { limit });
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(buf.freeze())
+}
+
+/// Reads and drops what is left of `body`, bounded by
+/// [`DRAIN_AFTER_REFUSAL`] and [`DRAIN_FOR`].
+fn drain_in_background(mut body: Body) {
+    tokio::spawn(async move {
+        let mut seen = 0usize;
+        let _ = tokio::time::timeout(DRAIN_FOR, async {
+            while let Some(Ok(frame)) = body.frame().await {
+                seen += frame.data_ref().map_or(0, Bytes::len);
+                if seen > DRAIN_AFTER_REFUSAL {
+                    return;
+                }
+            }
+        })
+        .await;
+    });
 }
 
 /// Decode a request body into a JSON value. A missing Content-Type means
@@ -284,6 +353,40 @@ mod tests {
             ]
         );
         assert!(duplicate_fields(&HeaderMap::new(), br#"{"a":{"b":1},"c":{"b":2}}"#).is_empty());
+    }
+
+    /// A body that sends `chunks` and then nothing more, ever.
+    fn stalled_body(chunks: Vec<Bytes>) -> Body {
+        let sent = futures::stream::iter(chunks.into_iter().map(Ok::<_, std::io::Error>));
+        Body::from_stream(futures::StreamExt::chain(sent, futures::stream::pending()))
+    }
+
+    #[tokio::test]
+    async fn a_body_past_the_limit_is_refused_as_soon_as_it_is_known_to_be() {
+        async fn quick<F: std::future::Future>(f: F) -> Result<F::Output, ()> {
+            tokio::time::timeout(Duration::from_secs(1), f)
+                .await
+                .map_err(drop)
+        }
+        // Its Content-Length says so: refused before any byte comes.
+        let mut declared = HeaderMap::new();
+        declared.insert(header::CONTENT_LENGTH, "1000001".parse().unwrap());
+        let r = quick(read_limited(&declared, stalled_body(vec![]), 1_000_000)).await;
+        assert!(matches!(
+            r,
+            Ok(Err(ApiError::TooLarge { limit: 1_000_000 }))
+        ));
+        // Without one: refused once the limit is passed, though the client
+        // has not finished (a trickle, or a chunked body cut short).
+        let chunks = vec![Bytes::from(vec![b'x'; 600]), Bytes::from(vec![b'x'; 600])];
+        let r = quick(read_limited(&HeaderMap::new(), stalled_body(chunks), 1000)).await;
+        assert!(matches!(r, Ok(Err(ApiError::TooLarge { limit: 1000 }))));
+        // Within the limit: the whole body.
+        declared.insert(header::CONTENT_LENGTH, "1000".parse().unwrap());
+        let ok = read_limited(&declared, Body::from(vec![b'y'; 1000]), 1000).await;
+        assert_eq!(ok.unwrap().len(), 1000);
+        let ok = read_limited(&HeaderMap::new(), Body::from("{}"), 1000).await;
+        assert_eq!(ok.unwrap(), Bytes::from("{}"));
     }
 
     #[test]

@@ -93,8 +93,12 @@ pub struct ApiConfig {
     pub max_module_bytes: usize,
     /// Most connections served at once.
     pub max_connections: usize,
-    /// Requests one user may have in flight (the cluster's components are
-    /// exempt); past it, 429.
+    /// Requests in flight across the server, shared by priority levels
+    /// (see [`flowcontrol`]; `system:masters` and long-running requests
+    /// aside).
+    pub max_requests_inflight: usize,
+    /// Requests one user of the workload level may have in flight; past
+    /// it, its requests queue, then 429.
     pub max_requests_inflight_per_user: usize,
     /// Watches, followed logs and streams one user may have open.
     pub max_long_running_per_user: usize,
@@ -122,6 +126,7 @@ impl Default for ApiConfig {
             max_body_bytes: 3 * 1024 * 1024,
             max_module_bytes: modules::default_max_module_bytes(),
             max_connections: 10_000,
+            max_requests_inflight: flowcontrol::FlowConfig::default().max_requests_inflight,
             max_requests_inflight_per_user: 100,
             max_long_running_per_user: 1000,
             max_watch_duration: Duration::from_secs(1800),
@@ -428,8 +433,9 @@ async fn authenticate(
             return resp;
         }
     };
-    req.extensions_mut().insert(Caller(user));
-    let resp = next.run(req).await;
+    req.extensions_mut().insert(Caller(user.clone()));
+    let mut resp = next.run(req).await;
+    flowcontrol::set_headers(resp.headers_mut(), &user);
     state
         .metrics
         .observe(&method, &path, resp.status(), started.elapsed());
@@ -473,7 +479,7 @@ async fn admit(
         };
         state.check(&user, &a)?;
     }
-    let permit = state.flow.admit(&user, seat)?;
+    let permit = state.flow.acquire(&user, seat).await?;
     Ok((user, permit))
 }
 
@@ -664,16 +670,9 @@ async fn resource(State(state): State<Arc<ApiState>>, req: Request) -> Response 
         return resp;
     }
     let limit = state.config.max_body_bytes;
-    let mut body = Body::new(body);
-    let bytes = match read_limited(&mut body, limit).await {
+    let bytes = match body::read_limited(&parts.headers, Body::new(body), limit).await {
         Ok(b) => b,
-        Err(()) => {
-            // Read (and discard) a bounded amount more before answering:
-            // over HTTP/2 a request body dropped unread resets the stream
-            // with CANCEL before the client sees our 413.
-            let _ = tokio::time::timeout(Duration::from_secs(5), drain(&mut body, 64 << 20)).await;
-            return ApiError::TooLarge { limit }.into_response();
-        }
+        Err(e) => return e.into_response(),
     };
     if let Some(target) = metricsapi::parse(&path) {
         return metricsapi::handle(&state, &user, &parts.method, target, parts.uri.query())
@@ -725,36 +724,6 @@ async fn resource(State(state): State<Arc<ApiState>>, req: Request) -> Response 
     {
         Ok(r) => r,
         Err(e) => e.into_response(),
-    }
-}
-
-/// Collect a body of at most `limit` bytes; `Err` as soon as it is larger.
-async fn read_limited(body: &mut Body, limit: usize) -> Result<bytes::Bytes, ()> {
-    use http_body_util::BodyExt;
-    let mut buf = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| ())?;
-        if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > limit {
-                return Err(());
-            }
-            buf.extend_from_slice(&data);
-        }
-    }
-    Ok(buf.freeze())
-}
-
-/// Read and discard up to `max` more bytes of a body.
-async fn drain(body: &mut Body, max: usize) {
-    use http_body_util::BodyExt;
-    let mut seen = 0usize;
-    while let Some(Ok(frame)) = body.frame().await {
-        if let Ok(data) = frame.into_data() {
-            seen += data.len();
-            if seen > max {
-                return;
-            }
-        }
     }
 }
 
@@ -824,10 +793,12 @@ pub async fn start(
     let tokens = TokenAuthority::load_or_create(&opts.pki_dir)?;
     let keyring = Arc::new(encryption::Keyring::load_or_create(&opts.pki_dir)?);
     let rbac = RbacCache::start(store.clone()).await?;
-    let flow = flowcontrol::FlowControl::new(
-        opts.config.max_requests_inflight_per_user,
-        opts.config.max_long_running_per_user,
-    );
+    let flow = flowcontrol::FlowControl::with_config(flowcontrol::FlowConfig {
+        max_requests_inflight: opts.config.max_requests_inflight,
+        requests_per_user: opts.config.max_requests_inflight_per_user,
+        long_running_per_user: opts.config.max_long_running_per_user,
+        ..Default::default()
+    });
     let state = Arc::new(ApiState {
         registry: Registry::with_encryption(store, keyring.clone()),
         tokens,

@@ -150,8 +150,15 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = crate::api::ApiConfig::default().max_connections)]
     pub max_api_connections: usize,
 
-    /// Requests one user may have in flight; past it, 429 (the cluster's
-    /// own components are exempt).
+    /// Requests in flight across the API server, shared by priority
+    /// levels: a third for nodes and controllers, the rest for everybody
+    /// else (`system:masters` and watches aside); past it, requests queue
+    /// briefly, then 429.
+    #[arg(long, default_value_t = crate::api::ApiConfig::default().max_requests_inflight)]
+    pub max_requests_inflight: usize,
+
+    /// Requests one user may have in flight; past it, its requests queue
+    /// briefly, then 429 (the cluster's own components are exempt).
     #[arg(long, default_value_t = crate::api::ApiConfig::default().max_requests_inflight_per_user)]
     pub max_requests_inflight_per_user: usize,
 
@@ -445,6 +452,7 @@ impl ServerArgs {
                 },
                 max_body_bytes: self.max_api_body_bytes,
                 max_connections: self.max_api_connections,
+                max_requests_inflight: self.max_requests_inflight,
                 max_requests_inflight_per_user: self.max_requests_inflight_per_user,
                 max_long_running_per_user: self.max_long_running_per_user,
                 max_module_bytes: self.max_module_bytes,

@@ -119,7 +119,10 @@ fn migrate_moves_a_cluster_into_etcd_with_the_same_objects_uids_and_credentials(
     let keys = etcd
         .etcdctl(&["get", "--prefix", "/migrated/", "--keys-only"])
         .stdout;
-    assert!(keys.contains("/migrated/apps/deployments/default/web"), "{keys}");
+    assert!(
+        keys.contains("/migrated/apps/deployments/default/web"),
+        "{keys}"
+    );
     assert!(keys.contains("/migrated/wkube.dev/bootstrap"), "{keys}");
 
     // A second migration into the same prefix is refused.
