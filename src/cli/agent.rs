@@ -147,9 +147,11 @@ impl NodeArgs {
 /// `wkube agent`: one more node of a cluster.
 #[derive(Debug, Args)]
 pub struct AgentArgs {
-    /// The API server, e.g. https://10.0.0.1:6443.
-    #[arg(long, value_name = "URL")]
-    pub server: String,
+    /// The API server, e.g. https://10.0.0.1:6443; with a highly available
+    /// control plane, every server, comma-separated: requests fail over
+    /// between them.
+    #[arg(long, value_name = "URLS", value_delimiter = ',', required = true)]
+    pub server: Vec<String>,
 
     /// The join token the server wrote to DATA/join-token (needed for the
     /// first start only; the node credential is kept in DATA/agent).
@@ -176,6 +178,8 @@ pub enum AgentError {
         "this node has no credential yet: pass --token with the join token the server wrote to DATA/join-token"
     )]
     NoToken,
+    #[error("--server names no API server")]
+    NoServer,
     #[error("the join token is malformed: expected K10<hash>::<id>.<secret>")]
     BadToken,
     #[error("cannot reach the server at {url}: {message}")]
@@ -218,7 +222,12 @@ pub async fn run(
     data_dir: PathBuf,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
-    let server = args.server.trim_end_matches('/').to_string();
+    let servers: Vec<String> = args
+        .server
+        .iter()
+        .map(|s| s.trim().trim_end_matches('/').to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
     let mut cfg = args.node.clone().into_config(data_dir.join("kubelet"));
     cfg.service_cidr = args.service_cidr;
     cfg.cluster_cidr = args.cluster_cidr;
@@ -226,12 +235,26 @@ pub async fn run(
     let stored: Option<Stored> = std::fs::read(&path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
-        .filter(|s: &Stored| s.server == server && s.node_name == cfg.node_name);
+        .filter(|s: &Stored| servers.contains(&s.server) && s.node_name == cfg.node_name);
     let stored = match stored {
         Some(s) => s,
         None => {
             let token = args.token.as_deref().ok_or(AgentError::NoToken)?;
-            let creds = join(&server, token, &cfg.node_name, cfg.node_ip).await?;
+            // Any server of the cluster can join the node: the first that
+            // answers does.
+            let mut joined = None;
+            let mut last_err = AgentError::NoServer;
+            for server in &servers {
+                match join(server, token, &cfg.node_name, cfg.node_ip).await {
+                    Ok(creds) => {
+                        joined = Some((server.clone(), creds));
+                        break;
+                    }
+                    Err(e @ AgentError::Unreachable { .. }) => last_err = e,
+                    Err(e) => return Err(e),
+                }
+            }
+            let (server, creds) = joined.ok_or(last_err)?;
             let s = Stored {
                 server: server.clone(),
                 node_name: cfg.node_name.clone(),
@@ -250,7 +273,7 @@ pub async fn run(
             s
         }
     };
-    let tls = server.starts_with("https://");
+    let tls = stored.server.starts_with("https://");
     let credential = if tls {
         crate::client::Credential::ClientCert {
             cert_pem: stored.creds.client_cert.clone(),
@@ -260,12 +283,16 @@ pub async fn run(
         crate::client::Credential::Token(stored.creds.token.clone())
     };
     let ca = stored.creds.ca_cert.clone();
-    let client = crate::client::build(&crate::client::ClientConfig {
-        server: server.clone(),
-        ca_pem: tls.then(|| ca.clone()),
-        credential,
-        connect_timeout: Duration::from_secs(5),
-    })?;
+    let mut clients = Vec::new();
+    for server in &servers {
+        clients.push(crate::client::build(&crate::client::ClientConfig {
+            server: server.clone(),
+            ca_pem: tls.then(|| ca.clone()),
+            credential: credential.clone(),
+            connect_timeout: Duration::from_secs(5),
+        })?);
+    }
+    let client = crate::client::failover::client(clients);
     let agent_tls = tls.then(|| crate::kubelet::AgentTls {
         cert_pem: stored.creds.serving_cert.clone(),
         key_pem: stored.creds.serving_key.clone(),

@@ -7,6 +7,8 @@
 //! the cluster CA and a credential (a client certificate for nodes, a bearer
 //! token otherwise).
 
+pub mod failover;
+
 use base64::Engine as _;
 use kube::config::AuthInfo;
 

@@ -426,3 +426,117 @@ fn etcd_losing_one_member_keeps_serving_losing_two_refuses_writes_cleanly_then_r
         health.stderr
     );
 }
+
+#[test]
+fn an_agent_given_every_server_fails_over_when_one_dies() {
+    let etcd = EtcdCluster::start(1);
+    let mut builder = TestServer::builder();
+    for f in etcd.server_flags(PREFIX) {
+        builder = builder.arg(f);
+    }
+    let mut a = builder.start();
+    let token = std::fs::read_to_string(a.data_dir.join("server-token")).unwrap();
+    let mut builder = TestServer::builder();
+    for f in etcd
+        .server_flags(PREFIX)
+        .into_iter()
+        .chain(["--token".to_string(), token.trim().to_string()])
+    {
+        builder = builder.arg(f);
+    }
+    let b = builder.start();
+    let kb = b.kubectl();
+
+    // An agent told about both servers, joined with A's join token.
+    let join = std::fs::read_to_string(a.data_dir.join("join-token")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ip = b.addresses.node_ip.to_string();
+    let log = dir.path().join("agent.log");
+    let mut agent = std::process::Command::new(env!("CARGO_BIN_EXE_wkube"))
+        .arg("--data-dir")
+        .arg(dir.path().join("agent"))
+        .args(["agent", "--server", &format!("{},{}", a.api_url, b.api_url)])
+        .args(["--token", join.trim()])
+        .args(["--node-name", "edge-1", "--node-ip", &ip])
+        .args(["--agent-listen", &format!("{ip}:0")])
+        .args(["--service-cidr", &b.addresses.service_cidr])
+        .args(["--cluster-cidr", &b.addresses.cluster_cidr])
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("agent.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let agent_log = || {
+        std::fs::read_to_string(&log).unwrap_or_default()
+            + &std::fs::read_to_string(dir.path().join("agent.err")).unwrap_or_default()
+    };
+    let ready = |k: &common::Kubectl| {
+        k.run(&[
+            "get",
+            "node",
+            "edge-1",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ])
+        .stdout
+            == "True"
+    };
+    assert!(
+        common::eventually(Duration::from_secs(30), || ready(&kb)),
+        "the agent did not join: {}",
+        agent_log()
+    );
+
+    // A goes; the agent keeps its node alive through B, and runs what is
+    // created there.
+    a.kill();
+    b.wkube(&[
+        "push",
+        common::guest("hello-http").to_str().unwrap(),
+        "hello:v1",
+    ])
+    .success();
+    kb.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=hello:v1",
+        "--replicas=2",
+    ]);
+    let status = kb.run(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    assert!(
+        status.status.success(),
+        "{}{}\nagent: {}",
+        status.stdout,
+        status.stderr,
+        agent_log()
+    );
+    let lease_before = kb.ok(&[
+        "get",
+        "lease",
+        "-n",
+        "kube-node-lease",
+        "edge-1",
+        "-o",
+        "jsonpath={.spec.renewTime}",
+    ]);
+    assert!(
+        common::eventually(Duration::from_secs(25), || {
+            kb.ok(&[
+                "get",
+                "lease",
+                "-n",
+                "kube-node-lease",
+                "edge-1",
+                "-o",
+                "jsonpath={.spec.renewTime}",
+            ]) != lease_before
+        }),
+        "the node lease is not renewed through B: {}",
+        agent_log()
+    );
+    assert!(ready(&kb));
+    let _ = agent.kill();
+    let _ = agent.wait();
+}
