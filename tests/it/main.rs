@@ -16,6 +16,7 @@ mod controllers;
 mod crash;
 mod etcd_backend;
 mod etcdctl;
+mod hosts;
 mod kubectl;
 mod kubelet;
 mod kv_cli;

@@ -7,6 +7,7 @@
 
 pub mod builders;
 pub mod etcd;
+pub mod netns;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -35,9 +36,18 @@ pub struct TestServerBuilder {
     node: bool,
     extra_args: Vec<String>,
     outlives_drop: bool,
+    netns: Option<(String, std::net::Ipv4Addr)>,
 }
 
 impl TestServerBuilder {
+    /// Runs the server inside network namespace `ns`, on its address `ip`
+    /// (see [`netns::Lab`]); kubectl, etcdctl and `wkube` commands of this
+    /// server then run in that namespace too.
+    pub fn netns(mut self, ns: &str, ip: std::net::Ipv4Addr) -> Self {
+        self.netns = Some((ns.to_string(), ip));
+        self
+    }
+
     /// TLS with client certificates (the default) or plaintext (`--tls off`).
     pub fn tls(mut self, on: bool) -> Self {
         self.tls = on;
@@ -81,6 +91,7 @@ impl TestServerBuilder {
             node: self.node,
             extra_args: self.extra_args,
             outlives_drop: self.outlives_drop,
+            netns: self.netns,
             child: None,
             endpoint: String::new(),
             api_url: String::new(),
@@ -104,6 +115,8 @@ pub struct TestServer {
     extra_args: Vec<String>,
     /// Runs under the reaper shell of [`TestServerBuilder::start_for_process`].
     outlives_drop: bool,
+    /// The network namespace and address it runs in, if not the host's.
+    pub netns: Option<(String, std::net::Ipv4Addr)>,
     child: Option<Child>,
     /// URL of the etcd v3 API, as read from DATA/etcd.endpoint.
     pub endpoint: String,
@@ -156,6 +169,7 @@ impl TestServer {
             node: false,
             extra_args: Vec::new(),
             outlives_drop: false,
+            netns: None,
         }
     }
 
@@ -166,7 +180,7 @@ impl TestServer {
 
     /// The command line that starts this server.
     pub fn server_command(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wkube"));
+        let mut cmd = self.command(env!("CARGO_BIN_EXE_wkube"));
         cmd.arg("--data-dir")
             .arg(&self.data_dir)
             .arg("server")
@@ -183,11 +197,20 @@ impl TestServer {
                 .rsplit_once(':')
                 .and_then(|(_, p)| p.parse::<u16>().ok())
                 .unwrap_or(0);
-            cmd.args(["--listen", &format!("127.0.0.1:{port}")]);
+            let ip = self
+                .netns
+                .as_ref()
+                .map_or("127.0.0.1".to_string(), |n| n.1.to_string());
+            cmd.args(["--listen", &format!("{ip}:{port}")]);
+        }
+        let has = |flag: &str| self.extra_args.iter().any(|a| a.starts_with(flag));
+        if let Some((_, ip)) = &self.netns
+            && !has("--advertise-address")
+        {
+            cmd.args(["--advertise-address", &ip.to_string()]);
         }
         // The local node: a known name, and an agent port of its own (the
         // default 10250 would collide between concurrent test servers).
-        let has = |flag: &str| self.extra_args.iter().any(|a| a.starts_with(flag));
         if !self.node {
             cmd.arg("--no-agent");
         } else {
@@ -196,7 +219,7 @@ impl TestServer {
             // (shared with SO_REUSEPORT), so two clusters on the same
             // addresses would answer each other's requests.
             let a = &self.addresses;
-            let node_ip = a.node_ip;
+            let node_ip = self.netns.as_ref().map_or(a.node_ip, |n| n.1);
             if !has("--node-ip") {
                 cmd.args(["--node-ip", &node_ip.to_string()]);
             }
@@ -425,6 +448,11 @@ impl TestServer {
     /// `etcdctl ARGS`, not yet run, with this server's flags.
     pub fn etcdctl_command(&self, args: &[&str]) -> Command {
         let mut cmd = etcdctl_command();
+        if let Some((ns, _)) = &self.netns {
+            let mut wrapped = in_netns(Some(ns), ETCDCTL);
+            wrapped.env("ETCDCTL_API", "3");
+            cmd = wrapped;
+        }
         cmd.args(self.etcdctl_flags()).args(args);
         cmd
     }
@@ -484,12 +512,18 @@ impl TestServer {
                 .expect("temp HOME"),
             kubeconfig: kubeconfig.into(),
             server_log: self.log.clone(),
+            netns: self.netns.as_ref().map(|n| n.0.clone()),
         }
+    }
+
+    /// `program`, run in this server's network namespace.
+    pub fn command(&self, program: &str) -> Command {
+        in_netns(self.netns.as_ref().map(|n| n.0.as_str()), program)
     }
 
     /// `wkube ARGS` against this server's data directory.
     pub fn wkube(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wkube"));
+        let mut cmd = self.command(env!("CARGO_BIN_EXE_wkube"));
         cmd.env("WKUBE_DATA_DIR", &self.data_dir)
             .env("RUST_LOG", "warn")
             .args(args);
@@ -520,12 +554,27 @@ pub struct Kubectl {
     home: tempfile::TempDir,
     kubeconfig: PathBuf,
     server_log: PathBuf,
+    netns: Option<String>,
+}
+
+/// `program`, run inside network namespace `ns` when one is given
+/// (`ip netns exec` enters it and then executes the program itself, so
+/// the child's pid is the program's).
+pub fn in_netns(ns: Option<&str>, program: &str) -> Command {
+    match ns {
+        Some(ns) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", ns, program]);
+            cmd
+        }
+        None => Command::new(program),
+    }
 }
 
 impl Kubectl {
     /// `kubectl ARGS`, not yet run.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new("kubectl");
+        let mut cmd = in_netns(self.netns.as_deref(), "kubectl");
         cmd.env("HOME", self.home.path())
             .env("KUBECONFIG", &self.kubeconfig)
             .args(args);
