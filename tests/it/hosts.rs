@@ -35,6 +35,9 @@ fn start_agent(lab: &Lab, host: &str, server: &TestServer, token: &str) -> Agent
         .args(["agent", "--server", &server.api_url, "--token", token])
         .args(["--node-name", host, "--node-ip", &ip.to_string()])
         .args(["--agent-listen", &format!("{ip}:0")])
+        // Heartbeats every 2 s, so a short grace period in a test still
+        // spans several of them.
+        .args(["--lease-renew-interval", "2"])
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(dir.path().join("agent.log")).unwrap())
@@ -191,4 +194,194 @@ fn hosts_in_their_own_network_namespaces_form_one_cluster() {
             out.stderr
         );
     }
+}
+
+/// The Ready condition of node `name`, as the API server holds it.
+fn ready(k: &common::Kubectl, name: &str) -> String {
+    k.run(&[
+        "get",
+        "node",
+        name,
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+    ])
+    .stdout
+}
+
+/// `NAME=NODE=PHASE` of the pods labelled `app=APP`.
+fn pods(k: &common::Kubectl, app: &str) -> Vec<String> {
+    let mut v: Vec<String> = k
+        .ok(&[
+            "get",
+            "pods",
+            "-l",
+            &format!("app={app}"),
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.uid}={.spec.nodeName}={.status.phase} {end}",
+        ])
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    v.sort();
+    v
+}
+
+/// The pod UIDs node `node`'s kubelet reports running (its Summary API);
+/// `None` when the node does not answer.
+fn running_on(k: &common::Kubectl, node: &str) -> Option<Vec<String>> {
+    let out = k.run(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/nodes/{node}/proxy/stats/summary"),
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+    let mut uids: Vec<String> = v["pods"]
+        .as_array()?
+        .iter()
+        .filter_map(|p| p["podRef"]["uid"].as_str().map(String::from))
+        .collect();
+    uids.sort();
+    Some(uids)
+}
+
+/// A server on host `server` with `flags`, agent `a1` running two pods of
+/// `web` behind a NodePort, then agent `a2` joined (so the pods are on
+/// a1 only). Returns the server, the agents, the pods and the NodePort.
+fn two_node_cluster(lab: &Lab, flags: &[&str]) -> (TestServer, Vec<Agent>, Vec<String>, String) {
+    let s = lab.host("server");
+    let mut b = TestServer::builder().netns(&s.ns, s.ip);
+    for f in flags {
+        b = b.arg(*f);
+    }
+    let server = b.start();
+    let k = server.kubectl();
+    server
+        .wkube(&["push", guest("hello-http").to_str().unwrap(), "hello:v1"])
+        .success();
+    let token = std::fs::read_to_string(server.data_dir.join("join-token")).unwrap();
+    let mut agents = vec![start_agent(lab, "a1", &server, token.trim())];
+    assert!(eventually(Duration::from_secs(60), || ready(&k, "a1") == "True"));
+    k.ok_with_stdin(&["apply", "-f", "-"], &app("web", "hello:v1", 2, None));
+    k.ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
+    agents.push(start_agent(lab, "a2", &server, token.trim()));
+    assert!(eventually(Duration::from_secs(60), || ready(&k, "a2") == "True"));
+    let before = pods(&k, "web");
+    assert!(
+        before.iter().all(|p| p.ends_with("=a1=Running")),
+        "{before:?}"
+    );
+    let port = k.ok(&[
+        "get",
+        "svc",
+        "web",
+        "-o",
+        "jsonpath={.spec.nodePort}{.spec.ports[0].nodePort}",
+    ]);
+    (server, agents, before, port)
+}
+
+/// The link cut, for as long as the report asks.
+const CUT: Duration = Duration::from_secs(60);
+
+#[test]
+fn a_node_cut_off_for_a_minute_keeps_serving_its_pods_and_reconciles_on_return() {
+    common::netns::available().expect("network namespaces");
+    let lab = Lab::new(&["server", "a1", "a2"]);
+    // Kubernetes' defaults: 40 s grace, pods tolerate an unreachable node
+    // for 300 s.
+    let (server, _agents, before, port) = two_node_cluster(&lab, &[]);
+    let k = server.kubectl();
+    let a1 = format!("http://{}:{port}/", lab.host("a1").ip);
+
+    lab.cut("a1");
+    let cut = std::time::Instant::now();
+    let mut seen_unknown = false;
+    while cut.elapsed() < CUT {
+        // Clients on a1's side still reach its pods.
+        let (code, body) = lab.curl("a1", &a1);
+        assert_eq!(
+            (code, body.as_str()),
+            (200, "Hello from wkube!\n"),
+            "at {:?}",
+            cut.elapsed()
+        );
+        seen_unknown |= ready(&k, "a1") == "Unknown";
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    assert!(
+        seen_unknown,
+        "the server never marked the cut-off node Unknown"
+    );
+    // Within the pods' toleration: nothing was moved.
+    assert_eq!(pods(&k, "web"), before);
+
+    lab.heal("a1");
+    assert!(
+        eventually(Duration::from_secs(45), || ready(&k, "a1") == "True"),
+        "a1 did not come back Ready"
+    );
+    assert_eq!(pods(&k, "web"), before, "the pods changed");
+    let uids: Vec<&str> = before
+        .iter()
+        .map(|p| p.split('=').next().unwrap())
+        .collect();
+    assert_eq!(
+        running_on(&k, "a1"),
+        Some(uids.iter().map(|u| u.to_string()).collect()),
+        "a1 does not run the same pods"
+    );
+}
+
+#[test]
+fn with_a_short_grace_a_cut_off_nodes_pods_move_and_its_stale_copies_stop_on_return() {
+    common::netns::available().expect("network namespaces");
+    let lab = Lab::new(&["server", "a1", "a2"]);
+    let (server, _agents, before, port) = two_node_cluster(
+        &lab,
+        &[
+            "--node-monitor-period=1s",
+            "--node-monitor-grace-period=8s",
+            "--default-unreachable-toleration-seconds=2",
+            "--default-not-ready-toleration-seconds=2",
+        ],
+    );
+    let k = server.kubectl();
+    let old: Vec<String> = before
+        .iter()
+        .map(|p| p.split('=').next().unwrap().to_string())
+        .collect();
+
+    lab.cut("a1");
+    let cut = std::time::Instant::now();
+    assert!(
+        eventually(Duration::from_secs(45), || {
+            let now = pods(&k, "web");
+            now.len() == 2 && now.iter().all(|p| p.ends_with("=a2=Running"))
+        }),
+        "the pods were not re-placed: {:?}",
+        pods(&k, "web")
+    );
+    eprintln!("pods re-placed on a2 {:?} after the cut", cut.elapsed());
+    // The Service answers from the pods' new node meanwhile.
+    let (code, _) = lab.curl("server", &format!("http://{}:{port}/", lab.host("a2").ip));
+    assert_eq!(code, 200);
+    std::thread::sleep(CUT.saturating_sub(cut.elapsed()));
+
+    lab.heal("a1");
+    assert!(
+        eventually(Duration::from_secs(45), || ready(&k, "a1") == "True"),
+        "a1 did not come back Ready"
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            running_on(&k, "a1").is_some_and(|running| old.iter().all(|u| !running.contains(u)))
+        }),
+        "a1 still runs its stale pods: {:?}",
+        running_on(&k, "a1")
+    );
+    let now = pods(&k, "web");
+    assert!(
+        now.iter().all(|p| p.ends_with("=a2=Running")) && now.len() == 2,
+        "{now:?}"
+    );
 }

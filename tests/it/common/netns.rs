@@ -16,7 +16,12 @@ use super::{Output, run};
 
 /// Everything needed to run the lab: root, and iproute2's `ip`.
 pub fn available() -> Result<(), String> {
-    let probe = format!("wkprobe{}", std::process::id() % 100_000);
+    static PROBES: AtomicU32 = AtomicU32::new(0);
+    let probe = format!(
+        "wkprobe{}-{}",
+        std::process::id() % 100_000,
+        PROBES.fetch_add(1, Ordering::Relaxed)
+    );
     let out = ip(&["netns", "add", &probe]);
     if !out.status.success() {
         return Err(format!("cannot create network namespaces: {}", out.stderr));
