@@ -199,7 +199,18 @@ pub async fn run(
         }
         StoreSpec::Etcd(etcd) => {
             tracing::info!(servers = ?etcd.servers, prefix = %etcd.prefix, "store: external etcd");
-            crate::store::etcd::EtcdStore::connect(etcd).await?
+            let etcd = crate::store::etcd::EtcdStore::connect(etcd).await?;
+            // Watchers share one etcd watch, as kube-apiserver's watch
+            // cache does.
+            crate::store::watchcache::WatchCache::start(
+                etcd,
+                crate::store::watchcache::DEFAULT_WINDOW,
+            )
+            .await
+            .map_err(|source| ServerError::OpenStore {
+                path: PathBuf::from("etcd"),
+                source,
+            })?
         }
     };
 

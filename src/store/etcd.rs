@@ -153,8 +153,10 @@ impl EtcdStore {
     /// Runs one unary call under the deadline. A call that could not even
     /// connect (a member is down and the client tried it first) never
     /// reached etcd, so it is tried again, on whichever member answers,
-    /// until the deadline; anything else is final.
-    async fn call<T, Fut>(&self, mut make: impl FnMut() -> Fut) -> Result<T>
+    /// until the deadline. A read is also tried again after a transient
+    /// refusal (an election under way); a write is not, since it may have
+    /// been applied. Anything else is final.
+    async fn call<T, Fut>(&self, reads_only: bool, mut make: impl FnMut() -> Fut) -> Result<T>
     where
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
@@ -162,7 +164,7 @@ impl EtcdStore {
             let mut pause = Duration::from_millis(20);
             loop {
                 match make().await {
-                    Err(e) if never_sent(&e) => {
+                    Err(e) if never_sent(&e) || (reads_only && transient(&e)) => {
                         tokio::time::sleep(pause).await;
                         pause = (pause * 2).min(Duration::from_millis(500));
                     }
@@ -361,6 +363,15 @@ fn never_sent(e: &etcd_client::Error) -> bool {
     }
 }
 
+/// True for etcd's "try again" refusals: no leader, or the leader changed
+/// while the request waited.
+fn transient(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(status) => status.code() == tonic::Code::Unavailable,
+        _ => false,
+    }
+}
+
 /// Turns an etcd client failure into the store's error. etcd's own
 /// refusals arrive as gRPC statuses whose messages are etcd's; a transport
 /// failure or an unavailable member means the store cannot be reached.
@@ -413,7 +424,7 @@ impl Backend for EtcdStore {
         }
         let (key, options) = (self.keys.out(&req.range.key), self.get_options(&req));
         let resp = self
-            .call(|| {
+            .call(true, || {
                 let (mut kv, key, options) =
                     (self.client.kv_client(), key.clone(), options.clone());
                 async move { kv.get(key, Some(options)).await }
@@ -434,7 +445,7 @@ impl Backend for EtcdStore {
         }
         let (key, options) = (self.keys.out(&req.key), Self::put_options(&req));
         let resp = self
-            .call(|| {
+            .call(false, || {
                 let (mut kv, key, options) =
                     (self.client.kv_client(), key.clone(), options.clone());
                 let value = req.value.to_vec();
@@ -454,7 +465,7 @@ impl Backend for EtcdStore {
         }
         let (key, options) = (self.keys.out(&req.range.key), self.delete_options(&req));
         let resp = self
-            .call(|| {
+            .call(false, || {
                 let (mut kv, key, options) =
                     (self.client.kv_client(), key.clone(), options.clone());
                 async move { kv.delete(key, Some(options)).await }
@@ -471,7 +482,7 @@ impl Backend for EtcdStore {
     async fn txn(&self, req: TxnRequest) -> Result<TxnResponse> {
         let txn = self.txn_request(&req);
         let resp = self
-            .call(|| {
+            .call(false, || {
                 let (mut kv, txn) = (self.client.kv_client(), txn.clone());
                 async move { kv.txn(txn).await }
             })
@@ -482,7 +493,7 @@ impl Backend for EtcdStore {
 
     async fn compact(&self, revision: Revision) -> Result<Header> {
         let resp = self
-            .call(|| {
+            .call(false, || {
                 let mut kv = self.client.kv_client();
                 async move { kv.compact(revision, None).await }
             })
@@ -516,7 +527,7 @@ impl Backend for EtcdStore {
         }
         let key = self.keys.out(&req.range.key);
         let mut stream = self
-            .call(|| {
+            .call(true, || {
                 let (mut client, key, options) =
                     (self.client.watch_client(), key.clone(), options.clone());
                 async move { client.watch(key, Some(options)).await }
@@ -582,7 +593,7 @@ impl Backend for EtcdStore {
     async fn lease_grant(&self, ttl: i64, id: LeaseId) -> Result<LeaseGrantResponse> {
         let options = (id != 0).then(|| LeaseGrantOptions::new().with_id(id));
         let resp = self
-            .call(|| {
+            .call(false, || {
                 let (mut lease, options) = (self.client.lease_client(), options.clone());
                 async move { lease.grant(ttl, options).await }
             })
@@ -600,7 +611,7 @@ impl Backend for EtcdStore {
 
     async fn lease_revoke(&self, id: LeaseId) -> Result<Header> {
         let resp = self
-            .call(|| {
+            .call(false, || {
                 let mut lease = self.client.lease_client();
                 async move { lease.revoke(id).await }
             })
@@ -618,7 +629,7 @@ impl Backend for EtcdStore {
                 stream.message().await
             }
         };
-        match self.call(renew).await? {
+        match self.call(false, renew).await? {
             Some(resp) if resp.0.ttl > 0 => Ok(LeaseGrantResponse {
                 header: header(resp.0.header),
                 id: resp.0.id,
@@ -633,7 +644,7 @@ impl Backend for EtcdStore {
     async fn lease_time_to_live(&self, id: LeaseId, keys: bool) -> Result<LeaseTimeToLiveResponse> {
         let options = keys.then(|| LeaseTimeToLiveOptions::new().with_keys());
         let resp = self
-            .call(|| {
+            .call(true, || {
                 let (mut lease, options) = (self.client.lease_client(), options.clone());
                 async move { lease.time_to_live(id, options).await }
             })
@@ -650,7 +661,7 @@ impl Backend for EtcdStore {
 
     async fn lease_leases(&self) -> Result<(Header, Vec<LeaseId>)> {
         let resp = self
-            .call(|| {
+            .call(true, || {
                 let mut lease = self.client.lease_client();
                 async move { lease.leases().await }
             })
@@ -664,7 +675,7 @@ impl Backend for EtcdStore {
 
     async fn status(&self) -> Result<StoreStatus> {
         let resp = self
-            .call(|| {
+            .call(true, || {
                 let mut m = self.client.maintenance_client();
                 async move { m.status().await }
             })

@@ -14,6 +14,8 @@
 //! - [`redb`] is the default backend: the MVCC index kept durable in an
 //!   embedded redb file, with group commit.
 //! - [`watch`] fans committed events out to watchers.
+//! - [`watchcache`] serves watches over an external etcd from one etcd
+//!   watch.
 //! - [`grpc`] serves the etcd v3 gRPC API on top of any [`Backend`].
 
 pub mod compactor;
@@ -23,6 +25,7 @@ pub mod mvcc;
 pub mod redb;
 pub mod snapshot;
 pub mod watch;
+pub mod watchcache;
 
 use std::sync::Arc;
 

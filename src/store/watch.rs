@@ -300,6 +300,16 @@ impl WatchHub {
         });
     }
 
+    /// Ends every watch with `err` (for a source that lost events it can
+    /// never replay): each client then starts again from a fresh list.
+    pub fn fail_all(&self, err: impl Fn() -> StoreError) {
+        let mut inner = self.inner.lock();
+        for w in inner.watchers.values() {
+            let _ = w.tx.try_send(Err(err()));
+        }
+        inner.watchers.clear();
+    }
+
     fn send_progress(&self) {
         let Some(source) = self.source.upgrade() else {
             return;

@@ -204,6 +204,29 @@ impl EtcdCluster {
         run(cmd, None, super::COMMAND_TIMEOUT)
     }
 
+    /// A gauge or counter from the first member's `/metrics`.
+    pub fn metric(&self, name: &str) -> f64 {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--max-time", "10"])
+            .arg("--cacert")
+            .arg(&self.pki.ca)
+            .arg("--cert")
+            .arg(&self.pki.client_cert)
+            .arg("--key")
+            .arg(&self.pki.client_key)
+            .arg(format!(
+                "https://127.0.0.1:{}/metrics",
+                self.members[0].client_port
+            ));
+        let out = run(cmd, None, super::COMMAND_TIMEOUT);
+        out.stdout
+            .lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in etcd's metrics: {}", out.stderr))
+    }
+
     /// True when a write commits (a quorum answers).
     pub fn healthy(&self) -> bool {
         self.etcdctl(&["put", "/health-probe", "x"])
