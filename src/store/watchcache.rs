@@ -14,9 +14,16 @@
 //! never be filled, so every watch is ended with "compacted" and the cache
 //! starts afresh (clients then list again, as after a 410).
 //!
-//! Reads and writes go straight to etcd: lists stay linearizable.
+//! Lists are served from the cache too: it keeps the current value of every
+//! key under `/registry/`, as of the newest revision it has seen. A list
+//! first asks etcd for its current revision (a count of one key, cheap
+//! whatever the list's size) and waits until the cache has caught up to it,
+//! so a list from the cache is as current as one from etcd, as
+//! kube-apiserver's consistent reads from its cache are. A list at a given
+//! revision (the later pages of a paginated list), a filtered or sorted
+//! one, and every write go to etcd.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -28,9 +35,10 @@ use parking_lot::RwLock;
 
 use super::watch::{EventSource, WatchHub, WatchLimits, WatchStream};
 use super::{
-    Backend, DeleteRangeRequest, DeleteRangeResponse, Event, Header, KeyRange, LeaseGrantResponse,
-    LeaseId, LeaseTimeToLiveResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, Result,
-    Revision, StoreError, StoreStatus, TxnRequest, TxnResponse, WatchRequest,
+    Backend, DeleteRangeRequest, DeleteRangeResponse, Event, EventType, Header, KeyRange, KeyValue,
+    LeaseGrantResponse, LeaseId, LeaseTimeToLiveResponse, PutRequest, PutResponse, RangeRequest,
+    RangeResponse, Result, Revision, StoreError, StoreStatus, TxnRequest, TxnResponse,
+    WatchRequest,
 };
 
 /// Revisions kept for watchers that start a little in the past or fall
@@ -102,11 +110,89 @@ impl Log {
     }
 }
 
-/// A [`Backend`] whose watches are served from one shared etcd watch.
+/// How long a list waits for the cache to catch up with etcd before it
+/// reads etcd instead.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(3);
+
+/// Keys read per page when the cache loads the current state.
+const LOAD_PAGE: i64 = 1000;
+
+/// The current value of every key the cache covers.
+struct State {
+    kvs: BTreeMap<Bytes, Arc<KeyValue>>,
+    /// The revision `kvs` is as of.
+    revision: Revision,
+}
+
+impl State {
+    fn apply(&mut self, revisions: &[(Revision, Arc<[Event]>)], committed: Revision) {
+        for (_, events) in revisions {
+            for ev in events.iter() {
+                match ev.kind {
+                    EventType::Put => {
+                        self.kvs.insert(ev.kv.key.clone(), ev.kv.clone());
+                    }
+                    EventType::Delete => {
+                        self.kvs.remove(&ev.kv.key);
+                    }
+                }
+            }
+        }
+        self.revision = self.revision.max(committed);
+    }
+}
+
+/// Shared between the cache and its pump.
+struct Shared {
+    log: Arc<Log>,
+    state: RwLock<State>,
+    /// The state's revision, for lists waiting to catch up.
+    seen: tokio::sync::watch::Sender<Revision>,
+}
+
+/// A [`Backend`] whose watches and current lists are served from one
+/// shared etcd watch.
 pub struct WatchCache {
     inner: Arc<dyn Backend>,
     log: Arc<Log>,
     hub: Arc<WatchHub>,
+    shared: Arc<Shared>,
+}
+
+/// The current state of every key the cache covers, read page by page at
+/// one revision.
+async fn load(inner: &dyn Backend) -> Result<State> {
+    let all = everything();
+    let mut kvs = BTreeMap::new();
+    let mut from = all.key.clone();
+    let mut revision = 0;
+    loop {
+        let page = inner
+            .range(RangeRequest {
+                range: KeyRange {
+                    key: from.clone(),
+                    range_end: all.range_end.clone(),
+                },
+                limit: LOAD_PAGE,
+                revision,
+                ..Default::default()
+            })
+            .await?;
+        if revision == 0 {
+            revision = page.header.revision;
+        }
+        for kv in &page.kvs {
+            kvs.insert(kv.key.clone(), kv.clone());
+        }
+        match page.kvs.last() {
+            Some(last) if page.more => {
+                let mut next = last.key.to_vec();
+                next.push(0);
+                from = Bytes::from(next);
+            }
+            _ => return Ok(State { kvs, revision }),
+        }
+    }
 }
 
 impl WatchCache {
@@ -119,9 +205,9 @@ impl WatchCache {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| StoreError::Storage("the watch cache needs a tokio runtime".into()))?;
         // Like kube-apiserver, wait for etcd rather than start blind.
-        let now = loop {
-            match inner.status().await {
-                Ok(s) => break s.header.revision,
+        let state = loop {
+            match load(inner.as_ref()).await {
+                Ok(s) => break s,
                 Err(e @ StoreError::Unavailable(_)) => {
                     tracing::warn!(error = %e, "waiting for etcd");
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -129,6 +215,7 @@ impl WatchCache {
                 Err(e) => return Err(e),
             }
         };
+        let now = state.revision;
         let log = Arc::new(Log {
             entries: RwLock::new(VecDeque::new()),
             committed: AtomicI64::new(now),
@@ -137,18 +224,25 @@ impl WatchCache {
         });
         let source: Arc<dyn EventSource> = log.clone();
         let hub = WatchHub::new(WatchLimits::default(), runtime, Arc::downgrade(&source));
+        let shared = Arc::new(Shared {
+            log: log.clone(),
+            state: RwLock::new(state),
+            seen: tokio::sync::watch::Sender::new(now),
+        });
         let cache = Arc::new(WatchCache {
             inner: inner.clone(),
-            log: log.clone(),
+            log,
             hub: hub.clone(),
+            shared: shared.clone(),
         });
-        tokio::spawn(pump(inner, log, Arc::downgrade(&hub)));
+        tokio::spawn(pump(inner, shared, Arc::downgrade(&hub)));
         Ok(cache)
     }
 }
 
 /// Follows etcd for as long as the hub lives.
-async fn pump(inner: Arc<dyn Backend>, log: Arc<Log>, hub: std::sync::Weak<WatchHub>) {
+async fn pump(inner: Arc<dyn Backend>, shared: Arc<Shared>, hub: std::sync::Weak<WatchHub>) {
+    let log = shared.log.clone();
     let mut pause = Duration::from_millis(100);
     loop {
         if hub.strong_count() == 0 {
@@ -165,7 +259,7 @@ async fn pump(inner: Arc<dyn Backend>, log: Arc<Log>, hub: std::sync::Weak<Watch
         let mut stream = match inner.watch(req).await {
             Ok(s) => s,
             Err(StoreError::Compacted { .. }) => {
-                restart(&inner, &log, &hub).await;
+                restart(&inner, &shared, &hub).await;
                 continue;
             }
             Err(e) => {
@@ -184,16 +278,18 @@ async fn pump(inner: Arc<dyn Backend>, log: Arc<Log>, hub: std::sync::Weak<Watch
                         .header
                         .revision
                         .max(revisions.last().map_or(0, |(r, _)| *r));
-                    // Log first, then `committed`, then the hub: the order
-                    // the hub's catch-up relies on.
+                    // State and log first, then `committed`, then the hub:
+                    // the order the hub's catch-up relies on.
+                    shared.state.write().apply(&revisions, committed);
                     log.append(&revisions, committed);
+                    shared.seen.send_replace(committed);
                     let Some(hub) = hub.upgrade() else { return };
                     if !revisions.is_empty() {
                         hub.notify(&revisions, log.committed());
                     }
                 }
                 Some(Err(StoreError::Compacted { .. })) => {
-                    restart(&inner, &log, &hub).await;
+                    restart(&inner, &shared, &hub).await;
                     break;
                 }
                 Some(Err(e)) => {
@@ -210,21 +306,24 @@ async fn pump(inner: Arc<dyn Backend>, log: Arc<Log>, hub: std::sync::Weak<Watch
 
 /// etcd compacted past what the cache had seen: the missed events are gone
 /// for good, so every watch ends and the cache starts again from now.
-async fn restart(inner: &Arc<dyn Backend>, log: &Log, hub: &std::sync::Weak<WatchHub>) {
-    let now = loop {
-        match inner.status().await {
-            Ok(s) => break s.header.revision,
+async fn restart(inner: &Arc<dyn Backend>, shared: &Shared, hub: &std::sync::Weak<WatchHub>) {
+    let state = loop {
+        match load(inner.as_ref()).await {
+            Ok(s) => break s,
             Err(e) => {
-                tracing::warn!(error = %e, "watch cache: etcd status failed; retrying");
+                tracing::warn!(error = %e, "watch cache: cannot read etcd's state; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
     };
+    let now = state.revision;
     tracing::warn!(
         revision = now,
         "watch cache: etcd compacted events it had not delivered; every watch restarts"
     );
-    log.reset(now);
+    *shared.state.write() = state;
+    shared.log.reset(now);
+    shared.seen.send_replace(now);
     if let Some(hub) = hub.upgrade() {
         hub.fail_all(|| StoreError::Compacted {
             compact_revision: now,
@@ -249,6 +348,68 @@ fn covered(range: &KeyRange) -> bool {
     range.range_end.is_empty() || (range.range_end[..] != [0] && range.range_end <= all.range_end)
 }
 
+/// True for the reads the cache answers: current, over wkube's keys,
+/// unfiltered, in key order.
+fn from_cache(req: &RangeRequest) -> bool {
+    req.revision == 0
+        && covered(&req.range)
+        && req.min_mod_revision == 0
+        && req.max_mod_revision == 0
+        && req.min_create_revision == 0
+        && req.max_create_revision == 0
+        && matches!(
+            req.sort_order,
+            super::SortOrder::None | super::SortOrder::Ascend
+        )
+        && req.sort_target == super::SortTarget::Key
+}
+
+/// A range answered from the cached state, shaped as etcd shapes it.
+fn read(state: &State, req: &RangeRequest) -> RangeResponse {
+    let header = Header {
+        revision: state.revision,
+    };
+    let matched: Box<dyn Iterator<Item = &Arc<KeyValue>>> = if req.range.range_end.is_empty() {
+        Box::new(state.kvs.get(&req.range.key).into_iter())
+    } else if req.range.key >= req.range.range_end {
+        Box::new(std::iter::empty())
+    } else {
+        Box::new(
+            state
+                .kvs
+                .range(req.range.key.clone()..req.range.range_end.clone())
+                .map(|(_, kv)| kv),
+        )
+    };
+    let limit = if req.limit > 0 {
+        req.limit as usize
+    } else {
+        usize::MAX
+    };
+    let mut kvs = Vec::new();
+    let mut count = 0i64;
+    for kv in matched {
+        count += 1;
+        if req.count_only || kvs.len() >= limit {
+            continue;
+        }
+        kvs.push(if req.keys_only {
+            Arc::new(KeyValue {
+                value: Bytes::new(),
+                ..(**kv).clone()
+            })
+        } else {
+            kv.clone()
+        });
+    }
+    RangeResponse {
+        header,
+        more: (kvs.len() as i64) < count && !req.count_only,
+        kvs,
+        count,
+    }
+}
+
 /// Groups a delivery's events by revision, in order.
 fn by_revision(events: Vec<Event>) -> Vec<(Revision, Arc<[Event]>)> {
     let mut out: Vec<(Revision, Vec<Event>)> = Vec::new();
@@ -265,7 +426,31 @@ fn by_revision(events: Vec<Event>) -> Vec<(Revision, Arc<[Event]>)> {
 #[async_trait]
 impl Backend for WatchCache {
     async fn range(&self, req: RangeRequest) -> Result<RangeResponse> {
-        self.inner.range(req).await
+        if !from_cache(&req) {
+            return self.inner.range(req).await;
+        }
+        // As current as etcd: wait until the cache has seen etcd's revision.
+        let fresh = self
+            .inner
+            .range(RangeRequest {
+                range: KeyRange::single("/registry/health"),
+                count_only: true,
+                ..Default::default()
+            })
+            .await?
+            .header
+            .revision;
+        let mut seen = self.shared.seen.subscribe();
+        let caught_up = tokio::time::timeout(CATCH_UP_WAIT, async {
+            seen.wait_for(|r| *r >= fresh).await.is_ok()
+        })
+        .await
+        .unwrap_or(false);
+        if !caught_up {
+            return self.inner.range(req).await;
+        }
+        let state = self.shared.state.read();
+        Ok(read(&state, &req))
     }
     async fn put(&self, req: PutRequest) -> Result<PutResponse> {
         self.inner.put(req).await
@@ -322,11 +507,16 @@ mod tests {
     struct Counting {
         inner: Arc<dyn Backend>,
         watches: AtomicUsize,
+        /// Ranges that read values (not the cache's freshness probe).
+        reads: AtomicUsize,
     }
 
     #[async_trait]
     impl Backend for Counting {
         async fn range(&self, r: RangeRequest) -> Result<RangeResponse> {
+            if !r.count_only {
+                self.reads.fetch_add(1, Ordering::Relaxed);
+            }
             self.inner.range(r).await
         }
         async fn put(&self, r: PutRequest) -> Result<PutResponse> {
@@ -394,6 +584,7 @@ mod tests {
         let counting = Arc::new(Counting {
             inner: redb.clone(),
             watches: AtomicUsize::new(0),
+            reads: AtomicUsize::new(0),
         });
         let cache = WatchCache::start(counting.clone(), 100).await.unwrap();
         let mut streams = Vec::new();
@@ -424,6 +615,7 @@ mod tests {
         let counting = Arc::new(Counting {
             inner: redb.clone(),
             watches: AtomicUsize::new(0),
+            reads: AtomicUsize::new(0),
         });
         let cache = WatchCache::start(counting.clone(), 100).await.unwrap();
         let rev = put(cache.as_ref(), "/registry/pods/b").await;
@@ -457,6 +649,80 @@ mod tests {
             .unwrap();
         assert_eq!(next_key(&mut s).await, "/registry/pods/before-cache");
         assert_eq!(counting.watches.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn current_lists_come_from_the_cache_and_match_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let redb = RedbStore::open(&dir.path().join("s.redb"), RedbOptions::default()).unwrap();
+        for k in [
+            "/registry/pods/a/1",
+            "/registry/pods/a/2",
+            "/registry/pods/b/1",
+        ] {
+            put(redb.as_ref(), k).await;
+        }
+        let counting = Arc::new(Counting {
+            inner: redb.clone(),
+            watches: AtomicUsize::new(0),
+            reads: AtomicUsize::new(0),
+        });
+        let cache = WatchCache::start(counting.clone(), 100).await.unwrap();
+        // Written through the cache after it loaded, then deleted.
+        put(cache.as_ref(), "/registry/pods/c/1").await;
+        put(cache.as_ref(), "/registry/pods/a/3").await;
+        cache
+            .delete_range(DeleteRangeRequest {
+                range: KeyRange::single("/registry/pods/a/1"),
+                prev_kv: false,
+            })
+            .await
+            .unwrap();
+        let loaded = counting.reads.load(Ordering::Relaxed);
+        let cases = [
+            RangeRequest {
+                range: KeyRange::prefix("/registry/pods/"),
+                ..Default::default()
+            },
+            RangeRequest {
+                range: KeyRange::prefix("/registry/pods/a/"),
+                limit: 1,
+                ..Default::default()
+            },
+            RangeRequest {
+                range: KeyRange::single("/registry/pods/c/1"),
+                ..Default::default()
+            },
+            RangeRequest {
+                range: KeyRange::single("/registry/pods/a/1"),
+                ..Default::default()
+            },
+            RangeRequest {
+                range: KeyRange::prefix("/registry/pods/"),
+                keys_only: true,
+                ..Default::default()
+            },
+        ];
+        for req in cases {
+            let want = redb.range(req.clone()).await.unwrap();
+            let got = cache.range(req.clone()).await.unwrap();
+            assert_eq!(got.kvs, want.kvs, "{req:?}");
+            assert_eq!((got.more, got.count), (want.more, want.count), "{req:?}");
+            assert_eq!(got.header.revision, want.header.revision, "{req:?}");
+        }
+        // None of them read values from the store below.
+        assert_eq!(counting.reads.load(Ordering::Relaxed), loaded);
+        // A read at a past revision does.
+        let at = redb.status().await.unwrap().header.revision - 1;
+        cache
+            .range(RangeRequest {
+                range: KeyRange::prefix("/registry/pods/"),
+                revision: at,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(counting.reads.load(Ordering::Relaxed), loaded + 1);
     }
 
     #[test]
