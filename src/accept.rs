@@ -12,7 +12,10 @@
 //! handshake waits: nothing is refused or reset; it is served as soon as a
 //! slot frees, or gives up by its own timeout (kubectl's TLS handshake
 //! timeout is 10 s). The servers log once in a while that their slots are
-//! all in use.
+//! all in use. So that idle clients cannot keep the slots (slowloris), the
+//! API server closes a connection that does not finish its TLS handshake
+//! or send its first request within 10 s each, or that has no request in
+//! flight for long (`crate::api::serve::Deadlines`).
 
 use std::collections::HashMap;
 use std::future::Future;

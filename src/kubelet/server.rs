@@ -437,11 +437,15 @@ async fn serve_in(
     let req = hyper::Request::from_parts(parts, body);
     match handle.serve(port, req).await {
         Ok(resp) => resp.map(Body::new),
-        Err(e @ ProxyError::Terminating(_)) => {
-            plain(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-        }
-        Err(e @ ProxyError::NoService { .. }) => {
-            plain(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        // Both pass: the pod is going away or not serving yet; a client
+        // library's retry finds it (or its successor) ready.
+        Err(e @ (ProxyError::Terminating(_) | ProxyError::NoService { .. })) => {
+            let mut resp = plain(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+            resp
         }
     }
 }

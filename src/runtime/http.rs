@@ -44,9 +44,16 @@ pub enum HttpError {
     /// The guest answered with a wasi-http error code (502 like a proxy).
     #[error("guest answered with an error: {0:?}")]
     Guest(ErrorCode),
-    /// The pod's concurrent instances already hold its memory budget (503).
+    /// The pod's concurrent instances already hold its memory budget (503,
+    /// with `Retry-After`).
     #[error("the pod's memory limit is in use by its other requests")]
     Overloaded,
+    /// Every slot of the node's instance pool (the pooling allocator's
+    /// instances, memories, tables or stacks) is taken by running
+    /// instances: a matter of load, not of the pod (503, with
+    /// `Retry-After`).
+    #[error("the node's instance pool is exhausted: {0}")]
+    PoolExhausted(String),
     /// The per-request store could not be set up (500).
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
@@ -58,8 +65,18 @@ impl HttpError {
         match self {
             HttpError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
             HttpError::Guest(_) => StatusCode::BAD_GATEWAY,
-            HttpError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::Overloaded | HttpError::PoolExhausted(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Seconds after which the request may succeed if sent again, for the
+    /// `Retry-After` header: set for refusals that depend only on load
+    /// (instances free as requests end), none for the guest's own failures.
+    pub fn retry_after(&self) -> Option<u32> {
+        match self {
+            HttpError::Overloaded | HttpError::PoolExhausted(_) => Some(RETRY_AFTER_SECS),
+            _ => None,
         }
     }
 
@@ -68,6 +85,10 @@ impl HttpError {
         matches!(self, HttpError::OutOfMemory(_))
     }
 }
+
+/// `Retry-After` of a request refused for load (an instance frees as soon
+/// as one of the requests holding them ends).
+pub const RETRY_AFTER_SECS: u32 = 1;
 
 /// An HTTP pod's container: the shared pre-instantiated component plus the
 /// pod's context and limits. Cheap to share; `handle` takes `&self`.
@@ -103,7 +124,9 @@ impl HttpService {
     }
 
     /// Serves one request; failures become a plain-text error response
-    /// (504 past the deadline, 500 for traps and OOMs).
+    /// (504 past the deadline, 500 for traps and OOMs, 503 with
+    /// `Retry-After` when the pod's memory limit or the node's instance
+    /// pool has no room for another instance).
     pub async fn handle<B>(&self, req: hyper::Request<B>) -> hyper::Response<ResponseBody>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
@@ -111,7 +134,14 @@ impl HttpService {
     {
         match self.try_handle(req).await {
             Ok(resp) => resp,
-            Err(e) => error_response(e.status(), &e.to_string()),
+            Err(e) => {
+                let mut resp = error_response(e.status(), &e.to_string());
+                if let Some(secs) = e.retry_after() {
+                    resp.headers_mut()
+                        .insert(hyper::header::RETRY_AFTER, secs.into());
+                }
+                resp
+            }
         }
     }
 
@@ -285,7 +315,9 @@ pub(crate) fn preempt<T: 'static>(
 }
 
 fn classify(e: wasmtime::Error, refused: &AtomicBool, timeout: Duration) -> HttpError {
-    if refused.load(Ordering::Relaxed) {
+    if e.is::<wasmtime::PoolConcurrencyLimitError>() {
+        HttpError::PoolExhausted(format!("{e:#}"))
+    } else if refused.load(Ordering::Relaxed) {
         HttpError::OutOfMemory(format!("{e:#}"))
     } else if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
         HttpError::DeadlineExceeded(timeout)

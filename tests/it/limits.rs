@@ -1004,3 +1004,121 @@ fn a_pod_past_its_instances_answers_503_while_another_pod_on_the_node_keeps_answ
     assert!(*calm_max < Duration::from_secs(1), "{calm_took:?}");
     assert!(kubectl_took < Duration::from_secs(10), "{kubectl_took:?}");
 }
+
+// --- 7. idle connections ------------------------------------------------------
+
+/// Connections that take every `--max-api-connections` slot and then send
+/// nothing — some only TCP-connected, some through their TLS handshake —
+/// are closed by the server at its deadlines (10 s for the TLS handshake,
+/// then 10 s for the first request), so idle clients, however many, cannot
+/// lock everyone out: kubectl is served once they are gone.
+#[test]
+fn idle_connections_holding_every_slot_are_closed_at_their_deadlines_and_kubectl_is_served() {
+    const SLOTS: usize = 4;
+    /// The TLS handshake's deadline, and the first request's after it.
+    const DEADLINE: Duration = Duration::from_secs(10);
+    let server = TestServer::builder()
+        .arg(format!("--max-api-connections={SLOTS}"))
+        .start();
+    let api = Api::of(&server);
+    let k = Arc::new(server.kubectl());
+    runtime().block_on(async {
+        // Half TCP only, half TLS then silence; each reads until the
+        // server closes it.
+        let mut idle = Vec::new();
+        for i in 0..SLOTS {
+            let tcp = api.tcp().await.expect("connect");
+            let opened = Instant::now();
+            let task = if i % 2 == 0 {
+                tokio::spawn(async move {
+                    let mut tcp = tcp;
+                    let mut buf = [0u8; 64];
+                    let r = tokio::time::timeout(Duration::from_secs(20), tcp.read(&mut buf)).await;
+                    ("TCP only", r.is_ok(), opened.elapsed())
+                })
+            } else {
+                let mut tls = api.handshake(tcp).await.expect("a slot is free");
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let r =
+                        tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut buf))
+                            .await;
+                    ("TLS, no request", r.is_ok(), opened.elapsed())
+                })
+            };
+            idle.push(task);
+        }
+        // Every slot is held: one more client is not served meanwhile.
+        let late = tokio::time::timeout(Duration::from_secs(2), api.connect()).await;
+        assert!(late.is_err(), "a client past the limit was served");
+        let mut closed = Vec::new();
+        for t in idle {
+            closed.push(t.await.expect("idle task"));
+        }
+        let (out, took) = kubectl(&k, &["get", "namespaces", "--request-timeout=10s"]).await;
+        eprintln!(
+            "{SLOTS} idle connections closed by the server: {closed:?}; kubectl then took {took:?}"
+        );
+        for (what, by_server, after) in &closed {
+            assert!(by_server, "{what}: still open after {after:?}");
+            assert!(
+                *after >= DEADLINE - Duration::from_secs(1)
+                    && *after < DEADLINE + Duration::from_secs(3),
+                "{what}: closed after {after:?}"
+            );
+        }
+        assert!(out.status.success(), "kubectl: {}", out.stderr);
+        assert!(took < Duration::from_secs(5), "kubectl took {took:?}");
+    });
+}
+
+/// A pod refusing requests for want of instances (its `limits.memory`
+/// holds no more) says when to try again: every 503 through the API's pod
+/// proxy carries `Retry-After: 1`, as a 429 does.
+#[test]
+fn a_pod_out_of_instances_answers_503_with_retry_after() {
+    const CLIENTS: usize = 16;
+    let server = common::node_server_with_examples();
+    let k = Arc::new(server.kubectl());
+    PodBuilder::new("busy")
+        .on_node(common::TEST_NODE)
+        .container("echo", "echo:v1")
+        .last("resources", json!({"limits": {"memory": "4Mi"}}))
+        .create(&k);
+    k.ok(&["wait", "--for=condition=Ready", "pod/busy", "--timeout=60s"]);
+    let api = Api::of(&server);
+    let admin = token(&server, "root", &["system:masters"]);
+    let path = "/api/v1/namespaces/default/pods/busy/proxy/sleep/1000";
+    let replies = runtime().block_on(async {
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                let (api, admin) = (api.clone(), admin.clone());
+                tokio::spawn(async move {
+                    let r = async { get(&mut api.connect().await?, path, &admin).await };
+                    match tokio::time::timeout(Duration::from_secs(20), r).await {
+                        Ok(Ok(r)) => (
+                            r.code.to_string(),
+                            r.header("retry-after").map(str::to_string),
+                        ),
+                        Ok(Err(e)) => (format!("error: {e}"), None),
+                        Err(_) => ("timed out".to_string(), None),
+                    }
+                })
+            })
+            .collect();
+        let mut replies = Vec::new();
+        for c in clients {
+            replies.push(c.await.expect("client task"));
+        }
+        replies
+    });
+    let counts = tally(replies.iter().map(|(c, _)| c));
+    eprintln!("{CLIENTS} concurrent requests to a pod of 4 MiB: {counts:?}");
+    assert!(counts.contains_key("503"), "{counts:?}");
+    for (code, retry) in &replies {
+        assert!(code == "200" || code == "503", "{counts:?}");
+        if code == "503" {
+            assert_eq!(retry.as_deref(), Some("1"), "{replies:?}");
+        }
+    }
+}

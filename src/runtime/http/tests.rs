@@ -353,3 +353,94 @@ async fn requests_beyond_the_pods_memory_budget_are_refused_with_503() {
     // Memory is given back when instances end.
     assert_eq!(get(&svc, "/status/200").await.0, StatusCode::OK);
 }
+
+/// Concurrent requests to `svc` at `path`: each one's status and
+/// `Retry-After`.
+async fn concurrently(
+    svc: &Arc<HttpService>,
+    path: &str,
+    n: usize,
+) -> Vec<(StatusCode, Option<String>)> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (svc, path) = (svc.clone(), path.to_string());
+            tokio::spawn(async move {
+                let resp = svc.handle(request(&path)).await;
+                let retry = resp
+                    .headers()
+                    .get(hyper::header::RETRY_AFTER)
+                    .map(|v| v.to_str().unwrap_or("?").to_string());
+                (resp.status(), retry)
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.expect("request"));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_the_pods_memory_budget_says_when_to_retry() {
+    let (rt, _dir) = runtime_in();
+    let limits = PodLimits {
+        memory_bytes: Some(4 << 20),
+        ..PodLimits::default()
+    };
+    let svc = Arc::new(service(&rt, "echo-http", PodContext::default(), limits));
+    // One instance first, as the kubelet's start probe does: the budget
+    // learns what an instance takes.
+    assert_eq!(get(&svc, "/status/200").await.0, StatusCode::OK);
+    let answers = concurrently(&svc, "/sleep/300", 10).await;
+    let refused: Vec<_> = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::SERVICE_UNAVAILABLE)
+        .collect();
+    assert!(!refused.is_empty(), "{answers:?}");
+    assert!(
+        refused.iter().all(|(_, r)| r.as_deref() == Some("1")),
+        "{answers:?}"
+    );
+    // A guest's own failure is no matter of load: no Retry-After.
+    let resp = svc.handle(request("/alloc/64")).await;
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(!resp.headers().contains_key(hyper::header::RETRY_AFTER));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_past_the_nodes_instance_pool_get_503_with_retry_after_not_500() {
+    const SLOTS: u32 = 2;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = Runtime::new(crate::runtime::RuntimeConfig {
+        cache_dir: dir.path().join("cache"),
+        pooling: crate::runtime::PoolingMode::Always,
+        pool_instances: SLOTS,
+        ..crate::runtime::testutil::config()
+    })
+    .expect("a runtime with the pooling allocator");
+    assert!(rt.pooling());
+    // No memory limit: only the pool bounds the pod's instances.
+    let svc = Arc::new(service(
+        &rt,
+        "echo-http",
+        PodContext::default(),
+        PodLimits::default(),
+    ));
+    assert_eq!(get(&svc, "/status/200").await.0, StatusCode::OK);
+    let answers = concurrently(&svc, "/sleep/300", 8).await;
+    let ok = answers.iter().filter(|(s, _)| *s == StatusCode::OK).count();
+    let refused: Vec<_> = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::SERVICE_UNAVAILABLE)
+        .collect();
+    println!("8 concurrent requests, a pool of {SLOTS}: {ok} served, {answers:?}");
+    assert!(ok >= 1 && ok <= SLOTS as usize, "{answers:?}");
+    assert_eq!(ok + refused.len(), answers.len(), "{answers:?}");
+    assert!(
+        refused.iter().all(|(_, r)| r.as_deref() == Some("1")),
+        "{answers:?}"
+    );
+    // The slots are given back when the instances end.
+    assert_eq!(get(&svc, "/status/200").await.0, StatusCode::OK);
+}
