@@ -13,6 +13,7 @@ mod proxy;
 mod rawkv;
 mod scheduler;
 mod serverless;
+mod soak;
 mod stats;
 mod store;
 
@@ -54,6 +55,10 @@ enum Bench {
     /// Serverless scaling: cold activation from zero replicas, a burst
     /// from zero, following a load step, and what accounting costs.
     Serverless(serverless::ServerlessArgs),
+    /// A bounded mixed load for minutes on one server (TLS on): ConfigMap
+    /// writes, watches checked for lost events, HTTP to pods, pod churn;
+    /// fails on any error or on RSS growth after warm-up.
+    Soak(soak::SoakArgs),
 }
 
 fn main() -> ExitCode {
@@ -86,6 +91,7 @@ async fn run(cli: Cli) -> ExitCode {
             Bench::Scheduler(args) => scheduler::run(args).await,
             Bench::Proxy(args) => proxy::run(args).await,
             Bench::Serverless(args) => serverless::run(args).await,
+            Bench::Soak(args) => soak::run(args).await,
         }
     };
     let result = tokio::select! {
