@@ -525,18 +525,29 @@ fn a_daemon_set_runs_one_pod_per_node_and_rolls_out_a_new_template() {
         nodes.sort();
         nodes
     };
-    assert_eq!(running("hello:v1"), ["edge-5", TEST_NODE]);
-    let ds = get(&k, "default", "ds/web");
-    for field in [
+    // `rollout status` reads the DaemonSet's counts; the pods' own status
+    // and the remaining counts may land a moment apart from them.
+    assert!(
+        eventually(Duration::from_secs(30), || running("hello:v1")
+            == ["edge-5", TEST_NODE]),
+        "{:?}",
+        running("hello:v1")
+    );
+    let counts = [
         "desiredNumberScheduled",
         "currentNumberScheduled",
         "numberReady",
         "numberAvailable",
         "updatedNumberScheduled",
-    ] {
-        assert_eq!(ds["status"][field], 2, "{field}: {}", ds["status"]);
-    }
-    assert_eq!(ds["status"]["numberMisscheduled"], 0);
+    ];
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            let ds = get(&k, "default", "ds/web");
+            counts.iter().all(|f| ds["status"][f] == 2) && ds["status"]["numberMisscheduled"] == 0
+        }),
+        "{}",
+        get(&k, "default", "ds/web")["status"]
+    );
     // Each pod names its node the way the scheduler reads it.
     let pods = get(&k, "default", "pods");
     for p in pods["items"].as_array().unwrap() {
