@@ -597,9 +597,42 @@ mod tests {
     }
 
     #[test]
-    fn an_external_etcd_store_is_refused_with_a_clear_message() {
-        let e = Cli::try_parse_from(["wkube", "server", "--store", "etcd://h:2379"]).unwrap_err();
-        assert!(e.to_string().contains("not supported yet"), "{e}");
+    fn etcd_servers_choose_the_external_store_and_its_files_need_them() {
+        let cli = Cli::try_parse_from([
+            "wkube",
+            "server",
+            "--etcd-servers",
+            "https://a:2379,https://b:2379",
+            "--etcd-prefix",
+            "/blue",
+        ])
+        .unwrap();
+        let Command::Server(args) = cli.command else {
+            panic!("not a server command")
+        };
+        match args.into_config(PathBuf::from("/tmp/d")).store {
+            StoreSpec::Etcd(etcd) => {
+                assert_eq!(etcd.servers, ["https://a:2379", "https://b:2379"]);
+                assert_eq!(etcd.prefix, "/blue");
+            }
+            StoreSpec::Redb => panic!("the embedded store was chosen"),
+        }
+        let cli = Cli::try_parse_from(["wkube", "server"]).unwrap();
+        let Command::Server(args) = cli.command else {
+            panic!("not a server command")
+        };
+        assert!(matches!(
+            args.into_config(PathBuf::from("/tmp/d")).store,
+            StoreSpec::Redb
+        ));
+        // Certificates for an etcd nobody named, or a token without one.
+        for argv in [
+            &["wkube", "server", "--etcd-cafile", "ca.crt"][..],
+            &["wkube", "server", "--token", "t"][..],
+        ] {
+            let e = Cli::try_parse_from(argv).unwrap_err();
+            assert!(e.to_string().contains("--etcd-servers"), "{e}");
+        }
     }
 
     #[test]
