@@ -42,6 +42,9 @@ const SHARED: &[&str] = &[
     "secrets-encryption.keys",
 ];
 
+/// The Secrets key file, which `wkube encryption rotate` extends.
+const KEYS: &str = "secrets-encryption.keys";
+
 /// Files whose change makes every leaf certificate stale.
 const CAS: &[&str] = &["ca.crt", "etcd-client-ca.crt"];
 
@@ -80,6 +83,8 @@ pub enum Outcome {
     Published,
     /// The cluster's were installed (unchanged, or replacing local ones).
     Installed { replaced: bool },
+    /// A key rotated on this server was added to the cluster's.
+    Rotated,
 }
 
 /// The server token: the one given, else the one kept from an earlier
@@ -129,8 +134,42 @@ pub async fn share(
     create_local: impl FnOnce() -> Result<(), String>,
 ) -> Result<Outcome, BootstrapError> {
     let pki = data_dir.join("pki");
-    if let Some(sealed) = fetch(store).await? {
-        let files = open(token, &sealed)?;
+    if let Some((sealed, revision)) = fetch(store).await? {
+        let mut files = open(token, &sealed)?;
+        // `wkube encryption rotate` ran here since the bundle was written:
+        // the local key file holds every key of the cluster's and more.
+        // Publish it (if no other server changed the bundle meanwhile)
+        // rather than overwrite the new key with the cluster's old file.
+        if let Ok(local) = std::fs::read(pki.join(KEYS))
+            && files
+                .get(KEYS)
+                .is_some_and(|cluster| extends(&local, cluster))
+        {
+            files.insert(KEYS.to_string(), local);
+            let resp = store
+                .txn(TxnRequest {
+                    compare: vec![Compare {
+                        range: KeyRange::single(BOOTSTRAP_KEY),
+                        result: CompareResult::Equal,
+                        target: CompareTarget::Mod(revision),
+                    }],
+                    success: vec![TxnOp::Put(PutRequest {
+                        key: Bytes::from_static(BOOTSTRAP_KEY.as_bytes()),
+                        value: Bytes::from(seal(token, &files)),
+                        ..Default::default()
+                    })],
+                    failure: Vec::new(),
+                })
+                .await?;
+            if !resp.succeeded {
+                return Err(BootstrapError::Damaged(
+                    "another server changed the shared secrets while this one published a \
+                     rotated key; start it again"
+                        .into(),
+                ));
+            }
+            return Ok(Outcome::Rotated);
+        }
         let replaced = install(&pki, &files)?;
         return Ok(Outcome::Installed { replaced });
     }
@@ -175,14 +214,30 @@ pub async fn share(
     Ok(Outcome::Installed { replaced })
 }
 
-async fn fetch(store: &dyn Backend) -> Result<Option<Vec<u8>>, StoreError> {
+/// The sealed bundle and the revision it was last written at.
+async fn fetch(store: &dyn Backend) -> Result<Option<(Vec<u8>, i64)>, StoreError> {
     let r = store
         .range(RangeRequest {
             range: KeyRange::single(BOOTSTRAP_KEY),
             ..Default::default()
         })
         .await?;
-    Ok(r.kvs.first().map(|kv| kv.value.to_vec()))
+    Ok(r.kvs.first().map(|kv| (kv.value.to_vec(), kv.mod_revision)))
+}
+
+/// True when key file `local` names every key of `cluster` (same name,
+/// same key) and at least one more: a rotation made here.
+fn extends(local: &[u8], cluster: &[u8]) -> bool {
+    let lines = |b: &[u8]| -> std::collections::BTreeSet<String> {
+        String::from_utf8_lossy(b)
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(String::from)
+            .collect()
+    };
+    let (local, cluster) = (lines(local), lines(cluster));
+    local.len() > cluster.len() && cluster.is_subset(&local)
 }
 
 /// Writes the cluster's files where they differ from the local ones.
@@ -360,6 +415,52 @@ mod tests {
         let c = tempfile::tempdir().unwrap();
         let err = share(store.as_ref(), c.path(), "other", || panic!("not called")).await;
         assert!(matches!(err, Err(BootstrapError::WrongToken)));
+    }
+
+    #[tokio::test]
+    async fn a_key_rotated_on_one_server_reaches_the_others() {
+        let store_dir = tempfile::tempdir().unwrap();
+        let store =
+            RedbStore::open(&store_dir.path().join("s.redb"), RedbOptions::default()).unwrap();
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        share(store.as_ref(), a.path(), "tok", || {
+            write_local(a.path(), "A")
+        })
+        .await
+        .unwrap();
+        share(store.as_ref(), b.path(), "tok", || panic!("not called"))
+            .await
+            .unwrap();
+        // A rotates: a new key first, the old one kept.
+        let keys = a.path().join("pki").join(KEYS);
+        let old = std::fs::read_to_string(&keys).unwrap();
+        std::fs::write(&keys, format!("key2 NEW\n{old}\n")).unwrap();
+        let out = share(store.as_ref(), a.path(), "tok", || panic!("not called"))
+            .await
+            .unwrap();
+        assert_eq!(out, Outcome::Rotated);
+        assert!(std::fs::read_to_string(&keys).unwrap().contains("key2 NEW"));
+        // B's next start takes the rotated file.
+        let out = share(store.as_ref(), b.path(), "tok", || panic!("not called"))
+            .await
+            .unwrap();
+        assert_eq!(out, Outcome::Installed { replaced: true });
+        assert!(
+            std::fs::read_to_string(b.path().join("pki").join(KEYS))
+                .unwrap()
+                .contains("key2 NEW")
+        );
+        // A file that drops a key is no rotation: the cluster's wins.
+        std::fs::write(b.path().join("pki").join(KEYS), "key9 OTHER\n").unwrap();
+        let out = share(store.as_ref(), b.path(), "tok", || panic!("not called"))
+            .await
+            .unwrap();
+        assert_eq!(out, Outcome::Installed { replaced: true });
+        assert!(
+            std::fs::read_to_string(b.path().join("pki").join(KEYS))
+                .unwrap()
+                .contains("key2 NEW")
+        );
     }
 
     #[test]
