@@ -112,57 +112,7 @@ pub async fn handle(
             Ok(json_response(StatusCode::OK, &scale_of(&obj)))
         }
         (Subresource::Scale, Verb::Update | Verb::Patch) => {
-            let current = state.registry.get(kind, ns, name).await?;
-            let wanted = if verb == Verb::Update {
-                body::decode(headers, &raw, None)?
-            } else {
-                let ty = patch::PatchType::from_headers(headers)?;
-                let p = body::decode_json(&raw)?;
-                patch::apply_patch(ty, &scale_of(&current), &p, None)?
-            };
-            let replicas = wanted
-                .pointer("/spec/replicas")
-                .and_then(Value::as_i64)
-                .ok_or_else(|| ApiError::Invalid {
-                    group: "autoscaling".into(),
-                    kind: "Scale".into(),
-                    name: name.into(),
-                    causes: vec![crate::resources::FieldError::required("spec.replicas")],
-                })?;
-            if replicas < 0 {
-                return Err(ApiError::Invalid {
-                    group: "autoscaling".into(),
-                    kind: "Scale".into(),
-                    name: name.into(),
-                    causes: vec![crate::resources::FieldError::invalid(
-                        "spec.replicas",
-                        replicas.to_string(),
-                        "must be greater than or equal to 0",
-                    )],
-                });
-            }
-            let precondition = wanted
-                .pointer("/metadata/resourceVersion")
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty() && verb == Verb::Update)
-                .map(str::to_string);
-            let mut next = current.clone();
-            next["spec"]["replicas"] = json!(replicas);
-            if let Some(rv) = precondition {
-                next["metadata"]["resourceVersion"] = json!(rv);
-            }
-            let (stored, _, _) = verbs::update(
-                state,
-                user,
-                kind,
-                ns,
-                name,
-                next,
-                None,
-                FieldValidation::Ignore,
-                false,
-            )
-            .await?;
+            let stored = set_scale(state, user, verb, kind, ns, name, headers, &raw).await?;
             Ok(json_response(StatusCode::OK, &scale_of(&stored)))
         }
         (Subresource::Binding, Verb::Create) => {
@@ -213,6 +163,85 @@ pub async fn handle(
         }
         _ => Err(ApiError::MethodNotAllowed),
     }
+}
+
+/// Serve an update or patch of a Scale: read the workload, work out the
+/// replicas wanted, write them with a compare-and-swap. A write that lost a
+/// race to another writer (an autoscaler, a controller's status update) is
+/// tried again on the fresh object, as any patch is; only a Scale that names
+/// a resourceVersion makes the race the caller's to answer (409).
+#[allow(clippy::too_many_arguments)] // mirrors the REST verb's inputs
+async fn set_scale(
+    state: &ApiState,
+    user: &UserInfo,
+    verb: Verb,
+    kind: &'static Kind,
+    ns: Option<&str>,
+    name: &str,
+    headers: &HeaderMap,
+    raw: &Bytes,
+) -> Result<Value, ApiError> {
+    let mut last = None;
+    for _ in 0..16 {
+        let current = state.registry.get(kind, ns, name).await?;
+        let wanted = if verb == Verb::Update {
+            body::decode(headers, raw, None)?
+        } else {
+            let ty = patch::PatchType::from_headers(headers)?;
+            let p = body::decode_json(raw)?;
+            patch::apply_patch(ty, &scale_of(&current), &p, None)?
+        };
+        let replicas = wanted
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| ApiError::Invalid {
+                group: "autoscaling".into(),
+                kind: "Scale".into(),
+                name: name.into(),
+                causes: vec![crate::resources::FieldError::required("spec.replicas")],
+            })?;
+        if replicas < 0 {
+            return Err(ApiError::Invalid {
+                group: "autoscaling".into(),
+                kind: "Scale".into(),
+                name: name.into(),
+                causes: vec![crate::resources::FieldError::invalid(
+                    "spec.replicas",
+                    replicas.to_string(),
+                    "must be greater than or equal to 0",
+                )],
+            });
+        }
+        let precondition = wanted
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty() && verb == Verb::Update)
+            .map(str::to_string);
+        let conditional = precondition.is_some();
+        let mut next = current;
+        next["spec"]["replicas"] = json!(replicas);
+        if let Some(rv) = precondition {
+            next["metadata"]["resourceVersion"] = json!(rv);
+        }
+        match verbs::update(
+            state,
+            user,
+            kind,
+            ns,
+            name,
+            next,
+            None,
+            FieldValidation::Ignore,
+            false,
+        )
+        .await
+        {
+            Ok((stored, _, _)) => return Ok(stored),
+            Err(e @ ApiError::Conflict { .. }) if !conditional => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or(ApiError::NoRoute))
 }
 
 /// The `autoscaling/v1` Scale view of a Deployment or ReplicaSet.

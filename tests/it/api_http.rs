@@ -1159,3 +1159,64 @@ fn a_user_past_its_seats_gets_429_while_everyone_else_is_served() {
         "flood's seats never came back"
     );
 }
+
+#[test]
+fn concurrent_scale_patches_all_land_and_a_stale_scale_put_is_a_409() {
+    let ns = namespace("curl-scale-race");
+    let deploy = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "app", "image": "hello:v1"}]}}},
+    });
+    let r = request(
+        "POST",
+        &format!("/apis/apps/v1/namespaces/{ns}/deployments"),
+    )
+    .json(&deploy)
+    .send();
+    assert_eq!(r.code, 201, "{r:?}");
+    let scale = format!("/apis/apps/v1/namespaces/{ns}/deployments/web/scale");
+
+    // Patches carry no resourceVersion, so each must land however the
+    // writes interleave (with each other and with the controllers' own).
+    let threads: Vec<_> = (0..12)
+        .map(|i| {
+            let scale = scale.clone();
+            std::thread::spawn(move || {
+                request("PATCH", &scale)
+                    .header("Content-Type: application/merge-patch+json")
+                    .arg("--data-binary")
+                    .arg(format!("{{\"spec\":{{\"replicas\":{}}}}}", i % 3))
+                    .send()
+            })
+        })
+        .collect();
+    for t in threads {
+        let r = t.join().expect("patch thread");
+        assert_eq!(r.code, 200, "{r:?}");
+        assert_eq!(r.json()["kind"], "Scale", "{r:?}");
+    }
+
+    // A Scale that names an old resourceVersion is the caller's conflict.
+    // (The controllers write the Deployment's status meanwhile, so a fresh
+    // read may itself go stale before the PUT: read again until one lands.)
+    let mut stale = Value::Null;
+    for _ in 0..50 {
+        stale = request("GET", &scale).send().json();
+        stale["spec"]["replicas"] = json!(5);
+        let r = request("PUT", &scale).json(&stale).send();
+        if r.code == 200 {
+            break;
+        }
+        r.status(409, "Conflict");
+        stale = Value::Null;
+    }
+    assert!(!stale.is_null(), "no PUT of a fresh Scale landed in 50 tries");
+    stale["spec"]["replicas"] = json!(6);
+    let r = request("PUT", &scale).json(&stale).send();
+    r.status(409, "Conflict");
+    let after = request("GET", &scale).send().json();
+    assert_eq!(after["spec"]["replicas"], 5, "{after}");
+}
