@@ -90,6 +90,7 @@ impl Admission {
         match kind.allocation {
             Allocation::ServiceAddresses => self.allocate_service(state, obj).await,
             Allocation::PodCidr => allocate_pod_cidr(state, obj).await,
+            Allocation::IngressClass => default_ingress_class(state, obj).await,
             Allocation::None => Ok(()),
         }
     }
@@ -109,7 +110,7 @@ impl Admission {
                 }
                 release_pod_cidr(state, obj).await;
             }
-            Allocation::None => {}
+            Allocation::IngressClass | Allocation::None => {}
         }
     }
 
@@ -129,7 +130,7 @@ impl Admission {
             .map_err(|e| objects::invalid(kind, objects::name_of(old), vec![e]))?;
         match kind.allocation {
             Allocation::PodCidr => keep_pod_cidr(state, old, new).await,
-            Allocation::ServiceAddresses | Allocation::None => Ok(()),
+            Allocation::ServiceAddresses | Allocation::IngressClass | Allocation::None => Ok(()),
         }
     }
 
@@ -178,7 +179,7 @@ impl Admission {
         match kind.allocation {
             Allocation::ServiceAddresses => self.release_service(state, obj).await,
             Allocation::PodCidr => release_pod_cidr(state, obj).await,
-            Allocation::None => {}
+            Allocation::IngressClass | Allocation::None => {}
         }
     }
 
@@ -551,6 +552,53 @@ fn graceful_pod_deletion(obj: &mut Value, opts: &DeleteOptions) -> bool {
         }
     }
     true
+}
+
+/// An Ingress that names no class (neither `spec.ingressClassName` nor the
+/// older `kubernetes.io/ingress.class` annotation) gets the default class,
+/// as Kubernetes' DefaultIngressClass admission does; with two defaults it
+/// is refused, since which one serves it would be a guess.
+async fn default_ingress_class(state: &ApiState, obj: &mut Value) -> Result<(), ApiError> {
+    use crate::resources::kinds::ingressclass;
+    let named = obj
+        .pointer("/spec/ingressClassName")
+        .is_some_and(|c| !c.is_null())
+        || obj
+            .pointer("/metadata/annotations/kubernetes.io~1ingress.class")
+            .is_some();
+    if named {
+        return Ok(());
+    }
+    let classes = crate::resources::by_resource("networking.k8s.io", "v1", "ingressclasses")
+        .ok_or(ApiError::NoRoute)?;
+    // Classes are few, and cluster-scoped: one page holds them all.
+    let page = state
+        .registry
+        .list(classes, None, 1000, None, &|c| ingressclass::is_default(c))
+        .await?;
+    let defaults: Vec<&str> = page
+        .items
+        .iter()
+        .filter(|c| ingressclass::is_default(c))
+        .map(objects::name_of)
+        .collect();
+    match defaults.as_slice() {
+        [] => Ok(()),
+        [one] => {
+            obj["spec"]["ingressClassName"] = json!(one);
+            Ok(())
+        }
+        _ => Err(ApiError::Forbidden {
+            kind: "ingresses".into(),
+            name: objects::name_of(obj).to_string(),
+            group: "networking.k8s.io".into(),
+            message: format!(
+                "ingresses.networking.k8s.io \"{}\" is forbidden: {} default IngressClasses were found, only 1 allowed",
+                objects::name_of(obj),
+                defaults.len()
+            ),
+        }),
+    }
 }
 
 #[cfg(test)]

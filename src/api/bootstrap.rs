@@ -179,6 +179,25 @@ pub async fn run(state: &ApiState, advertise: Ipv4Addr, port: u16) -> Result<(),
         }
         Some(_) => {}
     }
+    // The IngressClass every node's proxy serves, the default one.
+    {
+        use crate::resources::kinds::ingressclass::{
+            DEFAULT_CLASS_ANNOTATION, WKUBE_CLASS, WKUBE_CONTROLLER,
+        };
+        let classes = resources::by_resource("networking.k8s.io", "v1", "ingressclasses")
+            .ok_or(ApiError::NoRoute)?;
+        ensure(
+            state,
+            classes,
+            None,
+            json!({
+                "metadata": {"name": WKUBE_CLASS,
+                    "annotations": {DEFAULT_CLASS_ANNOTATION: "true"}},
+                "spec": {"controller": WKUBE_CONTROLLER},
+            }),
+        )
+        .await?;
+    }
     ensure_service_accounts(state).await?;
     Ok(())
 }

@@ -521,6 +521,18 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
                         ],
                     ),
                     rule(&["apps"], &["daemonsets/status"], &["patch", "update"]),
+                    // The ingress controller writes where Ingresses are
+                    // served.
+                    rule(
+                        &["networking.k8s.io"],
+                        &["ingresses", "ingressclasses"],
+                        &["get", "list", "watch"],
+                    ),
+                    rule(
+                        &["networking.k8s.io"],
+                        &["ingresses/status"],
+                        &["patch", "update"],
+                    ),
                     // A DaemonSet runs a pod on each node that fits it.
                     rule(&[""], &["nodes"], &["get", "list", "watch"]),
                     // The namespace controller empties a terminating
@@ -576,6 +588,12 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
                         &["get", "create", "update", "patch"],
                     ),
                     rule(&["discovery.k8s.io"], &["endpointslices"], READ),
+                    // The proxy serves Ingresses of its classes.
+                    rule(
+                        &["networking.k8s.io"],
+                        &["ingresses", "ingressclasses"],
+                        READ,
+                    ),
                     rule(&["wkube.dev"], &["modules", "blobs"], READ),
                 ],
             ),

@@ -63,6 +63,11 @@ pub struct NodeArgs {
     #[arg(long, default_value_t = 4096, value_name = "N")]
     pub proxy_max_connections: usize,
 
+    /// The port Ingresses of the `wkube` class are served on, on the
+    /// node's address (opened once an Ingress exists); 0 serves none.
+    #[arg(long, default_value_t = 80, value_name = "PORT")]
+    pub ingress_port: u16,
+
     /// Most requests the service proxy holds per Service while waking a
     /// workload scaled to zero; more get 503 with Retry-After.
     #[arg(long, default_value_t = 1000, value_name = "N")]
@@ -135,6 +140,7 @@ impl NodeArgs {
         cfg.lease_renew = self.lease_renew_interval.max(Duration::from_millis(100));
         cfg.proxy_listen = !self.no_proxy_listen;
         cfg.proxy_max_connections = self.proxy_max_connections.max(1);
+        cfg.proxy_ingress_port = (self.ingress_port != 0).then_some(self.ingress_port);
         cfg.accounting = !self.no_pod_accounting;
         cfg.proxy_activation = crate::proxy::activate::ActivationLimits {
             queue: self.activation_queue,

@@ -16,6 +16,7 @@
 //! - [`daemonset`]: one pod per fitting node, rolling updates.
 //! - [`nodelifecycle`]: marks silent nodes, taints them, evicts their pods.
 //! - [`garbagecollector`]: deletes (or releases) what owners leave behind.
+//! - [`ingress`]: where each Ingress the node proxies serve is reachable.
 //! - [`podautoscaler`]: HorizontalPodAutoscalers: replicas that follow
 //!   CPU, memory and request rates.
 //! - [`namespace`]: empties a terminating namespace, then lets it go.
@@ -29,6 +30,7 @@ pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod garbagecollector;
+pub mod ingress;
 pub mod job;
 pub mod leader;
 pub mod namespace;
@@ -373,6 +375,7 @@ pub async fn run(
         namespace::run(client.clone(), stop.wait()),
         garbagecollector::run(client.clone(), gc_pods, stop.wait()),
         serviceaccount::run(client.clone(), stop.wait()),
+        ingress::run(client.clone(), stop.wait()),
         podautoscaler::run(client, cache, autoscaler, stop.wait()),
     );
 }

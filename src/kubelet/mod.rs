@@ -93,6 +93,8 @@ pub struct KubeletConfig {
     pub proxy_listen: bool,
     /// Connections the proxy's listeners hold open at once.
     pub proxy_max_connections: usize,
+    /// Where the proxy serves Ingresses on the node's address (none: not).
+    pub proxy_ingress_port: Option<u16>,
     /// Bounds on requests the proxy holds for a Service at zero.
     pub proxy_activation: crate::proxy::activate::ActivationLimits,
     /// Whether containers' CPU time and memory are counted (for `kubectl
@@ -129,6 +131,7 @@ impl KubeletConfig {
             cluster_cidr: crate::proxy::Ranges::default().cluster_cidr,
             proxy_listen: true,
             proxy_max_connections: 4096,
+            proxy_ingress_port: Some(80),
             proxy_activation: crate::proxy::activate::ActivationLimits::default(),
             accounting: true,
         }

@@ -182,6 +182,9 @@ async fn handle(
     req: Request<Incoming>,
 ) -> ProxyResponse {
     let table = proxy.table();
+    if local_ip == proxy.config.node_ip && proxy.config.ingress_port == Some(port) {
+        return ingress(&proxy, &table, client, req).await;
+    }
     let target = table
         .by_listener(local_ip, port, proxy.config.node_ip)
         .or_else(|| {
@@ -197,6 +200,51 @@ async fn handle(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("no service at {local_ip}:{port}"),
         );
+    };
+    let req = req.map(|b| {
+        b.map_err(|e| Box::new(e) as super::route::BoxError)
+            .boxed_unsync()
+    });
+    match proxy.forward(&target, client, false, req).await {
+        Ok(resp) => resp,
+        Err(e) => text(StatusCode::BAD_GATEWAY, e.to_string()),
+    }
+}
+
+/// Serves a request that entered on the ingress port: routed by its host
+/// and path ([`super::ingress`]).
+async fn ingress(
+    proxy: &Arc<Proxy>,
+    table: &super::Table,
+    client: Option<Ipv4Addr>,
+    req: Request<Incoming>,
+) -> ProxyResponse {
+    // HTTP/2 carries the host in the URI's authority, HTTP/1 in `Host`.
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            req.headers()
+                .get(hyper::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    let target = match table.ingress().route(table, &host, req.uri().path()) {
+        super::ingress::Routed::To(t) => t,
+        super::ingress::Routed::NoRoute => {
+            return text(StatusCode::NOT_FOUND, "404 page not found");
+        }
+        super::ingress::Routed::NoService(b) => {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "no service {}/{} with port {:?} for this ingress rule",
+                    b.namespace, b.service, b.port
+                ),
+            );
+        }
     };
     let req = req.map(|b| {
         b.map_err(|e| Box::new(e) as super::route::BoxError)

@@ -19,6 +19,7 @@
 //! - [`metrics`]: per-service and per-pod counts and latency.
 
 pub mod activate;
+pub mod ingress;
 pub mod listen;
 pub mod metrics;
 pub mod outbound;
@@ -34,6 +35,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -60,6 +62,8 @@ pub struct ProxyConfig {
     pub listen: bool,
     /// Connections the listeners hold open at once.
     pub max_connections: usize,
+    /// The port Ingresses are served on, on `node_ip` (none: not served).
+    pub ingress_port: Option<u16>,
     /// Largest request body forwarded to another node (bodies to local
     /// pods stream and are the pod's to bound).
     pub max_body_bytes: usize,
@@ -78,6 +82,7 @@ impl ProxyConfig {
             ranges: Ranges::default(),
             listen: true,
             max_connections: 4096,
+            ingress_port: Some(80),
             max_body_bytes: 16 << 20,
             remote_timeout: Duration::from_secs(60),
             activation: activate::ActivationLimits::default(),
@@ -210,6 +215,8 @@ pub async fn run(
     let (services, services_w) = reflector::store::<Service>();
     let (slices, slices_w) = reflector::store::<EndpointSlice>();
     let (nodes, nodes_w) = reflector::store::<Node>();
+    let (ingresses, ingresses_w) = reflector::store::<Ingress>();
+    let (classes, classes_w) = reflector::store::<IngressClass>();
     let changed = Arc::new(Notify::new());
     let svc_stream = watcher(
         Api::<Service>::all(client.clone()),
@@ -227,16 +234,33 @@ pub async fn run(
     .reflect(slices_w)
     .map(|_| ())
     .boxed();
-    let node_stream = watcher(Api::<Node>::all(client), watcher::Config::default())
+    let node_stream = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
         .default_backoff()
         .reflect(nodes_w)
         .map(|_| ())
         .boxed();
+    let ingress_stream = watcher(
+        Api::<Ingress>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(ingresses_w)
+    .map(|_| ())
+    .boxed();
+    let class_stream = watcher(Api::<IngressClass>::all(client), watcher::Config::default())
+        .default_backoff()
+        .reflect(classes_w)
+        .map(|_| ())
+        .boxed();
     let rebuild = rebuild_loop(
         proxy.clone(),
-        services,
-        slices,
-        nodes,
+        Stores {
+            services,
+            slices,
+            nodes,
+            ingresses,
+            classes,
+        },
         changed.clone(),
         stop.wait(),
     );
@@ -244,6 +268,8 @@ pub async fn run(
         feed(svc_stream, changed.clone(), stop.wait()),
         feed(slice_stream, changed.clone(), stop.wait()),
         feed(node_stream, changed.clone(), stop.wait()),
+        feed(ingress_stream, changed.clone(), stop.wait()),
+        feed(class_stream, changed.clone(), stop.wait()),
         rebuild
     );
 }
@@ -291,29 +317,47 @@ fn local_pod_addrs(pods: &dyn LocalPods) -> Vec<std::net::SocketAddr> {
     out
 }
 
+/// The watched objects the table is built from.
+struct Stores {
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
+    nodes: Store<Node>,
+    ingresses: Store<Ingress>,
+    classes: Store<IngressClass>,
+}
+
 /// Rebuilds the table after changes, at most every few milliseconds, so a
 /// burst of events (a first list of thousands) costs one rebuild.
 async fn rebuild_loop(
     proxy: Arc<Proxy>,
-    services: Store<Service>,
-    slices: Store<EndpointSlice>,
-    nodes: Store<Node>,
+    stores: Stores,
     changed: Arc<Notify>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    let Stores {
+        services,
+        slices,
+        nodes,
+        ingresses,
+        classes,
+    } = stores;
     let mut shutdown = std::pin::pin!(shutdown);
-    // The first table waits for all three lists.
+    // The first table waits for every list.
     tokio::select! {
         _ = async {
             let _ = services.wait_until_ready().await;
             let _ = slices.wait_until_ready().await;
             let _ = nodes.wait_until_ready().await;
+            let _ = ingresses.wait_until_ready().await;
+            let _ = classes.wait_until_ready().await;
         } => {}
         _ = &mut shutdown => return,
     }
     let mut listeners = listen::Listeners::new(proxy.clone());
     loop {
-        let table = Table::build(&services.state(), &slices.state(), &nodes.state());
+        let table = Table::build(&services.state(), &slices.state(), &nodes.state()).with_ingress(
+            ingress::IngressRoutes::build(&ingresses.state(), &classes.state()),
+        );
         tracing::debug!(services = table.len(), "proxy table rebuilt");
         proxy.install(table);
         if !proxy
@@ -324,7 +368,15 @@ async fn rebuild_loop(
         }
         loop {
             if proxy.config.listen {
-                let mut wanted = proxy.table().listen_addrs(proxy.config.node_ip);
+                let table = proxy.table();
+                let mut wanted = table.listen_addrs(proxy.config.node_ip);
+                // The ingress port is opened only once there is an Ingress
+                // to serve, so a node without any leaves port 80 alone.
+                if let Some(port) = proxy.config.ingress_port
+                    && !table.ingress().is_empty()
+                {
+                    wanted.push(std::net::SocketAddr::from((proxy.config.node_ip, port)));
+                }
                 wanted.extend(local_pod_addrs(proxy.pods.as_ref()));
                 listeners.reconcile(&wanted);
             }

@@ -108,6 +108,8 @@ pub struct Table {
     by_node_port: HashMap<u16, (Arc<ProxiedService>, usize)>,
     by_lb: HashMap<(Ipv4Addr, u16), (Arc<ProxiedService>, usize)>,
     nodes: BTreeMap<String, NodeRoute>,
+    /// Routes of the Ingresses served on the node's ingress port.
+    ingress: super::ingress::IngressRoutes,
 }
 
 /// What the table knows about the cluster's address ranges.
@@ -421,6 +423,18 @@ impl Table {
     }
 
     /// Number of services (for logs).
+    /// The same table with `routes` as its Ingress routes.
+    #[must_use]
+    pub fn with_ingress(mut self, routes: super::ingress::IngressRoutes) -> Table {
+        self.ingress = routes;
+        self
+    }
+
+    /// The Ingress routes.
+    pub fn ingress(&self) -> &super::ingress::IngressRoutes {
+        &self.ingress
+    }
+
     pub fn len(&self) -> usize {
         self.services.len()
     }

@@ -17,6 +17,7 @@ mod crash;
 mod etcd_backend;
 mod etcdctl;
 mod hosts;
+mod ingress;
 mod kubectl;
 mod kubelet;
 mod kv_cli;

@@ -49,6 +49,8 @@ pub enum Allocation {
     ServiceAddresses,
     /// A pod CIDR block for the node.
     PodCidr,
+    /// The default IngressClass, for an Ingress that names none.
+    IngressClass,
 }
 
 /// How a delete proceeds for the kind, beyond the finalizers that
@@ -287,4 +289,6 @@ kinds! {
     endpointslice::EndpointSlice,
     module::Module,
     horizontalpodautoscaler::HorizontalPodAutoscaler,
+    ingressclass::IngressClass,
+    ingress::Ingress,
 }

@@ -1,0 +1,155 @@
+//! Ingress, as a user checks it with stock kubectl and curl: the `wkube`
+//! class is there and the default, `kubectl create ingress` routes by host
+//! and path to Services on the node's port 80, the address shows in
+//! `kubectl get ingress`, and what matches no rule gets a 404.
+
+use crate::common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Kubectl, eventually};
+use serde_json::Value;
+
+/// A Deployment of one pod of `image` labelled `app=NAME` and a Service
+/// `NAME` on port 80 to the pod's port 8080.
+fn app(k: &Kubectl, name: &str, image: &str) {
+    let manifest = format!(
+        r#"{{"apiVersion": "v1", "kind": "List", "items": [
+            {{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {{"name": "{name}"}},
+              "spec": {{"replicas": 1, "selector": {{"matchLabels": {{"app": "{name}"}}}},
+                "template": {{"metadata": {{"labels": {{"app": "{name}"}}}},
+                  "spec": {{"containers": [{{"name": "web", "image": "{image}",
+                    "ports": [{{"containerPort": 8080, "name": "http"}}]}}]}}}}}}}},
+            {{"apiVersion": "v1", "kind": "Service", "metadata": {{"name": "{name}"}},
+              "spec": {{"selector": {{"app": "{name}"}},
+                "ports": [{{"name": "http", "port": 80, "targetPort": "http"}}]}}}}]}}"#
+    );
+    k.ok_with_stdin(&["apply", "-f", "-"], &manifest);
+    k.ok(&[
+        "rollout",
+        "status",
+        &format!("deployment/{name}"),
+        "--timeout=90s",
+    ]);
+}
+
+/// `curl` with a `Host` header; (status, body). Status 0: no answer.
+fn curl_host(url: &str, host: &str) -> (u16, String) {
+    let out = common::run(
+        {
+            let mut c = Command::new("curl");
+            c.args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
+                .args(["-H", &format!("Host: {host}")])
+                .arg(url);
+            c
+        },
+        None,
+        Duration::from_secs(15),
+    );
+    let text = out.stdout;
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn an_ingress_routes_by_host_and_path_and_shows_its_address() {
+    let s = common::node_server_with_examples();
+    let k = s.kubectl();
+
+    // The built-in class, marked the default.
+    let classes = k.ok(&["get", "ingressclass"]);
+    assert!(classes.contains("wkube.dev/ingress"), "{classes}");
+    let class: Value =
+        serde_json::from_str(&k.ok(&["get", "ingressclass", "wkube", "-o", "json"])).unwrap();
+    assert_eq!(
+        class["metadata"]["annotations"]["ingressclass.kubernetes.io/is-default-class"],
+        "true"
+    );
+
+    app(&k, "hello", "hello:v1");
+    app(&k, "echo", "echo:v1");
+
+    // No class named: the default one is filled in.
+    k.ok(&[
+        "create",
+        "ingress",
+        "shop",
+        "--rule=shop.example.test/*=hello:80",
+        "--rule=shop.example.test/status*=echo:http",
+        "--rule=echo.example.test/headers=echo:80",
+    ]);
+    let ing: Value =
+        serde_json::from_str(&k.ok(&["get", "ingress", "shop", "-o", "json"])).unwrap();
+    assert_eq!(ing["spec"]["ingressClassName"], "wkube", "{ing}");
+
+    let url = |path: &str| format!("http://{}:80{path}", s.addresses.node_ip);
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            curl_host(&url("/"), "shop.example.test").0 == 200
+        }),
+        "the ingress never answered: {:?}\n{}",
+        curl_host(&url("/"), "shop.example.test"),
+        s.log_tail(30)
+    );
+    assert_eq!(
+        curl_host(&url("/any/page"), "shop.example.test"),
+        (200, "Hello from wkube!\n".to_string())
+    );
+    // The longer Prefix `/status` (by port name) goes to echo-http, with
+    // the path passed on whole; `/statusx` is not under it.
+    assert_eq!(curl_host(&url("/status/201"), "shop.example.test").0, 201);
+    assert_eq!(
+        curl_host(&url("/statusx"), "shop.example.test"),
+        (200, "Hello from wkube!\n".to_string())
+    );
+    // Exact `/headers` on another host reaches echo-http, which shows the
+    // request's headers.
+    let (code, body) = curl_host(&url("/headers"), "echo.example.test");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("user-agent"), "{body}");
+    // Exact means exact; an unknown host matches no rule.
+    assert_eq!(curl_host(&url("/headers/x"), "echo.example.test").0, 404);
+    assert_eq!(curl_host(&url("/"), "other.example.test").0, 404);
+
+    // The node's address in the status, as `kubectl get ingress` shows it.
+    let node_ip = s.addresses.node_ip.to_string();
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            k.ok(&["get", "ingress", "shop"]).contains(&node_ip)
+        }),
+        "{}",
+        k.ok(&["get", "ingress", "shop", "-o", "yaml"])
+    );
+    let table = k.ok(&["get", "ingress", "shop"]);
+    assert!(table.contains("wkube"), "{table}");
+    assert!(table.contains("shop.example.test"), "{table}");
+
+    // Deleted: the route goes with it.
+    k.ok(&["delete", "ingress", "shop"]);
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            curl_host(&url("/"), "shop.example.test").0 != 200
+        }),
+        "the deleted ingress still routes"
+    );
+}
+
+#[test]
+fn an_invalid_ingress_is_refused_with_the_field_named() {
+    let s = common::TestServer::start();
+    let k = s.kubectl();
+    let bad = r#"{"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": "bad"},
+        "spec": {"rules": [{"host": "1.2.3.4", "http": {"paths": [
+            {"path": "nope", "pathType": "Prefix",
+             "backend": {"service": {"name": "x", "port": {"number": 80}}}}]}}]}}"#;
+    let out = k.run_with_stdin(&["create", "-f", "-"], bad);
+    assert!(!out.status.success());
+    assert!(
+        out.stderr.contains("spec.rules[0].host")
+            && out.stderr.contains("spec.rules[0].http.paths[0].path"),
+        "{}",
+        out.stderr
+    );
+}
