@@ -39,6 +39,7 @@ pub async fn run(
     proxy_config.listen = config.proxy_listen;
     proxy_config.max_connections = config.proxy_max_connections;
     proxy_config.ingress_port = config.proxy_ingress_port;
+    proxy_config.ingress_tls_port = config.proxy_ingress_tls_port;
     proxy_config.activation = config.proxy_activation;
     // Traffic to pods on other nodes goes with the node's own credential.
     let identity = tls.as_ref().map(|t| NodeIdentity {

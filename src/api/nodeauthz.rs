@@ -92,6 +92,8 @@ pub async fn decide(state: &ApiState, node: &str, a: &Attributes) -> Decision {
                 .await
                 .iter()
                 .any(|p| references(p, field, &a.name))
+                || (a.resource == "secrets"
+                    && ingress_certificate(state, &a.namespace, &a.name).await)
             {
                 Decision::NoOpinion
             } else {
@@ -117,6 +119,47 @@ pub async fn decide(state: &ApiState, node: &str, a: &Attributes) -> Decision {
         }
         _ => Decision::NoOpinion,
     }
+}
+
+/// Whether an Ingress of a class the node proxies serve names the Secret
+/// `ns/name` in its `spec.tls`: every node serves those Ingresses, so every
+/// node may read their certificates (and nothing else by this rule).
+async fn ingress_certificate(state: &ApiState, ns: &str, name: &str) -> bool {
+    use crate::resources::kinds::ingressclass::WKUBE_CONTROLLER;
+    let (Some(ingresses), Some(classes)) = (
+        resources::by_resource("networking.k8s.io", "v1", "ingresses"),
+        resources::by_resource("networking.k8s.io", "v1", "ingressclasses"),
+    ) else {
+        return false;
+    };
+    let names_it = |i: &Value| {
+        i.pointer("/spec/tls")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|t| t.get("secretName").and_then(Value::as_str) == Some(name))
+    };
+    let Ok(page) = state
+        .registry
+        .list(ingresses, Some(ns), 0, None, &names_it)
+        .await
+    else {
+        return false;
+    };
+    for ingress in page.items {
+        let Some(class) = ingress
+            .pointer("/spec/ingressClassName")
+            .and_then(Value::as_str)
+        else {
+            continue;
+        };
+        if let Ok(Some(c)) = state.registry.try_get(classes, None, class).await
+            && c.pointer("/spec/controller").and_then(Value::as_str) == Some(WKUBE_CONTROLLER)
+        {
+            return true;
+        }
+    }
+    false
 }
 
 /// Where a pod is, for the node authorizer.

@@ -68,6 +68,11 @@ pub struct NodeArgs {
     #[arg(long, default_value_t = 80, value_name = "PORT")]
     pub ingress_port: u16,
 
+    /// The port Ingresses with `spec.tls` are served on with TLS, on the
+    /// node's address; 0 serves none.
+    #[arg(long, default_value_t = 443, value_name = "PORT")]
+    pub ingress_tls_port: u16,
+
     /// Most requests the service proxy holds per Service while waking a
     /// workload scaled to zero; more get 503 with Retry-After.
     #[arg(long, default_value_t = 1000, value_name = "N")]
@@ -141,6 +146,7 @@ impl NodeArgs {
         cfg.proxy_listen = !self.no_proxy_listen;
         cfg.proxy_max_connections = self.proxy_max_connections.max(1);
         cfg.proxy_ingress_port = (self.ingress_port != 0).then_some(self.ingress_port);
+        cfg.proxy_ingress_tls_port = (self.ingress_tls_port != 0).then_some(self.ingress_tls_port);
         cfg.accounting = !self.no_pod_accounting;
         cfg.proxy_activation = crate::proxy::activate::ActivationLimits {
             queue: self.activation_queue,

@@ -95,6 +95,8 @@ pub struct KubeletConfig {
     pub proxy_max_connections: usize,
     /// Where the proxy serves Ingresses on the node's address (none: not).
     pub proxy_ingress_port: Option<u16>,
+    /// Where the proxy serves Ingresses with TLS (none: not).
+    pub proxy_ingress_tls_port: Option<u16>,
     /// Bounds on requests the proxy holds for a Service at zero.
     pub proxy_activation: crate::proxy::activate::ActivationLimits,
     /// Whether containers' CPU time and memory are counted (for `kubectl
@@ -132,6 +134,7 @@ impl KubeletConfig {
             proxy_listen: true,
             proxy_max_connections: 4096,
             proxy_ingress_port: Some(80),
+            proxy_ingress_tls_port: Some(443),
             proxy_activation: crate::proxy::activate::ActivationLimits::default(),
             accounting: true,
         }

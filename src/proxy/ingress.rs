@@ -74,6 +74,16 @@ pub struct IngressRoutes {
     default_backend: Option<Backend>,
     /// How many Ingresses are served.
     count: usize,
+    /// The certificates `spec.tls` names, oldest Ingress first.
+    tls: Vec<TlsRef>,
+}
+
+/// A `spec.tls` entry: the hosts a Secret's certificate serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsRef {
+    pub namespace: String,
+    pub secret: String,
+    pub hosts: Vec<String>,
 }
 
 /// What routing a request came to.
@@ -126,6 +136,16 @@ impl IngressRoutes {
             let Some(spec) = &ing.spec else {
                 continue;
             };
+            for tls in spec.tls.iter().flatten() {
+                let (Some(secret), Some(hosts)) = (&tls.secret_name, &tls.hosts) else {
+                    continue;
+                };
+                routes.tls.push(TlsRef {
+                    namespace: ns.clone(),
+                    secret: secret.clone(),
+                    hosts: hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+                });
+            }
             if routes.default_backend.is_none() {
                 routes.default_backend =
                     spec.default_backend.as_ref().and_then(|b| backend(&ns, b));
@@ -192,6 +212,11 @@ impl IngressRoutes {
 
     pub fn is_empty(&self) -> bool {
         self.count == 0
+    }
+
+    /// The certificates to serve, oldest Ingress first.
+    pub fn tls(&self) -> &[TlsRef] {
+        &self.tls
     }
 
     /// The backend for a request to `host` (a `Host` header, port and all)

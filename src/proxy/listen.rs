@@ -153,6 +153,10 @@ async fn serve_connection(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr
         IpAddr::V6(_) => None,
     };
     let node_ip = proxy.config.node_ip;
+    if local_ip == node_ip && proxy.config.ingress_tls_port == Some(port) {
+        serve_ingress_tls(proxy, stream, client).await;
+        return;
+    }
     if let Some(Target::Service { svc, port: i }) =
         proxy.table().by_listener(local_ip, port, node_ip)
     {
@@ -209,6 +213,29 @@ async fn handle(
         Ok(resp) => resp,
         Err(e) => text(StatusCode::BAD_GATEWAY, e.to_string()),
     }
+}
+
+/// Serves a connection to the ingress TLS port: the handshake picks the
+/// certificate by the name the client asks for, then requests are routed
+/// as on the plain ingress port.
+async fn serve_ingress_tls(proxy: Arc<Proxy>, stream: TcpStream, client: Option<Ipv4Addr>) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(proxy.ingress_tls.clone());
+    // A client that never finishes its handshake does not hold a
+    // connection slot for long.
+    let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
+    else {
+        return;
+    };
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let proxy = proxy.clone();
+        async move {
+            let table = proxy.table();
+            Ok::<_, std::convert::Infallible>(ingress(&proxy, &table, client, req).await)
+        }
+    });
+    let _ = auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(tls), service)
+        .await;
 }
 
 /// Serves a request that entered on the ingress port: routed by its host

@@ -20,6 +20,7 @@
 
 pub mod activate;
 pub mod ingress;
+pub mod ingresstls;
 pub mod listen;
 pub mod metrics;
 pub mod outbound;
@@ -64,6 +65,8 @@ pub struct ProxyConfig {
     pub max_connections: usize,
     /// The port Ingresses are served on, on `node_ip` (none: not served).
     pub ingress_port: Option<u16>,
+    /// The port Ingresses with `spec.tls` are served on with TLS.
+    pub ingress_tls_port: Option<u16>,
     /// Largest request body forwarded to another node (bodies to local
     /// pods stream and are the pod's to bound).
     pub max_body_bytes: usize,
@@ -83,6 +86,7 @@ impl ProxyConfig {
             listen: true,
             max_connections: 4096,
             ingress_port: Some(80),
+            ingress_tls_port: Some(443),
             max_body_bytes: 16 << 20,
             remote_timeout: Duration::from_secs(60),
             activation: activate::ActivationLimits::default(),
@@ -141,6 +145,10 @@ pub struct Proxy {
     generation: tokio::sync::watch::Sender<u64>,
     /// Wakes workloads scaled to zero.
     pub activator: activate::Activator,
+    /// Certificates of the Ingresses' `spec.tls`, by host.
+    pub ingress_certs: Arc<ingresstls::IngressCerts>,
+    /// The TLS the ingress port serves with (their certificates).
+    ingress_tls: Arc<rustls::ServerConfig>,
 }
 
 impl Proxy {
@@ -166,6 +174,9 @@ impl Proxy {
             .map(|i| route::external_tls(&i.client.ca_pem))
             .transpose()
             .map_err(ProxyError::Client)?;
+        let ingress_certs = Arc::new(ingresstls::IngressCerts::default());
+        let ingress_tls =
+            ingresstls::server_config(ingress_certs.clone()).map_err(ProxyError::Client)?;
         Ok(Proxy {
             metrics: metrics::Metrics::new(&config.node_name),
             config,
@@ -178,6 +189,8 @@ impl Proxy {
             is_synced: std::sync::atomic::AtomicBool::new(false),
             generation: tokio::sync::watch::Sender::new(0),
             activator: activate::Activator::default(),
+            ingress_certs,
+            ingress_tls,
         })
     }
 
@@ -247,11 +260,14 @@ pub async fn run(
     .reflect(ingresses_w)
     .map(|_| ())
     .boxed();
-    let class_stream = watcher(Api::<IngressClass>::all(client), watcher::Config::default())
-        .default_backoff()
-        .reflect(classes_w)
-        .map(|_| ())
-        .boxed();
+    let class_stream = watcher(
+        Api::<IngressClass>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(classes_w)
+    .map(|_| ())
+    .boxed();
     let rebuild = rebuild_loop(
         proxy.clone(),
         Stores {
@@ -270,6 +286,7 @@ pub async fn run(
         feed(node_stream, changed.clone(), stop.wait()),
         feed(ingress_stream, changed.clone(), stop.wait()),
         feed(class_stream, changed.clone(), stop.wait()),
+        ingresstls::run(proxy.clone(), client, stop.wait()),
         rebuild
     );
 }
@@ -374,6 +391,11 @@ async fn rebuild_loop(
                 // to serve, so a node without any leaves port 80 alone.
                 if let Some(port) = proxy.config.ingress_port
                     && !table.ingress().is_empty()
+                {
+                    wanted.push(std::net::SocketAddr::from((proxy.config.node_ip, port)));
+                }
+                if let Some(port) = proxy.config.ingress_tls_port
+                    && !table.ingress().tls().is_empty()
                 {
                     wanted.push(std::net::SocketAddr::from((proxy.config.node_ip, port)));
                 }

@@ -237,6 +237,28 @@ fn a_node_credential_reaches_only_what_its_node_needs() {
         !as_node(&["get", "secrets"]).status.success(),
         "a node may not list secrets"
     );
+    // Every node serves the Ingresses of the `wkube` class, so it may read
+    // the certificates they name; not those of another class's Ingress.
+    k.ok_with_stdin(
+        &["create", "-f", "-"],
+        r#"{"apiVersion":"v1","kind":"List","items":[
+          {"apiVersion":"v1","kind":"Secret","metadata":{"name":"served-cert"},"stringData":{"k":"v"}},
+          {"apiVersion":"v1","kind":"Secret","metadata":{"name":"other-cert"},"stringData":{"k":"v"}},
+          {"apiVersion":"networking.k8s.io/v1","kind":"IngressClass","metadata":{"name":"other"},
+           "spec":{"controller":"example.com/other"}},
+          {"apiVersion":"networking.k8s.io/v1","kind":"Ingress","metadata":{"name":"served"},
+           "spec":{"tls":[{"hosts":["a.test"],"secretName":"served-cert"}],
+             "defaultBackend":{"service":{"name":"x","port":{"number":80}}}}},
+          {"apiVersion":"networking.k8s.io/v1","kind":"Ingress","metadata":{"name":"elsewhere"},
+           "spec":{"ingressClassName":"other","tls":[{"hosts":["b.test"],"secretName":"other-cert"}],
+             "defaultBackend":{"service":{"name":"x","port":{"number":80}}}}}]}"#,
+    );
+    assert!(as_node(&["get", "secret", "served-cert"]).status.success());
+    let denied = as_node(&["get", "secret", "other-cert"]);
+    assert!(
+        denied.stderr.contains("no relationship found between node"),
+        "{denied:?}"
+    );
     let other = as_node(&["label", "node", "n8", "x=y"]);
     assert!(
         other.stderr.contains("may only change its own Node"),

@@ -136,6 +136,68 @@ fn an_ingress_routes_by_host_and_path_and_shows_its_address() {
 }
 
 #[test]
+fn an_ingress_with_tls_serves_its_secret_certificate_by_name() {
+    let s = common::node_server_with_examples();
+    let k = s.kubectl();
+    app(&k, "hello", "hello:v1");
+
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["secure.example.test".to_string()]).unwrap();
+    let (crt, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&crt, cert.cert.pem()).unwrap();
+    std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
+    k.ok(&[
+        "create",
+        "secret",
+        "tls",
+        "secure-tls",
+        &format!("--cert={}", crt.display()),
+        &format!("--key={}", key.display()),
+    ]);
+    k.ok(&[
+        "create",
+        "ingress",
+        "secure",
+        "--rule=secure.example.test/*=hello:80,tls=secure-tls",
+    ]);
+    let table = k.ok(&["get", "ingress", "secure"]);
+    assert!(table.contains("80, 443"), "{table}");
+
+    let node_ip = s.addresses.node_ip;
+    let https = |name: &str| {
+        common::run(
+            {
+                let mut c = Command::new("curl");
+                c.args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
+                    .arg("--cacert")
+                    .arg(&crt)
+                    .args(["--resolve", &format!("{name}:443:{node_ip}")])
+                    .arg(format!("https://{name}/"));
+                c
+            },
+            None,
+            Duration::from_secs(15),
+        )
+    };
+    // The certificate verifies against its own CA for its host name.
+    assert!(
+        eventually(Duration::from_secs(30), || https("secure.example.test")
+            .stdout
+            .ends_with("\n200")),
+        "{:?}\n{}",
+        https("secure.example.test"),
+        s.log_tail(30)
+    );
+    assert_eq!(
+        https("secure.example.test").stdout,
+        "Hello from wkube!\n\n200"
+    );
+    // A name no Ingress has a certificate for gets no certificate at all.
+    let other = https("other.example.test");
+    assert!(!other.status.success(), "{other:?}");
+}
+
+#[test]
 fn an_invalid_ingress_is_refused_with_the_field_named() {
     let s = common::TestServer::start();
     let k = s.kubectl();
