@@ -198,6 +198,23 @@ pub async fn run(state: &ApiState, advertise: Ipv4Addr, port: u16) -> Result<(),
         )
         .await?;
     }
+    // The GatewayClass every node's proxy serves.
+    {
+        use crate::resources::kinds::gatewayclass::{WKUBE_CLASS, WKUBE_CONTROLLER};
+        let classes = resources::by_resource(resources::gateway::GROUP, "v1", "gatewayclasses")
+            .ok_or(ApiError::NoRoute)?;
+        ensure(
+            state,
+            classes,
+            None,
+            json!({
+                "metadata": {"name": WKUBE_CLASS},
+                "spec": {"controllerName": WKUBE_CONTROLLER,
+                         "description": "Served by every node's proxy on the node's address."},
+            }),
+        )
+        .await?;
+    }
     ensure_service_accounts(state).await?;
     Ok(())
 }

@@ -93,7 +93,8 @@ pub async fn decide(state: &ApiState, node: &str, a: &Attributes) -> Decision {
                 .iter()
                 .any(|p| references(p, field, &a.name))
                 || (a.resource == "secrets"
-                    && ingress_certificate(state, &a.namespace, &a.name).await)
+                    && (ingress_certificate(state, &a.namespace, &a.name).await
+                        || gateway_certificate(state, &a.namespace, &a.name).await))
             {
                 Decision::NoOpinion
             } else {
@@ -155,6 +156,53 @@ async fn ingress_certificate(state: &ApiState, ns: &str, name: &str) -> bool {
         };
         if let Ok(Some(c)) = state.registry.try_get(classes, None, class).await
             && c.pointer("/spec/controller").and_then(Value::as_str) == Some(WKUBE_CONTROLLER)
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether a Gateway of a class the node proxies serve, in `ns`, names
+/// the Secret `ns/name` as a listener's certificate (the same reasoning as
+/// for Ingresses: every node serves those listeners).
+async fn gateway_certificate(state: &ApiState, ns: &str, name: &str) -> bool {
+    use crate::resources::gateway::GROUP;
+    use crate::resources::kinds::gatewayclass::WKUBE_CONTROLLER;
+    let (Some(gateways), Some(classes)) = (
+        resources::by_resource(GROUP, "v1", "gateways"),
+        resources::by_resource(GROUP, "v1", "gatewayclasses"),
+    ) else {
+        return false;
+    };
+    let names_it = |g: &Value| {
+        g.pointer("/spec/listeners")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l.pointer("/tls/certificateRefs").and_then(Value::as_array))
+            .flatten()
+            .any(|r| {
+                r.get("name").and_then(Value::as_str) == Some(name)
+                    && r.get("namespace")
+                        .and_then(Value::as_str)
+                        .is_none_or(|n| n == ns)
+            })
+    };
+    let Ok(page) = state
+        .registry
+        .list(gateways, Some(ns), 0, None, &names_it)
+        .await
+    else {
+        return false;
+    };
+    for gw in page.items {
+        let class = gw
+            .pointer("/spec/gatewayClassName")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if let Ok(Some(c)) = state.registry.try_get(classes, None, class).await
+            && c.pointer("/spec/controllerName").and_then(Value::as_str) == Some(WKUBE_CONTROLLER)
         {
             return true;
         }

@@ -533,6 +533,22 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
                         &["ingresses/status"],
                         &["patch", "update"],
                     ),
+                    // The gateway controller: where Gateways are served and
+                    // which routes they accepted.
+                    rule(
+                        &["gateway.networking.k8s.io"],
+                        &["gatewayclasses", "gateways", "httproutes"],
+                        &["get", "list", "watch"],
+                    ),
+                    rule(
+                        &["gateway.networking.k8s.io"],
+                        &[
+                            "gatewayclasses/status",
+                            "gateways/status",
+                            "httproutes/status",
+                        ],
+                        &["patch", "update"],
+                    ),
                     // A DaemonSet runs a pod on each node that fits it.
                     rule(&[""], &["nodes"], &["get", "list", "watch"]),
                     // The namespace controller empties a terminating
@@ -592,6 +608,12 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
                     rule(
                         &["networking.k8s.io"],
                         &["ingresses", "ingressclasses"],
+                        READ,
+                    ),
+                    // And Gateways of its classes, with their routes.
+                    rule(
+                        &["gateway.networking.k8s.io"],
+                        &["gatewayclasses", "gateways", "httproutes"],
                         READ,
                     ),
                     rule(&["wkube.dev"], &["modules", "blobs"], READ),

@@ -17,6 +17,7 @@
 //! - [`nodelifecycle`]: marks silent nodes, taints them, evicts their pods.
 //! - [`garbagecollector`]: deletes (or releases) what owners leave behind.
 //! - [`ingress`]: where each Ingress the node proxies serve is reachable.
+//! - [`gateway`]: the status of the Gateway API objects the proxies serve.
 //! - [`podautoscaler`]: HorizontalPodAutoscalers: replicas that follow
 //!   CPU, memory and request rates.
 //! - [`namespace`]: empties a terminating namespace, then lets it go.
@@ -30,6 +31,7 @@ pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod garbagecollector;
+pub mod gateway;
 pub mod ingress;
 pub mod job;
 pub mod leader;
@@ -376,6 +378,7 @@ pub async fn run(
         garbagecollector::run(client.clone(), gc_pods, stop.wait()),
         serviceaccount::run(client.clone(), stop.wait()),
         ingress::run(client.clone(), stop.wait()),
+        gateway::run(client.clone(), stop.wait()),
         podautoscaler::run(client, cache, autoscaler, stop.wait()),
     );
 }

@@ -40,8 +40,18 @@ impl IngressCerts {
         if let Some(k) = map.get(&name) {
             return Some(k.clone());
         }
-        let (_, parent) = name.split_once('.')?;
-        map.get(&format!("*.{parent}")).cloned()
+        // Gateway API wildcards cover any number of labels, Ingress ones
+        // exactly one: the closest parent's wildcard is the one asked for
+        // by both, and further parents serve only Gateway listeners'.
+        let mut rest = name.as_str();
+        while let Some((_, parent)) = rest.split_once('.') {
+            if let Some(k) = map.get(&format!("*.{parent}")) {
+                return Some(k.clone());
+            }
+            rest = parent;
+        }
+        // A Gateway HTTPS listener without a host name serves any name.
+        map.get("*").cloned()
     }
 
     fn install(&self, map: HashMap<String, Arc<CertifiedKey>>) {
@@ -128,7 +138,7 @@ pub async fn run(proxy: Arc<Proxy>, client: kube::Client, shutdown: impl Future<
     let mut loaded: Vec<TlsRef> = Vec::new();
     let mut last_fetch = tokio::time::Instant::now();
     loop {
-        let wanted = proxy.table().ingress().tls().to_vec();
+        let wanted = proxy.table().edge_certificates();
         if wanted != loaded || last_fetch.elapsed() >= REFRESH {
             proxy.ingress_certs.install(fetch(&client, &wanted).await);
             loaded = wanted;
@@ -210,9 +220,14 @@ mod tests {
         ]));
         assert!(certs.lookup("SHOP.test").is_some());
         assert!(certs.lookup("a.apps.test").is_some());
-        assert!(certs.lookup("a.b.apps.test").is_none());
+        // The closest wildcard (Gateway API wildcards cover more labels).
+        assert!(certs.lookup("a.b.apps.test").is_some());
         assert!(certs.lookup("apps.test").is_none());
         assert!(certs.lookup("other.test").is_none());
+        // A catch-all only from a listener without a host name.
+        let any = Arc::new(certified_key(&tls_secret("any.test")).unwrap());
+        certs.install(HashMap::from([("*".to_string(), any)]));
+        assert!(certs.lookup("other.test").is_some());
     }
 
     #[test]

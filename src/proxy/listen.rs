@@ -153,8 +153,11 @@ async fn serve_connection(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr
         IpAddr::V6(_) => None,
     };
     let node_ip = proxy.config.node_ip;
-    if local_ip == node_ip && proxy.config.ingress_tls_port == Some(port) {
-        serve_ingress_tls(proxy, stream, client).await;
+    if local_ip == node_ip
+        && (proxy.config.ingress_tls_port == Some(port)
+            || proxy.table().gateway().port(port) == Some(true))
+    {
+        serve_edge_tls(proxy, stream, port, client).await;
         return;
     }
     if let Some(Target::Service { svc, port: i }) =
@@ -186,8 +189,10 @@ async fn handle(
     req: Request<Incoming>,
 ) -> ProxyResponse {
     let table = proxy.table();
-    if local_ip == proxy.config.node_ip && proxy.config.ingress_port == Some(port) {
-        return ingress(&proxy, &table, client, req).await;
+    if local_ip == proxy.config.node_ip
+        && (proxy.config.ingress_port == Some(port) || table.gateway().port(port).is_some())
+    {
+        return edge(&proxy, &table, port, false, client, req).await;
     }
     let target = table
         .by_listener(local_ip, port, proxy.config.node_ip)
@@ -215,10 +220,10 @@ async fn handle(
     }
 }
 
-/// Serves a connection to the ingress TLS port: the handshake picks the
-/// certificate by the name the client asks for, then requests are routed
-/// as on the plain ingress port.
-async fn serve_ingress_tls(proxy: Arc<Proxy>, stream: TcpStream, client: Option<Ipv4Addr>) {
+/// Serves a connection to the ingress TLS port or a Gateway's HTTPS
+/// listener: the handshake picks the certificate by the name the client
+/// asks for, then requests are routed as on a plain edge port.
+async fn serve_edge_tls(proxy: Arc<Proxy>, stream: TcpStream, port: u16, client: Option<Ipv4Addr>) {
     let acceptor = tokio_rustls::TlsAcceptor::from(proxy.ingress_tls.clone());
     // A client that never finishes its handshake does not hold a
     // connection slot for long.
@@ -230,7 +235,7 @@ async fn serve_ingress_tls(proxy: Arc<Proxy>, stream: TcpStream, client: Option<
         let proxy = proxy.clone();
         async move {
             let table = proxy.table();
-            Ok::<_, std::convert::Infallible>(ingress(&proxy, &table, client, req).await)
+            Ok::<_, std::convert::Infallible>(edge(&proxy, &table, port, true, client, req).await)
         }
     });
     let _ = auto::Builder::new(TokioExecutor::new())
@@ -238,11 +243,15 @@ async fn serve_ingress_tls(proxy: Arc<Proxy>, stream: TcpStream, client: Option<
         .await;
 }
 
-/// Serves a request that entered on the ingress port: routed by its host
-/// and path ([`super::ingress`]).
-async fn ingress(
+/// Serves a request that entered the cluster's edge on the node's address:
+/// the ingress ports route by the Ingresses ([`super::ingress`]), then by
+/// any Gateway listener on the same port; other ports by the Gateways'
+/// HTTPRoutes ([`super::gateway`]).
+async fn edge(
     proxy: &Arc<Proxy>,
     table: &super::Table,
+    port: u16,
+    tls: bool,
     client: Option<Ipv4Addr>,
     req: Request<Incoming>,
 ) -> ProxyResponse {
@@ -258,20 +267,45 @@ async fn ingress(
                 .map(str::to_string)
         })
         .unwrap_or_default();
-    let target = match table.ingress().route(table, &host, req.uri().path()) {
-        super::ingress::Routed::To(t) => t,
-        super::ingress::Routed::NoRoute => {
-            return text(StatusCode::NOT_FOUND, "404 page not found");
+    let ingress_port = if tls {
+        proxy.config.ingress_tls_port
+    } else {
+        proxy.config.ingress_port
+    };
+    let mut target = None;
+    if ingress_port == Some(port) {
+        match table.ingress().route(table, &host, req.uri().path()) {
+            super::ingress::Routed::To(t) => target = Some(t),
+            super::ingress::Routed::NoService(b) => {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "no service {}/{} with port {:?} for this ingress rule",
+                        b.namespace, b.service, b.port
+                    ),
+                );
+            }
+            super::ingress::Routed::NoRoute => {}
         }
-        super::ingress::Routed::NoService(b) => {
-            return text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "no service {}/{} with port {:?} for this ingress rule",
-                    b.namespace, b.service, b.port
-                ),
-            );
+    }
+    if target.is_none() {
+        let view = super::gateway::RequestView {
+            host: &host,
+            path: req.uri().path(),
+            query: req.uri().query().unwrap_or(""),
+            method: req.method().as_str(),
+            headers: req.headers(),
+        };
+        match table.gateway().route(table, port, &view) {
+            super::gateway::GatewayRouted::To(t) => target = Some(t),
+            super::gateway::GatewayRouted::Invalid(why) => {
+                return text(StatusCode::INTERNAL_SERVER_ERROR, why);
+            }
+            super::gateway::GatewayRouted::NoRoute => {}
         }
+    }
+    let Some(target) = target else {
+        return text(StatusCode::NOT_FOUND, "404 page not found");
     };
     let req = req.map(|b| {
         b.map_err(|e| Box::new(e) as super::route::BoxError)

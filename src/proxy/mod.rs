@@ -19,6 +19,7 @@
 //! - [`metrics`]: per-service and per-pod counts and latency.
 
 pub mod activate;
+pub mod gateway;
 pub mod ingress;
 pub mod ingresstls;
 pub mod listen;
@@ -37,6 +38,8 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+
+use crate::resources::gateway::{Gateway, GatewayClass, HTTPRoute};
 use kube::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -230,6 +233,9 @@ pub async fn run(
     let (nodes, nodes_w) = reflector::store::<Node>();
     let (ingresses, ingresses_w) = reflector::store::<Ingress>();
     let (classes, classes_w) = reflector::store::<IngressClass>();
+    let (gateway_classes, gateway_classes_w) = reflector::store::<GatewayClass>();
+    let (gateways, gateways_w) = reflector::store::<Gateway>();
+    let (http_routes, http_routes_w) = reflector::store::<HTTPRoute>();
     let changed = Arc::new(Notify::new());
     let svc_stream = watcher(
         Api::<Service>::all(client.clone()),
@@ -268,6 +274,30 @@ pub async fn run(
     .reflect(classes_w)
     .map(|_| ())
     .boxed();
+    let gateway_class_stream = watcher(
+        Api::<GatewayClass>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(gateway_classes_w)
+    .map(|_| ())
+    .boxed();
+    let gateway_stream = watcher(
+        Api::<Gateway>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(gateways_w)
+    .map(|_| ())
+    .boxed();
+    let route_stream = watcher(
+        Api::<HTTPRoute>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(http_routes_w)
+    .map(|_| ())
+    .boxed();
     let rebuild = rebuild_loop(
         proxy.clone(),
         Stores {
@@ -276,6 +306,9 @@ pub async fn run(
             nodes,
             ingresses,
             classes,
+            gateway_classes,
+            gateways,
+            http_routes,
         },
         changed.clone(),
         stop.wait(),
@@ -286,6 +319,9 @@ pub async fn run(
         feed(node_stream, changed.clone(), stop.wait()),
         feed(ingress_stream, changed.clone(), stop.wait()),
         feed(class_stream, changed.clone(), stop.wait()),
+        feed(gateway_class_stream, changed.clone(), stop.wait()),
+        feed(gateway_stream, changed.clone(), stop.wait()),
+        feed(route_stream, changed.clone(), stop.wait()),
         ingresstls::run(proxy.clone(), client, stop.wait()),
         rebuild
     );
@@ -341,6 +377,9 @@ struct Stores {
     nodes: Store<Node>,
     ingresses: Store<Ingress>,
     classes: Store<IngressClass>,
+    gateway_classes: Store<GatewayClass>,
+    gateways: Store<Gateway>,
+    http_routes: Store<HTTPRoute>,
 }
 
 /// Rebuilds the table after changes, at most every few milliseconds, so a
@@ -357,6 +396,9 @@ async fn rebuild_loop(
         nodes,
         ingresses,
         classes,
+        gateway_classes,
+        gateways,
+        http_routes,
     } = stores;
     let mut shutdown = std::pin::pin!(shutdown);
     // The first table waits for every list.
@@ -367,14 +409,25 @@ async fn rebuild_loop(
             let _ = nodes.wait_until_ready().await;
             let _ = ingresses.wait_until_ready().await;
             let _ = classes.wait_until_ready().await;
+            let _ = gateway_classes.wait_until_ready().await;
+            let _ = gateways.wait_until_ready().await;
+            let _ = http_routes.wait_until_ready().await;
         } => {}
         _ = &mut shutdown => return,
     }
     let mut listeners = listen::Listeners::new(proxy.clone());
     loop {
-        let table = Table::build(&services.state(), &slices.state(), &nodes.state()).with_ingress(
-            ingress::IngressRoutes::build(&ingresses.state(), &classes.state()),
-        );
+        let table = Table::build(&services.state(), &slices.state(), &nodes.state())
+            .with_ingress(ingress::IngressRoutes::build(
+                &ingresses.state(),
+                &classes.state(),
+            ))
+            .with_gateway(gateway::GatewayRoutes::build(
+                &gateway_classes.state(),
+                &gateways.state(),
+                &http_routes.state(),
+                Some(proxy.table().gateway()),
+            ));
         tracing::debug!(services = table.len(), "proxy table rebuilt");
         proxy.install(table);
         if !proxy
@@ -398,6 +451,12 @@ async fn rebuild_loop(
                     && !table.ingress().tls().is_empty()
                 {
                     wanted.push(std::net::SocketAddr::from((proxy.config.node_ip, port)));
+                }
+                for (port, _) in table.gateway().ports() {
+                    let addr = std::net::SocketAddr::from((proxy.config.node_ip, port));
+                    if !wanted.contains(&addr) {
+                        wanted.push(addr);
+                    }
                 }
                 wanted.extend(local_pod_addrs(proxy.pods.as_ref()));
                 listeners.reconcile(&wanted);

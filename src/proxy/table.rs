@@ -110,6 +110,8 @@ pub struct Table {
     nodes: BTreeMap<String, NodeRoute>,
     /// Routes of the Ingresses served on the node's ingress port.
     ingress: super::ingress::IngressRoutes,
+    /// Routes of the Gateways served on their listeners' ports.
+    gateway: super::gateway::GatewayRoutes,
 }
 
 /// What the table knows about the cluster's address ranges.
@@ -433,6 +435,26 @@ impl Table {
     /// The Ingress routes.
     pub fn ingress(&self) -> &super::ingress::IngressRoutes {
         &self.ingress
+    }
+
+    /// The same table with `routes` as its Gateway routes.
+    #[must_use]
+    pub fn with_gateway(mut self, routes: super::gateway::GatewayRoutes) -> Table {
+        self.gateway = routes;
+        self
+    }
+
+    /// The Gateway routes.
+    pub fn gateway(&self) -> &super::gateway::GatewayRoutes {
+        &self.gateway
+    }
+
+    /// Every certificate the edge serves: the Ingresses' `spec.tls`, then
+    /// the Gateways' HTTPS listeners'.
+    pub fn edge_certificates(&self) -> Vec<super::ingress::TlsRef> {
+        let mut all = self.ingress.tls().to_vec();
+        all.extend_from_slice(self.gateway.tls());
+        all
     }
 
     pub fn len(&self) -> usize {

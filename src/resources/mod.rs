@@ -11,6 +11,7 @@
 pub mod activation;
 pub mod cron;
 pub mod defaults;
+pub mod gateway;
 pub mod kinds;
 pub mod module;
 pub mod patchmeta;

@@ -124,6 +124,29 @@ pub fn is_dns1123_subdomain(s: &str) -> bool {
 }
 
 /// RFC 1035 label (Service names): a DNS-1123 label starting with a letter.
+/// A host name as Ingress rules and Gateway listeners and routes take it:
+/// a DNS subdomain, optionally with one leading `*.`
+/// label, and never an IP address.
+pub fn validate_host(host: &str, field: &str, errs: &mut Vec<FieldError>) {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        errs.push(FieldError::invalid(
+            field,
+            host.to_string(),
+            "must be a DNS name, not an IP address",
+        ));
+        return;
+    }
+    let bare = host.strip_prefix("*.").unwrap_or(host);
+    if !is_dns1123_subdomain(bare) {
+        let detail = if host.starts_with('*') {
+            "a wildcard DNS-1123 subdomain must start with '*.', followed by a valid DNS subdomain, which must consist of lower case alphanumeric characters, '-' or '.' and end with an alphanumeric character"
+        } else {
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
+        };
+        errs.push(FieldError::invalid(field, host.to_string(), detail));
+    }
+}
+
 pub fn is_dns1035_label(s: &str) -> bool {
     is_dns1123_label(s) && s.as_bytes()[0].is_ascii_lowercase()
 }

@@ -16,6 +16,7 @@ mod controllers;
 mod crash;
 mod etcd_backend;
 mod etcdctl;
+mod gateway;
 mod hosts;
 mod ingress;
 mod kubectl;

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::{Access, Allocation, CreateContext, Deletion, KindSpec, StatusRule};
 use crate::resources::Subresource;
 use crate::resources::printer::{AGE, Column, NAME, age, col, name, none_if_empty, s};
-use crate::resources::validation::{FieldError, NameRule, is_dns1123_subdomain};
+use crate::resources::validation::{FieldError, NameRule, is_dns1123_subdomain, validate_host};
 
 pub struct Ingress;
 
@@ -197,28 +197,6 @@ impl KindSpec for Ingress {
 
     fn on_update(_old: &Value, _new: &mut Value) -> Result<(), FieldError> {
         Ok(())
-    }
-}
-
-/// A rule's host: a DNS subdomain, optionally with one leading `*.`
-/// label, and never an IP address.
-fn validate_host(host: &str, field: &str, errs: &mut Vec<FieldError>) {
-    if host.parse::<std::net::IpAddr>().is_ok() {
-        errs.push(FieldError::invalid(
-            field,
-            host.to_string(),
-            "must be a DNS name, not an IP address",
-        ));
-        return;
-    }
-    let bare = host.strip_prefix("*.").unwrap_or(host);
-    if !is_dns1123_subdomain(bare) {
-        let detail = if host.starts_with('*') {
-            "a wildcard DNS-1123 subdomain must start with '*.', followed by a valid DNS subdomain, which must consist of lower case alphanumeric characters, '-' or '.' and end with an alphanumeric character"
-        } else {
-            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
-        };
-        errs.push(FieldError::invalid(field, host.to_string(), detail));
     }
 }
 

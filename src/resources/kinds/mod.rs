@@ -291,4 +291,7 @@ kinds! {
     horizontalpodautoscaler::HorizontalPodAutoscaler,
     ingressclass::IngressClass,
     ingress::Ingress,
+    gatewayclass::GatewayClass,
+    gateway::Gateway,
+    httproute::HttpRoute,
 }
