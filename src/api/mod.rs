@@ -21,6 +21,7 @@ pub mod bootstrap;
 pub mod discovery;
 pub mod encryption;
 pub mod escalation;
+pub mod eviction;
 pub mod flowcontrol;
 pub mod handlers;
 pub mod hpav1;

@@ -16,6 +16,8 @@
 //! - [`daemonset`]: one pod per fitting node, rolling updates.
 //! - [`nodelifecycle`]: marks silent nodes, taints them, evicts their pods.
 //! - [`garbagecollector`]: deletes (or releases) what owners leave behind.
+//! - [`disruption`]: PodDisruptionBudgets' status: healthy pods against
+//!   the budget, and the disruptions the eviction subresource may spend.
 //! - [`podautoscaler`]: HorizontalPodAutoscalers: replicas that follow
 //!   CPU, memory and request rates.
 //! - [`namespace`]: empties a terminating namespace, then lets it go.
@@ -27,6 +29,7 @@
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod garbagecollector;
 pub mod job;
@@ -334,9 +337,9 @@ mod cache_tests {
 
 /// Runs every controller until `shutdown`.
 ///
-/// Four controllers follow pods. They share one watch, decoded once, as
+/// Five controllers follow pods. They share one watch, decoded once, as
 /// Kubernetes' controller manager shares its informers: with a watch each,
-/// every pod change would be encoded, sent and decoded four times. The
+/// every pod change would be encoded, sent and decoded five times. The
 /// fan-out is ours rather than kube-runtime's shared reflector, which
 /// passes deletions on to no one and can stall a subscriber whose pod was
 /// deleted before it looked the pod up.
@@ -354,6 +357,7 @@ pub async fn run(
         rx
     };
     let (rs_pods, job_pods, ds_pods, ep_pods) = (feed(), feed(), feed(), feed());
+    let pdb_pods = feed();
     let (gc_tx, gc_pods) = futures::channel::mpsc::channel(POD_EVENT_BUFFER);
     let informer = share_pods(
         client.clone(),
@@ -370,6 +374,7 @@ pub async fn run(
         job::run(client.clone(), job_pods, cache.clone(), stop.wait()),
         cronjob::run(client.clone(), stop.wait()),
         daemonset::run(client.clone(), ds_pods, cache.clone(), stop.wait()),
+        disruption::run(client.clone(), pdb_pods, cache.clone(), stop.wait()),
         namespace::run(client.clone(), stop.wait()),
         garbagecollector::run(client.clone(), gc_pods, stop.wait()),
         serviceaccount::run(client.clone(), stop.wait()),

@@ -287,4 +287,5 @@ kinds! {
     endpointslice::EndpointSlice,
     module::Module,
     horizontalpodautoscaler::HorizontalPodAutoscaler,
+    poddisruptionbudget::PodDisruptionBudget,
 }
