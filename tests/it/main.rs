@@ -14,6 +14,7 @@ mod batch;
 mod cloud;
 mod controllers;
 mod crash;
+mod disruption;
 mod etcd_backend;
 mod etcdctl;
 mod hosts;
