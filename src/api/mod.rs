@@ -39,6 +39,7 @@ pub mod patch;
 pub mod path;
 pub mod podcidr;
 pub mod protobuf;
+pub mod quota;
 pub mod rbac;
 pub mod registry;
 pub mod request;

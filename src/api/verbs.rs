@@ -35,6 +35,9 @@ pub async fn create(
     let (mut obj, warnings) = objects::admit(kind, obj, validation)?;
     super::nodeauthz::admit(user, kind, None, &obj)?;
     super::escalation::check(state, user, kind, ns.as_deref(), None, &obj).await?;
+    // LimitRange defaults and checks, then the quota charge: before any
+    // address is allocated, so a refusal has nothing to give back.
+    super::quota::admit_create(state, kind, ns.as_deref(), &mut obj, dry_run).await?;
     state.admission.on_create(state, kind, &mut obj).await?;
     if dry_run {
         // Nothing is stored, so nothing may stay allocated either.

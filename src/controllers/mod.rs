@@ -18,6 +18,8 @@
 //! - [`garbagecollector`]: deletes (or releases) what owners leave behind.
 //! - [`disruption`]: PodDisruptionBudgets' status: healthy pods against
 //!   the budget, and the disruptions the eviction subresource may spend.
+//! - [`resourcequota`]: ResourceQuotas' `status.used`, recounted from
+//!   what each namespace holds.
 //! - [`podautoscaler`]: HorizontalPodAutoscalers: replicas that follow
 //!   CPU, memory and request rates.
 //! - [`namespace`]: empties a terminating namespace, then lets it go.
@@ -38,6 +40,7 @@ pub mod namespace;
 pub mod nodelifecycle;
 pub mod podautoscaler;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod serviceaccount;
 
 use std::collections::{HashMap, HashSet};
@@ -337,9 +340,9 @@ mod cache_tests {
 
 /// Runs every controller until `shutdown`.
 ///
-/// Five controllers follow pods. They share one watch, decoded once, as
+/// Six controllers follow pods. They share one watch, decoded once, as
 /// Kubernetes' controller manager shares its informers: with a watch each,
-/// every pod change would be encoded, sent and decoded five times. The
+/// every pod change would be encoded, sent and decoded six times. The
 /// fan-out is ours rather than kube-runtime's shared reflector, which
 /// passes deletions on to no one and can stall a subscriber whose pod was
 /// deleted before it looked the pod up.
@@ -357,7 +360,7 @@ pub async fn run(
         rx
     };
     let (rs_pods, job_pods, ds_pods, ep_pods) = (feed(), feed(), feed(), feed());
-    let pdb_pods = feed();
+    let (pdb_pods, quota_pods) = (feed(), feed());
     let (gc_tx, gc_pods) = futures::channel::mpsc::channel(POD_EVENT_BUFFER);
     let informer = share_pods(
         client.clone(),
@@ -375,6 +378,7 @@ pub async fn run(
         cronjob::run(client.clone(), stop.wait()),
         daemonset::run(client.clone(), ds_pods, cache.clone(), stop.wait()),
         disruption::run(client.clone(), pdb_pods, cache.clone(), stop.wait()),
+        resourcequota::run(client.clone(), quota_pods, cache.clone(), stop.wait()),
         namespace::run(client.clone(), stop.wait()),
         garbagecollector::run(client.clone(), gc_pods, stop.wait()),
         serviceaccount::run(client.clone(), stop.wait()),

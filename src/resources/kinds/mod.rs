@@ -288,4 +288,6 @@ kinds! {
     module::Module,
     horizontalpodautoscaler::HorizontalPodAutoscaler,
     poddisruptionbudget::PodDisruptionBudget,
+    resourcequota::ResourceQuota,
+    limitrange::LimitRange,
 }

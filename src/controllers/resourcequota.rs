@@ -1,0 +1,245 @@
+//! The resource quota controller: recounts what each ResourceQuota's
+//! namespace holds of every resource the quota tracks, and writes it as
+//! `status.used` next to `status.hard` (the spec's limits), so that
+//! `kubectl describe quota` shows used against hard and a deleted object
+//! gives its share back.
+//!
+//! Admission (`api::quota`) charges creates into `status.used` as they
+//! happen; this controller is the recount that corrects it — usage that
+//! went away, and charges for creates that failed after admission. Pods
+//! are counted from the shared pod cache, at each pod change; other kinds
+//! by listing the ones a quota counts, on a short resync (Kubernetes
+//! watches every counted kind; wkube's quotas mostly count pods).
+//!
+//! The status is written with the quota's resourceVersion, so a recount
+//! never overwrites a charge made after the quota was read: the write
+//! fails and the charge's change brings the quota back.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, ResourceQuota};
+use kube::ResourceExt;
+use kube::api::{Api, DynamicObject, ListParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use serde_json::Value;
+
+use super::ControllerError;
+use crate::resources::kinds::resourcequota::{
+    Usage, counted_kind, format, object_usage, pod_counts, pod_usage,
+};
+use crate::resources::quantity::Quantity;
+
+/// How often a quota counting kinds other than pods is recounted.
+const OBJECT_RESYNC: Duration = Duration::from_secs(5);
+
+struct Ctx {
+    client: kube::Client,
+    pods: Arc<super::PodCache>,
+}
+
+/// Runs the controller until `shutdown`.
+pub async fn run(
+    client: kube::Client,
+    pods: super::PodFeed,
+    cache: Arc<super::PodCache>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let quotas: Api<ResourceQuota> = Api::all(client.clone());
+    let controller = Controller::new(quotas, watcher::Config::default());
+    let store = controller.store();
+    // A pod change concerns every quota of its namespace.
+    let pod_to_quotas = move |pod: Arc<Pod>| {
+        let ns = pod.namespace().unwrap_or_default();
+        store
+            .state()
+            .into_iter()
+            .filter(|q| q.namespace().as_deref() == Some(ns.as_str()))
+            .map(|q| ObjectRef::from_obj(&*q))
+            .collect::<Vec<_>>()
+    };
+    let controller = controller
+        .watches_shared_stream(pods, pod_to_quotas)
+        .graceful_shutdown_on(shutdown);
+    super::drive(
+        controller,
+        "resourcequota",
+        reconcile,
+        Arc::new(Ctx {
+            client,
+            pods: cache,
+        }),
+    )
+    .await;
+}
+
+async fn reconcile(quota: Arc<ResourceQuota>, ctx: Arc<Ctx>) -> Result<Action, ControllerError> {
+    if quota.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    ctx.pods.listed().await;
+    let ns = quota.namespace().unwrap_or_default();
+    let hard = quota
+        .spec
+        .as_ref()
+        .and_then(|s| s.hard.clone())
+        .unwrap_or_default();
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    let pods: Vec<Value> = ctx
+        .pods
+        .in_namespace(&ns)
+        .iter()
+        .filter_map(|p| serde_json::to_value(&**p).ok())
+        .filter(|p| pod_counts(p, now))
+        .collect();
+    let mut objects: Vec<(String, String, Vec<Value>)> = Vec::new();
+    for resource in hard.keys() {
+        let Some((group, plural)) = counted_kind(resource) else {
+            continue;
+        };
+        if (group.is_empty() && plural == "pods")
+            || objects.iter().any(|(g, p, _)| *g == group && *p == plural)
+        {
+            continue;
+        }
+        let items = list_kind(&ctx.client, &ns, &group, &plural).await?;
+        objects.push((group, plural, items));
+    }
+    let used = count(hard.keys().map(String::as_str), &pods, &objects);
+    let used_json: std::collections::BTreeMap<
+        String,
+        k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+    > = used
+        .iter()
+        .map(|(r, q)| {
+            (
+                r.clone(),
+                k8s_openapi::apimachinery::pkg::api::resource::Quantity(format(r, *q)),
+            )
+        })
+        .collect();
+    let current = quota.status.clone().unwrap_or_default();
+    if current.hard.as_ref() != Some(&hard) || current.used.as_ref() != Some(&used_json) {
+        let api: Api<ResourceQuota> = Api::namespaced(ctx.client.clone(), &ns);
+        let mut next = (*quota).clone();
+        next.status = Some(k8s_openapi::api::core::v1::ResourceQuotaStatus {
+            hard: Some(hard.clone()),
+            used: Some(used_json),
+        });
+        // Replaced with the resourceVersion read: see the module doc.
+        match api
+            .replace_status(&quota.name_any(), &PostParams::default(), &next)
+            .await
+        {
+            Ok(_) => {}
+            // A charge landed meanwhile; its change brings the quota back.
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                return Ok(Action::requeue(Duration::from_millis(200)));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(if objects.is_empty() {
+        Action::requeue(Duration::from_secs(300))
+    } else {
+        Action::requeue(OBJECT_RESYNC)
+    })
+}
+
+/// The namespace's objects of the kind `group`/`plural` (none for a kind
+/// wkube does not serve).
+async fn list_kind(
+    client: &kube::Client,
+    ns: &str,
+    group: &str,
+    plural: &str,
+) -> Result<Vec<Value>, ControllerError> {
+    let Some(kind) = crate::resources::KINDS
+        .iter()
+        .find(|k| k.group == group && k.plural == plural && k.namespaced)
+    else {
+        return Ok(Vec::new());
+    };
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), ns, &super::api_resource(kind));
+    let list = api.list(&ListParams::default()).await?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter_map(|o| serde_json::to_value(o).ok())
+        .collect())
+}
+
+/// What the namespace uses of each `tracked` resource: pods (already the
+/// ones that count) and the `objects` listed per kind. Pure.
+pub fn count<'a>(
+    tracked: impl Iterator<Item = &'a str>,
+    pods: &[Value],
+    objects: &[(String, String, Vec<Value>)],
+) -> Usage {
+    let mut total = Usage::new();
+    let mut add = |u: Usage| {
+        for (r, q) in u {
+            total.entry(r).or_insert(Quantity(0)).0 += q.0;
+        }
+    };
+    for p in pods {
+        add(pod_usage(p));
+    }
+    for (group, plural, items) in objects {
+        for o in items {
+            add(object_usage(group, plural, o));
+        }
+    }
+    tracked
+        .map(|r| (r.to_string(), total.get(r).copied().unwrap_or(Quantity(0))))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn usage_is_summed_for_the_tracked_resources_only() {
+        let pods = vec![
+            json!({"spec": {"containers": [{"resources": {"requests": {"cpu": "250m"}}}]}}),
+            json!({"spec": {"containers": [{"resources": {"requests": {"cpu": "250m", "memory": "1Gi"}}}]}}),
+        ];
+        let objects = vec![(
+            String::new(),
+            "configmaps".to_string(),
+            vec![json!({}), json!({}), json!({})],
+        )];
+        let used = count(
+            [
+                "pods",
+                "requests.cpu",
+                "requests.memory",
+                "configmaps",
+                "count/deployments.apps",
+            ]
+            .into_iter(),
+            &pods,
+            &objects,
+        );
+        let shown: Vec<(String, String)> = used
+            .iter()
+            .map(|(r, q)| (r.clone(), format(r, *q)))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("configmaps".to_string(), "3".to_string()),
+                ("count/deployments.apps".into(), "0".into()),
+                ("pods".into(), "2".into()),
+                ("requests.cpu".into(), "500m".into()),
+                ("requests.memory".into(), "1Gi".into()),
+            ]
+        );
+    }
+}
