@@ -13,11 +13,16 @@
 //!
 //! The status is written with the quota's resourceVersion, so a recount
 //! never overwrites a charge made after the quota was read: the write
-//! fails and the charge's change brings the quota back.
+//! fails and the charge's change brings the quota back. A charge made
+//! just *before* the quota was read is another matter: its object may not
+//! be stored (or seen) yet, and a recount that lowered `used` to what it
+//! sees would hand that share out a second time. So a recount raises
+//! `used` at once but lowers it only once the quota has gone [`SETTLE`]
+//! without a charge.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Pod, ResourceQuota};
 use kube::ResourceExt;
@@ -36,9 +41,15 @@ use crate::resources::quantity::Quantity;
 /// How often a quota counting kinds other than pods is recounted.
 const OBJECT_RESYNC: Duration = Duration::from_secs(5);
 
+/// How long a quota must go without a charge before a recount may lower
+/// its usage: longer than admission takes from charge to stored object.
+const SETTLE: Duration = Duration::from_secs(2);
+
 struct Ctx {
     client: kube::Client,
     pods: Arc<super::PodCache>,
+    /// Per quota uid, its resourceVersion when last seen and since when.
+    seen: parking_lot::Mutex<std::collections::HashMap<String, (String, Instant)>>,
 }
 
 /// Runs the controller until `shutdown`.
@@ -71,6 +82,7 @@ pub async fn run(
         Arc::new(Ctx {
             client,
             pods: cache,
+            seen: Default::default(),
         }),
     )
     .await;
@@ -108,7 +120,26 @@ async fn reconcile(quota: Arc<ResourceQuota>, ctx: Arc<Ctx>) -> Result<Action, C
         let items = list_kind(&ctx.client, &ns, &group, &plural).await?;
         objects.push((group, plural, items));
     }
-    let used = count(hard.keys().map(String::as_str), &pods, &objects);
+    let counted = count(hard.keys().map(String::as_str), &pods, &objects);
+    let current = quota.status.clone().unwrap_or_default();
+    let charged: Usage = current
+        .used
+        .iter()
+        .flatten()
+        .filter_map(|(r, q)| Some((r.clone(), crate::resources::quantity::parse(&q.0)?)))
+        .collect();
+    let quiet_for = {
+        let rv = quota.resource_version().unwrap_or_default();
+        let mut seen = ctx.seen.lock();
+        let entry = seen
+            .entry(quota.uid().unwrap_or_default())
+            .or_insert_with(|| (rv.clone(), Instant::now()));
+        if entry.0 != rv {
+            *entry = (rv, Instant::now());
+        }
+        entry.1.elapsed()
+    };
+    let (used, deferred) = settle(&counted, &charged, quiet_for >= SETTLE);
     let used_json: std::collections::BTreeMap<
         String,
         k8s_openapi::apimachinery::pkg::api::resource::Quantity,
@@ -121,7 +152,6 @@ async fn reconcile(quota: Arc<ResourceQuota>, ctx: Arc<Ctx>) -> Result<Action, C
             )
         })
         .collect();
-    let current = quota.status.clone().unwrap_or_default();
     if current.hard.as_ref() != Some(&hard) || current.used.as_ref() != Some(&used_json) {
         let api: Api<ResourceQuota> = Api::namespaced(ctx.client.clone(), &ns);
         let mut next = (*quota).clone();
@@ -142,11 +172,34 @@ async fn reconcile(quota: Arc<ResourceQuota>, ctx: Arc<Ctx>) -> Result<Action, C
             Err(e) => return Err(e.into()),
         }
     }
+    if deferred {
+        return Ok(Action::requeue(
+            SETTLE.saturating_sub(quiet_for) + Duration::from_millis(100),
+        ));
+    }
     Ok(if objects.is_empty() {
         Action::requeue(Duration::from_secs(300))
     } else {
         Action::requeue(OBJECT_RESYNC)
     })
+}
+
+/// The usage to write: what was counted, except that a resource counted
+/// below its charged usage keeps the charge until the quota is `settled`
+/// (see the module doc). Also says whether anything was kept back.
+pub fn settle(counted: &Usage, charged: &Usage, settled: bool) -> (Usage, bool) {
+    let mut deferred = false;
+    let used = counted
+        .iter()
+        .map(|(r, q)| match charged.get(r) {
+            Some(c) if c.0 > q.0 && !settled => {
+                deferred = true;
+                (r.clone(), *c)
+            }
+            _ => (r.clone(), *q),
+        })
+        .collect();
+    (used, deferred)
 }
 
 /// The namespace's objects of the kind `group`/`plural` (none for a kind
@@ -203,6 +256,20 @@ pub fn count<'a>(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_recount_raises_at_once_but_lowers_only_once_settled() {
+        let q = |v: i128| Quantity(v * 1000);
+        let counted = Usage::from([("pods".to_string(), q(3)), ("configmaps".to_string(), q(5))]);
+        let charged = Usage::from([("pods".to_string(), q(4)), ("configmaps".to_string(), q(2))]);
+        let (used, deferred) = settle(&counted, &charged, false);
+        assert!(deferred);
+        assert_eq!(used["pods"], q(4), "a charge not yet seen is kept");
+        assert_eq!(used["configmaps"], q(5));
+        let (used, deferred) = settle(&counted, &charged, true);
+        assert!(!deferred);
+        assert_eq!(used, counted);
+    }
 
     #[test]
     fn usage_is_summed_for_the_tracked_resources_only() {

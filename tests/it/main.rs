@@ -27,5 +27,6 @@ mod metrics;
 mod modules;
 mod nodes;
 mod proxy;
+mod quota;
 mod scheduler;
 mod server;

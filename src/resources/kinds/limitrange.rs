@@ -265,9 +265,15 @@ pub fn check(pod: &Value, ranges: &[Value]) -> Vec<String> {
     errs
 }
 
-/// The min, max and ratio checks of one item; `amount(which, resource)`
-/// is the stated request or limit.
-fn bounds(item: &Value, per: &str, amount: &dyn Fn(&str, &str) -> Option<String>, errs: &mut Vec<String>) {
+/// The min, max and ratio checks of one item, at most one message per
+/// constraint as in Kubernetes; `amount(which, resource)` is the stated
+/// request or limit.
+fn bounds(
+    item: &Value,
+    per: &str,
+    amount: &dyn Fn(&str, &str) -> Option<String>,
+    errs: &mut Vec<String>,
+) {
     let pairs = |f: &str| -> Vec<(String, String)> {
         item.get(f)
             .and_then(Value::as_object)
@@ -278,69 +284,65 @@ fn bounds(item: &Value, per: &str, amount: &dyn Fn(&str, &str) -> Option<String>
     };
     let parse = |s: &Option<String>| s.as_deref().and_then(quantity::parse);
     for (r, min) in pairs("min") {
+        let Some(m) = quantity::parse(&min) else {
+            continue;
+        };
         let (req, lim) = (amount("requests", &r), amount("limits", &r));
-        let m = quantity::parse(&min);
-        match parse(&req) {
-            None => errs.push(format!("minimum {r} usage per {per} is {min}.  No request is specified")),
-            Some(q) if m.is_some_and(|m| q < m) => errs.push(format!(
+        let msg = match (parse(&req), parse(&lim)) {
+            (None, _) => format!("minimum {r} usage per {per} is {min}.  No request is specified"),
+            (Some(q), _) if q < m => format!(
                 "minimum {r} usage per {per} is {min}, but request is {}",
-                req.as_deref().unwrap_or_default()
-            )),
-            Some(_) => {}
-        }
-        if let Some(l) = parse(&lim)
-            && m.is_some_and(|m| l < m)
-        {
-            errs.push(format!(
+                req.unwrap_or_default()
+            ),
+            (_, Some(l)) if l < m => format!(
                 "minimum {r} usage per {per} is {min}, but limit is {}",
-                lim.as_deref().unwrap_or_default()
-            ));
-        }
+                lim.unwrap_or_default()
+            ),
+            _ => continue,
+        };
+        errs.push(msg);
     }
     for (r, max) in pairs("max") {
+        let Some(m) = quantity::parse(&max) else {
+            continue;
+        };
         let (req, lim) = (amount("requests", &r), amount("limits", &r));
-        let m = quantity::parse(&max);
-        match parse(&lim) {
-            None => errs.push(format!("maximum {r} usage per {per} is {max}.  No limit is specified")),
-            Some(q) if m.is_some_and(|m| q > m) => errs.push(format!(
+        let msg = match (parse(&req), parse(&lim)) {
+            (_, None) => format!("maximum {r} usage per {per} is {max}.  No limit is specified"),
+            (_, Some(l)) if l > m => format!(
                 "maximum {r} usage per {per} is {max}, but limit is {}",
-                lim.as_deref().unwrap_or_default()
-            )),
-            Some(_) => {}
-        }
-        if let Some(q) = parse(&req)
-            && m.is_some_and(|m| q > m)
-        {
-            errs.push(format!(
+                lim.unwrap_or_default()
+            ),
+            (Some(q), _) if q > m => format!(
                 "maximum {r} usage per {per} is {max}, but request is {}",
-                req.as_deref().unwrap_or_default()
-            ));
-        }
+                req.unwrap_or_default()
+            ),
+            _ => continue,
+        };
+        errs.push(msg);
     }
     for (r, ratio) in pairs("maxLimitRequestRatio") {
-        let (req, lim) = (parse(&amount("requests", &r)), parse(&amount("limits", &r)));
         let Some(max_ratio) = quantity::parse(&ratio) else {
             continue;
         };
-        match (req, lim) {
-            (Some(q), _) if q.0 == 0 => errs.push(format!(
-                "{r} max limit to request ratio per {per} is {ratio}, but no request is specified or request is 0"
-            )),
-            (None, _) => errs.push(format!(
-                "{r} max limit to request ratio per {per} is {ratio}, but no request is specified or request is 0"
-            )),
-            (_, None) => errs.push(format!(
-                "{r} max limit to request ratio per {per} is {ratio}, but no limit is specified or limit is 0"
-            )),
+        let (req, lim) = (parse(&amount("requests", &r)), parse(&amount("limits", &r)));
+        let prefix = format!("{r} max limit to request ratio per {per} is {ratio}");
+        let msg = match (req, lim) {
+            (_, None) => format!("{prefix}, but no limit is specified or limit is 0"),
+            (_, Some(l)) if l.0 == 0 => format!("{prefix}, but no limit is specified or limit is 0"),
+            (None, _) => format!("{prefix}, but no request is specified or request is 0"),
+            (Some(q), _) if q.0 == 0 => {
+                format!("{prefix}, but no request is specified or request is 0")
+            }
             (Some(q), Some(l)) => {
                 let actual = l.0 as f64 / q.0 as f64;
-                if actual > max_ratio.0 as f64 / 1000.0 {
-                    errs.push(format!(
-                        "{r} max limit to request ratio per {per} is {ratio}, but provided ratio is {actual:.6}"
-                    ));
+                if actual <= max_ratio.0 as f64 / 1000.0 {
+                    continue;
                 }
+                format!("{prefix}, but provided ratio is {actual:.6}")
             }
-        }
+        };
+        errs.push(msg);
     }
 }
 
