@@ -191,6 +191,12 @@ pub async fn evict(
         ));
     }
     let opts = delete_options(eviction)?;
+    // `kubectl drain --dry-run=server` asks in the Eviction's options.
+    let dry_run = dry_run
+        || eviction
+            .pointer("/deleteOptions/dryRun")
+            .and_then(Value::as_array)
+            .is_some_and(|d| d.iter().any(|v| v == "All"));
     let pods = kind("", "v1", "pods")?;
     let pdb_kind = kind("policy", "v1", "poddisruptionbudgets")?;
     for _ in 0..TRIES {

@@ -28,7 +28,7 @@ use super::objects;
 use super::registry::parse_rv;
 use super::status::ApiError;
 use crate::resources::kinds::limitrange;
-use crate::resources::kinds::resourcequota::{Usage, format, object_usage, pod_missing};
+use crate::resources::kinds::resourcequota::{Usage, format, in_scope, object_usage, pod_missing};
 use crate::resources::{self, Kind, quantity};
 
 /// Tries of one quota's charge when other writers keep changing it.
@@ -127,6 +127,9 @@ pub fn check_quota(
     usage: &Usage,
 ) -> Result<Option<Usage>, String> {
     let qname = objects::name_of(quota);
+    if !in_scope(quota, kind.group, kind.plural, obj) {
+        return Ok(None);
+    }
     let hard = amounts(quota.pointer("/spec/hard"));
     let tracked: Vec<&String> = hard.keys().filter(|r| usage.contains_key(*r)).collect();
     if tracked.is_empty() {

@@ -34,7 +34,7 @@ use serde_json::Value;
 
 use super::ControllerError;
 use crate::resources::kinds::resourcequota::{
-    Usage, counted_kind, format, object_usage, pod_counts, pod_usage,
+    Usage, counted_kind, format, in_scope, object_usage, pod_counts, pod_usage,
 };
 use crate::resources::quantity::Quantity;
 
@@ -100,19 +100,22 @@ async fn reconcile(quota: Arc<ResourceQuota>, ctx: Arc<Ctx>) -> Result<Action, C
         .and_then(|s| s.hard.clone())
         .unwrap_or_default();
     let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    let quota_json = serde_json::to_value(&*quota).unwrap_or_default();
     let pods: Vec<Value> = ctx
         .pods
         .in_namespace(&ns)
         .iter()
         .filter_map(|p| serde_json::to_value(&**p).ok())
-        .filter(|p| pod_counts(p, now))
+        .filter(|p| pod_counts(p, now) && in_scope(&quota_json, "", "pods", p))
         .collect();
     let mut objects: Vec<(String, String, Vec<Value>)> = Vec::new();
     for resource in hard.keys() {
         let Some((group, plural)) = counted_kind(resource) else {
             continue;
         };
+        // A scoped quota counts pods only.
         if (group.is_empty() && plural == "pods")
+            || !in_scope(&quota_json, &group, &plural, &Value::Null)
             || objects.iter().any(|(g, p, _)| *g == group && *p == plural)
         {
             continue;

@@ -319,6 +319,75 @@ pub fn counted_kind(resource: &str) -> Option<(String, String)> {
     }
 }
 
+/// Whether a quota tracks `obj` (of the kind `group`/`plural`): an
+/// unscoped quota tracks everything; a quota with `scopes` or a
+/// `scopeSelector` tracks only the pods in every one of its scopes.
+pub fn in_scope(quota: &Value, group: &str, plural: &str, obj: &Value) -> bool {
+    let scopes: Vec<&str> = quota
+        .pointer("/spec/scopes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let exprs: Vec<&Value> = quota
+        .pointer("/spec/scopeSelector/matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .collect();
+    if scopes.is_empty() && exprs.is_empty() {
+        return true;
+    }
+    if !(group.is_empty() && plural == "pods") {
+        return false;
+    }
+    let priority_class = obj
+        .pointer("/spec/priorityClassName")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let best_effort = super::pod::qos_class(obj.get("spec")) == "BestEffort";
+    let terminating = obj
+        .pointer("/spec/activeDeadlineSeconds")
+        .and_then(Value::as_i64)
+        .is_some_and(|s| s >= 0);
+    let matches = |scope: &str| match scope {
+        "Terminating" => terminating,
+        "NotTerminating" => !terminating,
+        "BestEffort" => best_effort,
+        "NotBestEffort" => !best_effort,
+        "PriorityClass" => !priority_class.is_empty(),
+        // wkube pods have no affinity terms to reach other namespaces.
+        "CrossNamespacePodAffinity" => false,
+        _ => false,
+    };
+    let selected = |e: &Value| {
+        let scope = e.get("scopeName").and_then(Value::as_str).unwrap_or("");
+        let values: Vec<&str> = e
+            .get("values")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let op = e.get("operator").and_then(Value::as_str).unwrap_or("");
+        if scope == "PriorityClass" {
+            return match op {
+                "In" => values.contains(&priority_class),
+                "NotIn" => !values.contains(&priority_class),
+                "Exists" => !priority_class.is_empty(),
+                "DoesNotExist" => priority_class.is_empty(),
+                _ => false,
+            };
+        }
+        match op {
+            "DoesNotExist" => !matches(scope),
+            _ => matches(scope),
+        }
+    };
+    scopes.into_iter().all(matches) && exprs.into_iter().all(selected)
+}
+
 /// A quantity as Kubernetes prints it: whole units plain (`10`), with a
 /// binary suffix for byte amounts that have one (`128Mi`), milli-units
 /// with `m` (`500m`).
@@ -399,6 +468,25 @@ mod tests {
     fn the_table_splits_requests_from_limits() {
         let q = json!({"status": {"hard": {"pods": "10", "limits.cpu": "2"}, "used": {"pods": "3", "limits.cpu": "0"}}});
         assert_eq!(request_and_limit_cells(&q), ("pods: 3/10".to_string(), "limits.cpu: 0/2".to_string()));
+    }
+
+    #[test]
+    fn scoped_quotas_track_only_the_pods_in_their_scopes() {
+        let scoped = |scopes: Value| json!({"spec": {"scopes": scopes}});
+        let bare = json!({"spec": {"containers": [{"name": "c"}]}});
+        let sized = json!({"spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "1"}}}]}});
+        assert!(in_scope(&scoped(json!(["BestEffort"])), "", "pods", &bare));
+        assert!(!in_scope(&scoped(json!(["BestEffort"])), "", "pods", &sized));
+        assert!(in_scope(&scoped(json!(["NotBestEffort", "NotTerminating"])), "", "pods", &sized));
+        assert!(!in_scope(&scoped(json!(["Terminating"])), "", "pods", &sized));
+        assert!(!in_scope(&scoped(json!(["BestEffort"])), "", "configmaps", &json!({})));
+        assert!(in_scope(&json!({"spec": {}}), "", "configmaps", &json!({})));
+        let by_class = json!({"spec": {"scopeSelector": {"matchExpressions": [
+            {"scopeName": "PriorityClass", "operator": "In", "values": ["high"]}]}}});
+        let mut high = bare.clone();
+        high["spec"]["priorityClassName"] = json!("high");
+        assert!(in_scope(&by_class, "", "pods", &high));
+        assert!(!in_scope(&by_class, "", "pods", &bare));
     }
 
     #[test]
