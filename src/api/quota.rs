@@ -53,7 +53,46 @@ pub async fn admit_create(
     if kind.group.is_empty() && kind.plural == "pods" {
         limit_ranges(state, kind, ns, obj).await?;
     }
-    charge(state, kind, ns, obj, dry_run).await
+    let usage = object_usage(kind.group, kind.plural, obj);
+    charge(state, kind, ns, obj, &usage, dry_run).await
+}
+
+/// Admission of an update from `old` to `new`: what the update adds (a
+/// Service turned NodePort, a pod asking for more) is charged as a create
+/// is; an update that adds nothing reads no quota.
+///
+/// # Errors
+/// 403 with Kubernetes' message when a quota refuses.
+pub async fn admit_update(
+    state: &ApiState,
+    kind: &Kind,
+    ns: Option<&str>,
+    old: &Value,
+    new: &Value,
+    dry_run: bool,
+) -> Result<(), ApiError> {
+    let Some(ns) = ns else {
+        return Ok(());
+    };
+    let grown = growth(
+        &object_usage(kind.group, kind.plural, old),
+        &object_usage(kind.group, kind.plural, new),
+    );
+    if grown.is_empty() {
+        return Ok(());
+    }
+    charge(state, kind, ns, new, &grown, dry_run).await
+}
+
+/// What `after` uses beyond `before`, resource by resource.
+fn growth(before: &Usage, after: &Usage) -> Usage {
+    after
+        .iter()
+        .filter_map(|(r, q)| {
+            let more = q.0 - before.get(r).map_or(0, |b| b.0);
+            (more > 0).then(|| (r.clone(), quantity::Quantity(more)))
+        })
+        .collect()
 }
 
 fn forbidden(kind: &Kind, obj: &Value, why: &str) -> ApiError {
@@ -135,7 +174,9 @@ pub fn check_quota(
     if tracked.is_empty() {
         return Ok(None);
     }
-    if kind.group.is_empty() && kind.plural == "pods" {
+    // A pod's create (its usage counts the pod itself) must state what
+    // the quota tracks; an update only pays for what it adds.
+    if kind.group.is_empty() && kind.plural == "pods" && usage.contains_key("pods") {
         let names: Vec<&str> = tracked.iter().map(|r| r.as_str()).collect();
         let missing = pod_missing(obj, &names);
         if !missing.is_empty() {
@@ -187,6 +228,7 @@ async fn charge(
     kind: &Kind,
     ns: &str,
     obj: &Value,
+    usage: &Usage,
     dry_run: bool,
 ) -> Result<(), ApiError> {
     let quota_kind = resources::by_resource("", "v1", "resourcequotas").ok_or(ApiError::NoRoute)?;
@@ -194,11 +236,10 @@ async fn charge(
     if quotas.is_empty() {
         return Ok(());
     }
-    let usage = object_usage(kind.group, kind.plural, obj);
     // Every quota is checked before any is charged, so a create one quota
     // refuses charges none.
     for q in &quotas {
-        check_quota(q, kind, obj, &usage).map_err(|why| forbidden(kind, obj, &why))?;
+        check_quota(q, kind, obj, usage).map_err(|why| forbidden(kind, obj, &why))?;
     }
     if dry_run {
         return Ok(());
@@ -208,7 +249,7 @@ async fn charge(
         let mut current = q.clone();
         let mut charged = false;
         for _ in 0..TRIES {
-            let Some(used) = check_quota(&current, kind, obj, &usage)
+            let Some(used) = check_quota(&current, kind, obj, usage)
                 .map_err(|why| forbidden(kind, obj, &why))?
             else {
                 charged = true;
@@ -313,6 +354,26 @@ mod tests {
         assert_eq!(
             check_quota(&q, pods(), &p, &object_usage("", "pods", &p)).unwrap_err(),
             "exceeded quota: q, requested: requests.cpu=300m, used: requests.cpu=800m, limited: requests.cpu=1"
+        );
+    }
+
+    #[test]
+    fn an_update_pays_only_for_what_it_adds() {
+        let svc = |ty: &str| json!({"spec": {"type": ty, "ports": [{"port": 80}]}});
+        let grown = growth(
+            &object_usage("", "services", &svc("ClusterIP")),
+            &object_usage("", "services", &svc("NodePort")),
+        );
+        assert_eq!(grown.keys().collect::<Vec<_>>(), ["services.nodeports"]);
+        let q = quota(
+            json!({"services.nodeports": "0"}),
+            json!({"services.nodeports": "0"}),
+        );
+        let svcs = resources::by_resource("", "v1", "services").unwrap();
+        assert!(
+            check_quota(&q, svcs, &svc("NodePort"), &grown)
+                .unwrap_err()
+                .starts_with("exceeded quota: q, requested: services.nodeports=1")
         );
     }
 

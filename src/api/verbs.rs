@@ -92,6 +92,7 @@ pub async fn update(
         .admission
         .on_update(state, kind, &old, &mut admitted)
         .await?;
+    super::quota::admit_update(state, kind, ns, &old, &admitted, dry_run).await?;
     let unchanged = {
         let strip = |v: &Value| {
             let mut v = v.clone();
