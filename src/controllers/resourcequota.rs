@@ -7,9 +7,10 @@
 //! Admission (`api::quota`) charges creates into `status.used` as they
 //! happen; this controller is the recount that corrects it — usage that
 //! went away, and charges for creates that failed after admission. Pods
-//! are counted from the shared pod cache, at each pod change; other kinds
-//! by listing the ones a quota counts, on a short resync (Kubernetes
-//! watches every counted kind; wkube's quotas mostly count pods).
+//! are counted from the shared pod cache, at each pod change; every other
+//! kind a quota counts from a watch-fed cache of that kind, started the
+//! first time a quota counts it, whose changes bring the quotas of the
+//! object's namespace back.
 //!
 //! The status is written with the quota's resourceVersion, so a recount
 //! never overwrites a charge made after the quota was read: the write
@@ -20,16 +21,18 @@
 //! `used` at once but lowers it only once the quota has gone [`SETTLE`]
 //! without a charge.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, ResourceQuota};
 use kube::ResourceExt;
-use kube::api::{Api, DynamicObject, ListParams, PostParams};
+use kube::api::{Api, DynamicObject, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::Value;
 
 use super::ControllerError;
@@ -37,9 +40,6 @@ use crate::resources::kinds::resourcequota::{
     Usage, counted_kind, format, in_scope, object_usage, pod_counts, pod_usage,
 };
 use crate::resources::quantity::Quantity;
-
-/// How often a quota counting kinds other than pods is recounted.
-const OBJECT_RESYNC: Duration = Duration::from_secs(5);
 
 /// How long a quota must go without a charge before a recount may lower
 /// its usage: longer than admission takes from charge to stored object.
@@ -49,7 +49,14 @@ struct Ctx {
     client: kube::Client,
     pods: Arc<super::PodCache>,
     /// Per quota uid, its resourceVersion when last seen and since when.
-    seen: parking_lot::Mutex<std::collections::HashMap<String, (String, Instant)>>,
+    seen: parking_lot::Mutex<HashMap<String, (String, Instant)>>,
+    /// The watch-fed cache of each kind besides pods that a quota counts,
+    /// by `(group, plural)`.
+    caches: parking_lot::Mutex<HashMap<(String, String), Store<DynamicObject>>>,
+    /// Wakes quotas when an object of a cached kind changes.
+    wake: futures::channel::mpsc::UnboundedSender<ObjectRef<ResourceQuota>>,
+    quotas: Store<ResourceQuota>,
+    stop: crate::shutdown::Stop,
 }
 
 /// Runs the controller until `shutdown`.
@@ -59,9 +66,12 @@ pub async fn run(
     cache: Arc<super::PodCache>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
+    let stop = crate::shutdown::Stop::new(shutdown);
     let quotas: Api<ResourceQuota> = Api::all(client.clone());
     let controller = Controller::new(quotas, watcher::Config::default());
     let store = controller.store();
+    let quota_store = store.clone();
+    let (wake, woken) = futures::channel::mpsc::unbounded();
     // A pod change concerns every quota of its namespace.
     let pod_to_quotas = move |pod: Arc<Pod>| {
         let ns = pod.namespace().unwrap_or_default();
@@ -74,7 +84,8 @@ pub async fn run(
     };
     let controller = controller
         .watches_shared_stream(pods, pod_to_quotas)
-        .graceful_shutdown_on(shutdown);
+        .reconcile_on(woken)
+        .graceful_shutdown_on(stop.wait());
     super::drive(
         controller,
         "resourcequota",
@@ -83,6 +94,10 @@ pub async fn run(
             client,
             pods: cache,
             seen: Default::default(),
+            caches: Default::default(),
+            wake,
+            quotas: quota_store,
+            stop,
         }),
     )
     .await;
@@ -120,7 +135,7 @@ async fn reconcile(quota: Arc<ResourceQuota>, ctx: Arc<Ctx>) -> Result<Action, C
         {
             continue;
         }
-        let items = list_kind(&ctx.client, &ns, &group, &plural).await?;
+        let items = objects_of(&ctx, &ns, &group, &plural).await?;
         objects.push((group, plural, items));
     }
     let counted = count(hard.keys().map(String::as_str), &pods, &objects);
@@ -180,11 +195,8 @@ async fn reconcile(quota: Arc<ResourceQuota>, ctx: Arc<Ctx>) -> Result<Action, C
             SETTLE.saturating_sub(quiet_for) + Duration::from_millis(100),
         ));
     }
-    Ok(if objects.is_empty() {
-        Action::requeue(Duration::from_secs(300))
-    } else {
-        Action::requeue(OBJECT_RESYNC)
-    })
+    // Changes wake the quota; the resync is a safety net.
+    Ok(Action::requeue(Duration::from_secs(300)))
 }
 
 /// The usage to write: what was counted, except that a resource counted
@@ -206,9 +218,9 @@ pub fn settle(counted: &Usage, charged: &Usage, settled: bool) -> (Usage, bool) 
 }
 
 /// The namespace's objects of the kind `group`/`plural` (none for a kind
-/// wkube does not serve).
-async fn list_kind(
-    client: &kube::Client,
+/// wkube does not serve), from the kind's cache.
+async fn objects_of(
+    ctx: &Ctx,
     ns: &str,
     group: &str,
     plural: &str,
@@ -219,14 +231,55 @@ async fn list_kind(
     else {
         return Ok(Vec::new());
     };
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), ns, &super::api_resource(kind));
-    let list = api.list(&ListParams::default()).await?;
-    Ok(list
-        .items
-        .into_iter()
-        .filter_map(|o| serde_json::to_value(o).ok())
+    let store = cache_of(ctx, kind);
+    store.wait_until_ready().await.map_err(|_| {
+        ControllerError::Invalid(format!("the {plural} watch stopped before its first list"))
+    })?;
+    Ok(store
+        .state()
+        .iter()
+        .filter(|o| o.metadata.namespace.as_deref() == Some(ns))
+        .filter_map(|o| serde_json::to_value(&**o).ok())
         .collect())
+}
+
+/// The cache of `kind`, started on first use: a watch of the kind that
+/// fills it and wakes the quotas of each changed object's namespace, until
+/// the controller stops.
+fn cache_of(ctx: &Ctx, kind: &'static crate::resources::Kind) -> Store<DynamicObject> {
+    let key = (kind.group.to_string(), kind.plural.to_string());
+    let mut caches = ctx.caches.lock();
+    if let Some(store) = caches.get(&key) {
+        return store.clone();
+    }
+    let resource = super::api_resource(kind);
+    let writer = reflector::store::Writer::<DynamicObject>::new(resource.clone());
+    let reader = writer.as_reader();
+    let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &resource);
+    let events = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .take_until(ctx.stop.wait());
+    let (wake, quotas) = (ctx.wake.clone(), ctx.quotas.clone());
+    tokio::spawn(async move {
+        let mut events = std::pin::pin!(events);
+        while let Some(event) = events.next().await {
+            let ns = match event {
+                Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o)) => o.metadata.namespace,
+                _ => continue,
+            };
+            for q in quotas.state() {
+                if q.metadata.namespace == ns
+                    && wake.unbounded_send(ObjectRef::from_obj(&*q)).is_err()
+                {
+                    // The controller is gone.
+                    return;
+                }
+            }
+        }
+    });
+    caches.insert(key, reader.clone());
+    reader
 }
 
 /// What the namespace uses of each `tracked` resource: pods (already the

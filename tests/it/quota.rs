@@ -150,6 +150,16 @@ fn concurrent_creates_never_overcommit_a_quota() {
         .filter(|l| l.starts_with("configmap/cm"))
         .count();
     assert_eq!(ours, 5, "{listed}");
+    quota_shows(&k, ns, "five", "configmaps", "5");
+
+    // A deleted ConfigMap gives its share back.
+    let one = listed
+        .lines()
+        .find(|l| l.starts_with("configmap/cm"))
+        .unwrap()
+        .to_string();
+    k.ok(&["-n", ns, "delete", &one]);
+    quota_shows(&k, ns, "five", "configmaps", "4");
 }
 
 #[test]
