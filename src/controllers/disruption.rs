@@ -25,6 +25,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetStatus};
@@ -33,8 +34,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 
 use super::ControllerError;
 use crate::resources::kinds::poddisruptionbudget::{Amount, selects};
@@ -49,6 +50,10 @@ const CONDITION: &str = "DisruptionAllowed";
 struct Ctx {
     client: kube::Client,
     pods: Arc<super::PodCache>,
+    /// Watch-fed caches of the workloads whose replicas a share-based
+    /// budget is taken of.
+    replicasets: Store<ReplicaSet>,
+    deployments: Store<Deployment>,
 }
 
 /// Runs the controller until `shutdown`.
@@ -75,8 +80,39 @@ pub async fn run(
             .map(|b| ObjectRef::from_obj(&*b))
             .collect::<Vec<_>>()
     };
+    // A workload scaled changes what the budgets of its namespace expect.
+    let (replicasets, rs_writer) = reflector::store::<ReplicaSet>();
+    let (deployments, deploy_writer) = reflector::store::<Deployment>();
+    let rs_changes = watcher(
+        Api::<ReplicaSet>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(rs_writer)
+    .touched_objects()
+    .filter_map(|r| async move { r.ok().and_then(|rs| rs.namespace()) });
+    let deploy_changes = watcher(
+        Api::<Deployment>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(deploy_writer)
+    .touched_objects()
+    .filter_map(|r| async move { r.ok().and_then(|d| d.namespace()) });
+    let budgets = controller.store();
+    let workload_changes =
+        futures::stream::select(rs_changes, deploy_changes).flat_map(move |ns| {
+            let refs: Vec<ObjectRef<PodDisruptionBudget>> = budgets
+                .state()
+                .into_iter()
+                .filter(|b| b.namespace().as_deref() == Some(ns.as_str()))
+                .map(|b| ObjectRef::from_obj(&*b))
+                .collect();
+            futures::stream::iter(refs)
+        });
     let controller = controller
         .watches_shared_stream(pods, pod_to_budgets)
+        .reconcile_on(workload_changes)
         .graceful_shutdown_on(shutdown);
     super::drive(
         controller,
@@ -85,6 +121,8 @@ pub async fn run(
         Arc::new(Ctx {
             client,
             pods: cache,
+            replicasets,
+            deployments,
         }),
     )
     .await;
@@ -108,7 +146,19 @@ async fn reconcile(
         .collect();
     let now = Timestamp::now();
     let scale = if needs_scale(&pdb) {
-        Some(expected_scale(&ctx.client, &ns, &pods).await)
+        let synced = ctx.replicasets.wait_until_ready().await.is_ok()
+            && ctx.deployments.wait_until_ready().await.is_ok();
+        if !synced {
+            return Err(ControllerError::Invalid(
+                "the workload watches stopped before their first list".into(),
+            ));
+        }
+        Some(expected_scale(
+            &ctx.replicasets,
+            &ctx.deployments,
+            &ns,
+            &pods,
+        ))
     } else {
         None
     };
@@ -153,11 +203,22 @@ fn needs_scale(pdb: &PodDisruptionBudget) -> bool {
 /// a ReplicaSet's own, or its Deployment's when a Deployment owns it.
 /// Pods without a controller are not counted (Kubernetes leaves them out
 /// too); a pod whose controller has no scale fails the budget.
-async fn expected_scale(client: &kube::Client, ns: &str, pods: &[Arc<Pod>]) -> Result<i64, String> {
-    let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), ns);
-    let deploy_api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    // One GET per controller, not a LIST per pass: a budget's pods have
-    // one or two owners.
+///
+/// # Errors
+/// The message the budget's `SyncFailed` condition shows.
+pub fn expected_scale(
+    replicasets: &Store<ReplicaSet>,
+    deployments: &Store<Deployment>,
+    ns: &str,
+    pods: &[Arc<Pod>],
+) -> Result<i64, String> {
+    let deployment_replicas = |name: &str| {
+        deployments
+            .get(&ObjectRef::new(name).within(ns))
+            .and_then(|d| d.spec.as_ref().and_then(|s| s.replicas))
+            .map_or(0, i64::from)
+    };
+    // Replicas by the uid of the controller that asks for them.
     let mut seen: HashMap<String, i64> = HashMap::new();
     for pod in pods {
         let Some(owner) = pod
@@ -167,56 +228,37 @@ async fn expected_scale(client: &kube::Client, ns: &str, pods: &[Arc<Pod>]) -> R
         else {
             continue;
         };
-        if seen.contains_key(&owner.uid) {
-            continue;
-        }
-        let scale = match owner.kind.as_str() {
+        match owner.kind.as_str() {
             "ReplicaSet" => {
-                let rs = rs_api
-                    .get_opt(&owner.name)
-                    .await
-                    .map_err(|e| e.to_string())?
+                let rs = replicasets
+                    .get(&ObjectRef::new(&owner.name).within(ns))
                     .ok_or_else(|| format!("replicasets.apps \"{}\" not found", owner.name))?;
-                let deployment = rs
+                match rs
                     .owner_references()
                     .iter()
                     .find(|o| o.controller == Some(true) && o.kind == "Deployment")
-                    .cloned();
-                match deployment {
+                {
+                    // Counted under the Deployment, once for all its
+                    // ReplicaSets.
                     Some(d) => {
-                        let key = d.uid.clone();
-                        if seen.contains_key(&key) {
-                            seen.insert(owner.uid.clone(), 0);
-                            continue;
-                        }
-                        let replicas = deploy_api
-                            .get_opt(&d.name)
-                            .await
-                            .map_err(|e| e.to_string())?
-                            .and_then(|d| d.spec.and_then(|s| s.replicas))
-                            .unwrap_or(0);
-                        // Counted under the Deployment; its ReplicaSets add nothing.
-                        seen.insert(key, i64::from(replicas));
-                        seen.insert(owner.uid.clone(), 0);
-                        continue;
+                        seen.insert(d.uid.clone(), deployment_replicas(&d.name));
                     }
-                    None => i64::from(rs.spec.and_then(|s| s.replicas).unwrap_or(1)),
+                    None => {
+                        let replicas = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                        seen.insert(owner.uid.clone(), i64::from(replicas));
+                    }
                 }
             }
-            "Deployment" => deploy_api
-                .get_opt(&owner.name)
-                .await
-                .map_err(|e| e.to_string())?
-                .and_then(|d| d.spec.and_then(|s| s.replicas))
-                .map_or(0, i64::from),
+            "Deployment" => {
+                seen.insert(owner.uid.clone(), deployment_replicas(&owner.name));
+            }
             _ => {
                 return Err(format!(
                     "found no controllers for pod \"{}\"",
                     pod.name_any()
                 ));
             }
-        };
-        seen.insert(owner.uid.clone(), scale);
+        }
     }
     Ok(seen.values().sum())
 }
@@ -477,6 +519,64 @@ mod tests {
         for (b, p, scale, want) in cases {
             assert_eq!(figures(&b, &p, scale), want, "{:?}", b.spec);
         }
+    }
+
+    #[test]
+    fn the_scale_is_the_deployments_once_for_all_its_replica_sets() {
+        use k8s_openapi::api::apps::v1::{DeploymentSpec, ReplicaSetSpec};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+        let owner = |kind: &str, name: &str| OwnerReference {
+            kind: kind.into(),
+            name: name.into(),
+            uid: format!("{kind}-{name}"),
+            controller: Some(true),
+            ..OwnerReference::default()
+        };
+        let (deployments, mut dw) = reflector::store::<Deployment>();
+        let mut d = Deployment::default();
+        d.metadata.name = Some("web".into());
+        d.metadata.namespace = Some("ns".into());
+        d.spec = Some(DeploymentSpec {
+            replicas: Some(4),
+            ..DeploymentSpec::default()
+        });
+        dw.apply_watcher_event(&watcher::Event::Apply(d));
+        let (replicasets, mut rw) = reflector::store::<ReplicaSet>();
+        for (name, deployment, replicas) in
+            [("web-1", true, 3), ("web-2", true, 1), ("solo", false, 2)]
+        {
+            let mut rs = ReplicaSet::default();
+            rs.metadata.name = Some(name.into());
+            rs.metadata.namespace = Some("ns".into());
+            if deployment {
+                rs.metadata.owner_references = Some(vec![owner("Deployment", "web")]);
+            }
+            rs.spec = Some(ReplicaSetSpec {
+                replicas: Some(replicas),
+                ..ReplicaSetSpec::default()
+            });
+            rw.apply_watcher_event(&watcher::Event::Apply(rs));
+        }
+        let owned = |name: &str, kind: &str, by: &str| {
+            let mut p = (*pod(name, true)).clone();
+            p.metadata.owner_references = Some(vec![owner(kind, by)]);
+            Arc::new(p)
+        };
+        let pods = vec![
+            owned("a", "ReplicaSet", "web-1"),
+            owned("b", "ReplicaSet", "web-2"),
+            owned("c", "ReplicaSet", "solo"),
+            pod("unowned", true),
+        ];
+        assert_eq!(
+            expected_scale(&replicasets, &deployments, "ns", &pods),
+            Ok(6)
+        );
+        let orphan = vec![owned("d", "StatefulThing", "x")];
+        assert_eq!(
+            expected_scale(&replicasets, &deployments, "ns", &orphan),
+            Err("found no controllers for pod \"d\"".into())
+        );
     }
 
     #[test]

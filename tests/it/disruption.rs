@@ -214,6 +214,33 @@ fn an_eviction_spends_the_budget_then_is_refused_with_429() {
     let k = s.kubectl();
     k.ok_with_stdin(&["apply", "-f", "-"], &deployment("api", 3));
     k.ok(&["rollout", "status", "deployment/api", "--timeout=90s"]);
+    // A share of the Deployment's replicas: 3 expected, 50% (rounded up)
+    // may be down, so 1 must stay healthy and 2 may go.
+    let share = json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": {"name": "share"},
+        "spec": {"maxUnavailable": "50%", "selector": {"matchLabels": {"app": "api"}}}});
+    k.ok_with_stdin(&["apply", "-f", "-"], &share.to_string());
+    let status = budget_settles(&k, "share", 3, 2)["status"].clone();
+    assert_eq!(
+        (&status["expectedPods"], &status["desiredHealthy"]),
+        (&json!(3), &json!(1)),
+        "{status}"
+    );
+    let condition = &status["conditions"][0];
+    assert_eq!(
+        (
+            &condition["type"],
+            &condition["status"],
+            &condition["reason"]
+        ),
+        (
+            &json!("DisruptionAllowed"),
+            &json!("True"),
+            &json!("SufficientPods")
+        )
+    );
+    k.ok(&["delete", "pdb", "share"]);
+
     // As a user would type it (kubectl sends it as protobuf).
     k.ok(&[
         "create",
