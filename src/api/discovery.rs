@@ -203,6 +203,9 @@ fn sub_info(
         Subresource::Exec => ("", "v1", "PodExecOptions", vec!["create", "get"]),
         Subresource::Attach => ("", "v1", "PodAttachOptions", vec!["create", "get"]),
         Subresource::PortForward => ("", "v1", "PodPortForwardOptions", vec!["create", "get"]),
+        // kubectl drain looks for exactly this entry (group and version
+        // set) before it evicts rather than deletes.
+        Subresource::Eviction => ("policy", "v1", "Eviction", vec!["create"]),
     }
 }
 

@@ -340,7 +340,7 @@ fn user_facing_rules() -> (Vec<Value>, Vec<Value>, Vec<Value>) {
                             edit_read.add(group, sub(s));
                             edit_write.add(group, sub(s));
                         }
-                        S::Token => edit_create.add(group, sub(s)),
+                        S::Token | S::Eviction => edit_create.add(group, sub(s)),
                     }
                 }
             }

@@ -67,6 +67,15 @@ pub enum ApiError {
     ServiceUnavailable { message: String },
     #[error("too many requests, please try again later")]
     TooManyRequests,
+    /// A 429 that says why in its causes (`(reason, message)` pairs) and
+    /// when to try again (0: no advice): an eviction a disruption budget
+    /// does not allow yet.
+    #[error("{message}")]
+    TooManyRequestsBecause {
+        message: String,
+        causes: Vec<(String, String)>,
+        retry_after_seconds: u32,
+    },
     #[error("Timeout: {message}")]
     Timeout { message: String },
     #[error("Internal error occurred: {message}")]
@@ -124,7 +133,9 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             ApiError::ServiceUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyRequests | ApiError::TooManyRequestsBecause { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::FromNode { code, .. } => *code,
@@ -146,7 +157,9 @@ impl ApiError {
             ApiError::NotAcceptable { .. } => "NotAcceptable",
             ApiError::TooLarge { .. } | ApiError::TooLargeMessage { .. } => "RequestEntityTooLarge",
             ApiError::ServiceUnavailable { .. } => "ServiceUnavailable",
-            ApiError::TooManyRequests => "TooManyRequests",
+            ApiError::TooManyRequests | ApiError::TooManyRequestsBecause { .. } => {
+                "TooManyRequests"
+            }
             ApiError::Timeout { .. } => "Timeout",
             ApiError::Internal { .. } => "InternalError",
             ApiError::FromNode { code, .. } => reason_of(*code),
@@ -188,6 +201,19 @@ impl ApiError {
                     "field": c.field,
                 })).collect::<Vec<_>>(),
             })),
+            ApiError::TooManyRequestsBecause {
+                causes,
+                retry_after_seconds,
+                ..
+            } => {
+                let mut d = json!({"causes": causes.iter().map(|(reason, message)| json!({
+                    "reason": reason, "message": message,
+                })).collect::<Vec<_>>()});
+                if *retry_after_seconds > 0 {
+                    d["retryAfterSeconds"] = json!(retry_after_seconds);
+                }
+                Some(d)
+            }
             _ => None,
         };
         let mut status = json!({
@@ -242,9 +268,19 @@ impl IntoResponse for ApiError {
         );
         // As Kubernetes answers a 429: when to try again, which client
         // libraries honour.
-        if matches!(self, ApiError::TooManyRequests) {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        match &self {
+            ApiError::TooManyRequests => {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::TooManyRequestsBecause {
+                retry_after_seconds,
+                ..
+            } if *retry_after_seconds > 0 => {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_seconds));
+            }
+            _ => {}
         }
         resp
     }

@@ -29,6 +29,7 @@ fn sub_of(kind: &Kind, name: &str) -> Result<Subresource, ApiError> {
         "exec" => Subresource::Exec,
         "attach" => Subresource::Attach,
         "portforward" => Subresource::PortForward,
+        "eviction" => Subresource::Eviction,
         _ => return Err(ApiError::NoRoute),
     };
     if kind.has_subresource(sub) {
@@ -127,6 +128,18 @@ pub async fn handle(
             let req = body::decode(headers, &raw, None)?;
             let resp = token_request(state, ns.unwrap_or_default(), name, req).await?;
             Ok(json_response(StatusCode::CREATED, &resp))
+        }
+        (Subresource::Eviction, Verb::Create) => {
+            let eviction = body::decode(headers, &raw, None)?;
+            let status = super::eviction::evict(
+                state,
+                ns.unwrap_or_default(),
+                name,
+                &eviction,
+                query.dry_run(),
+            )
+            .await?;
+            Ok(json_response(StatusCode::CREATED, &status))
         }
         (Subresource::Log, Verb::Get) => {
             super::nodeproxy::pod_log(state, ns.unwrap_or_default(), name, query).await

@@ -35,6 +35,9 @@ pub async fn create(
     let (mut obj, warnings) = objects::admit(kind, obj, validation)?;
     super::nodeauthz::admit(user, kind, None, &obj)?;
     super::escalation::check(state, user, kind, ns.as_deref(), None, &obj).await?;
+    // LimitRange defaults and checks, then the quota charge: before any
+    // address is allocated, so a refusal has nothing to give back.
+    super::quota::admit_create(state, kind, ns.as_deref(), &mut obj, dry_run).await?;
     state.admission.on_create(state, kind, &mut obj).await?;
     if dry_run {
         // Nothing is stored, so nothing may stay allocated either.
@@ -89,6 +92,7 @@ pub async fn update(
         .admission
         .on_update(state, kind, &old, &mut admitted)
         .await?;
+    super::quota::admit_update(state, kind, ns, &old, &admitted, dry_run).await?;
     let unchanged = {
         let strip = |v: &Value| {
             let mut v = v.clone();

@@ -18,6 +18,10 @@
 //! - [`garbagecollector`]: deletes (or releases) what owners leave behind.
 //! - [`ingress`]: where each Ingress the node proxies serve is reachable.
 //! - [`gateway`]: the status of the Gateway API objects the proxies serve.
+//! - [`disruption`]: PodDisruptionBudgets' status: healthy pods against
+//!   the budget, and the disruptions the eviction subresource may spend.
+//! - [`resourcequota`]: ResourceQuotas' `status.used`, recounted from
+//!   what each namespace holds.
 //! - [`podautoscaler`]: HorizontalPodAutoscalers: replicas that follow
 //!   CPU, memory and request rates.
 //! - [`namespace`]: empties a terminating namespace, then lets it go.
@@ -29,6 +33,7 @@
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod garbagecollector;
 pub mod gateway;
@@ -39,6 +44,7 @@ pub mod namespace;
 pub mod nodelifecycle;
 pub mod podautoscaler;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod serviceaccount;
 
 use std::collections::{HashMap, HashSet};
@@ -338,9 +344,9 @@ mod cache_tests {
 
 /// Runs every controller until `shutdown`.
 ///
-/// Four controllers follow pods. They share one watch, decoded once, as
+/// Six controllers follow pods. They share one watch, decoded once, as
 /// Kubernetes' controller manager shares its informers: with a watch each,
-/// every pod change would be encoded, sent and decoded four times. The
+/// every pod change would be encoded, sent and decoded six times. The
 /// fan-out is ours rather than kube-runtime's shared reflector, which
 /// passes deletions on to no one and can stall a subscriber whose pod was
 /// deleted before it looked the pod up.
@@ -358,6 +364,7 @@ pub async fn run(
         rx
     };
     let (rs_pods, job_pods, ds_pods, ep_pods) = (feed(), feed(), feed(), feed());
+    let (pdb_pods, quota_pods) = (feed(), feed());
     let (gc_tx, gc_pods) = futures::channel::mpsc::channel(POD_EVENT_BUFFER);
     let informer = share_pods(
         client.clone(),
@@ -374,6 +381,8 @@ pub async fn run(
         job::run(client.clone(), job_pods, cache.clone(), stop.wait()),
         cronjob::run(client.clone(), stop.wait()),
         daemonset::run(client.clone(), ds_pods, cache.clone(), stop.wait()),
+        disruption::run(client.clone(), pdb_pods, cache.clone(), stop.wait()),
+        resourcequota::run(client.clone(), quota_pods, cache.clone(), stop.wait()),
         namespace::run(client.clone(), stop.wait()),
         garbagecollector::run(client.clone(), gc_pods, stop.wait()),
         serviceaccount::run(client.clone(), stop.wait()),

@@ -38,6 +38,9 @@ pub enum Subresource {
     Attach,
     /// Forwarding a local port into a pod: refused likewise.
     PortForward,
+    /// Deleting a pod through the disruption budgets that cover it
+    /// (`policy/v1` Eviction; `api::eviction`).
+    Eviction,
 }
 
 impl Subresource {
@@ -52,6 +55,7 @@ impl Subresource {
             Subresource::Exec => "exec",
             Subresource::Attach => "attach",
             Subresource::PortForward => "portforward",
+            Subresource::Eviction => "eviction",
         }
     }
 }

@@ -614,6 +614,28 @@ fn add_subresource(
                 insert(paths, path, item_params.to_vec(), vec![("post", op)]);
             }
         }
+        Subresource::Eviction => {
+            let gvk = Gvk {
+                group: "policy",
+                version: "v1",
+                kind: "Eviction",
+            };
+            if let Some(eviction) = c.add_kind(gvk, None) {
+                let schema = reference(&eviction);
+                let op = ctx
+                    .op(
+                        "post",
+                        format!("create{infix}{scope}{k}Eviction"),
+                        format!("create eviction of a {k}"),
+                        gvk,
+                    )
+                    .params(write_params(false))
+                    .body(&schema, ctx.object_types(), true)
+                    .responds(&["200", "201", "202"], &schema, ctx.object_types())
+                    .done();
+                insert(paths, path, item_params.to_vec(), vec![("post", op)]);
+            }
+        }
         Subresource::Log => {
             let op = ctx
                 .op("get", format!("read{infix}{scope}{k}Log"), format!("read log of the specified {k}"), ctx.gvk)

@@ -2,7 +2,7 @@
 //! types' schemars output under Kubernetes' definition names, plus the
 //! vendor extensions kubectl reads that `k8s-openapi` does not carry.
 
-use k8s_openapi::api::{authentication, authorization, autoscaling, core};
+use k8s_openapi::api::{authentication, authorization, autoscaling, core, policy};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use k8s_openapi::schemars::JsonSchema;
 use k8s_openapi::schemars::generate::{SchemaGenerator, SchemaSettings};
@@ -164,6 +164,7 @@ fn typed_schema(generator: &mut SchemaGenerator, group: &str, kind: &str) -> Opt
         core::v1::Binding,
         autoscaling::v1::Scale,
         authentication::v1::TokenRequest,
+        policy::v1::Eviction,
         authentication::v1::SelfSubjectReview,
         authorization::v1::SelfSubjectAccessReview,
         authorization::v1::SelfSubjectRulesReview,

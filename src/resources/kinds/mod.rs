@@ -294,4 +294,7 @@ kinds! {
     gatewayclass::GatewayClass,
     gateway::Gateway,
     httproute::HttpRoute,
+    poddisruptionbudget::PodDisruptionBudget,
+    resourcequota::ResourceQuota,
+    limitrange::LimitRange,
 }

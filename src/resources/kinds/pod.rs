@@ -26,6 +26,7 @@ impl KindSpec for Pod {
         Subresource::Exec,
         Subresource::Attach,
         Subresource::PortForward,
+        Subresource::Eviction,
     ];
     const NAME_RULE: NameRule = NameRule::Subdomain;
     const COLUMNS: &'static [Column] = &[
