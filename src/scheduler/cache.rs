@@ -18,6 +18,25 @@ struct Placed {
     score_requests: Resources,
     /// Placed by this scheduler, not yet seen bound through the watch.
     assumed: bool,
+    /// What preemption weighs and names.
+    namespace: String,
+    name: String,
+    priority: i32,
+    /// Being deleted: its requests are still held, but it is already
+    /// leaving, so preempting it again would free nothing more.
+    terminating: bool,
+}
+
+/// A pod on a node that preemption may consider.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlacedPod {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    pub priority: i32,
+    pub requests: Resources,
+    pub score_requests: Resources,
+    pub terminating: bool,
 }
 
 /// What changed when a Node was applied.
@@ -175,10 +194,12 @@ impl Cache {
         let Some(uid) = pod.metadata.uid.as_deref() else {
             return;
         };
+        let terminating = pod.metadata.deletion_timestamp.is_some();
         if let Some(p) = self.pods.get_mut(uid)
             && p.node == node
         {
             p.assumed = false;
+            p.terminating = terminating;
             return;
         }
         self.remove_pod(uid);
@@ -190,6 +211,10 @@ impl Cache {
                 requests,
                 score_requests,
                 assumed: false,
+                namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+                name: pod.metadata.name.clone().unwrap_or_default(),
+                priority: pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0),
+                terminating,
             },
         );
     }
@@ -204,6 +229,10 @@ impl Cache {
                 requests: pod.requests,
                 score_requests: pod.score_requests,
                 assumed: true,
+                namespace: pod.namespace.clone(),
+                name: pod.name.clone(),
+                priority: pod.priority,
+                terminating: false,
             },
         );
     }
@@ -224,6 +253,32 @@ impl Cache {
     /// UIDs of every counted pod (for re-list reconciliation).
     pub fn pod_uids(&self) -> Vec<String> {
         self.pods.keys().cloned().collect()
+    }
+
+    /// The pods counted against `node` (a scan of every placed pod: only
+    /// preemption asks, and only for pods that fit nowhere).
+    pub fn pods_on(&self, node: &str) -> Vec<PlacedPod> {
+        self.pods
+            .iter()
+            .filter(|(_, p)| p.node == node)
+            .map(|(uid, p)| PlacedPod {
+                uid: uid.clone(),
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+                priority: p.priority,
+                requests: p.requests,
+                score_requests: p.score_requests,
+                terminating: p.terminating,
+            })
+            .collect()
+    }
+
+    /// Marks a pod as leaving before the watch shows it (a victim just
+    /// chosen), so the next cycle does not choose it again.
+    pub fn mark_terminating(&mut self, uid: &str) {
+        if let Some(p) = self.pods.get_mut(uid) {
+            p.terminating = true;
+        }
     }
 
     /// Whether `uid` is counted and confirmed bound.

@@ -78,6 +78,8 @@ pub struct PodInfo {
     pub uid: String,
     /// `spec.priority` (set from the priority class at admission).
     pub priority: i32,
+    /// `spec.preemptionPolicy` is not `Never`: the pod may preempt.
+    pub may_preempt: bool,
     pub created: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
     /// The requests that must fit: the sum over the containers, or the
     /// largest init container when that is larger; `pods` is 1.
@@ -110,6 +112,7 @@ impl PodInfo {
             name: pod.metadata.name.clone().unwrap_or_default(),
             uid: pod.metadata.uid.clone().unwrap_or_default(),
             priority: spec.and_then(|s| s.priority).unwrap_or(0),
+            may_preempt: spec.and_then(|s| s.preemption_policy.as_deref()) != Some("Never"),
             created: pod.metadata.creation_timestamp.clone(),
             requests,
             score_requests,
@@ -418,6 +421,14 @@ pub struct Framework {
 }
 
 impl Framework {
+    /// Whether `pod` passes every filter on `node`.
+    pub fn feasible(&self, pod: &PodInfo, node: &NodeInfo) -> bool {
+        self.filters
+            .iter()
+            .filter(|f| f.relevant(pod))
+            .all(|f| f.fits(pod, node) == Code::Success)
+    }
+
     /// One scheduling cycle over `nodes`: every node is filtered and every
     /// feasible node scored (no sampling); the highest weighted sum wins,
     /// the first such node in `nodes`' order on a tie.
@@ -545,6 +556,7 @@ pub(crate) mod testing {
             name: "p".into(),
             uid: "uid-p".into(),
             priority: 0,
+            may_preempt: true,
             created: None,
             requests: r,
             score_requests: r,

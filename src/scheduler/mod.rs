@@ -15,12 +15,17 @@
 //! refused binding forgets the assumption and retries the pod after a
 //! back-off. A pod that fits nowhere gets `PodScheduled=False` with reason
 //! `Unschedulable` and a `FailedScheduling` event, and is tried again when
-//! a node appears or changes or a placed pod goes away.
+//! a node appears or changes or a placed pod goes away. Before that, a pod
+//! that may preempt looks for pods of lower priority to remove
+//! ([`preemption`]): the victims are deleted, the pod is nominated to their
+//! node (`status.nominatedNodeName`), and their going retries it; the
+//! queue's priority order puts it before the pods it outranks.
 
 pub mod cache;
 pub mod config;
 pub mod framework;
 pub mod plugins;
+pub mod preemption;
 pub mod queue;
 
 use std::sync::Arc;
@@ -436,9 +441,29 @@ async fn schedule_loop(shared: Arc<Shared>) {
                 });
             }
             Err(ScheduleError::Unfit(fit)) => {
-                let message = fit.to_string();
+                let mut message = fit.to_string();
                 tracing::debug!(pod = %pod.key(), %message, "scheduler: pod does not fit");
+                let preemption = {
+                    let mut cache = shared.cache.lock();
+                    let chosen = preemption::select(&framework, &pod, &cache);
+                    for v in chosen.iter().flat_map(|p| &p.victims) {
+                        cache.mark_terminating(&v.uid);
+                    }
+                    chosen
+                };
+                if let Some(p) = &preemption {
+                    message.push_str(&format!(
+                        " preemption: {} pod(s) of lower priority removed from node {}.",
+                        p.victims.len(),
+                        p.node
+                    ));
+                }
                 shared.queue.unschedulable(&pod.uid, popped.cycle);
+                if let Some(p) = preemption {
+                    let shared = shared.clone();
+                    let pod = pod.clone();
+                    tokio::spawn(async move { preempt(&shared, &pod, p).await });
+                }
                 let Ok(permit) = shared.binds.clone().acquire_owned().await else {
                     return;
                 };
@@ -455,6 +480,44 @@ async fn schedule_loop(shared: Arc<Shared>) {
         }
         // Let the watches and bindings run between cycles.
         tokio::task::yield_now().await;
+    }
+}
+
+/// Carries out a preemption: nominates the node on the preemptor, then
+/// deletes each victim (gracefully) with a `Preempted` event on it.
+async fn preempt(shared: &Shared, pod: &PodInfo, p: preemption::Preemption) {
+    let pods: Api<Pod> = Api::namespaced(shared.client.clone(), &pod.namespace);
+    let nominate = json!({"status": {"nominatedNodeName": p.node}});
+    if let Err(e) = pods
+        .patch_status(&pod.name, &PatchParams::default(), &Patch::Merge(&nominate))
+        .await
+    {
+        tracing::info!(pod = %pod.key(), error = %e, "scheduler: cannot nominate a node");
+    }
+    for v in &p.victims {
+        tracing::info!(preemptor = %pod.key(), victim = %format!("{}/{}", v.namespace, v.name),
+            node = %p.node, "scheduler: preempting");
+        shared.events.record(
+            &crate::events::pod_reference(&v.namespace, &v.name, &v.uid),
+            crate::events::EventType::Normal,
+            "Preempted",
+            format!("Preempted by pod {} on node {}", pod.uid, p.node),
+        );
+        let victims: Api<Pod> = Api::namespaced(shared.client.clone(), &v.namespace);
+        let params = kube::api::DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                uid: Some(v.uid.clone()),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match victims.delete(&v.name, &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+            Err(e) => {
+                tracing::info!(victim = %v.name, error = %e, "scheduler: cannot delete a victim");
+            }
+        }
     }
 }
 

@@ -318,3 +318,73 @@ fn a_pod_without_a_node_is_placed_on_the_local_node_and_runs() {
     });
     assert!(running, "pod did not run: {last}");
 }
+
+#[test]
+fn a_high_priority_pod_preempts_a_low_one_and_a_never_preempting_pod_waits() {
+    let server = TestServer::builder().with_node().arg("--cpu=2").start();
+    server
+        .wkube(&["push", guest("hello-http").to_str().unwrap(), "hello:v1"])
+        .success();
+    let k = server.kubectl();
+    k.ok(&["create", "priorityclass", "low", "--value=10"]);
+    k.ok(&["create", "priorityclass", "high", "--value=1000"]);
+    k.ok(&[
+        "create",
+        "priorityclass",
+        "high-polite",
+        "--value=1000",
+        "--preemption-policy=Never",
+    ]);
+    let pod = |name: &str, class: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+               "spec": {"priorityClassName": class, "terminationGracePeriodSeconds": 1,
+                 "containers": [{"name": "c", "image": "hello:v1",
+                   "resources": {"requests": {"cpu": "1500m", "memory": "16Mi"}}}]}})
+        .to_string()
+    };
+    let phase = |name: &str| {
+        k.run(&["get", "pod", name, "-o", "jsonpath={.status.phase}"])
+            .stdout
+    };
+    k.ok_with_stdin(&["create", "-f", "-"], &pod("low", "low"));
+    assert!(
+        eventually(PLACE_TIMEOUT, || phase("low") == "Running"),
+        "{}",
+        pod_json(&k, "low")
+    );
+
+    // Same priority as `high` but never preempting: it waits.
+    k.ok_with_stdin(&["create", "-f", "-"], &pod("polite", "high-polite"));
+    assert!(
+        eventually(PLACE_TIMEOUT, || {
+            pod_json(&k, "polite")["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["reason"] == "Unschedulable")
+        }),
+        "{}",
+        pod_json(&k, "polite")
+    );
+    assert_eq!(phase("low"), "Running");
+    k.ok(&["delete", "pod", "polite", "--wait=false"]);
+
+    // `high` fits only in place of `low`: low is preempted, high runs.
+    k.ok_with_stdin(&["create", "-f", "-"], &pod("high", "high"));
+    assert!(
+        eventually(Duration::from_secs(60), || phase("high") == "Running"),
+        "{}\n{}",
+        pod_json(&k, "high"),
+        k.run(&["get", "pods", "-o", "wide"]).stdout
+    );
+    assert_eq!(pod_json(&k, "high")["spec"]["priority"], 1000);
+    assert!(
+        eventually(Duration::from_secs(30), || !k
+            .run(&["get", "pod", "low"])
+            .status
+            .success()),
+        "the preempted pod is still there"
+    );
+    let events = k.ok(&["get", "events", "--field-selector", "reason=Preempted"]);
+    assert!(events.contains("pod/low"), "{events}");
+}
