@@ -90,6 +90,8 @@ impl Admission {
         match kind.allocation {
             Allocation::ServiceAddresses => self.allocate_service(state, obj).await,
             Allocation::PodCidr => allocate_pod_cidr(state, obj).await,
+            Allocation::PodPriority => super::priority::admit_pod(state, kind, obj).await,
+            Allocation::SingleGlobalDefault => super::priority::admit_class(state, kind, obj).await,
             Allocation::None => Ok(()),
         }
     }
@@ -109,7 +111,7 @@ impl Admission {
                 }
                 release_pod_cidr(state, obj).await;
             }
-            Allocation::None => {}
+            Allocation::PodPriority | Allocation::SingleGlobalDefault | Allocation::None => {}
         }
     }
 
@@ -129,7 +131,9 @@ impl Admission {
             .map_err(|e| objects::invalid(kind, objects::name_of(old), vec![e]))?;
         match kind.allocation {
             Allocation::PodCidr => keep_pod_cidr(state, old, new).await,
-            Allocation::ServiceAddresses | Allocation::None => Ok(()),
+            Allocation::SingleGlobalDefault => super::priority::admit_class(state, kind, new).await,
+            // A pod's priority is part of its immutable spec.
+            Allocation::PodPriority | Allocation::ServiceAddresses | Allocation::None => Ok(()),
         }
     }
 
@@ -178,7 +182,7 @@ impl Admission {
         match kind.allocation {
             Allocation::ServiceAddresses => self.release_service(state, obj).await,
             Allocation::PodCidr => release_pod_cidr(state, obj).await,
-            Allocation::None => {}
+            Allocation::PodPriority | Allocation::SingleGlobalDefault | Allocation::None => {}
         }
     }
 

@@ -1,7 +1,8 @@
 //! What the API server guarantees from its first start, and the small
 //! loops it runs itself: system namespaces, the default RBAC policy, a
 //! `default` ServiceAccount in every namespace, the `kubernetes` Service,
-//! namespace finalization, and service-account token revocation checks.
+//! the built-in PriorityClasses, namespace finalization, and
+//! service-account token revocation checks.
 
 use std::net::Ipv4Addr;
 
@@ -12,6 +13,7 @@ use super::objects;
 use super::registry::Registry;
 use super::status::ApiError;
 use super::{ApiState, rbac};
+use crate::resources::kinds::priorityclass;
 use crate::resources::{self, Kind};
 
 fn kind(plural: &str, group: &str) -> Result<&'static Kind, ApiError> {
@@ -178,6 +180,18 @@ pub async fn run(state: &ApiState, advertise: Ipv4Addr, port: u16) -> Result<(),
                 .await?;
         }
         Some(_) => {}
+    }
+    // The built-in priority classes, which the cluster's own components
+    // may name and no user class can outrank.
+    let classes = kind("priorityclasses", "scheduling.k8s.io")?;
+    for &(name, value) in priorityclass::SYSTEM_CLASSES {
+        ensure(
+            state,
+            classes,
+            None,
+            priorityclass::system_class(name, value),
+        )
+        .await?;
     }
     ensure_service_accounts(state).await?;
     Ok(())

@@ -37,6 +37,7 @@ pub mod openapi;
 pub mod patch;
 pub mod path;
 pub mod podcidr;
+pub mod priority;
 pub mod protobuf;
 pub mod rbac;
 pub mod registry;

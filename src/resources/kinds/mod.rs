@@ -49,6 +49,10 @@ pub enum Allocation {
     ServiceAddresses,
     /// A pod CIDR block for the node.
     PodCidr,
+    /// A pod's priority from its PriorityClass (`api::priority`).
+    PodPriority,
+    /// At most one PriorityClass is the global default.
+    SingleGlobalDefault,
 }
 
 /// How a delete proceeds for the kind, beyond the finalizers that
@@ -287,4 +291,5 @@ kinds! {
     endpointslice::EndpointSlice,
     module::Module,
     horizontalpodautoscaler::HorizontalPodAutoscaler,
+    priorityclass::PriorityClass,
 }

@@ -1,0 +1,202 @@
+//! Issue 20's further API kinds, as a user drives them with stock kubectl:
+//! PriorityClass and pod priority admission, TokenReview and
+//! SubjectAccessReview.
+
+use crate::common;
+
+use common::{Kubectl, TestServer, shared_server};
+use serde_json::{Value, json};
+
+/// A namespace of the test's own.
+fn namespace(k: &Kubectl, name: &str) -> String {
+    let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+    k.ok_with_stdin(&["create", "--validate=false", "-f", "-"], &obj.to_string());
+    name.to_owned()
+}
+
+/// `kubectl ARGS -o json`, parsed.
+#[track_caller]
+fn json_of(k: &Kubectl, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    let out = k.ok(&all);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+/// `kubectl create -f - -o json` of `obj`, parsed.
+#[track_caller]
+fn create_json(k: &Kubectl, obj: &Value) -> Value {
+    let out = k.ok_with_stdin(
+        &["create", "--validate=false", "-f", "-", "-o", "json"],
+        &obj.to_string(),
+    );
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+fn pod(name: &str, spec_extra: Value) -> Value {
+    let mut spec = json!({"containers": [{"name": "c", "image": "hello:v1"}]});
+    if let (Some(s), Some(extra)) = (spec.as_object_mut(), spec_extra.as_object()) {
+        s.extend(extra.clone());
+    }
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec})
+}
+
+// --- PriorityClass --------------------------------------------------------
+
+#[test]
+fn the_system_priority_classes_exist_from_the_start() {
+    let k = shared_server().kubectl();
+    let out = k.ok(&["get", "priorityclasses"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].split_whitespace().collect::<Vec<_>>()
+            == ["NAME", "VALUE", "GLOBAL-DEFAULT", "AGE", "PREEMPTIONPOLICY"],
+        "{out}"
+    );
+    for (name, value) in [
+        ("system-cluster-critical", "2000000000"),
+        ("system-node-critical", "2000001000"),
+    ] {
+        assert!(
+            lines.iter().any(|l| {
+                let c: Vec<&str> = l.split_whitespace().collect();
+                c[0] == name && c[1] == value && c[2] == "false"
+            }),
+            "{out}"
+        );
+    }
+    // The short name, and `explain` from the OpenAPI documents.
+    assert!(
+        k.ok(&["get", "pc", "-o", "name"])
+            .contains("priorityclass.scheduling.k8s.io/system-node-critical")
+    );
+    let out = k.ok(&["explain", "priorityclass.value"]);
+    assert!(out.contains("scheduling.k8s.io"), "{out}");
+}
+
+#[test]
+fn kubectl_create_priorityclass_validates_as_kubernetes_does() {
+    let k = shared_server().kubectl();
+    let out = k.ok(&[
+        "create",
+        "priorityclass",
+        "apikinds-gold",
+        "--value=1000",
+        "--description=gold",
+        "--preemption-policy=Never",
+    ]);
+    assert_eq!(
+        out.trim(),
+        "priorityclass.scheduling.k8s.io/apikinds-gold created"
+    );
+    let pc = json_of(&k, &["get", "priorityclass", "apikinds-gold"]);
+    assert_eq!(pc["value"], 1000);
+    assert_eq!(pc["preemptionPolicy"], "Never");
+
+    let err = k.fails(&[
+        "create",
+        "priorityclass",
+        "apikinds-huge",
+        "--value=1000000001",
+    ]);
+    assert!(
+        err.contains(
+            "value: Forbidden: maximum allowed value of a user defined priority is 1000000000"
+        ),
+        "{err}"
+    );
+    let err = k.fails(&["create", "priorityclass", "system-mine", "--value=10"]);
+    assert!(err.contains("reserved for system use only"), "{err}");
+    // The value is immutable.
+    let err = k.fails(&[
+        "patch",
+        "priorityclass",
+        "apikinds-gold",
+        "--type=merge",
+        "-p",
+        r#"{"value": 5}"#,
+    ]);
+    assert!(
+        err.contains("value: Forbidden: may not be changed in an update."),
+        "{err}"
+    );
+}
+
+/// A server of its own: a global default class changes every pod created
+/// while it exists.
+#[test]
+fn a_pods_priority_comes_from_its_class_or_the_global_default() {
+    let server = TestServer::start();
+    let k = server.kubectl();
+    let ns = namespace(&k, "prio");
+    k.ok(&["create", "priorityclass", "high", "--value=100000"]);
+
+    // No class named and no default: priority 0.
+    let mut plain = pod("plain", json!({}));
+    plain["metadata"]["namespace"] = json!(ns);
+    let p = create_json(&k, &plain);
+    assert_eq!(p["spec"]["priority"], 0);
+    assert_eq!(p["spec"]["preemptionPolicy"], "PreemptLowerPriority");
+
+    let mut named = pod("named", json!({"priorityClassName": "high"}));
+    named["metadata"]["namespace"] = json!(ns);
+    let p = create_json(&k, &named);
+    assert_eq!(p["spec"]["priority"], 100000);
+
+    let mut critical = pod(
+        "critical",
+        json!({"priorityClassName": "system-node-critical"}),
+    );
+    critical["metadata"]["namespace"] = json!(ns);
+    assert_eq!(create_json(&k, &critical)["spec"]["priority"], 2000001000);
+
+    // An unknown class, and a priority the class does not give.
+    let mut unknown = pod("unknown", json!({"priorityClassName": "gold"}));
+    unknown["metadata"]["namespace"] = json!(ns);
+    let out = k.run_with_stdin(
+        &["create", "--validate=false", "-f", "-"],
+        &unknown.to_string(),
+    );
+    assert!(
+        out.stderr
+            .contains("pods \"unknown\" is forbidden: no PriorityClass with name gold was found"),
+        "{out:?}"
+    );
+    let mut lying = pod("lying", json!({"priorityClassName": "high", "priority": 7}));
+    lying["metadata"]["namespace"] = json!(ns);
+    let out = k.run_with_stdin(
+        &["create", "--validate=false", "-f", "-"],
+        &lying.to_string(),
+    );
+    assert!(
+        out.stderr.contains("the integer value of priority (7) must not be provided in pod spec; priority admission controller computed 100000 from the given PriorityClass name"),
+        "{out:?}"
+    );
+
+    // One global default, which applies to pods naming no class.
+    k.ok(&[
+        "create",
+        "priorityclass",
+        "usual",
+        "--value=50",
+        "--global-default",
+    ]);
+    let err = k.fails(&[
+        "create",
+        "priorityclass",
+        "other",
+        "--value=60",
+        "--global-default",
+    ]);
+    assert!(
+        err.contains(
+            "PriorityClass usual is already marked as default. Only one default can exist"
+        ),
+        "{err}"
+    );
+    let mut defaulted = pod("defaulted", json!({}));
+    defaulted["metadata"]["namespace"] = json!(ns);
+    let p = create_json(&k, &defaulted);
+    assert_eq!(p["spec"]["priorityClassName"], "usual");
+    assert_eq!(p["spec"]["priority"], 50);
+}
