@@ -77,6 +77,22 @@ pub const VIRTUAL: &[VirtualKind] = &[
         "SelfSubjectReview",
         "selfsubjectreviews",
     ),
+    // The reviews for others (`api::reviews`): whom a token is, what a
+    // named user may do.
+    review("authentication.k8s.io", "TokenReview", "tokenreviews"),
+    review(
+        "authorization.k8s.io",
+        "SubjectAccessReview",
+        "subjectaccessreviews",
+    ),
+    VirtualKind {
+        namespaced: true,
+        ..review(
+            "authorization.k8s.io",
+            "LocalSubjectAccessReview",
+            "localsubjectaccessreviews",
+        )
+    },
     VirtualKind {
         group: "wkube.dev",
         version: "v1",

@@ -1,6 +1,6 @@
 //! Issue 20's further API kinds, as a user drives them with stock kubectl:
 //! PriorityClass and pod priority admission, TokenReview and
-//! SubjectAccessReview.
+//! SubjectAccessReview (with LocalSubjectAccessReview).
 
 use crate::common;
 
@@ -199,4 +199,191 @@ fn a_pods_priority_comes_from_its_class_or_the_global_default() {
     let p = create_json(&k, &defaulted);
     assert_eq!(p["spec"]["priorityClassName"], "usual");
     assert_eq!(p["spec"]["priority"], 50);
+}
+
+// --- TokenReview and SubjectAccessReview ------------------------------------
+
+/// A kubeconfig for `user` made by `wkube kubeconfig`, in a file.
+fn user_kubectl(server: &TestServer, dir: &tempfile::TempDir, user: &str) -> Kubectl {
+    let doc = server
+        .wkube(&["kubeconfig", "--user", user, "--ttl", "1h"])
+        .success();
+    let path = dir.path().join(format!("{user}.kubeconfig"));
+    std::fs::write(&path, doc).unwrap();
+    server.kubectl_with(path)
+}
+
+/// `kubectl create -f - -o json` of a review (kubectl validates it against
+/// the served OpenAPI document first), parsed.
+#[track_caller]
+fn review(k: &Kubectl, ns: Option<&str>, obj: &Value) -> Value {
+    let mut args = vec!["create", "-f", "-", "-o", "json"];
+    if let Some(ns) = ns {
+        args.extend(["-n", ns]);
+    }
+    let out = k.ok_with_stdin(&args, &obj.to_string());
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+fn token_review(token: &str) -> Value {
+    json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+           "spec": {"token": token}})
+}
+
+#[test]
+fn a_token_review_tells_a_valid_token_from_a_forged_one() {
+    let server = shared_server();
+    let k = server.kubectl();
+    let token = server
+        .wkube(&[
+            "token", "create", "--user", "reviewed", "--group", "devs", "--ttl", "10m",
+        ])
+        .success();
+    let token = token.trim();
+
+    let r = review(&k, None, &token_review(token));
+    assert_eq!(r["kind"], "TokenReview");
+    assert_eq!(r["status"]["authenticated"], true, "{r}");
+    assert_eq!(r["status"]["user"]["username"], "reviewed");
+    let groups = r["status"]["user"]["groups"].to_string();
+    assert!(
+        groups.contains("\"devs\"") && groups.contains("system:authenticated"),
+        "{r}"
+    );
+    assert_eq!(
+        r["status"]["audiences"],
+        json!([wkube::api::authn::API_AUDIENCE])
+    );
+
+    // The same claims with a signature that is not the cluster's.
+    let (signed, _sig) = token.rsplit_once('.').unwrap();
+    let forged = format!("{signed}.{}", "A".repeat(86));
+    let r = review(&k, None, &token_review(&forged));
+    assert_ne!(r["status"]["authenticated"], true, "{r}");
+    assert!(
+        r["status"]["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{r}"
+    );
+    // An audience the token was not issued for.
+    let mut other = token_review(token);
+    other["spec"]["audiences"] = json!(["https://elsewhere.example"]);
+    let r = review(&k, None, &other);
+    assert_ne!(r["status"]["authenticated"], true, "{r}");
+
+    // A service account's token names the account.
+    let ns = namespace(&k, "tokenreview");
+    k.ok(&["-n", &ns, "create", "serviceaccount", "bot"]);
+    let sa_token = k.ok(&["-n", &ns, "create", "token", "bot"]);
+    let r = review(&k, None, &token_review(sa_token.trim()));
+    assert_eq!(
+        r["status"]["user"]["username"],
+        format!("system:serviceaccount:{ns}:bot"),
+        "{r}"
+    );
+
+    // Reviewing tokens takes `create` on tokenreviews.
+    let dir = tempfile::tempdir().unwrap();
+    let nobody = user_kubectl(server, &dir, "token-nobody");
+    let out = nobody.run_with_stdin(
+        &["create", "--validate=false", "-f", "-", "-o", "json"],
+        &token_review(token).to_string(),
+    );
+    assert!(
+        out.stderr.contains("User \"token-nobody\" cannot create resource \"tokenreviews\" in API group \"authentication.k8s.io\" at the cluster scope"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_subject_access_review_answers_for_the_named_user_by_rbac() {
+    let server = shared_server();
+    let k = server.kubectl();
+    let ns = namespace(&k, "sar");
+    k.ok(&[
+        "-n",
+        &ns,
+        "create",
+        "rolebinding",
+        "carol-view",
+        "--clusterrole=view",
+        "--user=carol",
+    ]);
+    let sar = |verb: &str| {
+        json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+               "spec": {"user": "carol", "resourceAttributes":
+                   {"namespace": ns, "verb": verb, "resource": "pods"}}})
+    };
+    let r = review(&k, None, &sar("list"));
+    assert_eq!(r["status"]["allowed"], true, "{r}");
+    assert_eq!(
+        r["status"]["reason"],
+        format!(
+            "RBAC: allowed by RoleBinding \"carol-view/{ns}\" of ClusterRole \"view\" to User \"carol\""
+        )
+    );
+    let r = review(&k, None, &sar("create"));
+    assert_eq!(r["status"]["allowed"], false, "{r}");
+
+    // The local review is bound to its namespace.
+    let local = |namespace: &str| {
+        json!({"apiVersion": "authorization.k8s.io/v1", "kind": "LocalSubjectAccessReview",
+               "metadata": {"namespace": ns},
+               "spec": {"user": "carol", "resourceAttributes":
+                   {"namespace": namespace, "verb": "get", "resource": "configmaps"}}})
+    };
+    let r = review(&k, Some(&ns), &local(""));
+    assert_eq!(r["status"]["allowed"], true, "{r}");
+    assert_eq!(r["spec"]["resourceAttributes"]["namespace"], ns.as_str());
+    let out = k.run_with_stdin(
+        &["-n", &ns, "create", "--validate=false", "-f", "-"],
+        &local("default").to_string(),
+    );
+    assert!(
+        out.stderr.contains("must match metadata.namespace"),
+        "{out:?}"
+    );
+
+    // A subject is required.
+    let out = k.run_with_stdin(
+        &["create", "--validate=false", "-f", "-"],
+        &json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+                "spec": {"resourceAttributes": {"verb": "get", "resource": "pods"}}})
+        .to_string(),
+    );
+    assert!(
+        out.stderr
+            .contains("at least one of user or group must be specified"),
+        "{out:?}"
+    );
+
+    // Carol herself may not ask what others may do.
+    let dir = tempfile::tempdir().unwrap();
+    let carol = user_kubectl(server, &dir, "carol");
+    let out = carol.run_with_stdin(
+        &["create", "--validate=false", "-f", "-"],
+        &sar("get").to_string(),
+    );
+    assert!(
+        out.stderr
+            .contains("User \"carol\" cannot create resource \"subjectaccessreviews\""),
+        "{out:?}"
+    );
+
+    // Listed in discovery.
+    let out = k.ok(&[
+        "api-resources",
+        "--api-group=authorization.k8s.io",
+        "-o",
+        "name",
+    ]);
+    for r in ["subjectaccessreviews", "localsubjectaccessreviews"] {
+        assert!(out.lines().any(|l| l.starts_with(r)), "{out}");
+    }
+    let out = k.ok(&[
+        "api-resources",
+        "--api-group=authentication.k8s.io",
+        "-o",
+        "name",
+    ]);
+    assert!(out.lines().any(|l| l.starts_with("tokenreviews")), "{out}");
 }

@@ -165,8 +165,11 @@ fn typed_schema(generator: &mut SchemaGenerator, group: &str, kind: &str) -> Opt
         autoscaling::v1::Scale,
         authentication::v1::TokenRequest,
         authentication::v1::SelfSubjectReview,
+        authentication::v1::TokenReview,
         authorization::v1::SelfSubjectAccessReview,
         authorization::v1::SelfSubjectRulesReview,
+        authorization::v1::SubjectAccessReview,
+        authorization::v1::LocalSubjectAccessReview,
     );
     None
 }
