@@ -50,7 +50,7 @@ const fn review(group: &'static str, kind: &'static str, plural: &'static str) -
 
 pub const VIRTUAL: &[VirtualKind] = &[
     // The v1 view of the autoscalers stored as autoscaling/v2
-    // (`api::hpav1`); v2 stays the preferred version.
+    // (`api::hpav1`, through `api::views`); v2 stays the preferred version.
     VirtualKind {
         group: "autoscaling",
         version: "v1",
@@ -60,6 +60,18 @@ pub const VIRTUAL: &[VirtualKind] = &[
         namespaced: true,
         verbs: FULL_VERBS,
         subresources: &["status"],
+        listed: true,
+    },
+    // The events.k8s.io view of the core Events (`api::eventsv1`).
+    VirtualKind {
+        group: "events.k8s.io",
+        version: "v1",
+        kind: "Event",
+        plural: "events",
+        singular: "",
+        namespaced: true,
+        verbs: FULL_VERBS,
+        subresources: &[],
         listed: true,
     },
     review(

@@ -21,6 +21,7 @@ pub mod bootstrap;
 pub mod discovery;
 pub mod encryption;
 pub mod escalation;
+pub mod eventsv1;
 pub mod flowcontrol;
 pub mod handlers;
 pub mod hpav1;
@@ -50,6 +51,7 @@ pub mod subresources;
 pub mod table;
 pub mod ui;
 pub mod verbs;
+pub mod views;
 pub mod watch;
 
 use std::sync::Arc;
@@ -625,7 +627,7 @@ fn is_virtual(path: &str) -> bool {
         || activation::parse(path).is_some()
         || metricsapi::parse(path).is_some()
         || metricsapi::custom::parse(path).is_some()
-        || hpav1::matches(path)
+        || views::find(path).is_some()
 }
 
 async fn identify(
@@ -706,8 +708,9 @@ async fn resource(State(state): State<Arc<ApiState>>, req: Request) -> Response 
             .await
             .unwrap_or_else(IntoResponse::into_response);
     }
-    if hpav1::matches(&path) {
-        return hpav1::handle(
+    if let Some(view) = views::find(&path) {
+        return views::handle(
+            view,
             state,
             user,
             parts.method,

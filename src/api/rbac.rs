@@ -416,6 +416,10 @@ fn user_facing_rules() -> (Vec<Value>, Vec<Value>, Vec<Value>) {
             Access::ClusterAdmin => {}
         }
     }
+    // The events.k8s.io view of core Events (`api::views`): granted as
+    // the Events it shows.
+    view_read.add("events.k8s.io", "events");
+    edit_write.add("events.k8s.io", "events");
     // Not kinds: the module registry's blobs, and pushing a module.
     view_read.add("wkube.dev", "blobs");
     // What workloads use: read by whoever may read the workloads (node

@@ -1,6 +1,7 @@
 //! Issue 20's further API kinds, as a user drives them with stock kubectl:
 //! PriorityClass and pod priority admission, TokenReview and
-//! SubjectAccessReview (with LocalSubjectAccessReview).
+//! SubjectAccessReview (with LocalSubjectAccessReview), Events in
+//! events.k8s.io/v1.
 
 use crate::common;
 
@@ -386,4 +387,84 @@ fn a_subject_access_review_answers_for_the_named_user_by_rbac() {
         "name",
     ]);
     assert!(out.lines().any(|l| l.starts_with("tokenreviews")), "{out}");
+}
+
+// --- events.k8s.io/v1 -----------------------------------------------------------
+
+#[test]
+fn an_event_is_one_object_in_core_v1_and_events_k8s_io() {
+    let k = shared_server().kubectl();
+    let ns = namespace(&k, "events-view");
+    let now = "2026-12-05T10:00:00Z";
+    let core = json!({"apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": "web.core", "namespace": ns},
+        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": "web", "namespace": ns},
+        "reason": "Started", "message": "started from core", "type": "Normal",
+        "source": {"component": "tester"}, "count": 3,
+        "firstTimestamp": now, "lastTimestamp": now,
+        "reportingComponent": "tester", "reportingInstance": "tester-1"});
+    k.ok_with_stdin(
+        &["create", "--validate=false", "-f", "-"],
+        &core.to_string(),
+    );
+    let grouped = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+        "metadata": {"name": "web.grouped", "namespace": ns},
+        "regarding": {"apiVersion": "v1", "kind": "Pod", "name": "other", "namespace": ns},
+        "reason": "Pulled", "note": "written through events.k8s.io", "type": "Warning",
+        "action": "Pull", "eventTime": "2026-12-05T10:00:01.000000Z",
+        "reportingController": "wkube.dev/tester", "reportingInstance": "tester-2"});
+    k.ok_with_stdin(
+        &["create", "--validate=false", "-f", "-"],
+        &grouped.to_string(),
+    );
+
+    // Each seen through the other group.
+    let v = json_of(&k, &["-n", &ns, "get", "events.events.k8s.io", "web.core"]);
+    assert_eq!(v["apiVersion"], "events.k8s.io/v1");
+    assert_eq!(v["regarding"]["name"], "web");
+    assert_eq!(v["note"], "started from core");
+    assert_eq!(v["reportingController"], "tester");
+    assert_eq!(v["deprecatedSource"]["component"], "tester");
+    assert_eq!(v["deprecatedCount"], 3);
+    assert_eq!(v["deprecatedFirstTimestamp"], now);
+    let c = json_of(&k, &["-n", &ns, "get", "events", "web.grouped"]);
+    assert_eq!(c["apiVersion"], "v1");
+    assert_eq!(c["involvedObject"]["name"], "other");
+    assert_eq!(c["message"], "written through events.k8s.io");
+    assert_eq!(c["reportingComponent"], "wkube.dev/tester");
+    assert_eq!(c["action"], "Pull");
+
+    // Listed in both, with a field selector over the group's own names.
+    let out = k.ok(&["-n", &ns, "get", "events.events.k8s.io", "-o", "name"]);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    let out = k.ok(&[
+        "-n",
+        &ns,
+        "get",
+        "events.events.k8s.io",
+        "--field-selector",
+        "regarding.name=other",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(out.trim(), "event.events.k8s.io/web.grouped");
+    let out = k.ok(&["-n", &ns, "events"]);
+    assert!(
+        out.contains("started from core") && out.contains("written through events.k8s.io"),
+        "{out}"
+    );
+
+    // A patch through the group means the group's field names.
+    k.ok(&[
+        "-n",
+        &ns,
+        "patch",
+        "events.events.k8s.io",
+        "web.core",
+        "--type=merge",
+        "-p",
+        r#"{"note": "patched"}"#,
+    ]);
+    let c = json_of(&k, &["-n", &ns, "get", "events", "web.core"]);
+    assert_eq!(c["message"], "patched");
 }
