@@ -532,6 +532,16 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
                         &["replicasets/status", "deployments/status"],
                         &["patch", "update"],
                     ),
+                    rule(
+                        &[""],
+                        &["replicationcontrollers"],
+                        &["get", "list", "watch", "update", "patch"],
+                    ),
+                    rule(
+                        &[""],
+                        &["replicationcontrollers/status"],
+                        &["patch", "update"],
+                    ),
                     rule(&[""], &["services"], &["get", "list", "watch"]),
                     // The autoscaler: its objects, its targets' scale, and
                     // the metrics it decides by.

@@ -468,3 +468,145 @@ fn an_event_is_one_object_in_core_v1_and_events_k8s_io() {
     let c = json_of(&k, &["-n", &ns, "get", "events", "web.core"]);
     assert_eq!(c["message"], "patched");
 }
+
+// --- ReplicationController and `get all` -----------------------------------------
+
+/// Names of the pods in `ns` that are not being deleted, owned by a
+/// `kind` named `owner`.
+fn live_pods_of(k: &Kubectl, ns: &str, kind: &str, owner: &str) -> Vec<String> {
+    let list = json_of(k, &["-n", ns, "get", "pods"]);
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .filter(|p| {
+            p["metadata"]["ownerReferences"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|o| o["kind"] == kind && o["name"] == owner && o["controller"] == true)
+        })
+        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn a_replication_controller_keeps_its_pods_and_scales() {
+    let k = shared_server().kubectl();
+    let ns = namespace(&k, "rc");
+    // No selector: it defaults to the template's labels.
+    let rc = json!({"apiVersion": "v1", "kind": "ReplicationController",
+        "metadata": {"name": "web", "namespace": ns},
+        "spec": {"replicas": 2, "template": {"metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "web", "image": "hello:v1"}]}}}});
+    let created = create_json(&k, &rc);
+    assert_eq!(created["spec"]["selector"], json!({"app": "web"}));
+    let deadline = std::time::Duration::from_secs(30);
+    assert!(
+        common::eventually(deadline, || live_pods_of(
+            &k,
+            &ns,
+            "ReplicationController",
+            "web"
+        )
+        .len()
+            == 2),
+        "{:?}",
+        live_pods_of(&k, &ns, "ReplicationController", "web")
+    );
+
+    let out = k.ok(&["-n", &ns, "scale", "rc", "web", "--replicas=3"]);
+    assert_eq!(out.trim(), "replicationcontroller/web scaled");
+    assert!(common::eventually(deadline, || {
+        live_pods_of(&k, &ns, "ReplicationController", "web").len() == 3
+            && json_of(&k, &["-n", &ns, "get", "rc", "web"])["status"]["replicas"] == 3
+    }));
+    k.ok(&[
+        "-n",
+        &ns,
+        "scale",
+        "replicationcontroller",
+        "web",
+        "--replicas=1",
+    ]);
+    assert!(common::eventually(deadline, || {
+        live_pods_of(&k, &ns, "ReplicationController", "web").len() == 1
+    }));
+    let out = k.ok(&["-n", &ns, "get", "rc"]);
+    let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "DESIRED", "CURRENT", "READY", "AGE"],
+        "{out}"
+    );
+
+    // A selector that misses the template is refused.
+    let mut bad = rc.clone();
+    bad["metadata"]["name"] = json!("bad");
+    bad["spec"]["selector"] = json!({"app": "other"});
+    let out = k.run_with_stdin(&["create", "--validate=false", "-f", "-"], &bad.to_string());
+    assert!(
+        out.stderr
+            .contains("`selector` does not match template `labels`"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn get_all_lists_the_workload_kinds_and_nothing_else() {
+    let k = shared_server().kubectl();
+    let ns = namespace(&k, "get-all");
+    let n = ["-n", ns.as_str()];
+    let with_ns =
+        |args: &[&str]| -> Vec<String> { n.iter().chain(args).map(|s| s.to_string()).collect() };
+    for args in [
+        &["create", "deployment", "web", "--image=hello:v1"][..],
+        &["create", "service", "clusterip", "web", "--tcp=80:8080"],
+        &["create", "job", "once", "--image=hello:v1"],
+        &[
+            "create",
+            "cronjob",
+            "nightly",
+            "--image=hello:v1",
+            "--schedule=0 0 * * *",
+        ],
+        &["autoscale", "deployment", "web", "--max=3"],
+        &[
+            "create",
+            "configmap",
+            "not-a-workload",
+            "--from-literal=a=b",
+        ],
+    ] {
+        let args = with_ns(args);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        k.ok(&args);
+    }
+    let rc = json!({"apiVersion": "v1", "kind": "ReplicationController",
+        "metadata": {"name": "old", "namespace": ns},
+        "spec": {"replicas": 0, "selector": {"app": "old"},
+            "template": {"metadata": {"labels": {"app": "old"}},
+            "spec": {"containers": [{"name": "old", "image": "hello:v1"}]}}}});
+    create_json(&k, &rc);
+
+    let expected = [
+        "pod/",
+        "service/web",
+        "replicationcontroller/old",
+        "deployment.apps/web",
+        "replicaset.apps/web-",
+        "job.batch/once",
+        "cronjob.batch/nightly",
+        "horizontalpodautoscaler.autoscaling/web",
+    ];
+    let mut out = String::new();
+    let all_there = common::eventually(std::time::Duration::from_secs(30), || {
+        out = k.ok(&["-n", &ns, "get", "all", "-o", "name"]);
+        expected
+            .iter()
+            .all(|e| out.lines().any(|l| l.starts_with(e)))
+    });
+    assert!(all_there, "{out}");
+    assert!(!out.contains("configmap"), "{out}");
+}

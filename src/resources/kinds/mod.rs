@@ -277,6 +277,7 @@ kinds! {
     secret::Secret,
     serviceaccount::ServiceAccount,
     event::Event,
+    replicationcontroller::ReplicationController,
     deployment::Deployment,
     replicaset::ReplicaSet,
     daemonset::DaemonSet,
