@@ -1,8 +1,8 @@
 //! What the API server guarantees from its first start, and the small
 //! loops it runs itself: system namespaces, the default RBAC policy, a
 //! `default` ServiceAccount in every namespace, the `kubernetes` Service,
-//! the built-in PriorityClasses, namespace finalization, and
-//! service-account token revocation checks.
+//! the built-in PriorityClasses and APIServices, namespace finalization,
+//! and service-account token revocation checks.
 
 use std::net::Ipv4Addr;
 
@@ -13,7 +13,7 @@ use super::objects;
 use super::registry::Registry;
 use super::status::ApiError;
 use super::{ApiState, rbac};
-use crate::resources::kinds::priorityclass;
+use crate::resources::kinds::{apiservice, priorityclass};
 use crate::resources::{self, Kind};
 
 fn kind(plural: &str, group: &str) -> Result<&'static Kind, ApiError> {
@@ -192,6 +192,12 @@ pub async fn run(state: &ApiState, advertise: Ipv4Addr, port: u16) -> Result<(),
             priorityclass::system_class(name, value),
         )
         .await?;
+    }
+    // A local APIService per group-version served, as kube-apiserver
+    // registers its own.
+    let apiservices = kind("apiservices", "apiregistration.k8s.io")?;
+    for (group, version) in super::discovery::all_group_versions() {
+        ensure(state, apiservices, None, apiservice::local(group, version)).await?;
     }
     ensure_service_accounts(state).await?;
     Ok(())

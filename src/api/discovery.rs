@@ -235,7 +235,7 @@ fn sub_info(
 }
 
 /// The group-versions with the kinds in them, including virtual kinds.
-fn all_group_versions() -> Vec<(&'static str, &'static str)> {
+pub fn all_group_versions() -> Vec<(&'static str, &'static str)> {
     let mut gvs = resources::group_versions();
     for v in VIRTUAL {
         if !gvs.contains(&(v.group, v.version)) {

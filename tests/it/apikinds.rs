@@ -610,3 +610,42 @@ fn get_all_lists_the_workload_kinds_and_nothing_else() {
     assert!(all_there, "{out}");
     assert!(!out.contains("configmap"), "{out}");
 }
+
+// --- APIService ---------------------------------------------------------------
+
+#[test]
+fn every_served_group_version_is_a_local_available_apiservice() {
+    let k = shared_server().kubectl();
+    let out = k.ok(&["get", "apiservices"]);
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0], ["NAME", "SERVICE", "AVAILABLE", "AGE"], "{out}");
+    for name in [
+        "v1.",
+        "v1.apps",
+        "v2.autoscaling",
+        "v1.autoscaling",
+        "v1.scheduling.k8s.io",
+        "v1.events.k8s.io",
+        "v1.apiregistration.k8s.io",
+    ] {
+        assert!(
+            rows.iter()
+                .any(|r| r[0] == name && r[1] == "Local" && r[2] == "True"),
+            "{name} in\n{out}"
+        );
+    }
+    let v = json_of(&k, &["get", "apiservice", "v1.apps"]);
+    assert_eq!(v["spec"]["group"], "apps");
+    assert_eq!(v["status"]["conditions"][0]["type"], "Available");
+    assert_eq!(v["status"]["conditions"][0]["reason"], "Local");
+    let out = k.ok(&[
+        "api-resources",
+        "--api-group=apiregistration.k8s.io",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(out.trim(), "apiservices.apiregistration.k8s.io");
+}

@@ -293,4 +293,5 @@ kinds! {
     module::Module,
     horizontalpodautoscaler::HorizontalPodAutoscaler,
     priorityclass::PriorityClass,
+    apiservice::ApiService,
 }
