@@ -649,3 +649,79 @@ fn every_served_group_version_is_a_local_available_apiservice() {
     ]);
     assert_eq!(out.trim(), "apiservices.apiregistration.k8s.io");
 }
+
+// --- storage -----------------------------------------------------------------
+
+#[test]
+fn a_claim_stays_pending_saying_wasm_pods_mount_no_volumes() {
+    let k = shared_server().kubectl();
+    let ns = namespace(&k, "storage");
+    let sc = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": "apikinds-fast"}, "provisioner": "example.com/fast"});
+    create_json(&k, &sc);
+    let out = k.ok(&["get", "sc", "apikinds-fast"]);
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        [
+            "NAME",
+            "PROVISIONER",
+            "RECLAIMPOLICY",
+            "VOLUMEBINDINGMODE",
+            "ALLOWVOLUMEEXPANSION",
+            "AGE"
+        ],
+        "{out}"
+    );
+    assert_eq!(
+        rows[1][..5],
+        [
+            "apikinds-fast",
+            "example.com/fast",
+            "Delete",
+            "Immediate",
+            "false"
+        ]
+    );
+
+    let pv = json!({"apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": "apikinds-pv"},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                 "hostPath": {"path": "/tmp/pv"}}});
+    let created = create_json(&k, &pv);
+    assert_eq!(created["spec"]["persistentVolumeReclaimPolicy"], "Retain");
+    let out = k.ok(&["get", "pv", "apikinds-pv", "--no-headers"]);
+    assert!(
+        out.contains("1Gi") && out.contains("RWO") && out.contains("Available"),
+        "{out}"
+    );
+
+    let pvc = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "data", "namespace": ns},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "apikinds-fast",
+                 "resources": {"requests": {"storage": "1Gi"}}}});
+    create_json(&k, &pvc);
+    let out = k.ok(&["-n", &ns, "get", "pvc", "data", "--no-headers"]);
+    assert!(out.split_whitespace().nth(1) == Some("Pending"), "{out}");
+    let c = json_of(&k, &["-n", &ns, "get", "pvc", "data"]);
+    let message = c["status"]["conditions"][0]["message"]
+        .as_str()
+        .unwrap_or("");
+    assert!(message.contains("mount no block"), "{c}");
+
+    // Kubernetes' validation: a claim needs an access mode and a size.
+    let bad = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "bad", "namespace": ns}, "spec": {}});
+    let out = k.run_with_stdin(&["create", "--validate=false", "-f", "-"], &bad.to_string());
+    assert!(
+        out.stderr
+            .contains("spec.accessModes: Required value: at least 1 access mode is required")
+            && out
+                .stderr
+                .contains("spec.resources[storage]: Required value"),
+        "{out:?}"
+    );
+}

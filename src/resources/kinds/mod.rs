@@ -294,4 +294,7 @@ kinds! {
     horizontalpodautoscaler::HorizontalPodAutoscaler,
     priorityclass::PriorityClass,
     apiservice::ApiService,
+    storageclass::StorageClass,
+    persistentvolume::PersistentVolume,
+    persistentvolumeclaim::PersistentVolumeClaim,
 }
