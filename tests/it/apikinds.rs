@@ -725,3 +725,36 @@ fn a_claim_stays_pending_saying_wasm_pods_mount_no_volumes() {
         "{out:?}"
     );
 }
+
+// --- discovery and OpenAPI of the new kinds ---------------------------------------
+
+#[test]
+fn explain_and_api_resources_know_the_new_kinds() {
+    let k = shared_server().kubectl();
+    let out = k.ok(&["api-resources", "-o", "wide"]);
+    for (name, short) in [
+        ("priorityclasses", "pc"),
+        ("replicationcontrollers", "rc"),
+        ("persistentvolumeclaims", "pvc"),
+        ("persistentvolumes", "pv"),
+        ("storageclasses", "sc"),
+    ] {
+        assert!(
+            out.lines().any(|l| {
+                let c: Vec<&str> = l.split_whitespace().collect();
+                c.first() == Some(&name) && c.get(1) == Some(&short)
+            }),
+            "{name} ({short}) in\n{out}"
+        );
+    }
+    for (kind, field) in [
+        ("priorityclass", "preemptionPolicy"),
+        ("replicationcontroller.spec", "selector"),
+        ("persistentvolumeclaim.spec", "accessModes"),
+        ("storageclass", "provisioner"),
+        ("apiservice.spec", "groupPriorityMinimum"),
+    ] {
+        let out = k.ok(&["explain", kind]);
+        assert!(out.contains(field), "explain {kind}:\n{out}");
+    }
+}
