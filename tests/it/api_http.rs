@@ -1213,7 +1213,10 @@ fn concurrent_scale_patches_all_land_and_a_stale_scale_put_is_a_409() {
         r.status(409, "Conflict");
         stale = Value::Null;
     }
-    assert!(!stale.is_null(), "no PUT of a fresh Scale landed in 50 tries");
+    assert!(
+        !stale.is_null(),
+        "no PUT of a fresh Scale landed in 50 tries"
+    );
     stale["spec"]["replicas"] = json!(6);
     let r = request("PUT", &scale).json(&stale).send();
     r.status(409, "Conflict");
