@@ -91,6 +91,8 @@ impl Admission {
             Allocation::ServiceAddresses => self.allocate_service(state, obj).await,
             Allocation::PodCidr => allocate_pod_cidr(state, obj).await,
             Allocation::IngressClass => default_ingress_class(state, obj).await,
+            Allocation::PodPriority => super::priority::admit_pod(state, kind, obj).await,
+            Allocation::SingleGlobalDefault => super::priority::admit_class(state, kind, obj).await,
             Allocation::None => Ok(()),
         }
     }
@@ -110,7 +112,10 @@ impl Admission {
                 }
                 release_pod_cidr(state, obj).await;
             }
-            Allocation::IngressClass | Allocation::None => {}
+            Allocation::IngressClass
+            | Allocation::PodPriority
+            | Allocation::SingleGlobalDefault
+            | Allocation::None => {}
         }
     }
 
@@ -130,7 +135,12 @@ impl Admission {
             .map_err(|e| objects::invalid(kind, objects::name_of(old), vec![e]))?;
         match kind.allocation {
             Allocation::PodCidr => keep_pod_cidr(state, old, new).await,
-            Allocation::ServiceAddresses | Allocation::IngressClass | Allocation::None => Ok(()),
+            Allocation::SingleGlobalDefault => super::priority::admit_class(state, kind, new).await,
+            // A pod's priority is part of its immutable spec.
+            Allocation::PodPriority
+            | Allocation::ServiceAddresses
+            | Allocation::IngressClass
+            | Allocation::None => Ok(()),
         }
     }
 
@@ -179,7 +189,10 @@ impl Admission {
         match kind.allocation {
             Allocation::ServiceAddresses => self.release_service(state, obj).await,
             Allocation::PodCidr => release_pod_cidr(state, obj).await,
-            Allocation::IngressClass | Allocation::None => {}
+            Allocation::IngressClass
+            | Allocation::PodPriority
+            | Allocation::SingleGlobalDefault
+            | Allocation::None => {}
         }
     }
 

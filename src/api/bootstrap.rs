@@ -1,7 +1,8 @@
 //! What the API server guarantees from its first start, and the small
 //! loops it runs itself: system namespaces, the default RBAC policy, a
 //! `default` ServiceAccount in every namespace, the `kubernetes` Service,
-//! namespace finalization, and service-account token revocation checks.
+//! the built-in PriorityClasses and APIServices, namespace finalization,
+//! and service-account token revocation checks.
 
 use std::net::Ipv4Addr;
 
@@ -12,6 +13,7 @@ use super::objects;
 use super::registry::Registry;
 use super::status::ApiError;
 use super::{ApiState, rbac};
+use crate::resources::kinds::{apiservice, priorityclass};
 use crate::resources::{self, Kind};
 
 fn kind(plural: &str, group: &str) -> Result<&'static Kind, ApiError> {
@@ -214,6 +216,24 @@ pub async fn run(state: &ApiState, advertise: Ipv4Addr, port: u16) -> Result<(),
             }),
         )
         .await?;
+    }
+    // The built-in priority classes, which the cluster's own components
+    // may name and no user class can outrank.
+    let classes = kind("priorityclasses", "scheduling.k8s.io")?;
+    for &(name, value) in priorityclass::SYSTEM_CLASSES {
+        ensure(
+            state,
+            classes,
+            None,
+            priorityclass::system_class(name, value),
+        )
+        .await?;
+    }
+    // A local APIService per group-version served, as kube-apiserver
+    // registers its own.
+    let apiservices = kind("apiservices", "apiregistration.k8s.io")?;
+    for (group, version) in super::discovery::all_group_versions() {
+        ensure(state, apiservices, None, apiservice::local(group, version)).await?;
     }
     ensure_service_accounts(state).await?;
     Ok(())

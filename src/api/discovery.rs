@@ -50,7 +50,7 @@ const fn review(group: &'static str, kind: &'static str, plural: &'static str) -
 
 pub const VIRTUAL: &[VirtualKind] = &[
     // The v1 view of the autoscalers stored as autoscaling/v2
-    // (`api::hpav1`); v2 stays the preferred version.
+    // (`api::hpav1`, through `api::views`); v2 stays the preferred version.
     VirtualKind {
         group: "autoscaling",
         version: "v1",
@@ -60,6 +60,18 @@ pub const VIRTUAL: &[VirtualKind] = &[
         namespaced: true,
         verbs: FULL_VERBS,
         subresources: &["status"],
+        listed: true,
+    },
+    // The events.k8s.io view of the core Events (`api::eventsv1`).
+    VirtualKind {
+        group: "events.k8s.io",
+        version: "v1",
+        kind: "Event",
+        plural: "events",
+        singular: "",
+        namespaced: true,
+        verbs: FULL_VERBS,
+        subresources: &[],
         listed: true,
     },
     review(
@@ -77,6 +89,22 @@ pub const VIRTUAL: &[VirtualKind] = &[
         "SelfSubjectReview",
         "selfsubjectreviews",
     ),
+    // The reviews for others (`api::reviews`): whom a token is, what a
+    // named user may do.
+    review("authentication.k8s.io", "TokenReview", "tokenreviews"),
+    review(
+        "authorization.k8s.io",
+        "SubjectAccessReview",
+        "subjectaccessreviews",
+    ),
+    VirtualKind {
+        namespaced: true,
+        ..review(
+            "authorization.k8s.io",
+            "LocalSubjectAccessReview",
+            "localsubjectaccessreviews",
+        )
+    },
     VirtualKind {
         group: "wkube.dev",
         version: "v1",
@@ -210,7 +238,7 @@ fn sub_info(
 }
 
 /// The group-versions with the kinds in them, including virtual kinds.
-fn all_group_versions() -> Vec<(&'static str, &'static str)> {
+pub fn all_group_versions() -> Vec<(&'static str, &'static str)> {
     let mut gvs = resources::group_versions();
     for v in VIRTUAL {
         if !gvs.contains(&(v.group, v.version)) {

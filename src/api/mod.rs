@@ -21,6 +21,7 @@ pub mod bootstrap;
 pub mod discovery;
 pub mod encryption;
 pub mod escalation;
+pub mod eventsv1;
 pub mod eviction;
 pub mod flowcontrol;
 pub mod handlers;
@@ -38,6 +39,7 @@ pub mod openapi;
 pub mod patch;
 pub mod path;
 pub mod podcidr;
+pub mod priority;
 pub mod protobuf;
 pub mod quota;
 pub mod rbac;
@@ -51,6 +53,7 @@ pub mod subresources;
 pub mod table;
 pub mod ui;
 pub mod verbs;
+pub mod views;
 pub mod watch;
 
 use std::sync::Arc;
@@ -626,7 +629,7 @@ fn is_virtual(path: &str) -> bool {
         || activation::parse(path).is_some()
         || metricsapi::parse(path).is_some()
         || metricsapi::custom::parse(path).is_some()
-        || hpav1::matches(path)
+        || views::find(path).is_some()
 }
 
 async fn identify(
@@ -641,19 +644,31 @@ async fn identify(
             .or_else(|| auth.strip_prefix("bearer "))
             .ok_or(ApiError::Unauthorized)?
             .trim();
-        let claims = state
-            .tokens
-            .verify(token, authn::API_AUDIENCE)
-            .map_err(|e| {
-                tracing::debug!(error = %e, "token refused");
-                ApiError::Unauthorized
-            })?;
-        if let Some(k) = &claims.kubernetes {
-            bootstrap::check_token_owner(&state.registry, k).await?;
-        }
+        let claims = authenticate_token(state, token, authn::API_AUDIENCE).await?;
         return Ok(Some(authn::user_from_claims(&claims)));
     }
     Ok(peer)
+}
+
+/// The claims of a bearer token valid for `audience`: signed by the
+/// cluster, unexpired, and (for a service account's token) still bound to
+/// an existing account and pod. Requests and TokenReviews both ask here.
+///
+/// # Errors
+/// 401 for a token that is not valid.
+pub(crate) async fn authenticate_token(
+    state: &ApiState,
+    token: &str,
+    audience: &str,
+) -> Result<authn::Claims, ApiError> {
+    let claims = state.tokens.verify(token, audience).map_err(|e| {
+        tracing::debug!(error = %e, "token refused");
+        ApiError::Unauthorized
+    })?;
+    if let Some(k) = &claims.kubernetes {
+        bootstrap::check_token_owner(&state.registry, k).await?;
+    }
+    Ok(claims)
 }
 
 /// Every path under `/api` and `/apis` that is not discovery.
@@ -695,8 +710,9 @@ async fn resource(State(state): State<Arc<ApiState>>, req: Request) -> Response 
             .await
             .unwrap_or_else(IntoResponse::into_response);
     }
-    if hpav1::matches(&path) {
-        return hpav1::handle(
+    if let Some(view) = views::find(&path) {
+        return views::handle(
+            view,
             state,
             user,
             parts.method,

@@ -227,6 +227,64 @@ impl RbacCache {
             .any(|r| rule_allows(r, a))
     }
 
+    /// Why `user` may do `a`, in the words Kubernetes' RBAC authorizer
+    /// gives a SubjectAccessReview (`RBAC: allowed by ClusterRoleBinding
+    /// "B" of ClusterRole "R" to User "U"`); `None` when it may not.
+    pub fn allowed_by(&self, user: &UserInfo, a: &Attributes) -> Option<String> {
+        if user.groups.iter().any(|g| g == "system:masters") {
+            return Some(String::new());
+        }
+        let objs = self.objects.read();
+        let mut found: Vec<String> = Vec::new();
+        for (key, b) in objs.iter() {
+            let (binding_kind, binding_ns, binding) = if let Some(name) =
+                key.strip_prefix(&format!("{RBAC_PREFIX}clusterrolebindings/"))
+            {
+                ("ClusterRoleBinding", "", name.to_string())
+            } else if let Some(rest) = key.strip_prefix(&format!("{RBAC_PREFIX}rolebindings/")) {
+                let (bns, name) = rest.split_once('/').unwrap_or(("", rest));
+                if bns != a.namespace || bns.is_empty() {
+                    continue;
+                }
+                ("RoleBinding", bns, format!("{name}/{bns}"))
+            } else {
+                continue;
+            };
+            let subject = b
+                .get("subjects")
+                .and_then(Value::as_array)
+                .and_then(|s| s.iter().find(|s| subject_matches(s, user, binding_ns)));
+            let (Some(subject), Some(role_ref)) = (subject, b.get("roleRef")) else {
+                continue;
+            };
+            if self
+                .role_rules(&objs, role_ref, binding_ns)
+                .iter()
+                .any(|r| rule_allows(r, a))
+            {
+                let str_of =
+                    |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+                let subject_name = match str_of(subject, "kind").as_str() {
+                    "ServiceAccount" => {
+                        let ns = Some(str_of(subject, "namespace"))
+                            .filter(|n| !n.is_empty())
+                            .unwrap_or_else(|| binding_ns.to_string());
+                        format!("ServiceAccount \"{}/{ns}\"", str_of(subject, "name"))
+                    }
+                    kind => format!("{kind} \"{}\"", str_of(subject, "name")),
+                };
+                found.push(format!(
+                    "RBAC: allowed by {binding_kind} \"{binding}\" of {} \"{}\" to {subject_name}",
+                    str_of(role_ref, "kind"),
+                    str_of(role_ref, "name"),
+                ));
+            }
+        }
+        // The map's order is arbitrary: name the same binding every time.
+        found.sort();
+        found.into_iter().next()
+    }
+
     /// [`RbacCache::rules_for`], remembered until an RBAC object changes.
     fn cached_rules_for(&self, user: &UserInfo, ns: &str) -> Arc<Vec<Value>> {
         let key = (user.username.clone(), user.groups.clone(), ns.to_string());
@@ -358,6 +416,10 @@ fn user_facing_rules() -> (Vec<Value>, Vec<Value>, Vec<Value>) {
             Access::ClusterAdmin => {}
         }
     }
+    // The events.k8s.io view of core Events (`api::views`): granted as
+    // the Events it shows.
+    view_read.add("events.k8s.io", "events");
+    edit_write.add("events.k8s.io", "events");
     // Not kinds: the module registry's blobs, and pushing a module.
     view_read.add("wkube.dev", "blobs");
     // What workloads use: read by whoever may read the workloads (node
@@ -468,6 +530,16 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
                     rule(
                         &["apps"],
                         &["replicasets/status", "deployments/status"],
+                        &["patch", "update"],
+                    ),
+                    rule(
+                        &[""],
+                        &["replicationcontrollers"],
+                        &["get", "list", "watch", "update", "patch"],
+                    ),
+                    rule(
+                        &[""],
+                        &["replicationcontrollers/status"],
                         &["patch", "update"],
                     ),
                     rule(&[""], &["services"], &["get", "list", "watch"]),
@@ -667,6 +739,23 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
                     rule(
                         &["authentication.k8s.io"],
                         &["selfsubjectreviews"],
+                        &["create"],
+                    ),
+                ],
+            ),
+        ),
+        // What a component that checks its own callers (a webhook, an
+        // extension server) needs: bound by the cluster admin, never by
+        // default.
+        (
+            "clusterroles",
+            role(
+                "system:auth-delegator",
+                vec![
+                    rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
+                    rule(
+                        &["authorization.k8s.io"],
+                        &["subjectaccessreviews"],
                         &["create"],
                     ),
                 ],

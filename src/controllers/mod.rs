@@ -7,6 +7,8 @@
 //! caches and never reconciles one object twice at once.
 //!
 //! - [`replicaset`]: keeps `replicas` pods of a ReplicaSet's template.
+//! - [`replicationcontroller`]: the same for ReplicationControllers, by
+//!   the ReplicaSet's own pass.
 //! - [`deployment`]: ReplicaSets per pod template, rolling updates and
 //!   Recreate, and the status `kubectl rollout status` waits on.
 //! - [`endpoints`]: the EndpointSlices and Endpoints of every Service with
@@ -44,6 +46,7 @@ pub mod namespace;
 pub mod nodelifecycle;
 pub mod podautoscaler;
 pub mod replicaset;
+pub mod replicationcontroller;
 pub mod resourcequota;
 pub mod serviceaccount;
 
@@ -344,9 +347,9 @@ mod cache_tests {
 
 /// Runs every controller until `shutdown`.
 ///
-/// Six controllers follow pods. They share one watch, decoded once, as
+/// Seven controllers follow pods. They share one watch, decoded once, as
 /// Kubernetes' controller manager shares its informers: with a watch each,
-/// every pod change would be encoded, sent and decoded six times. The
+/// every pod change would be encoded, sent and decoded seven times. The
 /// fan-out is ours rather than kube-runtime's shared reflector, which
 /// passes deletions on to no one and can stall a subscriber whose pod was
 /// deleted before it looked the pod up.
@@ -365,6 +368,7 @@ pub async fn run(
     };
     let (rs_pods, job_pods, ds_pods, ep_pods) = (feed(), feed(), feed(), feed());
     let (pdb_pods, quota_pods) = (feed(), feed());
+    let rc_pods = feed();
     let (gc_tx, gc_pods) = futures::channel::mpsc::channel(POD_EVENT_BUFFER);
     let informer = share_pods(
         client.clone(),
@@ -376,6 +380,7 @@ pub async fn run(
     tokio::join!(
         informer,
         replicaset::run(client.clone(), rs_pods, cache.clone(), stop.wait()),
+        replicationcontroller::run(client.clone(), rc_pods, cache.clone(), stop.wait()),
         deployment::run(client.clone(), stop.wait()),
         endpoints::run(client.clone(), ep_pods, cache.clone(), stop.wait()),
         job::run(client.clone(), job_pods, cache.clone(), stop.wait()),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -22,7 +22,9 @@ use super::{ControllerError, selector_matches, selector_query};
 /// scale-up is spread over passes and never floods the API server.
 const BURST: usize = 500;
 
-struct Ctx {
+/// What a pass over one replica set needs; shared with the
+/// ReplicationController controller, which runs the same passes.
+pub(super) struct Ctx {
     client: kube::Client,
     pods: Arc<super::PodCache>,
     /// Per ReplicaSet uid, the writes the pod cache has not shown yet.
@@ -169,13 +171,24 @@ pub async fn run(
         controller,
         "replicaset",
         reconcile,
-        Arc::new(Ctx {
-            client,
-            pods: cache,
-            expected: Expectations::default(),
-        }),
+        Arc::new(Ctx::new(client, cache)),
     )
     .await;
+}
+
+impl Ctx {
+    /// The client the passes write with.
+    pub(super) fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+
+    pub(super) fn new(client: kube::Client, pods: Arc<super::PodCache>) -> Ctx {
+        Ctx {
+            client,
+            pods,
+            expected: Expectations::default(),
+        }
+    }
 }
 
 /// A pod that counts towards `replicas`: not finished, not being deleted.
@@ -199,6 +212,34 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Control
     if rs.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
+    let status = sync(&rs, super::controller_ref(&*rs), &ctx).await?;
+    if rs.status.as_ref() != Some(&status) {
+        let api: Api<ReplicaSet> =
+            Api::namespaced(ctx.client.clone(), &rs.namespace().unwrap_or_default());
+        api.patch_status(
+            &rs.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": status})),
+        )
+        .await?;
+    }
+    // Pods changing state wake this up through `owns`; the resync is a
+    // safety net.
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// One pass over a replica set: adopt matching orphans, create or delete
+/// pods towards `replicas`, and return the status counts of what is there
+/// now. `owner` is the reference its pods carry (the ReplicaSet's, or the
+/// ReplicationController's whose reading `rs` is).
+///
+/// # Errors
+/// An invalid selector, or a pod write that failed.
+pub(super) async fn sync(
+    rs: &ReplicaSet,
+    owner: OwnerReference,
+    ctx: &Ctx,
+) -> Result<ReplicaSetStatus, ControllerError> {
     let ns = rs.namespace().unwrap_or_default();
     let spec = rs.spec.clone().unwrap_or_default();
     let uid = rs.uid().unwrap_or_default();
@@ -206,7 +247,8 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Control
     let query = selector_query(&spec.selector);
     if query.is_empty() {
         return Err(ControllerError::Invalid(format!(
-            "replicaset {ns}/{} has an empty or invalid selector",
+            "{} {ns}/{} has an empty or invalid selector",
+            owner.kind.to_lowercase(),
             rs.name_any()
         )));
     }
@@ -238,7 +280,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Control
             Some(_) => {}
             None if is_active(&pod) => {
                 // Adopt the orphan, as Kubernetes does.
-                let patch = json!({"metadata": {"ownerReferences": [super::controller_ref(&*rs)]}});
+                let patch = json!({"metadata": {"ownerReferences": [owner]}});
                 if pods_api
                     .patch(
                         &pod.name_any(),
@@ -290,7 +332,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Control
                     namespace: Some(ns.clone()),
                     labels: meta.labels.take(),
                     annotations: meta.annotations.take(),
-                    owner_references: Some(vec![super::controller_ref(&*rs)]),
+                    owner_references: Some(vec![owner.clone()]),
                     ..ObjectMeta::default()
                 },
                 spec: template.spec.clone(),
@@ -341,18 +383,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Control
         conditions: None,
         terminating_replicas: None,
     };
-    if rs.status.as_ref() != Some(&status) {
-        let api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
-        api.patch_status(
-            &rs.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&json!({"status": status})),
-        )
-        .await?;
-    }
-    // Pods changing state wake this up through `owns`; the resync is a
-    // safety net.
-    Ok(Action::requeue(Duration::from_secs(300)))
+    Ok(status)
 }
 
 /// Ready pods that have been ready for `min_ready` seconds.

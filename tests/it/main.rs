@@ -8,6 +8,7 @@ mod common;
 
 mod agent;
 mod api_http;
+mod apikinds;
 mod autoscaling;
 mod backup;
 mod batch;

@@ -676,10 +676,11 @@ pub fn add_virtual(paths: &mut Map<String, Value>, v: &VirtualKind, schema: &str
         id_infix: id_infix(v.group, v.version),
     };
     let object = reference(schema);
+    let scope = if v.namespaced { "Namespaced" } else { "" };
     let op = ctx
         .op(
             "post",
-            format!("create{}{}", ctx.id_infix, v.kind),
+            format!("create{}{scope}{}", ctx.id_infix, v.kind),
             format!("create a {}", v.kind),
             gvk,
         )
@@ -687,12 +688,27 @@ pub fn add_virtual(paths: &mut Map<String, Value>, v: &VirtualKind, schema: &str
         .body(&object, ctx.object_types(), true)
         .responds(&["200", "201", "202"], &object, ctx.object_types())
         .done();
-    insert(
-        paths,
-        format!("{}/{}", prefix(v.group, v.version), v.plural),
-        vec![pretty()],
-        vec![("post", op)],
-    );
+    // LocalSubjectAccessReview is created in a namespace.
+    let (path, mut params) = if v.namespaced {
+        (
+            format!(
+                "{}/namespaces/{{namespace}}/{}",
+                prefix(v.group, v.version),
+                v.plural
+            ),
+            vec![path_param(
+                "namespace",
+                "object name and auth scope, such as for teams and projects",
+            )],
+        )
+    } else {
+        (
+            format!("{}/{}", prefix(v.group, v.version), v.plural),
+            vec![],
+        )
+    };
+    params.push(pretty());
+    insert(paths, path, params, vec![("post", op)]);
 }
 
 #[cfg(test)]

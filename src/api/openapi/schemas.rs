@@ -166,8 +166,11 @@ fn typed_schema(generator: &mut SchemaGenerator, group: &str, kind: &str) -> Opt
         authentication::v1::TokenRequest,
         policy::v1::Eviction,
         authentication::v1::SelfSubjectReview,
+        authentication::v1::TokenReview,
         authorization::v1::SelfSubjectAccessReview,
         authorization::v1::SelfSubjectRulesReview,
+        authorization::v1::SubjectAccessReview,
+        authorization::v1::LocalSubjectAccessReview,
     );
     None
 }

@@ -227,7 +227,12 @@ fn every_served_kind_has_a_schema_and_validating_patches() {
     }
     for v in VIRTUAL.iter().filter(|v| v.is_review()) {
         let doc = parsed(&doc_path(v.group, v.version));
-        let path = format!("/apis/{}/{}/{}", v.group, v.version, v.plural);
+        let ns = if v.namespaced {
+            "namespaces/{namespace}/"
+        } else {
+            ""
+        };
+        let path = format!("/apis/{}/{}/{ns}{}", v.group, v.version, v.plural);
         assert_eq!(
             doc["paths"][&path]["post"]["x-kubernetes-group-version-kind"]["kind"],
             v.kind

@@ -51,6 +51,10 @@ pub enum Allocation {
     PodCidr,
     /// The default IngressClass, for an Ingress that names none.
     IngressClass,
+    /// A pod's priority from its PriorityClass (`api::priority`).
+    PodPriority,
+    /// At most one PriorityClass is the global default.
+    SingleGlobalDefault,
 }
 
 /// How a delete proceeds for the kind, beyond the finalizers that
@@ -275,6 +279,7 @@ kinds! {
     secret::Secret,
     serviceaccount::ServiceAccount,
     event::Event,
+    replicationcontroller::ReplicationController,
     deployment::Deployment,
     replicaset::ReplicaSet,
     daemonset::DaemonSet,
@@ -297,4 +302,9 @@ kinds! {
     poddisruptionbudget::PodDisruptionBudget,
     resourcequota::ResourceQuota,
     limitrange::LimitRange,
+    priorityclass::PriorityClass,
+    apiservice::ApiService,
+    storageclass::StorageClass,
+    persistentvolume::PersistentVolume,
+    persistentvolumeclaim::PersistentVolumeClaim,
 }

@@ -80,7 +80,7 @@ impl KindSpec for Pod {
         "status.podIP",
         "status.nominatedNodeName",
     ];
-    const ALLOCATION: Allocation = Allocation::None;
+    const ALLOCATION: Allocation = Allocation::PodPriority;
     const DELETION: Deletion = Deletion::Graceful;
     const ACCESS: Access = Access::Workload;
 
