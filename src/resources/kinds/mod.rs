@@ -297,4 +297,5 @@ kinds! {
     poddisruptionbudget::PodDisruptionBudget,
     resourcequota::ResourceQuota,
     limitrange::LimitRange,
+    networkpolicy::NetworkPolicy,
 }
