@@ -25,8 +25,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
-use crate::cluster::Cidr;
-
 /// One end of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Peer<'a> {
@@ -63,11 +61,38 @@ enum PortMatch {
     Named(String),
 }
 
+/// An IPv4 range of any prefix length (`/32` included, which the
+/// allocator's ranges never are).
+#[derive(Debug, Clone, Copy)]
+struct Range {
+    base: u32,
+    mask: u32,
+}
+
+impl Range {
+    /// `None` for IPv6 and anything unparsable: the pod network and the
+    /// proxy's clients are IPv4, so such a range matches nothing.
+    fn parse(s: &str) -> Option<Range> {
+        let (ip, len) = s.split_once('/')?;
+        let ip: Ipv4Addr = ip.parse().ok()?;
+        let len: u32 = len.parse().ok().filter(|l| *l <= 32)?;
+        let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+        Some(Range {
+            base: u32::from(ip) & mask,
+            mask,
+        })
+    }
+
+    fn contains(self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask == self.base
+    }
+}
+
 /// An address range with holes.
 #[derive(Debug, Clone)]
 struct Block {
-    cidr: Cidr,
-    except: Vec<Cidr>,
+    cidr: Range,
+    except: Vec<Range>,
 }
 
 impl Block {
@@ -341,15 +366,14 @@ fn compile_rule(
     }
     for peer in peers.into_iter().flatten() {
         if let Some(b) = &peer.ip_block {
-            // IPv6 ranges cannot match: the pod network is IPv4.
-            if let Ok(cidr) = Cidr::parse(&b.cidr) {
+            if let Some(cidr) = Range::parse(&b.cidr) {
                 rule.blocks.push(Block {
                     cidr,
                     except: b
                         .except
                         .iter()
                         .flatten()
-                        .filter_map(|e| Cidr::parse(e).ok())
+                        .filter_map(|e| Range::parse(e))
                         .collect(),
                 });
             }
@@ -584,7 +608,9 @@ mod tests {
             "nodeport",
             json!({"podSelector": {"matchLabels": {"app": "hello"}},
                    "ingress": [{"from": [{"namespaceSelector": {}},
-                                         {"ipBlock": {"cidr": "192.168.0.0/16"}}]}]}),
+                                         {"ipBlock": {"cidr": "192.168.0.0/16"}},
+                                         {"ipBlock": {"cidr": "127.20.1.1/32"}},
+                                         {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["0.0.0.0/1"]}}]}]}),
         )]);
         let ext = |ip: &str| Peer::External(Some(ip.parse().unwrap()));
         assert_eq!(

@@ -29,6 +29,7 @@ apiVersion: v1
 kind: Service
 metadata: {name: hello}
 spec:
+  type: NodePort
   selector: {app: hello}
   ports: [{name: http, port: 80, targetPort: http}]
 "#;
@@ -55,6 +56,18 @@ spec:
     ports: [{port: http}]
 "#;
 
+/// Lets the host in: NodePort clients on loopback, whether curl or the
+/// proxy sending a guest's request out.
+const ALLOW_HOST: &str = r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: hello-from-host}
+spec:
+  podSelector: {matchLabels: {app: hello}}
+  ingress:
+  - from: [{ipBlock: {cidr: 127.0.0.0/8, except: [127.128.0.0/9]}}]
+"#;
+
 /// Echo may call the hello pods and nothing else.
 const ECHO_EGRESS: &str = r#"
 apiVersion: networking.k8s.io/v1
@@ -78,6 +91,15 @@ fn fetch(k: &Kubectl, url: &str) -> (bool, String) {
         out.status.success(),
         format!("{}{}", out.stdout, out.stderr),
     )
+}
+
+/// `curl` a URL from the host: (status, body); status 0 for no answer.
+fn curl(url: &str) -> (u16, String) {
+    let mut c = std::process::Command::new("curl");
+    c.args(["-sS", "--max-time", "10", "-w", "\n%{http_code}", url]);
+    let out = common::run(c, None, Duration::from_secs(15)).stdout;
+    let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
+    (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
 /// Polls `fetch` until `want` holds of its answer; the last answer.
@@ -119,6 +141,22 @@ fn ingress_and_egress_policies_decide_what_a_guest_may_call() {
             && out.contains("does not allow ingress from default/echo"),
         "{out}"
     );
+    // From the host through the NodePort too: outside sources match only
+    // ipBlock peers.
+    let node_port = k.ok(&[
+        "get",
+        "service",
+        "hello",
+        "-o",
+        "jsonpath={.spec.ports[0].nodePort}",
+    ]);
+    let node_ip = s.addresses.node_ip.to_string();
+    let node_url = format!("http://{node_ip}:{}/", node_port.trim());
+    let (code, body) = curl(&node_url);
+    assert!(
+        code == 403 && body.contains("does not allow ingress from"),
+        "{code} {body}"
+    );
     let table = k.ok(&["get", "netpol"]);
     assert!(
         table.contains("POD-SELECTOR") && table.contains("app=hello"),
@@ -131,6 +169,13 @@ fn ingress_and_egress_policies_decide_what_a_guest_may_call() {
     assert!(
         ok && out.starts_with("Hello from wkube!\n"),
         "allowed: {out}"
+    );
+    assert_eq!(curl(&node_url).0, 403, "a pod selector lets no host in");
+    k.ok_with_stdin(&["apply", "-f", "-"], ALLOW_HOST);
+    assert!(
+        eventually(Duration::from_secs(20), || curl(&node_url).0 == 200),
+        "{:?}",
+        curl(&node_url)
     );
 
     // Echo limited to the hello pods: the API server behind `kubernetes`
@@ -146,6 +191,26 @@ fn ingress_and_egress_policies_decide_what_a_guest_may_call() {
     assert!(
         ok && out.starts_with("Hello from wkube!\n"),
         "egress to hello: {out}"
+    );
+    // An address outside the cluster (the node's NodePort) is refused
+    // too, until an egress ipBlock allows it: then the proxy sends it,
+    // though echo has no allowed-hosts annotation.
+    let (ok, out) = fetch(&k, &node_url);
+    assert!(
+        !ok && out.contains(&format!(
+            "denied by NetworkPolicy: pod default/echo does not allow egress to {node_ip}"
+        )),
+        "{out}"
+    );
+    let with_block = ECHO_EGRESS.replace(
+        "- to: [{podSelector: {matchLabels: {app: hello}}}]",
+        &format!("- to: [{{podSelector: {{matchLabels: {{app: hello}}}}}}, {{ipBlock: {{cidr: {node_ip}/32}}}}]"),
+    );
+    k.ok_with_stdin(&["apply", "-f", "-"], &with_block);
+    let (ok, out) = fetch_until(&k, &node_url, |ok, _| ok);
+    assert!(
+        ok && out.starts_with("Hello from wkube!\n"),
+        "ipBlock: {out}"
     );
 
     // Without the policies, all is open again.
