@@ -676,12 +676,15 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
                         &["get", "create", "update", "patch"],
                     ),
                     rule(&["discovery.k8s.io"], &["endpointslices"], READ),
-                    // The proxy serves Ingresses of its classes.
+                    // The proxy serves Ingresses of its classes and
+                    // enforces NetworkPolicies, whose namespace selectors
+                    // read namespaces' labels.
                     rule(
                         &["networking.k8s.io"],
-                        &["ingresses", "ingressclasses"],
+                        &["ingresses", "ingressclasses", "networkpolicies"],
                         READ,
                     ),
+                    rule(&[""], &["namespaces"], READ),
                     // And Gateways of its classes, with their routes.
                     rule(
                         &["gateway.networking.k8s.io"],

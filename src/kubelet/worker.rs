@@ -264,6 +264,7 @@ impl PodWorker {
             ctx.router = Some(Arc::new(crate::proxy::PodRouter::new(
                 self.shared.proxy.clone(),
                 pod.metadata.namespace.clone().unwrap_or_default(),
+                pod.metadata.name.as_deref().unwrap_or_default(),
                 facts.pod_ip.as_deref().and_then(|ip| ip.parse().ok()),
             )));
             let limits = spec::limits(&pod, &c, None, self.shared.config.accounting);

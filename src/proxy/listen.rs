@@ -9,6 +9,10 @@
 //! every endpoint of the cluster. A listener looks its target up per
 //! request, so a service that changes ports or endpoints needs no rebind.
 //!
+//! Requests arriving here come from outside the pod network (pods have no
+//! sockets), so NetworkPolicies see them as their client address, which
+//! only `ipBlock` peers match.
+//!
 //! Services whose endpoints all lie outside the pod network (the API
 //! server behind `kubernetes`) are passed through at the TCP level, so TLS
 //! from the client reaches the endpoint untouched; everything else is
@@ -27,6 +31,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{Semaphore, oneshot};
 
 use super::Proxy;
+use super::netpol::Peer;
 use super::route::{ProxyResponse, text};
 use super::table::Target;
 use axum::http::{Request, StatusCode};
@@ -214,7 +219,10 @@ async fn handle(
         b.map_err(|e| Box::new(e) as super::route::BoxError)
             .boxed_unsync()
     });
-    match proxy.forward(&target, client, false, req).await {
+    match proxy
+        .forward(&target, &Peer::External(client), client, false, req)
+        .await
+    {
         Ok(resp) => resp,
         Err(e) => text(StatusCode::BAD_GATEWAY, e.to_string()),
     }
@@ -311,7 +319,10 @@ async fn edge(
         b.map_err(|e| Box::new(e) as super::route::BoxError)
             .boxed_unsync()
     });
-    match proxy.forward(&target, client, false, req).await {
+    match proxy
+        .forward(&target, &Peer::External(client), client, false, req)
+        .await
+    {
         Ok(resp) => resp,
         Err(e) => text(StatusCode::BAD_GATEWAY, e.to_string()),
     }

@@ -17,6 +17,8 @@
 //! - [`activate`]: scale from zero: requests for a Service with no
 //!   endpoints are held while its workload is woken.
 //! - [`metrics`]: per-service and per-pod counts and latency.
+//! - [`netpol`]: NetworkPolicy decisions, resolved per pod at each table
+//!   rebuild and asked for every request [`route`] delivers.
 
 pub mod activate;
 pub mod gateway;
@@ -24,6 +26,7 @@ pub mod ingress;
 pub mod ingresstls;
 pub mod listen;
 pub mod metrics;
+pub mod netpol;
 pub mod outbound;
 pub mod pods;
 pub mod route;
@@ -35,9 +38,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
 
 use crate::resources::gateway::{Gateway, GatewayClass, HTTPRoute};
 use kube::Api;
@@ -219,8 +222,9 @@ impl Proxy {
     }
 }
 
-/// Watches Services, EndpointSlices and Nodes and keeps the table (and,
-/// when enabled, the listeners) current until `shutdown`.
+/// Watches Services, EndpointSlices, Nodes, the edge's routes and the
+/// NetworkPolicies with the Pods and Namespaces they select, and keeps the
+/// table (and, when enabled, the listeners) current until `shutdown`.
 pub async fn run(
     proxy: Arc<Proxy>,
     client: kube::Client,
@@ -236,6 +240,9 @@ pub async fn run(
     let (gateway_classes, gateway_classes_w) = reflector::store::<GatewayClass>();
     let (gateways, gateways_w) = reflector::store::<Gateway>();
     let (http_routes, http_routes_w) = reflector::store::<HTTPRoute>();
+    let (policies, policies_w) = reflector::store::<NetworkPolicy>();
+    let (pods, pods_w) = reflector::store::<Pod>();
+    let (namespaces, namespaces_w) = reflector::store::<Namespace>();
     let changed = Arc::new(Notify::new());
     let svc_stream = watcher(
         Api::<Service>::all(client.clone()),
@@ -298,6 +305,30 @@ pub async fn run(
     .reflect(http_routes_w)
     .map(|_| ())
     .boxed();
+    // NetworkPolicies select pods and namespaces by label: both are
+    // watched (EndpointSlices name pods but carry neither their labels nor
+    // their named ports, and a client pod need back no Service).
+    let policy_stream = watcher(
+        Api::<NetworkPolicy>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(policies_w)
+    .map(|_| ())
+    .boxed();
+    let pod_stream = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(pods_w)
+        .map(|_| ())
+        .boxed();
+    let namespace_stream = watcher(
+        Api::<Namespace>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(namespaces_w)
+    .map(|_| ())
+    .boxed();
     let rebuild = rebuild_loop(
         proxy.clone(),
         Stores {
@@ -309,6 +340,9 @@ pub async fn run(
             gateway_classes,
             gateways,
             http_routes,
+            policies,
+            pods,
+            namespaces,
         },
         changed.clone(),
         stop.wait(),
@@ -322,6 +356,9 @@ pub async fn run(
         feed(gateway_class_stream, changed.clone(), stop.wait()),
         feed(gateway_stream, changed.clone(), stop.wait()),
         feed(route_stream, changed.clone(), stop.wait()),
+        feed(policy_stream, changed.clone(), stop.wait()),
+        feed(pod_stream, changed.clone(), stop.wait()),
+        feed(namespace_stream, changed.clone(), stop.wait()),
         ingresstls::run(proxy.clone(), client, stop.wait()),
         rebuild
     );
@@ -380,6 +417,9 @@ struct Stores {
     gateway_classes: Store<GatewayClass>,
     gateways: Store<Gateway>,
     http_routes: Store<HTTPRoute>,
+    policies: Store<NetworkPolicy>,
+    pods: Store<Pod>,
+    namespaces: Store<Namespace>,
 }
 
 /// Rebuilds the table after changes, at most every few milliseconds, so a
@@ -399,6 +439,9 @@ async fn rebuild_loop(
         gateway_classes,
         gateways,
         http_routes,
+        policies,
+        pods,
+        namespaces,
     } = stores;
     let mut shutdown = std::pin::pin!(shutdown);
     // The first table waits for every list.
@@ -412,6 +455,9 @@ async fn rebuild_loop(
             let _ = gateway_classes.wait_until_ready().await;
             let _ = gateways.wait_until_ready().await;
             let _ = http_routes.wait_until_ready().await;
+            let _ = policies.wait_until_ready().await;
+            let _ = pods.wait_until_ready().await;
+            let _ = namespaces.wait_until_ready().await;
         } => {}
         _ = &mut shutdown => return,
     }
@@ -427,6 +473,11 @@ async fn rebuild_loop(
                 &gateways.state(),
                 &http_routes.state(),
                 Some(proxy.table().gateway()),
+            ))
+            .with_netpol(netpol::Policies::build(
+                &policies.state(),
+                &pods.state(),
+                &namespaces.state(),
             ));
         tracing::debug!(services = table.len(), "proxy table rebuilt");
         proxy.install(table);

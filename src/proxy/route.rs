@@ -20,7 +20,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 
 use super::Proxy;
-use super::table::{Endpoint, ProxiedService, Target};
+use super::netpol::{Peer, Verdict};
+use super::table::{Endpoint, ProxiedService, Table, Target};
 use crate::runtime::http::ResponseBody;
 
 /// Any body error, boxed.
@@ -141,24 +142,49 @@ fn path_and_query(uri: &Uri) -> &str {
 }
 
 impl Proxy {
-    /// Delivers a request for `target`. `client` is the caller's address
-    /// (for session affinity); `https` says the caller asked for TLS (it
-    /// matters only for endpoints outside the pod network).
+    /// Delivers a request from `from` for `target`. `client` is the
+    /// caller's address (for session affinity); `https` says the caller
+    /// asked for TLS (it matters only for endpoints outside the pod
+    /// network). Each endpoint is asked of the NetworkPolicies first; one
+    /// they refuse is never sent anything, and a request no endpoint may
+    /// take is answered 403 with the decision.
     ///
     /// # Errors
     /// [`ForwardError::Refused`] when nothing is at a pod address.
     pub async fn forward(
         &self,
         target: &Target,
+        from: &Peer<'_>,
         client: Option<Ipv4Addr>,
         https: bool,
         req: Request<ProxyBody>,
     ) -> Result<ProxyResponse, ForwardError> {
         match target {
             Target::Service { svc, port } => {
-                Ok(self.to_service(svc, *port, client, https, req).await)
+                Ok(self.to_service(svc, *port, from, client, https, req).await)
             }
-            Target::PodIp { ip, port } => self.to_pod_ip(*ip, *port, req).await,
+            Target::PodIp { ip, port } => self.to_pod_ip(*ip, *port, from, req).await,
+        }
+    }
+
+    /// Sends a guest's request straight to an address outside the cluster
+    /// that a NetworkPolicy's egress `ipBlock` allows (plain HTTP).
+    pub async fn to_external(
+        &self,
+        ip: Ipv4Addr,
+        port: u16,
+        req: Request<ProxyBody>,
+    ) -> ProxyResponse {
+        let ep = Endpoint {
+            ip,
+            port,
+            node: None,
+            pod: None,
+            pod_key: String::new(),
+        };
+        match self.to_address(&ep, Pending::Streaming(req), false).await {
+            Ok(resp) => resp,
+            Err(f) => text(StatusCode::BAD_GATEWAY, f.why),
         }
     }
 
@@ -166,10 +192,12 @@ impl Proxy {
         &self,
         svc: &Arc<ProxiedService>,
         port: usize,
+        from: &Peer<'_>,
         client: Option<Ipv4Addr>,
         https: bool,
         req: Request<ProxyBody>,
     ) -> ProxyResponse {
+        let table = self.table();
         let start = Instant::now();
         let woken;
         let svc = if svc.ports[port].endpoints.is_empty() {
@@ -212,8 +240,14 @@ impl Proxy {
         let first = self.first_endpoint(svc, port, client);
         let mut pending = Pending::Streaming(req);
         let mut last_error = String::new();
+        let mut denied = None;
         for attempt in 0..n {
             let ep = &sp.endpoints[(first + attempt) % n];
+            if let Verdict::Denied(why) = decide(&table, from, ep) {
+                tracing::debug!(service = %key, endpoint = %ep.ip, %why, "refused by policy");
+                denied = Some(why);
+                continue;
+            }
             match self.try_endpoint(ep, pending, https).await {
                 Ok(resp) => {
                     let error = resp.status().is_server_error();
@@ -235,6 +269,9 @@ impl Proxy {
                     }
                 }
             }
+        }
+        if let (Some(why), true) = (denied, last_error.is_empty()) {
+            return text(StatusCode::FORBIDDEN, why);
         }
         self.metrics.service(key, start.elapsed(), true);
         text(
@@ -449,8 +486,17 @@ impl Proxy {
         &self,
         ip: Ipv4Addr,
         port: u16,
+        from: &Peer<'_>,
         req: Request<ProxyBody>,
     ) -> Result<ProxyResponse, ForwardError> {
+        let table = self.table();
+        let to = match table.netpol().pod_at(ip) {
+            Some(key) => Peer::Pod(key),
+            None => Peer::External(Some(ip)),
+        };
+        if let Verdict::Denied(why) = table.netpol().decide(from, &to, port) {
+            return Ok(text(StatusCode::FORBIDDEN, why));
+        }
         if let Some(handle) = self.pods.by_ip(ip) {
             let start = Instant::now();
             let key = handle.key();
@@ -463,7 +509,6 @@ impl Proxy {
                 Err(e) => Err(ForwardError::Refused(e)),
             };
         }
-        let table = self.table();
         let node = match table.node_of_pod_ip(ip) {
             Some((name, _)) if name != self.config.node_name => name.to_string(),
             _ => return Err(ForwardError::Refused(format!("no pod at {ip}:{port}"))),
@@ -483,6 +528,16 @@ impl Proxy {
             Err(f) => Err(ForwardError::Refused(f.why)),
         }
     }
+}
+
+/// What the NetworkPolicies say about `from` reaching endpoint `ep`.
+fn decide(table: &Table, from: &Peer<'_>, ep: &Endpoint) -> Verdict {
+    let to = if ep.pod_key.is_empty() {
+        Peer::External(Some(ep.ip))
+    } else {
+        Peer::Pod(&ep.pod_key)
+    };
+    table.netpol().decide(from, &to, ep.port)
 }
 
 /// One HTTP/1.1 exchange over `io`.

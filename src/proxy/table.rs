@@ -112,6 +112,8 @@ pub struct Table {
     ingress: super::ingress::IngressRoutes,
     /// Routes of the Gateways served on their listeners' ports.
     gateway: super::gateway::GatewayRoutes,
+    /// The NetworkPolicies, resolved per pod.
+    netpol: super::netpol::Policies,
 }
 
 /// What the table knows about the cluster's address ranges.
@@ -447,6 +449,18 @@ impl Table {
     /// The Gateway routes.
     pub fn gateway(&self) -> &super::gateway::GatewayRoutes {
         &self.gateway
+    }
+
+    /// The same table with `policies` as its NetworkPolicies.
+    #[must_use]
+    pub fn with_netpol(mut self, policies: super::netpol::Policies) -> Table {
+        self.netpol = policies;
+        self
+    }
+
+    /// The NetworkPolicies, resolved per pod.
+    pub fn netpol(&self) -> &super::netpol::Policies {
+        &self.netpol
     }
 
     /// Every certificate the edge serves: the Ingresses' `spec.tls`, then

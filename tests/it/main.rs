@@ -28,6 +28,7 @@ mod lifecycle;
 mod limits;
 mod metrics;
 mod modules;
+mod networkpolicy;
 mod nodes;
 mod proxy;
 mod quota;

@@ -307,4 +307,5 @@ kinds! {
     storageclass::StorageClass,
     persistentvolume::PersistentVolume,
     persistentvolumeclaim::PersistentVolumeClaim,
+    networkpolicy::NetworkPolicy,
 }

@@ -187,8 +187,8 @@ fn validate_int_or_percent(v: &Value, path: &str, errs: &mut Vec<FieldError>) {
 }
 
 /// A `LabelSelector`'s expressions use the four operators with values
-/// only where they take them.
-fn validate_label_selector(sel: &Value, path: &str, errs: &mut Vec<FieldError>) {
+/// only where they take them. (NetworkPolicy's selectors share it.)
+pub fn validate_label_selector(sel: &Value, path: &str, errs: &mut Vec<FieldError>) {
     let Some(exprs) = sel.get("matchExpressions").and_then(Value::as_array) else {
         return;
     };

@@ -427,7 +427,8 @@ async fn requests_past_the_nodes_instance_pool_get_503_with_retry_after_not_500(
         PodContext::default(),
         PodLimits::default(),
     ));
-    assert_eq!(get(&svc, "/status/200").await.0, StatusCode::OK);
+    let first = get(&svc, "/status/200").await;
+    assert_eq!(first.0, StatusCode::OK, "{first:?}");
     let answers = concurrently(&svc, "/sleep/300", 8).await;
     let ok = answers.iter().filter(|(s, _)| *s == StatusCode::OK).count();
     let refused: Vec<_> = answers
