@@ -333,7 +333,17 @@ fn with_tls_off_plain_etcdctl_works_without_certificates() {
 fn bad_requests_get_etcds_errors_and_change_nothing() {
     let server = TestServer::start();
     server.etcdctl(&["put", "keep", "me"]).success();
-    let before = server.revision();
+    // The server's own start-up writes (bootstrap objects, controllers'
+    // first statuses) settle first: the revision must hold still for 1 s.
+    let mut before = server.revision();
+    for _ in 0..20 {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let now = server.revision();
+        if now == before {
+            break;
+        }
+        before = now;
+    }
 
     server
         .etcdctl(&["put", "", "v"])
