@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use kube::ResourceExt;
 
-use super::ingress::TlsRef;
+use super::ingress::{TlsRef, strip_port};
 use super::table::{Table, Target};
 use crate::resources::gateway::{
     Gateway, GatewayClass, HTTPRoute, HTTPRouteMatch, attaches, host_matches, refers_to,
@@ -395,13 +395,6 @@ fn match_rank(
         m.headers.len(),
         m.query_params.len(),
     ))
-}
-
-fn strip_port(host: &str) -> &str {
-    match host.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
-    }
 }
 
 #[cfg(test)]

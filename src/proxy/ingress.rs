@@ -280,7 +280,8 @@ fn backend(ns: &str, b: &IngressBackend) -> Option<Backend> {
     })
 }
 
-fn strip_port(host: &str) -> &str {
+/// `host` without a trailing `:port`.
+pub(super) fn strip_port(host: &str) -> &str {
     match host.rsplit_once(':') {
         Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
         _ => host,

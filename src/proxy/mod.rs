@@ -232,103 +232,21 @@ pub async fn run(
 ) {
     let stop = crate::shutdown::Stop::new(shutdown);
     let _ = proxy.activator.client.set(client.clone());
-    let (services, services_w) = reflector::store::<Service>();
-    let (slices, slices_w) = reflector::store::<EndpointSlice>();
-    let (nodes, nodes_w) = reflector::store::<Node>();
-    let (ingresses, ingresses_w) = reflector::store::<Ingress>();
-    let (classes, classes_w) = reflector::store::<IngressClass>();
-    let (gateway_classes, gateway_classes_w) = reflector::store::<GatewayClass>();
-    let (gateways, gateways_w) = reflector::store::<Gateway>();
-    let (http_routes, http_routes_w) = reflector::store::<HTTPRoute>();
-    let (policies, policies_w) = reflector::store::<NetworkPolicy>();
-    let (pods, pods_w) = reflector::store::<Pod>();
-    let (namespaces, namespaces_w) = reflector::store::<Namespace>();
-    let changed = Arc::new(Notify::new());
-    let svc_stream = watcher(
-        Api::<Service>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .reflect(services_w)
-    .map(|_| ())
-    .boxed();
-    let slice_stream = watcher(
-        Api::<EndpointSlice>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .reflect(slices_w)
-    .map(|_| ())
-    .boxed();
-    let node_stream = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(nodes_w)
-        .map(|_| ())
-        .boxed();
-    let ingress_stream = watcher(
-        Api::<Ingress>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .reflect(ingresses_w)
-    .map(|_| ())
-    .boxed();
-    let class_stream = watcher(
-        Api::<IngressClass>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .reflect(classes_w)
-    .map(|_| ())
-    .boxed();
-    let gateway_class_stream = watcher(
-        Api::<GatewayClass>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .reflect(gateway_classes_w)
-    .map(|_| ())
-    .boxed();
-    let gateway_stream = watcher(
-        Api::<Gateway>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .reflect(gateways_w)
-    .map(|_| ())
-    .boxed();
-    let route_stream = watcher(
-        Api::<HTTPRoute>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .reflect(http_routes_w)
-    .map(|_| ())
-    .boxed();
+    let (services, svc_stream) = reflected::<Service>(&client);
+    let (slices, slice_stream) = reflected::<EndpointSlice>(&client);
+    let (nodes, node_stream) = reflected::<Node>(&client);
+    let (ingresses, ingress_stream) = reflected::<Ingress>(&client);
+    let (classes, class_stream) = reflected::<IngressClass>(&client);
+    let (gateway_classes, gateway_class_stream) = reflected::<GatewayClass>(&client);
+    let (gateways, gateway_stream) = reflected::<Gateway>(&client);
+    let (http_routes, route_stream) = reflected::<HTTPRoute>(&client);
     // NetworkPolicies select pods and namespaces by label: both are
     // watched (EndpointSlices name pods but carry neither their labels nor
     // their named ports, and a client pod need back no Service).
-    let policy_stream = watcher(
-        Api::<NetworkPolicy>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .reflect(policies_w)
-    .map(|_| ())
-    .boxed();
-    let pod_stream = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(pods_w)
-        .map(|_| ())
-        .boxed();
-    let namespace_stream = watcher(
-        Api::<Namespace>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .reflect(namespaces_w)
-    .map(|_| ())
-    .boxed();
+    let (policies, policy_stream) = reflected::<NetworkPolicy>(&client);
+    let (pods, pod_stream) = reflected::<Pod>(&client);
+    let (namespaces, namespace_stream) = reflected::<Namespace>(&client);
+    let changed = Arc::new(Notify::new());
     let rebuild = rebuild_loop(
         proxy.clone(),
         Stores {
@@ -362,6 +280,27 @@ pub async fn run(
         ingresstls::run(proxy.clone(), client, stop.wait()),
         rebuild
     );
+}
+
+/// A cache of every `K` in the cluster and the watch that fills it (one
+/// item per event, for [`feed`]).
+fn reflected<K>(client: &kube::Client) -> (Store<K>, futures::stream::BoxStream<'static, ()>)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store::<K>();
+    let stream = watcher(Api::<K>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .map(|_| ())
+        .boxed();
+    (store, stream)
 }
 
 /// Drives one watch, waking the rebuild after every event.
