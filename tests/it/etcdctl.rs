@@ -63,7 +63,9 @@ fn etcdctl_get_at_an_old_revision_shows_the_value_of_that_time() {
     let server = TestServer::start();
     let first = put_rev(&server, "k", "v1");
     let second = put_rev(&server, "k", "v2");
-    assert_eq!(second, first + 1, "each write takes the next revision");
+    // The server's own controllers write too, so another write may come
+    // between the two: each write takes a later revision, not always the next.
+    assert!(second > first, "each write takes a later revision");
     assert_eq!(
         server
             .etcdctl(&["get", "k", &format!("--rev={first}")])
@@ -80,7 +82,10 @@ fn etcdctl_get_json_has_the_header_revision_and_base64_key_values() {
     let modified = put_rev(&server, "json/key", "value two");
     let out = server.etcdctl(&["get", "-w", "json", "json/key"]).success();
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["header"]["revision"], modified);
+    // The header carries the store's revision at the read; the server's own
+    // writes (node lease renewals, statuses) may have moved it past ours.
+    let header = v["header"]["revision"].as_i64().expect("header revision");
+    assert!(header >= modified, "header {header} < our write {modified}");
     assert_eq!(v["count"], 1);
     let kv = &v["kvs"][0];
     assert_eq!(kv["key"], "anNvbi9rZXk="); // base64("json/key")
@@ -246,7 +251,8 @@ fn endpoint_status_reports_the_current_revision_and_version() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v[0]["Endpoint"], server.endpoint.as_str());
     let status = &v[0]["Status"];
-    assert_eq!(status["header"]["revision"], rev);
+    let now = status["header"]["revision"].as_i64().expect("revision");
+    assert!(now >= rev, "status revision {now} < our write {rev}");
     assert!(
         !status["version"].as_str().unwrap_or_default().is_empty(),
         "{out}"
@@ -366,13 +372,27 @@ fn bad_requests_get_etcds_errors_and_change_nothing() {
         .etcdctl(&["put", "--lease=1234abcd", "leased", "v"])
         .fails_with("etcdserver: requested lease not found");
 
-    assert_eq!(
-        server.revision(),
-        before,
-        "a refused request changed the store"
-    );
+    // The node's lease renewal (every 10 s) may still write meanwhile; every
+    // key written since `before` must be one of the server's own.
+    let out = server
+        .etcdctl(&["get", "", "--prefix", "--keys-only", "-w", "json"])
+        .success();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for kv in v["kvs"].as_array().into_iter().flatten() {
+        if kv["mod_revision"].as_i64().unwrap_or_default() <= before {
+            continue;
+        }
+        use base64::Engine;
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(kv["key"].as_str().unwrap_or_default())
+            .unwrap_or_default();
+        let key = String::from_utf8_lossy(&key);
+        assert!(
+            key.starts_with("/registry/"),
+            "a refused request wrote {key}"
+        );
+    }
     assert_eq!(server.etcdctl(&["get", "keep"]).success(), "keep\nme\n");
-    assert_eq!(server.etcdctl(&["get", "big"]).success(), "");
     assert_eq!(server.etcdctl(&["put", "after", "ok"]).success(), "OK\n");
 }
 
