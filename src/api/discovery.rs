@@ -296,8 +296,8 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         return None;
     }
     let mut out = Vec::new();
-    for k in resources::KINDS
-        .iter()
+    for k in resources::all_kinds()
+        .into_iter()
         .filter(|k| k.group == group && k.version == version)
     {
         out.push(json!({
@@ -354,8 +354,8 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
 
 fn aggregated_resources(group: &str, version: &str) -> Vec<Value> {
     let mut out = Vec::new();
-    for k in resources::KINDS
-        .iter()
+    for k in resources::all_kinds()
+        .into_iter()
         .filter(|k| k.group == group && k.version == version)
     {
         let subs: Vec<Value> = k

@@ -293,7 +293,7 @@ async fn list_json(
         if i > 0 {
             out.push(b',');
         }
-        super::registry::write_stamped(kv, &mut out)?;
+        super::registry::write_served(kind, kv, kv.mod_revision, &mut out)?;
     }
     out.extend_from_slice(b"]}");
     let mut r = (StatusCode::OK, out).into_response();

@@ -18,6 +18,7 @@ pub mod admission;
 pub mod authn;
 pub mod body;
 pub mod bootstrap;
+pub mod crds;
 pub mod discovery;
 pub mod encryption;
 pub mod escalation;
@@ -811,6 +812,7 @@ pub async fn start(
     let tokens = TokenAuthority::load_or_create(&opts.pki_dir)?;
     let keyring = Arc::new(encryption::Keyring::load_or_create(&opts.pki_dir)?);
     let rbac = RbacCache::start(store.clone()).await?;
+    crds::start(store.clone()).await?;
     let flow = flowcontrol::FlowControl::with_config(flowcontrol::FlowConfig {
         max_requests_inflight: opts.config.max_requests_inflight,
         requests_per_user: opts.config.max_requests_inflight_per_user,

@@ -56,6 +56,30 @@ pub fn write_stamped(kv: &KeyValue, out: &mut Vec<u8>) -> Result<(), ApiError> {
     write_stamped_at(kv, kv.mod_revision, out)
 }
 
+/// [`write_stamped_at`] for an object served as `kind`: a custom kind's
+/// object stored in another version of it is rewritten (see
+/// [`Kind::serve_as`]); every other is copied as stored.
+pub fn write_served(
+    kind: &Kind,
+    kv: &KeyValue,
+    rv: Revision,
+    out: &mut Vec<u8>,
+) -> Result<(), ApiError> {
+    if kind.custom.is_some() {
+        let want = format!("{{\"apiVersion\":\"{}\"", kind.api_version());
+        if !kv.value.starts_with(want.as_bytes()) {
+            let mut obj = decode(kv)?;
+            kind.serve_as(&mut obj);
+            if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+                meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
+            }
+            serde_json::to_writer(&mut *out, &obj).map_err(ApiError::internal)?;
+            return Ok(());
+        }
+    }
+    write_stamped_at(kv, rv, out)
+}
+
 /// [`write_stamped`] with a chosen `resourceVersion` (a deleted object
 /// carries the revision of its deletion).
 pub fn write_stamped_at(kv: &KeyValue, rv: Revision, out: &mut Vec<u8>) -> Result<(), ApiError> {
@@ -271,7 +295,11 @@ impl Registry {
             })
             .await?;
         match resp.kvs.first() {
-            Some(kv) => self.decode(kv),
+            Some(kv) => {
+                let mut obj = self.decode(kv)?;
+                kind.serve_as(&mut obj);
+                Ok(obj)
+            }
             None => Err(not_found(kind, name)),
         }
     }
@@ -337,7 +365,8 @@ impl Registry {
         keep: &(dyn Fn(&Value) -> bool + Send + Sync),
     ) -> Result<ListPage, ApiError> {
         self.list_with(kind, ns, limit, continue_from, &|kv| {
-            let obj = self.decode(kv)?;
+            let mut obj = self.decode(kv)?;
+            kind.serve_as(&mut obj);
             Ok(keep(&obj).then_some(obj))
         })
         .await
@@ -478,7 +507,7 @@ impl Registry {
         obj: &Value,
     ) -> Result<Revision, ApiError> {
         let key = Bytes::from(kind.key(ns, name));
-        let value = self.encode_for(&key, obj)?;
+        let value = self.encode_for(&key, &kind.store_as(obj))?;
         let resp = self
             .store
             .txn(TxnRequest {
@@ -517,7 +546,7 @@ impl Registry {
         let key = Bytes::from(kind.key(ns, name));
         let put = TxnOp::Put(PutRequest {
             key: key.clone(),
-            value: self.encode_for(&key, &obj)?,
+            value: self.encode_for(&key, &kind.store_as(&obj))?,
             ..Default::default()
         });
         let resp = self
@@ -548,6 +577,7 @@ impl Registry {
             Some(TxnOpResponse::DeleteRange(d)) => match d.prev_kvs.first() {
                 Some(prev) => {
                     let mut obj = self.decode(prev)?;
+                    kind.serve_as(&mut obj);
                     obj["metadata"]["resourceVersion"] =
                         Value::String(resp.header.revision.to_string());
                     Ok(obj)

@@ -110,11 +110,11 @@ pub async fn handle(
         }
         (Subresource::Scale, Verb::Get) => {
             let obj = state.registry.get(kind, ns, name).await?;
-            Ok(json_response(StatusCode::OK, &scale_of(&obj)))
+            Ok(json_response(StatusCode::OK, &scale_of(kind, &obj)))
         }
         (Subresource::Scale, Verb::Update | Verb::Patch) => {
             let stored = set_scale(state, user, verb, kind, ns, name, headers, &raw).await?;
-            Ok(json_response(StatusCode::OK, &scale_of(&stored)))
+            Ok(json_response(StatusCode::OK, &scale_of(kind, &stored)))
         }
         (Subresource::Binding, Verb::Create) => {
             let binding = body::decode(headers, &raw, None)?;
@@ -202,7 +202,7 @@ async fn set_scale(
         } else {
             let ty = patch::PatchType::from_headers(headers)?;
             let p = body::decode_json(raw)?;
-            patch::apply_patch(ty, &scale_of(&current), &p, None)?
+            patch::apply_patch(ty, &scale_of(kind, &current), &p, None)?
         };
         let replicas = wanted
             .pointer("/spec/replicas")
@@ -232,7 +232,7 @@ async fn set_scale(
             .map(str::to_string);
         let conditional = precondition.is_some();
         let mut next = current;
-        next["spec"]["replicas"] = json!(replicas);
+        set_replicas(kind, &mut next, replicas);
         if let Some(rv) = precondition {
             next["metadata"]["resourceVersion"] = json!(rv);
         }
@@ -257,12 +257,70 @@ async fn set_scale(
     Err(last.unwrap_or(ApiError::NoRoute))
 }
 
-/// The `autoscaling/v1` Scale view of a Deployment or ReplicaSet.
-pub fn scale_of(obj: &Value) -> Value {
+/// Write the replicas a Scale asks for into the workload: `spec.replicas`,
+/// or where a custom kind's scale subresource says.
+fn set_replicas(kind: &Kind, obj: &mut Value, replicas: i64) {
+    let fields = kind
+        .custom
+        .and_then(|c| c.scale.as_ref())
+        .and_then(|s| s.spec_replicas.fields());
+    let fields = fields.unwrap_or_else(|| vec!["spec", "replicas"]);
+    let mut at = obj;
+    for (i, f) in fields.iter().enumerate() {
+        if !at.is_object() {
+            *at = json!({});
+        }
+        if i + 1 == fields.len() {
+            at[*f] = json!(replicas);
+            return;
+        }
+        at = &mut at[*f];
+    }
+}
+
+/// The `autoscaling/v1` Scale view of a workload: a Deployment's or
+/// ReplicaSet's, or a custom kind's through its scale paths.
+pub fn scale_of(kind: &Kind, obj: &Value) -> Value {
+    if let Some(paths) = kind.custom.and_then(|c| c.scale.as_ref()) {
+        let int = |p: &crate::resources::custom::jsonpath::JsonPath| {
+            p.get(obj).and_then(Value::as_i64).unwrap_or(0)
+        };
+        let selector = paths
+            .label_selector
+            .as_ref()
+            .and_then(|p| p.get(obj))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let mut scale = scale_of_fields(
+            obj,
+            int(&paths.spec_replicas),
+            int(&paths.status_replicas),
+            selector,
+        );
+        if selector.is_empty() {
+            scale["status"]
+                .as_object_mut()
+                .map(|s| s.remove("selector"));
+        }
+        return scale;
+    }
     let selector = obj
         .pointer("/spec/selector")
         .map(crate::resources::printer::label_selector_string)
         .unwrap_or_default();
+    scale_of_fields(
+        obj,
+        obj.pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(0),
+        obj.pointer("/status/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(0),
+        &selector,
+    )
+}
+
+fn scale_of_fields(obj: &Value, spec: i64, status: i64, selector: &str) -> Value {
     json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
@@ -273,11 +331,8 @@ pub fn scale_of(obj: &Value) -> Value {
             "resourceVersion": obj.pointer("/metadata/resourceVersion"),
             "creationTimestamp": obj.pointer("/metadata/creationTimestamp"),
         },
-        "spec": {"replicas": obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0)},
-        "status": {
-            "replicas": obj.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0),
-            "selector": selector,
-        },
+        "spec": {"replicas": spec},
+        "status": {"replicas": status, "selector": selector},
     })
 }
 

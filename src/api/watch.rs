@@ -14,7 +14,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use super::ApiState;
-use super::registry::{decode, parse_rv, write_stamped_at};
+use super::registry::{decode, parse_rv, write_served};
 use super::request::{Query, Wants, selectors};
 use super::status::ApiError;
 use super::table;
@@ -47,8 +47,8 @@ fn event_line(ty: &str, obj: &Value) -> Bytes {
 }
 
 /// The event of a store change for a watcher without selectors, built
-/// from the stored bytes (see [`write_stamped_at`]).
-fn raw_event_line(ev: &crate::store::Event) -> Option<Bytes> {
+/// from the stored bytes (see [`super::registry::write_stamped_at`]).
+fn raw_event_line(kind: &Kind, ev: &crate::store::Event) -> Option<Bytes> {
     let (ty, kv, rv) = match (ev.kind, &ev.prev_kv) {
         (EventType::Put, None) => ("ADDED", &ev.kv, ev.kv.mod_revision),
         (EventType::Put, Some(_)) => ("MODIFIED", &ev.kv, ev.kv.mod_revision),
@@ -56,16 +56,16 @@ fn raw_event_line(ev: &crate::store::Event) -> Option<Bytes> {
         (EventType::Delete, Some(prev)) => ("DELETED", prev, ev.kv.mod_revision),
         (EventType::Delete, None) => return None,
     };
-    stamped_event(ty, kv, rv).ok()
+    stamped_event(kind, ty, kv, rv).ok()
 }
 
 /// `{"type":TY,"object":STORED}` and a newline, the object stamped with `rv`.
-fn stamped_event(ty: &str, kv: &KeyValue, rv: Revision) -> Result<Bytes, ApiError> {
+fn stamped_event(kind: &Kind, ty: &str, kv: &KeyValue, rv: Revision) -> Result<Bytes, ApiError> {
     let mut line = Vec::with_capacity(kv.value.len() + 64);
     line.extend_from_slice(b"{\"type\":\"");
     line.extend_from_slice(ty.as_bytes());
     line.extend_from_slice(b"\",\"object\":");
-    write_stamped_at(kv, rv, &mut line)?;
+    write_served(kind, kv, rv, &mut line)?;
     line.extend_from_slice(b"}\n");
     Ok(Bytes::from(line))
 }
@@ -131,7 +131,7 @@ pub async fn serve(
                 .list_raw(kind, ns, 0, None, &|_: &KeyValue| true)
                 .await?;
             for kv in &page.items {
-                initial.push(stamped_event("ADDED", kv, kv.mod_revision)?);
+                initial.push(stamped_event(kind, "ADDED", kv, kv.mod_revision)?);
             }
             page.revision + 1
         }
@@ -202,13 +202,18 @@ pub async fn serve(
                             };
                             let ev = &*ev;
                             if raw {
-                                return raw_event_line(ev);
+                                return raw_event_line(kind, ev);
                             }
+                            let served = |kv: &KeyValue| {
+                                let mut o = decode(kv).ok()?;
+                                kind.serve_as(&mut o);
+                                Some(o)
+                            };
                             let new = match ev.kind {
-                                EventType::Put => decode(&ev.kv).ok(),
+                                EventType::Put => served(&ev.kv),
                                 EventType::Delete => None,
                             };
-                            let old = ev.prev_kv.as_ref().and_then(|p| decode(p).ok());
+                            let old = ev.prev_kv.as_ref().and_then(|p| served(p));
                             let matches = |o: &Option<Value>| {
                                 o.as_ref().is_some_and(|o| labels.matches(o) && fields.matches(o))
                             };
@@ -301,12 +306,13 @@ mod tests {
             kv: kv(9, ""),
             prev_kv: Some(new.clone()),
         };
+        let pods = crate::resources::by_kind("", "Pod").unwrap();
         for (ev, ty, rv) in [
             (&added, "ADDED", "5"),
             (&modified, "MODIFIED", "7"),
             (&deleted, "DELETED", "9"),
         ] {
-            let line = parse(&raw_event_line(ev).expect("an event"));
+            let line = parse(&raw_event_line(pods, ev).expect("an event"));
             assert_eq!(line["type"], ty);
             assert_eq!(line["object"]["metadata"]["resourceVersion"], rv);
             assert_eq!(line["object"]["metadata"]["name"], "a");
@@ -318,6 +324,6 @@ mod tests {
             kv: kv(9, ""),
             prev_kv: None,
         };
-        assert!(raw_event_line(&bare).is_none());
+        assert!(raw_event_line(pods, &bare).is_none());
     }
 }

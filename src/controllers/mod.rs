@@ -18,6 +18,8 @@
 //! - [`daemonset`]: one pod per fitting node, rolling updates.
 //! - [`nodelifecycle`]: marks silent nodes, taints them, evicts their pods.
 //! - [`garbagecollector`]: deletes (or releases) what owners leave behind.
+//! - [`customresourcedefinition`]: accepts CRDs' names, marks them
+//!   Established, and deletes a deleted CRD's objects.
 //! - [`ingress`]: where each Ingress the node proxies serve is reachable.
 //! - [`gateway`]: the status of the Gateway API objects the proxies serve.
 //! - [`disruption`]: PodDisruptionBudgets' status: healthy pods against
@@ -33,6 +35,7 @@
 //! - [`events`]: the Events controllers record.
 
 pub mod cronjob;
+pub mod customresourcedefinition;
 pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
@@ -392,6 +395,7 @@ pub async fn run(
         garbagecollector::run(client.clone(), gc_pods, stop.wait()),
         serviceaccount::run(client.clone(), stop.wait()),
         ingress::run(client.clone(), stop.wait()),
+        customresourcedefinition::run(client.clone(), stop.wait()),
         gateway::run(client.clone(), stop.wait()),
         podautoscaler::run(client, cache, autoscaler, stop.wait()),
     );

@@ -21,7 +21,7 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
 use super::ControllerError;
-use crate::resources::{KINDS, Kind};
+use crate::resources::Kind;
 
 /// The finalizer in `spec.finalizers` that stands for this controller's
 /// work.
@@ -85,7 +85,9 @@ pub async fn run(client: Client, shutdown: impl Future<Output = ()> + Send + Syn
 
 /// The namespaced kinds the controller empties a namespace of.
 fn namespaced_kinds() -> impl Iterator<Item = &'static Kind> {
-    KINDS.iter().filter(|k| k.namespaced && k.stored)
+    crate::resources::all_kinds()
+        .into_iter()
+        .filter(|k| k.namespaced && k.stored)
 }
 
 fn api_in(client: &Client, ns: &str, kind: &Kind) -> Api<DynamicObject> {

@@ -10,6 +10,7 @@
 
 pub mod activation;
 pub mod cron;
+pub mod custom;
 pub mod defaults;
 pub mod gateway;
 pub mod kinds;
@@ -18,6 +19,8 @@ pub mod patchmeta;
 pub mod printer;
 pub mod quantity;
 pub mod validation;
+
+use serde_json::Value;
 
 pub use kinds::{Access, Allocation, CreateContext, Deletion, KindOps, KindSpec, StatusRule};
 pub use validation::{FieldError, FieldErrorKind, NameRule};
@@ -85,6 +88,8 @@ pub struct Kind {
     pub deletion: Deletion,
     pub access: Access,
     pub ops: &'static dyn KindOps,
+    /// Set for the kinds CustomResourceDefinitions add (`custom`).
+    pub custom: Option<&'static custom::CustomInfo>,
 }
 
 impl std::fmt::Debug for Kind {
@@ -129,6 +134,37 @@ impl Kind {
         }
     }
 
+    /// Put an object read from the store into this kind's version. A
+    /// custom kind's versions share its stored objects, which carry the
+    /// storage version; with no conversion only `apiVersion` changes.
+    pub fn serve_as(&self, obj: &mut Value) {
+        if self.custom.is_some()
+            && let Some(map) = obj.as_object_mut()
+            && map.get("apiVersion").and_then(Value::as_str) != Some(&self.api_version())
+        {
+            map.insert("apiVersion".into(), Value::String(self.api_version()));
+        }
+    }
+
+    /// An object as it is stored: in the storage version.
+    pub fn store_as<'a>(&self, obj: &'a Value) -> std::borrow::Cow<'a, Value> {
+        match self.custom {
+            Some(c)
+                if obj.get("apiVersion").and_then(Value::as_str) != Some(c.storage_api_version) =>
+            {
+                let mut owned = obj.clone();
+                if let Some(map) = owned.as_object_mut() {
+                    map.insert(
+                        "apiVersion".into(),
+                        Value::String(c.storage_api_version.to_string()),
+                    );
+                }
+                std::borrow::Cow::Owned(owned)
+            }
+            _ => std::borrow::Cow::Borrowed(obj),
+        }
+    }
+
     pub fn has_subresource(&self, sub: Subresource) -> bool {
         self.subresources.contains(&sub)
     }
@@ -151,17 +187,35 @@ pub fn by_resource(group: &str, version: &str, plural: &str) -> Option<&'static 
     KINDS
         .iter()
         .find(|k| k.group == group && k.version == version && k.plural == plural)
+        .or_else(|| custom::by_resource(group, version, plural))
 }
 
 /// Find a kind by group and kind name.
 pub fn by_kind(group: &str, kind: &str) -> Option<&'static Kind> {
-    KINDS.iter().find(|k| k.group == group && k.kind == kind)
+    KINDS
+        .iter()
+        .find(|k| k.group == group && k.kind == kind)
+        .or_else(|| custom::by_kind(group, kind))
+}
+
+/// Find a kind by group, version and kind name.
+pub fn by_resource_kind(group: &str, version: &str, kind: &str) -> Option<&'static Kind> {
+    all_kinds()
+        .into_iter()
+        .find(|k| k.group == group && k.version == version && k.kind == kind)
+}
+
+/// Every kind served now: the built-in ones, then the custom ones.
+pub fn all_kinds() -> Vec<&'static Kind> {
+    let mut out: Vec<&'static Kind> = KINDS.iter().collect();
+    out.extend(custom::all());
+    out
 }
 
 /// The group-versions served, in discovery order (core first).
 pub fn group_versions() -> Vec<(&'static str, &'static str)> {
     let mut out: Vec<(&'static str, &'static str)> = Vec::new();
-    for k in KINDS {
+    for k in all_kinds() {
         if !out.contains(&(k.group, k.version)) {
             out.push((k.group, k.version));
         }

@@ -13,6 +13,7 @@ pub enum FieldErrorKind {
     Duplicate,
     Forbidden,
     TooLong,
+    TooMany,
 }
 
 impl FieldErrorKind {
@@ -25,6 +26,7 @@ impl FieldErrorKind {
             FieldErrorKind::Duplicate => "FieldValueDuplicate",
             FieldErrorKind::Forbidden => "FieldValueForbidden",
             FieldErrorKind::TooLong => "FieldValueTooLong",
+            FieldErrorKind::TooMany => "FieldValueTooMany",
         }
     }
 }
@@ -78,6 +80,16 @@ impl FieldError {
         }
     }
 
+    /// A field the object may not have (or not have so).
+    pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        FieldError {
+            kind: FieldErrorKind::Forbidden,
+            field: field.into(),
+            value: None,
+            detail: detail.into(),
+        }
+    }
+
     /// Rendered as Kubernetes renders a field error.
     pub fn message(&self) -> String {
         let what = match self.kind {
@@ -96,6 +108,10 @@ impl FieldError {
             },
             FieldErrorKind::Forbidden => "Forbidden".to_string(),
             FieldErrorKind::TooLong => "Too long".to_string(),
+            FieldErrorKind::TooMany => match &self.value {
+                Some(v) => format!("Too many: {v}"),
+                None => "Too many".to_string(),
+            },
         };
         if self.detail.is_empty() {
             format!("{}: {}", self.field, what)

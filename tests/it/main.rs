@@ -15,6 +15,7 @@ mod batch;
 mod cloud;
 mod controllers;
 mod crash;
+mod crd;
 mod disruption;
 mod etcd_backend;
 mod etcdctl;

@@ -34,7 +34,7 @@ use sha2::{Digest, Sha256};
 
 use super::discovery::VIRTUAL;
 use super::status::ApiError;
-use crate::resources::{self, KINDS};
+use crate::resources;
 
 /// A group, version and kind, as the `x-kubernetes-group-version-kind`
 /// extension writes them.
@@ -171,8 +171,8 @@ fn document(group: &'static str, version: &'static str) -> Value {
     let mut collector = schemas::Collector::new();
     let mut paths = Map::new();
     paths::add_discovery(&mut paths, group, version);
-    for kind in KINDS
-        .iter()
+    for kind in resources::all_kinds()
+        .into_iter()
         .filter(|k| k.group == group && k.version == version)
     {
         let gvk = Gvk {
@@ -268,9 +268,64 @@ pub async fn v2(headers: HeaderMap) -> Response {
     serve(doc, &headers, None)
 }
 
+/// The documents of the custom kinds' group-versions, rebuilt when the
+/// served custom kinds change (see `resources::custom::generation`).
+struct CustomDocs {
+    generation: u64,
+    by_path: HashMap<String, Doc>,
+    index: Doc,
+}
+
+static CUSTOM_DOCS: std::sync::Mutex<Option<std::sync::Arc<CustomDocs>>> =
+    std::sync::Mutex::new(None);
+
+fn custom_documents(docs: &Documents) -> std::sync::Arc<CustomDocs> {
+    let generation = resources::custom::generation();
+    let mut guard = CUSTOM_DOCS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(d) = guard.as_ref()
+        && d.generation == generation
+    {
+        return d.clone();
+    }
+    let mut gvs: Vec<(&'static str, &'static str)> = Vec::new();
+    for k in resources::custom::all() {
+        if !gvs.contains(&(k.group, k.version)) {
+            gvs.push((k.group, k.version));
+        }
+    }
+    let mut by_path = HashMap::new();
+    let mut index: Map<String, Value> = serde_json::from_slice::<Value>(&docs.index.body)
+        .ok()
+        .and_then(|v| v.get("paths").and_then(Value::as_object).cloned())
+        .unwrap_or_default();
+    for (group, version) in gvs {
+        let path = doc_path(group, version);
+        let doc = Doc::new(&document(group, version));
+        index.insert(
+            path.clone(),
+            json!({ "serverRelativeURL": format!("/openapi/v3/{path}?hash={}", doc.hash) }),
+        );
+        by_path.insert(path, doc);
+    }
+    let built = std::sync::Arc::new(CustomDocs {
+        generation,
+        by_path,
+        index: Doc::new(&json!({ "paths": index })),
+    });
+    *guard = Some(built.clone());
+    built
+}
+
 /// `GET /openapi/v3`.
 pub async fn v3_index(headers: HeaderMap) -> Response {
-    serve(&documents().await.index, &headers, None)
+    let docs = documents().await;
+    if resources::custom::all().is_empty() {
+        return serve(&docs.index, &headers, None);
+    }
+    let custom = custom_documents(docs);
+    serve(&custom.index, &headers, None)
 }
 
 /// `GET /openapi/v3/api/v1`, `/openapi/v3/apis/GROUP/VERSION`.
@@ -283,7 +338,12 @@ pub async fn v3_document(
         .as_deref()
         .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
         .and_then(|pairs| pairs.into_iter().find(|(k, _)| k == "hash").map(|(_, v)| v));
-    match documents().await.by_path.get(path.trim_matches('/')) {
+    let docs = documents().await;
+    let path = path.trim_matches('/');
+    if let Some(doc) = docs.by_path.get(path) {
+        return serve(doc, &headers, hash.as_deref());
+    }
+    match custom_documents(docs).by_path.get(path) {
         Some(doc) => serve(doc, &headers, hash.as_deref()),
         None => ApiError::NoRoute.into_response(),
     }

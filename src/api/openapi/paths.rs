@@ -325,7 +325,7 @@ pub fn add_kind(paths: &mut Map<String, Value>, c: &mut Collector, kind: &Kind, 
         gvk,
         schema,
         list_schema: format!("{schema}List"),
-        builtin: !kind.group.ends_with("wkube.dev"),
+        builtin: !kind.group.ends_with("wkube.dev") && kind.custom.is_none(),
         tag: tag(kind.group, kind.version),
         id_infix: id_infix(kind.group, kind.version),
     };

@@ -60,8 +60,12 @@ impl Collector {
     /// set); returns the kind's schema name. `None` for a kind this
     /// module has no schema for.
     pub fn add_kind(&mut self, gvk: Gvk, list_kind: Option<&'static str>) -> Option<String> {
+        let custom = crate::resources::by_resource_kind(gvk.group, gvk.version, gvk.kind)
+            .filter(|k| k.custom.is_some());
         let name = if (gvk.group, gvk.kind) == (MODULE_GROUP, "Module") {
             self.add_module()
+        } else if let Some(kind) = custom {
+            self.add_custom(kind)?
         } else {
             typed_schema(&mut self.generator, gvk.group, gvk.kind)?
         };
@@ -125,6 +129,29 @@ impl Collector {
             }
         }
         schemas
+    }
+
+    /// A custom kind's schema: its CRD version's `openAPIV3Schema`, with
+    /// the metadata every object has.
+    fn add_custom(&mut self, kind: &crate::resources::Kind) -> Option<String> {
+        let mut schema = crate::resources::custom::openapi_schema(kind)?;
+        self.generator.subschema_for::<meta::ObjectMeta>();
+        self.generator.subschema_for::<meta::ListMeta>();
+        let props = schema
+            .as_object_mut()?
+            .entry("properties")
+            .or_insert_with(|| json!({}));
+        if let Some(props) = props.as_object_mut() {
+            props.insert("apiVersion".into(), json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."}));
+            props.insert("kind".into(), json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents."}));
+            props.insert("metadata".into(), json!({"allOf": [{"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"}], "description": "Standard object's metadata."}));
+        }
+        // Named as Kubernetes names custom resources' schemas: the group
+        // reversed, then version and kind.
+        let reversed: Vec<&str> = kind.group.split('.').rev().collect();
+        let name = format!("{}.{}.{}", reversed.join("."), kind.version, kind.kind);
+        self.extra.insert(name.clone(), schema);
+        Some(name)
     }
 
     fn add_module(&mut self) -> String {

@@ -198,7 +198,7 @@ fn every_ref_resolves_within_its_document() {
 /// `/openapi/v2` and fail.
 #[test]
 fn every_served_kind_has_a_schema_and_validating_patches() {
-    for kind in KINDS {
+    for kind in crate::resources::KINDS {
         let doc = parsed(&doc_path(kind.group, kind.version));
         let gvk = json!({"group": kind.group, "version": kind.version, "kind": kind.kind});
         let tagged = doc["components"]["schemas"]

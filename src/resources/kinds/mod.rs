@@ -255,6 +255,7 @@ macro_rules! kind {
             deletion: <$k as KindSpec>::DELETION,
             access: <$k as KindSpec>::ACCESS,
             ops: &Strategy::<$k>::NEW,
+            custom: None,
         }
     };
 }
@@ -300,6 +301,7 @@ kinds! {
     gateway::Gateway,
     httproute::HttpRoute,
     poddisruptionbudget::PodDisruptionBudget,
+    customresourcedefinition::CustomResourceDefinition,
     resourcequota::ResourceQuota,
     limitrange::LimitRange,
     priorityclass::PriorityClass,
