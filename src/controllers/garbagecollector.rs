@@ -412,6 +412,26 @@ impl Seen {
     }
 }
 
+/// A metadata watch of every object of `kind` (the graph needs nothing
+/// else). A custom kind's watch ends once its CRD no longer serves it
+/// (the CRD is gone, or changed and its kind built again, which gets a
+/// watch of its own).
+fn watch_kind(client: &Client, kind: &'static Kind) -> futures::stream::BoxStream<'static, Seen> {
+    let api: Api<PartialObjectMeta<DynamicObject>> =
+        Api::all_with(client.clone(), &api_resource(kind));
+    watch(api, watcher::Config::default())
+        .default_backoff()
+        .take_while(move |e| {
+            let served = e.is_ok()
+                || kind.custom.is_none()
+                || crate::resources::by_resource(kind.group, kind.version, kind.plural)
+                    .is_some_and(|k| std::ptr::eq(k, kind));
+            futures::future::ready(served)
+        })
+        .filter_map(move |e| futures::future::ready(Seen::from_watch(kind, e)))
+        .boxed()
+}
+
 /// The kinds whose objects the graph holds. Events name what they are
 /// about in `involvedObject`, not as owners, and are many: left out.
 fn followed_kinds() -> impl Iterator<Item = &'static Kind> {
@@ -438,15 +458,10 @@ pub async fn run(
     });
     let kinds: Vec<&'static Kind> = followed_kinds().collect();
     let pods_kind = crate::resources::by_kind("", "Pod").expect("pods are served");
-    let watched = kinds.iter().filter(|&&k| k != pods_kind).map(|&kind| {
-        // Metadata only: the graph needs nothing else.
-        let api: Api<PartialObjectMeta<DynamicObject>> =
-            Api::all_with(client.clone(), &api_resource(kind));
-        watch(api, watcher::Config::default())
-            .default_backoff()
-            .filter_map(move |e| futures::future::ready(Seen::from_watch(kind, e)))
-            .boxed()
-    });
+    let watched = kinds
+        .iter()
+        .filter(|&&k| k != pods_kind)
+        .map(|&kind| watch_kind(&client, kind));
     let pods = pods
         .map(move |e| match e {
             PodEvent::Applied(pod) => Seen::Applied(pods_kind, Box::new(pod.metadata.clone())),
@@ -454,9 +469,14 @@ pub async fn run(
             PodEvent::Listed => Seen::Listed(pods_kind),
         })
         .boxed();
-    let events =
-        futures::stream::select_all(watched.chain(std::iter::once(pods))).take_until(shutdown);
-    let mut events = std::pin::pin!(events);
+    let mut events = futures::stream::select_all(watched.chain(std::iter::once(pods)));
+    // Custom kinds come and go with their CRDs: each one served gets a
+    // watch of its own when it appears (see `watch_kind`).
+    let mut custom_seen = u64::MAX;
+    let mut custom_watched: HashSet<usize> = HashSet::new();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shutdown = std::pin::pin!(shutdown);
     // Nothing is decided before every kind has been listed once: an owner
     // not listed yet would look gone.
     let mut listed: HashSet<&'static str> = HashSet::new();
@@ -482,7 +502,32 @@ pub async fn run(
         }
     };
     let feed = async {
-        while let Some(seen) = events.next().await {
+        loop {
+            let seen = tokio::select! {
+                () = &mut shutdown => return,
+                _ = tick.tick() => {
+                    let generation = crate::resources::custom::generation();
+                    if generation != custom_seen {
+                        custom_seen = generation;
+                        for kind in crate::resources::custom::all() {
+                            // One watch per kind, in the version it is
+                            // stored in.
+                            let Some(stored) = crate::resources::by_kind(kind.group, kind.kind) else {
+                                continue;
+                            };
+                            if custom_watched.insert(std::ptr::from_ref(stored) as usize) {
+                                tracing::info!(kind = stored.kind, group = stored.group, "garbage collector follows a custom kind");
+                                events.push(watch_kind(&client, stored));
+                            }
+                        }
+                    }
+                    continue;
+                }
+                next = events.next() => match next {
+                    Some(seen) => seen,
+                    None => return,
+                },
+            };
             let touched = {
                 let mut graph = collector.graph.lock();
                 match seen {
@@ -492,6 +537,20 @@ pub async fn run(
                     },
                     Seen::Deleted(Some(uid)) => graph.remove(&uid),
                     Seen::Deleted(None) => Vec::new(),
+                    // A custom kind followed late: owners of it that went
+                    // before its watch began were never seen to go, so
+                    // every dependent naming one is looked at again.
+                    Seen::Listed(kind) if kind.custom.is_some() => graph
+                        .nodes
+                        .iter()
+                        .filter(|(_, n)| {
+                            n.owners.iter().any(|o| {
+                                o.kind
+                                    .is_some_and(|k| k.group == kind.group && k.kind == kind.kind)
+                            })
+                        })
+                        .map(|(uid, _)| uid.clone())
+                        .collect(),
                     Seen::Listed(kind) => {
                         listed.insert(kind.plural);
                         if !synced && listed.len() == kinds.len() {

@@ -31,6 +31,7 @@ mod metrics;
 mod modules;
 mod networkpolicy;
 mod nodes;
+mod operator;
 mod proxy;
 mod quota;
 mod scheduler;
