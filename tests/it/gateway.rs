@@ -6,49 +6,10 @@
 
 use crate::common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::{Kubectl, eventually};
+use common::{curl, deploy_app, eventually};
 use serde_json::Value;
-
-fn app(k: &Kubectl, name: &str, image: &str) {
-    let manifest = format!(
-        r#"{{"apiVersion": "v1", "kind": "List", "items": [
-            {{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {{"name": "{name}"}},
-              "spec": {{"replicas": 1, "selector": {{"matchLabels": {{"app": "{name}"}}}},
-                "template": {{"metadata": {{"labels": {{"app": "{name}"}}}},
-                  "spec": {{"containers": [{{"name": "web", "image": "{image}",
-                    "ports": [{{"containerPort": 8080, "name": "http"}}]}}]}}}}}}}},
-            {{"apiVersion": "v1", "kind": "Service", "metadata": {{"name": "{name}"}},
-              "spec": {{"selector": {{"app": "{name}"}},
-                "ports": [{{"name": "http", "port": 80, "targetPort": "http"}}]}}}}]}}"#
-    );
-    k.ok_with_stdin(&["apply", "-f", "-"], &manifest);
-    k.ok(&[
-        "rollout",
-        "status",
-        &format!("deployment/{name}"),
-        "--timeout=90s",
-    ]);
-}
-
-/// curl with extra arguments; (status, body).
-fn curl(args: &[&str]) -> (u16, String) {
-    let out = common::run(
-        {
-            let mut c = Command::new("curl");
-            c.args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
-                .args(args);
-            c
-        },
-        None,
-        Duration::from_secs(15),
-    );
-    let text = out.stdout;
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
 
 const HELLO: &str = "Hello from wkube!\n";
 
@@ -63,8 +24,8 @@ fn a_gateway_serves_weighted_and_header_routes_over_http_and_https() {
         "{}",
         k.ok(&["get", "gatewayclass", "-o", "yaml"])
     );
-    app(&k, "hello", "hello:v1");
-    app(&k, "echo", "echo:v1");
+    deploy_app(&k, "hello", "hello:v1");
+    deploy_app(&k, "echo", "echo:v1");
 
     let dir = tempfile::tempdir().unwrap();
     let cert = rcgen::generate_simple_self_signed(vec!["shop.example.test".to_string()]).unwrap();

@@ -8,49 +8,8 @@ use crate::common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Kubectl, eventually};
+use common::{curl_host, deploy_app, eventually};
 use serde_json::Value;
-
-/// A Deployment of one pod of `image` labelled `app=NAME` and a Service
-/// `NAME` on port 80 to the pod's port 8080.
-fn app(k: &Kubectl, name: &str, image: &str) {
-    let manifest = format!(
-        r#"{{"apiVersion": "v1", "kind": "List", "items": [
-            {{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {{"name": "{name}"}},
-              "spec": {{"replicas": 1, "selector": {{"matchLabels": {{"app": "{name}"}}}},
-                "template": {{"metadata": {{"labels": {{"app": "{name}"}}}},
-                  "spec": {{"containers": [{{"name": "web", "image": "{image}",
-                    "ports": [{{"containerPort": 8080, "name": "http"}}]}}]}}}}}}}},
-            {{"apiVersion": "v1", "kind": "Service", "metadata": {{"name": "{name}"}},
-              "spec": {{"selector": {{"app": "{name}"}},
-                "ports": [{{"name": "http", "port": 80, "targetPort": "http"}}]}}}}]}}"#
-    );
-    k.ok_with_stdin(&["apply", "-f", "-"], &manifest);
-    k.ok(&[
-        "rollout",
-        "status",
-        &format!("deployment/{name}"),
-        "--timeout=90s",
-    ]);
-}
-
-/// `curl` with a `Host` header; (status, body). Status 0: no answer.
-fn curl_host(url: &str, host: &str) -> (u16, String) {
-    let out = common::run(
-        {
-            let mut c = Command::new("curl");
-            c.args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
-                .args(["-H", &format!("Host: {host}")])
-                .arg(url);
-            c
-        },
-        None,
-        Duration::from_secs(15),
-    );
-    let text = out.stdout;
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
 
 #[test]
 fn an_ingress_routes_by_host_and_path_and_shows_its_address() {
@@ -67,8 +26,8 @@ fn an_ingress_routes_by_host_and_path_and_shows_its_address() {
         "true"
     );
 
-    app(&k, "hello", "hello:v1");
-    app(&k, "echo", "echo:v1");
+    deploy_app(&k, "hello", "hello:v1");
+    deploy_app(&k, "echo", "echo:v1");
 
     // No class named: the default one is filled in.
     k.ok(&[
@@ -139,7 +98,7 @@ fn an_ingress_routes_by_host_and_path_and_shows_its_address() {
 fn an_ingress_with_tls_serves_its_secret_certificate_by_name() {
     let s = common::node_server_with_examples();
     let k = s.kubectl();
-    app(&k, "hello", "hello:v1");
+    deploy_app(&k, "hello", "hello:v1");
 
     let dir = tempfile::tempdir().unwrap();
     let cert = rcgen::generate_simple_self_signed(vec!["secure.example.test".to_string()]).unwrap();

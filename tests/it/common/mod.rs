@@ -895,3 +895,49 @@ pub fn node_server_with_examples() -> TestServer {
     }
     s
 }
+
+/// A Deployment of one replica running `image` (port 8080, named `http`)
+/// and a Service `name` on port 80 in front of it, applied with kubectl;
+/// returns once the rollout is done.
+pub fn deploy_app(k: &Kubectl, name: &str, image: &str) {
+    let manifest = format!(
+        r#"{{"apiVersion": "v1", "kind": "List", "items": [
+            {{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {{"name": "{name}"}},
+              "spec": {{"replicas": 1, "selector": {{"matchLabels": {{"app": "{name}"}}}},
+                "template": {{"metadata": {{"labels": {{"app": "{name}"}}}},
+                  "spec": {{"containers": [{{"name": "web", "image": "{image}",
+                    "ports": [{{"containerPort": 8080, "name": "http"}}]}}]}}}}}}}},
+            {{"apiVersion": "v1", "kind": "Service", "metadata": {{"name": "{name}"}},
+              "spec": {{"selector": {{"app": "{name}"}},
+                "ports": [{{"name": "http", "port": 80, "targetPort": "http"}}]}}}}]}}"#
+    );
+    k.ok_with_stdin(&["apply", "-f", "-"], &manifest);
+    k.ok(&[
+        "rollout",
+        "status",
+        &format!("deployment/{name}"),
+        "--timeout=90s",
+    ]);
+}
+
+/// `curl ARGS` (at most 10 s); (status, body). Status 0: no answer.
+pub fn curl(args: &[&str]) -> (u16, String) {
+    let out = run(
+        {
+            let mut c = Command::new("curl");
+            c.args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
+                .args(args);
+            c
+        },
+        None,
+        Duration::from_secs(15),
+    );
+    let text = out.stdout;
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// `curl` of `url` with a `Host` header; (status, body).
+pub fn curl_host(url: &str, host: &str) -> (u16, String) {
+    curl(&["-H", &format!("Host: {host}"), url])
+}
