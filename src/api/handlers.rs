@@ -234,7 +234,7 @@ async fn list(
         let include = query.get("includeObject").unwrap_or("Metadata");
         return Ok(json_response(
             StatusCode::OK,
-            &table::list(kind, &page.items, list_meta, include),
+            &table::list(kind, page.items, list_meta, include),
         ));
     }
     let body = json!({

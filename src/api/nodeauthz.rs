@@ -88,10 +88,7 @@ pub async fn decide(state: &ApiState, node: &str, a: &Attributes) -> Decision {
             } else {
                 "configMap"
             };
-            if pods_on(state, node, &a.namespace)
-                .await
-                .iter()
-                .any(|p| references(p, field, &a.name))
+            if any_pod_on(state, node, &a.namespace, |p| references(p, field, &a.name)).await
                 || (a.resource == "secrets"
                     && (ingress_certificate(state, &a.namespace, &a.name).await
                         || gateway_certificate(state, &a.namespace, &a.name).await))
@@ -104,12 +101,13 @@ pub async fn decide(state: &ApiState, node: &str, a: &Attributes) -> Decision {
             }
         }
         ("", "serviceaccounts", "token") | ("", "serviceaccounts", "") => {
-            let uses = pods_on(state, node, &a.namespace).await.iter().any(|p| {
+            let uses = any_pod_on(state, node, &a.namespace, |p| {
                 p.pointer("/spec/serviceAccountName")
                     .and_then(Value::as_str)
                     .unwrap_or("default")
                     == a.name
-            });
+            })
+            .await;
             if uses {
                 Decision::NoOpinion
             } else {
@@ -243,16 +241,27 @@ async fn pod_node(state: &ApiState, ns: &str, name: &str) -> PodNode {
     }
 }
 
-/// The pods in `ns` bound to `node`.
-async fn pods_on(state: &ApiState, node: &str, ns: &str) -> Vec<Value> {
+/// Whether a pod in `ns` bound to `node` satisfies `uses`. A kubelet asks
+/// this for every pod it starts (its token, its config maps), so the pods
+/// are decoded one at a time and the search stops at the first match:
+/// decoding the whole namespace first made each of those requests cost a
+/// full list and stalled the API server while thousands of pods started.
+async fn any_pod_on(state: &ApiState, node: &str, ns: &str, uses: impl Fn(&Value) -> bool) -> bool {
     let Some(kind) = resources::by_resource("", "v1", "pods") else {
-        return Vec::new();
+        return false;
     };
-    let keep = |p: &Value| p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node);
-    match state.registry.list(kind, Some(ns), 0, None, &keep).await {
-        Ok(page) => page.items,
-        Err(_) => Vec::new(),
-    }
+    let Ok(page) = state
+        .registry
+        .list_raw(kind, Some(ns), 0, None, &|_| true)
+        .await
+    else {
+        return false;
+    };
+    page.items.iter().any(|kv| {
+        super::registry::decode(kv).is_ok_and(|p| {
+            p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node) && uses(&p)
+        })
+    })
 }
 
 /// Whether `pod` uses the secret or config map `name` (volumes, projected

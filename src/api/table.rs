@@ -7,22 +7,28 @@ use serde_json::{Value, json};
 
 use crate::resources::Kind;
 
-fn row_object(kind: &Kind, o: &Value, include: &str) -> Option<Value> {
+/// The object a row carries. Takes the object by value: with the default
+/// `Metadata`, a list of thousands of rows then moves each metadata map
+/// instead of copying it.
+fn row_object(o: Value, include: &str) -> Option<Value> {
     match include {
         "None" => None,
-        "Object" => Some(o.clone()),
-        _ => Some(json!({
-            "kind": "PartialObjectMetadata",
-            "apiVersion": "meta.k8s.io/v1",
-            "metadata": o.get("metadata").cloned().unwrap_or_else(|| json!({})),
-        }))
-        .map(|mut v| {
-            let _ = kind;
-            if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        "Object" => Some(o),
+        _ => {
+            let mut metadata = match o {
+                Value::Object(mut top) => top.remove("metadata"),
+                _ => None,
+            }
+            .unwrap_or_else(|| json!({}));
+            if let Some(m) = metadata.as_object_mut() {
                 m.remove("managedFields");
             }
-            v
-        }),
+            Some(json!({
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": metadata,
+            }))
+        }
     }
 }
 
@@ -36,22 +42,23 @@ fn column_defs(kind: &Kind) -> Vec<Value> {
         .collect()
 }
 
-fn row(kind: &Kind, o: &Value, include: &str) -> Value {
-    let mut r = json!({"cells": kind.ops.cells(o)});
-    if let Some(obj) = row_object(kind, o, include) {
-        r["object"] = obj;
+fn row(kind: &Kind, o: Value, include: &str) -> Value {
+    let mut r = serde_json::Map::with_capacity(2);
+    r.insert("cells".into(), Value::Array(kind.ops.cells(&o)));
+    if let Some(obj) = row_object(o, include) {
+        r.insert("object".into(), obj);
     }
-    r
+    Value::Object(r)
 }
 
 /// A Table of a list.
-pub fn list(kind: &Kind, items: &[Value], list_meta: Value, include: &str) -> Value {
+pub fn list(kind: &Kind, items: Vec<Value>, list_meta: Value, include: &str) -> Value {
     json!({
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
         "metadata": list_meta,
         "columnDefinitions": column_defs(kind),
-        "rows": items.iter().map(|o| row(kind, o, include)).collect::<Vec<_>>(),
+        "rows": items.into_iter().map(|o| row(kind, o, include)).collect::<Vec<_>>(),
     })
 }
 
@@ -62,7 +69,7 @@ pub fn single(kind: &Kind, o: &Value, include: &str) -> Value {
         "apiVersion": "meta.k8s.io/v1",
         "metadata": {"resourceVersion": o.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("")},
         "columnDefinitions": column_defs(kind),
-        "rows": [row(kind, o, include)],
+        "rows": [row(kind, o.clone(), include)],
     })
 }
 
@@ -88,7 +95,7 @@ mod tests {
             "spec": {"containers": [{"name": "c"}], "nodeName": "n1"},
             "status": {"phase": "Running", "podIP": "127.128.0.5",
                 "containerStatuses": [{"ready": true, "restartCount": 2, "state": {"running": {}}}]}});
-        let t = list(pods, &[pod], json!({}), "Metadata");
+        let t = list(pods, vec![pod], json!({}), "Metadata");
         let cells = &t["rows"][0]["cells"];
         assert_eq!(cells[0], "web");
         assert_eq!(cells[1], "1/1");

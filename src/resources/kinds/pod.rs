@@ -100,8 +100,7 @@ impl KindSpec for Pod {
         let statuses = o
             .pointer("/status/containerStatuses")
             .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+            .map_or(&[][..], Vec::as_slice);
         let total = o
             .pointer("/spec/containers")
             .and_then(Value::as_array)
@@ -115,7 +114,7 @@ impl KindSpec for Pod {
         if !s(o, "/status/reason").is_empty() {
             reason = s(o, "/status/reason").to_string();
         }
-        for c in &statuses {
+        for c in statuses {
             let waiting = s(c, "/state/waiting/reason");
             let term = s(c, "/state/terminated/reason");
             if !waiting.is_empty() {
