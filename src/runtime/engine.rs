@@ -27,6 +27,7 @@ impl WkubeEngine {
     pub(crate) fn new(config: &RuntimeConfig) -> Result<WkubeEngine, RuntimeError> {
         let (engine, pooling) = match config.pooling {
             PoolingMode::Never => (build_on_demand(config)?, false),
+            PoolingMode::Small => (build(config, Allocation::SmallReservations)?, false),
             PoolingMode::Always => (build(config, Allocation::Pooling)?, true),
             // Building the engine is the probe: the pool reserves its whole
             // address space (slots × reservation) up front, and that is
