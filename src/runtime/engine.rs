@@ -171,6 +171,18 @@ mod tests {
     }
 
     #[test]
+    fn small_memories_build_an_engine_without_the_pool() {
+        let cfg = RuntimeConfig {
+            pooling: PoolingMode::Small,
+            ..RuntimeConfig::default()
+        };
+        let e = WkubeEngine::new(&cfg).expect("engine");
+        assert!(!e.pooling);
+        let mut store = wasmtime::Store::new(&e.engine, ());
+        wasmtime::Memory::new(&mut store, wasmtime::MemoryType::new(1, None)).expect("a memory");
+    }
+
+    #[test]
     fn auto_pooling_builds_an_engine_with_the_default_pool_either_way() {
         let start = std::time::Instant::now();
         let e = WkubeEngine::new(&RuntimeConfig::default()).expect("engine");

@@ -1,9 +1,9 @@
 //! An arm64 node: `wkube` cross-built for `aarch64-unknown-linux-gnu` runs
 //! under user-mode emulation (`qemu-aarch64`) as `wkube agent`, joined to
 //! this build's server, whose own node is the host's architecture. The
-//! node reports the architecture of the binary, a pod pinned to arm64
-//! waits for such a node and runs there (its module compiled for aarch64),
-//! and its NodePort answers.
+//! node reports the architecture of the binary, pods pinned to arm64 wait
+//! for such a node and run there (their module compiled for aarch64 on
+//! it), and their NodePort answers.
 //!
 //! scripts/test installs the emulator, the aarch64 C library and the
 //! cross linker, and builds the binary before the tests. Without them this
@@ -30,12 +30,13 @@ const NODE_READY_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Bound to Running under emulation: the agent compiles the module with
 /// cranelift for aarch64, every instruction of the compiler emulated.
+/// About 3 s on a 2-core x86-64 machine; the bound allows for a loaded one.
 const POD_RUNNING_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The cross-built binary: `$WKUBE_ARM64_BIN`, or the debug build of
 /// [`CROSS_TARGET`] in this build's target directory.
 fn arm64_binary() -> PathBuf {
-    let bin = std::env::var_os("WKUBE_ARM64_BIN")
+    let bin = env_path("WKUBE_ARM64_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             // CARGO_BIN_EXE_wkube is TARGET_DIR/debug/wkube.
@@ -46,24 +47,48 @@ fn arm64_binary() -> PathBuf {
                 .expect("the wkube binary lives in TARGET_DIR/PROFILE/");
             target_dir.join(CROSS_TARGET).join("debug").join("wkube")
         });
-    let mut header = [0u8; 20];
-    let read = std::fs::File::open(&bin).and_then(|mut f| f.read_exact(&mut header));
-    if let Err(e) = read {
-        panic!(
+    match is_aarch64_elf(&bin) {
+        Ok(true) => bin,
+        Ok(false) => panic!("{} is not an aarch64 ELF binary", bin.display()),
+        Err(e) => panic!(
             "no arm64 wkube at {} ({e}): build it with \
              `cargo build --target {CROSS_TARGET} --bin wkube` (scripts/test does), \
              or point WKUBE_ARM64_BIN at one",
             bin.display()
-        );
+        ),
     }
-    // ELF, 64-bit, little endian, e_machine 183 (EM_AARCH64).
+}
+
+/// Whether `file` is 64-bit little-endian ELF for aarch64 (e_machine 183).
+fn is_aarch64_elf(file: &Path) -> std::io::Result<bool> {
+    let mut header = [0u8; 20];
+    std::fs::File::open(file)?.read_exact(&mut header)?;
     let machine = u16::from_le_bytes([header[18], header[19]]);
-    assert!(
-        header.starts_with(b"\x7fELF\x02\x01") && machine == 183,
-        "{} is not a 64-bit little-endian aarch64 ELF binary (e_machine {machine})",
-        bin.display()
-    );
-    bin
+    Ok(header.starts_with(b"\x7fELF\x02\x01") && machine == 183)
+}
+
+/// The files under `dir` whose names end in `suffix`, a bounded walk.
+fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    // The data directory of one agent holds a few dozen entries.
+    for _ in 0..10_000 {
+        let Some(d) = todo.pop() else { break };
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if path.to_string_lossy().ends_with(suffix) {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// A path from the environment; set but empty counts as unset.
+fn env_path(var: &str) -> Option<OsString> {
+    std::env::var_os(var).filter(|v| !v.is_empty())
 }
 
 /// `program` on the PATH.
@@ -77,7 +102,7 @@ fn on_path(program: &str) -> Option<PathBuf> {
 /// the aarch64 loader and C library under `$WKUBE_ARM64_SYSROOT` (default
 /// `/usr/aarch64-linux-gnu`, where Debian's libc6-arm64-cross puts them).
 fn emulated_wkube() -> Command {
-    let qemu = std::env::var_os("WKUBE_QEMU_AARCH64")
+    let qemu = env_path("WKUBE_QEMU_AARCH64")
         .map(PathBuf::from)
         .or_else(|| on_path("qemu-aarch64"))
         .unwrap_or_else(|| {
@@ -86,8 +111,8 @@ fn emulated_wkube() -> Command {
                  (scripts/test does), or point WKUBE_QEMU_AARCH64 at one"
             )
         });
-    let sysroot = std::env::var_os("WKUBE_ARM64_SYSROOT")
-        .unwrap_or_else(|| OsString::from("/usr/aarch64-linux-gnu"));
+    let sysroot =
+        env_path("WKUBE_ARM64_SYSROOT").unwrap_or_else(|| OsString::from("/usr/aarch64-linux-gnu"));
     let loader = Path::new(&sysroot).join("lib/ld-linux-aarch64.so.1");
     assert!(
         loader.exists(),
@@ -240,14 +265,29 @@ fn an_arm64_agent_under_emulation_runs_the_pods_pinned_to_arm64() {
     });
     assert!(
         done,
-        "the arm64 pods did not run within {POD_RUNNING_TIMEOUT:?} of being bound: \
+        "the arm64 pods were not bound and Running within {:?}: \
          {last:#?}\n--- agent ---\n{}",
+        NODE_READY_TIMEOUT + POD_RUNNING_TIMEOUT,
         agent.stderr()
     );
     for p in &last {
         assert_eq!(
             p["spec"]["nodeName"], "arm-1",
             "a pod pinned to arm64 ran elsewhere: {p:#}"
+        );
+    }
+    // The agent compiled the module on its node, for its machine.
+    let compiled = files_ending(&agent.dir, ".cwasm");
+    assert!(
+        !compiled.is_empty(),
+        "no compiled module under {}",
+        agent.dir.display()
+    );
+    for f in &compiled {
+        assert!(
+            is_aarch64_elf(f).unwrap_or(false),
+            "{} is not aarch64 code",
+            f.display()
         );
     }
     let (bound_at, running_at) = (bound_at.unwrap(), running_at.unwrap());
