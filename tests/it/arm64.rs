@@ -138,6 +138,7 @@ fn pods(k: &common::Kubectl, app: &str) -> Vec<Value> {
     list["items"].as_array().cloned().unwrap_or_default()
 }
 
+/// The pod's condition of type `type_`.
 fn condition<'a>(pod: &'a Value, type_: &str) -> Option<&'a Value> {
     pod["status"]["conditions"]
         .as_array()?
