@@ -1,7 +1,8 @@
 //! What the cluster's parts agree on about addresses and names: the IPv4
-//! ranges (services, pods), their defaults, and the host's name as a node
-//! name. The API server, the kubelet, the proxy and the command line all
-//! take them from here.
+//! ranges (services, pods), their defaults, the host's name as a node
+//! name and the machine's architecture under Kubernetes' names. The API
+//! server, the kubelet, the proxy and the command line all take them from
+//! here.
 
 use std::net::Ipv4Addr;
 
@@ -72,4 +73,72 @@ pub fn host_name() -> String {
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "wkube-node".into())
+}
+
+/// The architecture this binary was built for, under the name Kubernetes
+/// uses (Go's `GOARCH`): what a node reports in its `kubernetes.io/arch`
+/// label and `nodeInfo`, and the API server in `/version`. A scheduled
+/// pod's `nodeSelector` matches against it, so it must name the machine
+/// the code runs on, not the one that built it (a cross-built agent on an
+/// Arm box is `arm64`).
+pub fn node_arch() -> &'static str {
+    go_arch(std::env::consts::ARCH, cfg!(target_endian = "little"))
+}
+
+/// Rust's architecture name (`std::env::consts::ARCH`) under Go's name.
+/// Go tells the endianness of some architectures by name; Rust does not.
+fn go_arch(rust_arch: &str, little_endian: bool) -> &str {
+    match (rust_arch, little_endian) {
+        ("x86_64", _) => "amd64",
+        ("x86", _) => "386",
+        ("aarch64", _) => "arm64",
+        ("loongarch64", _) => "loong64",
+        ("powerpc64", true) => "ppc64le",
+        ("powerpc64", false) => "ppc64",
+        ("powerpc", _) => "ppc",
+        ("mips64", true) => "mips64le",
+        ("mips", true) => "mipsle",
+        // arm, riscv64, s390x, wasm32, big-endian mips: the same names.
+        (other, _) => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rust_architectures_map_to_the_names_kubernetes_labels_use() {
+        for (rust, little, go) in [
+            ("x86_64", true, "amd64"),
+            ("aarch64", true, "arm64"),
+            ("x86", true, "386"),
+            ("arm", true, "arm"),
+            ("riscv64", true, "riscv64"),
+            ("s390x", false, "s390x"),
+            ("powerpc64", true, "ppc64le"),
+            ("powerpc64", false, "ppc64"),
+            ("loongarch64", true, "loong64"),
+            ("mips64", true, "mips64le"),
+            ("mips64", false, "mips64"),
+        ] {
+            assert_eq!(
+                go_arch(rust, little),
+                go,
+                "{rust} (little endian: {little})"
+            );
+        }
+    }
+
+    #[test]
+    fn this_build_names_its_own_architecture() {
+        let expected = if cfg!(target_arch = "x86_64") {
+            "amd64"
+        } else if cfg!(target_arch = "aarch64") {
+            "arm64"
+        } else {
+            return;
+        };
+        assert_eq!(node_arch(), expected);
+    }
 }

@@ -343,18 +343,9 @@ async fn version() -> Response {
             "buildDate": "",
             "goVersion": "rust",
             "compiler": "rustc",
-            "platform": format!("{}/{}", std::env::consts::OS, normalize_arch(std::env::consts::ARCH)),
+            "platform": format!("{}/{}", std::env::consts::OS, crate::cluster::node_arch()),
         }),
     )
-}
-
-/// Kubernetes' name for the machine architecture.
-pub fn normalize_arch(arch: &str) -> &str {
-    match arch {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
 }
 
 async fn health() -> Response {

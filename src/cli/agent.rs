@@ -83,11 +83,39 @@ pub struct NodeArgs {
     #[arg(long, default_value = "10s", value_parser = crate::cli::parse_duration, value_name = "DURATION")]
     pub activation_timeout: Duration,
 
+    /// How guests' memories reserve address space: `auto` reserves a pool
+    /// for all instances up front when the host allows it (else on demand);
+    /// `small` reserves only what each memory uses, for a host where
+    /// reserving costs memory (an emulated machine) at some guest speed.
+    #[arg(long, value_enum, default_value_t = WasmMemory::Auto, value_name = "MODE")]
+    pub wasm_memory: WasmMemory,
+
     /// Do not count containers' CPU time and memory (`kubectl top` and
     /// autoscaling on CPU or memory then have nothing to read); for
     /// measuring what the counting costs.
     #[arg(long)]
     pub no_pod_accounting: bool,
+}
+
+/// The choices of `--wasm-memory`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WasmMemory {
+    /// The instance pool when the host can reserve it, else on demand.
+    Auto,
+    /// On demand, with wasmtime's usual reservation per memory.
+    OnDemand,
+    /// On demand, each memory reserving only what it uses.
+    Small,
+}
+
+impl From<WasmMemory> for crate::runtime::PoolingMode {
+    fn from(m: WasmMemory) -> Self {
+        match m {
+            WasmMemory::Auto => Self::Auto,
+            WasmMemory::OnDemand => Self::Never,
+            WasmMemory::Small => Self::Small,
+        }
+    }
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -148,6 +176,7 @@ impl NodeArgs {
         cfg.proxy_ingress_port = (self.ingress_port != 0).then_some(self.ingress_port);
         cfg.proxy_ingress_tls_port = (self.ingress_tls_port != 0).then_some(self.ingress_tls_port);
         cfg.accounting = !self.no_pod_accounting;
+        cfg.runtime.pooling = self.wasm_memory.into();
         cfg.proxy_activation = crate::proxy::activate::ActivationLimits {
             queue: self.activation_queue,
             timeout: self.activation_timeout,

@@ -191,12 +191,18 @@ impl NodeAgent {
         let cfg = &self.shared.config;
         let mut labels = BTreeMap::from([
             ("kubernetes.io/hostname".to_string(), cfg.node_name.clone()),
-            ("kubernetes.io/arch".to_string(), go_arch().to_string()),
+            (
+                "kubernetes.io/arch".to_string(),
+                crate::cluster::node_arch().to_string(),
+            ),
             (
                 "kubernetes.io/os".to_string(),
                 std::env::consts::OS.to_string(),
             ),
-            ("beta.kubernetes.io/arch".to_string(), go_arch().to_string()),
+            (
+                "beta.kubernetes.io/arch".to_string(),
+                crate::cluster::node_arch().to_string(),
+            ),
             (
                 "beta.kubernetes.io/os".to_string(),
                 std::env::consts::OS.to_string(),
@@ -256,7 +262,7 @@ impl NodeAgent {
                 }),
             }),
             node_info: Some(NodeSystemInfo {
-                architecture: go_arch().into(),
+                architecture: crate::cluster::node_arch().into(),
                 operating_system: std::env::consts::OS.into(),
                 kubelet_version: format!("v1.33.0-wkube.{}", env!("CARGO_PKG_VERSION")),
                 kube_proxy_version: String::new(),
@@ -276,16 +282,6 @@ impl NodeAgent {
 /// The current time as k8s-openapi's timestamp type.
 pub fn chrono_now() -> k8s_openapi::jiff::Timestamp {
     k8s_openapi::jiff::Timestamp::now()
-}
-
-/// The architecture under Go's names, as Kubernetes labels use them.
-fn go_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        other => other,
-    }
 }
 
 fn kernel_version() -> String {

@@ -27,6 +27,7 @@ impl WkubeEngine {
     pub(crate) fn new(config: &RuntimeConfig) -> Result<WkubeEngine, RuntimeError> {
         let (engine, pooling) = match config.pooling {
             PoolingMode::Never => (build_on_demand(config)?, false),
+            PoolingMode::Small => (build(config, Allocation::SmallReservations)?, false),
             PoolingMode::Always => (build(config, Allocation::Pooling)?, true),
             // Building the engine is the probe: the pool reserves its whole
             // address space (slots × reservation) up front, and that is
@@ -167,6 +168,18 @@ mod tests {
         };
         let e = WkubeEngine::new(&cfg).expect("engine");
         assert!(!e.pooling);
+    }
+
+    #[test]
+    fn small_memories_build_an_engine_without_the_pool() {
+        let cfg = RuntimeConfig {
+            pooling: PoolingMode::Small,
+            ..RuntimeConfig::default()
+        };
+        let e = WkubeEngine::new(&cfg).expect("engine");
+        assert!(!e.pooling);
+        let mut store = wasmtime::Store::new(&e.engine, ());
+        wasmtime::Memory::new(&mut store, wasmtime::MemoryType::new(1, None)).expect("a memory");
     }
 
     #[test]

@@ -112,7 +112,8 @@ pub struct RuntimeConfig {
     pub max_wasm_stack: usize,
 }
 
-/// Whether to use wasmtime's pooling instance allocator.
+/// How guests' memories get their address space: wasmtime's pooling
+/// instance allocator (all of it reserved up front) or on demand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PoolingMode {
     /// Use it when an engine with it can be built, else on-demand.
@@ -121,6 +122,12 @@ pub enum PoolingMode {
     Always,
     /// On-demand allocation only.
     Never,
+    /// On demand, each memory reserving only what it uses (bounds checked
+    /// by the compiled code instead of guard pages). Slower guests, but no
+    /// large reservations: for a host where reserved address space costs
+    /// real memory, as under user-mode emulation, which keeps state for
+    /// every reserved page.
+    Small,
 }
 
 impl Default for RuntimeConfig {

@@ -3,77 +3,12 @@
 
 use crate::common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use common::agent::{Agent, join_token, node_ready};
 use common::{TestServer, eventually, guest};
 use serde_json::{Value, json};
-
-/// A `wkube agent` process, killed when dropped.
-struct Agent {
-    child: Child,
-    dir: PathBuf,
-    log: PathBuf,
-}
-
-impl Agent {
-    fn start(server: &TestServer, dir: &Path, name: &str, ip: &str, token: Option<&str>) -> Agent {
-        let log = dir.join(format!("{name}.log"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wkube"));
-        cmd.arg("--data-dir")
-            .arg(dir.join(name))
-            .args(["agent", "--server", &server.api_url])
-            .args(["--node-name", name, "--node-ip", ip])
-            .args(["--agent-listen", &format!("{ip}:0")])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::File::create(dir.join(format!("{name}.err"))).unwrap());
-        if let Some(t) = token {
-            cmd.args(["--token", t]);
-        }
-        Agent {
-            child: cmd.spawn().expect("spawn wkube agent"),
-            dir: dir.join(name),
-            log,
-        }
-    }
-
-    /// Waits for the process to exit; its stderr.
-    fn exit_stderr(mut self, name: &str) -> String {
-        let ok = eventually(Duration::from_secs(30), || {
-            matches!(self.child.try_wait(), Ok(Some(_)))
-        });
-        assert!(ok, "agent kept running");
-        std::fs::read_to_string(self.log.with_file_name(format!("{name}.err"))).unwrap()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn join_token(server: &TestServer) -> String {
-    std::fs::read_to_string(server.data_dir.join("join-token"))
-        .expect("the server writes DATA/join-token")
-        .trim()
-        .to_string()
-}
-
-fn node_ready(server: &TestServer, name: &str) -> bool {
-    let out = server.kubectl().run(&["get", "node", name, "-o", "json"]);
-    serde_json::from_str::<Value>(&out.stdout).is_ok_and(|n| {
-        n["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-    })
-}
 
 #[test]
 fn an_agent_joins_with_the_token_runs_pods_and_rejoins_without_it() {
@@ -94,7 +29,7 @@ fn an_agent_joins_with_the_token_runs_pods_and_rejoins_without_it() {
     assert!(
         eventually(Duration::from_secs(60), || node_ready(&server, "edge-1")),
         "the agent's node never became Ready: {}",
-        std::fs::read_to_string(tmp.path().join("edge-1.err")).unwrap_or_default()
+        agent.stderr()
     );
     let node: Value =
         serde_json::from_str(&k.ok(&["get", "node", "edge-1", "-o", "json"])).unwrap();
@@ -171,16 +106,15 @@ fn a_token_for_another_cluster_or_a_wrong_secret_is_refused() {
     let (hash, secret) = token.split_once("::").unwrap();
 
     let other_ca = format!("K10{}::{secret}", "0".repeat(64));
-    let err =
-        Agent::start(&server, tmp.path(), "n-a", "127.0.0.3", Some(&other_ca)).exit_stderr("n-a");
+    let err = Agent::start(&server, tmp.path(), "n-a", "127.0.0.3", Some(&other_ca)).exit_stderr();
     assert!(err.contains("does not match the join token"), "{err}");
 
     let wrong_secret = format!("{hash}::abcdef.0123456789abcdef");
-    let err = Agent::start(&server, tmp.path(), "n-b", "127.0.0.3", Some(&wrong_secret))
-        .exit_stderr("n-b");
+    let err =
+        Agent::start(&server, tmp.path(), "n-b", "127.0.0.3", Some(&wrong_secret)).exit_stderr();
     assert!(err.contains("refused to join"), "{err}");
 
-    let err = Agent::start(&server, tmp.path(), "n-c", "127.0.0.3", None).exit_stderr("n-c");
+    let err = Agent::start(&server, tmp.path(), "n-c", "127.0.0.3", None).exit_stderr();
     assert!(err.contains("pass --token"), "{err}");
 }
 

@@ -9,6 +9,7 @@ mod common;
 mod agent;
 mod api_http;
 mod apikinds;
+mod arm64;
 mod autoscaling;
 mod backup;
 mod batch;

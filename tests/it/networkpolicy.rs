@@ -6,7 +6,7 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::{Kubectl, eventually};
+use common::{Kubectl, curl, eventually};
 
 /// A Deployment `hello` of `hello:v1` pods labelled `app=hello`, serving
 /// on the container port named `http`, and its Service on port 80.
@@ -91,15 +91,6 @@ fn fetch(k: &Kubectl, url: &str) -> (bool, String) {
         out.status.success(),
         format!("{}{}", out.stdout, out.stderr),
     )
-}
-
-/// `curl` a URL from the host: (status, body); status 0 for no answer.
-fn curl(url: &str) -> (u16, String) {
-    let mut c = std::process::Command::new("curl");
-    c.args(["-sS", "--max-time", "10", "-w", "\n%{http_code}", url]);
-    let out = common::run(c, None, Duration::from_secs(15)).stdout;
-    let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
-    (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
 /// Polls `fetch` until `want` holds of its answer; the last answer.

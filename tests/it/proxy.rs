@@ -9,7 +9,7 @@ use crate::common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Kubectl, TestServer, eventually, guest};
+use common::{Kubectl, TestServer, curl, eventually, guest};
 use serde_json::Value;
 
 fn server() -> TestServer {
@@ -34,22 +34,6 @@ fn service(name: &str, ty: &str) -> String {
             "spec": {{"type": "{ty}", "selector": {{"app": "{name}"}},
               "ports": [{{"name": "http", "port": 80, "targetPort": "http"}}]}}}}"#
     )
-}
-
-/// `curl` a URL; (status, body). Status 0: no HTTP answer.
-fn curl(url: &str) -> (u16, String) {
-    let out = common::run(
-        {
-            let mut c = Command::new("curl");
-            c.args(["-sS", "--max-time", "10", "-w", "\n%{http_code}", url]);
-            c
-        },
-        None,
-        Duration::from_secs(15),
-    );
-    let text = out.stdout;
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
 fn json(k: &Kubectl, args: &[&str]) -> Value {

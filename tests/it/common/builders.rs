@@ -185,6 +185,20 @@ impl DeploymentBuilder {
         self
     }
 
+    /// Adds a `nodeSelector` entry to the pod template.
+    pub fn node_selector(mut self, key: &str, value: &str) -> Self {
+        self.obj["spec"]["template"]["spec"]["nodeSelector"][key] = json!(value);
+        self
+    }
+
+    /// A containerPort named `http` on the `web` container, for a Service's
+    /// `targetPort: http`.
+    pub fn http_port(mut self, port: u16) -> Self {
+        self.obj["spec"]["template"]["spec"]["containers"][0]["ports"] =
+            json!([{"containerPort": port, "name": "http"}]);
+        self
+    }
+
     /// The deployment as JSON.
     pub fn json(&self) -> String {
         self.obj.to_string()
