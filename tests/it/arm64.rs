@@ -312,7 +312,7 @@ fn an_arm64_agent_under_emulation_runs_the_pods_pinned_to_arm64() {
         let mut answer = (0, String::new());
         assert!(
             eventually(Duration::from_secs(60), || {
-                answer = curl(&url);
+                answer = curl(&[&url]);
                 answer.0 == 200
             }),
             "{url} never answered 200: {answer:?}\n--- agent ---\n{}",

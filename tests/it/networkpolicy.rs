@@ -143,7 +143,7 @@ fn ingress_and_egress_policies_decide_what_a_guest_may_call() {
     ]);
     let node_ip = s.addresses.node_ip.to_string();
     let node_url = format!("http://{node_ip}:{}/", node_port.trim());
-    let (code, body) = curl(&node_url);
+    let (code, body) = curl(&[&node_url]);
     assert!(
         code == 403 && body.contains("does not allow ingress from"),
         "{code} {body}"
@@ -161,12 +161,12 @@ fn ingress_and_egress_policies_decide_what_a_guest_may_call() {
         ok && out.starts_with("Hello from wkube!\n"),
         "allowed: {out}"
     );
-    assert_eq!(curl(&node_url).0, 403, "a pod selector lets no host in");
+    assert_eq!(curl(&[&node_url]).0, 403, "a pod selector lets no host in");
     k.ok_with_stdin(&["apply", "-f", "-"], ALLOW_HOST);
     assert!(
-        eventually(Duration::from_secs(20), || curl(&node_url).0 == 200),
+        eventually(Duration::from_secs(20), || curl(&[&node_url]).0 == 200),
         "{:?}",
-        curl(&node_url)
+        curl(&[&node_url])
     );
 
     // Echo limited to the hello pods: the API server behind `kubernetes`

@@ -133,16 +133,16 @@ fn a_node_port_service_balances_over_its_pods_and_answers_503_when_scaled_to_zer
     // The NodePort on the node's address, and the ClusterIP from the host.
     let node_url = format!("http://{node_ip}:{node_port}/");
     assert!(
-        eventually(Duration::from_secs(20), || curl(&node_url).0 == 200),
+        eventually(Duration::from_secs(20), || curl(&[&node_url]).0 == 200),
         "NodePort {node_url} never answered: {:?}\n{}",
-        curl(&node_url),
+        curl(&[&node_url]),
         s.log_tail(30)
     );
     for _ in 0..30 {
-        assert_eq!(curl(&node_url), (200, "Hello from wkube!\n".to_string()));
+        assert_eq!(curl(&[&node_url]), (200, "Hello from wkube!\n".to_string()));
     }
     assert_eq!(
-        curl(&format!("http://{cluster_ip}/")),
+        curl(&[&format!("http://{cluster_ip}/")]),
         (200, "Hello from wkube!\n".to_string())
     );
 
@@ -176,13 +176,13 @@ fn a_node_port_service_balances_over_its_pods_and_answers_503_when_scaled_to_zer
     );
     let lb_url = format!("http://{lb_ip}/");
     assert!(
-        eventually(Duration::from_secs(20), || curl(&lb_url)
+        eventually(Duration::from_secs(20), || curl(&[&lb_url])
             == (200, "Hello from wkube!\n".to_string())),
         "{lb_url}: {:?}",
-        curl(&lb_url)
+        curl(&[&lb_url])
     );
     // The NodePort keeps working.
-    assert_eq!(curl(&node_url).0, 200);
+    assert_eq!(curl(&[&node_url]).0, 200);
 
     // The API server's service proxy path reaches it too.
     for id in ["hello", "hello:http", "hello:80", "http:hello:http"] {
@@ -231,7 +231,7 @@ fn a_node_port_service_balances_over_its_pods_and_answers_503_when_scaled_to_zer
     assert!(eventually(Duration::from_secs(10), || {
         let before = counts(&node_metrics(&k));
         for _ in 0..6 {
-            curl(&node_url);
+            curl(&[&node_url]);
         }
         let after = counts(&node_metrics(&k));
         let served = before.iter().zip(&after).filter(|(b, a)| a > b).count();
@@ -241,7 +241,7 @@ fn a_node_port_service_balances_over_its_pods_and_answers_503_when_scaled_to_zer
     // No endpoints: 503 naming the service; back again without a restart.
     k.ok(&["scale", "deployment/hello", "--replicas=0"]);
     wait_endpoints(&k, "hello", 0);
-    let (code, body) = curl(&node_url);
+    let (code, body) = curl(&[&node_url]);
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("service \"hello\""), "{body}");
     let out = k.run(&[
@@ -257,9 +257,9 @@ fn a_node_port_service_balances_over_its_pods_and_answers_503_when_scaled_to_zer
     k.ok(&["scale", "deployment/hello", "--replicas=1"]);
     wait_endpoints(&k, "hello", 1);
     assert!(
-        eventually(Duration::from_secs(20), || curl(&node_url).0 == 200),
+        eventually(Duration::from_secs(20), || curl(&[&node_url]).0 == 200),
         "{:?}",
-        curl(&node_url)
+        curl(&[&node_url])
     );
 }
 
@@ -294,9 +294,9 @@ fn guests_reach_services_by_name_and_address_and_the_api_server_with_their_token
     // And from the host, as on a Kubernetes node.
     let url = format!("http://{pod_ip}:8080/");
     assert!(
-        eventually(Duration::from_secs(10), || curl(&url).0 == 200),
+        eventually(Duration::from_secs(10), || curl(&[&url]).0 == 200),
         "{url}: {:?}",
-        curl(&url)
+        curl(&[&url])
     );
 
     // Cluster addresses with nothing behind them are refused, and an
@@ -364,7 +364,7 @@ fn wkube_run_deploys_a_component_and_prints_a_url_that_serves_it() {
         url.starts_with(&format!("http://{}:", s.addresses.node_ip)),
         "{url}"
     );
-    assert_eq!(curl(&url), (200, "Hello from wkube!\n".to_string()));
+    assert_eq!(curl(&[&url]), (200, "Hello from wkube!\n".to_string()));
     let k = s.kubectl();
     let d = json(&k, &["get", "deployment", "web", "-o", "json"]);
     assert_eq!(d["status"]["availableReplicas"], 2);
@@ -402,11 +402,11 @@ fn wkube_run_deploys_a_component_and_prints_a_url_that_serves_it() {
     // terminate).
     let headers = format!("{url}headers");
     assert!(
-        eventually(Duration::from_secs(20), || curl(&headers)
+        eventually(Duration::from_secs(20), || curl(&[&headers])
             .1
             .starts_with('{')),
         "{:?}",
-        curl(&headers)
+        curl(&[&headers])
     );
 }
 
@@ -437,7 +437,7 @@ fn the_quick_start_serves_the_built_in_example_with_no_file_at_hand() {
         .filter(|u| u.starts_with("http://"))
         .unwrap_or_else(|| panic!("no URL in {out:?}"))
         .to_string();
-    assert_eq!(curl(&url), (200, "Hello from wkube!\n".to_string()));
+    assert_eq!(curl(&[&url]), (200, "Hello from wkube!\n".to_string()));
 }
 
 /// A second node: `wkube agent` joined with the server's token, on the
@@ -539,13 +539,13 @@ fn with_two_nodes_either_nodes_node_port_reaches_pods_on_both() {
     for ip in [s.addresses.node_ip, node2.ip] {
         let url = format!("http://{ip}:{node_port}/");
         assert!(
-            eventually(Duration::from_secs(20), || curl(&url).0 == 200),
+            eventually(Duration::from_secs(20), || curl(&[&url]).0 == 200),
             "{url}: {:?}",
-            curl(&url)
+            curl(&[&url])
         );
         for _ in 0..10 {
             assert_eq!(
-                curl(&url),
+                curl(&[&url]),
                 (200, "Hello from wkube!\n".to_string()),
                 "{url}"
             );

@@ -851,16 +851,6 @@ pub fn header_revision(json: &str) -> i64 {
         .unwrap_or_else(|| panic!("no header.revision in {json}"))
 }
 
-/// `curl URL` from the host: (status, body); status 0 when nothing
-/// answered as HTTP within 10 s.
-pub fn curl(url: &str) -> (u16, String) {
-    let mut c = Command::new("curl");
-    c.args(["-sS", "--max-time", "10", "-w", "\n%{http_code}", url]);
-    let out = run(c, None, Duration::from_secs(15)).stdout;
-    let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
 /// Polls `check` every 50 ms until it returns true or `timeout` passes.
 pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
