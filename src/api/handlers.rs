@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::authn::UserInfo;
 use super::body;
+use super::managed::{self, Owner};
 use super::objects::{self, FieldValidation};
 use super::path::{self, Verb};
 use super::request::{DeleteOptions, Query, Wants, json_response, selectors, wants};
@@ -34,8 +35,23 @@ fn respond(code: StatusCode, obj: Value, how: Wants, kind: &Kind, query: &Query)
             );
             r
         }
-        Wants::Json => json_response(code, &obj),
+        // A Status (a delete's answer, say) is not an object to reduce.
+        Wants::Metadata if obj["kind"] != "Status" => {
+            json_response(code, &table::partial_metadata(obj))
+        }
+        Wants::Json | Wants::Metadata => json_response(code, &obj),
     }
+}
+
+/// The field manager of a write: `fieldManager`, or the User-Agent's
+/// product name.
+pub(super) fn field_manager(query: &Query, headers: &HeaderMap) -> Result<String, ApiError> {
+    managed::manager_name(
+        query.get("fieldManager"),
+        headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok()),
+    )
 }
 
 /// The warning for each field of the body the kind does not know.
@@ -99,11 +115,21 @@ pub async fn dispatch(
         Verb::List => list(&state, kind, ns, &query, how).await,
         Verb::Watch => watch::serve(&state, kind, ns, target.name.as_deref(), &query, how).await,
         Verb::Create => {
+            let manager = field_manager(&query, &headers)?;
             let obj = body::decode(&headers, &body_bytes, Some(kind))?;
             let validation = FieldValidation::parse(query.get("fieldValidation"))?;
             let duplicates = duplicates(&headers, &body_bytes, validation)?;
-            let (created, unknown) =
-                create(&state, &user, kind, ns, obj, validation, query.dry_run()).await?;
+            let (created, unknown) = create(
+                &state,
+                &user,
+                kind,
+                ns,
+                obj,
+                validation,
+                query.dry_run(),
+                Owner::Writer(&manager),
+            )
+            .await?;
             let mut warnings = unknown_field_warnings(unknown);
             warnings.extend(duplicates);
             Ok(with_warnings(
@@ -112,6 +138,7 @@ pub async fn dispatch(
             ))
         }
         Verb::Update => {
+            let manager = field_manager(&query, &headers)?;
             let obj = body::decode(&headers, &body_bytes, Some(kind))?;
             let validation = FieldValidation::parse(query.get("fieldValidation"))?;
             let duplicates = duplicates(&headers, &body_bytes, validation)?;
@@ -126,6 +153,7 @@ pub async fn dispatch(
                 None,
                 validation,
                 query.dry_run(),
+                Owner::Writer(&manager),
             )
             .await?;
             let mut warnings = unknown_field_warnings(unknown);
@@ -235,6 +263,12 @@ async fn list(
         return Ok(json_response(
             StatusCode::OK,
             &table::list(kind, page.items, list_meta, include),
+        ));
+    }
+    if how == Wants::Metadata {
+        return Ok(json_response(
+            StatusCode::OK,
+            &table::partial_metadata_list(page.items, list_meta),
         ));
     }
     let body = json!({

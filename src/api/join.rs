@@ -183,6 +183,7 @@ pub async fn create_token_secret(
         obj,
         super::objects::FieldValidation::Strict,
         false,
+        super::managed::Owner::Writer("wkube-token"),
     )
     .await?;
     Ok(token)

@@ -30,6 +30,7 @@ pub mod hpav1;
 pub mod join;
 pub mod kubeconfig;
 pub mod local;
+pub mod managed;
 pub mod metrics;
 pub mod metricsapi;
 pub mod modules;

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use serde_json::{Map, Value};
 
 use super::authn::UserInfo;
+use super::managed::{self, Owner, Part};
 use super::objects::FieldValidation;
 use super::request::Query;
 use super::status::ApiError;
@@ -421,7 +422,9 @@ fn merge_list(
 
 /// Serve a PATCH: read, patch, admit as an update, write with a
 /// compare-and-swap, retrying on conflicts. Server-side apply creates the
-/// object when it is missing.
+/// object when it is missing, and follows field ownership (see
+/// [`managed`]): conflicts, forced takeovers, removal of what a manager
+/// no longer applies.
 #[allow(clippy::too_many_arguments)] // mirrors the REST verb's inputs
 pub async fn handle(
     state: &ApiState,
@@ -446,16 +449,33 @@ pub async fn handle(
         ));
     }
     let dry = query.get("dryRun") == Some("All");
+    let manager = super::handlers::field_manager(query, headers)?;
+    let apply = ty == PatchType::Apply;
+    if apply && patch.pointer("/metadata/managedFields").is_some() {
+        return Err(ApiError::bad_request("metadata.managedFields must be nil"));
+    }
+    let force = query.flag("force");
+    let part = if sub == Some("status") {
+        Part::Status
+    } else {
+        Part::Main
+    };
+    let owner = if apply {
+        Owner::Applied
+    } else {
+        Owner::Writer(&manager)
+    };
     for _ in 0..16 {
         let current = match state.registry.try_get(kind, ns, name).await? {
             Some(c) => c,
-            None if ty == PatchType::Apply && sub.is_none() => {
+            None if apply && sub.is_none() => {
                 let mut obj = patch.clone();
                 if obj.pointer("/metadata/name").is_none() {
                     obj["metadata"]["name"] = Value::String(name.to_string());
                 }
+                managed::record_apply(kind, name, None, &patch, &mut obj, &manager, part, force)?;
                 let (created, warnings) =
-                    verbs::create(state, user, kind, ns, obj, validation, dry).await?;
+                    verbs::create(state, user, kind, ns, obj, validation, dry, owner).await?;
                 return Ok((created, StatusCode::CREATED, warnings));
             }
             None => {
@@ -467,6 +487,18 @@ pub async fn handle(
             }
         };
         let mut patched = patched_object(ty, &current, &patch, kind)?;
+        if apply {
+            managed::record_apply(
+                kind,
+                name,
+                Some(&current),
+                &patch,
+                &mut patched,
+                &manager,
+                part,
+                force,
+            )?;
+        }
         // A resourceVersion in the patch is a precondition; otherwise the
         // write is conditional on the version we read.
         let precondition = patch
@@ -482,7 +514,11 @@ pub async fn handle(
         if let Some(rv) = rv {
             patched["metadata"]["resourceVersion"] = Value::String(rv);
         }
-        match verbs::update(state, user, kind, ns, name, patched, sub, validation, dry).await {
+        match verbs::update(
+            state, user, kind, ns, name, patched, sub, validation, dry, owner,
+        )
+        .await
+        {
             Err(ApiError::Conflict { .. }) if precondition.is_none() => continue,
             other => return other,
         }

@@ -43,6 +43,9 @@ impl Query {
 pub enum Wants {
     Json,
     Table,
+    /// `as=PartialObjectMetadata` (or `…List`): only each object's
+    /// metadata, as metadata-only informers and `kubectl` caches ask.
+    Metadata,
     Yaml,
 }
 
@@ -56,6 +59,9 @@ pub fn wants(headers: &HeaderMap) -> Wants {
         let p = part.trim();
         if p.contains("as=Table") {
             return Wants::Table;
+        }
+        if p.contains("as=PartialObjectMetadata") {
+            return Wants::Metadata;
         }
         if p.starts_with("application/json")
             || p.starts_with("*/*")

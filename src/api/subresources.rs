@@ -10,6 +10,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::authn::{API_AUDIENCE, Claims, ISSUER, KubernetesClaims, ObjectRef, UserInfo};
+use super::managed::Owner;
 use super::objects::{self, FieldValidation};
 use super::path::{Target, Verb};
 use super::request::{Query, Wants, json_response};
@@ -77,6 +78,7 @@ pub async fn handle(
             &state.registry.get(kind, ns, name).await?,
         )),
         (Subresource::Status, Verb::Update) => {
+            let manager = super::handlers::field_manager(query, headers)?;
             let obj = body::decode(headers, &raw, Some(kind))?;
             let (obj, code, _) = verbs::update(
                 state,
@@ -88,6 +90,7 @@ pub async fn handle(
                 Some("status"),
                 validation,
                 false,
+                Owner::Writer(&manager),
             )
             .await?;
             Ok(json_response(code, &obj))
@@ -113,7 +116,9 @@ pub async fn handle(
             Ok(json_response(StatusCode::OK, &scale_of(kind, &obj)))
         }
         (Subresource::Scale, Verb::Update | Verb::Patch) => {
-            let stored = set_scale(state, user, verb, kind, ns, name, headers, &raw).await?;
+            let manager = super::handlers::field_manager(query, headers)?;
+            let stored =
+                set_scale(state, user, verb, kind, ns, name, headers, &raw, &manager).await?;
             Ok(json_response(StatusCode::OK, &scale_of(kind, &stored)))
         }
         (Subresource::Binding, Verb::Create) => {
@@ -193,6 +198,7 @@ async fn set_scale(
     name: &str,
     headers: &HeaderMap,
     raw: &Bytes,
+    manager: &str,
 ) -> Result<Value, ApiError> {
     let mut last = None;
     for _ in 0..16 {
@@ -246,6 +252,7 @@ async fn set_scale(
             None,
             FieldValidation::Ignore,
             false,
+            Owner::Writer(manager),
         )
         .await
         {

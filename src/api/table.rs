@@ -15,21 +15,39 @@ fn row_object(o: Value, include: &str) -> Option<Value> {
         "None" => None,
         "Object" => Some(o),
         _ => {
-            let mut metadata = match o {
-                Value::Object(mut top) => top.remove("metadata"),
-                _ => None,
-            }
-            .unwrap_or_else(|| json!({}));
-            if let Some(m) = metadata.as_object_mut() {
+            let mut partial = partial_metadata(o);
+            // A row is for display; its field managers only cost bytes.
+            if let Some(m) = partial["metadata"].as_object_mut() {
                 m.remove("managedFields");
             }
-            Some(json!({
-                "kind": "PartialObjectMetadata",
-                "apiVersion": "meta.k8s.io/v1",
-                "metadata": metadata,
-            }))
+            Some(partial)
         }
     }
+}
+
+/// The object as a `PartialObjectMetadata`: its metadata and nothing else.
+pub fn partial_metadata(o: Value) -> Value {
+    let metadata = match o {
+        Value::Object(mut top) => top.remove("metadata"),
+        _ => None,
+    }
+    .unwrap_or_else(|| json!({}));
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": metadata,
+    })
+}
+
+/// A list as a `PartialObjectMetadataList`.
+pub fn partial_metadata_list(items: Vec<Value>, list_meta: Value) -> Value {
+    let items: Vec<Value> = items.into_iter().map(partial_metadata).collect();
+    json!({
+        "kind": "PartialObjectMetadataList",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": list_meta,
+        "items": items,
+    })
 }
 
 fn column_defs(kind: &Kind) -> Vec<Value> {

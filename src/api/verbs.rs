@@ -8,13 +8,16 @@ use serde_json::{Value, json};
 
 use super::ApiState;
 use super::authn::UserInfo;
+use super::managed::{self, Owner, Part};
 use super::objects::{self, FieldValidation};
 use super::registry::parse_rv;
 use super::request::DeleteOptions;
 use super::status::ApiError;
 use crate::resources::Kind;
 
-/// Create an object through every admission step.
+/// Create an object through every admission step; `owner` takes the
+/// fields it set (managedFields).
+#[allow(clippy::too_many_arguments)] // mirrors the REST verb's inputs
 pub async fn create(
     state: &ApiState,
     user: &UserInfo,
@@ -23,6 +26,7 @@ pub async fn create(
     mut obj: Value,
     validation: FieldValidation,
     dry_run: bool,
+    owner: Owner<'_>,
 ) -> Result<(Value, Vec<String>), ApiError> {
     if !kind.stored {
         return Err(ApiError::MethodNotAllowed);
@@ -39,6 +43,9 @@ pub async fn create(
     // address is allocated, so a refusal has nothing to give back.
     super::quota::admit_create(state, kind, ns.as_deref(), &mut obj, dry_run).await?;
     state.admission.on_create(state, kind, &mut obj).await?;
+    if let Owner::Writer(manager) = owner {
+        managed::record_update(kind, None, &mut obj, manager, Part::Main);
+    }
     if dry_run {
         // Nothing is stored, so nothing may stay allocated either.
         state.admission.on_create_failed(state, kind, &obj).await;
@@ -60,8 +67,8 @@ pub async fn create(
     }
 }
 
-/// Replace an object. `sub` is `Some("status")` for status writes.
-/// Returns the stored object and 200 (or 201 when it was created, for
+/// Replace an object. `sub` is `Some("status")` for status writes;
+/// `owner` takes the fields the write changes (managedFields). Returns the stored object and 200 (or 201 when it was created, for
 /// kinds that allow create-on-update).
 #[allow(clippy::too_many_arguments)] // mirrors the REST verb's inputs
 pub async fn update(
@@ -74,6 +81,7 @@ pub async fn update(
     sub: Option<&str>,
     validation: FieldValidation,
     dry_run: bool,
+    owner: Owner<'_>,
 ) -> Result<(Value, StatusCode, Vec<String>), ApiError> {
     let old = state.registry.get(kind, ns, name).await?;
     let expected = match objects::rv_of(&new) {
@@ -93,6 +101,14 @@ pub async fn update(
         .on_update(state, kind, &old, &mut admitted)
         .await?;
     super::quota::admit_update(state, kind, ns, &old, &admitted, dry_run).await?;
+    if let Owner::Writer(manager) = owner {
+        let part = if sub == Some("status") {
+            Part::Status
+        } else {
+            Part::Main
+        };
+        managed::record_update(kind, Some(&old), &mut admitted, manager, part);
+    }
     let unchanged = {
         let strip = |v: &Value| {
             let mut v = v.clone();

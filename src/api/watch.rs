@@ -29,6 +29,8 @@ enum Shape {
     Object,
     /// The kind and the `includeObject` of the request.
     Table(&'static Kind, String),
+    /// `as=PartialObjectMetadata`: metadata-only informers.
+    Metadata,
 }
 
 impl Shape {
@@ -36,6 +38,11 @@ impl Shape {
         match self {
             Shape::Object => event_line(ty, obj),
             Shape::Table(kind, include) => event_line(ty, &table::single(kind, obj, include)),
+            Shape::Metadata => event_line(
+                ty,
+                &json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                        "metadata": obj["metadata"]}),
+            ),
         }
     }
 }
@@ -95,6 +102,7 @@ pub async fn serve(
             kind,
             query.get("includeObject").unwrap_or("Metadata").to_owned(),
         ),
+        Wants::Metadata => Shape::Metadata,
         Wants::Json | Wants::Yaml => Shape::Object,
     };
     if let Some(n) = name {

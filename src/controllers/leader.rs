@@ -328,7 +328,7 @@ pub async fn run_elected<W, Fut>(
             }
         };
         let _ = lost_tx.send(true);
-        let _ = running.await;
+        finish_within_grace(running, name).await;
         if shutting_down {
             elector.release().await;
             return;
@@ -352,7 +352,30 @@ pub async fn run_maybe_elected<W, Fut>(
 {
     match cfg {
         Some(cfg) => run_elected(client, name, identity, cfg, shutdown, work).await,
-        None => work(crate::shutdown::Stop::new(shutdown)).await,
+        None => {
+            let stop = crate::shutdown::Stop::new(shutdown);
+            let mut running = tokio::spawn(work(stop.clone()));
+            tokio::select! {
+                _ = &mut running => {}
+                _ = stop.wait() => finish_within_grace(running, name).await,
+            }
+        }
+    }
+}
+
+/// How long stopped work may take to wind down before it is dropped.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// Waits for stopped work to end, for at most [`STOP_GRACE`], then aborts
+/// it. A kube-runtime controller stopped before its caches filled waits for
+/// them without end, and a shutdown must not hang on that.
+async fn finish_within_grace(mut running: tokio::task::JoinHandle<()>, name: &str) {
+    tokio::select! {
+        _ = &mut running => {}
+        _ = tokio::time::sleep(STOP_GRACE) => {
+            running.abort();
+            tracing::warn!(lease = name, grace = ?STOP_GRACE, "work did not stop in time; dropped it");
+        }
     }
 }
 

@@ -514,6 +514,50 @@ fn a_watch_streams_events_and_honours_a_table_request() {
 }
 
 #[test]
+fn metadata_only_clients_get_partial_object_metadata_for_get_list_and_watch() {
+    let ns = namespace("curl-metadata");
+    let r = request("POST", &format!("/api/v1/namespaces/{ns}/configmaps"))
+        .json(&configmap("meta"))
+        .send();
+    assert_eq!(r.code, 201, "{r:?}");
+    let base = format!("/api/v1/namespaces/{ns}/configmaps");
+    let accept = |as_: &str| format!("Accept: application/json;as={as_};v=v1;g=meta.k8s.io");
+
+    let one = request("GET", &format!("{base}/meta"))
+        .header(&accept("PartialObjectMetadata"))
+        .send();
+    assert_eq!(one.code, 200, "{one:?}");
+    let one = one.json();
+    assert_eq!(one["kind"], "PartialObjectMetadata", "{one}");
+    assert_eq!(one["apiVersion"], "meta.k8s.io/v1", "{one}");
+    assert_eq!(one["metadata"]["name"], "meta", "{one}");
+    assert!(one.get("data").is_none(), "{one}");
+
+    let list = request("GET", &base)
+        .header(&accept("PartialObjectMetadataList"))
+        .send()
+        .json();
+    assert_eq!(list["kind"], "PartialObjectMetadataList", "{list}");
+    assert_eq!(list["apiVersion"], "meta.k8s.io/v1", "{list}");
+    assert!(list["metadata"]["resourceVersion"].is_string(), "{list}");
+    assert_eq!(list["items"][0]["kind"], "PartialObjectMetadata", "{list}");
+    assert_eq!(list["items"][0]["metadata"]["name"], "meta", "{list}");
+    assert!(list["items"][0].get("data").is_none(), "{list}");
+
+    let r = request(
+        "GET",
+        &format!("{base}?watch=true&resourceVersion=0&timeoutSeconds=1"),
+    )
+    .header(&accept("PartialObjectMetadata"))
+    .send();
+    let event: Value = serde_json::from_str(r.body.lines().next().unwrap()).unwrap();
+    assert_eq!(event["type"], "ADDED");
+    assert_eq!(event["object"]["kind"], "PartialObjectMetadata", "{event}");
+    assert_eq!(event["object"]["metadata"]["name"], "meta", "{event}");
+    assert!(event["object"].get("data").is_none(), "{event}");
+}
+
+#[test]
 fn creating_in_a_missing_or_terminating_namespace_is_refused() {
     let r = request("POST", "/api/v1/namespaces/no-such-ns/configmaps")
         .json(&configmap("c"))

@@ -288,7 +288,21 @@ async fn tag_module(
             "metadata": {"name": name},
             "spec": {"tags": {tag: digest}},
         });
-        match verbs::create(state, user, kind, None, obj, FieldValidation::Strict, false).await {
+        // The pushing client named no field manager; the push is the
+        // writer.
+        let owner = super::managed::Owner::Writer("wkube-push");
+        match verbs::create(
+            state,
+            user,
+            kind,
+            None,
+            obj,
+            FieldValidation::Strict,
+            false,
+            owner,
+        )
+        .await
+        {
             Ok(_) => code = StatusCode::CREATED,
             // Someone else created it meanwhile: tag it like any other.
             Err(ApiError::AlreadyExists { .. }) => {}

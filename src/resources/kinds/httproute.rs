@@ -119,7 +119,17 @@ impl KindSpec for HttpRoute {
                 errs.push(FieldError::required(format!("spec.parentRefs[{i}].name")));
             }
         }
-        for (i, h) in list(spec, "hostnames").iter().enumerate() {
+        // The Gateway API's own bounds (maxItems), which also bound the
+        // proxy's matching work per request.
+        let hostnames = list(spec, "hostnames");
+        if hostnames.len() > 16 {
+            errs.push(FieldError::invalid(
+                "spec.hostnames",
+                hostnames.len().to_string(),
+                "must have at most 16 items",
+            ));
+        }
+        for (i, h) in hostnames.iter().enumerate() {
             validate_host(
                 h.as_str().unwrap_or(""),
                 &format!("spec.hostnames[{i}]"),
@@ -170,7 +180,15 @@ impl KindSpec for HttpRoute {
                     ));
                 }
                 for list_name in ["headers", "queryParams"] {
-                    for (k, h) in list(m, list_name).iter().enumerate() {
+                    let items = list(m, list_name);
+                    if items.len() > 16 {
+                        errs.push(FieldError::invalid(
+                            format!("{at}.{list_name}"),
+                            items.len().to_string(),
+                            "must have at most 16 items",
+                        ));
+                    }
+                    for (k, h) in items.iter().enumerate() {
                         let ty = s(h, "/type");
                         if !VALUE_TYPES.contains(&ty) {
                             errs.push(FieldError::not_supported(
@@ -195,7 +213,15 @@ impl KindSpec for HttpRoute {
                     ));
                 }
             }
-            for (j, b) in list(rule, "backendRefs").iter().enumerate() {
+            let backends = list(rule, "backendRefs");
+            if backends.len() > 16 {
+                errs.push(FieldError::invalid(
+                    format!("{at}.backendRefs"),
+                    backends.len().to_string(),
+                    "must have at most 16 items",
+                ));
+            }
+            for (j, b) in backends.iter().enumerate() {
                 let at = format!("{at}.backendRefs[{j}]");
                 if !s(b, "/group").is_empty() || s(b, "/kind") != "Service" {
                     errs.push(FieldError::invalid(
@@ -259,5 +285,44 @@ impl KindSpec for HttpRoute {
 
     fn on_update(_old: &Value, _new: &mut Value) -> Result<(), FieldError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(spec: Value) -> Value {
+        let mut obj = json!({"metadata": {"name": "r", "namespace": "default"}, "spec": spec});
+        HttpRoute::default(&mut obj);
+        obj
+    }
+
+    #[test]
+    fn lists_past_the_gateway_apis_bounds_are_refused() {
+        let many = |n: usize, f: &dyn Fn(usize) -> Value| (0..n).map(f).collect::<Vec<_>>();
+        let hosts = many(17, &|i| json!(format!("h{i}.example.test")));
+        let headers = many(17, &|i| json!({"name": format!("x-{i}"), "value": "1"}));
+        let backends = many(17, &|i| json!({"name": format!("s{i}"), "port": 80}));
+        let errs = HttpRoute::validate(&route(json!({
+            "parentRefs": [{"name": "edge"}],
+            "hostnames": hosts,
+            "rules": [{"matches": [{"headers": headers}], "backendRefs": backends}],
+        })));
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        for f in [
+            "spec.hostnames",
+            "spec.rules[0].matches[0].headers",
+            "spec.rules[0].backendRefs",
+        ] {
+            assert!(fields.contains(&f), "{f} not refused: {fields:?}");
+        }
+
+        let ok = HttpRoute::validate(&route(json!({
+            "parentRefs": [{"name": "edge"}],
+            "hostnames": many(16, &|i| json!(format!("h{i}.example.test"))),
+            "rules": [{"backendRefs": many(16, &|i| json!({"name": format!("s{i}"), "port": 80}))}],
+        })));
+        assert!(ok.is_empty(), "{ok:?}");
     }
 }
