@@ -43,17 +43,6 @@ fn respond(code: StatusCode, obj: Value, how: Wants, kind: &Kind, query: &Query)
     }
 }
 
-/// The field manager of a write: `fieldManager`, or the User-Agent's
-/// product name.
-pub(super) fn field_manager(query: &Query, headers: &HeaderMap) -> Result<String, ApiError> {
-    managed::manager_name(
-        query.get("fieldManager"),
-        headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok()),
-    )
-}
-
 /// The warning for each field of the body the kind does not know.
 fn unknown_field_warnings(fields: Vec<String>) -> Vec<String> {
     fields
@@ -115,7 +104,7 @@ pub async fn dispatch(
         Verb::List => list(&state, kind, ns, &query, how).await,
         Verb::Watch => watch::serve(&state, kind, ns, target.name.as_deref(), &query, how).await,
         Verb::Create => {
-            let manager = field_manager(&query, &headers)?;
+            let manager = managed::request_manager(&query, &headers)?;
             let obj = body::decode(&headers, &body_bytes, Some(kind))?;
             let validation = FieldValidation::parse(query.get("fieldValidation"))?;
             let duplicates = duplicates(&headers, &body_bytes, validation)?;
@@ -138,7 +127,7 @@ pub async fn dispatch(
             ))
         }
         Verb::Update => {
-            let manager = field_manager(&query, &headers)?;
+            let manager = managed::request_manager(&query, &headers)?;
             let obj = body::decode(&headers, &body_bytes, Some(kind))?;
             let validation = FieldValidation::parse(query.get("fieldValidation"))?;
             let duplicates = duplicates(&headers, &body_bytes, validation)?;

@@ -449,17 +449,13 @@ pub async fn handle(
         ));
     }
     let dry = query.get("dryRun") == Some("All");
-    let manager = super::handlers::field_manager(query, headers)?;
+    let manager = managed::request_manager(query, headers)?;
     let apply = ty == PatchType::Apply;
     if apply && patch.pointer("/metadata/managedFields").is_some() {
         return Err(ApiError::bad_request("metadata.managedFields must be nil"));
     }
     let force = query.flag("force");
-    let part = if sub == Some("status") {
-        Part::Status
-    } else {
-        Part::Main
-    };
+    let part = Part::of(sub);
     let owner = if apply {
         Owner::Applied
     } else {

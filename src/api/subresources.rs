@@ -10,7 +10,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::authn::{API_AUDIENCE, Claims, ISSUER, KubernetesClaims, ObjectRef, UserInfo};
-use super::managed::Owner;
+use super::managed::{self, Owner};
 use super::objects::{self, FieldValidation};
 use super::path::{Target, Verb};
 use super::request::{Query, Wants, json_response};
@@ -78,7 +78,7 @@ pub async fn handle(
             &state.registry.get(kind, ns, name).await?,
         )),
         (Subresource::Status, Verb::Update) => {
-            let manager = super::handlers::field_manager(query, headers)?;
+            let manager = managed::request_manager(query, headers)?;
             let obj = body::decode(headers, &raw, Some(kind))?;
             let (obj, code, _) = verbs::update(
                 state,
@@ -116,7 +116,7 @@ pub async fn handle(
             Ok(json_response(StatusCode::OK, &scale_of(kind, &obj)))
         }
         (Subresource::Scale, Verb::Update | Verb::Patch) => {
-            let manager = super::handlers::field_manager(query, headers)?;
+            let manager = managed::request_manager(query, headers)?;
             let stored =
                 set_scale(state, user, verb, kind, ns, name, headers, &raw, &manager).await?;
             Ok(json_response(StatusCode::OK, &scale_of(kind, &stored)))

@@ -32,6 +32,11 @@ pub fn partial_metadata(o: Value) -> Value {
         _ => None,
     }
     .unwrap_or_else(|| json!({}));
+    metadata_object(metadata)
+}
+
+/// A `PartialObjectMetadata` of `metadata`.
+pub fn metadata_object(metadata: Value) -> Value {
     json!({
         "kind": "PartialObjectMetadata",
         "apiVersion": "meta.k8s.io/v1",

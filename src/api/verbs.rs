@@ -68,8 +68,9 @@ pub async fn create(
 }
 
 /// Replace an object. `sub` is `Some("status")` for status writes;
-/// `owner` takes the fields the write changes (managedFields). Returns the stored object and 200 (or 201 when it was created, for
-/// kinds that allow create-on-update).
+/// `owner` takes the fields the write changes (managedFields). Returns
+/// the stored object and 200 (or 201 when it was created, for kinds that
+/// allow create-on-update).
 #[allow(clippy::too_many_arguments)] // mirrors the REST verb's inputs
 pub async fn update(
     state: &ApiState,
@@ -102,12 +103,7 @@ pub async fn update(
         .await?;
     super::quota::admit_update(state, kind, ns, &old, &admitted, dry_run).await?;
     if let Owner::Writer(manager) = owner {
-        let part = if sub == Some("status") {
-            Part::Status
-        } else {
-            Part::Main
-        };
-        managed::record_update(kind, Some(&old), &mut admitted, manager, part);
+        managed::record_update(kind, Some(&old), &mut admitted, manager, Part::of(sub));
     }
     let unchanged = {
         let strip = |v: &Value| {

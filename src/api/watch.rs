@@ -38,11 +38,7 @@ impl Shape {
         match self {
             Shape::Object => event_line(ty, obj),
             Shape::Table(kind, include) => event_line(ty, &table::single(kind, obj, include)),
-            Shape::Metadata => event_line(
-                ty,
-                &json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
-                        "metadata": obj["metadata"]}),
-            ),
+            Shape::Metadata => event_line(ty, &table::metadata_object(obj["metadata"].clone())),
         }
     }
 }
