@@ -43,6 +43,10 @@ pub enum Owner<'a> {
 /// cannot grow without bound.
 const MAX_UPDATE_ENTRIES: usize = 10;
 const ANCIENT: &str = "ancient-changes";
+/// Lists longer than this are owned whole rather than element by element,
+/// and paths into their elements are not followed: finding an element is
+/// a scan, and a write must not cost (fields × elements) without bound.
+const MAX_ELEMENTS: usize = 256;
 /// Longest accepted `fieldManager`, as in Kubernetes.
 const MAX_MANAGER_LEN: usize = 128;
 
@@ -301,27 +305,29 @@ fn add_value<'g>(
             }
             add_fields(graph, set, path, m, ty);
         }
-        Value::Array(items) if !items.is_empty() => match field.map(|f| &f.list) {
-            Some(ListMerge::Key(key)) if items.iter().all(|i| i.get(*key).is_some()) => {
-                for item in items {
-                    path.push(key_element(key, &item[*key]));
-                    insert_dot(set, path);
-                    if let Some(m) = item.as_object() {
-                        add_fields(graph, set, path, m, ty);
+        Value::Array(items) if !items.is_empty() && items.len() <= MAX_ELEMENTS => {
+            match field.map(|f| &f.list) {
+                Some(ListMerge::Key(key)) if items.iter().all(|i| i.get(*key).is_some()) => {
+                    for item in items {
+                        path.push(key_element(key, &item[*key]));
+                        insert_dot(set, path);
+                        if let Some(m) = item.as_object() {
+                            add_fields(graph, set, path, m, ty);
+                        }
+                        path.pop();
                     }
-                    path.pop();
                 }
-            }
-            Some(ListMerge::Set) if items.iter().all(|i| !i.is_object() && !i.is_array()) => {
-                for item in items {
-                    path.push(format!("v:{item}"));
-                    set.insert(path);
-                    path.pop();
+                Some(ListMerge::Set) if items.iter().all(|i| !i.is_object() && !i.is_array()) => {
+                    for item in items {
+                        path.push(format!("v:{item}"));
+                        set.insert(path);
+                        path.pop();
+                    }
                 }
+                // An atomic list: owned whole.
+                _ => set.insert(path),
             }
-            // An atomic list: owned whole.
-            _ => set.insert(path),
-        },
+        }
         _ => set.insert(path),
     }
 }
@@ -371,7 +377,7 @@ fn step<'v>(cur: &'v Value, p: &str) -> Option<&'v Value> {
     if let Some(f) = p.strip_prefix("f:") {
         return cur.get(f);
     }
-    let items = cur.as_array()?;
+    let items = cur.as_array().filter(|i| i.len() <= MAX_ELEMENTS)?;
     if let Some(k) = p.strip_prefix("k:") {
         let key: Map<String, Value> = serde_json::from_str(k).ok()?;
         return items
@@ -420,7 +426,7 @@ fn remove_at(obj: &mut Value, path: &[String]) {
         if let Some(m) = cur.as_object_mut() {
             m.remove(f);
         }
-    } else if let Some(items) = cur.as_array_mut() {
+    } else if let Some(items) = cur.as_array_mut().filter(|i| i.len() <= MAX_ELEMENTS) {
         if let Some(k) = last.strip_prefix("k:") {
             if let Ok(key) = serde_json::from_str::<Map<String, Value>>(k) {
                 items.retain(|i| !key.iter().all(|(kk, kv)| i.get(kk) == Some(kv)));
@@ -944,6 +950,41 @@ mod tests {
             .map(|e| e.manager.as_str())
             .collect();
         assert_eq!(owner, ["ci"]);
+    }
+
+    #[test]
+    fn long_lists_are_owned_whole_and_paths_into_them_are_not_followed() {
+        let kind = deployments();
+        let env: Vec<Value> = (0..20_000)
+            .map(|i| json!({"name": format!("V{i}"), "value": "x"}))
+            .collect();
+        let mut obj = deployment(1, "a");
+        obj["spec"]["template"]["spec"]["containers"][0]["env"] = json!(env);
+        let env_path = path(&[
+            "f:spec",
+            "f:template",
+            "f:spec",
+            "f:containers",
+            "k:{\"name\":\"web\"}",
+            "f:env",
+        ]);
+        assert!(fields_of(kind, &obj, Part::Main).contains(&env_path));
+        // A client's own managedFields naming every element: each path
+        // stops at the long list instead of scanning it.
+        let mut hostile = FieldSet::default();
+        for i in 0..20_000 {
+            let mut p = env_path.clone();
+            p.push(format!("k:{{\"name\":\"V{i}\"}}"));
+            p.push("f:value".into());
+            hostile.insert(&p);
+        }
+        let mut sent = obj.clone();
+        sent["metadata"]["managedFields"] = json!([{"manager": "m", "operation": "Update",
+            "apiVersion": "apps/v1", "fieldsType": "FieldsV1", "fieldsV1": hostile.to_v1()}]);
+        let started = std::time::Instant::now();
+        record_update(kind, Some(&obj), &mut sent, "w", Part::Main);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert!(entries(&sent).iter().all(|e| e.manager != "m"));
     }
 
     #[test]
