@@ -416,14 +416,19 @@ pub async fn run(args: SoakArgs) -> Result<()> {
 
 /// The server, with TLS (the default) and its own data dir; killed before
 /// its dir is removed (field order).
-struct SoakServer {
+pub(crate) struct SoakServer {
     proc: ChildGuard,
-    client: Client,
-    _dir: tempfile::TempDir,
+    pub(crate) client: Client,
+    dir: tempfile::TempDir,
 }
 
 impl SoakServer {
-    async fn spawn(bin: &Path, compaction: Duration) -> Result<Self> {
+    /// The server's own directory (`data/` holds its kubeconfig).
+    pub(crate) fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub(crate) async fn spawn(bin: &Path, compaction: Duration) -> Result<Self> {
         if !bin.exists() {
             bail!(
                 "wkube binary {} not found (build it with `cargo build --bins`, or pass --wkube BIN)",
@@ -452,18 +457,14 @@ impl SoakServer {
             }
         })
         .await?;
-        Ok(Self {
-            proc,
-            client,
-            _dir: dir,
-        })
+        Ok(Self { proc, client, dir })
     }
 }
 
 /// The API over HTTPS: where it is, the admin token, and a TLS client
 /// trusting the cluster CA.
 #[derive(Clone)]
-struct Client {
+pub(crate) struct Client {
     api: Arc<Api>,
     tls: tokio_rustls::TlsConnector,
     ip: IpAddr,
@@ -550,13 +551,13 @@ struct TlsConn {
 
 /// A connection used for a sequence of requests, opened again when it was
 /// closed, failed, or sat idle (the server may close idle ones).
-struct Session {
+pub(crate) struct Session {
     client: Client,
     conn: Option<(TlsConn, Instant)>,
 }
 
 impl Session {
-    fn new(client: Client) -> Self {
+    pub(crate) fn new(client: Client) -> Self {
         Self { client, conn: None }
     }
 
@@ -594,7 +595,12 @@ impl Session {
     }
 
     /// A JSON request that must answer 2xx; its JSON answer.
-    async fn call(&mut self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
+    pub(crate) async fn call(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value> {
         let body = body.map(|b| serde_json::to_vec(&b)).transpose()?;
         let req = self.client.request(method, path, body, None)?;
         self.expect_2xx(method, path, req).await

@@ -50,6 +50,7 @@ pub mod request;
 pub mod reviews;
 pub mod selectors;
 pub mod serve;
+pub mod skim;
 pub mod status;
 pub mod subresources;
 pub mod table;

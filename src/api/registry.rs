@@ -119,6 +119,21 @@ pub fn decode(kv: &KeyValue) -> Result<Value, ApiError> {
     Ok(obj)
 }
 
+/// [`decode`] without `metadata.managedFields` and keeping only `fields`
+/// besides `metadata` (see [`super::skim`]), for callers that only display
+/// or select.
+pub fn decode_skimmed(kv: &KeyValue, fields: super::skim::Fields) -> Result<Value, ApiError> {
+    let mut obj = super::skim::decode_fields(&kv.value, fields)
+        .map_err(|e| ApiError::internal(format!("decoding stored object {:?}: {e}", kv.key)))?;
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert(
+            "resourceVersion".into(),
+            Value::String(kv.mod_revision.to_string()),
+        );
+    }
+    Ok(obj)
+}
+
 fn encode(obj: &Value) -> Result<Bytes, ApiError> {
     serde_json::to_vec(&Unversioned(obj))
         .map(Bytes::from)

@@ -3,6 +3,18 @@
 
 use serde_json::Value;
 
+/// The parts of an object a kind's cells read, so that a Table decodes
+/// only those (besides `metadata`, which every row carries).
+#[derive(Clone, Copy, Debug)]
+pub enum Keep {
+    /// The whole value.
+    All,
+    /// An array's length only: its elements decode as nulls.
+    Count,
+    /// These keys of an object, each with what of it is kept.
+    Only(&'static [(&'static str, Keep)]),
+}
+
 /// One printer column, as a Table's `columnDefinitions` entry.
 #[derive(Clone, Copy, Debug)]
 pub struct Column {

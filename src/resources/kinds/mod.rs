@@ -23,7 +23,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::printer::Column;
+use super::printer::{Column, Keep};
 use super::validation::{FieldError, NameRule};
 use super::{Kind, Subresource};
 
@@ -130,6 +130,11 @@ pub trait KindSpec: 'static {
     fn validate(obj: &Value) -> Vec<FieldError>;
     /// One table row, a cell per [`KindSpec::COLUMNS`] entry.
     fn cells(obj: &Value) -> Vec<Value>;
+    /// The top-level fields besides `metadata` that [`KindSpec::cells`]
+    /// reads; `None` means all of them. A Table decodes no more than this,
+    /// so a kind listed in thousands declares it (and a unit test checks
+    /// its cells against the whole object's).
+    const CELL_FIELDS: Option<&'static [(&'static str, Keep)]> = None;
     /// The status a new object starts with; `None` keeps what was sent.
     fn initial_status(obj: &Value) -> Option<Value>;
     /// Create-time admission that needs no cluster state.
@@ -191,6 +196,10 @@ pub trait KindOps: Send + Sync {
     fn default(&self, value: &mut Value);
     fn validate(&self, value: &Value) -> Vec<FieldError>;
     fn cells(&self, value: &Value) -> Vec<Value>;
+    /// See [`KindSpec::CELL_FIELDS`].
+    fn cell_fields(&self) -> Option<&'static [(&'static str, Keep)]> {
+        None
+    }
     fn initial_status(&self, value: &Value) -> Option<Value>;
     fn on_create(&self, value: &mut Value, ctx: &CreateContext<'_>) -> Result<(), FieldError>;
     fn on_update(&self, old: &Value, new: &mut Value) -> Result<(), FieldError>;
@@ -216,6 +225,9 @@ impl<K: KindSpec> KindOps for Strategy<K> {
     }
     fn cells(&self, value: &Value) -> Vec<Value> {
         K::cells(value)
+    }
+    fn cell_fields(&self) -> Option<&'static [(&'static str, Keep)]> {
+        K::CELL_FIELDS
     }
     fn initial_status(&self, value: &Value) -> Option<Value> {
         K::initial_status(value)

@@ -6,7 +6,9 @@ use serde_json::{Value, json};
 use super::{Access, Allocation, CreateContext, Deletion, KindSpec, StatusRule};
 use crate::resources::Subresource;
 use crate::resources::defaults::default_pod_spec;
-use crate::resources::printer::{AGE, Column, NAME, age, col, n, none_if_empty, s, wide};
+use crate::resources::printer::{
+    AGE, Column, Keep, NAME, age, col, n, none_if_empty, s, wide,
+};
 use crate::resources::validation::{FieldError, NameRule, validate_pod_spec};
 
 pub struct Pod;
@@ -95,6 +97,25 @@ impl KindSpec for Pod {
         validate_pod_spec(obj.get("spec"), "spec", &mut errs);
         errs
     }
+
+    /// `kubectl get pods` lists thousands: its rows decode the container
+    /// count, the node and these status fields, not the whole pod.
+    const CELL_FIELDS: Option<&'static [(&'static str, Keep)]> = Some(&[
+        (
+            "spec",
+            Keep::Only(&[("containers", Keep::Count), ("nodeName", Keep::All)]),
+        ),
+        (
+            "status",
+            Keep::Only(&[
+                ("containerStatuses", Keep::All),
+                ("phase", Keep::All),
+                ("reason", Keep::All),
+                ("podIP", Keep::All),
+                ("nominatedNodeName", Keep::All),
+            ]),
+        ),
+    ]);
 
     fn cells(o: &Value) -> Vec<Value> {
         let statuses = o
