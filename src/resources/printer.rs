@@ -90,8 +90,7 @@ pub fn name(o: &Value) -> Value {
 /// The object's age cell.
 pub fn age(o: &Value) -> Value {
     Value::from(age_of(
-        o.pointer("/metadata/creationTimestamp")
-            .and_then(Value::as_str),
+        at(o, "/metadata/creationTimestamp").and_then(Value::as_str),
     ))
 }
 
@@ -157,12 +156,41 @@ pub fn age_of(ts: Option<&str>) -> String {
     }
 }
 
+/// `o.pointer(p)` without its cost for plain paths: `Value::pointer`
+/// unescapes every segment into a new string, which was a tenth of a
+/// Table's time when cells are read from thousands of objects.
+pub fn at<'a>(o: &'a Value, p: &str) -> Option<&'a Value> {
+    if p.contains('~') {
+        return o.pointer(p);
+    }
+    if p.is_empty() {
+        return Some(o);
+    }
+    let mut cur = o;
+    for seg in p.strip_prefix('/')?.split('/') {
+        cur = match cur {
+            Value::Object(m) => m.get(seg)?,
+            Value::Array(a) => a.get(index(seg)?)?,
+            _ => return None,
+        };
+    }
+    Some(cur)
+}
+
+/// An array index as JSON pointers write it: digits, no leading zero.
+fn index(seg: &str) -> Option<usize> {
+    if seg.len() > 1 && seg.starts_with('0') || !seg.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    seg.parse().ok()
+}
+
 pub fn s<'a>(o: &'a Value, p: &str) -> &'a str {
-    o.pointer(p).and_then(Value::as_str).unwrap_or("")
+    at(o, p).and_then(Value::as_str).unwrap_or("")
 }
 
 pub fn n(o: &Value, p: &str) -> i64 {
-    o.pointer(p).and_then(Value::as_i64).unwrap_or(0)
+    at(o, p).and_then(Value::as_i64).unwrap_or(0)
 }
 
 pub fn none_if_empty(v: String) -> String {
@@ -220,4 +248,36 @@ pub fn template_containers(o: &Value) -> (String, String) {
     let names: Vec<&str> = cs.iter().map(|c| s(c, "/name")).collect();
     let images: Vec<&str> = cs.iter().map(|c| s(c, "/image")).collect();
     (names.join(","), images.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn at_reads_paths_as_json_pointers_do() {
+        let o = json!({"a": {"b": [10, {"c": "x"}], "d/e": 1, "f~g": 2, "": 3, "01": 4}});
+        for p in [
+            "",
+            "/a",
+            "/a/b",
+            "/a/b/0",
+            "/a/b/1/c",
+            "/a/b/2",
+            "/a/b/01",
+            "/a/b/-",
+            "/a/b/x",
+            "/a/d~1e",
+            "/a/f~0g",
+            "/a/",
+            "/a/01",
+            "a",
+            "/a/b/1/c/z",
+            "/nope",
+        ] {
+            assert_eq!(at(&o, p), o.pointer(p), "{p:?}");
+        }
+    }
 }

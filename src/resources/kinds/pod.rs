@@ -7,7 +7,7 @@ use super::{Access, Allocation, CreateContext, Deletion, KindSpec, StatusRule};
 use crate::resources::Subresource;
 use crate::resources::defaults::default_pod_spec;
 use crate::resources::printer::{
-    AGE, Column, Keep, NAME, age, col, n, none_if_empty, s, wide,
+    AGE, Column, Keep, NAME, age, at, col, n, none_if_empty, s, wide,
 };
 use crate::resources::validation::{FieldError, NameRule, validate_pod_spec};
 
@@ -142,11 +142,11 @@ impl KindSpec for Pod {
                 reason = waiting.to_string();
             } else if !term.is_empty() {
                 reason = term.to_string();
-            } else if c.pointer("/state/terminated").is_some() {
+            } else if at(c, "/state/terminated").is_some() {
                 reason = format!("ExitCode:{}", n(c, "/state/terminated/exitCode"));
             }
         }
-        if o.pointer("/metadata/deletionTimestamp").is_some() {
+        if at(o, "/metadata/deletionTimestamp").is_some() {
             reason = "Terminating".into();
         }
         if reason.is_empty() {
