@@ -263,6 +263,9 @@ pub async fn run(args: ApiArgs) -> Result<()> {
         f.await??;
     }
     let fill = fill_start.elapsed();
+    // A fresh connection: the first one sat idle through the rate-driven
+    // workloads, long enough for the server to close it.
+    let mut conn = Conn::open(&api.addr).await?;
     let mut list_rec = Recorder::default();
     let mut table_rec = Recorder::default();
     let mut listed = 0;
