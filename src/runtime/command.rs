@@ -15,6 +15,7 @@ use wasmtime_wasi_http::WasiHttpCtx;
 
 use super::cache::{LoadedModule, Prepared};
 use super::context::{P1State, PodContext, PodHooks, PodLimiter, PodLimits, PodState};
+use super::engine::Awake;
 use super::http::preempt;
 use super::{ModuleKind, RuntimeError};
 
@@ -88,6 +89,7 @@ pub async fn run_command(
                     router: ctx.router.clone(),
                 },
                 limiter,
+                _awake: Awake::new(),
             };
             let mut store = Store::new(pre.engine(), state);
             store.limiter(|s| &mut s.limiter);
@@ -110,6 +112,7 @@ pub async fn run_command(
             let state = P1State {
                 wasi: ctx.wasi_builder()?.build_p1(),
                 limiter,
+                _awake: Awake::new(),
             };
             let mut store = Store::new(pre.module().engine(), state);
             store.limiter(|s| &mut s.limiter);

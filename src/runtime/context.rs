@@ -427,6 +427,8 @@ pub(crate) struct PodState {
     pub(crate) table: ResourceTable,
     pub(crate) hooks: PodHooks,
     pub(crate) limiter: PodLimiter,
+    /// Keeps the epoch ticking while the store lives.
+    pub(crate) _awake: super::engine::Awake,
 }
 
 impl WasiView for PodState {
@@ -452,6 +454,8 @@ impl WasiHttpView for PodState {
 pub(crate) struct P1State {
     pub(crate) wasi: wasmtime_wasi::p1::WasiP1Ctx,
     pub(crate) limiter: PodLimiter,
+    /// Keeps the epoch ticking while the store lives.
+    pub(crate) _awake: super::engine::Awake,
 }
 
 /// wasi-http hooks enforcing the pod's outbound policy.

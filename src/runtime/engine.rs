@@ -6,8 +6,8 @@
 //! per loop header and function entry, and a single ticker thread drives all
 //! stores.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -118,8 +118,49 @@ fn build_on_demand(config: &RuntimeConfig) -> Result<Engine, RuntimeError> {
     build(config, Allocation::SmallReservations)
 }
 
-/// Advances the engine's epoch every `tick` on a dedicated thread; stopped
-/// and joined on drop.
+/// Guests' stores alive in the process, and the ticker's wake-up call.
+///
+/// Epochs only matter while guest code can run, which needs a store; an
+/// idle node (no stores: HTTP pods get one per request) would otherwise
+/// wake a thousand times a second for nothing, which was most of an idle
+/// server's CPU.
+struct Activity {
+    stores: AtomicUsize,
+    lock: Mutex<()>,
+    wake: Condvar,
+}
+
+static ACTIVITY: Activity = Activity {
+    stores: AtomicUsize::new(0),
+    lock: Mutex::new(()),
+    wake: Condvar::new(),
+};
+
+/// Held by every guest's store (in its state): the epoch ticks while one
+/// lives.
+#[derive(Debug)]
+pub(crate) struct Awake(());
+
+impl Awake {
+    pub(crate) fn new() -> Awake {
+        if ACTIVITY.stores.fetch_add(1, Ordering::SeqCst) == 0 {
+            // Under the lock, so a ticker between its check and its wait
+            // cannot miss this.
+            let _held = ACTIVITY.lock.lock().unwrap_or_else(|p| p.into_inner());
+            ACTIVITY.wake.notify_all();
+        }
+        Awake(())
+    }
+}
+
+impl Drop for Awake {
+    fn drop(&mut self) {
+        ACTIVITY.stores.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Advances the engine's epoch every `tick` on a dedicated thread while
+/// any guest store lives (see [`Activity`]); stopped and joined on drop.
 struct EpochTicker {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -133,6 +174,15 @@ impl EpochTicker {
             .name("wkube-epoch".into())
             .spawn(move || {
                 while !flag.load(Ordering::Relaxed) {
+                    if ACTIVITY.stores.load(Ordering::SeqCst) == 0 {
+                        let mut held = ACTIVITY.lock.lock().unwrap_or_else(|p| p.into_inner());
+                        while ACTIVITY.stores.load(Ordering::SeqCst) == 0
+                            && !flag.load(Ordering::Relaxed)
+                        {
+                            held = ACTIVITY.wake.wait(held).unwrap_or_else(|p| p.into_inner());
+                        }
+                        continue;
+                    }
                     std::thread::sleep(tick);
                     engine.increment_epoch();
                 }
@@ -150,6 +200,10 @@ impl EpochTicker {
 impl Drop for EpochTicker {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        {
+            let _held = ACTIVITY.lock.lock().unwrap_or_else(|p| p.into_inner());
+            ACTIVITY.wake.notify_all();
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

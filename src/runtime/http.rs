@@ -19,6 +19,7 @@ use super::cache::{LoadedModule, Prepared};
 use super::context::{
     CpuQuota, MemoryBudget, PodContext, PodHooks, PodLimiter, PodLimits, PodState,
 };
+use super::engine::Awake;
 use super::{ModuleKind, RuntimeError};
 
 /// The body of a response from a guest (or of the error page standing in
@@ -257,6 +258,7 @@ impl HttpService {
                 router: self.ctx.router.clone(),
             },
             limiter,
+            _awake: Awake::new(),
         };
         let Prepared::Http(pre) = &self.module.prepared else {
             return Err(HttpError::NoResponse);
