@@ -34,31 +34,25 @@
 //! sweep later collects). Readers verify the chunks against the sha256 in
 //! the meta record before serving them.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::blobs::{self, BLOB_PREFIX, CHUNK_SIZE};
+use super::blobs::{self, BLOB_PREFIX};
 use crate::api::ApiState;
 use crate::api::rbac::Attributes;
 use crate::api::request::Query;
 use crate::api::status::ApiError;
 use crate::resources::module::is_digest;
 use crate::runtime::profile::EngineProfile;
-use crate::store::{
-    Compare, CompareResult, CompareTarget, KeyRange, PutRequest, RangeRequest, Store, TxnOp,
-    TxnRequest,
-};
+use crate::store::{KeyRange, RangeRequest, Store};
 
 /// The route (axum syntax).
 pub const COMPILED_ROUTE: &str = "/apis/wkube.dev/v1/blobs/{digest}/compiled";
@@ -68,9 +62,10 @@ pub const SHA256_HEADER: &str = "x-wkube-artifact-sha256";
 pub const KIND_HEADER: &str = "x-wkube-artifact-kind";
 pub const FINGERPRINT_HEADER: &str = "x-wkube-engine-fingerprint";
 
+#[cfg(feature = "compiler")]
 /// Longest a request waits for a compile slot before it is told to come
 /// back (429).
-const SLOT_WAIT: Duration = Duration::from_secs(30);
+const SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The record that makes an artifact visible.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +89,7 @@ pub fn artifact_prefix(hex: &str, profile: &EngineProfile) -> String {
     )
 }
 
+#[cfg(feature = "compiler")]
 fn chunk_key(prefix: &str, i: usize) -> String {
     format!("{prefix}chunks/{i:06}")
 }
@@ -102,12 +98,16 @@ fn meta_key(prefix: &str) -> String {
     format!("{prefix}meta")
 }
 
-/// Bounds on the compiling done for nodes, and the engines that do it.
+/// Bounds on the compiling done for nodes, and the engines that do it
+/// (nothing in a server built without the compiler: it serves only what
+/// is stored).
 pub struct Compiler {
+    #[cfg(feature = "compiler")]
     slots: tokio::sync::Semaphore,
     /// One lock per artifact being compiled, so concurrent requests for the
     /// same artifact compile it once.
-    in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    #[cfg(feature = "compiler")]
+    in_flight: parking_lot::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     #[cfg(feature = "compiler")]
     engines: Arc<crate::runtime::precompile::Precompiler>,
 }
@@ -115,9 +115,13 @@ pub struct Compiler {
 impl Compiler {
     /// A compiler running at most `concurrent` compiles at once.
     pub fn new(concurrent: usize) -> Compiler {
+        #[cfg(not(feature = "compiler"))]
+        let _ = concurrent;
         Compiler {
+            #[cfg(feature = "compiler")]
             slots: tokio::sync::Semaphore::new(concurrent.max(1)),
-            in_flight: Mutex::new(HashMap::new()),
+            #[cfg(feature = "compiler")]
+            in_flight: parking_lot::Mutex::new(std::collections::HashMap::new()),
             #[cfg(feature = "compiler")]
             engines: Arc::new(crate::runtime::precompile::Precompiler::new()),
         }
@@ -277,7 +281,7 @@ async fn compile_once(
         let artifact = Bytes::from(artifact);
         let meta = CompiledMeta {
             size: artifact.len() as u64,
-            chunks: artifact.len().div_ceil(CHUNK_SIZE) as u32,
+            chunks: artifact.len().div_ceil(blobs::CHUNK_SIZE) as u32,
             sha256: blobs::sha256_hex(&artifact),
             kind: kind.as_str().into(),
             profile: profile.clone(),
@@ -337,6 +341,7 @@ fn respond((meta, parts): (CompiledMeta, Vec<Bytes>), profile: &EngineProfile) -
     resp
 }
 
+#[cfg(feature = "compiler")]
 /// Stores the chunks, then the meta record, the latter only while the
 /// source blob's meta record is still at `source_rev`.
 async fn store_artifact(
@@ -347,6 +352,7 @@ async fn store_artifact(
     hex: &str,
     source_rev: i64,
 ) -> Result<(), ApiError> {
+    use crate::store::{Compare, CompareResult, CompareTarget, PutRequest, TxnOp, TxnRequest};
     for (i, chunk) in blobs::chunks(artifact).enumerate() {
         store
             .put(PutRequest {
@@ -466,10 +472,12 @@ pub async fn read_artifact(
     Ok(Some((meta, parts)))
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "compiler"))]
 mod tests {
+    use super::blobs::CHUNK_SIZE;
     use super::*;
     use crate::runtime::profile::MemoryLayout;
+    use crate::store::PutRequest;
     use crate::store::redb::{RedbOptions, RedbStore};
 
     fn temp_store() -> (tempfile::TempDir, Store) {
