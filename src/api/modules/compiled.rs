@@ -157,7 +157,7 @@ pub async fn compiled(
 }
 
 async fn serve(
-    state: &ApiState,
+    state: &Arc<ApiState>,
     digest: &str,
     user: Result<crate::api::authn::UserInfo, ApiError>,
     method: Method,
@@ -205,13 +205,31 @@ async fn serve(
     if blobs::read_meta(store, hex, 0).await?.is_none() {
         return Err(not_found());
     }
-    let found = compile_once(state, hex, &profile, &prefix).await?;
+    let found = compile_once(state.clone(), hex.to_string(), profile.clone(), prefix).await?;
     Ok(respond(found, &profile))
 }
 
 /// Compiles and stores the artifact unless a concurrent request did.
 #[cfg(feature = "compiler")]
 async fn compile_once(
+    state: Arc<ApiState>,
+    hex: String,
+    profile: EngineProfile,
+    prefix: String,
+) -> Result<(CompiledMeta, Vec<Bytes>), ApiError> {
+    // A task of its own: a node that stops waiting (its connection drops,
+    // its request times out) does not waste the compile; the next request
+    // finds the artifact stored.
+    let task = tokio::spawn(async move {
+        let (hex, profile, prefix) = (hex.as_str(), &profile, prefix.as_str());
+        compile_and_store(&state, hex, profile, prefix).await
+    });
+    task.await
+        .map_err(|e| ApiError::internal(format!("compiling a module: {e}")))?
+}
+
+#[cfg(feature = "compiler")]
+async fn compile_and_store(
     state: &ApiState,
     hex: &str,
     profile: &EngineProfile,
@@ -305,10 +323,10 @@ async fn compile_once(
 /// A server built without the compiler serves only what is stored.
 #[cfg(not(feature = "compiler"))]
 async fn compile_once(
-    _: &ApiState,
-    hex: &str,
-    profile: &EngineProfile,
-    _: &str,
+    _: Arc<ApiState>,
+    hex: String,
+    profile: EngineProfile,
+    _: String,
 ) -> Result<(CompiledMeta, Vec<Bytes>), ApiError> {
     Err(ApiError::ServiceUnavailable {
         message: format!(
@@ -574,6 +592,39 @@ mod tests {
             .unwrap();
         let err = read_artifact(&store, &prefix).await.unwrap_err();
         assert!(err.to_string().contains("hash to"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn collecting_a_blob_removes_its_compiled_code_with_it() {
+        let (_dir, store) = temp_store();
+        let (hex, rev) = put_source(&store, b"\0asm source").await;
+        let profile = EngineProfile::host(MemoryLayout::Guarded);
+        let prefix = artifact_prefix(&hex, &profile);
+        let artifact = Bytes::from_static(b"code");
+        store_artifact(
+            &store,
+            &prefix,
+            &artifact,
+            &meta_of(&artifact, &profile),
+            &hex,
+            rev,
+        )
+        .await
+        .unwrap();
+        let deleted = super::super::gc::collect(&store, std::slice::from_ref(&hex))
+            .await
+            .unwrap();
+        assert_eq!(deleted, vec![hex.clone()]);
+        assert!(read_artifact(&store, &prefix).await.unwrap().is_none());
+        let left = store
+            .range(RangeRequest {
+                range: KeyRange::prefix(blobs::blob_prefix(&hex)),
+                keys_only: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(left.kvs.is_empty());
     }
 
     #[tokio::test]
