@@ -184,6 +184,10 @@ pub enum KubeletError {
     },
     #[error("agent endpoint TLS: {0}")]
     Tls(String),
+    #[error(
+        "--module-code local needs a build with the compiler (cargo feature `compiler`); this one runs only precompiled code"
+    )]
+    NoCompiler,
     #[error("API request failed: {0}")]
     Api(#[from] kube::Error),
 }
