@@ -13,7 +13,9 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
 
-use crate::api::modules::compiled::{FINGERPRINT_HEADER, KIND_HEADER, SHA256_HEADER};
+use crate::resources::module::{
+    COMPILED_FINGERPRINT_HEADER, COMPILED_KIND_HEADER, COMPILED_SHA256_HEADER, compiled_path,
+};
 use crate::runtime::ArtifactKind;
 use crate::runtime::profile::EngineProfile;
 
@@ -85,12 +87,9 @@ pub async fn fetch(
         digest: digest.to_string(),
         message,
     };
-    let req = hyper::Request::get(format!(
-        "/apis/wkube.dev/v1/blobs/{digest}/compiled?{}",
-        profile.to_query()
-    ))
-    .body(Vec::new())
-    .map_err(|e| api_err(e.to_string()))?;
+    let req = hyper::Request::get(compiled_path(digest, &profile.to_query()))
+        .body(Vec::new())
+        .map_err(|e| api_err(e.to_string()))?;
     let resp = client
         .send(req.map(kube::client::Body::from))
         .await
@@ -105,9 +104,9 @@ pub async fn fetch(
             .map(str::to_string)
     };
     let published = Published {
-        sha256: header(SHA256_HEADER),
-        kind: header(KIND_HEADER),
-        fingerprint: header(FINGERPRINT_HEADER),
+        sha256: header(COMPILED_SHA256_HEADER),
+        kind: header(COMPILED_KIND_HEADER),
+        fingerprint: header(COMPILED_FINGERPRINT_HEADER),
     };
     let body = body
         .collect()

@@ -50,17 +50,14 @@ use crate::api::ApiState;
 use crate::api::rbac::Attributes;
 use crate::api::request::Query;
 use crate::api::status::ApiError;
-use crate::resources::module::is_digest;
+use crate::resources::module::{
+    COMPILED_FINGERPRINT_HEADER, COMPILED_KIND_HEADER, COMPILED_SHA256_HEADER, is_digest,
+};
 use crate::runtime::profile::EngineProfile;
 use crate::store::{KeyRange, RangeRequest, Store};
 
 /// The route (axum syntax).
 pub const COMPILED_ROUTE: &str = "/apis/wkube.dev/v1/blobs/{digest}/compiled";
-
-/// Response headers that describe the artifact.
-pub const SHA256_HEADER: &str = "x-wkube-artifact-sha256";
-pub const KIND_HEADER: &str = "x-wkube-artifact-kind";
-pub const FINGERPRINT_HEADER: &str = "x-wkube-engine-fingerprint";
 
 #[cfg(feature = "compiler")]
 /// Longest a request waits for a compile slot before it is told to come
@@ -348,9 +345,9 @@ fn respond((meta, parts): (CompiledMeta, Vec<Bytes>), profile: &EngineProfile) -
     );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(meta.size));
     for (name, value) in [
-        (SHA256_HEADER, meta.sha256),
-        (KIND_HEADER, meta.kind),
-        (FINGERPRINT_HEADER, profile.fingerprint()),
+        (COMPILED_SHA256_HEADER, meta.sha256),
+        (COMPILED_KIND_HEADER, meta.kind),
+        (COMPILED_FINGERPRINT_HEADER, profile.fingerprint()),
     ] {
         if let Ok(v) = HeaderValue::from_str(&value) {
             h.insert(name, v);
