@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use crate::kubelet::pods::PodTable;
+use crate::kubelet::precompiled::ModuleCode;
 use crate::kubelet::{AgentTls, KubeletConfig, KubeletError, NodeParts};
 use crate::proxy::{NodeIdentity, Proxy, ProxyConfig, Ranges};
 use crate::runtime::{Runtime, RuntimeError};
@@ -30,6 +31,9 @@ pub async fn run(
     let runtime = tokio::task::spawn_blocking(move || Runtime::new(runtime_config))
         .await
         .map_err(|e| KubeletError::Runtime(RuntimeError::Engine(e.to_string())))??;
+    if config.module_code == ModuleCode::Local && !runtime.compiles_locally() {
+        return Err(KubeletError::NoCompiler);
+    }
     let pods = Arc::new(PodTable::default());
     let mut proxy_config = ProxyConfig::new(config.node_name.clone(), config.node_ip);
     proxy_config.ranges = Ranges {

@@ -99,6 +99,8 @@ pub struct ApiConfig {
     /// Largest Wasm module a push accepts (read with its own limit, not
     /// `max_body_bytes`).
     pub max_module_bytes: usize,
+    /// Modules compiled for nodes at once (see [`modules::compiled`]).
+    pub max_concurrent_compiles: usize,
     /// Most connections served at once.
     pub max_connections: usize,
     /// Requests in flight across the server, shared by priority levels
@@ -133,6 +135,7 @@ impl Default for ApiConfig {
             node_client: crate::agentapi::client::NodeClientConfig::default(),
             max_body_bytes: 3 * 1024 * 1024,
             max_module_bytes: modules::default_max_module_bytes(),
+            max_concurrent_compiles: modules::compiled::default_concurrent_compiles(),
             max_connections: 10_000,
             max_requests_inflight: flowcontrol::FlowConfig::default().max_requests_inflight,
             max_requests_inflight_per_user: 100,
@@ -174,6 +177,8 @@ pub struct ApiState {
     pub started: Instant,
     /// The node summaries the metrics APIs answer from.
     pub usage: metricsapi::collect::Collector,
+    /// Compiles modules for nodes' engine profiles, bounded.
+    pub compiler: modules::compiled::Compiler,
 }
 
 impl ApiState {
@@ -318,6 +323,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         // Module pushes are read with their own, larger body limit.
         .route(modules::PUSH_ROUTE, axum::routing::any(modules::push))
         .route(modules::BLOB_ROUTE, axum::routing::any(modules::blob))
+        .route(
+            modules::compiled::COMPILED_ROUTE,
+            axum::routing::any(modules::compiled::compiled),
+        )
         .route(join::CACERTS_ROUTE, axum::routing::get(join::cacerts))
         .route(join::JOIN_ROUTE, axum::routing::post(join::join))
         // The dashboard's files, and `/` sending browsers to it.
@@ -812,6 +821,7 @@ pub async fn start(
         long_running_per_user: opts.config.max_long_running_per_user,
         ..Default::default()
     });
+    let compiler = modules::compiled::Compiler::new(opts.config.max_concurrent_compiles);
     let state = Arc::new(ApiState {
         registry: Registry::with_encryption(store, keyring.clone()),
         tokens,
@@ -825,6 +835,7 @@ pub async fn start(
         joiner: opts.joiner,
         started: Instant::now(),
         usage: metricsapi::collect::Collector::default(),
+        compiler,
     });
     // Before serving: no Secret stays in plaintext, or under an old key,
     // once the server is up.

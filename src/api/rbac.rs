@@ -692,6 +692,9 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
                         READ,
                     ),
                     rule(&["wkube.dev"], &["modules", "blobs"], READ),
+                    // Modules compiled for the node's engine (compiling
+                    // on a miss, bounded by the server).
+                    rule(&["wkube.dev"], &["blobs/compiled"], &["get"]),
                 ],
             ),
         ),

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::kubelet::KubeletConfig;
+use crate::kubelet::precompiled::ModuleCode;
 
 #[derive(Debug, Args, Clone)]
 pub struct NodeArgs {
@@ -95,6 +96,14 @@ pub struct NodeArgs {
     /// measuring what the counting costs.
     #[arg(long)]
     pub no_pod_accounting: bool,
+
+    /// Where modules' native code comes from: `auto` takes the code the
+    /// API server compiled once for this node's architecture and engine
+    /// (compiling here when it cannot provide it), `precompiled` only that
+    /// (what a build without the compiler does), `local` always compiles
+    /// here. Precompiled code is taken over TLS only.
+    #[arg(long, value_enum, default_value_t = ModuleCode::Auto, value_name = "FROM")]
+    pub module_code: ModuleCode,
 }
 
 /// The choices of `--wasm-memory`.
@@ -177,6 +186,8 @@ impl NodeArgs {
         cfg.proxy_ingress_tls_port = (self.ingress_tls_port != 0).then_some(self.ingress_tls_port);
         cfg.accounting = !self.no_pod_accounting;
         cfg.runtime.pooling = self.wasm_memory.into();
+        cfg.module_code = self.module_code;
+        cfg.runtime.compile = self.module_code != ModuleCode::Precompiled;
         cfg.proxy_activation = crate::proxy::activate::ActivationLimits {
             queue: self.activation_queue,
             timeout: self.activation_timeout,
@@ -229,6 +240,10 @@ pub enum AgentError {
         "the server's CA does not match the join token (hash {actual}); refusing to trust it — is --server the right cluster?"
     )]
     CaMismatch { actual: String },
+    #[error(
+        "--module-code precompiled needs an https:// server: native code is never taken over plain HTTP"
+    )]
+    PrecompiledWithoutTls,
     #[error("the server refused to join this node: {0}")]
     Refused(String),
     #[error("{path}: {source}")]
@@ -315,6 +330,23 @@ pub async fn run(
         }
     };
     let tls = stored.server.starts_with("https://");
+    if !tls {
+        // Native code is not sandboxed: only a server authenticated by the
+        // cluster CA may supply it.
+        match cfg.module_code {
+            ModuleCode::Precompiled => return Err(AgentError::PrecompiledWithoutTls),
+            ModuleCode::Auto if cfg!(not(feature = "compiler")) => {
+                return Err(AgentError::PrecompiledWithoutTls);
+            }
+            ModuleCode::Auto => {
+                tracing::warn!(
+                    "the API server is plain HTTP: compiling modules here, never taking its native code"
+                );
+                cfg.module_code = ModuleCode::Local;
+            }
+            ModuleCode::Local => {}
+        }
+    }
     let credential = if tls {
         crate::client::Credential::ClientCert {
             cert_pem: stored.creds.client_cert.clone(),

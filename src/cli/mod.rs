@@ -162,6 +162,12 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = crate::api::ApiConfig::default().max_requests_inflight_per_user)]
     pub max_requests_inflight_per_user: usize,
 
+    /// Modules compiled to native code for nodes at once (each on one
+    /// core; default half the cores); a node waiting 30 s for a slot gets
+    /// 429 and compiles itself or retries.
+    #[arg(long, default_value_t = crate::api::ApiConfig::default().max_concurrent_compiles, value_name = "N")]
+    pub max_concurrent_compiles: usize,
+
     /// Watches, followed logs and streams one user may have open; past it,
     /// 429.
     #[arg(long, default_value_t = crate::api::ApiConfig::default().max_long_running_per_user)]
@@ -456,6 +462,7 @@ impl ServerArgs {
                 max_requests_inflight_per_user: self.max_requests_inflight_per_user,
                 max_long_running_per_user: self.max_long_running_per_user,
                 max_module_bytes: self.max_module_bytes,
+                max_concurrent_compiles: self.max_concurrent_compiles.max(1),
                 default_not_ready_toleration_seconds: self.default_not_ready_toleration_seconds,
                 default_unreachable_toleration_seconds: self.default_unreachable_toleration_seconds,
                 ..Default::default()

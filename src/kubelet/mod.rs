@@ -40,6 +40,7 @@ pub mod manager;
 pub mod modules;
 pub mod node;
 pub mod pods;
+pub mod precompiled;
 pub mod server;
 pub mod spec;
 pub mod status;
@@ -102,6 +103,8 @@ pub struct KubeletConfig {
     /// Whether containers' CPU time and memory are counted (for `kubectl
     /// top` and the autoscaler); off only to measure what counting costs.
     pub accounting: bool,
+    /// Where compiled code comes from (the runtime's `compile` follows it).
+    pub module_code: precompiled::ModuleCode,
 }
 
 impl KubeletConfig {
@@ -137,6 +140,7 @@ impl KubeletConfig {
             proxy_ingress_tls_port: Some(443),
             proxy_activation: crate::proxy::activate::ActivationLimits::default(),
             accounting: true,
+            module_code: precompiled::ModuleCode::Auto,
         }
     }
 }
@@ -180,6 +184,10 @@ pub enum KubeletError {
     },
     #[error("agent endpoint TLS: {0}")]
     Tls(String),
+    #[error(
+        "--module-code local needs a build with the compiler (cargo feature `compiler`); this one runs only precompiled code"
+    )]
+    NoCompiler,
     #[error("API request failed: {0}")]
     Api(#[from] kube::Error),
 }

@@ -8,10 +8,12 @@
 //!            └──────────────┴── deletion ────┴──────────────┴──▶ Terminating ──▶ Gone
 //! ```
 //!
-//! - **Preparing**: pod IP, modules (resolve, fetch, verify, compile),
+//! - **Preparing**: pod IP, modules (resolve, then code from disk, code
+//!   the API server compiled for this node, or fetch, verify, compile),
 //!   volumes, the service-account mount, each container's environment. A
 //!   failure leaves the containers Waiting with Kubernetes' reason
-//!   (`ErrModulePull`, `InvalidModule`, `CreateContainerConfigError`) and is
+//!   (`ErrModulePull`, `InvalidModule`, `ModuleNotPrecompiled`,
+//!   `CreateContainerConfigError`) and is
 //!   retried with back-off; the kubelet itself never fails.
 //! - **Initializing(i)**: init container `i` runs to completion (retried on
 //!   failure unless `restartPolicy: Never`, which fails the pod).
@@ -40,6 +42,7 @@ use super::container::{self, Backoff, Ended, Prepared, Slot};
 use super::ipam::PodIps;
 use super::modules::ModuleError;
 use super::pods::PodHandle;
+use super::precompiled::{self, ModuleCode};
 use super::spec::{self, PodFacts, Referenced};
 use super::status::{Phase, PodRecord, RestartPolicy, State};
 use crate::runtime::{LoadedModule, RuntimeError};
@@ -399,13 +402,82 @@ impl PodWorker {
         });
     }
 
-    /// Resolves, fetches and compiles `image`; the error is a waiting
-    /// reason and message.
+    /// Resolves `image` and loads its code: from memory, from this node's
+    /// disk, precompiled by the API server, or compiled here from the
+    /// fetched module (see [`ModuleCode`]); the error is a waiting reason
+    /// and message.
     async fn load_module(&self, image: &str) -> Result<Arc<LoadedModule>, (&'static str, String)> {
         let pull = |e: ModuleError| ("ErrModulePull", e.to_string());
         let digest = self.shared.modules.resolve(image).await.map_err(pull)?;
         if let Some(m) = self.shared.runtime.get(&digest) {
             return Ok(m);
+        }
+        let runtime = self.shared.runtime.clone();
+        let started = std::time::Instant::now();
+        let d = digest.clone();
+        match tokio::task::spawn_blocking(move || runtime.load_cached(&d)).await {
+            Ok(Ok(Some(m))) => return Ok(m),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::warn!(%digest, error = %e, "compiled module on disk unusable"),
+            Err(e) => tracing::warn!(%digest, error = %e, "loading a compiled module from disk"),
+        }
+        let runtime = self.shared.runtime.clone();
+        let compiles = runtime.compiles_locally();
+        if self.shared.config.module_code != ModuleCode::Local {
+            let profile = runtime.profile().clone();
+            let failure = match precompiled::fetch(&self.shared.client, &digest, &profile).await {
+                Ok(code) => {
+                    let d = digest.clone();
+                    let loaded = tokio::task::spawn_blocking(move || {
+                        runtime.load_precompiled(&d, code.kind, &code.bytes)
+                    })
+                    .await
+                    .map_err(|e| RuntimeError::Engine(e.to_string()))
+                    .and_then(|r| r);
+                    match loaded {
+                        Ok(m) => {
+                            tracing::info!(
+                                %digest,
+                                target = %profile.target,
+                                fingerprint = %profile.fingerprint(),
+                                elapsed_ms = started.elapsed().as_millis() as u64,
+                                "loaded module code precompiled by the API server"
+                            );
+                            return Ok(m);
+                        }
+                        Err(RuntimeError::InvalidModule { reason }) => {
+                            return Err((
+                                "InvalidModule",
+                                format!("module {image} ({digest}) cannot run: {reason}"),
+                            ));
+                        }
+                        Err(e) => e.to_string(),
+                    }
+                }
+                Err(e) if e.is_invalid_module() => {
+                    return Err((
+                        "InvalidModule",
+                        format!("module {image} ({digest}) cannot run: {e}"),
+                    ));
+                }
+                Err(e) => e.to_string(),
+            };
+            if !compiles {
+                return Err((
+                    "ModuleNotPrecompiled",
+                    format!(
+                        "module {image} ({digest}) has no precompiled code for {} (engine {}), and this node runs only precompiled modules ({}): {failure}",
+                        profile.target,
+                        profile.fingerprint(),
+                        if cfg!(feature = "compiler") {
+                            "--module-code precompiled"
+                        } else {
+                            "built without the compiler"
+                        },
+                    ),
+                ));
+            }
+            tracing::info!(%digest, reason = %failure, "no precompiled code from the API server; compiling here");
         }
         let bytes = self.shared.modules.fetch(&digest).await.map_err(pull)?;
         let runtime = self.shared.runtime.clone();
@@ -413,7 +485,7 @@ impl PodWorker {
         let loaded = tokio::task::spawn_blocking(move || runtime.load(&d, &bytes))
             .await
             .map_err(|e| ("InvalidModule", format!("compiling {digest}: {e}")))?;
-        loaded.map_err(|e| match e {
+        let loaded = loaded.map_err(|e| match e {
             RuntimeError::InvalidModule { reason } => (
                 "InvalidModule",
                 format!("module {image} ({digest}) cannot run: {reason}"),
@@ -422,7 +494,13 @@ impl PodWorker {
                 "ErrModulePull",
                 format!("module {image} ({digest}): {other}"),
             ),
-        })
+        })?;
+        tracing::info!(
+            %digest,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "compiled module on this node"
+        );
+        Ok(loaded)
     }
 
     async fn initialize(&mut self, handle: &Arc<PodHandle>, i: usize) -> Step {

@@ -49,6 +49,20 @@ pub struct BlobInfo {
 /// The tag a reference without one means.
 pub const DEFAULT_TAG: &str = "latest";
 
+/// The wire format of compiled code (`api::modules::compiled` serves it,
+/// `kubelet::precompiled` reads it): the path of the code compiled from
+/// `digest` for the engine profile given as query string `profile_query`,
+/// and the response headers that describe it.
+pub fn compiled_path(digest: &str, profile_query: &str) -> String {
+    format!("/apis/wkube.dev/v1/blobs/{digest}/compiled?{profile_query}")
+}
+/// Lowercase hex sha256 of the compiled code.
+pub const COMPILED_SHA256_HEADER: &str = "x-wkube-artifact-sha256";
+/// `component` or `module`.
+pub const COMPILED_KIND_HEADER: &str = "x-wkube-artifact-kind";
+/// The engine profile's fingerprint the code was compiled for.
+pub const COMPILED_FINGERPRINT_HEADER: &str = "x-wkube-engine-fingerprint";
+
 /// Tags as Module validation accepts them (and OCI registries do).
 pub fn is_valid_tag(tag: &str) -> bool {
     !tag.is_empty()

@@ -1,9 +1,9 @@
-//! Content-addressed module cache: digest-verified bytes → compiled code
-//! (on disk, keyed by digest and engine compatibility) → pre-instantiated
-//! component (in memory, shared by every pod of the module).
+//! Content-addressed module cache: digest-verified bytes, or code the API
+//! server compiled for this engine → compiled code (on disk, keyed by
+//! digest and engine profile) → pre-instantiated component (in memory,
+//! shared by every pod of the module).
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,6 +18,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use super::context::{P1State, PodState};
 use super::engine::WkubeEngine;
+use super::profile::EngineProfile;
 use super::{RuntimeConfig, RuntimeError};
 
 /// How a loaded module is run.
@@ -76,12 +77,68 @@ impl std::fmt::Debug for LoadedModule {
 /// Counters, mostly for tests and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CacheStats {
-    /// Modules compiled by cranelift.
+    /// Modules compiled by cranelift on this node.
     pub compiles: u64,
     /// Modules loaded from a compiled artifact on disk.
     pub disk_hits: u64,
+    /// Modules loaded from code the API server compiled for this node's
+    /// engine profile.
+    pub precompiled: u64,
     /// Loads answered from memory.
     pub memory_hits: u64,
+}
+
+/// What a compiled artifact holds: a component or a core module (they are
+/// deserialized by different wasmtime types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArtifactKind {
+    Component,
+    Module,
+}
+
+impl ArtifactKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArtifactKind::Component => "component",
+            ArtifactKind::Module => "module",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ArtifactKind> {
+        match s {
+            "component" => Some(ArtifactKind::Component),
+            "module" => Some(ArtifactKind::Module),
+            _ => None,
+        }
+    }
+
+    /// Tells a component from a core module by the version/layer word
+    /// after the `\0asm` magic.
+    ///
+    /// # Errors
+    /// [`RuntimeError::InvalidModule`] for anything else.
+    pub fn of_wasm(bytes: &[u8]) -> Result<ArtifactKind, RuntimeError> {
+        match bytes.get(..8) {
+            Some([0, b'a', b's', b'm', 0x01, 0, 0, 0]) => Ok(ArtifactKind::Module),
+            Some([0, b'a', b's', b'm', _, _, 0x01, 0]) => Ok(ArtifactKind::Component),
+            _ => Err(RuntimeError::InvalidModule {
+                reason: "not a WebAssembly module or component (bad preamble)".into(),
+            }),
+        }
+    }
+
+    fn file_suffix(self) -> &'static str {
+        match self {
+            ArtifactKind::Component => "component.cwasm",
+            ArtifactKind::Module => "module.cwasm",
+        }
+    }
+}
+
+/// Compiled code of either kind, before linking.
+enum Code {
+    Component(Component),
+    Module(Module),
 }
 
 /// One slot per digest, locked while that digest compiles so two pods of
@@ -90,14 +147,19 @@ type Slot = Arc<Mutex<Option<Arc<LoadedModule>>>>;
 
 pub(crate) struct ModuleCache {
     engine: Engine,
-    /// `<cache_dir>/engine-<hash>`: artifacts of an incompatible engine
-    /// (other wasmtime version, other settings) are never even looked at.
+    /// `<cache_dir>/engine-<fingerprint>`: artifacts of another engine
+    /// profile (other wasmtime version, target or memory layout) are never
+    /// even looked at.
     dir: PathBuf,
+    /// Whether this runtime compiles modules itself (false: only code the
+    /// API server compiled runs).
+    compile: bool,
     component_linker: ComponentLinker<PodState>,
     module_linker: Linker<P1State>,
     slots: Mutex<HashMap<String, Slot>>,
     compiles: AtomicU64,
     disk_hits: AtomicU64,
+    precompiled: AtomicU64,
     memory_hits: AtomicU64,
     yield_every_ticks: u64,
     epoch_tick: std::time::Duration,
@@ -107,11 +169,12 @@ impl ModuleCache {
     pub(crate) fn new(
         engine: &WkubeEngine,
         config: &RuntimeConfig,
+        profile: &EngineProfile,
     ) -> Result<ModuleCache, RuntimeError> {
+        let dir = config
+            .cache_dir
+            .join(format!("engine-{}", profile.fingerprint()));
         let engine = engine.engine.clone();
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut h);
-        let dir = config.cache_dir.join(format!("engine-{:016x}", h.finish()));
         create_private_dir(&config.cache_dir)?;
         create_private_dir(&dir)?;
 
@@ -129,11 +192,13 @@ impl ModuleCache {
         Ok(ModuleCache {
             engine,
             dir,
+            compile: config.compile && cfg!(feature = "compiler"),
             component_linker,
             module_linker,
             slots: Mutex::new(HashMap::new()),
             compiles: AtomicU64::new(0),
             disk_hits: AtomicU64::new(0),
+            precompiled: AtomicU64::new(0),
             memory_hits: AtomicU64::new(0),
             yield_every_ticks: config.yield_every_ticks.max(1),
             epoch_tick: config.epoch_tick,
@@ -144,13 +209,26 @@ impl ModuleCache {
         CacheStats {
             compiles: self.compiles.load(Ordering::Relaxed),
             disk_hits: self.disk_hits.load(Ordering::Relaxed),
+            precompiled: self.precompiled.load(Ordering::Relaxed),
             memory_hits: self.memory_hits.load(Ordering::Relaxed),
         }
+    }
+
+    pub(crate) fn compiles_locally(&self) -> bool {
+        self.compile
     }
 
     pub(crate) fn get(&self, digest: &str) -> Option<Arc<LoadedModule>> {
         let slot = self.slots.lock().get(digest).cloned()?;
         slot.lock().clone()
+    }
+
+    fn slot(&self, digest: &str) -> Slot {
+        self.slots
+            .lock()
+            .entry(digest.to_string())
+            .or_default()
+            .clone()
     }
 
     pub(crate) fn load(
@@ -168,20 +246,168 @@ impl ModuleCache {
                 actual: format!("sha256:{actual}"),
             });
         }
-        let slot = self
-            .slots
-            .lock()
-            .entry(digest.to_string())
-            .or_default()
-            .clone();
+        let slot = self.slot(digest);
         let mut guard = slot.lock();
         if let Some(loaded) = guard.as_ref() {
             self.memory_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(loaded.clone());
         }
-        let prepared = match preamble(bytes)? {
-            Preamble::Component => self.prepare_component(hex, bytes)?,
-            Preamble::Module => self.prepare_module(hex, bytes)?,
+        let kind = ArtifactKind::of_wasm(bytes)?;
+        let code = match self.cached_code(hex, kind) {
+            Some(code) => code,
+            None => self.compile(hex, kind, bytes)?,
+        };
+        self.finish(digest, code, &mut guard)
+    }
+
+    /// The module from memory or from an artifact on disk, without its
+    /// source; `None` when neither has it.
+    pub(crate) fn load_cached(
+        &self,
+        digest: &str,
+    ) -> Result<Option<Arc<LoadedModule>>, RuntimeError> {
+        let hex = parse_digest(digest)?;
+        let slot = self.slot(digest);
+        let mut guard = slot.lock();
+        if let Some(loaded) = guard.as_ref() {
+            self.memory_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(loaded.clone()));
+        }
+        for kind in [ArtifactKind::Component, ArtifactKind::Module] {
+            if let Some(code) = self.cached_code(hex, kind) {
+                return self.finish(digest, code, &mut guard).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Loads code the API server compiled for this engine's profile. The
+    /// caller has checked the bytes against the sha256 the server
+    /// published; they are kept on disk so a restart downloads nothing.
+    pub(crate) fn load_precompiled(
+        &self,
+        digest: &str,
+        kind: ArtifactKind,
+        artifact: &[u8],
+    ) -> Result<Arc<LoadedModule>, RuntimeError> {
+        let hex = parse_digest(digest)?;
+        let slot = self.slot(digest);
+        let mut guard = slot.lock();
+        if let Some(loaded) = guard.as_ref() {
+            self.memory_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(loaded.clone());
+        }
+        let path = self.path_of(hex, kind);
+        self.store_artifact(&path, artifact)?;
+        // SAFETY: deserializing maps the bytes as native code, which
+        // wasmtime cannot sandbox. They come only from the API server this
+        // node trusts (TLS verified against the cluster CA, the request
+        // authenticated with the node's credential; the kubelet refuses
+        // precompiled code over plain HTTP), the caller verified them
+        // against the sha256 the server recorded when it compiled them
+        // from the digest-verified module, and wasmtime checks the
+        // artifact's wasmtime version, target, flags and tunables against
+        // this engine before it maps anything.
+        let code = match kind {
+            ArtifactKind::Component => {
+                unsafe { Component::deserialize_file(&self.engine, &path) }.map(Code::Component)
+            }
+            ArtifactKind::Module => {
+                unsafe { Module::deserialize_file(&self.engine, &path) }.map(Code::Module)
+            }
+        };
+        let code = code.map_err(|e| {
+            let _ = std::fs::remove_file(&path);
+            RuntimeError::IncompatibleArtifact {
+                digest: digest.to_string(),
+                reason: format!("{e:#}"),
+            }
+        })?;
+        self.precompiled.fetch_add(1, Ordering::Relaxed);
+        self.finish(digest, code, &mut guard)
+    }
+
+    fn path_of(&self, hex: &str, kind: ArtifactKind) -> PathBuf {
+        self.dir.join(format!("{hex}.{}", kind.file_suffix()))
+    }
+
+    /// The artifact cached on disk for `hex`, if it loads.
+    fn cached_code(&self, hex: &str, kind: ArtifactKind) -> Option<Code> {
+        let path = self.path_of(hex, kind);
+        if !path.exists() {
+            return None;
+        }
+        // SAFETY: `deserialize_file` trusts the file to be a wasmtime
+        // artifact (it maps it executable). The file was written by
+        // `store_artifact`, either from this engine's own compilation of
+        // the digest-verified source or from code the API server compiled
+        // for this engine profile and `load_precompiled` verified: the
+        // directory is private to this user (0700), named after the engine
+        // profile's fingerprint, the file is named after the sha256 of the
+        // source, and appears only by an atomic rename of a complete file.
+        let code = match kind {
+            ArtifactKind::Component => {
+                unsafe { Component::deserialize_file(&self.engine, &path) }.map(Code::Component)
+            }
+            ArtifactKind::Module => {
+                unsafe { Module::deserialize_file(&self.engine, &path) }.map(Code::Module)
+            }
+        };
+        match code {
+            Ok(code) => {
+                self.disk_hits.fetch_add(1, Ordering::Relaxed);
+                Some(code)
+            }
+            Err(e) => {
+                tracing::warn!("discarding cached {}: {e:#}", path.display());
+                let _ = std::fs::remove_file(&path);
+                None
+            }
+        }
+    }
+
+    /// Compiles `bytes` with cranelift and keeps the artifact on disk.
+    #[cfg(feature = "compiler")]
+    fn compile(&self, hex: &str, kind: ArtifactKind, bytes: &[u8]) -> Result<Code, RuntimeError> {
+        if !self.compile {
+            return Err(RuntimeError::NotPrecompiled {
+                digest: format!("sha256:{hex}"),
+            });
+        }
+        self.compiles.fetch_add(1, Ordering::Relaxed);
+        let path = self.path_of(hex, kind);
+        match kind {
+            ArtifactKind::Component => {
+                let c = Component::new(&self.engine, bytes).map_err(invalid)?;
+                self.store_artifact(&path, &c.serialize().map_err(invalid)?)?;
+                Ok(Code::Component(c))
+            }
+            ArtifactKind::Module => {
+                let m = Module::new(&self.engine, bytes).map_err(invalid)?;
+                self.store_artifact(&path, &m.serialize().map_err(invalid)?)?;
+                Ok(Code::Module(m))
+            }
+        }
+    }
+
+    /// Without cranelift nothing compiles here.
+    #[cfg(not(feature = "compiler"))]
+    fn compile(&self, hex: &str, _: ArtifactKind, _: &[u8]) -> Result<Code, RuntimeError> {
+        Err(RuntimeError::NotPrecompiled {
+            digest: format!("sha256:{hex}"),
+        })
+    }
+
+    /// Links `code` into the slot held by `guard`.
+    fn finish(
+        &self,
+        digest: &str,
+        code: Code,
+        guard: &mut Option<Arc<LoadedModule>>,
+    ) -> Result<Arc<LoadedModule>, RuntimeError> {
+        let prepared = match code {
+            Code::Component(c) => self.prepare_component(&c)?,
+            Code::Module(m) => self.prepare_module(&m)?,
         };
         let kind = match &prepared {
             Prepared::Http(_) => ModuleKind::Http,
@@ -199,37 +425,10 @@ impl ModuleCache {
         Ok(loaded)
     }
 
-    fn prepare_component(&self, hex: &str, bytes: &[u8]) -> Result<Prepared, RuntimeError> {
-        let path = self.dir.join(format!("{hex}.component.cwasm"));
-        // SAFETY: `deserialize_file` trusts the file to be a wasmtime
-        // artifact (it maps it executable). The file was written by
-        // `store_artifact` below from `Component::serialize` of this very
-        // engine configuration: the directory is private to this user
-        // (0700), named after the engine's compatibility hash, and the file
-        // is named after the sha256 of the source we verified, and appears
-        // only by an atomic rename of a complete file.
-        let cached = path
-            .exists()
-            .then(|| unsafe { Component::deserialize_file(&self.engine, &path) });
-        let component = match cached {
-            Some(Ok(c)) => {
-                self.disk_hits.fetch_add(1, Ordering::Relaxed);
-                c
-            }
-            other => {
-                if let Some(Err(e)) = other {
-                    tracing::warn!("discarding cached {}: {e:#}", path.display());
-                    let _ = std::fs::remove_file(&path);
-                }
-                self.compiles.fetch_add(1, Ordering::Relaxed);
-                let c = Component::new(&self.engine, bytes).map_err(invalid)?;
-                self.store_artifact(&path, c.serialize().map_err(invalid)?)?;
-                c
-            }
-        };
+    fn prepare_component(&self, component: &Component) -> Result<Prepared, RuntimeError> {
         let pre = self
             .component_linker
-            .instantiate_pre(&component)
+            .instantiate_pre(component)
             .map_err(invalid)?;
         if let Ok(proxy) = ProxyPre::new(pre.clone()) {
             return Ok(Prepared::Http(proxy));
@@ -242,30 +441,7 @@ impl ModuleCache {
             })
     }
 
-    fn prepare_module(&self, hex: &str, bytes: &[u8]) -> Result<Prepared, RuntimeError> {
-        let path = self.dir.join(format!("{hex}.module.cwasm"));
-        // SAFETY: as for components above: only artifacts this process (or
-        // an earlier one with the same engine) serialized, in a private
-        // directory keyed by engine hash and source digest.
-        let cached = path
-            .exists()
-            .then(|| unsafe { Module::deserialize_file(&self.engine, &path) });
-        let module = match cached {
-            Some(Ok(m)) => {
-                self.disk_hits.fetch_add(1, Ordering::Relaxed);
-                m
-            }
-            other => {
-                if let Some(Err(e)) = other {
-                    tracing::warn!("discarding cached {}: {e:#}", path.display());
-                    let _ = std::fs::remove_file(&path);
-                }
-                self.compiles.fetch_add(1, Ordering::Relaxed);
-                let m = Module::new(&self.engine, bytes).map_err(invalid)?;
-                self.store_artifact(&path, m.serialize().map_err(invalid)?)?;
-                m
-            }
-        };
+    fn prepare_module(&self, module: &Module) -> Result<Prepared, RuntimeError> {
         if !matches!(module.get_export("_start"), Some(ExternType::Func(_))) {
             return Err(RuntimeError::InvalidModule {
                 reason: "core module does not export a `_start` function".into(),
@@ -273,20 +449,20 @@ impl ModuleCache {
         }
         let pre = self
             .module_linker
-            .instantiate_pre(&module)
+            .instantiate_pre(module)
             .map_err(invalid)?;
         Ok(Prepared::Core(pre))
     }
 
     /// Writes a complete artifact under a temporary name and renames it, so
     /// a reader never maps a half-written file.
-    fn store_artifact(&self, path: &Path, bytes: Vec<u8>) -> Result<(), RuntimeError> {
+    fn store_artifact(&self, path: &Path, bytes: &[u8]) -> Result<(), RuntimeError> {
         let io = |source| RuntimeError::Io {
             path: path.to_path_buf(),
             source,
         };
         let mut tmp = tempfile::NamedTempFile::new_in(&self.dir).map_err(io)?;
-        tmp.write_all(&bytes).map_err(io)?;
+        tmp.write_all(bytes).map_err(io)?;
         tmp.persist(path).map_err(|e| io(e.error))?;
         Ok(())
     }
@@ -310,23 +486,6 @@ fn parse_digest(digest: &str) -> Result<&str, RuntimeError> {
             Ok(hex)
         }
         _ => Err(RuntimeError::MalformedDigest(digest.to_string())),
-    }
-}
-
-enum Preamble {
-    Component,
-    Module,
-}
-
-/// Tells a component from a core module by the version/layer word after
-/// the `\0asm` magic.
-fn preamble(bytes: &[u8]) -> Result<Preamble, RuntimeError> {
-    match bytes.get(..8) {
-        Some([0, b'a', b's', b'm', 0x01, 0, 0, 0]) => Ok(Preamble::Module),
-        Some([0, b'a', b's', b'm', _, _, 0x01, 0]) => Ok(Preamble::Component),
-        _ => Err(RuntimeError::InvalidModule {
-            reason: "not a WebAssembly module or component (bad preamble)".into(),
-        }),
     }
 }
 

@@ -11,8 +11,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+use super::profile::{MemoryLayout, apply_codegen};
 use super::{PoolingMode, RuntimeConfig, RuntimeError};
 
 /// The engine plus the ticker that advances its epoch.
@@ -20,20 +21,32 @@ pub(crate) struct WkubeEngine {
     pub(crate) engine: Engine,
     /// Whether the pooling allocator is in use (reported at startup).
     pub(crate) pooling: bool,
+    /// The memory layout its code is compiled for (known only after the
+    /// allocation probe: `auto` may end up with small reservations).
+    pub(crate) memory: MemoryLayout,
     _ticker: EpochTicker,
 }
 
 impl WkubeEngine {
     pub(crate) fn new(config: &RuntimeConfig) -> Result<WkubeEngine, RuntimeError> {
-        let (engine, pooling) = match config.pooling {
+        let ((engine, allocation), pooling) = match config.pooling {
             PoolingMode::Never => (build_on_demand(config)?, false),
-            PoolingMode::Small => (build(config, Allocation::SmallReservations)?, false),
-            PoolingMode::Always => (build(config, Allocation::Pooling)?, true),
+            PoolingMode::Small => (
+                (
+                    build(config, Allocation::SmallReservations)?,
+                    Allocation::SmallReservations,
+                ),
+                false,
+            ),
+            PoolingMode::Always => (
+                (build(config, Allocation::Pooling)?, Allocation::Pooling),
+                true,
+            ),
             // Building the engine is the probe: the pool reserves its whole
             // address space (slots × reservation) up front, and that is
             // what fails on a small or `ulimit -v`-limited host.
             PoolingMode::Auto => match build(config, Allocation::Pooling) {
-                Ok(engine) => (engine, true),
+                Ok(engine) => ((engine, Allocation::Pooling), true),
                 Err(err) => {
                     tracing::info!(
                         "pooling allocator unavailable ({err}); using on-demand allocation"
@@ -41,6 +54,10 @@ impl WkubeEngine {
                     (build_on_demand(config)?, false)
                 }
             },
+        };
+        let memory = match allocation {
+            Allocation::SmallReservations => MemoryLayout::Small,
+            Allocation::Pooling | Allocation::OnDemand => MemoryLayout::Guarded,
         };
         let ticker = EpochTicker::start(engine.clone(), config.epoch_tick);
         // A pod the CPU gate finds waiting behind a less deserving one has
@@ -53,6 +70,7 @@ impl WkubeEngine {
         Ok(WkubeEngine {
             engine,
             pooling,
+            memory,
             _ticker: ticker,
         })
     }
@@ -63,20 +81,15 @@ impl WkubeEngine {
 /// copy-on-write so instantiation does not copy data segments.
 fn build(config: &RuntimeConfig, allocation: Allocation) -> Result<Engine, RuntimeError> {
     let mut c = Config::new();
-    c.wasm_component_model(true)
-        .epoch_interruption(true)
-        .max_wasm_stack(config.max_wasm_stack)
-        .cranelift_opt_level(OptLevel::Speed)
-        .parallel_compilation(true)
-        .memory_init_cow(true);
-    if allocation == Allocation::SmallReservations {
-        // Each memory maps only what it uses plus a little room and moves
-        // when it grows; bounds are checked explicitly instead of by guard
-        // pages. Slower guest code, but it fits a small address space.
-        c.memory_reservation(0)
-            .memory_guard_size(64 << 10)
-            .memory_reservation_for_growth(1 << 20);
-    }
+    let memory = if allocation == Allocation::SmallReservations {
+        MemoryLayout::Small
+    } else {
+        MemoryLayout::Guarded
+    };
+    apply_codegen(&mut c, memory);
+    c.max_wasm_stack(config.max_wasm_stack);
+    #[cfg(feature = "compiler")]
+    c.parallel_compilation(true);
     if allocation == Allocation::Pooling {
         let n = config.pool_instances;
         let mut pool = PoolingAllocationConfig::new();
@@ -108,14 +121,17 @@ enum Allocation {
 /// the host allows one (probed by creating a memory), else small ones: a
 /// host that could not reserve the pool is often one that cannot reserve
 /// 4 GiB per instance either (`ulimit -v`, small 32-bit-like limits).
-fn build_on_demand(config: &RuntimeConfig) -> Result<Engine, RuntimeError> {
+fn build_on_demand(config: &RuntimeConfig) -> Result<(Engine, Allocation), RuntimeError> {
     let engine = build(config, Allocation::OnDemand)?;
     let mut store = wasmtime::Store::new(&engine, ());
     if wasmtime::Memory::new(&mut store, wasmtime::MemoryType::new(1, None)).is_ok() {
-        return Ok(engine);
+        return Ok((engine, Allocation::OnDemand));
     }
     tracing::info!("cannot reserve 4 GiB per memory; using small memory reservations");
-    build(config, Allocation::SmallReservations)
+    Ok((
+        build(config, Allocation::SmallReservations)?,
+        Allocation::SmallReservations,
+    ))
 }
 
 /// Guests' stores alive in the process, and the ticker's wake-up call.

@@ -35,12 +35,15 @@ pub mod engine;
 pub mod fair;
 pub mod http;
 pub mod pool;
+#[cfg(feature = "compiler")]
+pub mod precompile;
+pub mod profile;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use cache::{CacheStats, LoadedModule, ModuleKind};
+pub use cache::{ArtifactKind, CacheStats, LoadedModule, ModuleKind};
 pub use command::{ExitStatus, run_command};
 pub use context::{
     CPU_WINDOW, CpuQuota, GuestRequest, GuestResponse, LogSink, LogStream, MemoryMeter,
@@ -81,6 +84,17 @@ pub enum RuntimeError {
     /// behaviour (e.g. the instance pool is exhausted).
     #[error("instantiate: {0}")]
     Instantiate(String),
+    /// No compiled code for the module is at hand and this runtime does not
+    /// compile: built without the `compiler` feature, or configured to run
+    /// only code the API server compiled.
+    #[error(
+        "module {digest} is not precompiled for this node, and this node does not compile modules itself"
+    )]
+    NotPrecompiled { digest: String },
+    /// Precompiled code that wasmtime refuses to load into this engine
+    /// (another version, target or setting).
+    #[error("precompiled code for {digest} does not fit this engine: {reason}")]
+    IncompatibleArtifact { digest: String, reason: String },
     /// The loaded module is not of the kind the caller asked to run.
     #[error("module is a {actual:?}, not runnable as {wanted}")]
     WrongKind {
@@ -110,6 +124,10 @@ pub struct RuntimeConfig {
     pub max_instance_memory: usize,
     /// Largest Wasm stack, in bytes.
     pub max_wasm_stack: usize,
+    /// Whether modules may be compiled here. False runs only artifacts
+    /// the API server compiled, exactly as a build without the `compiler`
+    /// feature does (which ignores `true`).
+    pub compile: bool,
 }
 
 /// How guests' memories get their address space: wasmtime's pooling
@@ -140,6 +158,7 @@ impl Default for RuntimeConfig {
             pool_instances: 1000,
             max_instance_memory: 4 << 30,
             max_wasm_stack: 512 << 10,
+            compile: true,
         }
     }
 }
@@ -149,6 +168,7 @@ impl Default for RuntimeConfig {
 pub struct Runtime {
     engine: engine::WkubeEngine,
     cache: cache::ModuleCache,
+    profile: profile::EngineProfile,
 }
 
 impl Runtime {
@@ -160,8 +180,13 @@ impl Runtime {
     /// [`RuntimeError::Io`] if the cache directory cannot be created.
     pub fn new(config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
         let engine = engine::WkubeEngine::new(&config)?;
-        let cache = cache::ModuleCache::new(&engine, &config)?;
-        Ok(Runtime { engine, cache })
+        let profile = profile::EngineProfile::host(engine.memory);
+        let cache = cache::ModuleCache::new(&engine, &config, &profile)?;
+        Ok(Runtime {
+            engine,
+            cache,
+            profile,
+        })
     }
 
     /// Verifies `bytes` against `digest` and returns the compiled,
@@ -175,12 +200,49 @@ impl Runtime {
         self.cache.load(digest, bytes)
     }
 
+    /// The module from memory or from compiled code on this node's disk,
+    /// without its source; `None` when it has to be fetched. Deserializing
+    /// maps files: call from `spawn_blocking`.
+    ///
+    /// # Errors
+    /// [`RuntimeError::MalformedDigest`], [`RuntimeError::InvalidModule`].
+    pub fn load_cached(&self, digest: &str) -> Result<Option<Arc<LoadedModule>>, RuntimeError> {
+        self.cache.load_cached(digest)
+    }
+
+    /// Loads `artifact`, code the API server compiled from `digest` for
+    /// [`Runtime::profile`]. The caller must have verified it against the
+    /// sha256 the server published for it: it is native code.
+    ///
+    /// # Errors
+    /// [`RuntimeError::IncompatibleArtifact`] when wasmtime refuses it,
+    /// [`RuntimeError::InvalidModule`], [`RuntimeError::Io`].
+    pub fn load_precompiled(
+        &self,
+        digest: &str,
+        kind: ArtifactKind,
+        artifact: &[u8],
+    ) -> Result<Arc<LoadedModule>, RuntimeError> {
+        self.cache.load_precompiled(digest, kind, artifact)
+    }
+
+    /// What this engine's code is compiled for; the API server compiles
+    /// for it.
+    pub fn profile(&self) -> &profile::EngineProfile {
+        &self.profile
+    }
+
+    /// Whether modules are compiled here when no precompiled code exists.
+    pub fn compiles_locally(&self) -> bool {
+        self.cache.compiles_locally()
+    }
+
     /// The module already loaded under `digest`, if any (no bytes needed).
     pub fn get(&self, digest: &str) -> Option<Arc<LoadedModule>> {
         self.cache.get(digest)
     }
 
-    /// Cache counters (compiles, disk hits, memory hits).
+    /// Cache counters (compiles, disk hits, precompiled loads, memory hits).
     pub fn cache_stats(&self) -> CacheStats {
         self.cache.stats()
     }

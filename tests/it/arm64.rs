@@ -2,8 +2,8 @@
 //! under user-mode emulation (`qemu-aarch64`) as `wkube agent`, joined to
 //! this build's server, whose own node is the host's architecture. The
 //! node reports the architecture of the binary, pods pinned to arm64 wait
-//! for such a node and run there (their module compiled for aarch64 on
-//! it), and their NodePort answers.
+//! for such a node and run there (their module compiled for aarch64, by
+//! the API server once or else on the node), and their NodePort answers.
 //!
 //! scripts/test installs the emulator, the aarch64 C library and the
 //! cross linker, and builds the binary before the tests. Without them this
@@ -277,7 +277,8 @@ fn an_arm64_agent_under_emulation_runs_the_pods_pinned_to_arm64() {
             "a pod pinned to arm64 ran elsewhere: {p:#}"
         );
     }
-    // The agent compiled the module on its node, for its machine.
+    // The module's code on the node is for its machine: compiled for
+    // aarch64 by the API server (which cross-compiles) or on the node.
     let compiled = files_ending(&agent.dir, ".cwasm");
     assert!(
         !compiled.is_empty(),
@@ -291,6 +292,17 @@ fn an_arm64_agent_under_emulation_runs_the_pods_pinned_to_arm64() {
             f.display()
         );
     }
+    println!(
+        "arm64 agent: module code {}",
+        if agent
+            .stderr()
+            .contains("loaded module code precompiled by the API server")
+        {
+            "precompiled for aarch64 by the API server"
+        } else {
+            "compiled on the node"
+        }
+    );
     let (bound_at, running_at) = (bound_at.unwrap(), running_at.unwrap());
     println!(
         "arm64 agent: pods bound {:?} after the agent started, Running {:?} after being bound",

@@ -36,6 +36,7 @@ mod modules;
 mod networkpolicy;
 mod nodes;
 mod operator;
+mod precompiled;
 mod proxy;
 mod quota;
 mod scheduler;

@@ -22,12 +22,16 @@
 //!   `application/wasm`, verified against the digest before they are sent.
 //!   RBAC: `get` on `blobs` (group `wkube.dev`), the resource name being the
 //!   digest. 404 when absent.
+//! - `GET /apis/wkube.dev/v1/blobs/sha256:<hex>/compiled?…`: the module
+//!   compiled to native code for a node's engine profile, compiled once
+//!   and kept beside the blob ([`compiled`]).
 //! - [`resolve_image`]: a pod's `image` (`NAME[:TAG]`, `NAME@sha256:<hex>`,
 //!   `sha256:<hex>`) to the digest it runs.
 //!
 //! Blobs are collected ([`gc`]) when no Module tag and no pod refers to them.
 
 pub mod blobs;
+pub mod compiled;
 pub mod gc;
 pub mod wasm;
 
