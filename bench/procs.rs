@@ -312,3 +312,42 @@ fn agent_args(extra: &[&str]) -> Vec<&'static str> {
         vec!["--agent-listen", "127.0.0.1:0"]
     }
 }
+
+/// Resident memory of a process from `/proc/PID/status`, in KiB, and its
+/// thread count.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Resident {
+    /// `VmRSS`: everything resident, shared file pages included.
+    pub rss_kib: u64,
+    /// `RssAnon`: the heap, stacks and other private memory.
+    pub anon_kib: u64,
+    /// `RssFile`: resident pages of mapped files (mostly the binary).
+    pub file_kib: u64,
+    pub threads: u64,
+}
+
+/// [`Resident`] of process `pid`, or an error if it cannot be read (the
+/// process is gone).
+pub fn resident(pid: u32) -> Result<Resident> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    let field = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+    };
+    Ok(Resident {
+        rss_kib: field("VmRSS:").context("no VmRSS in /proc/PID/status")?,
+        anon_kib: field("RssAnon:").unwrap_or(0),
+        file_kib: field("RssFile:").unwrap_or(0),
+        threads: field("Threads:").unwrap_or(0),
+    })
+}
+
+/// `program` found in a directory of `$PATH`.
+pub fn on_path(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}

@@ -381,6 +381,26 @@ async fn concurrently(
     out
 }
 
+/// Waits until the service serves again after a burst it refused part of.
+/// An instance ends a moment after its response is sent (the guest task
+/// still unwinds and its store drops on another worker), so what it held
+/// comes back shortly after the burst's answers, not with them.
+async fn until_served(svc: &HttpService) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (status, body) = get(svc, "/status/200").await;
+        if status == StatusCode::OK {
+            return;
+        }
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "what the burst held did not come back within 5 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_past_the_pods_memory_budget_says_when_to_retry() {
     let (rt, _dir) = runtime_in();
@@ -403,6 +423,7 @@ async fn a_request_past_the_pods_memory_budget_says_when_to_retry() {
         "{answers:?}"
     );
     // A guest's own failure is no matter of load: no Retry-After.
+    until_served(&svc).await;
     let resp = svc.handle(request("/alloc/64")).await;
     assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert!(!resp.headers().contains_key(hyper::header::RETRY_AFTER));
@@ -442,20 +463,6 @@ async fn requests_past_the_nodes_instance_pool_get_503_with_retry_after_not_500(
         refused.iter().all(|(_, r)| r.as_deref() == Some("1")),
         "{answers:?}"
     );
-    // The slots are given back when the instances end. An instance ends a
-    // moment after its response is sent (the guest task still unwinds and
-    // its store drops on another worker), so the check allows a short wait.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let (status, body) = get(&svc, "/status/200").await;
-        if status == StatusCode::OK {
-            break;
-        }
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the pool's slots did not come back within 5 s"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    // The slots are given back when the instances end.
+    until_served(&svc).await;
 }
