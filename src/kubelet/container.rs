@@ -101,10 +101,16 @@ pub async fn run(
             Slot::Init(i) => r.init[i].restart_count,
             Slot::Main(i) => r.main[i].restart_count,
         });
-        let writer = match shared
-            .logs
-            .open(&handle.dir.join("logs"), &name, attempt.max(0) as u32)
-        {
+        // Creating the log's directory and file blocks on the filesystem:
+        // done on the blocking pool so the async workers keep serving.
+        let opened = tokio::task::spawn_blocking({
+            let (logs, dir, name) = (shared.logs.clone(), handle.dir.join("logs"), name.clone());
+            move || logs.open(&dir, &name, attempt.max(0) as u32)
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+        let writer = match opened {
             Ok(w) => Some(w),
             Err(e) => {
                 tracing::warn!(pod = %handle.key(), container = %name, error = %e, "cannot open the container log; its output is discarded");

@@ -55,6 +55,10 @@ pub enum SpecError {
     },
     #[error("API request failed: {0}")]
     Api(String),
+    /// The blocking task writing the pod's files did not finish (the
+    /// runtime is shutting down).
+    #[error("writing the pod's files: {0}")]
+    Blocking(String),
 }
 
 impl SpecError {
@@ -400,7 +404,8 @@ pub async fn prepare_volumes(
             };
             (select_items(data, src.items.as_deref()), true)
         } else if v.empty_dir.is_some() {
-            create_dir(&dir)?;
+            let d = dir.clone();
+            off_workers(move || create_dir(&d)).await?;
             out.insert(v.name.clone(), (dir, false));
             continue;
         } else if v.projected.is_some() && v.name.starts_with("kube-api-access-") {
@@ -410,7 +415,8 @@ pub async fn prepare_volumes(
         } else {
             return Err(SpecError::UnsupportedVolume(v.name.clone()));
         };
-        write_files(&dir, &files)?;
+        let d = dir.clone();
+        off_workers(move || write_files(&d, &files)).await?;
         out.insert(v.name.clone(), (dir, read_only));
     }
     Ok(out)
@@ -428,6 +434,18 @@ fn select_items(
             .collect(),
         _ => data.into_iter().collect(),
     }
+}
+
+/// Runs a filesystem step on the blocking pool. Creating directories and
+/// files blocks (on a busy filesystem for a good fraction of a
+/// millisecond each), and the async workers it would otherwise block also
+/// serve the API and the pods' requests.
+async fn off_workers(
+    f: impl FnOnce() -> Result<(), SpecError> + Send + 'static,
+) -> Result<(), SpecError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(SpecError::Blocking(e.to_string())))
 }
 
 fn create_dir(dir: &Path) -> Result<(), SpecError> {
@@ -515,7 +533,8 @@ pub async fn service_account_dir(
         ),
         ("namespace".to_string(), ns.into_bytes()),
     ];
-    write_files(&dir, &files)?;
+    let d = dir.clone();
+    off_workers(move || write_files(&d, &files)).await?;
     Ok(dir)
 }
 

@@ -123,7 +123,7 @@ impl PodWorker {
             };
         }
         writer.abort();
-        self.release(&handle);
+        self.release(&handle).await;
     }
 
     /// The pod is being deleted (or already gone from the API).
@@ -739,7 +739,7 @@ impl PodWorker {
     }
 
     /// Frees what the pod held on this node.
-    fn release(&self, handle: &Arc<PodHandle>) {
+    async fn release(&self, handle: &Arc<PodHandle>) {
         self.shared.pods.remove(&handle.key(), &handle.uid);
         if let Some(ip) = handle
             .read(|r| r.pod_ip.clone())
@@ -748,8 +748,16 @@ impl PodWorker {
         {
             ips.release(ip);
         }
+        // Off the async workers: removing a directory tree is a series of
+        // blocking syscalls that the API server's requests would wait behind.
         let dir = handle.dir.clone();
-        if let Err(e) = std::fs::remove_dir_all(&dir)
+        let removed = tokio::task::spawn_blocking({
+            let dir = dir.clone();
+            move || std::fs::remove_dir_all(&dir)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        if let Err(e) = removed
             && e.kind() != std::io::ErrorKind::NotFound
         {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot remove the pod's directory");
