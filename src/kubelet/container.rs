@@ -103,7 +103,7 @@ pub async fn run(
         });
         // Creating the log's directory and file blocks on the filesystem:
         // done on the blocking pool so the async workers keep serving.
-        let opened = tokio::task::spawn_blocking({
+        let opened = super::off_workers({
             let (logs, dir, name) = (shared.logs.clone(), handle.dir.join("logs"), name.clone());
             move || logs.open(&dir, &name, attempt.max(0) as u32)
         })

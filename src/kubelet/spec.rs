@@ -436,14 +436,13 @@ fn select_items(
     }
 }
 
-/// Runs a filesystem step on the blocking pool. Creating directories and
-/// files blocks (on a busy filesystem for a good fraction of a
-/// millisecond each), and the async workers it would otherwise block also
-/// serve the API and the pods' requests.
+/// A filesystem step of the pod's volumes, off the async workers (see
+/// [`super::off_workers`]): creating directories and files blocks, on a
+/// busy filesystem for a good fraction of a millisecond each.
 async fn off_workers(
     f: impl FnOnce() -> Result<(), SpecError> + Send + 'static,
 ) -> Result<(), SpecError> {
-    tokio::task::spawn_blocking(f)
+    super::off_workers(f)
         .await
         .unwrap_or_else(|e| Err(SpecError::Blocking(e.to_string())))
 }

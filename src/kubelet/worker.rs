@@ -751,7 +751,7 @@ impl PodWorker {
         // Off the async workers: removing a directory tree is a series of
         // blocking syscalls that the API server's requests would wait behind.
         let dir = handle.dir.clone();
-        let removed = tokio::task::spawn_blocking({
+        let removed = super::off_workers({
             let dir = dir.clone();
             move || std::fs::remove_dir_all(&dir)
         })
