@@ -7,6 +7,7 @@
 //! dropping that future runs their `Drop` guards).
 
 mod api;
+mod footprint;
 mod kubelet;
 mod procs;
 mod proxy;
@@ -59,6 +60,10 @@ enum Bench {
     /// writes, watches checked for lost events, HTTP to pods, pod churn;
     /// fails on any error or on RSS growth after warm-up.
     Soak(soak::SoakArgs),
+    /// What wkube costs a machine: stripped binary size, and RSS and idle
+    /// CPU of an all-in-one server and of an agent, idle and with 1,000
+    /// idle pods (and of an aarch64 agent under qemu-aarch64).
+    Footprint(footprint::FootprintArgs),
 }
 
 fn main() -> ExitCode {
@@ -92,6 +97,7 @@ async fn run(cli: Cli) -> ExitCode {
             Bench::Proxy(args) => proxy::run(args).await,
             Bench::Serverless(args) => serverless::run(args).await,
             Bench::Soak(args) => soak::run(args).await,
+            Bench::Footprint(args) => footprint::run(args).await,
         }
     };
     let result = tokio::select! {
