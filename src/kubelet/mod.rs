@@ -322,7 +322,6 @@ pub async fn run(
     Ok(())
 }
 
-/// Total memory of the host from /proc/meminfo.
 /// Runs a short filesystem step (creating a pod's files, opening a log,
 /// removing a pod's directory) on the blocking pool, so the async workers,
 /// which the API server shares, never wait on the disk.
@@ -344,6 +343,7 @@ pub(crate) async fn off_workers<T: Send + 'static>(
 /// Filesystem steps of pods run at once (see [`off_workers`]).
 const FS_STEPS: usize = 4;
 
+/// Total memory of the host from /proc/meminfo.
 fn host_memory_bytes() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
