@@ -374,12 +374,7 @@ pub(crate) async fn admin_api(server: &Server) -> Result<(Api, String)> {
     let data = server.dir.path().join("data");
     let url = wait_for_file(&data.join("api.endpoint")).await?;
     let kubeconfig = wait_for_file(&data.join("admin.kubeconfig")).await?;
-    let token = kubeconfig
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("token: "))
-        .context("no token in the admin kubeconfig")?
-        .trim()
-        .to_string();
+    let token = procs::kubeconfig_token(&kubeconfig)?;
     let addr = url
         .strip_prefix("http://")
         .context("the benchmark drives the API over plain HTTP (--tls off)")?

@@ -151,15 +151,7 @@ pub async fn run(args: FootprintArgs) -> Result<()> {
             bin.display()
         );
     }
-    let module_path = args.module.clone().unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("guest-examples/out/hello-http.wasm")
-    });
-    let module = std::fs::read(&module_path).with_context(|| {
-        format!(
-            "reading {} (build it with guest-examples/build.sh)",
-            module_path.display()
-        )
-    })?;
+    let (_, module) = procs::hello_module(args.module.as_deref())?;
     if let Some(p) = &args.compilerless
         && !p.exists()
     {
@@ -413,13 +405,7 @@ impl Cluster {
                     if url.is_empty() || !kc.contains(&url) {
                         bail!("the admin kubeconfig is not written yet");
                     }
-                    let token = kc
-                        .lines()
-                        .find_map(|l| l.trim().strip_prefix("token: "))
-                        .context("no token in the admin kubeconfig")?
-                        .trim()
-                        .to_string();
-                    Ok::<_, anyhow::Error>((url, token))
+                    Ok::<_, anyhow::Error>((url, procs::kubeconfig_token(&kc)?))
                 }
             })
             .await?;

@@ -92,15 +92,7 @@ pub async fn run(args: KubeletArgs) -> Result<()> {
         Some(b) => b.clone(),
         None => procs::sibling_binary("wkube")?,
     };
-    let module_path = args.module.clone().unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("guest-examples/out/hello-http.wasm")
-    });
-    let module = std::fs::read(&module_path).with_context(|| {
-        format!(
-            "reading {} (build it with guest-examples/build.sh)",
-            module_path.display()
-        )
-    })?;
+    let (module_path, module) = procs::hello_module(args.module.as_deref())?;
     let (load, cores) = procs::machine_load();
     println!(
         "module {} ({} bytes); {cores} cores, load average {}",

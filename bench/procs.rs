@@ -248,6 +248,32 @@ pub async fn spawn_wkube(bin: &Path, extra: &[&str], timeout: Duration) -> Resul
 /// `wkube` next to the running executable: cargo puts every binary of the
 /// crate in the same target dir, so `target/release/wkube-bench` finds
 /// `target/release/wkube`.
+/// The HTTP component a benchmark's pods run, and where it was read from:
+/// `path`, or else this source tree's `hello-http`.
+pub fn hello_module(path: Option<&Path>) -> Result<(PathBuf, Vec<u8>)> {
+    let path = path.map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("guest-examples/out/hello-http.wasm"),
+        Path::to_path_buf,
+    );
+    let module = std::fs::read(&path).with_context(|| {
+        format!(
+            "reading {} (build it with guest-examples/build.sh)",
+            path.display()
+        )
+    })?;
+    Ok((path, module))
+}
+
+/// The bearer token of an admin kubeconfig the server wrote.
+pub fn kubeconfig_token(kubeconfig: &str) -> Result<String> {
+    Ok(kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("token: "))
+        .context("no token in the admin kubeconfig")?
+        .trim()
+        .to_string())
+}
+
 pub fn sibling_binary(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe().context("locating the running executable")?;
     let dir = exe
