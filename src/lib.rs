@@ -11,7 +11,10 @@
 //!   cache, HTTP and command instances, limits).
 //! - [`kubelet`]: the node agent that runs pods with the runtime.
 //! - [`scheduler`]: places pods on nodes (filter, score, bind) through the API.
-//! - [`client`]: the API client the components use.
+//! - [`client`]: the API client the components use (with failover, and
+//!   for agents, answers remembered for offline use).
+//! - [`checkpoint`]: sealed files an agent keeps to run and restart while
+//!   no API server answers.
 //! - [`controllers`]: the controller manager (ReplicaSet, Deployment, Job,
 //!   CronJob, DaemonSet, endpoints, node lifecycle) and leader election.
 //! - [`cloud`]: the cloud controller manager and its providers.
@@ -22,6 +25,7 @@
 pub mod accept;
 pub mod agentapi;
 pub mod api;
+pub mod checkpoint;
 pub mod cli;
 pub mod client;
 pub mod cloud;

@@ -45,6 +45,7 @@ pub async fn run(
     proxy_config.ingress_port = config.proxy_ingress_port;
     proxy_config.ingress_tls_port = config.proxy_ingress_tls_port;
     proxy_config.activation = config.proxy_activation;
+    proxy_config.checkpoint = config.checkpoint.clone();
     // Traffic to pods on other nodes goes with the node's own credential.
     let identity = tls.as_ref().map(|t| NodeIdentity {
         client: crate::pki::ClientTls {

@@ -256,6 +256,8 @@ pub enum AgentError {
     Client(#[from] crate::client::ClientError),
     #[error(transparent)]
     Kubelet(#[from] crate::kubelet::KubeletError),
+    #[error("the node's checkpoint: {0}")]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
 }
 
 /// What a joined node keeps in `DATA/agent/credentials.json`.
@@ -366,6 +368,17 @@ pub async fn run(
         })?);
     }
     let client = crate::client::failover::client(clients);
+    // What the node needs to restart its pods and routes without the API
+    // server, sealed with a key of its own beside its credentials.
+    let checkpoint = crate::checkpoint::Checkpoint::open(
+        &data_dir.join("kubelet").join("checkpoint"),
+        &data_dir.join("agent").join("checkpoint.key"),
+    )?;
+    let remembering = crate::client::offline::Remembering::new(client, Some(&checkpoint));
+    let client = remembering.clone().client();
+    cfg.checkpoint = Some(checkpoint.clone());
+    let stop = crate::shutdown::Stop::new(shutdown);
+    let keeper = tokio::spawn(remembering.keep(checkpoint, stop.wait()));
     let agent_tls = tls.then(|| crate::kubelet::AgentTls {
         cert_pem: stored.creds.serving_cert.clone(),
         key_pem: stored.creds.serving_key.clone(),
@@ -373,7 +386,12 @@ pub async fn run(
         client_cert_pem: stored.creds.client_cert.clone(),
         client_key_pem: stored.creds.client_key.clone(),
     });
-    crate::node::run(cfg, client, Some(ca), agent_tls, shutdown).await?;
+    let result = crate::node::run(cfg, client, Some(ca), agent_tls, stop.wait()).await;
+    if result.is_err() {
+        keeper.abort();
+    }
+    let _ = keeper.await;
+    result?;
     Ok(())
 }
 

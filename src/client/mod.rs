@@ -8,6 +8,7 @@
 //! token otherwise).
 
 pub mod failover;
+pub mod offline;
 
 use base64::Engine as _;
 use kube::config::AuthInfo;

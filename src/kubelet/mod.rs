@@ -31,6 +31,8 @@
 //! pods/<uid>/logs/<container>/<restart>.log
 //! pods/<uid>/volumes/<name>/  configMap, secret and emptyDir volumes
 //! pods/<uid>/serviceaccount/  token, ca.crt, namespace
+//! checkpoint/*.sealed         an agent's pods, remembered answers and
+//!                             proxy caches, for restarts while offline
 //! ```
 
 pub mod container;
@@ -105,6 +107,9 @@ pub struct KubeletConfig {
     pub accounting: bool,
     /// Where compiled code comes from (the runtime's `compile` follows it).
     pub module_code: precompiled::ModuleCode,
+    /// Where an agent saves what it needs to restart without the API
+    /// server (none for the server's own node, whose API is in-process).
+    pub checkpoint: Option<crate::checkpoint::Checkpoint>,
 }
 
 impl KubeletConfig {
@@ -141,6 +146,7 @@ impl KubeletConfig {
             proxy_activation: crate::proxy::activate::ActivationLimits::default(),
             accounting: true,
             module_code: precompiled::ModuleCode::Auto,
+            checkpoint: None,
         }
     }
 }
@@ -308,15 +314,47 @@ pub async fn run(
         server_tls,
         stop.wait(),
     ));
-    // The Node must exist (with its podCIDR) before pods are taken on.
     let node = node::NodeAgent::new(shared.clone(), port);
-    let pod_cidr = node.register(stop.wait()).await;
-    let heartbeat = tokio::spawn(node.run(stop.wait()));
+    let checkpoint = shared.config.checkpoint.clone();
+    let saved = checkpoint
+        .as_ref()
+        .and_then(|c| c.read::<manager::Saved>(manager::CHECKPOINT));
+    let (pod_cidr, saved_pods, heartbeat) = match saved {
+        // A node that ran before knows its podCIDR and its pods: it need
+        // not wait for the API server, which may be out of reach.
+        Some(saved) => {
+            let (registered, heartbeat) = (stop.wait(), stop.wait());
+            let heartbeat = tokio::spawn(async move {
+                node.register(registered).await;
+                node.run(heartbeat).await;
+            });
+            (saved.pod_cidr, saved.pods, heartbeat)
+        }
+        // Otherwise the Node must exist (with its podCIDR) before pods are
+        // taken on.
+        None => {
+            let pod_cidr = node.register(stop.wait()).await;
+            (pod_cidr, Vec::new(), tokio::spawn(node.run(stop.wait())))
+        }
+    };
     let sampler = tokio::spawn(usage::run(shared.clone(), stop.wait()));
-    let manager = manager::PodManager::new(shared.clone(), pod_cidr);
+    let running = manager::Running::default();
+    let keeper = checkpoint.map(|c| {
+        let (r, cidr) = (running.clone(), pod_cidr.clone());
+        tokio::spawn(c.keep(
+            manager::CHECKPOINT,
+            move || r.snapshot(cidr.clone()),
+            running.changed.clone(),
+            stop.wait(),
+        ))
+    });
+    let manager = manager::PodManager::new(shared.clone(), pod_cidr, running, saved_pods);
     manager.run(stop.wait()).await;
     let _ = heartbeat.await;
     let _ = sampler.await;
+    if let Some(k) = keeper {
+        let _ = k.await;
+    }
     let _ = endpoint.await;
     tracing::info!(node = %shared.config.node_name, "kubelet stopped");
     Ok(())

@@ -80,6 +80,10 @@ pub struct ProxyConfig {
     pub remote_timeout: Duration,
     /// Bounds on requests held for a Service scaled to zero.
     pub activation: activate::ActivationLimits,
+    /// Where an agent saves what the proxy routes by (Services, their
+    /// endpoints, policies), so it routes from it after a restart while no
+    /// API server answers. None on the server's own node.
+    pub checkpoint: Option<crate::checkpoint::Checkpoint>,
 }
 
 impl ProxyConfig {
@@ -96,6 +100,7 @@ impl ProxyConfig {
             max_body_bytes: 16 << 20,
             remote_timeout: Duration::from_secs(60),
             activation: activate::ActivationLimits::default(),
+            checkpoint: None,
         }
     }
 }
@@ -232,20 +237,25 @@ pub async fn run(
 ) {
     let stop = crate::shutdown::Stop::new(shutdown);
     let _ = proxy.activator.client.set(client.clone());
-    let (services, svc_stream) = reflected::<Service>(&client);
-    let (slices, slice_stream) = reflected::<EndpointSlice>(&client);
-    let (nodes, node_stream) = reflected::<Node>(&client);
-    let (ingresses, ingress_stream) = reflected::<Ingress>(&client);
-    let (classes, class_stream) = reflected::<IngressClass>(&client);
-    let (gateway_classes, gateway_class_stream) = reflected::<GatewayClass>(&client);
-    let (gateways, gateway_stream) = reflected::<Gateway>(&client);
-    let (http_routes, route_stream) = reflected::<HTTPRoute>(&client);
+    let cp = proxy.config.checkpoint.clone();
+    let mut keepers = Vec::new();
+    let mut kept =
+        |keeper: futures::future::BoxFuture<'static, ()>| keepers.push(tokio::spawn(keeper));
+    let (services, svc_stream) = reflected::<Service>(&client, &cp, &stop, &mut kept);
+    let (slices, slice_stream) = reflected::<EndpointSlice>(&client, &cp, &stop, &mut kept);
+    let (nodes, node_stream) = reflected::<Node>(&client, &cp, &stop, &mut kept);
+    let (ingresses, ingress_stream) = reflected::<Ingress>(&client, &cp, &stop, &mut kept);
+    let (classes, class_stream) = reflected::<IngressClass>(&client, &cp, &stop, &mut kept);
+    let (gateway_classes, gateway_class_stream) =
+        reflected::<GatewayClass>(&client, &cp, &stop, &mut kept);
+    let (gateways, gateway_stream) = reflected::<Gateway>(&client, &cp, &stop, &mut kept);
+    let (http_routes, route_stream) = reflected::<HTTPRoute>(&client, &cp, &stop, &mut kept);
     // NetworkPolicies select pods and namespaces by label: both are
     // watched (EndpointSlices name pods but carry neither their labels nor
     // their named ports, and a client pod need back no Service).
-    let (policies, policy_stream) = reflected::<NetworkPolicy>(&client);
-    let (pods, pod_stream) = reflected::<Pod>(&client);
-    let (namespaces, namespace_stream) = reflected::<Namespace>(&client);
+    let (policies, policy_stream) = reflected::<NetworkPolicy>(&client, &cp, &stop, &mut kept);
+    let (pods, pod_stream) = reflected::<Pod>(&client, &cp, &stop, &mut kept);
+    let (namespaces, namespace_stream) = reflected::<Namespace>(&client, &cp, &stop, &mut kept);
     let changed = Arc::new(Notify::new());
     let rebuild = rebuild_loop(
         proxy.clone(),
@@ -280,25 +290,73 @@ pub async fn run(
         ingresstls::run(proxy.clone(), client, stop.wait()),
         rebuild
     );
+    for k in keepers {
+        let _ = k.await;
+    }
 }
 
 /// A cache of every `K` in the cluster and the watch that fills it (one
 /// item per event, for [`feed`]).
-fn reflected<K>(client: &kube::Client) -> (Store<K>, futures::stream::BoxStream<'static, ()>)
+///
+/// With a checkpoint, the cache starts from the saved copy (so routes
+/// exist before, or without, the first list) and a keeper, handed to
+/// `keep`, saves it after changes until `stop`. The first list replaces
+/// the saved copy whole.
+fn reflected<K>(
+    client: &kube::Client,
+    checkpoint: &Option<crate::checkpoint::Checkpoint>,
+    stop: &crate::shutdown::Stop,
+    keep: &mut impl FnMut(futures::future::BoxFuture<'static, ()>),
+) -> (Store<K>, futures::stream::BoxStream<'static, ()>)
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
         + std::fmt::Debug
         + serde::de::DeserializeOwned
+        + serde::Serialize
         + Send
         + Sync
         + 'static,
 {
-    let (store, writer) = reflector::store::<K>();
+    let (store, mut writer) = reflector::store::<K>();
+    let changed = Arc::new(Notify::new());
+    if let Some(cp) = checkpoint {
+        let name: &'static str = match K::plural(&()).as_ref() {
+            "services" => "proxy-services",
+            "endpointslices" => "proxy-endpointslices",
+            "nodes" => "proxy-nodes",
+            "ingresses" => "proxy-ingresses",
+            "ingressclasses" => "proxy-ingressclasses",
+            "gatewayclasses" => "proxy-gatewayclasses",
+            "gateways" => "proxy-gateways",
+            "httproutes" => "proxy-httproutes",
+            "networkpolicies" => "proxy-networkpolicies",
+            "pods" => "proxy-pods",
+            "namespaces" => "proxy-namespaces",
+            _ => "proxy-other",
+        };
+        if let Some(saved) = cp.read::<Vec<K>>(name) {
+            writer.apply_watcher_event(&watcher::Event::Init);
+            for o in saved {
+                writer.apply_watcher_event(&watcher::Event::InitApply(o));
+            }
+            writer.apply_watcher_event(&watcher::Event::InitDone);
+        }
+        let (reader, changed) = (store.clone(), changed.clone());
+        keep(Box::pin(cp.clone().keep(
+            name,
+            move || reader.state(),
+            changed,
+            stop.wait(),
+        )));
+    }
+    // Nothing the proxy routes by is in managedFields: dropping them
+    // keeps the cluster-wide caches (all pods, for policies) small.
     let stream = watcher(Api::<K>::all(client.clone()), watcher::Config::default())
         .default_backoff()
+        .modify(|o| o.meta_mut().managed_fields = None)
         .reflect(writer)
-        .map(|_| ())
+        .map(move |_| changed.notify_one())
         .boxed();
     (store, stream)
 }

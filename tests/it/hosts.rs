@@ -15,7 +15,10 @@ use common::{TestServer, eventually, guest};
 /// A joined agent on a lab host, killed on drop.
 struct Agent {
     child: Child,
-    _dir: tempfile::TempDir,
+    host: String,
+    server: String,
+    token: String,
+    dir: tempfile::TempDir,
 }
 
 impl Drop for Agent {
@@ -25,14 +28,45 @@ impl Drop for Agent {
     }
 }
 
+impl Agent {
+    /// Kills the agent and starts it again on the same data directory.
+    fn restart(&mut self, lab: &Lab) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn_agent(lab, &self.host, &self.server, &self.token, self.dir.path());
+    }
+
+    /// The agent's data directory.
+    fn data(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+}
+
 fn start_agent(lab: &Lab, host: &str, server: &TestServer, token: &str) -> Agent {
     let dir = tempfile::tempdir().unwrap();
+    let child = spawn_agent(lab, host, &server.api_url, token, dir.path());
+    Agent {
+        child,
+        host: host.to_string(),
+        server: server.api_url.clone(),
+        token: token.to_string(),
+        dir,
+    }
+}
+
+fn spawn_agent(lab: &Lab, host: &str, server: &str, token: &str, dir: &std::path::Path) -> Child {
     let ip = lab.host(host).ip;
-    let child = lab
-        .command(host, env!("CARGO_BIN_EXE_wkube"))
+    let log = |name: &str| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(name))
+            .unwrap()
+    };
+    lab.command(host, env!("CARGO_BIN_EXE_wkube"))
         .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .args(["agent", "--server", &server.api_url, "--token", token])
+        .arg(dir.join("data"))
+        .args(["agent", "--server", server, "--token", token])
         .args(["--node-name", host, "--node-ip", &ip.to_string()])
         .args(["--agent-listen", &format!("{ip}:0")])
         // Heartbeats every 2 s, so a short grace period in a test still
@@ -40,11 +74,10 @@ fn start_agent(lab: &Lab, host: &str, server: &TestServer, token: &str) -> Agent
         .args(["--lease-renew-interval", "2"])
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
-        .stdout(std::fs::File::create(dir.path().join("agent.log")).unwrap())
-        .stderr(std::fs::File::create(dir.path().join("agent.err")).unwrap())
+        .stdout(log("agent.log"))
+        .stderr(log("agent.err"))
         .spawn()
-        .expect("start the agent");
-    Agent { child, _dir: dir }
+        .expect("start the agent")
 }
 
 /// A Deployment of `image` with `replicas` pods labelled `app=NAME`, on
@@ -384,4 +417,126 @@ fn with_a_short_grace_a_cut_off_nodes_pods_move_and_its_stale_copies_stop_on_ret
         now.iter().all(|p| p.ends_with("=a2=Running")) && now.len() == 2,
         "{now:?}"
     );
+}
+
+/// Two pods pinned to node a1 that read a Secret (as environment and as a
+/// volume) and mount their service-account token, behind NodePort `kept`.
+const KEPT: &str = r#"{"apiVersion": "v1", "kind": "List", "items": [
+  {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"},
+   "stringData": {"password": "offline-secret-value-7f3a"}},
+  {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "kept"},
+   "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "kept"}},
+     "template": {"metadata": {"labels": {"app": "kept"}},
+       "spec": {"nodeName": "a1",
+         "volumes": [{"name": "creds", "secret": {"secretName": "creds"}}],
+         "containers": [{"name": "web", "image": "hello:v1",
+           "env": [{"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}}],
+           "volumeMounts": [{"name": "creds", "mountPath": "/etc/creds"}],
+           "ports": [{"containerPort": 8080, "name": "http"}]}]}}}},
+  {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kept"},
+   "spec": {"type": "NodePort", "selector": {"app": "kept"},
+     "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}]}"#;
+
+#[test]
+fn an_agent_restarted_while_cut_off_serves_from_its_sealed_checkpoint_and_applies_what_changed_on_return()
+ {
+    common::netns::available().expect("network namespaces");
+    let lab = Lab::new(&["server", "a1", "a2"]);
+    let (server, mut agents, _, web_port) = two_node_cluster(&lab, &[]);
+    let k = server.kubectl();
+    k.ok_with_stdin(&["apply", "-f", "-"], KEPT);
+    k.ok(&["rollout", "status", "deployment/kept", "--timeout=90s"]);
+    let kept_port = k.ok(&[
+        "get",
+        "svc",
+        "kept",
+        "-o",
+        "jsonpath={.spec.ports[0].nodePort}",
+    ]);
+    let a1 = lab.host("a1").ip;
+    let hello = (200, "Hello from wkube!\n".to_string());
+    for port in [&kept_port, &web_port] {
+        let url = format!("http://{a1}:{port}/");
+        assert!(
+            eventually(Duration::from_secs(30), || lab.curl("a1", &url) == hello),
+            "{url} does not answer before the cut"
+        );
+    }
+    let kept_before = pods(&k, "kept");
+    // The checkpoint is written a moment after the last change.
+    std::thread::sleep(Duration::from_secs(3));
+
+    // Cut off, the agent restarts: nothing but its disk to start from.
+    lab.cut("a1");
+    agents[0].restart(&lab);
+    for port in [&kept_port, &web_port] {
+        let url = format!("http://{a1}:{port}/");
+        assert!(
+            eventually(Duration::from_secs(60), || lab.curl("a1", &url) == hello),
+            "{url} does not answer after a restart while cut off: {}",
+            std::fs::read_to_string(agents[0].dir.path().join("agent.err")).unwrap_or_default()
+        );
+    }
+    // The Secret reached the restarted pods from the checkpoint, which
+    // holds no plain text of it.
+    let cp = agents[0].data().join("kubelet/checkpoint");
+    let files: Vec<_> = std::fs::read_dir(&cp).unwrap().flatten().collect();
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| f.file_name().to_string_lossy().into_owned())
+        .collect();
+    for want in ["pods.sealed", "answers.sealed", "proxy-services.sealed"] {
+        assert!(names.iter().any(|n| n == want), "{want} missing: {names:?}");
+    }
+    for f in &files {
+        let raw = std::fs::read(f.path()).unwrap();
+        for plain in [&b"offline-secret-value-7f3a"[..], b"hello:v1", b"kept"] {
+            assert!(
+                !raw.windows(plain.len()).any(|w| w == plain),
+                "{} holds {:?} in plain text",
+                f.path().display(),
+                String::from_utf8_lossy(plain)
+            );
+        }
+    }
+
+    // Meanwhile the cluster changes: one of a1's pods is deleted, and
+    // its ReplicaSet makes a replacement bound to a1.
+    let victim = k.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=kept",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ]);
+    let victim_uid = k.ok(&["get", "pod", &victim, "-o", "jsonpath={.metadata.uid}"]);
+    k.ok(&["delete", "pod", &victim, "--wait=false"]);
+
+    lab.heal("a1");
+    assert!(
+        eventually(Duration::from_secs(60), || ready(&k, "a1") == "True"),
+        "a1 did not come back Ready"
+    );
+    // The deletion is carried out, the replacement runs, and a1 reports
+    // both.
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            let now = pods(&k, "kept");
+            now.len() == 2
+                && now.iter().all(|p| p.ends_with("=a1=Running"))
+                && !now.iter().any(|p| p.starts_with(&victim_uid))
+                && running_on(&k, "a1").is_some_and(|uids| {
+                    !uids.contains(&victim_uid)
+                        && now
+                            .iter()
+                            .all(|p| uids.iter().any(|u| p.starts_with(u.as_str())))
+                })
+        }),
+        "after the link returned: {:?} (before {kept_before:?}), a1 runs {:?}",
+        pods(&k, "kept"),
+        running_on(&k, "a1")
+    );
+    let url = format!("http://{a1}:{kept_port}/");
+    assert_eq!(lab.curl("a1", &url), hello);
 }
