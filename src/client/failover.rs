@@ -21,6 +21,8 @@ use http_body_util::BodyExt;
 use hyper::{Request, Response};
 use kube::client::Body;
 
+use super::BoxError;
+
 /// The tower service behind a failover [`kube::Client`].
 #[derive(Clone)]
 pub struct Failover {
@@ -39,8 +41,6 @@ impl Failover {
         }
     }
 }
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl tower::Service<Request<Body>> for Failover {
     type Response = Response<Body>;

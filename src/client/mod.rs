@@ -13,6 +13,9 @@ pub mod offline;
 use base64::Engine as _;
 use kube::config::AuthInfo;
 
+/// The error of the tower services behind wkube's clients.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Who the client is to the API server.
 #[derive(Clone)]
 pub enum Credential {

@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use tokio::sync::Notify;
 
+use super::BoxError;
 use crate::checkpoint::Checkpoint;
 
 /// How long the node counts as offline after a request could not reach
@@ -117,9 +118,9 @@ pub struct Remembering {
     changed: Arc<Notify>,
 }
 
-/// The key a request is remembered under, when it is one of those a pod's
-/// start needs.
-fn remembered_key(method: &Method, path: &str, body: &[u8]) -> Option<String> {
+/// Whether a request is one of those a pod's start needs (only those are
+/// buffered and remembered).
+fn remembered(method: &Method, path: &str) -> bool {
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let wanted = match (method, segs.as_slice()) {
         (
@@ -139,7 +140,12 @@ fn remembered_key(method: &Method, path: &str, body: &[u8]) -> Option<String> {
         (&Method::POST, ["api", "v1", "namespaces", _, "serviceaccounts", _, "token"]) => true,
         _ => false,
     };
-    if !wanted || segs.iter().any(|s| s.is_empty()) {
+    wanted && !segs.iter().any(|s| s.is_empty())
+}
+
+/// The key a remembered request is kept under.
+fn remembered_key(method: &Method, path: &str, body: &[u8]) -> Option<String> {
+    if !remembered(method, path) {
         return None;
     }
     let mut key = format!("{method} {path}");
@@ -204,8 +210,6 @@ impl Remembering {
     }
 }
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
 impl tower::Service<Request<Body>> for Remembering {
     type Response = Response<Body>;
     type Error = BoxError;
@@ -221,7 +225,7 @@ impl tower::Service<Request<Body>> for Remembering {
             let (parts, body) = req.into_parts();
             let path = parts.uri.path().to_string();
             // Only the small requests worth remembering are buffered.
-            let (key, body) = if parts.method == Method::GET || parts.method == Method::POST {
+            let (key, body) = if remembered(&parts.method, &path) {
                 let bytes: Bytes = body.collect().await?.to_bytes();
                 (
                     remembered_key(&parts.method, &path, &bytes),
