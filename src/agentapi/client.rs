@@ -36,6 +36,7 @@ use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::tunnel::Tunnels;
 use crate::pki::ClientTls;
 
 /// The port an agent listens on when its Node does not say.
@@ -92,6 +93,10 @@ pub enum NodeClientError {
     },
     #[error("too many requests to node agents in flight (limit {limit}); try again")]
     Busy { limit: usize },
+    #[error(
+        "node {node:?} is behind NAT and its agent has no tunnel open to this server: it cannot be reached until it connects again"
+    )]
+    NoTunnel { node: String },
 }
 
 /// Where one node's agent listens.
@@ -101,6 +106,9 @@ pub struct AgentEndpoint {
     pub node: String,
     pub ip: IpAddr,
     pub port: u16,
+    /// The node is behind NAT ([`super::tunnel::BEHIND_NAT`]): only its
+    /// tunnel reaches it.
+    pub behind_nat: bool,
 }
 
 impl AgentEndpoint {
@@ -136,10 +144,16 @@ impl AgentEndpoint {
             .and_then(|p| u16::try_from(p).ok())
             .filter(|p| *p != 0)
             .unwrap_or(DEFAULT_AGENT_PORT);
+        let behind_nat = node
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(super::tunnel::BEHIND_NAT))
+            .and_then(Value::as_str)
+            == Some("true");
         Ok(AgentEndpoint {
             node: name,
             ip,
             port,
+            behind_nat,
         })
     }
 
@@ -154,6 +168,8 @@ pub struct NodeClient {
     tls: bool,
     config: NodeClientConfig,
     in_flight: Arc<Semaphore>,
+    /// Agents' own connections to this server, used before dialing.
+    tunnels: Arc<Tunnels>,
 }
 
 impl NodeClient {
@@ -183,7 +199,13 @@ impl NodeClient {
             tls: tls.is_some(),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
             config,
+            tunnels: Arc::new(Tunnels::default()),
         })
+    }
+
+    /// The tunnels agents behind NAT opened to this server.
+    pub fn tunnels(&self) -> &Arc<Tunnels> {
+        &self.tunnels
     }
 
     /// `https` or `http`.
@@ -233,17 +255,34 @@ impl NodeClient {
             .body(Full::new(body))
             .map_err(|e| unreachable(format!("invalid request: {e}")))?;
         *req.headers_mut() = headers;
-        let resp = tokio::time::timeout(
-            self.config.response_header_timeout,
-            self.client.request(req),
-        )
-        .await
-        .map_err(|_| NodeClientError::Timeout {
-            node: agent.node.clone(),
-            addr: addr.clone(),
-            timeout: self.config.response_header_timeout,
-        })?
-        .map_err(|e| unreachable(error_chain(&e)))?;
+        // The agent's own connection, when it keeps one open here; a node
+        // behind NAT has no other way in.
+        let tunnel = self.tunnels.get(&agent.node);
+        if tunnel.is_none() && agent.behind_nat {
+            return Err(NodeClientError::NoTunnel {
+                node: agent.node.clone(),
+            });
+        }
+        let sent = async {
+            match tunnel {
+                Some(mut tunnel) => tunnel
+                    .send_request(req)
+                    .await
+                    .map_err(|e| unreachable(format!("its tunnel: {}", error_chain(&e)))),
+                None => self
+                    .client
+                    .request(req)
+                    .await
+                    .map_err(|e| unreachable(error_chain(&e))),
+            }
+        };
+        let resp = tokio::time::timeout(self.config.response_header_timeout, sent)
+            .await
+            .map_err(|_| NodeClientError::Timeout {
+                node: agent.node.clone(),
+                addr: addr.clone(),
+                timeout: self.config.response_header_timeout,
+            })??;
         let (parts, inner) = resp.into_parts();
         Ok(Response::from_parts(
             parts,
@@ -289,7 +328,12 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-fn client_tls_config(tls: &ClientTls) -> Result<Arc<rustls::ClientConfig>, NodeClientError> {
+/// Client TLS to agents (and, for a tunnel, to API servers): trusting
+/// the cluster CA only, presenting `tls`'s certificate, HTTP/1.1.
+///
+/// # Errors
+/// [`NodeClientError::Tls`] for unusable certificates or keys.
+pub fn client_tls_config(tls: &ClientTls) -> Result<Arc<rustls::ClientConfig>, NodeClientError> {
     let err = |what: &str, e: &dyn std::fmt::Display| NodeClientError::Tls(format!("{what}: {e}"));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
@@ -491,6 +535,7 @@ mod tests {
             node: "gone".into(),
             ip: "127.0.0.1".parse().unwrap(),
             port,
+            behind_nat: false,
         };
         let e = client.get(&ep, "/healthz").await.unwrap_err();
         assert!(matches!(e, NodeClientError::Unreachable { .. }), "{e:?}");

@@ -3,7 +3,9 @@
 //! logs and the pod proxy) and the path other nodes' proxies deliver pod
 //! traffic to (`proxy::route`).
 //!
-//! [`client`] is how the control plane and other nodes call agents.
+//! [`client`] is how the control plane and other nodes call agents;
+//! [`tunnel`] is how they reach an agent behind NAT, over the connection
+//! it keeps open to the API server.
 //!
 //! Each route is a pattern (for the agent's router) and a function that
 //! builds a concrete path (for its callers), side by side so they cannot
@@ -15,6 +17,7 @@ use axum::http::{HeaderMap, header};
 
 pub mod client;
 pub mod summary;
+pub mod tunnel;
 
 /// `GET`: a container's log (query: follow, tailLines, previous,
 /// timestamps, limitBytes, sinceSeconds, sinceTime). Control plane only.

@@ -54,6 +54,7 @@ pub mod skim;
 pub mod status;
 pub mod subresources;
 pub mod table;
+pub mod tunnel;
 pub mod ui;
 pub mod verbs;
 pub mod views;
@@ -329,6 +330,23 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route(join::CACERTS_ROUTE, axum::routing::get(join::cacerts))
         .route(join::JOIN_ROUTE, axum::routing::post(join::join))
+        // Agents behind NAT: their tunnels, and pod traffic passed on to them.
+        .route(
+            crate::agentapi::tunnel::TUNNEL,
+            axum::routing::any(tunnel::open),
+        )
+        .route(
+            crate::agentapi::tunnel::RELAY,
+            axum::routing::any(tunnel::relay),
+        )
+        .route(
+            &crate::agentapi::with_slash(crate::agentapi::tunnel::RELAY),
+            axum::routing::any(tunnel::relay),
+        )
+        .route(
+            &crate::agentapi::with_rest(crate::agentapi::tunnel::RELAY),
+            axum::routing::any(tunnel::relay),
+        )
         // The dashboard's files, and `/` sending browsers to it.
         .route("/", axum::routing::any(ui::root))
         .route("/ui", axum::routing::get(ui::serve))

@@ -318,7 +318,7 @@ pub async fn pod_log(
 }
 
 /// The agent of a node, from its Node object.
-async fn agent_of(state: &ApiState, node: &str) -> Result<AgentEndpoint, ApiError> {
+pub(crate) async fn agent_of(state: &ApiState, node: &str) -> Result<AgentEndpoint, ApiError> {
     let obj = state.registry.get(kind("nodes")?, None, node).await?;
     Ok(AgentEndpoint::of_node(&obj)?)
 }

@@ -219,6 +219,14 @@ pub struct AgentArgs {
     #[arg(long, default_value = crate::cluster::DEFAULT_CLUSTER_CIDR, value_parser = super::parse_cidr, value_name = "CIDR")]
     pub cluster_cidr: crate::cluster::Cidr,
 
+    /// The API servers and other nodes cannot reach this node (it is
+    /// behind NAT or a firewall that only lets connections out): keep a
+    /// connection open to every API server and take the control plane's
+    /// requests (logs, proxy, usage) and other nodes' pod traffic through
+    /// it.
+    #[arg(long)]
+    pub behind_nat: bool,
+
     #[command(flatten)]
     pub node: NodeArgs,
 }
@@ -358,6 +366,17 @@ pub async fn run(
         crate::client::Credential::Token(stored.creds.token.clone())
     };
     let ca = stored.creds.ca_cert.clone();
+    if args.behind_nat {
+        cfg.tunnel = Some(crate::kubelet::tunnel::TunnelConfig {
+            servers: servers.clone(),
+            tls: tls.then(|| crate::pki::ClientTls {
+                cert_pem: stored.creds.client_cert.clone(),
+                key_pem: stored.creds.client_key.clone(),
+                ca_pem: ca.clone(),
+            }),
+            token: (!tls).then(|| stored.creds.token.clone()),
+        });
+    }
     let mut clients = Vec::new();
     for server in &servers {
         clients.push(crate::client::build(&crate::client::ClientConfig {

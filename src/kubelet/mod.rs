@@ -22,6 +22,8 @@
 //! - [`logs`]: per-container log files, rotated and bounded.
 //! - [`events`]: Events about pods, for `kubectl describe`.
 //! - [`server`]: the agent's authenticated HTTPS endpoint (logs, pod proxy).
+//! - [`tunnel`]: the same routes over connections the agent opens itself,
+//!   for a node the control plane cannot dial (behind NAT).
 //!
 //! Data directory (`DATA/kubelet` by default):
 //!
@@ -46,6 +48,7 @@ pub mod precompiled;
 pub mod server;
 pub mod spec;
 pub mod status;
+pub mod tunnel;
 pub mod usage;
 pub mod worker;
 
@@ -110,6 +113,9 @@ pub struct KubeletConfig {
     /// Where an agent saves what it needs to restart without the API
     /// server (none for the server's own node, whose API is in-process).
     pub checkpoint: Option<crate::checkpoint::Checkpoint>,
+    /// For a node behind NAT: the tunnels it keeps open to the API
+    /// servers (none: the control plane dials its endpoint).
+    pub tunnel: Option<tunnel::TunnelConfig>,
 }
 
 impl KubeletConfig {
@@ -147,6 +153,7 @@ impl KubeletConfig {
             accounting: true,
             module_code: precompiled::ModuleCode::Auto,
             checkpoint: None,
+            tunnel: None,
         }
     }
 }
@@ -314,6 +321,14 @@ pub async fn run(
         server_tls,
         stop.wait(),
     ));
+    let tunnels = shared.config.tunnel.clone().map(|t| {
+        let (shared, stopped) = (shared.clone(), stop.wait());
+        tokio::spawn(async move {
+            if let Err(e) = tunnel::run(shared, t, stopped).await {
+                tracing::error!(error = %e, "no tunnel to the API server: this node behind NAT cannot be reached");
+            }
+        })
+    });
     let node = node::NodeAgent::new(shared.clone(), port);
     let checkpoint = shared.config.checkpoint.clone();
     let saved = checkpoint
@@ -356,6 +371,9 @@ pub async fn run(
         let _ = k.await;
     }
     let _ = endpoint.await;
+    if let Some(t) = tunnels {
+        let _ = t.await;
+    }
     tracing::info!(node = %shared.config.node_name, "kubelet stopped");
     Ok(())
 }

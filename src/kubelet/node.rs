@@ -22,6 +22,7 @@ use kube::api::{Api, PatchParams, PostParams};
 use serde_json::json;
 
 use super::Shared;
+use crate::agentapi::tunnel::BEHIND_NAT;
 
 /// Registers and heartbeats one Node.
 pub struct NodeAgent {
@@ -76,8 +77,12 @@ impl NodeAgent {
             Ok(n) => n,
             Err(kube::Error::Api(e)) if e.code == 409 => {
                 // A restart: keep the spec (podCIDR, taints, unschedulable)
-                // and refresh labels and addresses.
-                let patch = json!({"metadata": {"labels": self.labels()}});
+                // and refresh labels, addresses and how the node is reached.
+                let behind_nat = self.shared.config.tunnel.is_some().then_some("true");
+                let patch = json!({"metadata": {
+                    "labels": self.labels(),
+                    "annotations": {BEHIND_NAT: behind_nat},
+                }});
                 nodes
                     .patch(
                         name,
@@ -217,6 +222,12 @@ impl NodeAgent {
             metadata: ObjectMeta {
                 name: Some(self.shared.config.node_name.clone()),
                 labels: Some(self.labels()),
+                annotations: self
+                    .shared
+                    .config
+                    .tunnel
+                    .is_some()
+                    .then(|| BTreeMap::from([(BEHIND_NAT.to_string(), "true".to_string())])),
                 ..ObjectMeta::default()
             },
             spec: None,

@@ -127,8 +127,9 @@ fn node_router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// Everything, for the control plane.
-fn router(shared: Arc<Shared>) -> Router {
+/// Everything, for the control plane (on the endpoint, and over a
+/// tunnel).
+pub(super) fn router(shared: Arc<Shared>) -> Router {
     pod_routes()
         .route(agentapi::METRICS, axum::routing::get(metrics))
         .route(agentapi::STATS_SUMMARY, axum::routing::get(stats_summary))

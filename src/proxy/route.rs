@@ -379,28 +379,33 @@ impl Proxy {
         };
         let start = Instant::now();
         let path = format!("{prefix}{}", path_and_query(&uri));
-        match self
-            .nodes
-            .send(
-                &route.agent,
-                method.clone(),
-                &path,
-                crate::agentapi::end_to_end(&headers),
-                body.clone(),
-            )
-            .await
-        {
+        let sent = if route.agent.behind_nat {
+            self.relay(node, &path, &method, &headers, &body).await
+        } else {
+            self.nodes
+                .send(
+                    &route.agent,
+                    method.clone(),
+                    &path,
+                    crate::agentapi::end_to_end(&headers),
+                    body.clone(),
+                )
+                .await
+                .map(|resp| resp.map(|b| b.map_err(wasmtime_wasi_http::Error::from).boxed_unsync()))
+                .map_err(|e| e.to_string())
+        };
+        match sent {
             Ok(resp) => {
                 if let Some(key) = pod_key {
                     self.metrics
                         .pod(&key, start.elapsed(), resp.status().is_server_error());
                 }
-                Ok(resp.map(|b| b.map_err(wasmtime_wasi_http::Error::from).boxed_unsync()))
+                Ok(resp)
             }
-            Err(e) => {
+            Err(why) => {
                 let again = idempotent(&method);
                 Err(Failed {
-                    why: e.to_string(),
+                    why,
                     request: again.then_some(Pending::Buffered {
                         method,
                         uri,
@@ -410,6 +415,46 @@ impl Proxy {
                 })
             }
         }
+    }
+
+    /// Sends a request for node `node`'s agent (`path` on it) through the
+    /// API server, which passes it on through the tunnel that node keeps
+    /// open: a node behind NAT cannot be dialed.
+    async fn relay(
+        &self,
+        node: &str,
+        path: &str,
+        method: &Method,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Result<ProxyResponse, String> {
+        let Some(api) = self.api.get() else {
+            return Err(format!(
+                "node {node:?} is behind NAT and the API server is not known yet"
+            ));
+        };
+        let mut req = Request::builder()
+            .method(method.clone())
+            .uri(crate::agentapi::tunnel::relay(node, path))
+            .body(kube::client::Body::from(body.to_vec()))
+            .map_err(|e| format!("invalid request for node {node:?}: {e}"))?;
+        let mut sent = crate::agentapi::end_to_end(headers);
+        // The request's own credentials are for the pod, not the API
+        // server: they travel under another name and the relay restores
+        // them.
+        if let Some(auth) = sent.remove(header::AUTHORIZATION) {
+            sent.insert(crate::agentapi::tunnel::POD_AUTHORIZATION, auth);
+        }
+        sent.remove(header::HOST);
+        *req.headers_mut() = sent;
+        let resp = api
+            .send(req)
+            .await
+            .map_err(|e| format!("through the API server to node {node:?}: {e}"))?;
+        Ok(resp.map(|b| {
+            b.map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.to_string())))
+                .boxed_unsync()
+        }))
     }
 
     /// Sends a request straight to an address outside the pod network,

@@ -18,6 +18,8 @@ struct Agent {
     host: String,
     server: String,
     token: String,
+    /// Flags beyond those every lab agent gets.
+    extra: Vec<String>,
     dir: tempfile::TempDir,
 }
 
@@ -33,7 +35,14 @@ impl Agent {
     fn restart(&mut self, lab: &Lab) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child = spawn_agent(lab, &self.host, &self.server, &self.token, self.dir.path());
+        self.child = spawn_agent(
+            lab,
+            &self.host,
+            &self.server,
+            &self.token,
+            self.dir.path(),
+            &self.extra,
+        );
     }
 
     /// The agent's data directory.
@@ -43,18 +52,37 @@ impl Agent {
 }
 
 fn start_agent(lab: &Lab, host: &str, server: &TestServer, token: &str) -> Agent {
+    start_agent_with(lab, host, server, token, &[])
+}
+
+fn start_agent_with(
+    lab: &Lab,
+    host: &str,
+    server: &TestServer,
+    token: &str,
+    extra: &[&str],
+) -> Agent {
     let dir = tempfile::tempdir().unwrap();
-    let child = spawn_agent(lab, host, &server.api_url, token, dir.path());
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    let child = spawn_agent(lab, host, &server.api_url, token, dir.path(), &extra);
     Agent {
         child,
         host: host.to_string(),
         server: server.api_url.clone(),
         token: token.to_string(),
+        extra,
         dir,
     }
 }
 
-fn spawn_agent(lab: &Lab, host: &str, server: &str, token: &str, dir: &std::path::Path) -> Child {
+fn spawn_agent(
+    lab: &Lab,
+    host: &str,
+    server: &str,
+    token: &str,
+    dir: &std::path::Path,
+    extra: &[String],
+) -> Child {
     let ip = lab.host(host).ip;
     let log = |name: &str| {
         std::fs::OpenOptions::new()
@@ -72,6 +100,7 @@ fn spawn_agent(lab: &Lab, host: &str, server: &str, token: &str, dir: &std::path
         // Heartbeats every 2 s, so a short grace period in a test still
         // spans several of them.
         .args(["--lease-renew-interval", "2"])
+        .args(extra)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(log("agent.log"))
@@ -539,4 +568,254 @@ fn an_agent_restarted_while_cut_off_serves_from_its_sealed_checkpoint_and_applie
     );
     let url = format!("http://{a1}:{kept_port}/");
     assert_eq!(lab.curl("a1", &url), hello);
+}
+
+/// Host `name` may dial out but takes no new connection in, as behind a
+/// NAT or a firewall that only lets connections out: nftables in its
+/// namespace drops everything arriving on its link that does not belong
+/// to a connection it opened.
+fn only_outbound(lab: &Lab, name: &str) {
+    for rule in [
+        &["add", "table", "inet", "edge"][..],
+        &[
+            "add",
+            "chain",
+            "inet",
+            "edge",
+            "input",
+            "{ type filter hook input priority 0; policy accept; }",
+        ],
+        &[
+            "add",
+            "rule",
+            "inet",
+            "edge",
+            "input",
+            "iifname",
+            "eth0",
+            "ct",
+            "state",
+            "established,related",
+            "accept",
+        ],
+        &[
+            "add", "rule", "inet", "edge", "input", "iifname", "eth0", "drop",
+        ],
+    ] {
+        let out = lab
+            .command(name, "nft")
+            .args(rule)
+            .output()
+            .expect("run nft");
+        assert!(
+            out.status.success(),
+            "nft {}: {}",
+            rule.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Lines of an agent's log files that contain `needle`.
+fn log_lines(agent: &Agent, needle: &str) -> usize {
+    ["agent.log", "agent.err"]
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(agent.dir.path().join(f))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains(needle))
+                .count()
+        })
+        .sum()
+}
+
+#[test]
+fn an_agent_behind_nat_is_reached_through_the_connection_it_keeps_open() {
+    common::netns::available().expect("network namespaces");
+    let lab = Lab::new(&["server", "a1", "a2"]);
+    only_outbound(&lab, "a1");
+    let s = lab.host("server");
+    // With its own node, whose proxy reaches the API server in-process.
+    let server = TestServer::builder().netns(&s.ns, s.ip).with_node().start();
+    let k = server.kubectl();
+    server
+        .wkube(&["push", guest("hello-http").to_str().unwrap(), "hello:v1"])
+        .success();
+    let token = std::fs::read_to_string(server.data_dir.join("join-token")).unwrap();
+    let a1 = start_agent_with(&lab, "a1", &server, token.trim(), &["--behind-nat"]);
+    let _a2 = start_agent(&lab, "a2", &server, token.trim());
+    for node in ["a1", "a2"] {
+        assert!(
+            eventually(Duration::from_secs(60), || ready(&k, node) == "True"),
+            "{node} did not become Ready: {}",
+            k.ok(&["get", "nodes", "-o", "wide"])
+        );
+    }
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "node",
+            "a1",
+            "-o",
+            "jsonpath={.metadata.annotations.node\\.wkube\\.dev/behind-nat}",
+        ]),
+        "true"
+    );
+    // a1 really cannot be dialed, from the server or from a2.
+    let agent_port = k.ok(&[
+        "get",
+        "node",
+        "a1",
+        "-o",
+        "jsonpath={.status.daemonEndpoints.kubeletEndpoint.Port}",
+    ]);
+    let a1_ip = lab.host("a1").ip;
+    for from in ["server", "a2"] {
+        let mut curl = lab.command(from, "curl");
+        curl.args([
+            "-sk",
+            "--max-time",
+            "3",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg(format!("https://{a1_ip}:{agent_port}/healthz"));
+        let out = curl.output().expect("run curl");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "000",
+            "{from} reached a1's agent endpoint"
+        );
+    }
+
+    k.ok_with_stdin(
+        &["apply", "-f", "-"],
+        &app("far", "hello:v1", 1, Some("a1")),
+    );
+    k.ok(&["rollout", "status", "deployment/far", "--timeout=90s"]);
+    let pod = k.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=far",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ]);
+    let uid = k.ok(&["get", "pod", &pod, "-o", "jsonpath={.metadata.uid}"]);
+
+    // The control plane reaches a1 through its tunnel: the agent's own
+    // routes, the pod proxy, logs and the usage summary.
+    assert_eq!(
+        k.ok(&["get", "--raw", "/api/v1/nodes/a1/proxy/healthz"]),
+        "ok"
+    );
+    let body = k.ok(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/namespaces/default/pods/{pod}/proxy/"),
+    ]);
+    assert_eq!(body.trim(), "Hello from wkube!");
+    let logs = k.run(&["logs", &pod]);
+    assert!(logs.status.success(), "kubectl logs: {}", logs.stderr);
+    assert!(
+        running_on(&k, "a1").is_some_and(|uids| uids.contains(&uid)),
+        "a1's summary does not list {uid}"
+    );
+
+    // Other nodes' pod traffic goes through the API server: the ClusterIP
+    // from a2's host, a2's NodePort and the server's own node's NodePort.
+    let cluster_ip = k.ok(&["get", "svc", "far", "-o", "jsonpath={.spec.clusterIP}"]);
+    let node_port = k.ok(&[
+        "get",
+        "svc",
+        "far",
+        "-o",
+        "jsonpath={.spec.ports[0].nodePort}",
+    ]);
+    for (from, url) in [
+        ("a2", format!("http://{cluster_ip}/")),
+        ("a2", format!("http://{}:{node_port}/", lab.host("a2").ip)),
+        ("server", format!("http://{}:{node_port}/", s.ip)),
+        ("a1", format!("http://{a1_ip}:{node_port}/")),
+    ] {
+        assert!(
+            eventually(Duration::from_secs(30), || lab.curl(from, &url)
+                == (200, "Hello from wkube!\n".to_string())),
+            "{from} -> {url}: {:?}",
+            lab.curl(from, &url)
+        );
+    }
+
+    // Who may use a1's way in: only a1 opens its tunnel; nodes may send
+    // pod traffic through the relay, a user without nodes/proxy may not.
+    let a2_token = {
+        let creds: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(_a2.data().join("agent").join("credentials.json")).unwrap(),
+        )
+        .unwrap();
+        creds["token"].as_str().unwrap().to_string()
+    };
+    k.ok(&["create", "serviceaccount", "bot"]);
+    let bot_token = k.ok(&["create", "token", "bot"]).trim().to_string();
+    let pod_ip = k.ok(&["get", "pod", &pod, "-o", "jsonpath={.status.podIP}"]);
+    let api = |token: &str, path: &str, upgrade: bool| {
+        let mut curl = lab.command("server", "curl");
+        curl.args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
+            .arg("--cacert")
+            .arg(server.data_dir.join("pki").join("ca.crt"))
+            .args(["-H", &format!("Authorization: Bearer {token}")]);
+        if upgrade {
+            curl.args(["--http1.1", "-H", "Connection: Upgrade"])
+                .args(["-H", "Upgrade: wkube-tunnel"]);
+        }
+        let out = curl
+            .arg(format!("{}{path}", server.api_url))
+            .output()
+            .expect("run curl");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (code.trim().to_string(), body.to_string())
+    };
+    let (code, body) = api(&a2_token, "/apis/wkube.dev/v1/nodes/a1/tunnel", true);
+    assert_eq!(code, "403", "a2 opening a1's tunnel: {body}");
+    assert!(
+        body.contains("system:node:a2") && body.contains("may open its own tunnel"),
+        "{body}"
+    );
+    let relay = format!("/apis/wkube.dev/v1/nodes/a1/podip/{pod_ip}/8080/");
+    let (code, body) = api(&bot_token, &relay, false);
+    assert_eq!(code, "403", "a service account relaying to a1: {body}");
+    assert_eq!(
+        api(&a2_token, &relay, false),
+        ("200".to_string(), "Hello from wkube!\n".to_string())
+    );
+
+    // Cut off for longer than the tunnel's pings allow, a1's tunnel dies;
+    // back on the network, a1 dials again and is reachable again.
+    let opened = log_lines(&a1, "tunnel open");
+    assert!(opened >= 1, "a1 logged no open tunnel");
+    lab.cut("a1");
+    std::thread::sleep(Duration::from_secs(35));
+    lab.heal("a1");
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            k.run(&["get", "--raw", "/api/v1/nodes/a1/proxy/healthz"])
+                .stdout
+                .trim()
+                == "ok"
+                && log_lines(&a1, "tunnel open") > opened
+        }),
+        "a1's tunnel did not come back: {} tunnel openings logged",
+        log_lines(&a1, "tunnel open")
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || lab
+            .curl("a2", &format!("http://{cluster_ip}/"))
+            .0
+            == 200),
+        "a2 cannot reach a1's pod after the tunnel came back"
+    );
 }

@@ -1,0 +1,167 @@
+//! Reaching an agent the control plane cannot dial (a node behind NAT or a
+//! firewall that lets connections out only).
+//!
+//! Such an agent (`wkube agent --behind-nat`) dials every API server and
+//! asks, on [`TUNNEL`], to turn that connection around:
+//!
+//! 1. an HTTP/1.1 `GET` with `Upgrade: wkube-tunnel`, authenticated as the
+//!    node itself (only node N may open node N's tunnel);
+//! 2. the server answers `101 Switching Protocols`;
+//! 3. on the upgraded connection the roles swap: the agent serves its
+//!    endpoint's routes over HTTP/2 and the API server is the client, so
+//!    one connection carries every log stream, proxied request and summary
+//!    read the server sends that node, multiplexed.
+//!
+//! The API server keeps the open tunnels in [`Tunnels`], by node name; its
+//! node client sends through a node's tunnel whenever one is open.
+//!
+//! Other nodes cannot use that connection: their proxies send pod traffic
+//! for a node behind NAT to [`RELAY`] on the API server instead, which
+//! passes it on through the tunnel. The Node carries [`BEHIND_NAT`] so
+//! they know.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::client::conn::http2::SendRequest;
+use parking_lot::Mutex;
+
+/// The API server route an agent opens its tunnel on (`GET`, upgraded).
+pub const TUNNEL: &str = "/apis/wkube.dev/v1/nodes/{node}/tunnel";
+
+/// The path of [`TUNNEL`] for one node.
+pub fn tunnel(node: &str) -> String {
+    format!("/apis/wkube.dev/v1/nodes/{node}/tunnel")
+}
+
+/// The `Upgrade` protocol name of a tunnel.
+pub const PROTOCOL: &str = "wkube-tunnel";
+
+/// The API server route that passes pod traffic on to a node behind NAT:
+/// any method, the agent's [`super::POD_IP`] path under the node's. Also
+/// served with a trailing `/` and with `/{*rest}`.
+pub const RELAY: &str = "/apis/wkube.dev/v1/nodes/{node}/podip/{ip}/{port}";
+
+/// The path of [`RELAY`] for `agent_path`, a [`super::POD_IP`] path (with
+/// its rest and query) on node `node`'s agent.
+pub fn relay(node: &str, agent_path: &str) -> String {
+    format!("/apis/wkube.dev/v1/nodes/{node}{agent_path}")
+}
+
+/// The header a relayed request's own `Authorization` travels in (the
+/// relay's `Authorization` is the sending node's credential).
+pub const POD_AUTHORIZATION: &str = "x-wkube-pod-authorization";
+
+/// The Node annotation an agent behind NAT sets (value `"true"`): reach
+/// it through the API server.
+pub const BEHIND_NAT: &str = "node.wkube.dev/behind-nat";
+
+/// The open tunnels of one API server, by node name: one per node, the
+/// newest winning (an agent that reconnects replaces its old tunnel).
+#[derive(Default)]
+pub struct Tunnels {
+    open: Mutex<HashMap<String, (u64, Sender)>>,
+    next: AtomicU64,
+}
+
+/// Sends requests to an agent over its tunnel.
+pub type Sender = SendRequest<Full<Bytes>>;
+
+impl Tunnels {
+    /// Records node `node`'s tunnel; returns its id for [`Tunnels::detach`].
+    pub fn attach(&self, node: &str, send: Sender) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.open.lock().insert(node.to_string(), (id, send));
+        id
+    }
+
+    /// Forgets tunnel `id` of `node` (not a newer one that replaced it).
+    pub fn detach(&self, node: &str, id: u64) {
+        let mut open = self.open.lock();
+        if open.get(node).is_some_and(|(i, _)| *i == id) {
+            open.remove(node);
+        }
+    }
+
+    /// A sender on `node`'s tunnel, if one is open.
+    pub fn get(&self, node: &str) -> Option<Sender> {
+        let open = self.open.lock();
+        let (_, send) = open.get(node)?;
+        (!send.is_closed()).then(|| send.clone())
+    }
+
+    /// The nodes with an open tunnel, sorted.
+    pub fn nodes(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .open
+            .lock()
+            .iter()
+            .filter(|(_, (_, s))| !s.is_closed())
+            .map(|(n, _)| n.clone())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::{Request, Response};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    /// A sender on an HTTP/2 connection to an in-memory server answering
+    /// 200 "hi", and the task driving the client side.
+    async fn sender() -> (Sender, tokio::task::JoinHandle<()>) {
+        let (near, far) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(async move {
+            let hi = hyper::service::service_fn(|_req| async {
+                Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(
+                    b"hi",
+                ))))
+            });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(far), hi)
+                .await;
+        });
+        let (send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(near))
+                .await
+                .unwrap();
+        let task = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        (send, task)
+    }
+
+    #[tokio::test]
+    async fn the_newest_tunnel_of_a_node_wins_and_a_closed_one_is_never_handed_out() {
+        let tunnels = Tunnels::default();
+        let (old, _old_conn) = sender().await;
+        let (new, _new_conn) = sender().await;
+        let old_id = tunnels.attach("n1", old);
+        let new_id = tunnels.attach("n1", new);
+        // The replaced tunnel ending does not take its successor along.
+        tunnels.detach("n1", old_id);
+        assert_eq!(tunnels.nodes(), vec!["n1".to_string()]);
+        let mut send = tunnels.get("n1").expect("n1's tunnel");
+        let req = Request::get("http://n1/")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        assert_eq!(send.send_request(req).await.unwrap().status(), 200);
+        tunnels.detach("n1", new_id);
+        assert!(tunnels.get("n1").is_none());
+
+        let (gone, conn) = sender().await;
+        tunnels.attach("n2", gone);
+        conn.abort();
+        let _ = conn.await;
+        assert!(
+            tunnels.get("n2").is_none(),
+            "a closed tunnel was handed out"
+        );
+        assert!(tunnels.nodes().is_empty());
+    }
+}

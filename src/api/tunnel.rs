@@ -1,0 +1,211 @@
+//! The API server's side of agents behind NAT (see
+//! [`crate::agentapi::tunnel`]):
+//! - [`open`]: an agent turns its own connection into the way in to it;
+//!   the server keeps it in its node client's tunnels while it lasts;
+//! - [`relay`]: other nodes' proxies send pod traffic for such a node here,
+//!   and it goes on through that node's tunnel.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use super::ApiState;
+use super::authn::UserInfo;
+use super::nodeauthz;
+use super::rbac::{Attributes, forbidden_message};
+use super::status::ApiError;
+use crate::agentapi::tunnel::{POD_AUTHORIZATION, PROTOCOL, Tunnels};
+
+/// How often the server pings an idle tunnel, and how long it waits for
+/// the answer before taking the tunnel for dead (a NAT that dropped the
+/// mapping, a cut link): the agent then dials again.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn caller(req: &Request) -> Result<UserInfo, ApiError> {
+    req.extensions()
+        .get::<super::Caller>()
+        .map(|c| c.0.clone())
+        .ok_or(ApiError::Unauthorized)
+}
+
+/// `GET /apis/wkube.dev/v1/nodes/{node}/tunnel` with `Upgrade:
+/// wkube-tunnel`: node `node` opens its tunnel.
+pub async fn open(
+    State(state): State<Arc<ApiState>>,
+    Path(node): Path<String>,
+    mut req: Request,
+) -> Response {
+    match accept(&state, &node, &mut req) {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn accept(state: &ApiState, node: &str, req: &mut Request) -> Result<Response, ApiError> {
+    let user = caller(req)?;
+    // The tunnel stands for the node's agent: only that node may open it,
+    // whatever else RBAC grants the caller.
+    if nodeauthz::node_of(&user) != Some(node) {
+        let a = Attributes {
+            verb: "create".into(),
+            group: "wkube.dev".into(),
+            resource: "nodes".into(),
+            subresource: "tunnel".into(),
+            name: node.into(),
+            ..Default::default()
+        };
+        return Err(ApiError::Forbidden {
+            message: format!(
+                "{}: only node {node:?} may open its own tunnel",
+                forbidden_message(&user, &a)
+            ),
+            kind: "nodes".into(),
+            name: node.into(),
+            group: "wkube.dev".into(),
+        });
+    }
+    if req.method() != Method::GET {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    let wanted = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(PROTOCOL));
+    if !wanted {
+        return Err(ApiError::bad_request(format!(
+            "a tunnel is opened with an HTTP/1.1 GET carrying \"Upgrade: {PROTOCOL}\""
+        )));
+    }
+    let Some(upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return Err(ApiError::bad_request(
+            "this connection cannot be upgraded: open the tunnel over HTTP/1.1",
+        ));
+    };
+    tokio::spawn(keep(
+        state.nodes.tunnels().clone(),
+        node.to_string(),
+        upgrade,
+    ));
+    let mut resp = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    resp.headers_mut()
+        .insert(header::UPGRADE, HeaderValue::from_static(PROTOCOL));
+    Ok(resp)
+}
+
+/// Speaks HTTP/2 as the client on the upgraded connection, and keeps it
+/// among the tunnels until it ends.
+async fn keep(tunnels: Arc<Tunnels>, node: String, upgrade: hyper::upgrade::OnUpgrade) {
+    let io = match upgrade.await {
+        Ok(io) => io,
+        Err(e) => {
+            tracing::warn!(node, error = %e, "tunnel upgrade failed");
+            return;
+        }
+    };
+    let handshake = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(KEEPALIVE)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
+        .handshake::<_, Full<Bytes>>(io)
+        .await;
+    let (send, conn) = match handshake {
+        Ok(parts) => parts,
+        Err(e) => {
+            tracing::warn!(node, error = %e, "tunnel handshake failed");
+            return;
+        }
+    };
+    let id = tunnels.attach(&node, send);
+    tracing::info!(node, "node tunnel open");
+    let ended = conn.await;
+    tunnels.detach(&node, id);
+    match ended {
+        Ok(()) => tracing::info!(node, "node tunnel closed"),
+        Err(e) => tracing::info!(node, error = %e, "node tunnel lost"),
+    }
+}
+
+/// `ANY /apis/wkube.dev/v1/nodes/{node}/podip/{ip}/{port}[/{rest}]`: pod
+/// traffic for a node's pod address, passed on to that node's agent (its
+/// tunnel when it has one). Nodes may send it, as they may send pod
+/// traffic to each other's agents; anyone else needs `nodes/proxy`.
+pub async fn relay(
+    State(state): State<Arc<ApiState>>,
+    Path(params): Path<HashMap<String, String>>,
+    req: Request,
+) -> Response {
+    match pass_on(&state, params, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn pass_on(
+    state: &ApiState,
+    params: HashMap<String, String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let user = caller(&req)?;
+    let param = |k: &str| params.get(k).map(String::as_str).unwrap_or_default();
+    let node = param("node");
+    if nodeauthz::node_of(&user).is_none() {
+        let verb = if matches!(*req.method(), Method::GET | Method::HEAD) {
+            "get"
+        } else {
+            "create"
+        };
+        state.check(
+            &user,
+            &Attributes {
+                verb: verb.into(),
+                resource: "nodes".into(),
+                subresource: "proxy".into(),
+                name: node.into(),
+                ..Default::default()
+            },
+        )?;
+    }
+    let ip: std::net::Ipv4Addr = param("ip")
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("invalid pod address {:?}", param("ip"))))?;
+    let port: u16 = param("port")
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("invalid port {:?}", param("port"))))?;
+    let agent = super::nodeproxy::agent_of(state, node).await?;
+    let mut path = format!("{}/{}", crate::agentapi::pod_ip(ip, port), param("rest"));
+    if let Some(q) = req.uri().query() {
+        path.push('?');
+        path.push_str(q);
+    }
+    let (parts, body) = req.into_parts();
+    let body = super::body::read_limited(&parts.headers, body, state.config.max_body_bytes).await?;
+    // The caller's credentials stay here; the request's own come back
+    // from where the sending proxy put them.
+    let mut headers = super::nodeproxy::request_headers(&parts.headers);
+    if let Some(auth) = headers.remove(POD_AUTHORIZATION) {
+        headers.insert(header::AUTHORIZATION, auth);
+    }
+    let resp = state
+        .nodes
+        .send(&agent, parts.method, &path, headers, body)
+        .await?;
+    let status = resp.status();
+    let headers = crate::agentapi::end_to_end(resp.headers());
+    let mut out = Response::new(Body::new(resp.into_body()));
+    *out.status_mut() = status;
+    *out.headers_mut() = headers;
+    Ok(out)
+}
