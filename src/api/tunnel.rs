@@ -185,7 +185,10 @@ async fn pass_on(
         .parse()
         .map_err(|_| ApiError::bad_request(format!("invalid port {:?}", param("port"))))?;
     let agent = super::nodeproxy::agent_of(state, node).await?;
-    let mut path = format!("{}/{}", crate::agentapi::pod_ip(ip, port), param("rest"));
+    // The rest as it was sent (the route's parameter is percent-decoded):
+    // `/apis/wkube.dev/v1/nodes/N/podip/IP/PORT/REST`.
+    let rest = req.uri().path().splitn(10, '/').nth(9).unwrap_or_default();
+    let mut path = format!("{}/{rest}", crate::agentapi::pod_ip(ip, port));
     if let Some(q) = req.uri().query() {
         path.push('?');
         path.push_str(q);
