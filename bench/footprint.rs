@@ -39,7 +39,7 @@ use tempfile::TempDir;
 
 use crate::procs::{self, ChildGuard, Resident};
 
-const NAMESPACE: &str = "footprint";
+pub(crate) const NAMESPACE: &str = "footprint";
 /// The all-in-one server's own node.
 const SERVER_NODE: &str = "footprint-server";
 /// The agents' node name and address (one agent at a time).
@@ -109,12 +109,12 @@ pub struct FootprintArgs {
 
 /// The run's sizes and times, after `--smoke`.
 #[derive(Clone, Copy, Debug)]
-struct Plan {
-    pods: usize,
-    arm64_pods: usize,
-    settle: Duration,
-    window: Duration,
-    concurrency: usize,
+pub(crate) struct Plan {
+    pub(crate) pods: usize,
+    pub(crate) arm64_pods: usize,
+    pub(crate) settle: Duration,
+    pub(crate) window: Duration,
+    pub(crate) concurrency: usize,
 }
 
 /// A figure, or why it was not measured.
@@ -329,7 +329,7 @@ fn mb(bytes: u64) -> f64 {
     bytes as f64 / 1e6
 }
 
-fn kib_mb(kib: u64) -> f64 {
+pub(crate) fn kib_mb(kib: u64) -> f64 {
     kib as f64 * 1024.0 / 1e6
 }
 
@@ -371,17 +371,17 @@ fn emulator() -> std::result::Result<(PathBuf, PathBuf), String> {
 
 /// A `wkube server` with TLS on, its own data dir, and an admin client.
 /// Field order: the process is killed before its dir is removed.
-struct Cluster {
-    proc: ChildGuard,
-    client: kube::Client,
-    api_url: String,
+pub(crate) struct Cluster {
+    pub(crate) proc: ChildGuard,
+    pub(crate) client: kube::Client,
+    pub(crate) api_url: String,
     /// When the process was spawned.
     started: Instant,
     dir: TempDir,
 }
 
 impl Cluster {
-    async fn start(bin: &Path, extra: &[String]) -> Result<Cluster> {
+    pub(crate) async fn start(bin: &Path, extra: &[String]) -> Result<Cluster> {
         let dir = tempfile::Builder::new()
             .prefix("wkube-bench-footprint-")
             .tempdir()?;
@@ -431,7 +431,7 @@ impl Cluster {
     }
 
     /// The namespace, and the module pushed as `hello:v1`.
-    async fn deploy_module(&self, module: &[u8]) -> Result<()> {
+    pub(crate) async fn deploy_module(&self, module: &[u8]) -> Result<()> {
         let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NAMESPACE}}))?;
         kube::Api::<Namespace>::all(self.client.clone())
             .create(&PostParams::default(), &ns)
@@ -450,15 +450,15 @@ impl Cluster {
 
 /// A `wkube agent` joined to a [`Cluster`]; killed before its dir is
 /// removed.
-struct Agent {
-    proc: ChildGuard,
+pub(crate) struct Agent {
+    pub(crate) proc: ChildGuard,
     /// When the process was spawned.
     started: Instant,
     _dir: TempDir,
 }
 
 impl Agent {
-    fn start(
+    pub(crate) fn start(
         mut cmd: Command,
         cluster: &Cluster,
         name: &str,
@@ -488,7 +488,7 @@ impl Agent {
 }
 
 /// Waits (bounded) until node `name` reports Ready=True.
-async fn wait_node_ready(
+pub(crate) async fn wait_node_ready(
     proc: &mut ChildGuard,
     client: &kube::Client,
     name: &str,
@@ -517,20 +517,24 @@ async fn wait_node_ready(
 
 /// What one process costs while idle.
 #[derive(Clone, Copy, Debug)]
-struct Idle {
-    pods: usize,
+pub(crate) struct Idle {
+    pub(crate) pods: usize,
     /// At the end of the window.
-    mem: Resident,
+    pub(crate) mem: Resident,
     /// The largest VmRSS sampled during the window, KiB.
-    rss_max_kib: u64,
+    pub(crate) rss_max_kib: u64,
     /// CPU time over the window as a share of one core, in percent.
-    cpu_pct: f64,
-    window: Duration,
+    pub(crate) cpu_pct: f64,
+    pub(crate) window: Duration,
 }
 
 /// Leaves `watched[0]` alone for `settle`, then measures its CPU over
 /// `window`; every process in `watched` must stay up throughout.
-async fn measure(watched: &mut [&mut ChildGuard], plan: &Plan, pods: usize) -> Result<Idle> {
+pub(crate) async fn measure(
+    watched: &mut [&mut ChildGuard],
+    plan: &Plan,
+    pods: usize,
+) -> Result<Idle> {
     let pid = watched
         .first()
         .and_then(|p| p.pid())
@@ -573,7 +577,7 @@ async fn measure(watched: &mut [&mut ChildGuard], plan: &Plan, pods: usize) -> R
     })
 }
 
-fn print_idle(label: &str, idle: &Idle, note: &str) {
+pub(crate) fn print_idle(label: &str, idle: &Idle, note: &str) {
     println!(
         "  {label:<36} {:>5} pods  VmRSS {:>6.1} MB (max {:>6.1})  RssAnon {:>6.1} MB  RssFile {:>5.1} MB  threads {:>3}  CPU {:>5.2}% of a core over {:.0} s{note}",
         idle.pods,
@@ -591,7 +595,7 @@ fn print_idle(label: &str, idle: &Idle, note: &str) {
 
 /// Creates `count` idle `hello-http` pods bound to `node` and waits
 /// (bounded by `timeout`) until all of them are Running; the time it took.
-async fn fill(
+pub(crate) async fn fill(
     client: &kube::Client,
     watched: &mut [&mut ChildGuard],
     node: &str,
@@ -672,7 +676,7 @@ fn phase(pod: &Pod) -> Option<&str> {
 
 /// `--max-pods` for a node that must hold `pods`, when the default is too
 /// small.
-fn max_pods_args(pods: usize) -> Vec<String> {
+pub(crate) fn max_pods_args(pods: usize) -> Vec<String> {
     if pods > DEFAULT_MAX_PODS {
         vec!["--max-pods".into(), (pods + 16).to_string()]
     } else {

@@ -7,6 +7,7 @@
 //! dropping that future runs their `Drop` guards).
 
 mod api;
+mod density;
 mod footprint;
 mod kubelet;
 mod procs;
@@ -64,6 +65,10 @@ enum Bench {
     /// CPU of an all-in-one server and of an agent, idle and with 1,000
     /// idle pods (and of an aarch64 agent under qemu-aarch64).
     Footprint(footprint::FootprintArgs),
+    /// One node packed with HTTP pods of one module (10,000 by default):
+    /// time to Running and routable, memory per pod, and the proxy's
+    /// requests/s with that many endpoints behind one Service.
+    Density(density::DensityArgs),
 }
 
 fn main() -> ExitCode {
@@ -98,6 +103,7 @@ async fn run(cli: Cli) -> ExitCode {
             Bench::Serverless(args) => serverless::run(args).await,
             Bench::Soak(args) => soak::run(args).await,
             Bench::Footprint(args) => footprint::run(args).await,
+            Bench::Density(args) => density::run(args).await,
         }
     };
     let result = tokio::select! {
