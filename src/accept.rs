@@ -71,10 +71,16 @@ pub struct Accepted {
     pub peer: SocketAddr,
 }
 
-/// Waits for a free slot in `slots`, then for a connection on `listener`.
+/// Waits for a connection on `listener`, then for a free slot in `slots`.
 /// `None` once `stop` resolves or `slots` is closed. A failed accept (out
 /// of file descriptors and the like) is logged, naming `server`, and
 /// retried after `backoff` rather than spun on.
+///
+/// The slot is taken after the accept, not before: an idle listener holds
+/// no slot, so a proxy with a listener per pod (thousands on a dense node)
+/// shares one pool among them all. While every slot is taken, each
+/// listener holds at most one accepted connection waiting for a slot; the
+/// rest wait in the kernel's backlog.
 pub async fn next(
     listener: &TcpListener,
     slots: &Arc<Semaphore>,
@@ -82,6 +88,18 @@ pub async fn next(
     server: &str,
     backoff: Duration,
 ) -> Option<Accepted> {
+    let (stream, peer) = loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok(accepted) => break accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, server, "accept failed");
+                    tokio::time::sleep(backoff).await;
+                }
+            },
+            _ = &mut *stop => return None,
+        }
+    };
     if slots.available_permits() == 0 {
         static LAST: parking_lot::Mutex<Option<HashMap<String, Instant>>> =
             parking_lot::Mutex::new(None);
@@ -100,18 +118,11 @@ pub async fn next(
         p = slots.clone().acquire_owned() => p.ok()?,
         _ = &mut *stop => return None,
     };
-    loop {
-        tokio::select! {
-            r = listener.accept() => match r {
-                Ok((stream, peer)) => return Some(Accepted { permit, stream, peer }),
-                Err(e) => {
-                    tracing::warn!(error = %e, server, "accept failed");
-                    tokio::time::sleep(backoff).await;
-                }
-            },
-            _ = &mut *stop => return None,
-        }
-    }
+    Some(Accepted {
+        permit,
+        stream,
+        peer,
+    })
 }
 
 #[cfg(test)]
@@ -149,20 +160,22 @@ mod tests {
         let first = next(&listener, &slots, &mut never, "test", ms)
             .await
             .unwrap();
-        // The only slot is taken: the second connection is not accepted.
-        let waiting = tokio::time::timeout(
-            Duration::from_millis(200),
-            next(&listener, &slots, &mut never, "test", ms),
-        )
-        .await;
-        assert!(waiting.is_err(), "accepted beyond the limit");
+        // The only slot is taken: the second connection waits for it.
+        let listener = Arc::new(listener);
+        let waiting = tokio::spawn({
+            let (listener, slots) = (listener.clone(), slots.clone());
+            async move {
+                let mut never = std::pin::pin!(std::future::pending::<()>());
+                next(&listener, &slots, &mut never, "test", ms).await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!waiting.is_finished(), "served beyond the limit");
         drop(first);
-        let second = tokio::time::timeout(
-            Duration::from_secs(5),
-            next(&listener, &slots, &mut never, "test", ms),
-        )
-        .await
-        .expect("a freed slot lets the next connection in");
+        let second = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("a freed slot lets the waiting connection in")
+            .unwrap();
         assert!(second.is_some());
         // Stopping ends a wait for a slot.
         let mut stopped = std::pin::pin!(async {});

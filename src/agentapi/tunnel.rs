@@ -21,12 +21,14 @@
 //! they know.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::client::conn::http2::SendRequest;
 use parking_lot::Mutex;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The API server route an agent opens its tunnel on (`GET`, upgraded).
 pub const TUNNEL: &str = "/apis/wkube.dev/v1/nodes/{node}/tunnel";
@@ -39,6 +41,13 @@ pub fn tunnel(node: &str) -> String {
 /// The `Upgrade` protocol name of a tunnel.
 pub const PROTOCOL: &str = "wkube-tunnel";
 
+/// HTTP/2 flow-control windows of a tunnel, both ends: per stream, and
+/// for the whole connection (64 streams' worth), so a few readers that
+/// stop reading (a paused `kubectl logs -f`) cannot stall the node's
+/// other streams by filling the connection's window.
+pub const STREAM_WINDOW: u32 = 512 << 10;
+pub const CONNECTION_WINDOW: u32 = 64 * STREAM_WINDOW;
+
 /// The API server route that passes pod traffic on to a node behind NAT:
 /// any method, the agent's [`super::POD_IP`] path under the node's. Also
 /// served with a trailing `/` and with `/{*rest}`.
@@ -50,9 +59,85 @@ pub fn relay(node: &str, agent_path: &str) -> String {
     format!("/apis/wkube.dev/v1/nodes/{node}{agent_path}")
 }
 
+/// Whether `path` is a [`RELAY`] path.
+pub fn is_relay(path: &str) -> bool {
+    let segs: Vec<&str> = path.split('/').collect();
+    segs.len() >= 9 && segs[..5] == ["", "apis", "wkube.dev", "v1", "nodes"] && segs[6] == "podip"
+}
+
+/// Whether `path` is a [`TUNNEL`] path.
+pub fn is_tunnel(path: &str) -> bool {
+    let segs: Vec<&str> = path.split('/').collect();
+    segs.len() == 7 && segs[..5] == ["", "apis", "wkube.dev", "v1", "nodes"] && segs[6] == "tunnel"
+}
+
 /// The header a relayed request's own `Authorization` travels in (the
 /// relay's `Authorization` is the sending node's credential).
 pub const POD_AUTHORIZATION: &str = "x-wkube-pod-authorization";
+
+/// Set by the relay on the answers it passed on from an agent, so the
+/// sending proxy can tell the pod's answer from the API server's own
+/// refusal (which is a failed delivery, not a response).
+pub const RELAYED: &str = "x-wkube-relayed";
+
+/// Relayed requests in flight on one API server, bodies included: at
+/// most half the node client's requests, so logs, `top` and proxying for
+/// users keep the rest.
+pub const MAX_RELAYS: usize = 512;
+/// Relayed requests in flight from one sender.
+pub const MAX_RELAYS_PER_SENDER: usize = 128;
+
+/// The bounds on relayed requests: all of them, and each sender's.
+pub struct RelayLimits {
+    all: Arc<Semaphore>,
+    by_sender: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Default for RelayLimits {
+    fn default() -> Self {
+        RelayLimits {
+            all: Arc::new(Semaphore::new(MAX_RELAYS)),
+            by_sender: Arc::default(),
+        }
+    }
+}
+
+/// One relayed request's place, given back when dropped.
+pub struct RelaySeat {
+    _all: OwnedSemaphorePermit,
+    sender: String,
+    by_sender: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Drop for RelaySeat {
+    fn drop(&mut self) {
+        let mut by = self.by_sender.lock();
+        if let Some(n) = by.get_mut(&self.sender) {
+            *n -= 1;
+            if *n == 0 {
+                by.remove(&self.sender);
+            }
+        }
+    }
+}
+
+impl RelayLimits {
+    /// A seat for a request from `sender`, or `None` at either bound.
+    pub fn seat(&self, sender: &str) -> Option<RelaySeat> {
+        let all = self.all.clone().try_acquire_owned().ok()?;
+        let mut by = self.by_sender.lock();
+        let n = by.entry(sender.to_string()).or_insert(0);
+        if *n >= MAX_RELAYS_PER_SENDER {
+            return None;
+        }
+        *n += 1;
+        Some(RelaySeat {
+            _all: all,
+            sender: sender.to_string(),
+            by_sender: self.by_sender.clone(),
+        })
+    }
+}
 
 /// The Node annotation an agent behind NAT sets (value `"true"`): reach
 /// it through the API server.
@@ -64,6 +149,8 @@ pub const BEHIND_NAT: &str = "node.wkube.dev/behind-nat";
 pub struct Tunnels {
     open: Mutex<HashMap<String, (u64, Sender)>>,
     next: AtomicU64,
+    /// Bounds on pod traffic relayed to nodes behind NAT.
+    pub relays: RelayLimits,
 }
 
 /// Sends requests to an agent over its tunnel.
@@ -134,6 +221,39 @@ mod tests {
             let _ = conn.await;
         });
         (send, task)
+    }
+
+    #[test]
+    fn relay_and_tunnel_paths_are_told_apart() {
+        assert!(is_relay("/apis/wkube.dev/v1/nodes/n1/podip/10.42.0.5/8080"));
+        assert!(is_relay(
+            "/apis/wkube.dev/v1/nodes/n1/podip/10.42.0.5/8080/a/b"
+        ));
+        assert!(!is_relay("/apis/wkube.dev/v1/nodes/n1/podip/10.42.0.5"));
+        assert!(!is_relay("/apis/wkube.dev/v1/nodes/n1/tunnel"));
+        assert!(!is_relay("/api/v1/nodes/n1/proxy/podip/10.42.0.5/8080"));
+        assert!(is_tunnel("/apis/wkube.dev/v1/nodes/n1/tunnel"));
+        assert!(!is_tunnel("/apis/wkube.dev/v1/nodes/n1/tunnel/x"));
+        assert!(!is_tunnel("/apis/wkube.dev/v1/modules/n1/tunnel"));
+    }
+
+    #[test]
+    fn relays_are_bounded_per_sender_and_given_back() {
+        let limits = RelayLimits::default();
+        let seats: Vec<RelaySeat> = (0..MAX_RELAYS_PER_SENDER)
+            .map(|_| limits.seat("system:node:a").expect("a seat"))
+            .collect();
+        assert!(
+            limits.seat("system:node:a").is_none(),
+            "past the sender's bound"
+        );
+        assert!(
+            limits.seat("system:node:b").is_some(),
+            "another sender waits on nobody"
+        );
+        drop(seats);
+        assert!(limits.seat("system:node:a").is_some());
+        assert!(limits.by_sender.lock().is_empty(), "counts are given back");
     }
 
     #[tokio::test]

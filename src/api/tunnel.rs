@@ -14,7 +14,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::ApiState;
@@ -22,7 +22,9 @@ use super::authn::UserInfo;
 use super::nodeauthz;
 use super::rbac::{Attributes, forbidden_message};
 use super::status::ApiError;
-use crate::agentapi::tunnel::{POD_AUTHORIZATION, PROTOCOL, Tunnels};
+use crate::agentapi::tunnel::{
+    CONNECTION_WINDOW, POD_AUTHORIZATION, PROTOCOL, RELAYED, STREAM_WINDOW, Tunnels,
+};
 
 /// How often the server pings an idle tunnel, and how long it waits for
 /// the answer before taking the tunnel for dead (a NAT that dropped the
@@ -44,13 +46,13 @@ pub async fn open(
     Path(node): Path<String>,
     mut req: Request,
 ) -> Response {
-    match accept(&state, &node, &mut req) {
+    match accept(&state, &node, &mut req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-fn accept(state: &ApiState, node: &str, req: &mut Request) -> Result<Response, ApiError> {
+async fn accept(state: &ApiState, node: &str, req: &mut Request) -> Result<Response, ApiError> {
     let user = caller(req)?;
     // The tunnel stands for the node's agent: only that node may open it,
     // whatever else RBAC grants the caller.
@@ -76,14 +78,18 @@ fn accept(state: &ApiState, node: &str, req: &mut Request) -> Result<Response, A
     if req.method() != Method::GET {
         return Err(ApiError::MethodNotAllowed);
     }
-    let wanted = req
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case(PROTOCOL));
-    if !wanted {
+    // A Node that was deleted takes its way in along: an old machine
+    // still holding the name's credential cannot come back through it.
+    super::nodeproxy::agent_of(state, node).await?;
+    let has = |name: header::HeaderName, token: &str| {
+        req.headers().get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    if !has(header::UPGRADE, PROTOCOL) || !has(header::CONNECTION, "upgrade") {
         return Err(ApiError::bad_request(format!(
-            "a tunnel is opened with an HTTP/1.1 GET carrying \"Upgrade: {PROTOCOL}\""
+            "a tunnel is opened with an HTTP/1.1 GET carrying \"Connection: Upgrade\" and \"Upgrade: {PROTOCOL}\""
         )));
     }
     let Some(upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
@@ -119,6 +125,8 @@ async fn keep(tunnels: Arc<Tunnels>, node: String, upgrade: hyper::upgrade::OnUp
         .keep_alive_interval(KEEPALIVE)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .keep_alive_while_idle(true)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
         .handshake::<_, Full<Bytes>>(io)
         .await;
     let (send, conn) = match handshake {
@@ -162,15 +170,10 @@ async fn pass_on(
     let param = |k: &str| params.get(k).map(String::as_str).unwrap_or_default();
     let node = param("node");
     if nodeauthz::node_of(&user).is_none() {
-        let verb = if matches!(*req.method(), Method::GET | Method::HEAD) {
-            "get"
-        } else {
-            "create"
-        };
         state.check(
             &user,
             &Attributes {
-                verb: verb.into(),
+                verb: proxy_verb(req.method()),
                 resource: "nodes".into(),
                 subresource: "proxy".into(),
                 name: node.into(),
@@ -185,9 +188,27 @@ async fn pass_on(
         .parse()
         .map_err(|_| ApiError::bad_request(format!("invalid port {:?}", param("port"))))?;
     let agent = super::nodeproxy::agent_of(state, node).await?;
+    // Only what cannot be dialed is relayed: the relay does not carry
+    // traffic between nodes that reach each other.
+    if !agent.behind_nat {
+        return Err(ApiError::bad_request(format!(
+            "node {node:?} is not behind NAT: deliver its pod traffic to its agent"
+        )));
+    }
     // The rest as it was sent (the route's parameter is percent-decoded):
     // `/apis/wkube.dev/v1/nodes/N/podip/IP/PORT/REST`.
     let rest = req.uri().path().splitn(10, '/').nth(9).unwrap_or_default();
+    if rest.split('/').any(is_dot_segment) {
+        return Err(ApiError::bad_request(
+            "a relayed path may not hold \".\" or \"..\" segments",
+        ));
+    }
+    let seat = state
+        .nodes
+        .tunnels()
+        .relays
+        .seat(&user.username)
+        .ok_or(ApiError::TooManyRequests)?;
     let mut path = format!("{}/{rest}", crate::agentapi::pod_ip(ip, port));
     if let Some(q) = req.uri().query() {
         path.push('?');
@@ -206,9 +227,35 @@ async fn pass_on(
         .send(&agent, parts.method, &path, headers, body)
         .await?;
     let status = resp.status();
-    let headers = crate::agentapi::end_to_end(resp.headers());
-    let mut out = Response::new(Body::new(resp.into_body()));
+    let mut headers = crate::agentapi::end_to_end(resp.headers());
+    headers.insert(RELAYED, HeaderValue::from_static("1"));
+    // The seat is held until the answer's body is sent.
+    let body = resp.into_body().map_frame(move |frame| {
+        let _held = &seat;
+        frame
+    });
+    let mut out = Response::new(Body::new(body));
     *out.status_mut() = status;
     *out.headers_mut() = headers;
     Ok(out)
+}
+
+/// The verb `nodes/proxy` is checked with for `method`, as Kubernetes
+/// reads a connection subresource's method.
+fn proxy_verb(method: &Method) -> String {
+    match *method {
+        Method::GET | Method::HEAD => "get".into(),
+        Method::POST => "create".into(),
+        Method::PUT => "update".into(),
+        Method::PATCH => "patch".into(),
+        Method::DELETE => "delete".into(),
+        // Only a rule for every verb covers anything else.
+        ref other => other.as_str().to_ascii_lowercase(),
+    }
+}
+
+/// `.` or `..`, written plainly or percent-encoded.
+fn is_dot_segment(seg: &str) -> bool {
+    let decoded = percent_encoding::percent_decode_str(seg).decode_utf8_lossy();
+    decoded == "." || decoded == ".."
 }

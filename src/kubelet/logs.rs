@@ -202,11 +202,15 @@ impl LogStore {
                 attempt,
             });
         }
+        // The file exists from the start (a quiet container has an empty
+        // log), but is held open only once something is written: a dense
+        // node of quiet pods would otherwise spend a descriptor on each.
         let file = open_append(&path).map_err(|source| LogError::Open {
             path: path.clone(),
             source,
         })?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        drop(file);
         let limits = &self.inner.limits;
         let shared = Arc::new(Shared {
             path: path.clone(),
@@ -215,7 +219,8 @@ impl LogStore {
             state: Mutex::new(WriterState {
                 out: Output {
                     path: path.clone(),
-                    file: Some(file),
+                    file: None,
+                    unopened: true,
                     size,
                     generation: 0,
                     batch: Vec::new(),
@@ -611,9 +616,13 @@ fn push_content(
 /// The live file and the records waiting for its next `write`.
 struct Output {
     path: PathBuf,
-    /// `None` after the attempt finished, or when a rotation could not
-    /// create the new live file (retried at the next write).
+    /// `None` until the first write, after the attempt finished, or when a
+    /// rotation could not create the new live file (retried at the next
+    /// write).
     file: Option<File>,
+    /// The live file was created but not yet opened for writing: opening
+    /// it is not a new file (no new generation).
+    unopened: bool,
     size: u64,
     /// [`Progress::generation`]: bumped each time a new live file is created,
     /// which only happens after the previous one was renamed away.
@@ -655,7 +664,9 @@ impl Output {
                 Ok(file) => {
                     self.size = file.metadata().map(|m| m.len()).unwrap_or(0);
                     self.file = Some(file);
-                    self.generation += 1;
+                    if !std::mem::take(&mut self.unopened) {
+                        self.generation += 1;
+                    }
                 }
                 Err(e) => {
                     self.failed(&e);
@@ -694,10 +705,11 @@ impl Output {
     /// Shifts the rotated files up by one (dropping the oldest kept), moves
     /// the live file to `.1` and starts a new one.
     fn rotate(&mut self) {
-        if self.file.is_none() {
+        if self.file.is_none() && !self.unopened {
             // The live file is already gone; the next flush recreates it.
             return;
         }
+        self.unopened = false;
         let moved = if self.max_files == 0 {
             fs::remove_file(&self.path)
         } else {

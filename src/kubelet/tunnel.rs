@@ -48,6 +48,8 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// First wait before dialing again; doubles up to [`MAX_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 const MAX_RETRY: Duration = Duration::from_secs(10);
+/// How long a tunnel must last before the waits start over.
+const STEADY: Duration = Duration::from_secs(30);
 /// The agent pings too: a tunnel whose server vanished without a word (a
 /// cut link, a dropped NAT mapping) is noticed and dialed again.
 const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -129,12 +131,14 @@ async fn keep(shared: Arc<Shared>, dial: Dial, shutdown: impl Future<Output = ()
         match opened {
             Ok(io) => {
                 tracing::info!(server, "tunnel open");
-                delay = FIRST_RETRY;
+                let opened_at = std::time::Instant::now();
                 let routes = TowerToHyperService::new(super::server::router(shared.clone()));
                 let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                     .timer(TokioTimer::new())
                     .keep_alive_interval(KEEPALIVE)
                     .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+                    .initial_stream_window_size(crate::agentapi::tunnel::STREAM_WINDOW)
+                    .initial_connection_window_size(crate::agentapi::tunnel::CONNECTION_WINDOW)
                     .serve_connection(io, routes);
                 let mut conn = std::pin::pin!(conn);
                 tokio::select! {
@@ -147,6 +151,12 @@ async fn keep(shared: Arc<Shared>, dial: Dial, shutdown: impl Future<Output = ()
                         let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
                         return;
                     }
+                }
+                // A tunnel that lasted is a fresh start; one refused or
+                // dropped at once (a server that keeps failing) is not, or
+                // the agent would dial it every half second.
+                if opened_at.elapsed() >= STEADY {
+                    delay = FIRST_RETRY;
                 }
             }
             Err(e) => tracing::warn!(server, error = %e, "cannot open the tunnel; retrying"),

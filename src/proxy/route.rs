@@ -445,12 +445,40 @@ impl Proxy {
         if let Some(auth) = sent.remove(header::AUTHORIZATION) {
             sent.insert(crate::agentapi::tunnel::POD_AUTHORIZATION, auth);
         }
+        // Nor may the request ask the API server for anything (to act as
+        // someone else): it is relayed under the node's credential.
+        let asked: Vec<header::HeaderName> = sent
+            .keys()
+            .filter(|k| k.as_str().starts_with("impersonate-"))
+            .cloned()
+            .collect();
+        for k in asked {
+            sent.remove(k);
+        }
         sent.remove(header::HOST);
         *req.headers_mut() = sent;
-        let resp = api
+        let mut resp = api
             .send(req)
             .await
             .map_err(|e| format!("through the API server to node {node:?}: {e}"))?;
+        // An answer the relay did not pass on is the API server's own: the
+        // request was not delivered (no tunnel, too many relays, refused).
+        if resp
+            .headers_mut()
+            .remove(crate::agentapi::tunnel::RELAYED)
+            .is_none()
+        {
+            let status = resp.status();
+            let body = http_body_util::Limited::new(resp.into_body(), 1024)
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            return Err(format!(
+                "the API server did not relay to node {node:?} ({status}): {}",
+                String::from_utf8_lossy(&body).trim()
+            ));
+        }
         Ok(resp.map(|b| {
             b.map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.to_string())))
                 .boxed_unsync()

@@ -792,6 +792,29 @@ fn an_agent_behind_nat_is_reached_through_the_connection_it_keeps_open() {
         api(&a2_token, &relay, false),
         ("200".to_string(), "Hello from wkube!\n".to_string())
     );
+    // Nodes that reach each other are not relayed between, and a relayed
+    // path stays under the pod's address.
+    let (code, body) = api(
+        &a2_token,
+        &format!("/apis/wkube.dev/v1/nodes/a2/podip/{pod_ip}/8080/"),
+        false,
+    );
+    assert_eq!(code, "400", "relay to a2, which is not behind NAT: {body}");
+    let (code, body) = api(&a2_token, &format!("{relay}x/%2e%2e/healthz"), false);
+    assert_eq!(code, "400", "a dot segment in a relayed path: {body}");
+    // Every method crosses, not only GET: a POST through the ClusterIP
+    // from a2's host.
+    let mut post = lab.command("a2", "curl");
+    post.args(["-sS", "--max-time", "10", "-X", "POST", "-d", "x=1"])
+        .args(["-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("http://{cluster_ip}/"));
+    let out = post.output().expect("run curl");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200",
+        "POST from a2 to a1's pod: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Cut off for longer than the tunnel's pings allow, a1's tunnel dies;
     // back on the network, a1 dials again and is reachable again.
