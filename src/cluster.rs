@@ -103,9 +103,41 @@ fn go_arch(rust_arch: &str, little_endian: bool) -> &str {
     }
 }
 
+/// Raises this process's soft limit on open files to its hard limit, as a
+/// long-running server should: a node keeps a listening socket per serving
+/// pod port, and the soft limit many systems start processes with (1,024)
+/// would cap it far below `--max-pods`. Returns the limit now in force.
+pub fn raise_open_files_limit() -> Option<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            return limit.maximum;
+        }
+    }
+    limit.current
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_open_files_limit_rises_to_the_hard_limit() {
+        use rustix::process::{Resource, getrlimit};
+        let before = getrlimit(Resource::Nofile);
+        let now = raise_open_files_limit();
+        let after = getrlimit(Resource::Nofile);
+        assert_eq!(now, after.current);
+        assert!(after.current >= before.current);
+        if before.maximum.is_some() {
+            assert_eq!(after.current, before.maximum);
+        }
+    }
 
     #[test]
     fn rust_architectures_map_to_the_names_kubernetes_labels_use() {

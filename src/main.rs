@@ -24,6 +24,10 @@ async fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
+    // Many pods mean many sockets: the hard limit, not the soft one.
+    if let Some(n) = wkube::cluster::raise_open_files_limit() {
+        tracing::debug!(open_files = n, "open-file limit");
+    }
     let data_dir = match cli.data_dir() {
         Ok(dir) => dir,
         Err(e) => {
