@@ -426,6 +426,19 @@ fn is_public(path: &str) -> bool {
 #[derive(Clone, Debug)]
 pub struct Caller(pub UserInfo);
 
+impl Caller {
+    /// The identity [`authenticate`] attached to `req`.
+    ///
+    /// # Errors
+    /// 401 when none is attached (a route outside the middleware).
+    pub fn of<B>(req: &axum::http::Request<B>) -> Result<UserInfo, ApiError> {
+        req.extensions()
+            .get::<Caller>()
+            .map(|c| c.0.clone())
+            .ok_or(ApiError::Unauthorized)
+    }
+}
+
 /// The identity proven by the connection's client certificate, if any.
 #[derive(Clone, Debug, Default)]
 pub struct PeerIdentity(pub Option<UserInfo>);
@@ -493,8 +506,8 @@ async fn admit(
     };
     let user = impersonate(state, user, headers)?;
     // The tunnel and the relay check their callers themselves.
-    let own_checks =
-        crate::agentapi::tunnel::is_tunnel(path) || crate::agentapi::tunnel::is_relay(path);
+    let relay = crate::agentapi::tunnel::is_relay(path);
+    let own_checks = relay || crate::agentapi::tunnel::is_tunnel(path);
     if !is_public(path)
         && path::parse(path).ok().flatten().is_none()
         && !is_virtual(path)
@@ -512,7 +525,7 @@ async fn admit(
     // Relayed pod traffic is bounded by the relay's own seats, apart from
     // the API's: a pod's request must not take the seats of node
     // heartbeats and controllers, nor be classed by its own query.
-    if crate::agentapi::tunnel::is_relay(path) {
+    if relay {
         return Ok((user, None));
     }
     let permit = state.flow.acquire(&user, seat).await?;

@@ -674,12 +674,18 @@ async fn forward(
             fwd.body,
         )
         .await?;
+    Ok(agent_answer(resp))
+}
+
+/// An agent's answer as the API server sends it on: its status, its
+/// end-to-end headers and its body, streamed.
+pub(crate) fn agent_answer(resp: Response<AgentBody>) -> Response<Body> {
     let status = resp.status();
     let headers = end_to_end(resp.headers());
     let mut out = Response::new(Body::new(resp.into_body()));
     *out.status_mut() = status;
     *out.headers_mut() = headers;
-    Ok(out)
+    out
 }
 
 // --- exec, attach, portforward -----------------------------------------------

@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::ApiState;
-use super::authn::UserInfo;
+use super::Caller;
 use super::nodeauthz;
 use super::rbac::{Attributes, forbidden_message};
 use super::status::ApiError;
@@ -31,13 +31,6 @@ use crate::agentapi::tunnel::{
 /// mapping, a cut link): the agent then dials again.
 const KEEPALIVE: Duration = Duration::from_secs(15);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn caller(req: &Request) -> Result<UserInfo, ApiError> {
-    req.extensions()
-        .get::<super::Caller>()
-        .map(|c| c.0.clone())
-        .ok_or(ApiError::Unauthorized)
-}
 
 /// `GET /apis/wkube.dev/v1/nodes/{node}/tunnel` with `Upgrade:
 /// wkube-tunnel`: node `node` opens its tunnel.
@@ -53,7 +46,7 @@ pub async fn open(
 }
 
 async fn accept(state: &ApiState, node: &str, req: &mut Request) -> Result<Response, ApiError> {
-    let user = caller(req)?;
+    let user = Caller::of(req)?;
     // The tunnel stands for the node's agent: only that node may open it,
     // whatever else RBAC grants the caller.
     if nodeauthz::node_of(&user) != Some(node) {
@@ -166,7 +159,7 @@ async fn pass_on(
     params: HashMap<String, String>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let user = caller(&req)?;
+    let user = Caller::of(&req)?;
     let param = |k: &str| params.get(k).map(String::as_str).unwrap_or_default();
     let node = param("node");
     if nodeauthz::node_of(&user).is_none() {
@@ -226,18 +219,16 @@ async fn pass_on(
         .nodes
         .send(&agent, parts.method, &path, headers, body)
         .await?;
-    let status = resp.status();
-    let mut headers = crate::agentapi::end_to_end(resp.headers());
-    headers.insert(RELAYED, HeaderValue::from_static("1"));
+    let mut out = super::nodeproxy::agent_answer(resp);
+    out.headers_mut()
+        .insert(RELAYED, HeaderValue::from_static("1"));
     // The seat is held until the answer's body is sent.
-    let body = resp.into_body().map_frame(move |frame| {
-        let _held = &seat;
-        frame
-    });
-    let mut out = Response::new(Body::new(body));
-    *out.status_mut() = status;
-    *out.headers_mut() = headers;
-    Ok(out)
+    Ok(out.map(|body| {
+        Body::new(body.map_frame(move |frame| {
+            let _held = &seat;
+            frame
+        }))
+    }))
 }
 
 /// The verb `nodes/proxy` is checked with for `method`, as Kubernetes

@@ -16,6 +16,14 @@ use kube::config::AuthInfo;
 /// The error of the tower services behind wkube's clients.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The future of those services' answers.
+pub(crate) type ResponseFuture = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<hyper::Response<kube::client::Body>, BoxError>>
+            + Send,
+    >,
+>;
+
 /// Who the client is to the API server.
 #[derive(Clone)]
 pub enum Credential {

@@ -70,7 +70,8 @@ enum Asked {
 /// The activations of one node's proxy.
 #[derive(Default)]
 pub struct Activator {
-    /// The node's API client, set when the proxy starts watching.
+    /// The node's API client, set when the proxy starts watching (also
+    /// what relays pod traffic to nodes behind NAT, see `route`).
     pub client: OnceLock<kube::Client>,
     asked: Mutex<HashMap<String, Asked>>,
     held: Mutex<HashMap<String, Arc<AtomicUsize>>>,

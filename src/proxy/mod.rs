@@ -142,9 +142,6 @@ pub struct Proxy {
     pub pods: Arc<dyn LocalPods>,
     /// Other nodes' agents.
     nodes: NodeClient,
-    /// The API server, which passes pod traffic on to nodes behind NAT
-    /// (set when the proxy starts).
-    api: std::sync::OnceLock<kube::Client>,
     /// TLS to endpoints outside the cluster network (the API server),
     /// trusting the cluster CA only and presenting no certificate: a
     /// guest's request must carry the guest's own credentials.
@@ -197,7 +194,6 @@ impl Proxy {
             table: RwLock::new(Arc::new(Table::default())),
             pods,
             nodes,
-            api: std::sync::OnceLock::new(),
             external_tls,
             affinity: Mutex::new(HashMap::new()),
             synced: Notify::new(),
@@ -241,7 +237,6 @@ pub async fn run(
 ) {
     let stop = crate::shutdown::Stop::new(shutdown);
     let _ = proxy.activator.client.set(client.clone());
-    let _ = proxy.api.set(client.clone());
     let cp = proxy.config.checkpoint.clone();
     let mut keepers = Vec::new();
     let mut kept =

@@ -428,7 +428,7 @@ impl Proxy {
         headers: &HeaderMap,
         body: &Bytes,
     ) -> Result<ProxyResponse, String> {
-        let Some(api) = self.api.get() else {
+        let Some(api) = self.activator.client.get() else {
             return Err(format!(
                 "node {node:?} is behind NAT and the API server is not known yet"
             ));

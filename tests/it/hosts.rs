@@ -672,21 +672,11 @@ fn an_agent_behind_nat_is_reached_through_the_connection_it_keeps_open() {
     ]);
     let a1_ip = lab.host("a1").ip;
     for from in ["server", "a2"] {
-        let mut curl = lab.command(from, "curl");
-        curl.args([
-            "-sk",
-            "--max-time",
-            "3",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-        ])
-        .arg(format!("https://{a1_ip}:{agent_port}/healthz"));
-        let out = curl.output().expect("run curl");
+        let url = format!("https://{a1_ip}:{agent_port}/healthz");
         assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
-            "000",
+            lab.curl_with(from, &["-k", "--connect-timeout", "3"], &url)
+                .0,
+            0,
             "{from} reached a1's agent endpoint"
         );
     }
@@ -761,23 +751,16 @@ fn an_agent_behind_nat_is_reached_through_the_connection_it_keeps_open() {
     k.ok(&["create", "serviceaccount", "bot"]);
     let bot_token = k.ok(&["create", "token", "bot"]).trim().to_string();
     let pod_ip = k.ok(&["get", "pod", &pod, "-o", "jsonpath={.status.podIP}"]);
+    let ca = server.data_dir.join("pki").join("ca.crt");
     let api = |token: &str, path: &str, upgrade: bool| {
-        let mut curl = lab.command("server", "curl");
-        curl.args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
-            .arg("--cacert")
-            .arg(server.data_dir.join("pki").join("ca.crt"))
-            .args(["-H", &format!("Authorization: Bearer {token}")]);
+        let bearer = format!("Authorization: Bearer {token}");
+        let mut options = vec!["--cacert", ca.to_str().unwrap(), "-H", &bearer];
         if upgrade {
-            curl.args(["--http1.1", "-H", "Connection: Upgrade"])
-                .args(["-H", "Upgrade: wkube-tunnel"]);
+            options.extend(["--http1.1", "-H", "Connection: Upgrade"]);
+            options.extend(["-H", "Upgrade: wkube-tunnel"]);
         }
-        let out = curl
-            .arg(format!("{}{path}", server.api_url))
-            .output()
-            .expect("run curl");
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-        (code.trim().to_string(), body.to_string())
+        let (code, body) = lab.curl_with("server", &options, &format!("{}{path}", server.api_url));
+        (code.to_string(), body)
     };
     let (code, body) = api(&a2_token, "/apis/wkube.dev/v1/nodes/a1/tunnel", true);
     assert_eq!(code, "403", "a2 opening a1's tunnel: {body}");
@@ -804,17 +787,12 @@ fn an_agent_behind_nat_is_reached_through_the_connection_it_keeps_open() {
     assert_eq!(code, "400", "a dot segment in a relayed path: {body}");
     // Every method crosses, not only GET: a POST through the ClusterIP
     // from a2's host.
-    let mut post = lab.command("a2", "curl");
-    post.args(["-sS", "--max-time", "10", "-X", "POST", "-d", "x=1"])
-        .args(["-o", "/dev/null", "-w", "%{http_code}"])
-        .arg(format!("http://{cluster_ip}/"));
-    let out = post.output().expect("run curl");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "200",
-        "POST from a2 to a1's pod: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let (code, body) = lab.curl_with(
+        "a2",
+        &["-X", "POST", "-d", "x=1"],
+        &format!("http://{cluster_ip}/"),
     );
+    assert_eq!(code, 200, "POST from a2 to a1's pod: {body}");
 
     // Cut off for longer than the tunnel's pings allow, a1's tunnel dies;
     // back on the network, a1 dials again and is reachable again.

@@ -140,11 +140,7 @@ pub async fn compiled(
     Path(digest): Path<String>,
     req: Request,
 ) -> Response {
-    let user = req
-        .extensions()
-        .get::<crate::api::Caller>()
-        .map(|c| c.0.clone())
-        .ok_or(ApiError::Unauthorized);
+    let user = crate::api::Caller::of(&req);
     let query = Query::parse(req.uri().query());
     let method = req.method().clone();
     match serve(&state, &digest, user, method, query).await {

@@ -89,13 +89,6 @@ fn modules_kind() -> Result<&'static Kind, ApiError> {
     resources::by_resource("wkube.dev", "v1", "modules").ok_or(ApiError::NoRoute)
 }
 
-fn caller(req: &Request) -> Result<super::authn::UserInfo, ApiError> {
-    req.extensions()
-        .get::<Caller>()
-        .map(|c| c.0.clone())
-        .ok_or(ApiError::Unauthorized)
-}
-
 fn invalid(name: &str, field: &str, value: Option<String>, detail: String) -> ApiError {
     ApiError::Invalid {
         group: "wkube.dev".into(),
@@ -123,7 +116,7 @@ pub async fn push(
 }
 
 async fn push_inner(state: &ApiState, name: &str, req: Request) -> Result<Response, ApiError> {
-    let user = caller(&req)?;
+    let user = Caller::of(&req)?;
     if req.method() != Method::POST && req.method() != Method::PUT {
         return Err(ApiError::MethodNotAllowed);
     }
@@ -406,7 +399,7 @@ pub async fn blob(
 ) -> Response {
     // The request itself is not `Sync`, so only what is needed of it is
     // carried across the awaits below.
-    let user = caller(&req);
+    let user = Caller::of(&req);
     match blob_inner(&state, &digest, user, req.method().clone()).await {
         Ok(r) => r,
         Err(e) => e.into_response(),

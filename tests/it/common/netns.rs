@@ -152,8 +152,15 @@ impl Lab {
     /// `curl URL` from host `name`: (status, body); status 0 when nothing
     /// answered.
     pub fn curl(&self, name: &str, url: &str) -> (u16, String) {
+        self.curl_with(name, &[], url)
+    }
+
+    /// [`Lab::curl`] with more of curl's options (`-X POST`, `-H …`).
+    pub fn curl_with(&self, name: &str, options: &[&str], url: &str) -> (u16, String) {
         let mut cmd = self.command(name, "curl");
-        cmd.args(["-sS", "--max-time", "10", "-w", "\n%{http_code}", url]);
+        cmd.args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
+            .args(options)
+            .arg(url);
         let out = run(cmd, None, std::time::Duration::from_secs(15));
         let text = out.stdout;
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
