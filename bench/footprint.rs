@@ -24,6 +24,7 @@
 //! work (a process dies, a node is never Ready, a pod never Runs), never on
 //! the figures.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -32,8 +33,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
-use kube::api::{ListParams, PostParams};
+use kube::api::PostParams;
+use kube::runtime::watcher;
 use serde_json::json;
 use tempfile::TempDir;
 
@@ -641,32 +644,65 @@ pub(crate) async fn fill(
     for t in tasks {
         t.await??;
     }
+    // Running is counted from a watch (its first list, then every
+    // change), not by listing all the pods again and again: a list of
+    // 10,000 pods every few seconds would load the server being measured.
     let deadline = started + timeout;
+    let cfg = watcher::Config::default().labels("app=idle");
+    let mut events = std::pin::pin!(watcher::watcher(pods, cfg));
+    // Pod name → whether it is Running, and how many are; a relist
+    // (after the watch had to start over) replaces the map at its end.
+    let mut running: HashMap<String, bool> = HashMap::new();
+    let mut relist: Option<HashMap<String, bool>> = None;
+    let mut now_running = 0usize;
     loop {
         for p in watched.iter_mut() {
             p.check_running()?;
         }
-        let list = tokio::time::timeout(Duration::from_secs(30), pods.list(&ListParams::default()))
-            .await
-            .context("listing the pods timed out")??;
-        let running = list
-            .items
-            .iter()
-            .filter(|p| phase(p) == Some("Running"))
-            .count();
-        if running >= count {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event =
+            match tokio::time::timeout(left.min(Duration::from_secs(1)), events.next()).await {
+                Ok(Some(event)) => Some(event.context("watching the pods")?),
+                Ok(None) => bail!("the watch on the pods ended"),
+                Err(_) => None,
+            };
+        let name = |p: &Pod| p.metadata.name.clone().unwrap_or_default();
+        let is_running = |p: &Pod| phase(p) == Some("Running");
+        match event {
+            Some(watcher::Event::Init) => relist = Some(HashMap::new()),
+            Some(watcher::Event::InitApply(p)) => {
+                relist
+                    .get_or_insert_default()
+                    .insert(name(&p), is_running(&p));
+            }
+            Some(watcher::Event::InitDone) => {
+                running = relist.take().unwrap_or_default();
+                now_running = running.values().filter(|r| **r).count();
+            }
+            Some(watcher::Event::Apply(p)) => {
+                let now = is_running(&p);
+                if running.insert(name(&p), now) == Some(true) {
+                    now_running -= 1;
+                }
+                now_running += usize::from(now);
+            }
+            Some(watcher::Event::Delete(p)) => {
+                if running.remove(&name(&p)) == Some(true) {
+                    now_running -= 1;
+                }
+            }
+            None => {}
+        }
+        if now_running >= count {
             return Ok(started.elapsed());
         }
         if Instant::now() >= deadline {
-            let stuck = list.items.iter().find(|p| phase(p) != Some("Running"));
+            let stuck = running.iter().find(|(_, r)| !**r).map(|(n, _)| n.clone());
             bail!(
-                "{running} of {count} pods on {node} Running after {timeout:?}; one that is not: {}",
-                stuck
-                    .and_then(|p| serde_json::to_string(&p.status).ok())
-                    .unwrap_or_default()
+                "{now_running} of {count} pods on {node} Running after {timeout:?}; one that is not: {}",
+                stuck.unwrap_or_default()
             );
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }
 

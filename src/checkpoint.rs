@@ -33,6 +33,12 @@ use tokio::sync::Notify;
 /// changes costs one write.
 pub const DEBOUNCE: Duration = Duration::from_secs(1);
 
+/// A part whose snapshot and write take a while (a node with thousands of
+/// pods writes tens of megabytes) waits this many times as long as the
+/// last one took before it writes again, so keeping checkpoints costs at
+/// most about a twentieth of a core however large they grow.
+const COST_RATIO: u32 = 20;
+
 const MAGIC: &[u8] = b"wkcp1";
 const KEY_LEN: usize = 32;
 
@@ -196,9 +202,10 @@ impl Checkpoint {
     }
 
     /// Keeps the file `name` up to date until `stop`: after each
-    /// notification of `changed` it waits [`DEBOUNCE`], takes `snapshot()`
-    /// and writes it on the blocking pool. A change still unwritten when
-    /// `stop` resolves is written then.
+    /// notification of `changed` it waits [`DEBOUNCE`] (or longer after a
+    /// costly write, see [`COST_RATIO`]), takes `snapshot()` and writes it
+    /// on the blocking pool. A change still unwritten when `stop`
+    /// resolves is written then.
     pub async fn keep<T, F>(
         self,
         name: &'static str,
@@ -210,6 +217,7 @@ impl Checkpoint {
         F: Fn() -> T,
     {
         let mut stop = std::pin::pin!(stop);
+        let mut pause = DEBOUNCE;
         loop {
             // A change already signalled is written even when `stop` is
             // ready too.
@@ -220,12 +228,14 @@ impl Checkpoint {
             };
             let stopping = stopping
                 || tokio::select! {
-                    _ = tokio::time::sleep(DEBOUNCE) => false,
+                    _ = tokio::time::sleep(pause) => false,
                     _ = &mut stop => true,
                 };
+            let started = std::time::Instant::now();
             let value = snapshot();
             let this = self.clone();
             let written = tokio::task::spawn_blocking(move || this.write(name, &value)).await;
+            pause = DEBOUNCE.max(started.elapsed().saturating_mul(COST_RATIO));
             match written {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::warn!(error = %e, "cannot write a checkpoint"),

@@ -18,7 +18,7 @@
 //! from the client reaches the endpoint untouched; everything else is
 //! proxied as HTTP.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,7 +60,11 @@ impl Listeners {
 
     /// Opens listeners for `wanted` addresses not yet open and closes the
     /// ones no longer wanted (connections already accepted finish).
-    pub fn reconcile(&mut self, wanted: &[SocketAddr]) {
+    ///
+    /// A dense node wants one address per serving pod port, and this runs
+    /// after every table rebuild and every second: the work is linear in
+    /// the addresses (a set, not a list looked through per address).
+    pub fn reconcile(&mut self, wanted: &HashSet<SocketAddr>) {
         self.open.retain(|addr, _| wanted.contains(addr));
         self.failed.retain(|addr, _| wanted.contains(addr));
         let now = Instant::now();

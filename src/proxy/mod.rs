@@ -32,7 +32,7 @@ pub mod pods;
 pub mod route;
 pub mod table;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -382,8 +382,7 @@ async fn feed(
 /// The pod addresses this node's pods serve on: each serving pod's IP with
 /// its declared containerPorts (port 80 when it declares none), so a
 /// process on the host reaches a pod at its IP as on a Kubernetes node.
-fn local_pod_addrs(pods: &dyn LocalPods) -> Vec<std::net::SocketAddr> {
-    let mut out = Vec::new();
+fn local_pod_addrs(pods: &dyn LocalPods, out: &mut HashSet<std::net::SocketAddr>) {
     for pod in pods.all() {
         if !pod.is_serving() {
             continue;
@@ -401,7 +400,6 @@ fn local_pod_addrs(pods: &dyn LocalPods) -> Vec<std::net::SocketAddr> {
                 .map(|p| std::net::SocketAddr::from((ip, p))),
         );
     }
-    out
 }
 
 /// The watched objects the table is built from.
@@ -460,6 +458,7 @@ async fn rebuild_loop(
     }
     let mut listeners = listen::Listeners::new(proxy.clone());
     loop {
+        let started = std::time::Instant::now();
         let table = Table::build(&services.state(), &slices.state(), &nodes.state())
             .with_ingress(ingress::IngressRoutes::build(
                 &ingresses.state(),
@@ -478,6 +477,7 @@ async fn rebuild_loop(
             ));
         tracing::debug!(services = table.len(), "proxy table rebuilt");
         proxy.install(table);
+        let cost = started.elapsed();
         if !proxy
             .is_synced
             .swap(true, std::sync::atomic::Ordering::AcqRel)
@@ -487,26 +487,26 @@ async fn rebuild_loop(
         loop {
             if proxy.config.listen {
                 let table = proxy.table();
-                let mut wanted = table.listen_addrs(proxy.config.node_ip);
+                let mut wanted: HashSet<std::net::SocketAddr> = table
+                    .listen_addrs(proxy.config.node_ip)
+                    .into_iter()
+                    .collect();
                 // The ingress port is opened only once there is an Ingress
                 // to serve, so a node without any leaves port 80 alone.
                 if let Some(port) = proxy.config.ingress_port
                     && !table.ingress().is_empty()
                 {
-                    wanted.push(std::net::SocketAddr::from((proxy.config.node_ip, port)));
+                    wanted.insert(std::net::SocketAddr::from((proxy.config.node_ip, port)));
                 }
                 if let Some(port) = proxy.config.ingress_tls_port
                     && !table.ingress().tls().is_empty()
                 {
-                    wanted.push(std::net::SocketAddr::from((proxy.config.node_ip, port)));
+                    wanted.insert(std::net::SocketAddr::from((proxy.config.node_ip, port)));
                 }
                 for (port, _) in table.gateway().ports() {
-                    let addr = std::net::SocketAddr::from((proxy.config.node_ip, port));
-                    if !wanted.contains(&addr) {
-                        wanted.push(addr);
-                    }
+                    wanted.insert(std::net::SocketAddr::from((proxy.config.node_ip, port)));
                 }
-                wanted.extend(local_pod_addrs(proxy.pods.as_ref()));
+                local_pod_addrs(proxy.pods.as_ref(), &mut wanted);
                 listeners.reconcile(&wanted);
             }
             // Pods come and go without a watch event of ours: their
@@ -520,6 +520,10 @@ async fn rebuild_loop(
                 }
             }
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        // Events keep coming while a node fills (every pod's status is
+        // one): pausing at least as long as the last rebuild took keeps
+        // rebuilds of a large table to half a core at most, while a small
+        // one is rebuilt within milliseconds of a change.
+        tokio::time::sleep(Duration::from_millis(5).max(cost)).await;
     }
 }
