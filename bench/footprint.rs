@@ -687,9 +687,7 @@ pub(crate) async fn fill(
                 now_running += usize::from(now);
             }
             Some(watcher::Event::Delete(p)) => {
-                if running.remove(&name(&p)) == Some(true) {
-                    now_running -= 1;
-                }
+                now_running -= usize::from(running.remove(&name(&p)) == Some(true));
             }
             None => {}
         }

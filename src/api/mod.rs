@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod metricsapi;
 pub mod modules;
 pub mod nodeauthz;
+pub mod nodegraph;
 pub mod nodeproxy;
 pub mod objects;
 pub mod openapi;
@@ -164,6 +165,8 @@ pub struct ApiState {
     pub registry: Registry,
     pub tokens: TokenAuthority,
     pub rbac: Arc<RbacCache>,
+    /// What each node's pods use, for the node authorizer.
+    pub node_graph: Arc<nodegraph::NodeGraph>,
     pub admission: admission::Admission,
     pub config: ApiConfig,
     /// The blocks of the cluster range handed to nodes.
@@ -855,6 +858,7 @@ pub async fn start(
     let tokens = TokenAuthority::load_or_create(&opts.pki_dir)?;
     let keyring = Arc::new(encryption::Keyring::load_or_create(&opts.pki_dir)?);
     let rbac = RbacCache::start(store.clone()).await?;
+    let node_graph = nodegraph::NodeGraph::start(store.clone()).await?;
     crds::start(store.clone()).await?;
     let flow = flowcontrol::FlowControl::with_config(flowcontrol::FlowConfig {
         max_requests_inflight: opts.config.max_requests_inflight,
@@ -867,6 +871,7 @@ pub async fn start(
         registry: Registry::with_encryption(store, keyring.clone()),
         tokens,
         rbac,
+        node_graph,
         admission: admission::Admission,
         config: opts.config,
         pod_cidrs,

@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 
 use super::ApiState;
 use super::authn::UserInfo;
+use super::nodegraph::{Uses, uses_of};
 use super::rbac::Attributes;
 use super::status::ApiError;
 use crate::resources::{self, Kind};
@@ -83,12 +84,13 @@ pub async fn decide(state: &ApiState, node: &str, a: &Attributes) -> Decision {
                     a.resource
                 ));
             }
-            let field = if a.resource == "secrets" {
-                "secret"
+            let object = if a.resource == "secrets" {
+                Uses::Secret(a.name.clone())
             } else {
-                "configMap"
+                Uses::ConfigMap(a.name.clone())
             };
-            if any_pod_on(state, node, &a.namespace, |p| references(p, field, &a.name)).await
+            if state.node_graph.uses(node, &a.namespace, object.clone())
+                || any_pod_on(state, node, &a.namespace, |p| uses_of(p).contains(&object)).await
                 || (a.resource == "secrets"
                     && (ingress_certificate(state, &a.namespace, &a.name).await
                         || gateway_certificate(state, &a.namespace, &a.name).await))
@@ -101,13 +103,9 @@ pub async fn decide(state: &ApiState, node: &str, a: &Attributes) -> Decision {
             }
         }
         ("", "serviceaccounts", "token") | ("", "serviceaccounts", "") => {
-            let uses = any_pod_on(state, node, &a.namespace, |p| {
-                p.pointer("/spec/serviceAccountName")
-                    .and_then(Value::as_str)
-                    .unwrap_or("default")
-                    == a.name
-            })
-            .await;
+            let object = Uses::ServiceAccount(a.name.clone());
+            let uses = state.node_graph.uses(node, &a.namespace, object.clone())
+                || any_pod_on(state, node, &a.namespace, |p| uses_of(p).contains(&object)).await;
             if uses {
                 Decision::NoOpinion
             } else {
@@ -241,11 +239,10 @@ async fn pod_node(state: &ApiState, ns: &str, name: &str) -> PodNode {
     }
 }
 
-/// Whether a pod in `ns` bound to `node` satisfies `uses`. A kubelet asks
-/// this for every pod it starts (its token, its config maps), so the pods
-/// are decoded one at a time and the search stops at the first match:
-/// decoding the whole namespace first made each of those requests cost a
-/// full list and stalled the API server while thousands of pods started.
+/// Whether a pod in `ns` bound to `node` satisfies `uses`, read from the
+/// store: the fallback of [`super::nodegraph`], which answers a kubelet's
+/// requests as its pods start without this scan. The pods are decoded one
+/// at a time and the search stops at the first match.
 async fn any_pod_on(state: &ApiState, node: &str, ns: &str, uses: impl Fn(&Value) -> bool) -> bool {
     let Some(kind) = resources::by_resource("", "v1", "pods") else {
         return false;
@@ -262,53 +259,6 @@ async fn any_pod_on(state: &ApiState, node: &str, ns: &str, uses: impl Fn(&Value
             p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node) && uses(&p)
         })
     })
-}
-
-/// Whether `pod` uses the secret or config map `name` (volumes, projected
-/// sources, env and envFrom of every container).
-fn references(pod: &Value, field: &str, name: &str) -> bool {
-    let named = |v: Option<&Value>, key: &str| {
-        v.and_then(|v| v.get(key)).and_then(Value::as_str) == Some(name)
-    };
-    let volume_key = if field == "secret" {
-        "secretName"
-    } else {
-        "name"
-    };
-    let env_ref = if field == "secret" {
-        "secretKeyRef"
-    } else {
-        "configMapKeyRef"
-    };
-    let env_from = if field == "secret" {
-        "secretRef"
-    } else {
-        "configMapRef"
-    };
-    let spec = &pod["spec"];
-    let in_volumes = spec["volumes"].as_array().into_iter().flatten().any(|v| {
-        named(v.get(field), volume_key)
-            || v["projected"]["sources"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|s| named(s.get(field), "name"))
-    });
-    let in_containers = ["containers", "initContainers"].iter().any(|list| {
-        spec[*list].as_array().into_iter().flatten().any(|c| {
-            c["env"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|e| named(e.get("valueFrom").and_then(|f| f.get(env_ref)), "name"))
-                || c["envFrom"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|e| named(e.get(env_from), "name"))
-        })
-    });
-    in_volumes || in_containers
 }
 
 #[cfg(test)]
@@ -339,12 +289,14 @@ mod tests {
             "containers": [{"name": "c",
                 "env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "sec2", "key": "k"}}}],
                 "envFrom": [{"configMapRef": {"name": "cm2"}}]}]}});
-        assert!(references(&pod, "configMap", "cm1"));
-        assert!(references(&pod, "configMap", "cm2"));
-        assert!(references(&pod, "secret", "sec1"));
-        assert!(references(&pod, "secret", "sec2"));
-        assert!(!references(&pod, "secret", "cm1"));
-        assert!(!references(&pod, "configMap", "other"));
+        let uses = uses_of(&pod);
+        let has = |u: Uses| uses.contains(&u);
+        assert!(has(Uses::ConfigMap("cm1".into())));
+        assert!(has(Uses::ConfigMap("cm2".into())));
+        assert!(has(Uses::Secret("sec1".into())));
+        assert!(has(Uses::Secret("sec2".into())));
+        assert!(!has(Uses::Secret("cm1".into())));
+        assert!(!has(Uses::ConfigMap("other".into())));
     }
 }
 

@@ -171,6 +171,20 @@ fn a_node_credential_reaches_only_what_its_node_needs() {
         !as_node(&["get", "secrets"]).status.success(),
         "a node may not list secrets"
     );
+    // Once the pod is gone, so is the node's way to its secret.
+    k.ok(&["delete", "pod", "uses-mine", "--grace-period=0", "--force"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let after = as_node(&["get", "secret", "mine"]);
+        if after.stderr.contains("no relationship found between node") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node still reads its deleted pod's secret: {after:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     // Every node serves the Ingresses of the `wkube` class, so it may read
     // the certificates they name; not those of another class's Ingress.
     k.ok_with_stdin(
