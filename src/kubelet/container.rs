@@ -146,9 +146,12 @@ pub async fn run(
             format!("Started container {name}"),
         );
 
+        // The serving and running futures are boxed: this task lives as
+        // long as the container, and inlined they would make every
+        // container's task as large as the largest of them.
         let outcome = match prep.module.kind() {
             ModuleKind::Http if matches!(slot, Slot::Main(_)) => {
-                serve_http(&shared, &handle, slot, &prep, ctx, &mut stop).await
+                Box::pin(serve_http(&shared, &handle, slot, &prep, ctx, &mut stop)).await
             }
             ModuleKind::Http => Outcome::Ended(Terminated {
                 exit_code: 1,
@@ -160,7 +163,7 @@ pub async fn run(
                 finished_at: Time(chrono_now()),
             }),
             ModuleKind::Command | ModuleKind::CoreCommand => {
-                let run = crate::runtime::run_command(&prep.module, &ctx, &prep.limits);
+                let run = Box::pin(crate::runtime::run_command(&prep.module, &ctx, &prep.limits));
                 tokio::select! {
                     r = run => Outcome::Ended(match r {
                         Ok(status) => terminated_from(&status, &started_at),
@@ -316,7 +319,7 @@ async fn serve_http(
     };
     // One instantiation up front: a context that cannot be built (a
     // missing volume, an exhausted pool) fails the start, not every request.
-    if let Err(e) = svc.probe_instantiation().await {
+    if let Err(e) = Box::pin(svc.probe_instantiation()).await {
         return start_error(e.to_string(), started_at);
     }
     let ports: Vec<u16> = prep
@@ -334,7 +337,7 @@ async fn serve_http(
         },
     );
     let result = tokio::select! {
-        r = probe_loop(shared, handle, slot, &prep.spec, &svc) => Outcome::Ended(Terminated {
+        r = Box::pin(probe_loop(shared, handle, slot, &prep.spec, &svc)) => Outcome::Ended(Terminated {
             exit_code: 137,
             reason: "Error".into(),
             message: Some(r),

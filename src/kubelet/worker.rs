@@ -111,14 +111,18 @@ impl PodWorker {
         } else {
             Step::Preparing
         };
+        // Each step's future is boxed for as long as it runs: inlined,
+        // this task would be as large as its largest step (the fetches of
+        // preparing) for the whole life of the pod, kilobytes per pod on a
+        // node with thousands of them.
         loop {
             tracing::debug!(pod = %handle.key(), ?step, "pod worker");
             step = match step {
-                Step::Preparing => self.prepare(&handle).await,
-                Step::Initializing(i) => self.initialize(&handle, i).await,
-                Step::Running => self.running(&handle).await,
-                Step::Finished => self.finished().await,
-                Step::Terminating => self.terminate(&handle, &status).await,
+                Step::Preparing => Box::pin(self.prepare(&handle)).await,
+                Step::Initializing(i) => Box::pin(self.initialize(&handle, i)).await,
+                Step::Running => Box::pin(self.running(&handle)).await,
+                Step::Finished => Box::pin(self.finished()).await,
+                Step::Terminating => Box::pin(self.terminate(&handle, &status)).await,
                 Step::Gone => break,
             };
         }
@@ -390,7 +394,9 @@ impl PodWorker {
                     _ = stop.wait_for(|s| *s) => return,
                 }
                 let mut delay = Duration::from_secs(1);
-                while let Err(e) = spec::refresh_token(&client, &pod, &dir).await {
+                // Boxed: the request's state only while it runs, not in
+                // the task that sleeps between refreshes.
+                while let Err(e) = Box::pin(spec::refresh_token(&client, &pod, &dir)).await {
                     tracing::warn!(error = %e, "service-account token refresh failed; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
@@ -823,7 +829,9 @@ fn set_waiting(handle: &PodHandle, container: Option<&str>, reason: &str, messag
 pub struct StatusWriter {
     api: Api<Pod>,
     name: String,
-    last: tokio::sync::Mutex<Option<Value>>,
+    /// The status last sent, as its JSON: a byte string is a tenth of
+    /// the memory of a JSON tree, kept for every pod of the node.
+    last: tokio::sync::Mutex<Option<Vec<u8>>>,
 }
 
 impl StatusWriter {
@@ -859,7 +867,9 @@ impl StatusWriter {
                 }
             }
             let mut delay = Duration::from_millis(100);
-            while !self.sync(&handle).await {
+            // Boxed: the request's state only while it runs, not in the
+            // task that waits for the next change.
+            while !Box::pin(self.sync(&handle)).await {
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(10));
             }
@@ -882,7 +892,10 @@ impl StatusWriter {
         };
         let seen = serde_json::to_value(&seen.conditions).ok();
         let mut last = self.last.lock().await;
-        let Some(sent) = last.as_ref() else {
+        let Some(sent) = last
+            .as_deref()
+            .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+        else {
             return false;
         };
         if ready(sent.get("conditions")) == ready(seen.as_ref()) {
@@ -897,20 +910,20 @@ impl StatusWriter {
     pub async fn sync(&self, handle: &PodHandle) -> bool {
         let mut last = self.last.lock().await;
         let status = handle.update_quiet(|r| r.to_status());
-        let Ok(value) = serde_json::to_value(&status) else {
+        let Ok(bytes) = serde_json::to_vec(&status) else {
             return true;
         };
-        if last.as_ref() == Some(&value) {
+        if last.as_deref() == Some(&bytes[..]) {
             return true;
         }
-        let patch = json!({"status": value});
+        let patch = json!({ "status": status });
         match self
             .api
             .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
             Ok(_) => {
-                *last = Some(value);
+                *last = Some(bytes);
                 true
             }
             // The pod is gone; nothing left to report.

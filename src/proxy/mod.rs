@@ -351,10 +351,16 @@ where
         )));
     }
     // Nothing the proxy routes by is in managedFields: dropping them
-    // keeps the cluster-wide caches (all pods, for policies) small.
+    // keeps the cluster-wide caches small. Of the pods (every pod of the
+    // cluster, for policies) it keeps only what policies read.
     let stream = watcher(Api::<K>::all(client.clone()), watcher::Config::default())
         .default_backoff()
-        .modify(|o| o.meta_mut().managed_fields = None)
+        .modify(|o| {
+            o.meta_mut().managed_fields = None;
+            if let Some(pod) = (o as &mut dyn std::any::Any).downcast_mut::<Pod>() {
+                netpol::trim_pod(pod);
+            }
+        })
         .reflect(writer)
         .map(move |_| changed.notify_one())
         .boxed();

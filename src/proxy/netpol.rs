@@ -19,7 +19,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Container, Namespace, Pod, PodSpec, PodStatus};
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -144,6 +144,39 @@ fn selects(sel: Option<&LabelSelector>, labels: &BTreeMap<String, String>) -> bo
             s.matches(labels)
         }
         Err(_) => false,
+    }
+}
+
+/// Keeps of a pod only what [`Policies::build`] reads: its name,
+/// namespace and labels, its phase and address, and its containers'
+/// ports. The proxy caches every pod of the cluster for its policies, so
+/// the rest would cost kilobytes per pod on every node.
+pub fn trim_pod(pod: &mut Pod) {
+    let meta = &mut pod.metadata;
+    meta.annotations = None;
+    meta.owner_references = None;
+    meta.finalizers = None;
+    meta.managed_fields = None;
+    if let Some(spec) = pod.spec.take() {
+        pod.spec = Some(PodSpec {
+            containers: spec
+                .containers
+                .into_iter()
+                .map(|c| Container {
+                    name: c.name,
+                    ports: c.ports,
+                    ..Container::default()
+                })
+                .collect(),
+            ..PodSpec::default()
+        });
+    }
+    if let Some(status) = pod.status.take() {
+        pod.status = Some(PodStatus {
+            phase: status.phase,
+            pod_ip: status.pod_ip,
+            ..PodStatus::default()
+        });
     }
 }
 
@@ -417,6 +450,40 @@ mod tests {
             }))
             .unwrap(),
         )
+    }
+
+    #[test]
+    fn a_trimmed_pod_keeps_what_policies_read() {
+        let mut p: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "a", "namespace": "ns1", "labels": {"app": "web"},
+                         "annotations": {"big": "x"}},
+            "spec": {"nodeName": "n1", "volumes": [{"name": "v", "emptyDir": {}}],
+                     "containers": [{"name": "c", "image": "x", "env": [{"name": "E", "value": "1"}],
+                                     "ports": [{"name": "http", "containerPort": 8080}]}]},
+            "status": {"podIP": "10.0.0.9", "phase": "Running",
+                       "conditions": [{"type": "Ready", "status": "True"}]}
+        }))
+        .unwrap();
+        let full = pod_entry_of(&p);
+        trim_pod(&mut p);
+        assert_eq!(pod_entry_of(&p), full);
+        assert_eq!(p.labels().get("app").map(String::as_str), Some("web"));
+        assert!(p.metadata.annotations.is_none());
+        let spec = p.spec.as_ref().unwrap();
+        assert!(spec.volumes.is_none() && spec.node_name.is_none());
+        assert!(spec.containers[0].env.is_none());
+        assert!(p.status.as_ref().unwrap().conditions.is_none());
+    }
+
+    /// What [`Policies::build`] makes of a lone pod.
+    fn pod_entry_of(p: &Pod) -> (Option<std::net::Ipv4Addr>, Vec<(String, u16)>) {
+        let built = Policies::build(
+            &[policy("ns1", "any", json!({"podSelector": {}}))],
+            &[Arc::new(p.clone())],
+            &[ns("ns1", json!({}))],
+        );
+        let e = &built.pods["ns1/a"];
+        (e.ip, e.ports.clone())
     }
 
     fn ns(name: &str, labels: Value) -> Arc<Namespace> {
