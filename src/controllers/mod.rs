@@ -414,8 +414,12 @@ async fn share_pods(
 ) {
     use futures::StreamExt;
     use kube::runtime::{WatchStreamExt, watcher};
+    // No controller reads a pod's managedFields, and this cache holds
+    // every pod of the cluster: dropped on arrival, they cost nothing
+    // (kept, they were the largest part of an idle pod's memory here).
     let events = watcher(kube::Api::<Pod>::all(client), watcher::Config::default())
         .default_backoff()
+        .modify(|p| p.metadata.managed_fields = None)
         .take_until(shutdown);
     let mut events = std::pin::pin!(events);
     while let Some(event) = events.next().await {
