@@ -86,7 +86,7 @@ pub async fn run(
     shared: Arc<Shared>,
     handle: Arc<PodHandle>,
     slot: Slot,
-    prep: Prepared,
+    prep: Arc<Prepared>,
     policy: RestartPolicy,
     mut stop: watch::Receiver<bool>,
 ) -> Ended {

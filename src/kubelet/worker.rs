@@ -65,8 +65,10 @@ pub struct PodWorker {
     pod: watch::Receiver<Option<Arc<Pod>>>,
     ips: Arc<Mutex<Option<PodIps>>>,
     /// Built by Preparing: one per init container, then one per container.
-    init: Vec<Prepared>,
-    main: Vec<Prepared>,
+    /// Shared with the containers' tasks, which hold them for the pod's
+    /// life: one copy per pod, not two.
+    init: Vec<Arc<Prepared>>,
+    main: Vec<Arc<Prepared>>,
     /// Stops the running containers.
     stop: watch::Sender<bool>,
     running: Vec<tokio::task::JoinHandle<Ended>>,
@@ -127,7 +129,7 @@ impl PodWorker {
             };
         }
         writer.abort();
-        self.release(&handle).await;
+        Box::pin(self.release(&handle)).await;
     }
 
     /// The pod is being deleted (or already gone from the API).
@@ -282,12 +284,12 @@ impl PodWorker {
                     memory: limits.meter.clone(),
                 },
             );
-            let prepared = Prepared {
+            let prepared = Arc::new(Prepared {
                 spec: c,
                 module,
                 ctx,
                 limits,
-            };
+            });
             if is_init {
                 init.push(prepared);
             } else {
