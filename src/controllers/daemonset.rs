@@ -24,7 +24,7 @@ use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -517,9 +517,13 @@ async fn sync_revisions(
     let ns = ds.namespace().unwrap_or_default();
     let api: Api<ControllerRevision> = Api::namespaced(ctx.client.clone(), &ns);
     // From the revision cache, not a LIST each pass. A lagging cache is
-    // safe: a revision's name is its template's hash (a create it has not
-    // seen yet is a 409), and the renumbering below carries the
-    // resourceVersion it read.
+    // safe for finding the template's revision: its name is the
+    // template's hash (a create it has not seen yet is a 409), and the
+    // renumbering below carries the resourceVersion it read. It is not
+    // safe for numbering: a cache that has not seen the last revision yet
+    // would hand its number out again (two revisions numbered 1, and
+    // `kubectl rollout history` shows one). So a new number, needed only
+    // when the template changes, is taken past a fresh list.
     ctx.revisions
         .wait_until_ready()
         .await
@@ -533,6 +537,19 @@ async fn sync_revisions(
         .collect();
     revisions.sort_by_key(revision_of);
     let max = revisions.last().map_or(0, revision_of);
+    let listed_max = || async {
+        let listed = api.list(&ListParams::default()).await?;
+        Ok::<i64, kube::Error>(
+            listed
+                .items
+                .iter()
+                .filter(|r| owned(r.owner_references()))
+                .map(revision_of)
+                .max()
+                .unwrap_or(0)
+                .max(max),
+        )
+    };
     match revisions
         .iter()
         .position(|r| r.labels().get(HASH_LABEL).map(String::as_str) == Some(hash))
@@ -541,8 +558,9 @@ async fn sync_revisions(
             let r = revisions.remove(i);
             if r.revision < max {
                 // Back to an older template: it becomes the newest revision.
+                let next = listed_max().await? + 1;
                 let patch = json!({"metadata": {"resourceVersion": r.resource_version()},
-                                   "revision": max + 1});
+                                   "revision": next});
                 api.patch(
                     &r.name_any(),
                     &PatchParams::default(),
@@ -570,7 +588,7 @@ async fn sync_revisions(
                     ..ObjectMeta::default()
                 },
                 data: Some(RawExtension(data)),
-                revision: max + 1,
+                revision: listed_max().await? + 1,
             };
             match api.create(&PostParams::default(), &cr).await {
                 Ok(_) => {}
