@@ -89,8 +89,7 @@ pub async fn decide(state: &ApiState, node: &str, a: &Attributes) -> Decision {
             } else {
                 Uses::ConfigMap(a.name.clone())
             };
-            if state.node_graph.uses(node, &a.namespace, object.clone())
-                || any_pod_on(state, node, &a.namespace, |p| uses_of(p).contains(&object)).await
+            if node_uses(state, node, &a.namespace, object).await
                 || (a.resource == "secrets"
                     && (ingress_certificate(state, &a.namespace, &a.name).await
                         || gateway_certificate(state, &a.namespace, &a.name).await))
@@ -103,10 +102,14 @@ pub async fn decide(state: &ApiState, node: &str, a: &Attributes) -> Decision {
             }
         }
         ("", "serviceaccounts", "token") | ("", "serviceaccounts", "") => {
-            let object = Uses::ServiceAccount(a.name.clone());
-            let uses = state.node_graph.uses(node, &a.namespace, object.clone())
-                || any_pod_on(state, node, &a.namespace, |p| uses_of(p).contains(&object)).await;
-            if uses {
+            if node_uses(
+                state,
+                node,
+                &a.namespace,
+                Uses::ServiceAccount(a.name.clone()),
+            )
+            .await
+            {
                 Decision::NoOpinion
             } else {
                 deny(format!(
@@ -239,10 +242,17 @@ async fn pod_node(state: &ApiState, ns: &str, name: &str) -> PodNode {
     }
 }
 
+/// Whether a pod in `ns` bound to `node` uses `object`: looked up in the
+/// graph ([`super::nodegraph`]), which answers a kubelet's requests as its
+/// pods start, and on a miss read from the store.
+async fn node_uses(state: &ApiState, node: &str, ns: &str, object: Uses) -> bool {
+    state.node_graph.uses(node, ns, &object)
+        || any_pod_on(state, node, ns, |p| uses_of(p).contains(&object)).await
+}
+
 /// Whether a pod in `ns` bound to `node` satisfies `uses`, read from the
-/// store: the fallback of [`super::nodegraph`], which answers a kubelet's
-/// requests as its pods start without this scan. The pods are decoded one
-/// at a time and the search stops at the first match.
+/// store (the graph's fallback). The pods are decoded one at a time and
+/// the search stops at the first match.
 async fn any_pod_on(state: &ApiState, node: &str, ns: &str, uses: impl Fn(&Value) -> bool) -> bool {
     let Some(kind) = resources::by_resource("", "v1", "pods") else {
         return false;

@@ -218,12 +218,12 @@ impl NodeGraph {
 
     /// True when a pod bound to `node` in `namespace` uses `object`; false
     /// when the graph knows of none or is off (the caller then scans).
-    pub fn uses(&self, node: &str, namespace: &str, object: Uses) -> bool {
+    pub fn uses(&self, node: &str, namespace: &str, object: &Uses) -> bool {
         self.live.load(Ordering::Acquire)
             && self.graph.read().counts.contains_key(&(
                 node.to_string(),
                 namespace.to_string(),
-                object,
+                object.clone(),
             ))
     }
 }
@@ -262,31 +262,28 @@ mod tests {
             Uses::ConfigMap("settings".into()),
             Uses::ServiceAccount("runner".into()),
         ] {
-            assert!(live.uses("n1", "ns1", u.clone()), "{u:?}");
-            assert!(!live.uses("n2", "ns1", u.clone()), "{u:?} on another node");
-            assert!(
-                !live.uses("n1", "ns2", u.clone()),
-                "{u:?} in another namespace"
-            );
+            assert!(live.uses("n1", "ns1", &u), "{u:?}");
+            assert!(!live.uses("n2", "ns1", &u), "{u:?} on another node");
+            assert!(!live.uses("n1", "ns2", &u), "{u:?} in another namespace");
         }
-        assert!(!live.uses("n1", "ns1", Uses::Secret("other".into())));
+        assert!(!live.uses("n1", "ns1", &Uses::Secret("other".into())));
         // A second pod sharing an object keeps it after the first goes.
         let key2 = b"/registry/pods/ns1/q";
         live.graph.write().put(key2, &pod("ns1", "n1", "other"));
         live.graph.write().put(key, &pod("ns1", "n1", "renamed"));
-        assert!(!live.uses("n1", "ns1", Uses::Secret("tls".into())));
-        assert!(live.uses("n1", "ns1", Uses::Secret("renamed".into())));
+        assert!(!live.uses("n1", "ns1", &Uses::Secret("tls".into())));
+        assert!(live.uses("n1", "ns1", &Uses::Secret("renamed".into())));
         live.graph.write().remove(key);
-        assert!(live.uses("n1", "ns1", Uses::Secret("api-key".into())));
+        assert!(live.uses("n1", "ns1", &Uses::Secret("api-key".into())));
         live.graph.write().remove(key2);
-        assert!(!live.uses("n1", "ns1", Uses::Secret("api-key".into())));
+        assert!(!live.uses("n1", "ns1", &Uses::Secret("api-key".into())));
         assert!(live.graph.read().counts.is_empty());
         // Unbound pods have no edges; a graph that is off answers nothing.
         live.graph.write().put(key, &pod("ns1", "", "tls"));
         assert!(live.graph.read().counts.is_empty());
         live.graph.write().put(key, &pod("ns1", "n1", "tls"));
         live.live.store(false, Ordering::Release);
-        assert!(!live.uses("n1", "ns1", Uses::Secret("tls".into())));
+        assert!(!live.uses("n1", "ns1", &Uses::Secret("tls".into())));
     }
 
     #[test]

@@ -31,10 +31,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, PodStatus};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use parking_lot::Mutex;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::watch;
 
 use super::Shared;
@@ -831,9 +831,25 @@ fn set_waiting(handle: &PodHandle, container: Option<&str>, reason: &str, messag
 pub struct StatusWriter {
     api: Api<Pod>,
     name: String,
-    /// The status last sent, as its JSON: a byte string is a tenth of
-    /// the memory of a JSON tree, kept for every pod of the node.
-    last: tokio::sync::Mutex<Option<Vec<u8>>>,
+    last: tokio::sync::Mutex<Option<Sent>>,
+}
+
+/// The status last sent: its JSON (a byte string is a tenth of the memory
+/// of a JSON tree, kept for every pod of the node) and its Ready
+/// condition's status, which every change of the pod is compared with.
+struct Sent {
+    json: Vec<u8>,
+    ready: Option<String>,
+}
+
+/// The status of `status`'s Ready condition.
+fn ready_of(status: &PodStatus) -> Option<&str> {
+    status
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status.as_str())
 }
 
 impl StatusWriter {
@@ -883,24 +899,14 @@ impl StatusWriter {
     /// Ready while their node is unreachable): then the next sync must
     /// send the status again even though the kubelet's own view is the same.
     async fn overwritten(&self, seen: Option<&Pod>) -> bool {
-        let ready = |conditions: Option<&Value>| {
-            conditions
-                .and_then(Value::as_array)
-                .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
-                .map(|c| c["status"].clone())
-        };
         let Some(seen) = seen.and_then(|p| p.status.as_ref()) else {
             return false;
         };
-        let seen = serde_json::to_value(&seen.conditions).ok();
         let mut last = self.last.lock().await;
-        let Some(sent) = last
-            .as_deref()
-            .and_then(|b| serde_json::from_slice::<Value>(b).ok())
-        else {
+        let Some(sent) = last.as_ref() else {
             return false;
         };
-        if ready(sent.get("conditions")) == ready(seen.as_ref()) {
+        if sent.ready.as_deref() == ready_of(seen) {
             return false;
         }
         *last = None;
@@ -915,7 +921,7 @@ impl StatusWriter {
         let Ok(bytes) = serde_json::to_vec(&status) else {
             return true;
         };
-        if last.as_deref() == Some(&bytes[..]) {
+        if last.as_ref().is_some_and(|sent| sent.json == bytes) {
             return true;
         }
         let patch = json!({ "status": status });
@@ -925,7 +931,10 @@ impl StatusWriter {
             .await
         {
             Ok(_) => {
-                *last = Some(bytes);
+                *last = Some(Sent {
+                    ready: ready_of(&status).map(str::to_string),
+                    json: bytes,
+                });
                 true
             }
             // The pod is gone; nothing left to report.
