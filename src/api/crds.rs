@@ -5,12 +5,14 @@
 //! kinds.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use serde_json::Value;
 
 use crate::resources::custom;
-use crate::store::{EventType, KeyRange, RangeRequest, Store, StoreError, WatchRequest};
+use crate::store::follow::{self, Change, Mirror};
+use crate::store::{EventType, Store, StoreError};
 
 const PREFIX: &str = "/registry/apiextensions.k8s.io/customresourcedefinitions/";
 
@@ -23,79 +25,59 @@ pub fn established(crd: &Value) -> bool {
         .any(|c| c["type"] == "Established" && c["status"] == "True")
 }
 
-fn serve(crds: &BTreeMap<Vec<u8>, Value>) {
-    let list: Vec<Value> = crds.values().filter(|c| established(c)).cloned().collect();
-    custom::set(&list);
+/// The stored CRDs, by key; every change serves the Established ones.
+#[derive(Default)]
+pub struct Crds {
+    stored: Mutex<BTreeMap<Vec<u8>, Value>>,
+}
+
+impl Crds {
+    fn serve(crds: &BTreeMap<Vec<u8>, Value>) {
+        let list: Vec<Value> = crds.values().filter(|c| established(c)).cloned().collect();
+        custom::set(&list);
+    }
+}
+
+impl Mirror for Crds {
+    fn apply(&self, change: Change<'_>) {
+        let parse = |v: &[u8]| serde_json::from_slice::<Value>(v).ok();
+        let mut crds = self.stored.lock();
+        match change {
+            Change::Loaded(kvs) => {
+                *crds = kvs
+                    .iter()
+                    .filter_map(|kv| Some((kv.key.to_vec(), parse(&kv.value)?)))
+                    .collect();
+            }
+            Change::Events(events) => {
+                for ev in events {
+                    match (ev.kind, parse(&ev.kv.value)) {
+                        (EventType::Put, Some(v)) => {
+                            crds.insert(ev.kv.key.to_vec(), v);
+                        }
+                        _ => {
+                            crds.remove(&ev.kv.key[..]);
+                        }
+                    }
+                }
+            }
+            // The kinds stay served while the CRDs are loaded again.
+            Change::Lost => return,
+        }
+        Self::serve(&crds);
+    }
 }
 
 /// Load the stored CRDs and serve their kinds, then keep following them
-/// in the background. Returns once the first load is served, so that a
-/// restarted server serves custom objects from its first request.
+/// in the background (reloading after a broken watch; see
+/// `store::follow`) for as long as the returned handle lives. Returns once
+/// the first load is served, so that a restarted server serves custom
+/// objects from its first request.
 ///
 /// # Errors
 /// The first load failed.
-pub async fn start(store: Store) -> Result<(), StoreError> {
-    let (crds, revision) = load(&store).await?;
-    serve(&crds);
-    tokio::spawn(follow(store, crds, revision));
-    Ok(())
-}
-
-async fn load(store: &Store) -> Result<(BTreeMap<Vec<u8>, Value>, i64), StoreError> {
-    let resp = store
-        .range(RangeRequest {
-            range: KeyRange::prefix(PREFIX),
-            ..Default::default()
-        })
-        .await?;
-    let crds = resp
-        .kvs
-        .iter()
-        .filter_map(|kv| Some((kv.key.to_vec(), serde_json::from_slice(&kv.value).ok()?)))
-        .collect();
-    Ok((crds, resp.header.revision))
-}
-
-/// Follow changes from `revision` on; after a broken watch (a compaction,
-/// the external store restarting) load everything again.
-async fn follow(store: Store, mut crds: BTreeMap<Vec<u8>, Value>, mut revision: i64) {
-    loop {
-        match store
-            .watch(WatchRequest {
-                range: KeyRange::prefix(PREFIX),
-                start_revision: revision + 1,
-                ..Default::default()
-            })
-            .await
-        {
-            Ok(mut watch) => {
-                while let Some(Ok(batch)) = watch.next().await {
-                    for ev in &batch.events {
-                        match ev.kind {
-                            EventType::Put => {
-                                if let Ok(v) = serde_json::from_slice(&ev.kv.value) {
-                                    crds.insert(ev.kv.key.to_vec(), v);
-                                }
-                            }
-                            EventType::Delete => {
-                                crds.remove(&ev.kv.key[..]);
-                            }
-                        }
-                    }
-                    revision = revision.max(batch.header.revision);
-                    serve(&crds);
-                }
-            }
-            Err(e) => tracing::warn!("following CustomResourceDefinitions: {e}"),
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        match load(&store).await {
-            Ok((fresh, rev)) => {
-                crds = fresh;
-                revision = rev;
-                serve(&crds);
-            }
-            Err(e) => tracing::warn!("loading CustomResourceDefinitions: {e}"),
-        }
-    }
+pub async fn start(store: Store) -> Result<Arc<Crds>, StoreError> {
+    let crds = Arc::new(Crds::default());
+    follow::follow(store, PREFIX, &crds).await?;
+    Ok(crds)
 }

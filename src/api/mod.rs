@@ -167,6 +167,9 @@ pub struct ApiState {
     pub rbac: Arc<RbacCache>,
     /// What each node's pods use, for the node authorizer.
     pub node_graph: Arc<nodegraph::NodeGraph>,
+    /// The stored CRDs whose kinds this server serves; held so that they
+    /// are followed for as long as the server lives.
+    pub crds: Arc<crds::Crds>,
     pub admission: admission::Admission,
     pub config: ApiConfig,
     /// The blocks of the cluster range handed to nodes.
@@ -859,7 +862,7 @@ pub async fn start(
     let keyring = Arc::new(encryption::Keyring::load_or_create(&opts.pki_dir)?);
     let rbac = RbacCache::start(store.clone()).await?;
     let node_graph = nodegraph::NodeGraph::start(store.clone()).await?;
-    crds::start(store.clone()).await?;
+    let crds = crds::start(store.clone()).await?;
     let flow = flowcontrol::FlowControl::with_config(flowcontrol::FlowConfig {
         max_requests_inflight: opts.config.max_requests_inflight,
         requests_per_user: opts.config.max_requests_inflight_per_user,
@@ -872,6 +875,7 @@ pub async fn start(
         tokens,
         rbac,
         node_graph,
+        crds,
         admission: admission::Admission,
         config: opts.config,
         pod_cidrs,

@@ -12,9 +12,9 @@
 //! the scan, which reads the store itself. So a pod created a moment ago
 //! (the kubelet may see it before the graph does) is never refused, and
 //! an edge is taken away when the pod's delete or change is applied here,
-//! as promptly as any watcher sees it. A watch that fails turns the graph
-//! off: it answers nothing from then on, rather than grant from a stale
-//! view.
+//! as promptly as any watcher sees it. While its watch is broken the graph
+//! is off (it answers nothing, rather than grant from a stale view) until
+//! the pods are loaded again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,7 +23,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::RwLock;
 use serde_json::Value;
 
-use crate::store::{EventType, KeyRange, RangeRequest, Store, WatchRequest};
+use crate::store::follow::{self, Change, Mirror};
+use crate::store::{EventType, Store};
 
 const PODS_PREFIX: &str = "/registry/pods/";
 
@@ -161,58 +162,13 @@ pub struct NodeGraph {
 }
 
 impl NodeGraph {
-    /// Loads every pod and keeps the graph current from a watch.
+    /// Loads every pod and keeps the graph current from the store.
     ///
     /// # Errors
     /// The first read of the pods failed.
     pub async fn start(store: Store) -> Result<Arc<NodeGraph>, crate::store::StoreError> {
         let this = Arc::new(NodeGraph::default());
-        let resp = store
-            .range(RangeRequest {
-                range: KeyRange::prefix(PODS_PREFIX),
-                ..Default::default()
-            })
-            .await?;
-        {
-            let mut g = this.graph.write();
-            for kv in &resp.kvs {
-                if let Ok(v) = serde_json::from_slice::<Value>(&kv.value) {
-                    g.put(&kv.key, &v);
-                }
-            }
-        }
-        let mut watch = store
-            .watch(WatchRequest {
-                range: KeyRange::prefix(PODS_PREFIX),
-                start_revision: resp.header.revision + 1,
-                ..Default::default()
-            })
-            .await?;
-        this.live.store(true, Ordering::Release);
-        let weak = Arc::downgrade(&this);
-        tokio::spawn(async move {
-            loop {
-                let batch = watch.next().await;
-                let Some(this) = weak.upgrade() else { return };
-                let Some(Ok(batch)) = batch else {
-                    tracing::warn!(
-                        "the node authorizer's watch on pods ended; it scans pods from now on"
-                    );
-                    this.live.store(false, Ordering::Release);
-                    return;
-                };
-                let mut g = this.graph.write();
-                for ev in &batch.events {
-                    match ev.kind {
-                        EventType::Put => match serde_json::from_slice::<Value>(&ev.kv.value) {
-                            Ok(v) => g.put(&ev.kv.key, &v),
-                            Err(_) => g.remove(&ev.kv.key),
-                        },
-                        EventType::Delete => g.remove(&ev.kv.key),
-                    }
-                }
-            }
-        });
+        follow::follow(store, PODS_PREFIX, &this).await?;
         Ok(this)
     }
 
@@ -225,6 +181,39 @@ impl NodeGraph {
                 namespace.to_string(),
                 object.clone(),
             ))
+    }
+}
+
+impl Mirror for NodeGraph {
+    fn apply(&self, change: Change<'_>) {
+        let parse = |v: &[u8]| serde_json::from_slice::<Value>(v).ok();
+        match change {
+            Change::Loaded(kvs) => {
+                let mut fresh = Graph::default();
+                for kv in kvs {
+                    if let Some(v) = parse(&kv.value) {
+                        fresh.put(&kv.key, &v);
+                    }
+                }
+                *self.graph.write() = fresh;
+                self.live.store(true, Ordering::Release);
+            }
+            Change::Events(events) => {
+                let mut g = self.graph.write();
+                for ev in events {
+                    match (ev.kind, parse(&ev.kv.value)) {
+                        (EventType::Put, Some(v)) => g.put(&ev.kv.key, &v),
+                        _ => g.remove(&ev.kv.key),
+                    }
+                }
+            }
+            Change::Lost => {
+                tracing::warn!(
+                    "the node authorizer's graph is off until the pods are loaded again"
+                );
+                self.live.store(false, Ordering::Release);
+            }
+        }
     }
 }
 
@@ -290,5 +279,55 @@ mod tests {
     fn an_unnamed_service_account_is_default() {
         let uses = uses_of(&json!({"spec": {"nodeName": "n1", "containers": []}}));
         assert_eq!(uses, vec![Uses::ServiceAccount("default".into())]);
+    }
+
+    /// After a broken watch the graph is loaded again: a pod deleted in
+    /// between loses its edges and a pod added later gains them.
+    #[tokio::test]
+    async fn the_graph_is_loaded_again_after_a_broken_watch() {
+        use crate::store::follow::testing::Breakable;
+        use crate::store::{DeleteRangeRequest, KeyRange, PutRequest};
+
+        let dir = tempfile::tempdir().unwrap();
+        let breakable = Breakable::open(dir.path());
+        let store: Store = breakable.clone();
+        let put = |name: &'static str, secret: &'static str| {
+            let store = store.clone();
+            async move {
+                store
+                    .put(PutRequest {
+                        key: format!("{PODS_PREFIX}ns1/{name}").into_bytes().into(),
+                        value: serde_json::to_vec(&pod("ns1", "n1", secret))
+                            .unwrap()
+                            .into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+            }
+        };
+        put("a", "tls").await;
+        let graph = NodeGraph::start(store.clone()).await.unwrap();
+        let uses = |s: &str| graph.uses("n1", "ns1", &Uses::Secret(s.into()));
+        assert!(uses("tls"));
+
+        breakable.break_watches().await;
+        store
+            .delete_range(DeleteRangeRequest {
+                range: KeyRange::single(format!("{PODS_PREFIX}ns1/a")),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        put("b", "later").await;
+        let mut caught_up = false;
+        for _ in 0..300 {
+            if !uses("tls") && uses("later") {
+                caught_up = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(caught_up, "the graph did not catch up within 3 s");
     }
 }

@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 
 use super::authn::UserInfo;
 use crate::resources::{self, Access};
-use crate::store::{EventType, KeyRange, RangeRequest, Store, WatchRequest};
+use crate::store::follow::{self, Change, Mirror};
+use crate::store::{EventType, Store};
 
 /// What is being asked: a verb on a resource (or a non-resource URL).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -105,53 +106,14 @@ fn subject_matches(subject: &Value, user: &UserInfo, binding_ns: &str) -> bool {
 }
 
 impl RbacCache {
-    /// Load every RBAC object and keep the cache current from a watch.
+    /// Load every RBAC object and keep the cache current from the store
+    /// (reloading it whenever the watch breaks; see `store::follow`).
+    ///
+    /// # Errors
+    /// The first load failed.
     pub async fn start(store: Store) -> Result<Arc<Self>, crate::store::StoreError> {
         let cache = Arc::new(RbacCache::default());
-        let resp = store
-            .range(RangeRequest {
-                range: KeyRange::prefix(RBAC_PREFIX),
-                ..Default::default()
-            })
-            .await?;
-        {
-            let mut objs = cache.objects.write();
-            for kv in &resp.kvs {
-                if let Ok(v) = serde_json::from_slice(&kv.value) {
-                    objs.insert(String::from_utf8_lossy(&kv.key).into_owned(), v);
-                }
-            }
-        }
-        let mut watch = store
-            .watch(WatchRequest {
-                range: KeyRange::prefix(RBAC_PREFIX),
-                start_revision: resp.header.revision + 1,
-                ..Default::default()
-            })
-            .await?;
-        let weak = Arc::downgrade(&cache);
-        tokio::spawn(async move {
-            while let Some(Ok(batch)) = watch.next().await {
-                let Some(cache) = weak.upgrade() else { return };
-                let mut objs = cache.objects.write();
-                // Cleared under the objects' lock: a reader cannot collect
-                // rules from the old objects and store them after this.
-                cache.rules.lock().clear();
-                for ev in &batch.events {
-                    let key = String::from_utf8_lossy(&ev.kv.key).into_owned();
-                    match ev.kind {
-                        EventType::Put => {
-                            if let Ok(v) = serde_json::from_slice(&ev.kv.value) {
-                                objs.insert(key, v);
-                            }
-                        }
-                        EventType::Delete => {
-                            objs.remove(&key);
-                        }
-                    }
-                }
-            }
-        });
+        follow::follow(store, RBAC_PREFIX, &cache).await?;
         Ok(cache)
     }
 
@@ -302,6 +264,47 @@ impl RbacCache {
         cached.insert(key, rules.clone());
         drop(objs);
         rules
+    }
+}
+
+/// While the watch is broken (`Lost`) the cache keeps answering from what
+/// it holds, as any watch-fed cache must; the follower reloads at once, so
+/// a revoked binding is applied as soon as the store can be read.
+impl Mirror for RbacCache {
+    fn apply(&self, change: Change<'_>) {
+        let parse = |kv: &crate::store::KeyValue| {
+            let v = serde_json::from_slice::<Value>(&kv.value).ok()?;
+            Some((String::from_utf8_lossy(&kv.key).into_owned(), v))
+        };
+        let mut objs = self.objects.write();
+        match change {
+            Change::Loaded(kvs) => {
+                *objs = kvs.iter().filter_map(|kv| parse(kv)).collect();
+            }
+            Change::Events(events) => {
+                for ev in events {
+                    match ev.kind {
+                        EventType::Put => match parse(&ev.kv) {
+                            Some((k, v)) => {
+                                objs.insert(k, v);
+                            }
+                            // An object that no longer parses grants
+                            // nothing.
+                            None => {
+                                objs.remove(&*String::from_utf8_lossy(&ev.kv.key));
+                            }
+                        },
+                        EventType::Delete => {
+                            objs.remove(&*String::from_utf8_lossy(&ev.kv.key));
+                        }
+                    }
+                }
+            }
+            Change::Lost => return,
+        }
+        // Cleared under the objects' lock: a reader cannot collect rules
+        // from the old objects and store them after this.
+        self.rules.lock().clear();
     }
 }
 
@@ -943,5 +946,61 @@ mod tests {
             forbidden_message(&user("alice", &[]), &a),
             "deployments.apps is forbidden: User \"alice\" cannot create resource \"deployments\" in API group \"apps\" in the namespace \"default\""
         );
+    }
+
+    /// The cache must not keep granting what a binding gave once the
+    /// binding is gone, even when the watch that told it of changes broke
+    /// in between (a stale cache once went on granting for good).
+    #[tokio::test]
+    async fn a_binding_deleted_across_a_broken_watch_stops_granting() {
+        use crate::store::follow::testing::Breakable;
+        use crate::store::{DeleteRangeRequest, KeyRange, PutRequest};
+
+        let dir = tempfile::tempdir().unwrap();
+        let breakable = Breakable::open(dir.path());
+        let store: Store = breakable.clone();
+        let objects = [
+            (
+                "roles/ns1/r",
+                json!({"rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}]}),
+            ),
+            (
+                "rolebindings/ns1/b",
+                json!({"roleRef": {"kind": "Role", "name": "r"},
+                "subjects": [{"kind": "User", "name": "alice"}]}),
+            ),
+        ];
+        for (key, v) in &objects {
+            store
+                .put(PutRequest {
+                    key: format!("{RBAC_PREFIX}{key}").into_bytes().into(),
+                    value: serde_json::to_vec(v).unwrap().into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+        let cache = RbacCache::start(store.clone()).await.unwrap();
+        let alice = user("alice", &[]);
+        let list = attrs("list", "configmaps", "ns1");
+        assert!(cache.allows(&alice, &list));
+
+        breakable.break_watches().await;
+        store
+            .delete_range(DeleteRangeRequest {
+                range: KeyRange::single(format!("{RBAC_PREFIX}rolebindings/ns1/b")),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut refused = false;
+        for _ in 0..300 {
+            if !cache.allows(&alice, &list) {
+                refused = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(refused, "the deleted binding still grants after 3 s");
     }
 }

@@ -14,12 +14,14 @@
 //! - [`redb`] is the default backend: the MVCC index kept durable in an
 //!   embedded redb file, with group commit.
 //! - [`watch`] fans committed events out to watchers.
+//! - [`follow`] keeps an in-memory copy of one key prefix current.
 //! - [`watchcache`] serves watches over an external etcd from one etcd
 //!   watch.
 //! - [`grpc`] serves the etcd v3 gRPC API on top of any [`Backend`].
 
 pub mod compactor;
 pub mod etcd;
+pub mod follow;
 pub mod grpc;
 pub mod mvcc;
 pub mod redb;
