@@ -66,6 +66,10 @@ const PREEMPT_GRANULARITY: Duration = Duration::from_millis(1);
 /// A pod whose guests have not run for this long is idle, not merely
 /// between two polls.
 const IDLE_AFTER: Duration = Duration::from_millis(2);
+/// A pod's guests run at the OS priority of its weight (see
+/// [`super::priority`]) while another pod has run within this long; a
+/// pod alone on the node runs at the process's own, as fast as it can.
+const CONTENDED_FOR: Duration = Duration::from_millis(100);
 
 /// The node's CPU slots and who waits for one.
 ///
@@ -116,9 +120,32 @@ struct GateState {
     min_vruntime: u64,
     /// The pods of the guests that hold a slot, one entry per slot held.
     running: Vec<Arc<CpuShare>>,
+    /// The two pods whose polls ended last, distinct, newest first: (pod
+    /// id, when, in nanoseconds since the gate's epoch).
+    recent: [(u64, u64); 2],
 }
 
 impl GateState {
+    /// Whether a pod other than `share`'s runs or waits now, or has run
+    /// within [`CONTENDED_FOR`] before `now_ns`.
+    fn contended(&self, share: &CpuShare, now_ns: u64) -> bool {
+        let window = CONTENDED_FOR.as_nanos() as u64;
+        self.running.iter().any(|r| r.id != share.id)
+            || self.waiting.keys().any(|(_, id)| *id != share.id)
+            || self
+                .recent
+                .iter()
+                .any(|(id, t)| *id != 0 && *id != share.id && now_ns.saturating_sub(*t) < window)
+    }
+
+    /// Notes that a poll of pod `id` ended at `now_ns`.
+    fn ran(&mut self, id: u64, now_ns: u64) {
+        if self.recent[0].0 != id {
+            self.recent[1] = self.recent[0];
+        }
+        self.recent[0] = (id, now_ns);
+    }
+
     /// Moves `min_vruntime` up to the least virtual runtime among the pod
     /// just run (`current`), the pods running and the first in line.
     fn advance_min_vruntime(&mut self, current: u64) {
@@ -153,6 +180,7 @@ impl CpuGate {
                 next_pod: 0,
                 min_vruntime: 0,
                 running: Vec::new(),
+                recent: [(0, 0); 2],
             }),
             epoch: Instant::now(),
             preempters: Mutex::new(Vec::new()),
@@ -257,6 +285,9 @@ pub struct CpuShare {
     /// When a poll of its guests last ended (nanoseconds since the gate's
     /// epoch); tells a pod back from idle from one between two polls.
     last_ran_ns: AtomicU64,
+    /// The nice steps its guests' polls run at while other pods want
+    /// the CPU too (see [`super::priority`]).
+    nice: i32,
 }
 
 impl std::fmt::Debug for CpuShare {
@@ -288,6 +319,7 @@ impl CpuShare {
             used_ns: AtomicU64::new(0),
             accounted: true,
             last_ran_ns: AtomicU64::new(0),
+            nice: super::priority::nice_for_shares(shares),
         }
     }
 
@@ -356,8 +388,9 @@ impl CpuShare {
         let old = self.key();
         let new = old.0.saturating_add(self.weighted(ran));
         self.vruntime.store(new, Ordering::Relaxed);
-        self.last_ran_ns
-            .store(self.gate.since_epoch(), Ordering::Relaxed);
+        let now = self.gate.since_epoch();
+        self.last_ran_ns.store(now, Ordering::Relaxed);
+        s.ran(self.id, now);
         if let Some(queue) = s.waiting.remove(&old) {
             s.waiting.insert((new, self.id), queue);
         }
@@ -471,8 +504,8 @@ impl<F: Future> Future for Gated<F> {
                 None => *outer = Some(cx.waker().clone()),
             }
         }
-        // Hold a slot, or wait in line for one.
-        {
+        // Hold a slot, or wait in line for one; the OS priority to run at.
+        let nice = {
             let mut s = gate.state.lock();
             match ticket.stage() {
                 Stage::Granted => {}
@@ -493,7 +526,15 @@ impl<F: Future> Future for Gated<F> {
             }
             ticket.set(Stage::Running);
             s.running.push(ticket.share.clone());
-        }
+            let share = &ticket.share;
+            if s.contended(share, gate.since_epoch()) {
+                share.nice
+            } else {
+                0
+            }
+        };
+        // Outside the gate's lock: a system call when the priority changes.
+        super::priority::run_at(nice);
         let waker = this
             .waker
             .get_or_insert_with(|| Waker::from(ticket.clone()))

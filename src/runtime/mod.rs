@@ -37,6 +37,7 @@ pub mod http;
 pub mod pool;
 #[cfg(feature = "compiler")]
 pub mod precompile;
+pub mod priority;
 pub mod profile;
 
 use std::path::PathBuf;

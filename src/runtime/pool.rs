@@ -18,14 +18,17 @@ use tokio::task::JoinHandle;
 fn runtime() -> &'static Runtime {
     static POOL: OnceLock<Runtime> = OnceLock::new();
     POOL.get_or_init(|| {
-        // One thread more than the gate has CPU slots: while every slot
-        // runs guest code, the spare thread still takes new guests in and
-        // hands a granted one its slot without waiting behind a running
-        // guest.
+        // As many threads as the gate has CPU slots, and no more: a guest
+        // the gate lets in then always runs on a thread that is on a core
+        // already (the one whose guest yielded to it). A spare thread would
+        // have to be woken and wait for the kernel to give it a core,
+        // behind the very guests it should replace, for up to a scheduler
+        // tick (4 ms on many kernels).
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Builder::new_multi_thread()
-            .worker_threads(cores + 1)
+            .worker_threads(cores)
             .thread_name("wkube-guest")
+            .on_thread_start(super::priority::mark_guest_thread)
             .enable_all()
             .build()
             .unwrap_or_else(|e| panic!("starting the guest threads: {e}"))
@@ -51,5 +54,31 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(name.as_deref(), Some("wkube-guest"));
+    }
+
+    /// A pod alone on the node runs at the process's priority; beside
+    /// another busy pod, a pod without CPU requests runs its guests at the
+    /// lowest priority and a pod that requested a core at the process's.
+    #[tokio::test]
+    async fn a_guests_thread_runs_at_its_pods_priority() {
+        use crate::runtime::fair::{CpuGate, CpuShare};
+        use rustix::process::getpriority_process;
+        use std::sync::Arc;
+        let gate = Arc::new(CpuGate::new(2));
+        let best_effort = Arc::new(CpuShare::new(gate.clone(), None));
+        let one_core = Arc::new(CpuShare::new(gate, Some(1000)));
+        let nice_in =
+            |share: &Arc<CpuShare>| spawn(share.gate(async { getpriority_process(None).unwrap() }));
+        let own = getpriority_process(None).unwrap();
+        let alone = nice_in(&best_effort).await.unwrap();
+        let asked = nice_in(&one_core).await.unwrap();
+        let beside = nice_in(&best_effort).await.unwrap();
+        if super::super::priority::switches() {
+            assert_eq!(alone, own);
+            assert_eq!(asked, own);
+            assert_eq!(beside, super::super::priority::LOWEST);
+        } else {
+            assert_eq!((alone, asked, beside), (own, own, own));
+        }
     }
 }
