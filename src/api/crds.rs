@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::resources::custom;
 use crate::store::follow::{self, Change, Mirror};
-use crate::store::{EventType, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 const PREFIX: &str = "/registry/apiextensions.k8s.io/customresourcedefinitions/";
 
@@ -40,29 +40,22 @@ impl Crds {
 
 impl Mirror for Crds {
     fn apply(&self, change: Change<'_>) {
-        let parse = |v: &[u8]| serde_json::from_slice::<Value>(v).ok();
         let mut crds = self.stored.lock();
         match change {
-            Change::Loaded(kvs) => {
-                *crds = kvs
-                    .iter()
-                    .filter_map(|kv| Some((kv.key.to_vec(), parse(&kv.value)?)))
-                    .collect();
-            }
-            Change::Events(events) => {
-                for ev in events {
-                    match (ev.kind, parse(&ev.kv.value)) {
-                        (EventType::Put, Some(v)) => {
-                            crds.insert(ev.kv.key.to_vec(), v);
-                        }
-                        _ => {
-                            crds.remove(&ev.kv.key[..]);
-                        }
-                    }
-                }
-            }
+            Change::Loaded(_) => crds.clear(),
+            Change::Events(_) => {}
             // The kinds stay served while the CRDs are loaded again.
             Change::Lost => return,
+        }
+        for (key, value) in change.updates() {
+            match value.and_then(|v| serde_json::from_slice::<Value>(v).ok()) {
+                Some(v) => {
+                    crds.insert(key.to_vec(), v);
+                }
+                None => {
+                    crds.remove(key);
+                }
+            }
         }
         Self::serve(&crds);
     }

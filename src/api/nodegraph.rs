@@ -23,8 +23,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::RwLock;
 use serde_json::Value;
 
+use crate::store::Store;
 use crate::store::follow::{self, Change, Mirror};
-use crate::store::{EventType, Store};
 
 const PODS_PREFIX: &str = "/registry/pods/";
 
@@ -67,6 +67,16 @@ impl Graph {
                 if *n == 0 {
                     self.counts.remove(&k);
                 }
+            }
+        }
+    }
+
+    /// Applies the pods a store change sets or deletes.
+    fn replay(&mut self, change: &Change<'_>) {
+        for (key, value) in change.updates() {
+            match value.and_then(|v| serde_json::from_slice::<Value>(v).ok()) {
+                Some(pod) => self.put(key, &pod),
+                None => self.remove(key),
             }
         }
     }
@@ -186,27 +196,15 @@ impl NodeGraph {
 
 impl Mirror for NodeGraph {
     fn apply(&self, change: Change<'_>) {
-        let parse = |v: &[u8]| serde_json::from_slice::<Value>(v).ok();
         match change {
-            Change::Loaded(kvs) => {
+            Change::Loaded(_) => {
+                // Built apart, so the authorizer is not held up meanwhile.
                 let mut fresh = Graph::default();
-                for kv in kvs {
-                    if let Some(v) = parse(&kv.value) {
-                        fresh.put(&kv.key, &v);
-                    }
-                }
+                fresh.replay(&change);
                 *self.graph.write() = fresh;
                 self.live.store(true, Ordering::Release);
             }
-            Change::Events(events) => {
-                let mut g = self.graph.write();
-                for ev in events {
-                    match (ev.kind, parse(&ev.kv.value)) {
-                        (EventType::Put, Some(v)) => g.put(&ev.kv.key, &v),
-                        _ => g.remove(&ev.kv.key),
-                    }
-                }
-            }
+            Change::Events(_) => self.graph.write().replay(&change),
             Change::Lost => {
                 tracing::warn!(
                     "the node authorizer's graph is off until the pods are loaded again"
@@ -285,7 +283,7 @@ mod tests {
     /// between loses its edges and a pod added later gains them.
     #[tokio::test]
     async fn the_graph_is_loaded_again_after_a_broken_watch() {
-        use crate::store::follow::testing::Breakable;
+        use crate::store::follow::testing::{Breakable, until};
         use crate::store::{DeleteRangeRequest, KeyRange, PutRequest};
 
         let dir = tempfile::tempdir().unwrap();
@@ -320,14 +318,11 @@ mod tests {
             .await
             .unwrap();
         put("b", "later").await;
-        let mut caught_up = false;
-        for _ in 0..300 {
-            if !uses("tls") && uses("later") {
-                caught_up = true;
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        assert!(caught_up, "the graph did not catch up within 3 s");
+        until(
+            "the graph catching up",
+            std::time::Duration::from_secs(3),
+            || !uses("tls") && uses("later"),
+        )
+        .await;
     }
 }

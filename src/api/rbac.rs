@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 
 use super::authn::UserInfo;
 use crate::resources::{self, Access};
+use crate::store::Store;
 use crate::store::follow::{self, Change, Mirror};
-use crate::store::{EventType, Store};
 
 /// What is being asked: a verb on a resource (or a non-resource URL).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -272,35 +272,23 @@ impl RbacCache {
 /// a revoked binding is applied as soon as the store can be read.
 impl Mirror for RbacCache {
     fn apply(&self, change: Change<'_>) {
-        let parse = |kv: &crate::store::KeyValue| {
-            let v = serde_json::from_slice::<Value>(&kv.value).ok()?;
-            Some((String::from_utf8_lossy(&kv.key).into_owned(), v))
-        };
         let mut objs = self.objects.write();
         match change {
-            Change::Loaded(kvs) => {
-                *objs = kvs.iter().filter_map(|kv| parse(kv)).collect();
-            }
-            Change::Events(events) => {
-                for ev in events {
-                    match ev.kind {
-                        EventType::Put => match parse(&ev.kv) {
-                            Some((k, v)) => {
-                                objs.insert(k, v);
-                            }
-                            // An object that no longer parses grants
-                            // nothing.
-                            None => {
-                                objs.remove(&*String::from_utf8_lossy(&ev.kv.key));
-                            }
-                        },
-                        EventType::Delete => {
-                            objs.remove(&*String::from_utf8_lossy(&ev.kv.key));
-                        }
-                    }
+            Change::Loaded(_) => objs.clear(),
+            Change::Events(_) => {}
+            Change::Lost => return,
+        }
+        for (key, value) in change.updates() {
+            let key = String::from_utf8_lossy(key);
+            // An object that is gone, or no longer parses, grants nothing.
+            match value.and_then(|v| serde_json::from_slice::<Value>(v).ok()) {
+                Some(v) => {
+                    objs.insert(key.into_owned(), v);
+                }
+                None => {
+                    objs.remove(&*key);
                 }
             }
-            Change::Lost => return,
         }
         // Cleared under the objects' lock: a reader cannot collect rules
         // from the old objects and store them after this.
@@ -953,7 +941,7 @@ mod tests {
     /// in between (a stale cache once went on granting for good).
     #[tokio::test]
     async fn a_binding_deleted_across_a_broken_watch_stops_granting() {
-        use crate::store::follow::testing::Breakable;
+        use crate::store::follow::testing::{Breakable, until};
         use crate::store::{DeleteRangeRequest, KeyRange, PutRequest};
 
         let dir = tempfile::tempdir().unwrap();
@@ -993,14 +981,11 @@ mod tests {
             })
             .await
             .unwrap();
-        let mut refused = false;
-        for _ in 0..300 {
-            if !cache.allows(&alice, &list) {
-                refused = true;
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        assert!(refused, "the deleted binding still grants after 3 s");
+        until(
+            "the deleted binding stops granting",
+            std::time::Duration::from_secs(3),
+            || !cache.allows(&alice, &list),
+        )
+        .await;
     }
 }

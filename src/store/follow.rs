@@ -14,7 +14,9 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use super::{Event, KeyRange, KeyValue, RangeRequest, Revision, Store, StoreError, WatchRequest};
+use super::{
+    Event, EventType, KeyRange, KeyValue, RangeRequest, Revision, Store, StoreError, WatchRequest,
+};
 
 /// What a [`Mirror`] is told, in order: one `Loaded`, then any number of
 /// `Events`; after a `Lost`, another `Loaded` always comes before more
@@ -27,6 +29,25 @@ pub enum Change<'a> {
     Events(&'a [Event]),
     /// The watch broke. Until the next `Loaded`, changes may be missed.
     Lost,
+}
+
+impl<'a> Change<'a> {
+    /// Each key a `Loaded` or `Events` change sets, in order, with its new
+    /// value (`None`: deleted); nothing for `Lost`. A copy replaying a
+    /// `Loaded` empties itself first.
+    pub fn updates(&self) -> impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)> {
+        let (loaded, events): (&'a [Arc<KeyValue>], &'a [Event]) = match *self {
+            Change::Loaded(kvs) => (kvs, &[]),
+            Change::Events(events) => (&[], events),
+            Change::Lost => (&[], &[]),
+        };
+        let loaded = loaded.iter().map(|kv| (&kv.key[..], Some(&kv.value[..])));
+        let events = events.iter().map(|ev| {
+            let value = (ev.kind == EventType::Put).then_some(&ev.kv.value[..]);
+            (&ev.kv.key[..], value)
+        });
+        loaded.chain(events)
+    }
 }
 
 /// An in-memory copy of a key prefix.
@@ -232,6 +253,19 @@ pub(crate) mod testing {
         }
     }
 
+    /// Waits until `f` holds, checking every 10 ms; fails the test after
+    /// `within`.
+    pub(crate) async fn until(what: &str, within: Duration, f: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + within;
+        while !f() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: not within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     impl Breakable {
         /// The real embedded store in `dir`, behind watches that break.
         pub(crate) fn open(dir: &std::path::Path) -> Arc<Breakable> {
@@ -250,11 +284,13 @@ pub(crate) mod testing {
 
 #[cfg(test)]
 mod tests {
-    use super::testing::Breakable;
+    use super::testing::{Breakable, until};
     use super::*;
-    use crate::store::{DeleteRangeRequest, EventType, PutRequest};
+    use crate::store::{DeleteRangeRequest, PutRequest};
     use parking_lot::Mutex;
     use std::collections::BTreeMap;
+
+    const WITHIN: Duration = Duration::from_secs(2);
 
     /// A copy that records what it was told.
     #[derive(Default)]
@@ -268,26 +304,18 @@ mod tests {
         fn apply(&self, change: Change<'_>) {
             let mut keys = self.keys.lock();
             match change {
-                Change::Loaded(kvs) => {
+                Change::Loaded(_) => {
                     *self.loads.lock() += 1;
-                    *keys = kvs
-                        .iter()
-                        .map(|kv| (kv.key.to_vec(), kv.value.to_vec()))
-                        .collect();
+                    keys.clear();
                 }
-                Change::Events(events) => {
-                    for ev in events {
-                        match ev.kind {
-                            EventType::Put => {
-                                keys.insert(ev.kv.key.to_vec(), ev.kv.value.to_vec());
-                            }
-                            EventType::Delete => {
-                                keys.remove(&ev.kv.key[..]);
-                            }
-                        }
-                    }
-                }
+                Change::Events(_) => {}
                 Change::Lost => *self.lost.lock() += 1,
+            }
+            for (key, value) in change.updates() {
+                match value {
+                    Some(v) => keys.insert(key.to_vec(), v.to_vec()),
+                    None => keys.remove(key),
+                };
             }
         }
     }
@@ -303,16 +331,6 @@ mod tests {
             .unwrap();
     }
 
-    async fn until(what: &str, f: impl Fn() -> bool) {
-        for _ in 0..200 {
-            if f() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("{what}: not within 2 s");
-    }
-
     #[tokio::test]
     async fn a_broken_watch_is_reloaded_and_the_copy_keeps_following() {
         let dir = tempfile::tempdir().unwrap();
@@ -326,7 +344,7 @@ mod tests {
         assert_eq!(copy.keys.lock().len(), 1, "only the prefix is loaded");
 
         put(&store, "/p/b", "2").await;
-        until("a put under the prefix", || {
+        until("a put under the prefix", WITHIN, || {
             copy.keys.lock().contains_key(&b"/p/b"[..])
         })
         .await;
@@ -340,16 +358,19 @@ mod tests {
             })
             .await
             .unwrap();
-        until("the reload after a break", || *copy.loads.lock() == 2).await;
+        until("the reload after a break", WITHIN, || {
+            *copy.loads.lock() == 2
+        })
+        .await;
         assert_eq!(*copy.lost.lock(), 1);
-        until("the delete", || {
+        until("the delete", WITHIN, || {
             !copy.keys.lock().contains_key(&b"/p/a"[..])
         })
         .await;
 
         // And it goes on following after the reload.
         put(&store, "/p/c", "3").await;
-        until("a put after the reload", || {
+        until("a put after the reload", WITHIN, || {
             copy.keys.lock().contains_key(&b"/p/c"[..])
         })
         .await;
