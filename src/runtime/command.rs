@@ -138,10 +138,7 @@ pub async fn run_command(
             });
         }
     };
-    let task = AbortOnDrop(match &limits.share {
-        Some(share) => super::pool::spawn(share.gate(run)),
-        None => super::pool::spawn(run),
-    });
+    let task = AbortOnDrop(super::pool::spawn_guest(limits.share.as_ref(), run));
     let joined = async {
         task.await
             .unwrap_or_else(|e| ExitStatus::Trapped(format!("guest task ended: {e}")))

@@ -197,10 +197,7 @@ impl HttpService {
                 .call_handle(&mut store, req, out)
                 .await
         });
-        let task = match &self.limits.share {
-            Some(share) => super::pool::spawn(share.gate(run)),
-            None => super::pool::spawn(run),
-        };
+        let task = super::pool::spawn_guest(self.limits.share.as_ref(), run);
 
         match tokio::time::timeout_at(deadline.into(), receiver).await {
             Err(_elapsed) => {

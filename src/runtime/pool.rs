@@ -10,7 +10,9 @@
 //! on the guest threads is the [`super::fair`] gate's decision.
 
 use std::future::Future;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+
+use super::fair::CpuShare;
 
 use tokio::runtime::{Builder, Runtime};
 use tokio::task::JoinHandle;
@@ -36,12 +38,34 @@ fn runtime() -> &'static Runtime {
 }
 
 /// Runs `fut` on the guest threads.
-pub fn spawn<F>(fut: F) -> JoinHandle<F::Output>
+fn spawn<F>(fut: F) -> JoinHandle<F::Output>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
     runtime().spawn(fut)
+}
+
+/// Runs a guest on the guest threads: through the CPU gate as `share`'s
+/// pod when it has one; without one, at the process's own OS priority
+/// (a guest thread keeps whatever priority its last gated guest ran at,
+/// see [`super::priority`]).
+pub fn spawn_guest<F>(share: Option<&Arc<CpuShare>>, fut: F) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match share {
+        Some(share) => spawn(share.gate(fut)),
+        None => spawn(async move {
+            let mut fut = std::pin::pin!(fut);
+            std::future::poll_fn(|cx| {
+                super::priority::run_at(0);
+                fut.as_mut().poll(cx)
+            })
+            .await
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -63,7 +87,6 @@ mod tests {
     async fn a_guests_thread_runs_at_its_pods_priority() {
         use crate::runtime::fair::{CpuGate, CpuShare};
         use rustix::process::getpriority_process;
-        use std::sync::Arc;
         let gate = Arc::new(CpuGate::new(2));
         let best_effort = Arc::new(CpuShare::new(gate.clone(), None));
         let one_core = Arc::new(CpuShare::new(gate, Some(1000)));
@@ -73,6 +96,11 @@ mod tests {
         let alone = nice_in(&best_effort).await.unwrap();
         let asked = nice_in(&one_core).await.unwrap();
         let beside = nice_in(&best_effort).await.unwrap();
+        // A guest without a share runs at the process's priority, not at
+        // the one the thread's last gated guest left.
+        let ungated = spawn_guest(None, async { getpriority_process(None).unwrap() })
+            .await
+            .unwrap();
         if super::super::priority::switches() {
             assert_eq!(alone, own);
             assert_eq!(asked, own);
@@ -80,5 +108,6 @@ mod tests {
         } else {
             assert_eq!((alone, asked, beside), (own, own, own));
         }
+        assert_eq!(ungated, own);
     }
 }
