@@ -2,9 +2,9 @@
 //! nothing, measured against the targets:
 //!
 //! - **binary size**: the `wkube` binary next to this benchmark (the
-//!   default build, with the compiler), a build without the compiler
-//!   (`--compilerless`) and an aarch64 build (`--arm64`), each copied and
-//!   stripped;
+//!   default build, with the compiler), the edge agent's build without
+//!   the compiler and the control plane (`--edge`) and an aarch64 build
+//!   (`--arm64`), each copied and stripped;
 //! - **an idle all-in-one server**: `wkube server` with its own node, TLS
 //!   on as deployed, measured once its node is Ready and it has been left
 //!   alone for a while: resident memory (`VmRSS`) and CPU time over a
@@ -13,8 +13,8 @@
 //! - **an idle agent**: `wkube agent` joined to a server (which has no node
 //!   of its own), the agent process alone measured the same way, without
 //!   and with idle pods bound to it — for the default build and, when
-//!   given, for the build without the compiler (which runs the code the
-//!   server compiled for it);
+//!   given, for the edge agent (which runs the code the server compiled
+//!   for it);
 //! - **an agent under emulation**: the aarch64 build as an agent under
 //!   `qemu-aarch64`, which is what the emulator process costs (the agent
 //!   and the emulator's own translation state).
@@ -88,13 +88,14 @@ pub struct FootprintArgs {
     /// Concurrent creators while filling a node with pods.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
-    /// A `wkube` built without the compiler (`cargo build --release
-    /// --no-default-features --bin wkube`), measured as an agent and by
-    /// size.
-    #[arg(long, value_name = "PATH")]
-    compilerless: Option<PathBuf>,
-    /// An aarch64 `wkube` (`cargo build --release --target
-    /// aarch64-unknown-linux-gnu --no-default-features --bin wkube`), run as
+    /// The edge agent: `wkube` built without the compiler and the control
+    /// plane (`cargo build --profile edge --no-default-features --bin
+    /// wkube`), measured as an agent and by size.
+    #[arg(long, alias = "compilerless", value_name = "PATH")]
+    edge: Option<PathBuf>,
+    /// An aarch64 `wkube` (the edge agent: `cargo build --profile edge
+    /// --target aarch64-unknown-linux-gnu --no-default-features --bin
+    /// wkube`), run as
     /// an agent under `qemu-aarch64` (`$WKUBE_QEMU_AARCH64`, else the PATH)
     /// with the aarch64 C library of `$WKUBE_ARM64_SYSROOT` (default
     /// /usr/aarch64-linux-gnu), and stripped with `aarch64-linux-gnu-strip`.
@@ -155,10 +156,10 @@ pub async fn run(args: FootprintArgs) -> Result<()> {
         );
     }
     let (_, module) = procs::hello_module(args.module.as_deref())?;
-    if let Some(p) = &args.compilerless
+    if let Some(p) = &args.edge
         && !p.exists()
     {
-        bail!("--compilerless {}: no such file", p.display());
+        bail!("--edge {}: no such file", p.display());
     }
     if let Some(p) = &args.arm64 {
         match is_aarch64_elf(p) {
@@ -191,15 +192,18 @@ pub async fn run(args: FootprintArgs) -> Result<()> {
         no_strip()
     };
     print_size("wkube (default build, with the compiler)", &size_default);
-    let size_compilerless = match &args.compilerless {
+    let size_edge = match &args.edge {
         Some(p) if has_strip => Outcome::Measured(stripped_size(p, "strip")?),
         Some(_) => no_strip(),
         None => Outcome::Skipped(
-            "no --compilerless given; build one with `cargo build --release --no-default-features --bin wkube`"
+            "no --edge given; build one with `cargo build --profile edge --no-default-features --bin wkube`"
                 .into(),
         ),
     };
-    print_size("wkube without the compiler", &size_compilerless);
+    print_size(
+        "wkube edge agent (no compiler, no control plane)",
+        &size_edge,
+    );
     let size_arm64 = match &args.arm64 {
         Some(p) => {
             if procs::on_path("aarch64-linux-gnu-strip").is_some() {
@@ -234,10 +238,10 @@ pub async fn run(args: FootprintArgs) -> Result<()> {
         AgentSetup::native(plan.pods),
     )
     .await?;
-    let agent_compilerless = match &args.compilerless {
+    let agent_edge = match &args.edge {
         Some(p) => Outcome::Measured(
             agent_scenario(
-                "agent (without the compiler)",
+                "edge agent (no compiler, no control plane)",
                 &bin,
                 &native(p),
                 &module,
@@ -246,7 +250,10 @@ pub async fn run(args: FootprintArgs) -> Result<()> {
             )
             .await?,
         ),
-        None => skipped_agent("agent (without the compiler)", "no --compilerless given"),
+        None => skipped_agent(
+            "edge agent (no compiler, no control plane)",
+            "no --edge given",
+        ),
     };
     let agent_arm64 = match (&args.arm64, emulator()) {
         (None, _) => skipped_agent("agent (aarch64, emulated)", "no --arm64 given"),
@@ -274,12 +281,12 @@ pub async fn run(args: FootprintArgs) -> Result<()> {
 
     report(&Report {
         size_default: &size_default,
-        size_compilerless: &size_compilerless,
+        size_edge: &size_edge,
         size_arm64: &size_arm64,
         server_idle: &server_idle,
         server_pods: &server_pods,
         agent_default: &agent_default,
-        agent_compilerless: &agent_compilerless,
+        agent_edge: &agent_edge,
         agent_arm64: &agent_arm64,
     });
     Ok(())
@@ -878,12 +885,12 @@ async fn agent_scenario(
 
 struct Report<'a> {
     size_default: &'a Outcome<Size>,
-    size_compilerless: &'a Outcome<Size>,
+    size_edge: &'a Outcome<Size>,
     size_arm64: &'a Outcome<Size>,
     server_idle: &'a Idle,
     server_pods: &'a Idle,
     agent_default: &'a AgentFigures,
-    agent_compilerless: &'a Outcome<AgentFigures>,
+    agent_edge: &'a Outcome<AgentFigures>,
     agent_arm64: &'a Outcome<AgentFigures>,
 }
 
@@ -896,19 +903,16 @@ fn report(r: &Report<'_>) {
     println!(
         "servers beside the agents (no node of their own): VmRSS {:.1} MB (default-build agent's){}",
         kib_mb(r.agent_default.server_rss_kib),
-        match r.agent_compilerless {
-            Outcome::Measured(a) => format!(
-                ", {:.1} MB (compiler-less agent's)",
-                kib_mb(a.server_rss_kib)
-            ),
+        match r.agent_edge {
+            Outcome::Measured(a) => format!(", {:.1} MB (edge agent's)", kib_mb(a.server_rss_kib)),
             Outcome::Skipped(_) => String::new(),
         }
     );
     for (label, a) in [
         ("default build", Some(r.agent_default)),
         (
-            "without the compiler",
-            match r.agent_compilerless {
+            "edge agent",
+            match r.agent_edge {
                 Outcome::Measured(a) => Some(a),
                 Outcome::Skipped(_) => None,
             },
@@ -947,9 +951,9 @@ fn report(r: &Report<'_>) {
         r.size_default,
     );
     size_line(
-        "compiler-less agent stripped <= 15 MB:",
+        "edge agent (no compiler) stripped <= 15 MB:",
         AGENT_BINARY_MB,
-        r.size_compilerless,
+        r.size_edge,
     );
     match r.size_arm64 {
         Outcome::Measured(s) => println!(
@@ -970,8 +974,8 @@ fn report(r: &Report<'_>) {
         r.server_pods.pods
     );
     let mut agents: Vec<(&str, &AgentFigures)> = vec![("default build", r.agent_default)];
-    if let Outcome::Measured(a) = r.agent_compilerless {
-        agents.push(("without the compiler", a));
+    if let Outcome::Measured(a) = r.agent_edge {
+        agents.push(("edge agent", a));
     }
     for (label, a) in &agents {
         let rss = kib_mb(a.idle.mem.rss_kib);
@@ -1007,7 +1011,7 @@ fn report(r: &Report<'_>) {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    // The device's agent: the build without the compiler when measured.
+    // The device's agent: the edge agent when measured.
     let (label, device) = agents
         .last()
         .copied()

@@ -21,15 +21,24 @@
 //! - [`server`]: `wkube server`, which wires the components together.
 //! - [`shutdown`]: one shutdown signal for a component's tasks.
 //! - [`cli`]: the user-facing subcommands other than `server`.
+//!
+//! The control plane (`store`, `api`, `scheduler`, `controllers`, `cloud`,
+//! `server`) is built with the `server` cargo feature, on by default.
+//! Without it the crate is the node alone (kubelet, proxy, runtime and the
+//! agent's join), which is the small edge agent; the node's modules never
+//! reach into the control plane's.
 
 pub mod accept;
 pub mod agentapi;
+#[cfg(feature = "server")]
 pub mod api;
 pub mod checkpoint;
 pub mod cli;
 pub mod client;
+#[cfg(feature = "server")]
 pub mod cloud;
 pub mod cluster;
+#[cfg(feature = "server")]
 pub mod controllers;
 pub mod events;
 pub mod kubelet;
@@ -39,10 +48,14 @@ pub mod pki;
 pub mod proxy;
 pub mod resources;
 pub mod runtime;
+#[cfg(feature = "server")]
 pub mod scheduler;
+#[cfg(feature = "server")]
 pub mod server;
 pub mod shutdown;
+#[cfg(feature = "server")]
 pub mod store;
 
-#[cfg(test)]
+// Fuzzing mostly drives the API server's decoders and patch engines.
+#[cfg(all(test, feature = "server"))]
 mod fuzz;

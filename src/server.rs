@@ -593,38 +593,6 @@ fn write_admin_kubeconfig(
     crate::pki::write_private_file(path, doc.as_bytes()).map_err(|e| err(e.to_string()))
 }
 
-/// Resolves on the first SIGINT or SIGTERM. A second one ends the process at
-/// once, for when draining hangs.
-pub async fn shutdown_signal() {
-    wait_for_signal().await;
-    tracing::info!("shutting down (send the signal again to exit at once)");
-    tokio::spawn(async {
-        wait_for_signal().await;
-        tracing::warn!("second signal: exiting without draining");
-        std::process::exit(130);
-    });
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    // Without handlers a signal kills the process the default way, which is
-    // still a clean enough stop; so failing to install one is only logged.
-    let (mut int, mut term) = match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(i), Ok(t)) => (i, t),
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::error!(error = %e, "cannot install signal handlers");
-            return std::future::pending().await;
-        }
-    };
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
-    }
-}
-
 /// The URL clients dial: an unspecified listen address is reached on loopback.
 fn endpoint_url(local: SocketAddr, tls: bool) -> String {
     let ip = match local.ip() {

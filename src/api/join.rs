@@ -25,7 +25,6 @@
 //! not let one machine take over another's identity. The node itself (its
 //! client certificate) may join again under its own name.
 
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,18 +33,15 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::ApiState;
 use super::status::ApiError;
+pub use crate::client::join::{
+    CACERTS_ROUTE, JOIN_ROUTE, JoinRequest, JoinResponse, ca_hash, format_token, parse_token,
+};
 use crate::pki::ClusterPki;
 use crate::resources::validation::{NameRule, check_name};
 
-/// Public route serving the cluster CA certificate.
-pub const CACERTS_ROUTE: &str = "/cacerts";
-/// Where agents exchange the join token for a node credential.
-pub const JOIN_ROUTE: &str = "/apis/wkube.dev/v1/join";
 /// The token file under the data directory.
 pub const JOIN_TOKEN_FILE: &str = "join-token";
 /// How long node credentials live.
@@ -84,30 +80,6 @@ pub enum JoinError {
     Pki(#[from] crate::pki::PkiError),
     #[error("storing the join token: {0}")]
     Api(#[source] ApiError),
-}
-
-/// `K10<hex sha256 of ca_pem>::<id>.<secret>`.
-pub fn format_token(ca_pem: &str, secret: &str) -> String {
-    format!("K10{}::{secret}", ca_hash(ca_pem))
-}
-
-/// The hex sha256 of the CA certificate PEM, as the token pins it.
-pub fn ca_hash(ca_pem: &str) -> String {
-    hex::encode(Sha256::digest(ca_pem.as_bytes()))
-}
-
-/// Splits a join token into the CA hash and the `<id>.<secret>` part.
-pub fn parse_token(token: &str) -> Option<(&str, &str)> {
-    let rest = token.trim().strip_prefix("K10")?;
-    let (hash, secret) = rest.split_once("::")?;
-    let valid_hash = hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit());
-    let (id, s) = secret.split_once('.')?;
-    let valid_secret = id.len() == 6
-        && s.len() == 16
-        && secret
-            .bytes()
-            .all(|b| b == b'.' || b.is_ascii_lowercase() || b.is_ascii_digit());
-    (valid_hash && valid_secret).then_some((hash, secret))
 }
 
 impl Joiner {
@@ -291,29 +263,6 @@ pub async fn cacerts(State(state): State<Arc<ApiState>>) -> Response {
     }
 }
 
-/// The join request.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JoinRequest {
-    pub token: String,
-    pub node_name: String,
-    #[serde(rename = "nodeIP")]
-    pub node_ip: IpAddr,
-}
-
-/// What a joined node gets.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JoinResponse {
-    pub ca_cert: String,
-    pub client_cert: String,
-    pub client_key: String,
-    /// A bearer token for the same user, for clusters without TLS.
-    pub token: String,
-    pub serving_cert: String,
-    pub serving_key: String,
-}
-
 /// `POST /apis/wkube.dev/v1/join`.
 pub async fn join(
     State(state): State<Arc<ApiState>>,
@@ -393,25 +342,4 @@ async fn try_join(
         serving_cert: certs.serving.cert_pem,
         serving_key: certs.serving.key_pem,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_round_trip_and_malformed_ones_are_refused() {
-        let t = format_token("CA", "abcdef.0123456789abcdef");
-        let (hash, secret) = parse_token(&t).unwrap();
-        assert_eq!(hash, ca_hash("CA"));
-        assert_eq!(secret, "abcdef.0123456789abcdef");
-        for bad in [
-            "abcdef.0123456789abcdef",
-            "K10xyz::abcdef.0123456789abcdef",
-            &format!("K10{}::ABCDEF.0123456789abcdef", ca_hash("CA")),
-            &format!("K10{}::abc.def", ca_hash("CA")),
-        ] {
-            assert!(parse_token(bad).is_none(), "{bad}");
-        }
-    }
 }

@@ -275,7 +275,7 @@ struct Stored {
     server: String,
     node_name: String,
     #[serde(flatten)]
-    creds: crate::api::join::JoinResponse,
+    creds: crate::client::join::JoinResponse,
 }
 
 /// Joins (first start) or reloads the node credential, then runs the
@@ -421,8 +421,8 @@ async fn join(
     token: &str,
     node_name: &str,
     node_ip: Ipv4Addr,
-) -> Result<crate::api::join::JoinResponse, AgentError> {
-    use crate::api::join::{CACERTS_ROUTE, JOIN_ROUTE, ca_hash, parse_token};
+) -> Result<crate::client::join::JoinResponse, AgentError> {
+    use crate::client::join::{CACERTS_ROUTE, JOIN_ROUTE, ca_hash, parse_token};
     let (hash, secret) = parse_token(token).ok_or(AgentError::BadToken)?;
     let unreachable = |e: &dyn std::fmt::Display| AgentError::Unreachable {
         url: server.to_string(),
@@ -452,13 +452,17 @@ async fn join(
         credential: crate::client::Credential::None,
         connect_timeout: Duration::from_secs(5),
     })?;
-    let body = serde_json::json!({"token": secret, "nodeName": node_name, "nodeIP": node_ip});
+    let body = crate::client::join::JoinRequest {
+        token: secret.to_string(),
+        node_name: node_name.to_string(),
+        node_ip: node_ip.into(),
+    };
     let req = hyper::Request::post(JOIN_ROUTE)
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .body(serde_json::to_vec(&body).unwrap_or_default())
         .map_err(|e| unreachable(&e))?;
     client
-        .request::<crate::api::join::JoinResponse>(req)
+        .request::<crate::client::join::JoinResponse>(req)
         .await
         .map_err(|e| match e {
             kube::Error::Api(s) => AgentError::Refused(s.message),

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, Subcommand};
 
 use crate::api::authn::{AuthnError, TokenAuthority};
 use crate::server::{API_ENDPOINT_FILE, PKI_DIR};
@@ -228,6 +228,35 @@ pub(super) fn parse_ttl(s: &str) -> Result<Duration, String> {
 /// A token must outlive at least its first request.
 fn positive(d: Duration) -> Option<Duration> {
     (d >= Duration::from_secs(1)).then_some(d)
+}
+
+/// Flags of `wkube token`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    #[command(subcommand)]
+    pub command: TokenCommand,
+}
+
+/// Verbs of `wkube token`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Mint a bearer token for a user and print it (only the token, so it
+    /// can be captured: `TOKEN=$(wkube token create --user alice)`).
+    Create(CreateArgs),
+    /// Join tokens, with which agents join the cluster: create, list,
+    /// delete (revoke). Needs the server running.
+    #[command(subcommand)]
+    Join(super::jointoken::JoinCommand),
+}
+
+/// Runs `wkube token ...`; prints `Error: …` and returns 1 on failure.
+pub async fn run_token(args: TokenArgs, data_dir: &std::path::Path) -> std::process::ExitCode {
+    match args.command {
+        TokenCommand::Create(create) => {
+            report(create_token(&create.user, &create.common, data_dir).map(|t| format!("{t}\n")))
+        }
+        TokenCommand::Join(join) => report(super::jointoken::run(join, data_dir).await),
+    }
 }
 
 #[cfg(test)]

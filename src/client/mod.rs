@@ -8,6 +8,7 @@
 //! token otherwise).
 
 pub mod failover;
+pub mod join;
 pub mod offline;
 
 use base64::Engine as _;

@@ -16,6 +16,7 @@
 //!
 //! Key files are written with mode 0600, atomically (temp file + rename).
 
+#[cfg(feature = "server")]
 pub mod bootstrap;
 
 use std::collections::BTreeSet;

@@ -1,9 +1,11 @@
-//! An arm64 node: `wkube` cross-built for `aarch64-unknown-linux-gnu` runs
-//! under user-mode emulation (`qemu-aarch64`) as `wkube agent`, joined to
-//! this build's server, whose own node is the host's architecture. The
-//! node reports the architecture of the binary, pods pinned to arm64 wait
-//! for such a node and run there (their module compiled for aarch64, by
-//! the API server once or else on the node), and their NodePort answers.
+//! An arm64 node: the edge agent (`wkube` built without default features:
+//! no compiler, no control plane) cross-built for
+//! `aarch64-unknown-linux-gnu` runs under user-mode emulation
+//! (`qemu-aarch64`) as `wkube agent`, joined to this build's server, whose
+//! own node is the host's architecture. The node reports the architecture
+//! of the binary, pods pinned to arm64 wait for such a node and run there
+//! (their module compiled for aarch64 by the API server, or on the node by
+//! an agent built with the compiler), and their NodePort answers.
 //!
 //! scripts/test installs the emulator, the aarch64 C library and the
 //! cross linker, and builds the binary before the tests. Without them this
@@ -28,9 +30,10 @@ const CROSS_TARGET: &str = "aarch64-unknown-linux-gnu";
 /// takes seconds where a native start takes milliseconds.
 const NODE_READY_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// Bound to Running under emulation: the agent compiles the module with
-/// cranelift for aarch64, every instruction of the compiler emulated.
-/// About 3 s on a 2-core x86-64 machine; the bound allows for a loaded one.
+/// Bound to Running under emulation. The edge agent loads code the API
+/// server compiled (about 0.9 s); an agent built with the compiler runs
+/// cranelift for aarch64 with every instruction emulated (about 3 s on a
+/// 2-core x86-64 machine). The bound allows for a loaded machine.
 const POD_RUNNING_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The cross-built binary: `$WKUBE_ARM64_BIN`, or the debug build of
@@ -52,7 +55,7 @@ fn arm64_binary() -> PathBuf {
         Ok(false) => panic!("{} is not an aarch64 ELF binary", bin.display()),
         Err(e) => panic!(
             "no arm64 wkube at {} ({e}): build it with \
-             `cargo build --target {CROSS_TARGET} --bin wkube` (scripts/test does), \
+             `cargo build --no-default-features --target {CROSS_TARGET} --bin wkube` (scripts/test does), \
              or point WKUBE_ARM64_BIN at one",
             bin.display()
         ),
