@@ -28,7 +28,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::client::conn::http2::SendRequest;
 use parking_lot::Mutex;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// The API server route an agent opens its tunnel on (`GET`, upgraded).
 pub const TUNNEL: &str = "/apis/wkube.dev/v1/nodes/{node}/tunnel";
@@ -144,39 +144,81 @@ impl RelayLimits {
 pub const BEHIND_NAT: &str = "node.wkube.dev/behind-nat";
 
 /// The open tunnels of one API server, by node name: one per node, the
-/// newest winning (an agent that reconnects replaces its old tunnel).
+/// newest winning (an agent that reconnects replaces its old tunnel, which
+/// is then closed).
 #[derive(Default)]
 pub struct Tunnels {
-    open: Mutex<HashMap<String, (u64, Sender)>>,
+    open: Mutex<HashMap<String, Open>>,
     next: AtomicU64,
     /// Bounds on pod traffic relayed to nodes behind NAT.
     pub relays: RelayLimits,
+}
+
+/// One open tunnel: its id, its sender, and what tells the task that keeps
+/// its connection to close it.
+struct Open {
+    id: u64,
+    send: Sender,
+    close: Arc<Notify>,
 }
 
 /// Sends requests to an agent over its tunnel.
 pub type Sender = SendRequest<Full<Bytes>>;
 
 impl Tunnels {
-    /// Records node `node`'s tunnel; returns its id for [`Tunnels::detach`].
-    pub fn attach(&self, node: &str, send: Sender) -> u64 {
+    /// Records node `node`'s tunnel. Returns its id for [`Tunnels::detach`]
+    /// and what is notified when the tunnel must close: a newer tunnel of
+    /// the node replaced it, or [`Tunnels::close`] was called (its Node is
+    /// gone). The task that keeps the connection waits on it.
+    pub fn attach(&self, node: &str, send: Sender) -> (u64, Arc<Notify>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.open.lock().insert(node.to_string(), (id, send));
-        id
+        let close = Arc::new(Notify::new());
+        let replaced = self.open.lock().insert(
+            node.to_string(),
+            Open {
+                id,
+                send,
+                close: close.clone(),
+            },
+        );
+        if let Some(old) = replaced {
+            // `notify_one` keeps the wake-up if the task is not waiting yet.
+            old.close.notify_one();
+        }
+        (id, close)
     }
 
     /// Forgets tunnel `id` of `node` (not a newer one that replaced it).
     pub fn detach(&self, node: &str, id: u64) {
         let mut open = self.open.lock();
-        if open.get(node).is_some_and(|(i, _)| *i == id) {
+        if open.get(node).is_some_and(|o| o.id == id) {
             open.remove(node);
         }
+    }
+
+    /// Closes `node`'s tunnel, if it has one.
+    pub fn close(&self, node: &str) {
+        if let Some(old) = self.open.lock().remove(node) {
+            old.close.notify_one();
+        }
+    }
+
+    /// Closes the tunnel of every node for which `keep` is false.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.open.lock().retain(|node, o| {
+            let kept = keep(node);
+            if !kept {
+                o.close.notify_one();
+            }
+            kept
+        });
     }
 
     /// A sender on `node`'s tunnel, if one is open.
     pub fn get(&self, node: &str) -> Option<Sender> {
         let open = self.open.lock();
-        let (_, send) = open.get(node)?;
-        (!send.is_closed()).then(|| send.clone())
+        let o = open.get(node)?;
+        (!o.send.is_closed()).then(|| o.send.clone())
     }
 
     /// The nodes with an open tunnel, sorted.
@@ -185,7 +227,7 @@ impl Tunnels {
             .open
             .lock()
             .iter()
-            .filter(|(_, (_, s))| !s.is_closed())
+            .filter(|(_, o)| !o.send.is_closed())
             .map(|(n, _)| n.clone())
             .collect();
         v.sort();
@@ -261,8 +303,12 @@ mod tests {
         let tunnels = Tunnels::default();
         let (old, _old_conn) = sender().await;
         let (new, _new_conn) = sender().await;
-        let old_id = tunnels.attach("n1", old);
-        let new_id = tunnels.attach("n1", new);
+        let (old_id, old_close) = tunnels.attach("n1", old);
+        let (new_id, new_close) = tunnels.attach("n1", new);
+        // The replaced tunnel is told to close, its successor is not.
+        tokio::time::timeout(std::time::Duration::from_secs(1), old_close.notified())
+            .await
+            .expect("the replaced tunnel is told to close");
         // The replaced tunnel ending does not take its successor along.
         tunnels.detach("n1", old_id);
         assert_eq!(tunnels.nodes(), vec!["n1".to_string()]);
@@ -273,9 +319,15 @@ mod tests {
         assert_eq!(send.send_request(req).await.unwrap().status(), 200);
         tunnels.detach("n1", new_id);
         assert!(tunnels.get("n1").is_none());
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(50), new_close.notified())
+                .await
+                .is_err(),
+            "a tunnel that ended by itself is not told to close"
+        );
 
         let (gone, conn) = sender().await;
-        tunnels.attach("n2", gone);
+        let _ = tunnels.attach("n2", gone);
         conn.abort();
         let _ = conn.await;
         assert!(
@@ -283,5 +335,33 @@ mod tests {
             "a closed tunnel was handed out"
         );
         assert!(tunnels.nodes().is_empty());
+    }
+
+    #[tokio::test]
+    async fn closing_a_node_or_every_node_but_some_tells_their_tunnels() {
+        let tunnels = Tunnels::default();
+        let mut closes = HashMap::new();
+        let mut conns = Vec::new();
+        for n in ["a", "b", "c"] {
+            let (send, conn) = sender().await;
+            conns.push(conn);
+            closes.insert(n, tunnels.attach(n, send).1);
+        }
+        let told = |n: &str| {
+            let close = closes[n].clone();
+            async move {
+                tokio::time::timeout(std::time::Duration::from_millis(200), close.notified())
+                    .await
+                    .is_ok()
+            }
+        };
+        tunnels.close("a");
+        tunnels.close("nobody");
+        assert!(told("a").await);
+        assert_eq!(tunnels.nodes(), ["b", "c"]);
+        tunnels.retain(|n| n == "c");
+        assert!(told("b").await);
+        assert!(!told("c").await, "a kept tunnel is not told to close");
+        assert_eq!(tunnels.nodes(), ["c"]);
     }
 }

@@ -176,6 +176,9 @@ pub struct ApiState {
     pub pod_cidrs: podcidr::NodeCidrs,
     /// Reaches node agents for logs and proxying.
     pub nodes: crate::agentapi::client::NodeClient,
+    /// Closes a deleted Node's tunnel; held so that the Nodes are followed
+    /// for as long as the server lives.
+    pub tunnel_nodes: Arc<tunnel::NodesFollowed>,
     pub metrics: metrics::Metrics,
     /// Seats per user (see [`flowcontrol`]).
     pub flow: Arc<flowcontrol::FlowControl>,
@@ -863,6 +866,7 @@ pub async fn start(
     let rbac = RbacCache::start(store.clone()).await?;
     let node_graph = nodegraph::NodeGraph::start(store.clone()).await?;
     let crds = crds::start(store.clone()).await?;
+    let tunnel_nodes = tunnel::NodesFollowed::start(store.clone(), nodes.tunnels().clone()).await?;
     let flow = flowcontrol::FlowControl::with_config(flowcontrol::FlowConfig {
         max_requests_inflight: opts.config.max_requests_inflight,
         requests_per_user: opts.config.max_requests_inflight_per_user,
@@ -880,6 +884,7 @@ pub async fn start(
         config: opts.config,
         pod_cidrs,
         nodes,
+        tunnel_nodes,
         metrics: metrics::Metrics::default(),
         flow,
         joiner: opts.joiner,

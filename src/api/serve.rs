@@ -29,7 +29,7 @@ use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use super::authn::user_from_cert;
 use super::{ApiState, PeerIdentity, router};
@@ -163,7 +163,13 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let stopped = stop.subscribe();
         tokio::spawn(async move {
-            let _permit = permit;
+            // The slot and the stop signal, shared with a tunnel the
+            // connection may turn into.
+            let hold = ConnectionHold {
+                _slot: Arc::new(permit),
+                stop: stopped.clone(),
+            };
+            let app = app.layer(Extension(hold));
             let Some(acceptor) = acceptor else {
                 let peer = PeerIdentity(None);
                 return serve_connection(TokioIo::new(stream), app, peer, deadlines, stopped).await;
@@ -190,6 +196,26 @@ pub async fn serve(
         tracing::warn!("API connections still open after the drain period; closing them");
     }
     Ok(())
+}
+
+/// What an API connection holds while it lasts, lent to every request on
+/// it (an extension) so that a connection upgraded into a node's tunnel,
+/// which outlives its HTTP exchange, keeps holding it:
+/// - its slot under `--max-api-connections`, given back once the
+///   connection and its tunnel have both ended;
+/// - the server's stop signal: at shutdown the tunnel closes, and the
+///   drain waits for it as for any connection.
+#[derive(Clone)]
+pub struct ConnectionHold {
+    _slot: Arc<OwnedSemaphorePermit>,
+    stop: watch::Receiver<bool>,
+}
+
+impl ConnectionHold {
+    /// Resolves once the server stops (or is gone).
+    pub async fn stopping(&mut self) {
+        let _ = self.stop.wait_for(|s| *s).await;
+    }
 }
 
 /// What a connection is doing, for its idle deadline.

@@ -90,10 +90,17 @@ async fn accept(state: &ApiState, node: &str, req: &mut Request) -> Result<Respo
             "this connection cannot be upgraded: open the tunnel over HTTP/1.1",
         ));
     };
+    // The connection's slot and the server's stop signal stay with the
+    // tunnel (every connection the API server serves has them).
+    let hold = req
+        .extensions()
+        .get::<super::serve::ConnectionHold>()
+        .cloned();
     tokio::spawn(keep(
         state.nodes.tunnels().clone(),
         node.to_string(),
         upgrade,
+        hold,
     ));
     let mut resp = StatusCode::SWITCHING_PROTOCOLS.into_response();
     resp.headers_mut()
@@ -104,8 +111,14 @@ async fn accept(state: &ApiState, node: &str, req: &mut Request) -> Result<Respo
 }
 
 /// Speaks HTTP/2 as the client on the upgraded connection, and keeps it
-/// among the tunnels until it ends.
-async fn keep(tunnels: Arc<Tunnels>, node: String, upgrade: hyper::upgrade::OnUpgrade) {
+/// among the tunnels until it ends, a newer tunnel of the node replaces
+/// it, its Node is deleted ([`NodesFollowed`]) or the server stops.
+async fn keep(
+    tunnels: Arc<Tunnels>,
+    node: String,
+    upgrade: hyper::upgrade::OnUpgrade,
+    mut hold: Option<super::serve::ConnectionHold>,
+) {
     let io = match upgrade.await {
         Ok(io) => io,
         Err(e) => {
@@ -129,13 +142,80 @@ async fn keep(tunnels: Arc<Tunnels>, node: String, upgrade: hyper::upgrade::OnUp
             return;
         }
     };
-    let id = tunnels.attach(&node, send);
+    let (id, close) = tunnels.attach(&node, send);
     tracing::info!(node, "node tunnel open");
-    let ended = conn.await;
+    let stopping = async {
+        match hold.as_mut() {
+            Some(h) => h.stopping().await,
+            None => std::future::pending().await,
+        }
+    };
+    // Returning drops the connection, which closes it. Closing a tunnel
+    // also drops the server's sender, which ends `conn` too: the close is
+    // looked at first so that it is logged as the server's doing.
+    let ended = tokio::select! {
+        biased;
+        () = close.notified() => None,
+        () = stopping => None,
+        ended = conn => Some(ended),
+    };
     tunnels.detach(&node, id);
     match ended {
-        Ok(()) => tracing::info!(node, "node tunnel closed"),
-        Err(e) => tracing::info!(node, error = %e, "node tunnel lost"),
+        Some(Ok(())) => tracing::info!(node, "node tunnel closed"),
+        Some(Err(e)) => tracing::info!(node, error = %e, "node tunnel lost"),
+        None => tracing::info!(node, "node tunnel closed by the server"),
+    }
+}
+
+/// Where Nodes are stored.
+const NODES_PREFIX: &str = "/registry/nodes/";
+
+/// Closes the tunnel of a node whose Node object is deleted: the way in to
+/// a machine goes with its Node, as a new tunnel is refused without one.
+/// Follows the stored Nodes for as long as it is held.
+pub struct NodesFollowed(Arc<Tunnels>);
+
+impl NodesFollowed {
+    /// Starts following the stored Nodes for `tunnels`.
+    ///
+    /// # Errors
+    /// The first read of the Nodes failed.
+    pub async fn start(
+        store: crate::store::Store,
+        tunnels: Arc<Tunnels>,
+    ) -> Result<Arc<NodesFollowed>, crate::store::StoreError> {
+        let this = Arc::new(NodesFollowed(tunnels));
+        crate::store::follow::follow(store, NODES_PREFIX, &this).await?;
+        Ok(this)
+    }
+}
+
+/// The node a stored Node's key names.
+fn node_of_key(key: &[u8]) -> Option<&str> {
+    std::str::from_utf8(key.strip_prefix(NODES_PREFIX.as_bytes())?).ok()
+}
+
+impl crate::store::follow::Mirror for NodesFollowed {
+    fn apply(&self, change: crate::store::follow::Change<'_>) {
+        use crate::store::follow::Change;
+        match change {
+            Change::Loaded(_) => {
+                let present: std::collections::HashSet<&str> = change
+                    .updates()
+                    .filter_map(|(key, _)| node_of_key(key))
+                    .collect();
+                self.0.retain(|node| present.contains(node));
+            }
+            Change::Events(_) => {
+                for (key, value) in change.updates() {
+                    if let (Some(node), None) = (node_of_key(key), value) {
+                        self.0.close(node);
+                    }
+                }
+            }
+            // A deletion missed meanwhile is caught by the next load.
+            Change::Lost => {}
+        }
     }
 }
 

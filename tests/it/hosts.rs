@@ -819,4 +819,19 @@ fn an_agent_behind_nat_is_reached_through_the_connection_it_keeps_open() {
             == 200),
         "a2 cannot reach a1's pod after the tunnel came back"
     );
+
+    // A deleted Node's tunnel is closed by the server at once, not left
+    // open until it drops (a new one is refused while the Node is gone).
+    k.ok(&["delete", "node", "a1", "--wait=false"]);
+    assert!(
+        eventually(Duration::from_secs(10), || server
+            .log_text()
+            .contains("node tunnel closed by the server")),
+        "a1's tunnel stayed open after its Node was deleted\n--- server ---\n{}\n--- a1 ---\n{}",
+        server.log_tail(40),
+        ["agent.log", "agent.err"]
+            .iter()
+            .map(|f| std::fs::read_to_string(a1.dir.path().join(f)).unwrap_or_default())
+            .collect::<String>()
+    );
 }
