@@ -75,6 +75,11 @@ pub fn is_tunnel(path: &str) -> bool {
 /// relay's `Authorization` is the sending node's credential).
 pub const POD_AUTHORIZATION: &str = "x-wkube-pod-authorization";
 
+/// The header a relayed request's own `Host` travels in (the relay's
+/// `Host` names the API server), so the pod sees the host it was asked
+/// for, as it does without the relay.
+pub const POD_HOST: &str = "x-wkube-pod-host";
+
 /// Set by the relay on the answers it passed on from an agent, so the
 /// sending proxy can tell the pod's answer from the API server's own
 /// refusal (which is a failed delivery, not a response).

@@ -23,7 +23,7 @@ use super::nodeauthz;
 use super::rbac::{Attributes, forbidden_message};
 use super::status::ApiError;
 use crate::agentapi::tunnel::{
-    CONNECTION_WINDOW, POD_AUTHORIZATION, PROTOCOL, RELAYED, STREAM_WINDOW, Tunnels,
+    CONNECTION_WINDOW, POD_AUTHORIZATION, POD_HOST, PROTOCOL, RELAYED, STREAM_WINDOW, Tunnels,
 };
 
 /// How often the server pings an idle tunnel, and how long it waits for
@@ -294,6 +294,9 @@ async fn pass_on(
     let mut headers = super::nodeproxy::request_headers(&parts.headers);
     if let Some(auth) = headers.remove(POD_AUTHORIZATION) {
         headers.insert(header::AUTHORIZATION, auth);
+    }
+    if let Some(host) = headers.remove(POD_HOST) {
+        headers.insert(header::HOST, host);
     }
     let resp = state
         .nodes

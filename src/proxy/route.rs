@@ -455,7 +455,10 @@ impl Proxy {
         for k in asked {
             sent.remove(k);
         }
-        sent.remove(header::HOST);
+        // The request's own host names the pod's site, not the API server.
+        if let Some(host) = sent.remove(header::HOST) {
+            sent.insert(crate::agentapi::tunnel::POD_HOST, host);
+        }
         *req.headers_mut() = sent;
         let mut resp = api
             .send(req)

@@ -793,6 +793,29 @@ fn an_agent_behind_nat_is_reached_through_the_connection_it_keeps_open() {
         &format!("http://{cluster_ip}/"),
     );
     assert_eq!(code, 200, "POST from a2 to a1's pod: {body}");
+    // The pod sees the host it was asked for, as it does without the relay.
+    server
+        .wkube(&["push", guest("echo-http").to_str().unwrap(), "echo:v1"])
+        .success();
+    k.ok_with_stdin(
+        &["apply", "-f", "-"],
+        &app("echo", "echo:v1", 1, Some("a1")),
+    );
+    k.ok(&["rollout", "status", "deployment/echo", "--timeout=90s"]);
+    let echo_ip = k.ok(&["get", "svc", "echo", "-o", "jsonpath={.spec.clusterIP}"]);
+    let echo = || {
+        lab.curl_with(
+            "a2",
+            &["-H", "Host: shop.example.test"],
+            &format!("http://{echo_ip}/host"),
+        )
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || echo()
+            == (200, "shop.example.test\n".to_string())),
+        "the relayed request did not reach echo-http with its Host: {:?}",
+        echo()
+    );
 
     // Cut off for longer than the tunnel's pings allow, a1's tunnel dies;
     // back on the network, a1 dials again and is reachable again.

@@ -43,9 +43,12 @@ impl Guest for Echo {
         let method = method_name(&request.method());
         let target = request.path_with_query().unwrap_or_else(|| "/".into());
         let headers = request.headers().entries();
+        // The host the request was sent to: wasi-http hands it over as the
+        // authority, not among the headers.
+        let authority = request.authority().unwrap_or_default();
         drop(request);
 
-        let reply = route(&target, &headers);
+        let reply = route(&target, &headers, &authority);
         println!("{method} {target} -> {}", reply.status);
         reply.send(response_out);
     }
@@ -109,7 +112,7 @@ impl Reply {
     }
 }
 
-fn route(target: &str, headers: &[(String, Vec<u8>)]) -> Reply {
+fn route(target: &str, headers: &[(String, Vec<u8>)], authority: &str) -> Reply {
     let (path, query) = match target.split_once('?') {
         Some((p, q)) => (p, q),
         None => (target, ""),
@@ -130,6 +133,9 @@ fn route(target: &str, headers: &[(String, Vec<u8>)]) -> Reply {
     }
     if path == "/headers" {
         return headers_json(headers);
+    }
+    if path == "/host" {
+        return Reply::text(200, authority);
     }
     if path == "/fetch" {
         return match param("url") {
@@ -177,6 +183,7 @@ fn route(target: &str, headers: &[(String, Vec<u8>)]) -> Reply {
 const HELP: &str = "echo-http routes:
 GET /env
 GET /headers
+GET /host
 GET /file/<path>
 GET /alloc/<MiB>[?try=1]
 GET /spin/<ms>
