@@ -490,6 +490,20 @@ pin_project_lite::pin_project! {
     }
 }
 
+impl<F> Gated<F> {
+    /// Whether this future may take its first poll on the thread that
+    /// started it instead of on a guest thread: it holds a slot already,
+    /// and no other pod runs, waits or has run within [`CONTENDED_FOR`],
+    /// so there is no one whom a lower OS priority would have to let
+    /// ahead (see [`super::pool::start_guest`]).
+    pub fn runs_alone(&self) -> bool {
+        let share = &self.ticket.share;
+        let gate = &share.gate;
+        let s = gate.state.lock();
+        self.ticket.stage() == Stage::Granted && !s.contended(share, gate.since_epoch())
+    }
+}
+
 impl<F: Future> Future for Gated<F> {
     type Output = F::Output;
 

@@ -175,14 +175,17 @@ impl HttpService {
                 hyper::header::HeaderValue::from_static("localhost"),
             );
         }
-        let (sender, receiver) = tokio::sync::oneshot::channel();
+        // The guest's outparam answers into its own task (see `gather`),
+        // which answers the caller.
+        let (from_guest_tx, from_guest) = tokio::sync::oneshot::channel();
+        let (to_caller, receiver) = tokio::sync::oneshot::channel();
         let (req, out) = {
             let mut http = store.data_mut().http();
             let req = http
                 .new_incoming_request(Scheme::Http, req)
                 .map_err(|e| HttpError::Trap(format!("bad request: {e:#}")))?;
             let out = http
-                .new_response_outparam(sender)
+                .new_response_outparam(from_guest_tx)
                 .map_err(|e| HttpError::Trap(format!("{e:#}")))?;
             (req, out)
         };
@@ -191,13 +194,29 @@ impl HttpService {
         // Its own task so the body can keep streaming after the headers are
         // returned; bounded by the same deadline.
         let run = tokio::time::timeout_at(deadline.into(), async move {
-            let proxy = pre.instantiate_async(&mut store).await?;
-            proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, req, out)
-                .await
+            let result = match pre.instantiate_async(&mut store).await {
+                Ok(proxy) => {
+                    proxy
+                        .wasi_http_incoming_handler()
+                        .call_handle(&mut store, req, out)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            // The store goes back to the pool (its memory reset) only
+            // after the caller has its response.
+            (result, store)
         });
-        let task = super::pool::spawn_guest(self.limits.share.as_ref(), run);
+        let task = super::pool::start_guest(self.limits.share.as_ref(), async move {
+            match gather::drive(run, from_guest, to_caller).await {
+                Ok((result, store)) => {
+                    drop(store);
+                    Ok(result)
+                }
+                Err(elapsed) => Err(elapsed),
+            }
+        })
+        .await;
 
         match tokio::time::timeout_at(deadline.into(), receiver).await {
             Err(_elapsed) => {
@@ -208,7 +227,7 @@ impl HttpService {
             Ok(Ok(Err(code))) => Err(HttpError::Guest(code)),
             // The outparam was dropped unset: the instance ended; its
             // result says why.
-            Ok(Err(_)) => Err(match task.await {
+            Ok(Err(_)) => Err(match task.join().await {
                 Ok(Ok(Ok(()))) => HttpError::NoResponse,
                 Ok(Ok(Err(e))) => classify(e, &refused, timeout),
                 Ok(Err(_elapsed)) => HttpError::DeadlineExceeded(timeout),
@@ -337,6 +356,8 @@ fn error_response(status: StatusCode, msg: &str) -> hyper::Response<ResponseBody
     );
     resp
 }
+
+mod gather;
 
 #[cfg(test)]
 mod tests;

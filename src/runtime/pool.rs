@@ -68,6 +68,82 @@ where
     }
 }
 
+/// A guest started by [`start_guest`].
+pub enum GuestTask<T> {
+    /// It finished in its first poll, on the caller's thread (`Err`: it
+    /// panicked, with the panic's message).
+    Finished(Option<Result<T, String>>),
+    /// It runs on the guest threads.
+    Running(JoinHandle<T>),
+}
+
+impl<T> GuestTask<T> {
+    /// Stops a running guest at its next yield.
+    pub fn abort(&self) {
+        if let GuestTask::Running(h) = self {
+            h.abort();
+        }
+    }
+
+    /// Its output, or why there is none.
+    pub async fn join(self) -> Result<T, String> {
+        match self {
+            GuestTask::Finished(out) => out.unwrap_or_else(|| Err("joined twice".into())),
+            GuestTask::Running(h) => h.await.map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// Starts a pod's HTTP guest: its first poll runs here, on the caller's
+/// thread, when the pod has the node to itself (see
+/// [`CpuShare`]'s gate, `runs_alone`); the rest, if any, and every poll of
+/// a pod that shares the node, on the guest threads.
+///
+/// Most requests end within that first poll, so a request to a pod alone
+/// on its node crosses no thread at all: a hand-over to a parked guest
+/// thread and back had cost some 30 µs each on a two-core virtual
+/// machine, several times what instantiating and running `hello-http`
+/// costs. The first poll ends at the guest's first epoch yield (one tick)
+/// at the latest, so a spinning guest takes at most that much of the
+/// caller's thread before it moves to the guest threads. Under
+/// contention nothing runs here: the guest threads' OS priorities are
+/// what keeps a best-effort pod behind the node's own threads.
+pub async fn start_guest<F>(share: Option<&Arc<CpuShare>>, fut: F) -> GuestTask<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let Some(share) = share else {
+        return GuestTask::Running(spawn_guest(None, fut));
+    };
+    let gated = share.gate(fut);
+    if !gated.runs_alone() {
+        return GuestTask::Running(spawn(gated));
+    }
+    let mut gated = Box::pin(gated);
+    let first = std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+            || gated.as_mut().poll(cx),
+        )))
+    })
+    .await;
+    match first {
+        Ok(std::task::Poll::Ready(out)) => GuestTask::Finished(Some(Ok(out))),
+        // Moved to the guest threads: its next poll registers that task's
+        // waker (a wake meanwhile reaches this caller, harmlessly).
+        Ok(std::task::Poll::Pending) => GuestTask::Running(spawn(gated)),
+        Err(panic) => GuestTask::Finished(Some(Err(panic_message(&*panic)))),
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .map_or_else(|| "panicked".into(), |m| format!("panicked: {m}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +185,52 @@ mod tests {
             assert_eq!((alone, asked, beside), (own, own, own));
         }
         assert_eq!(ungated, own);
+    }
+
+    fn thread_name() -> Option<String> {
+        std::thread::current().name().map(str::to_string)
+    }
+
+    /// A pod alone on the node runs its guest's first poll on the caller's
+    /// thread; a pod beside another that ran lately, on the guest threads.
+    #[tokio::test]
+    async fn a_pod_alone_starts_here_and_one_beside_others_on_the_guest_threads() {
+        use crate::runtime::fair::{CpuGate, CpuShare};
+        let gate = Arc::new(CpuGate::new(2));
+        let a = Arc::new(CpuShare::new(gate.clone(), None));
+        let b = Arc::new(CpuShare::new(gate, None));
+        let here = thread_name();
+        let alone = start_guest(Some(&a), async { thread_name() }).await;
+        assert!(matches!(alone, GuestTask::Finished(_)));
+        assert_eq!(alone.join().await.unwrap(), here);
+        // `a` ran a moment ago, so `b` is not alone.
+        let beside = start_guest(Some(&b), async { thread_name() }).await;
+        assert!(matches!(beside, GuestTask::Running(_)));
+        assert_eq!(beside.join().await.unwrap().as_deref(), Some("wkube-guest"));
+    }
+
+    /// A guest that does not finish in its first poll goes on on the guest
+    /// threads; one that panics there is reported, not propagated.
+    #[tokio::test]
+    async fn a_guest_that_waits_moves_to_the_guest_threads_and_a_panic_is_reported() {
+        use crate::runtime::fair::{CpuGate, CpuShare};
+        let share = Arc::new(CpuShare::new(Arc::new(CpuGate::new(2)), None));
+        let task = start_guest(Some(&share), async {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            thread_name()
+        })
+        .await;
+        assert!(matches!(task, GuestTask::Running(_)));
+        assert_eq!(task.join().await.unwrap().as_deref(), Some("wkube-guest"));
+
+        let share = Arc::new(CpuShare::new(Arc::new(CpuGate::new(2)), None));
+        let task = start_guest(Some(&share), async {
+            if thread_name().is_some() {
+                panic!("guest-provoked host panic");
+            }
+        })
+        .await;
+        let err = task.join().await.unwrap_err();
+        assert!(err.contains("guest-provoked host panic"), "{err}");
     }
 }
