@@ -492,15 +492,18 @@ pin_project_lite::pin_project! {
 
 impl<F> Gated<F> {
     /// Whether this future may take its first poll on the thread that
-    /// started it instead of on a guest thread: it holds a slot already,
-    /// and no other pod runs, waits or has run within [`CONTENDED_FOR`],
-    /// so there is no one whom a lower OS priority would have to let
-    /// ahead (see [`super::pool::start_guest`]).
-    pub fn runs_alone(&self) -> bool {
+    /// started it instead of being handed to the guest threads: it holds
+    /// a slot already, and either that thread is a guest thread (whose
+    /// priority the poll sets, as on any guest thread) or no other pod
+    /// runs, waits or has run within [`CONTENDED_FOR`], so there is no
+    /// one whom a lower OS priority would have to let ahead (see
+    /// [`super::pool::start_guest`]).
+    pub fn may_run_here(&self) -> bool {
         let share = &self.ticket.share;
         let gate = &share.gate;
         let s = gate.state.lock();
-        self.ticket.stage() == Stage::Granted && !s.contended(share, gate.since_epoch())
+        self.ticket.stage() == Stage::Granted
+            && (super::priority::on_guest_thread() || !s.contended(share, gate.since_epoch()))
     }
 }
 

@@ -95,9 +95,10 @@ impl<T> GuestTask<T> {
 }
 
 /// Starts a pod's HTTP guest: its first poll runs here, on the caller's
-/// thread, when the pod has the node to itself (see
-/// [`CpuShare`]'s gate, `runs_alone`); the rest, if any, and every poll of
-/// a pod that shares the node, on the guest threads.
+/// thread, when the pod has the node to itself or the caller is on a
+/// guest thread already (a pod calling another pod's service; see
+/// `Gated::may_run_here`); the rest, if any, and every poll of a pod
+/// that shares the node with others, on the guest threads.
 ///
 /// Most requests end within that first poll, so a request to a pod alone
 /// on its node crosses no thread at all: a hand-over to a parked guest
@@ -117,7 +118,7 @@ where
         return GuestTask::Running(spawn_guest(None, fut));
     };
     let gated = share.gate(fut);
-    if !gated.runs_alone() {
+    if !gated.may_run_here() {
         return GuestTask::Running(spawn(gated));
     }
     let mut gated = Box::pin(gated);
@@ -207,6 +208,16 @@ mod tests {
         let beside = start_guest(Some(&b), async { thread_name() }).await;
         assert!(matches!(beside, GuestTask::Running(_)));
         assert_eq!(beside.join().await.unwrap().as_deref(), Some("wkube-guest"));
+        // Started from a guest thread (a pod calling another), it runs
+        // there at once even so.
+        let b2 = b.clone();
+        let nested = spawn(async move {
+            let t = start_guest(Some(&b2), async { thread_name() }).await;
+            (matches!(t, GuestTask::Finished(_)), t.join().await.unwrap())
+        })
+        .await
+        .unwrap();
+        assert_eq!(nested, (true, Some("wkube-guest".to_string())));
     }
 
     /// A guest that does not finish in its first poll goes on on the guest

@@ -56,6 +56,12 @@ pub fn mark_guest_thread() {
     GUEST.with(|g| g.set(true));
 }
 
+/// Whether the calling thread is a guest thread, whose priority a gated
+/// guest's poll sets.
+pub fn on_guest_thread() -> bool {
+    GUEST.with(Cell::get)
+}
+
 /// The process's own nice value, from which guests are lowered, when the
 /// process may lower a thread and raise it back; `None` where it may not.
 fn base() -> Option<i32> {
