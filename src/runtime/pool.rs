@@ -104,9 +104,10 @@ impl<T> GuestTask<T> {
 /// on its node crosses no thread at all: a hand-over to a parked guest
 /// thread and back had cost some 30 µs each on a two-core virtual
 /// machine, several times what instantiating and running `hello-http`
-/// costs. The first poll ends at the guest's first epoch yield (one tick)
-/// at the latest, so a spinning guest takes at most that much of the
-/// caller's thread before it moves to the guest threads. Under
+/// costs. A poll ends at the guest's next epoch yield (one tick) at the
+/// latest, and a guest takes at most [`INLINE_POLLS`] of them here, so a
+/// spinning guest takes at most two ticks of the caller's thread before
+/// it moves to the guest threads. Under
 /// contention nothing runs here: the guest threads' OS priorities are
 /// what keeps a best-effort pod behind the node's own threads.
 pub async fn start_guest<F>(share: Option<&Arc<CpuShare>>, fut: F) -> GuestTask<F::Output>
@@ -122,20 +123,34 @@ where
         return GuestTask::Running(spawn(gated));
     }
     let mut gated = Box::pin(gated);
-    let first = std::future::poll_fn(|cx| {
-        std::task::Poll::Ready(std::panic::catch_unwind(std::panic::AssertUnwindSafe(
-            || gated.as_mut().poll(cx),
-        )))
-    })
-    .await;
-    match first {
-        Ok(std::task::Poll::Ready(out)) => GuestTask::Finished(Some(Ok(out))),
-        // Moved to the guest threads: its next poll registers that task's
-        // waker (a wake meanwhile reaches this caller, harmlessly).
-        Ok(std::task::Poll::Pending) => GuestTask::Running(spawn(gated)),
-        Err(panic) => GuestTask::Finished(Some(Err(panic_message(&*panic)))),
+    let mut polls = 0;
+    loop {
+        polls += 1;
+        let polled = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+                || gated.as_mut().poll(cx),
+            )))
+        })
+        .await;
+        match polled {
+            Ok(std::task::Poll::Ready(out)) => return GuestTask::Finished(Some(Ok(out))),
+            // A guest's first slice ends at the next epoch tick, which may
+            // come a moment after it started: one that only yielded (it
+            // holds a slot again at once) and is still alone gets a
+            // second, whole tick here before it moves.
+            Ok(std::task::Poll::Pending) if polls < INLINE_POLLS && gated.may_run_here() => {}
+            // Moved to the guest threads: its next poll registers that
+            // task's waker (a wake meanwhile reaches this caller,
+            // harmlessly).
+            Ok(std::task::Poll::Pending) => return GuestTask::Running(spawn(gated)),
+            Err(panic) => return GuestTask::Finished(Some(Err(panic_message(&*panic)))),
+        }
     }
 }
+
+/// Polls a guest may take on the caller's thread (see [`start_guest`]):
+/// each ends at an epoch tick at the latest, so at most two ticks.
+const INLINE_POLLS: u32 = 2;
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
