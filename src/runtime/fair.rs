@@ -479,7 +479,16 @@ pin_project_lite::pin_project! {
                 }
                 // Granted a slot it will never use: pass it on.
                 Stage::Granted => CpuGate::grant_next(&mut s),
-                _ => None,
+                // Dropped while its poll ran: the poll unwound (a
+                // host-side panic). Its slot would otherwise stay taken
+                // for good, and with every slot lost no guest would run.
+                Stage::Running | Stage::RunningWoken => {
+                    if let Some(i) = s.running.iter().position(|r| Arc::ptr_eq(r, &ticket.share)) {
+                        s.running.swap_remove(i);
+                    }
+                    CpuGate::grant_next(&mut s)
+                }
+                Stage::Idle | Stage::Done => None,
             };
             ticket.set(Stage::Done);
             drop(s);
@@ -609,6 +618,22 @@ fn thread_cpu_time() -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A guest whose poll panics (a host-side bug it provoked) gives its
+    /// slot back when it is dropped, so the next guest still runs.
+    #[test]
+    fn a_guest_whose_poll_panics_gives_its_slot_back() {
+        let gate = Arc::new(CpuGate::new(1));
+        let share = Arc::new(CpuShare::new(gate, None));
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut bad = Box::pin(share.gate(async { panic!("a host-side bug") }));
+        let polled =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| bad.as_mut().poll(&mut cx)));
+        assert!(polled.is_err());
+        drop(bad);
+        let mut next = Box::pin(share.gate(async { 7 }));
+        assert_eq!(next.as_mut().poll(&mut cx), Poll::Ready(7));
+    }
 
     /// A future that burns `slices` slices of CPU, yielding between them.
     async fn spin(slices: u32, slice: Duration) {
