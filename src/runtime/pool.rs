@@ -72,7 +72,7 @@ where
 pub enum GuestTask<T> {
     /// It finished in its first poll, on the caller's thread (`Err`: it
     /// panicked, with the panic's message).
-    Finished(Option<Result<T, String>>),
+    Finished(Result<T, String>),
     /// It runs on the guest threads.
     Running(JoinHandle<T>),
 }
@@ -88,7 +88,7 @@ impl<T> GuestTask<T> {
     /// Its output, or why there is none.
     pub async fn join(self) -> Result<T, String> {
         match self {
-            GuestTask::Finished(out) => out.unwrap_or_else(|| Err("joined twice".into())),
+            GuestTask::Finished(out) => out,
             GuestTask::Running(h) => h.await.map_err(|e| e.to_string()),
         }
     }
@@ -133,7 +133,7 @@ where
         })
         .await;
         match polled {
-            Ok(std::task::Poll::Ready(out)) => return GuestTask::Finished(Some(Ok(out))),
+            Ok(std::task::Poll::Ready(out)) => return GuestTask::Finished(Ok(out)),
             // A guest's first slice ends at the next epoch tick, which may
             // come a moment after it started: one that only yielded (it
             // holds a slot again at once) and is still alone gets a
@@ -143,7 +143,7 @@ where
             // task's waker (a wake meanwhile reaches this caller,
             // harmlessly).
             Ok(std::task::Poll::Pending) => return GuestTask::Running(spawn(gated)),
-            Err(panic) => return GuestTask::Finished(Some(Err(panic_message(&*panic)))),
+            Err(panic) => return GuestTask::Finished(Err(panic_message(&*panic))),
         }
     }
 }

@@ -109,7 +109,7 @@ pub async fn drive<F: Future>(
                 // Neither the guest nor its body moved: the guest waits on
                 // something else, so what it has produced goes out now.
                 if let State::Gathering { .. } = state
-                    && let Some(resp) = flush(&mut state)
+                    && let Some(resp) = send(&mut state, Tail::Streaming)
                     && let Some(tx) = to_caller.take()
                 {
                     let _ = tx.send(resp);
@@ -161,7 +161,7 @@ fn step(state: &mut State, cx: &mut Context<'_>, finished: bool) -> Step {
             let mut progressed = false;
             loop {
                 if *bytes > MAX_GATHERED_BYTES || frames.len() >= MAX_GATHERED_FRAMES {
-                    return flush_step(state);
+                    return send_step(state, Tail::Streaming);
                 }
                 match Pin::new(&mut *body).poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => {
@@ -171,13 +171,13 @@ fn step(state: &mut State, cx: &mut Context<'_>, finished: bool) -> Step {
                         frames.push_back(frame);
                         progressed = true;
                     }
-                    Poll::Ready(None) => return complete(state),
+                    Poll::Ready(None) => return send_step(state, Tail::Ended),
                     // An error mid-body: what came before and the error go
                     // to the caller in order.
-                    Poll::Ready(Some(Err(e))) => return flush_with_error(state, e),
+                    Poll::Ready(Some(Err(e))) => return send_step(state, Tail::Failed(e)),
                     // The guest is gone but its body is not done: whoever
                     // holds the writer finishes it, streaming.
-                    Poll::Pending if finished => return flush_step(state),
+                    Poll::Pending if finished => return send_step(state, Tail::Streaming),
                     Poll::Pending => {
                         return if progressed {
                             Step::Progressed
@@ -191,45 +191,41 @@ fn step(state: &mut State, cx: &mut Context<'_>, finished: bool) -> Step {
     }
 }
 
-/// The body ended: the whole response, with its exact length.
-fn complete(state: &mut State) -> Step {
-    let State::Gathering { parts, frames, .. } = std::mem::replace(state, State::Done) else {
-        return Step::Idle;
-    };
-    let body = Gathered {
-        frames,
-        rest: None,
-        error: None,
-    };
-    Step::Send(Ok(hyper::Response::from_parts(
-        parts,
-        http_body_util::BodyExt::boxed_unsync(body),
-    )))
+/// How the body goes on after the gathered frames.
+enum Tail {
+    /// The body ended: the response is whole, with its exact length.
+    Ended,
+    /// The guest is still writing: the rest of its body follows as it
+    /// comes.
+    Streaming,
+    /// The body failed: the error follows the frames that came before it.
+    Failed(wasmtime_wasi_http::Error),
 }
 
-fn flush_step(state: &mut State) -> Step {
-    match flush(state) {
-        Some(resp) => Step::Send(resp),
-        None => Step::Idle,
-    }
-}
-
-/// The response with the frames gathered so far, followed by the rest of
-/// the guest's body as it comes.
-fn flush(state: &mut State) -> Option<GuestResponse> {
+/// Takes the gathered response out of `state` (leaving `Done`) with the
+/// given tail. Any other state is left as it was and nothing is sent.
+fn send(state: &mut State, tail: Tail) -> Option<GuestResponse> {
+    let taken = std::mem::replace(state, State::Done);
     let State::Gathering {
         parts,
         body,
         frames,
         ..
-    } = std::mem::replace(state, State::Done)
+    } = taken
     else {
+        // Waiting or Done: there is no response to send yet.
+        *state = taken;
         return None;
+    };
+    let (rest, error) = match tail {
+        Tail::Ended => (None, None),
+        Tail::Streaming => (Some(body), None),
+        Tail::Failed(e) => (None, Some(e)),
     };
     let body = Gathered {
         frames,
-        rest: Some(body),
-        error: None,
+        rest,
+        error,
     };
     Some(Ok(hyper::Response::from_parts(
         parts,
@@ -237,19 +233,11 @@ fn flush(state: &mut State) -> Option<GuestResponse> {
     )))
 }
 
-fn flush_with_error(state: &mut State, error: wasmtime_wasi_http::Error) -> Step {
-    let State::Gathering { parts, frames, .. } = std::mem::replace(state, State::Done) else {
-        return Step::Idle;
-    };
-    let body = Gathered {
-        frames,
-        rest: None,
-        error: Some(error),
-    };
-    Step::Send(Ok(hyper::Response::from_parts(
-        parts,
-        http_body_util::BodyExt::boxed_unsync(body),
-    )))
+fn send_step(state: &mut State, tail: Tail) -> Step {
+    match send(state, tail) {
+        Some(resp) => Step::Send(resp),
+        None => Step::Idle,
+    }
 }
 
 /// Frames gathered in the guest's task, then (if the guest was still
