@@ -181,7 +181,11 @@ pub async fn run(args: DensityArgs) -> Result<()> {
     let with = footprint::measure(&mut [&mut agent.proc, &mut cluster.proc], &plan, pods).await?;
     footprint::print_idle("agent, with the pods", &with, "");
     let per_pod_kib = with.mem.rss_kib.saturating_sub(idle.mem.rss_kib) as f64 / pods as f64;
-    println!("  memory per pod: {per_pod_kib:.1} KiB of agent RSS");
+    let tmpfs_kib = (with.mem.shmem_kib as f64 - idle.mem.shmem_kib as f64) / pods as f64;
+    println!(
+        "  memory per pod: {:.1} KiB ({per_pod_kib:.1} KiB of agent RSS, {tmpfs_kib:.1} KiB of tmpfs)",
+        per_pod_kib + tmpfs_kib
+    );
 
     // Every endpoint answers (a few passes round robin would take long at
     // 10,000; wrk spreads its requests over them), then the load.

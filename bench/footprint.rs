@@ -923,15 +923,18 @@ fn report(r: &Report<'_>) {
             && p.pods > 0
         {
             println!(
-                "per idle pod on the agent ({label}): {:.1} KiB VmRSS, {:.1} KiB RssAnon",
+                "per idle pod on the agent ({label}): {:.1} KiB VmRSS, {:.1} KiB RssAnon, {:.1} KiB tmpfs",
                 (p.mem.rss_kib as f64 - a.idle.mem.rss_kib as f64) / p.pods as f64,
                 (p.mem.anon_kib as f64 - a.idle.mem.anon_kib as f64) / p.pods as f64,
+                (p.mem.shmem_kib as f64 - a.idle.mem.shmem_kib as f64) / p.pods as f64,
             );
         }
     }
     println!(
-        "per idle pod on the all-in-one server: {:.1} KiB VmRSS (control plane's share included)",
+        "per idle pod on the all-in-one server: {:.1} KiB VmRSS, {:.1} KiB tmpfs (control plane's share included)",
         (r.server_pods.mem.rss_kib as f64 - r.server_idle.mem.rss_kib as f64)
+            / r.server_pods.pods.max(1) as f64,
+        (r.server_pods.mem.shmem_kib as f64 - r.server_idle.mem.shmem_kib as f64)
             / r.server_pods.pods.max(1) as f64
     );
 

@@ -350,6 +350,10 @@ pub struct Resident {
     /// `RssFile`: resident pages of mapped files (mostly the binary).
     pub file_kib: u64,
     pub threads: u64,
+    /// The machine's `Shmem` (/proc/meminfo): tmpfs, where a kubelet keeps
+    /// pods' tokens and Secret volumes, shows in no process's RSS. Its
+    /// change over a fill is the pods' share.
+    pub shmem_kib: u64,
 }
 
 /// [`Resident`] of process `pid`, or an error if it cannot be read (the
@@ -368,7 +372,20 @@ pub fn resident(pid: u32) -> Result<Resident> {
         anon_kib: field("RssAnon:").unwrap_or(0),
         file_kib: field("RssFile:").unwrap_or(0),
         threads: field("Threads:").unwrap_or(0),
+        shmem_kib: shmem_kib(),
     })
+}
+
+/// The machine's `Shmem` from /proc/meminfo, in KiB (0 if unreadable).
+pub fn shmem_kib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("Shmem:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// `program` found in a directory of `$PATH`.

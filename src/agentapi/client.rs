@@ -63,7 +63,9 @@ impl Default for NodeClientConfig {
         NodeClientConfig {
             connect_timeout: Duration::from_secs(5),
             response_header_timeout: Duration::from_secs(60),
-            max_idle_per_agent: 8,
+            // A burst of pod-proxy requests (a scale-out checked pod by
+            // pod) would otherwise pay a TLS handshake for each past 8.
+            max_idle_per_agent: 32,
             idle_timeout: Duration::from_secs(90),
             max_in_flight: 1024,
         }

@@ -31,10 +31,17 @@
 //! modules/<hex>.wasm          verified module blobs
 //! compiled/                   the runtime's compiled-artifact cache
 //! pods/<uid>/logs/<container>/<restart>.log
-//! pods/<uid>/volumes/<name>/  configMap, secret and emptyDir volumes
-//! pods/<uid>/serviceaccount/  token, ca.crt, namespace
+//! pods/<uid>/volumes/<name>/  emptyDir volumes
 //! checkpoint/*.sealed         an agent's pods, remembered answers and
 //!                             proxy caches, for restarts while offline
+//! ```
+//!
+//! In memory ([`volatile`]: `/dev/shm/wkube-<hash>`, mode 0700; under
+//! `pods/` above when there is no `/dev/shm`):
+//!
+//! ```text
+//! <uid>/volumes/<name>/       configMap and secret volumes
+//! <uid>/serviceaccount/       token, ca.crt, namespace
 //! ```
 
 pub mod container;
@@ -50,6 +57,7 @@ pub mod spec;
 pub mod status;
 pub mod tunnel;
 pub mod usage;
+pub mod volatile;
 pub mod worker;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -221,12 +229,22 @@ pub struct Shared {
     pub events: crate::events::Recorder,
     /// Recent samples of the usage counters, for rates.
     pub usage: usage::Sampler,
+    /// ServiceAccounts' automount settings read in the last second.
+    pub automount: spec::AutomountCache,
+    /// Where pods' tokens, Secrets and ConfigMaps are written (in memory).
+    pub volatile: volatile::VolatileRoot,
 }
 
 impl Shared {
     /// `DATA/kubelet/pods/<uid>`.
     pub fn pod_dir(&self, uid: &str) -> PathBuf {
         self.config.data_dir.join("pods").join(uid)
+    }
+
+    /// Where pod `uid`'s secret-bearing volumes are written (see
+    /// [`volatile`]).
+    pub fn pod_secrets_dir(&self, uid: &str) -> PathBuf {
+        self.volatile.pod_dir(uid)
     }
 }
 
@@ -300,6 +318,8 @@ pub async fn run(
         pods: parts.pods,
         proxy: parts.proxy,
         usage: usage::Sampler::default(),
+        automount: spec::AutomountCache::default(),
+        volatile: volatile::VolatileRoot::open(&config.data_dir),
         config,
     });
     tracing::info!(

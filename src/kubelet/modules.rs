@@ -3,12 +3,15 @@
 //! API server, verified against its sha256 and kept on disk, so a restart
 //! or a second pod of the same module fetches nothing.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use kube::api::{Api, DynamicObject};
 use kube::discovery::ApiResource;
+use parking_lot::Mutex;
 
 use crate::resources::module::{ImageRef, is_digest, parse_image};
 use crate::runtime::cache::digest_of;
@@ -36,15 +39,31 @@ pub enum ModuleError {
     },
 }
 
+/// How long a tag's resolution is reused. Pods created together (a
+/// Deployment scaled out, a scale from zero) name the same tag, and asking
+/// the registry once per pod was one of a pod start's eight API requests.
+/// A tag pushed again is seen by pods that start on this node from this
+/// long after the push.
+const RESOLVED_TTL: Duration = Duration::from_secs(1);
+
+/// Most tag resolutions remembered (see [`RESOLVED_TTL`]).
+const RESOLVED_ENTRIES: usize = 1024;
+
 /// The on-disk blob cache and the client that fills it.
 pub struct ModuleStore {
     dir: PathBuf,
     client: kube::Client,
+    /// Recent tag resolutions: `name:tag` → (when, digest).
+    resolved: Mutex<HashMap<String, (Instant, String)>>,
 }
 
 impl ModuleStore {
     pub fn new(dir: PathBuf, client: kube::Client) -> ModuleStore {
-        ModuleStore { dir, client }
+        ModuleStore {
+            dir,
+            client,
+            resolved: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The digest `image` names: as given for `sha256:<hex>` and
@@ -58,6 +77,26 @@ impl ModuleStore {
             ImageRef::Digest(d) | ImageRef::Pinned { digest: d, .. } => return Ok(d),
             ImageRef::Tagged { name, tag } => (name, tag),
         };
+        let key = format!("{name}:{tag}");
+        if let Some((at, digest)) = self.resolved.lock().get(&key)
+            && at.elapsed() < RESOLVED_TTL
+        {
+            return Ok(digest.clone());
+        }
+        let digest = self.resolve_tag(image, &name, &tag).await?;
+        let mut resolved = self.resolved.lock();
+        if resolved.len() >= RESOLVED_ENTRIES {
+            resolved.retain(|_, (at, _)| at.elapsed() < RESOLVED_TTL);
+            if resolved.len() >= RESOLVED_ENTRIES {
+                resolved.clear();
+            }
+        }
+        resolved.insert(key, (Instant::now(), digest.clone()));
+        Ok(digest)
+    }
+
+    /// `tag` of Module `name`, asked of the registry.
+    async fn resolve_tag(&self, image: &str, name: &str, tag: &str) -> Result<String, ModuleError> {
         let resource = ApiResource {
             group: "wkube.dev".into(),
             version: "v1".into(),
@@ -67,7 +106,7 @@ impl ModuleStore {
         };
         let modules: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
         let module = modules
-            .get_opt(&name)
+            .get_opt(name)
             .await
             .map_err(|e| ModuleError::Api {
                 what: image.to_string(),

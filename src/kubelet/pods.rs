@@ -33,6 +33,9 @@ pub struct PodHandle {
     pub name: String,
     /// `DATA/kubelet/pods/<uid>`.
     pub dir: PathBuf,
+    /// Where its token, Secret and ConfigMap volumes are written (in
+    /// memory; see `kubelet::volatile`).
+    pub secrets_dir: PathBuf,
     record: Mutex<PodRecord>,
     /// Woken on every record change; the status writer waits on it.
     pub changed: Notify,
@@ -65,12 +68,13 @@ pub enum ProxyError {
 }
 
 impl PodHandle {
-    pub fn new(pod: &Pod, dir: PathBuf, record: PodRecord) -> PodHandle {
+    pub fn new(pod: &Pod, dir: PathBuf, secrets_dir: PathBuf, record: PodRecord) -> PodHandle {
         PodHandle {
             uid: pod.metadata.uid.clone().unwrap_or_default(),
             namespace: pod.metadata.namespace.clone().unwrap_or_default(),
             name: pod.metadata.name.clone().unwrap_or_default(),
             dir,
+            secrets_dir,
             record: Mutex::new(record),
             changed: Notify::new(),
             services: RwLock::new(HashMap::new()),
@@ -250,10 +254,14 @@ impl Drop for InflightGuard<'_> {
     }
 }
 
-/// The pods this kubelet runs, by `namespace/name`.
+/// The pods this kubelet runs, by `namespace/name` and by address.
 #[derive(Default)]
 pub struct PodTable {
     pods: RwLock<HashMap<String, Arc<PodHandle>>>,
+    /// The same pods by IP: every request to a pod's address or to a
+    /// Service endpoint looks its pod up here, so it must not walk the
+    /// node's pods (at 10,000 pods that walk took longer than the request).
+    ips: RwLock<HashMap<String, Arc<PodHandle>>>,
 }
 
 impl PodTable {
@@ -271,11 +279,7 @@ impl PodTable {
 
     /// The pod with address `ip`, if it runs here.
     pub fn by_ip(&self, ip: &str) -> Option<Arc<PodHandle>> {
-        self.pods
-            .read()
-            .values()
-            .find(|h| h.read(|r| r.pod_ip.as_deref() == Some(ip)))
-            .cloned()
+        self.ips.read().get(ip).cloned()
     }
 
     /// Every pod of this node.
@@ -284,14 +288,33 @@ impl PodTable {
     }
 
     pub fn insert(&self, handle: Arc<PodHandle>) {
+        if let Some(ip) = handle.read(|r| r.pod_ip.clone()) {
+            self.ips.write().insert(ip, handle.clone());
+        }
         self.pods.write().insert(handle.key(), handle);
     }
 
-    /// Removes the entry if it still is the pod with `uid`.
-    pub fn remove(&self, key: &str, uid: &str) {
-        let mut pods = self.pods.write();
-        if pods.get(key).is_some_and(|h| h.uid == uid) {
-            pods.remove(key);
+    /// Gives `handle` its address (in its record and in the table).
+    pub fn set_ip(&self, handle: &Arc<PodHandle>, ip: &str) {
+        handle.update_quiet(|r| r.pod_ip = Some(ip.to_string()));
+        self.ips.write().insert(ip.to_string(), handle.clone());
+    }
+
+    /// Removes `handle`: its entry by name if that still is this pod, and
+    /// its address.
+    pub fn remove(&self, handle: &PodHandle) {
+        let key = handle.key();
+        {
+            let mut pods = self.pods.write();
+            if pods.get(&key).is_some_and(|h| h.uid == handle.uid) {
+                pods.remove(&key);
+            }
+        }
+        if let Some(ip) = handle.read(|r| r.pod_ip.clone()) {
+            let mut ips = self.ips.write();
+            if ips.get(&ip).is_some_and(|h| h.uid == handle.uid) {
+                ips.remove(&ip);
+            }
         }
     }
 

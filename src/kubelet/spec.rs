@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, ServiceAccount};
@@ -358,10 +358,11 @@ fn expand(value: &str, env: &[(String, String)]) -> String {
     out
 }
 
-/// Writes the pod's volumes under `pod_dir/volumes/<name>` (configMap and
-/// secret content replaced, emptyDir kept across restarts of the pod) and
-/// the service-account mount when automounted. Returns each volume's host
-/// directory and whether it is read-only.
+/// Writes the pod's volumes: configMap, secret and service-account content
+/// (replaced at each preparation) under `secrets_dir/volumes/<name>`, in
+/// memory (see `kubelet::volatile`); emptyDir under
+/// `pod_dir/volumes/<name>`, kept across restarts of the pod. Returns each
+/// volume's host directory and whether it is read-only.
 ///
 /// # Errors
 /// A missing non-optional ConfigMap/Secret, an unsupported volume type,
@@ -371,13 +372,14 @@ pub async fn prepare_volumes(
     refs: &mut Referenced,
     pod: &Pod,
     pod_dir: &Path,
+    secrets_dir: &Path,
     ca_pem: Option<&str>,
 ) -> Result<HashMap<String, (PathBuf, bool)>, SpecError> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let mut out = HashMap::new();
     let spec = pod.spec.as_ref();
     for v in spec.and_then(|s| s.volumes.as_ref()).into_iter().flatten() {
-        let dir = pod_dir.join("volumes").join(&v.name);
+        let dir = secrets_dir.join("volumes").join(&v.name);
         let (files, read_only) = if let Some(src) = &v.config_map {
             let data = match refs.config_map(client, &ns, &src.name).await? {
                 Some(cm) => config_map_data(cm),
@@ -404,12 +406,13 @@ pub async fn prepare_volumes(
             };
             (select_items(data, src.items.as_deref()), true)
         } else if v.empty_dir.is_some() {
+            let dir = pod_dir.join("volumes").join(&v.name);
             let d = dir.clone();
             off_workers(move || create_dir(&d)).await?;
             out.insert(v.name.clone(), (dir, false));
             continue;
         } else if v.projected.is_some() && v.name.starts_with("kube-api-access-") {
-            let sa_dir = service_account_dir(client, pod, pod_dir, ca_pem).await?;
+            let sa_dir = service_account_dir(client, pod, secrets_dir, ca_pem).await?;
             out.insert(v.name.clone(), (sa_dir, true));
             continue;
         } else {
@@ -483,10 +486,49 @@ fn write_files(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<(), SpecError>
     Ok(())
 }
 
+/// How long a ServiceAccount's `automountServiceAccountToken` is taken as
+/// read. Pods created together (a Deployment scaled out, a scale from
+/// zero) mostly share one ServiceAccount, and asking for it once per pod
+/// was one of a pod start's eight API requests. Kubernetes decides the
+/// mount when it admits the pod, from a watch cache that lags by about as
+/// much.
+const AUTOMOUNT_TTL: Duration = Duration::from_secs(1);
+
+/// Most ServiceAccounts remembered; past it the expired ones are dropped
+/// (and, if all are fresh, everything), so the cache cannot grow with the
+/// names pods may give.
+const AUTOMOUNT_ENTRIES: usize = 1024;
+
+/// The ServiceAccounts' automount settings recently read by this kubelet,
+/// by `namespace/name`.
+#[derive(Default)]
+pub struct AutomountCache {
+    seen: parking_lot::Mutex<HashMap<String, (Instant, bool)>>,
+}
+
+impl AutomountCache {
+    fn get(&self, key: &str) -> Option<bool> {
+        let seen = self.seen.lock();
+        let (at, v) = seen.get(key)?;
+        (at.elapsed() < AUTOMOUNT_TTL).then_some(*v)
+    }
+
+    fn put(&self, key: String, v: bool) {
+        let mut seen = self.seen.lock();
+        if seen.len() >= AUTOMOUNT_ENTRIES {
+            seen.retain(|_, (at, _)| at.elapsed() < AUTOMOUNT_TTL);
+            if seen.len() >= AUTOMOUNT_ENTRIES {
+                seen.clear();
+            }
+        }
+        seen.insert(key, (Instant::now(), v));
+    }
+}
+
 /// Whether the pod gets the service-account mount: the pod's
 /// `automountServiceAccountToken` wins over the ServiceAccount's; default
 /// yes, as in Kubernetes.
-pub async fn automount(client: &kube::Client, pod: &Pod) -> bool {
+pub async fn automount(client: &kube::Client, cache: &AutomountCache, pod: &Pod) -> bool {
     let spec = pod.spec.as_ref();
     if let Some(v) = spec.and_then(|s| s.automount_service_account_token) {
         return v;
@@ -502,39 +544,104 @@ pub async fn automount(client: &kube::Client, pod: &Pod) -> bool {
     let sa_name = spec
         .and_then(|s| s.service_account_name.clone())
         .unwrap_or_else(|| "default".into());
+    let key = format!("{ns}/{sa_name}");
+    if let Some(v) = cache.get(&key) {
+        return v;
+    }
     let api: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
     match api.get_opt(&sa_name).await {
-        Ok(Some(sa)) => sa.automount_service_account_token != Some(false),
-        _ => true,
+        Ok(sa) => {
+            let v = sa.is_none_or(|sa| sa.automount_service_account_token != Some(false));
+            cache.put(key, v);
+            v
+        }
+        // Not remembered: the next pod asks again.
+        Err(_) => true,
     }
 }
 
-/// Writes `token`, `ca.crt` and `namespace` to `pod_dir/serviceaccount`
+/// Writes `token`, `ca.crt` and `namespace` to `secrets_dir/serviceaccount`
 /// and returns the directory. The token comes from the TokenRequest API,
 /// bound to the pod, so it stops working when the pod is deleted.
+///
+/// `ca.crt` and `namespace` are the same for many pods: each is written
+/// once under `_shared` beside the pods' directories and hard-linked into
+/// the pod's (read-only to the guest), so a pod costs one page of memory
+/// for its token rather than three.
 ///
 /// # Errors
 /// The TokenRequest failed, or the files could not be written.
 pub async fn service_account_dir(
     client: &kube::Client,
     pod: &Pod,
-    pod_dir: &Path,
+    secrets_dir: &Path,
     ca_pem: Option<&str>,
 ) -> Result<PathBuf, SpecError> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let token = request_token(client, pod).await?;
-    let dir = pod_dir.join("serviceaccount");
-    let files = vec![
-        ("token".to_string(), token.into_bytes()),
+    let dir = secrets_dir.join("serviceaccount");
+    let shared = secrets_dir.parent().unwrap_or(secrets_dir).join(SHARED_DIR);
+    let files = vec![("token".to_string(), token.into_bytes())];
+    let linked = vec![
         (
-            "ca.crt".to_string(),
+            "ca.crt",
+            Some(shared.join("ca.crt")),
             ca_pem.unwrap_or_default().as_bytes().to_vec(),
         ),
-        ("namespace".to_string(), ns.into_bytes()),
+        (
+            "namespace",
+            // A namespace is a DNS label; anything else is written as is
+            // rather than become part of a path.
+            ns.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+                .then(|| shared.join(format!("namespace-{ns}"))),
+            ns.into_bytes(),
+        ),
     ];
     let d = dir.clone();
-    off_workers(move || write_files(&d, &files)).await?;
+    off_workers(move || {
+        write_files(&d, &files)?;
+        for (name, from, bytes) in linked {
+            let target = d.join(name);
+            match from {
+                Some(from) => link_shared(&from, &target, &bytes)?,
+                None => std::fs::write(&target, &bytes).map_err(|source| SpecError::Io {
+                    path: target.clone(),
+                    source,
+                })?,
+            }
+        }
+        Ok(())
+    })
+    .await?;
     Ok(dir)
+}
+
+/// Where the files many pods share are kept, beside the pods' directories
+/// (not a pod UID, which has no underscore).
+const SHARED_DIR: &str = "_shared";
+
+/// Hard-links `shared` (written first if missing) to `target`; writes
+/// `target` itself if linking fails.
+fn link_shared(shared: &Path, target: &Path, bytes: &[u8]) -> Result<(), SpecError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SpecError::Io { path, source }
+    };
+    if !shared.exists()
+        && let Some(parent) = shared.parent()
+    {
+        create_dir(parent)?;
+        // Written aside and renamed: a pod linking at the same moment
+        // never links half a file.
+        let tmp = shared.with_extension(format!("tmp-{:x}", rand::random::<u64>()));
+        std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, shared).map_err(io(shared))?;
+    }
+    if std::fs::hard_link(shared, target).is_ok() {
+        return Ok(());
+    }
+    std::fs::write(target, bytes).map_err(io(target))
 }
 
 /// Refreshes the mounted token in place (written to a temporary file and
@@ -545,10 +652,10 @@ pub async fn service_account_dir(
 pub async fn refresh_token(
     client: &kube::Client,
     pod: &Pod,
-    pod_dir: &Path,
+    secrets_dir: &Path,
 ) -> Result<(), SpecError> {
     let token = request_token(client, pod).await?;
-    let path = pod_dir.join("serviceaccount").join("token");
+    let path = secrets_dir.join("serviceaccount").join("token");
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, token).map_err(|source| SpecError::Io {
         path: tmp.clone(),

@@ -103,7 +103,12 @@ impl PodWorker {
         let pod = self.last.clone();
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let record = PodRecord::new(&pod, self.shared.config.node_ip.to_string());
-        let handle = Arc::new(PodHandle::new(&pod, self.shared.pod_dir(&uid), record));
+        let handle = Arc::new(PodHandle::new(
+            &pod,
+            self.shared.pod_dir(&uid),
+            self.shared.pod_secrets_dir(&uid),
+            record,
+        ));
         self.shared.pods.insert(handle.clone());
         let status = Arc::new(StatusWriter::new(self.shared.client.clone(), &pod));
         let writer = tokio::spawn(status.clone().run(handle.clone(), self.pod.clone()));
@@ -216,7 +221,7 @@ impl PodWorker {
                         // Reported with the next visible change (Running, or
                         // a waiting reason): a status write of its own would
                         // put a durable commit ahead of the Running one.
-                        handle.update_quiet(|r| r.pod_ip = Some(ip.clone()));
+                        self.shared.pods.set_ip(handle, &ip);
                         Some(ip)
                     }
                     Some(Err(e)) => {
@@ -367,12 +372,13 @@ impl PodWorker {
         let client = &self.shared.client;
         let ca = self.shared.ca_pem.as_deref();
         let mut refs = Referenced::default();
-        let volumes = spec::prepare_volumes(client, &mut refs, pod, &handle.dir, ca)
-            .await
-            .map_err(|e| Failure::pod(e.reason(), e.to_string()))?;
-        let sa_dir = if spec::automount(client, pod).await {
+        let volumes =
+            spec::prepare_volumes(client, &mut refs, pod, &handle.dir, &handle.secrets_dir, ca)
+                .await
+                .map_err(|e| Failure::pod(e.reason(), e.to_string()))?;
+        let sa_dir = if spec::automount(client, &self.shared.automount, pod).await {
             Some(
-                spec::service_account_dir(client, pod, &handle.dir, ca)
+                spec::service_account_dir(client, pod, &handle.secrets_dir, ca)
                     .await
                     .map_err(|e| Failure::pod("ContainerCreating", e.to_string()))?,
             )
@@ -386,7 +392,7 @@ impl PodWorker {
     fn spawn_token_refresh(&self, handle: &Arc<PodHandle>) {
         let client = self.shared.client.clone();
         let pod = self.current();
-        let dir = handle.dir.clone();
+        let dir = handle.secrets_dir.clone();
         let mut stop = self.stop.subscribe();
         let period = Duration::from_secs(spec::TOKEN_TTL_SECONDS as u64 * 8 / 10);
         tokio::spawn(async move {
@@ -748,7 +754,7 @@ impl PodWorker {
 
     /// Frees what the pod held on this node.
     async fn release(&self, handle: &Arc<PodHandle>) {
-        self.shared.pods.remove(&handle.key(), &handle.uid);
+        self.shared.pods.remove(handle);
         if let Some(ip) = handle
             .read(|r| r.pod_ip.clone())
             .and_then(|ip| ip.parse().ok())
@@ -758,17 +764,18 @@ impl PodWorker {
         }
         // Off the async workers: removing a directory tree is a series of
         // blocking syscalls that the API server's requests would wait behind.
-        let dir = handle.dir.clone();
-        let removed = super::off_workers({
-            let dir = dir.clone();
-            move || std::fs::remove_dir_all(&dir)
-        })
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        if let Err(e) = removed
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove the pod's directory");
+        for dir in [handle.dir.clone(), handle.secrets_dir.clone()] {
+            let removed = super::off_workers({
+                let dir = dir.clone();
+                move || std::fs::remove_dir_all(&dir)
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            if let Err(e) = removed
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove the pod's directory");
+            }
         }
         tracing::info!(pod = %handle.key(), "pod released");
     }

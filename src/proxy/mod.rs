@@ -257,6 +257,14 @@ pub async fn run(
     let (pods, pod_stream) = reflected::<Pod>(&client, &cp, &stop, &mut kept);
     let (namespaces, namespace_stream) = reflected::<Namespace>(&client, &cp, &stop, &mut kept);
     let changed = Arc::new(Notify::new());
+    // Pods and namespaces matter to the table only through policies: while
+    // there are none, their events (every pod start is several) leave the
+    // table alone. A policy's own event wakes the rebuild, which then reads
+    // the pods as they are.
+    let have_policies = {
+        let policies = policies.clone();
+        move || !policies.is_empty()
+    };
     let rebuild = rebuild_loop(
         proxy.clone(),
         Stores {
@@ -285,8 +293,18 @@ pub async fn run(
         feed(gateway_stream, changed.clone(), stop.wait()),
         feed(route_stream, changed.clone(), stop.wait()),
         feed(policy_stream, changed.clone(), stop.wait()),
-        feed(pod_stream, changed.clone(), stop.wait()),
-        feed(namespace_stream, changed.clone(), stop.wait()),
+        feed_if(
+            pod_stream,
+            changed.clone(),
+            have_policies.clone(),
+            stop.wait()
+        ),
+        feed_if(
+            namespace_stream,
+            changed.clone(),
+            have_policies,
+            stop.wait()
+        ),
         ingresstls::run(proxy.clone(), client, stop.wait()),
         rebuild
     );
@@ -369,15 +387,27 @@ where
 
 /// Drives one watch, waking the rebuild after every event.
 async fn feed(
+    stream: futures::stream::BoxStream<'static, ()>,
+    changed: Arc<Notify>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    feed_if(stream, changed, || true, stop).await;
+}
+
+/// Drives one watch, waking the rebuild after an event only while
+/// `matters()` holds (the cache is kept current either way).
+async fn feed_if(
     mut stream: futures::stream::BoxStream<'static, ()>,
     changed: Arc<Notify>,
+    matters: impl Fn() -> bool,
     stop: impl std::future::Future<Output = ()>,
 ) {
     let mut stop = std::pin::pin!(stop);
     loop {
         tokio::select! {
             next = stream.next() => match next {
-                Some(()) => changed.notify_one(),
+                Some(()) if matters() => changed.notify_one(),
+                Some(()) => {}
                 None => break,
             },
             _ = &mut stop => break,
@@ -423,6 +453,11 @@ struct Stores {
     namespaces: Store<Namespace>,
 }
 
+/// How often the listeners of this node's pod addresses are brought up to
+/// date: a pod is reachable at its IP from the host within this of
+/// starting to serve.
+const POD_LOOK: Duration = Duration::from_millis(250);
+
 /// Rebuilds the table after changes, at most every few milliseconds, so a
 /// burst of events (a first list of thousands) costs one rebuild.
 async fn rebuild_loop(
@@ -463,6 +498,12 @@ async fn rebuild_loop(
         _ = &mut shutdown => return,
     }
     let mut listeners = listen::Listeners::new(proxy.clone());
+    // The addresses of this node's serving pods, looked at every
+    // POD_LOOK (pods come and go without a watch event of ours) rather
+    // than after every rebuild: walking thousands of pods after each of a
+    // burst of rebuilds cost more than the rebuilds.
+    let mut pod_addrs: HashSet<std::net::SocketAddr> = HashSet::new();
+    let mut pods_looked_at: Option<std::time::Instant> = None;
     loop {
         let started = std::time::Instant::now();
         let table = Table::build(&services.state(), &slices.state(), &nodes.state())
@@ -512,14 +553,17 @@ async fn rebuild_loop(
                 for (port, _) in table.gateway().ports() {
                     wanted.insert(std::net::SocketAddr::from((proxy.config.node_ip, port)));
                 }
-                local_pod_addrs(proxy.pods.as_ref(), &mut wanted);
+                if pods_looked_at.is_none_or(|t| t.elapsed() >= POD_LOOK) {
+                    pod_addrs.clear();
+                    local_pod_addrs(proxy.pods.as_ref(), &mut pod_addrs);
+                    pods_looked_at = Some(std::time::Instant::now());
+                }
+                wanted.extend(pod_addrs.iter().copied());
                 listeners.reconcile(&wanted);
             }
-            // Pods come and go without a watch event of ours: their
-            // listeners are looked at every second.
             tokio::select! {
                 _ = changed.notified() => break,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = tokio::time::sleep(POD_LOOK), if proxy.config.listen => {}
                 _ = &mut shutdown => {
                     listeners.close_all();
                     return;
