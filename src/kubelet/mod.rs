@@ -52,6 +52,7 @@ pub mod modules;
 pub mod node;
 pub mod pods;
 pub mod precompiled;
+pub mod recent;
 pub mod server;
 pub mod spec;
 pub mod status;
@@ -230,7 +231,7 @@ pub struct Shared {
     /// Recent samples of the usage counters, for rates.
     pub usage: usage::Sampler,
     /// ServiceAccounts' automount settings read in the last second.
-    pub automount: spec::AutomountCache,
+    pub automount: recent::Recent<bool>,
     /// Where pods' tokens, Secrets and ConfigMaps are written (in memory).
     pub volatile: volatile::VolatileRoot,
 }
@@ -318,7 +319,7 @@ pub async fn run(
         pods: parts.pods,
         proxy: parts.proxy,
         usage: usage::Sampler::default(),
-        automount: spec::AutomountCache::default(),
+        automount: spec::automount_cache(),
         volatile: volatile::VolatileRoot::open(&config.data_dir),
         config,
     });

@@ -3,16 +3,15 @@
 //! API server, verified against its sha256 and kept on disk, so a restart
 //! or a second pod of the same module fetches nothing.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use kube::api::{Api, DynamicObject};
 use kube::discovery::ApiResource;
-use parking_lot::Mutex;
 
+use super::recent::Recent;
 use crate::resources::module::{ImageRef, is_digest, parse_image};
 use crate::runtime::cache::digest_of;
 
@@ -53,8 +52,8 @@ const RESOLVED_ENTRIES: usize = 1024;
 pub struct ModuleStore {
     dir: PathBuf,
     client: kube::Client,
-    /// Recent tag resolutions: `name:tag` → (when, digest).
-    resolved: Mutex<HashMap<String, (Instant, String)>>,
+    /// Recent tag resolutions: `name:tag` → digest.
+    resolved: Recent<String>,
 }
 
 impl ModuleStore {
@@ -62,7 +61,7 @@ impl ModuleStore {
         ModuleStore {
             dir,
             client,
-            resolved: Mutex::new(HashMap::new()),
+            resolved: Recent::new(RESOLVED_TTL, RESOLVED_ENTRIES),
         }
     }
 
@@ -78,20 +77,11 @@ impl ModuleStore {
             ImageRef::Tagged { name, tag } => (name, tag),
         };
         let key = format!("{name}:{tag}");
-        if let Some((at, digest)) = self.resolved.lock().get(&key)
-            && at.elapsed() < RESOLVED_TTL
-        {
-            return Ok(digest.clone());
+        if let Some(digest) = self.resolved.get(&key) {
+            return Ok(digest);
         }
         let digest = self.resolve_tag(image, &name, &tag).await?;
-        let mut resolved = self.resolved.lock();
-        if resolved.len() >= RESOLVED_ENTRIES {
-            resolved.retain(|_, (at, _)| at.elapsed() < RESOLVED_TTL);
-            if resolved.len() >= RESOLVED_ENTRIES {
-                resolved.clear();
-            }
-        }
-        resolved.insert(key, (Instant::now(), digest.clone()));
+        self.resolved.put(key, digest.clone());
         Ok(digest)
     }
 

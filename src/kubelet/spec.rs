@@ -6,12 +6,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, ServiceAccount};
 use kube::api::{Api, PostParams};
 
+use super::recent::Recent;
 use crate::resources::quantity;
 use crate::runtime::{CpuQuota, OutboundPolicy, PodContext, PodLimits, Preopen};
 
@@ -494,41 +495,19 @@ fn write_files(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<(), SpecError>
 /// much.
 const AUTOMOUNT_TTL: Duration = Duration::from_secs(1);
 
-/// Most ServiceAccounts remembered; past it the expired ones are dropped
-/// (and, if all are fresh, everything), so the cache cannot grow with the
-/// names pods may give.
+/// Most ServiceAccounts remembered (see [`Recent`]).
 const AUTOMOUNT_ENTRIES: usize = 1024;
 
 /// The ServiceAccounts' automount settings recently read by this kubelet,
 /// by `namespace/name`.
-#[derive(Default)]
-pub struct AutomountCache {
-    seen: parking_lot::Mutex<HashMap<String, (Instant, bool)>>,
-}
-
-impl AutomountCache {
-    fn get(&self, key: &str) -> Option<bool> {
-        let seen = self.seen.lock();
-        let (at, v) = seen.get(key)?;
-        (at.elapsed() < AUTOMOUNT_TTL).then_some(*v)
-    }
-
-    fn put(&self, key: String, v: bool) {
-        let mut seen = self.seen.lock();
-        if seen.len() >= AUTOMOUNT_ENTRIES {
-            seen.retain(|_, (at, _)| at.elapsed() < AUTOMOUNT_TTL);
-            if seen.len() >= AUTOMOUNT_ENTRIES {
-                seen.clear();
-            }
-        }
-        seen.insert(key, (Instant::now(), v));
-    }
+pub fn automount_cache() -> Recent<bool> {
+    Recent::new(AUTOMOUNT_TTL, AUTOMOUNT_ENTRIES)
 }
 
 /// Whether the pod gets the service-account mount: the pod's
 /// `automountServiceAccountToken` wins over the ServiceAccount's; default
 /// yes, as in Kubernetes.
-pub async fn automount(client: &kube::Client, cache: &AutomountCache, pod: &Pod) -> bool {
+pub async fn automount(client: &kube::Client, cache: &Recent<bool>, pod: &Pod) -> bool {
     let spec = pod.spec.as_ref();
     if let Some(v) = spec.and_then(|s| s.automount_service_account_token) {
         return v;

@@ -108,8 +108,7 @@ pub async fn drive<F: Future>(
             if !progressed {
                 // Neither the guest nor its body moved: the guest waits on
                 // something else, so what it has produced goes out now.
-                if let State::Gathering { .. } = state
-                    && let Some(resp) = send(&mut state, Tail::Streaming)
+                if let Some(resp) = send(&mut state, Tail::Streaming)
                     && let Some(tx) = to_caller.take()
                 {
                     let _ = tx.send(resp);
