@@ -124,8 +124,6 @@ pub enum LogError {
     /// A writer of this attempt is active: two would garble its rotation.
     #[error("log of container {container:?} attempt {attempt} is already open")]
     AlreadyOpen { container: String, attempt: u32 },
-    #[error("creating log directory {}: {source}", path.display())]
-    CreateDir { path: PathBuf, source: io::Error },
     #[error("opening log file {}: {source}", path.display())]
     Open { path: PathBuf, source: io::Error },
     #[error("listing log directory {}: {source}", path.display())]
@@ -182,17 +180,19 @@ impl LogStore {
     /// Logs of attempts before `attempt - 1` are deleted: as in Kubernetes,
     /// only the current and the previous attempt are kept.
     ///
+    /// Nothing is created here: the directories and the file appear with
+    /// the attempt's first record. Most pods of a dense node print nothing,
+    /// and four new inodes per pod (the pod's directory, `logs/`, the
+    /// container's and the file) were a tenth of the CPU of a burst of pod
+    /// starts. A reader of a live attempt without a file reads nothing yet
+    /// (and, following, waits for the file).
+    ///
     /// # Errors
     /// [`LogError::AlreadyOpen`] while another writer of the attempt is
-    /// active; [`LogError::InvalidName`]; I/O errors creating the directory
-    /// or the file.
+    /// active; [`LogError::InvalidName`]; I/O errors looking at the file.
     pub fn open(&self, dir: &Path, container: &str, attempt: u32) -> Result<LogWriter, LogError> {
         check_name(container)?;
         let container_dir = dir.join(container);
-        fs::create_dir_all(&container_dir).map_err(|source| LogError::CreateDir {
-            path: container_dir.clone(),
-            source,
-        })?;
         self.prune(&container_dir, attempt);
         let path = live_path(dir, container, attempt);
         let mut active = self.inner.active.lock();
@@ -202,15 +202,21 @@ impl LogStore {
                 attempt,
             });
         }
-        // The file exists from the start (a quiet container has an empty
-        // log), but is held open only once something is written: a dense
-        // node of quiet pods would otherwise spend a descriptor on each.
-        let file = open_append(&path).map_err(|source| LogError::Open {
-            path: path.clone(),
-            source,
-        })?;
-        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-        drop(file);
+        // An earlier writer of this attempt (a kubelet before a restart)
+        // left a file: appended to, and readers already see it, so opening
+        // it is not a new file for followers. The file is held open only
+        // once something is written: a dense node of quiet pods would
+        // otherwise spend a descriptor on each.
+        let (size, exists) = match fs::metadata(&path) {
+            Ok(meta) => (meta.len(), true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (0, false),
+            Err(source) => {
+                return Err(LogError::Open {
+                    path: path.clone(),
+                    source,
+                });
+            }
+        };
         let limits = &self.inner.limits;
         let shared = Arc::new(Shared {
             path: path.clone(),
@@ -220,7 +226,7 @@ impl LogStore {
                 out: Output {
                     path: path.clone(),
                     file: None,
-                    unopened: true,
+                    unopened: exists,
                     size,
                     generation: 0,
                     batch: Vec::new(),
@@ -346,10 +352,13 @@ impl LogStore {
             }
             None => (open_attempt_files(&container_dir, attempt)?, None),
         };
-        if files.is_empty() {
+        let writer_active = follow.is_some();
+        // A live attempt that has printed nothing has no file yet: it reads
+        // as empty (a follower waits for its first record); any other
+        // attempt without files is not known here.
+        if files.is_empty() && !writer_active {
             return Err(not_found(Some(attempt)));
         }
-        let writer_active = follow.is_some();
         let max_line = self.inner.limits.max_line_bytes.max(16 << 10);
         let cursor = Cursor {
             queue: files.into(),
@@ -620,8 +629,10 @@ struct Output {
     /// rotation could not create the new live file (retried at the next
     /// write).
     file: Option<File>,
-    /// The live file was created but not yet opened for writing: opening
-    /// it is not a new file (no new generation).
+    /// The live file existed when the attempt's writer started but is not
+    /// yet opened for writing: opening it is not a new file (no new
+    /// generation). Creating a file that did not exist is one, which is
+    /// how a follower that found no file learns of the first.
     unopened: bool,
     size: u64,
     /// [`Progress::generation`]: bumped each time a new live file is created,
@@ -660,7 +671,7 @@ impl Output {
             return;
         }
         if self.file.is_none() {
-            match open_append(&self.path) {
+            match create_append(&self.path) {
                 Ok(file) => {
                     self.size = file.metadata().map(|m| m.len()).unwrap_or(0);
                     self.file = Some(file);
@@ -753,6 +764,20 @@ fn remove_quietly(path: &Path) {
         && e.kind() != io::ErrorKind::NotFound
     {
         tracing::warn!(path = %path.display(), error = %e, "cannot delete rotated container log");
+    }
+}
+
+/// Opens the live file for appending, creating it and, for the attempt's
+/// first record, the directories above it.
+fn create_append(path: &Path) -> io::Result<File> {
+    match open_append(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            open_append(path)
+        }
+        opened => opened,
     }
 }
 
@@ -1736,6 +1761,45 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(read_text(&store, tmp.path(), exact).await, "aaaa\nbbbb\n");
+    }
+
+    #[tokio::test]
+    async fn a_quiet_attempt_creates_nothing_and_its_live_log_reads_empty() {
+        let tmp = TempDir::new().unwrap();
+        let dir = tmp.path().join("pod").join("logs");
+        let store = LogStore::default();
+        let w = store.open(&dir, "c", 0).unwrap();
+        assert!(!tmp.path().join("pod").exists(), "nothing created at open");
+        let plain = store.read_at(&dir, "c", 0, LogOptions::default()).unwrap();
+        assert_eq!(collect(plain).await, "");
+        // A follower that found no file gets the first record once the
+        // writer creates the file, directories included.
+        let follow = LogOptions {
+            follow: true,
+            ..Default::default()
+        };
+        let mut stream = Box::pin(store.read_at(&dir, "c", 0, follow).unwrap());
+        let waiting = tokio::spawn(async move {
+            let text = next_text(&mut stream, 6).await;
+            (text, stream)
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        w.write(OUT, b"first\n");
+        let (text, mut stream) = waiting.await.unwrap();
+        assert_eq!(text, "first\n");
+        assert!(line_path(&dir, 0, 0).exists());
+        w.finish();
+        assert_eq!(collect(&mut stream).await, "");
+        // A finished attempt that never printed has no file: not found
+        // here, and the kubelet, knowing it ran, answers an empty log.
+        drop(store.open(&dir, "c", 1).unwrap());
+        assert!(matches!(
+            store.read_at(&dir, "c", 1, LogOptions::default()),
+            Err(LogError::NotFound {
+                attempt: Some(1),
+                ..
+            })
+        ));
     }
 
     #[tokio::test]

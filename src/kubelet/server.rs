@@ -252,7 +252,7 @@ async fn container_logs(
             format!("pod {namespace}/{pod} is not running on this node"),
         );
     };
-    let attempt = handle.read(|r| {
+    let found = handle.read(|r| {
         r.init
             .iter()
             .chain(r.main.iter())
@@ -261,14 +261,22 @@ async fn container_logs(
                 // A container waiting to restart shows its last run's log,
                 // as Kubernetes does during a crash loop.
                 let waiting = matches!(c.state, super::status::State::Waiting { .. });
-                if waiting && c.restart_count > 0 {
+                let attempt = if waiting && c.restart_count > 0 {
                     c.restart_count - 1
                 } else {
                     c.restart_count
-                }
+                };
+                // Attempts below the restart count have run, and so has
+                // the current one unless it is still waiting to start.
+                let runs = if waiting {
+                    c.restart_count
+                } else {
+                    c.restart_count.saturating_add(1)
+                };
+                (attempt, runs)
             })
     });
-    let Some(attempt) = attempt else {
+    let Some((attempt, runs)) = found else {
         return plain(
             StatusCode::NOT_FOUND,
             format!("container {container} is not valid for pod {pod}"),
@@ -303,6 +311,20 @@ async fn container_logs(
             let mut r = Response::new(Body::from_stream(
                 stream.map(|r| r.map_err(axum::Error::new)),
             ));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            r
+        }
+        // A log file is created with the attempt's first record: an
+        // attempt that ran and printed nothing has none, and its log is
+        // empty.
+        Err(LogError::NotFound {
+            attempt: Some(read),
+            ..
+        }) if i64::from(read) < i64::from(runs) => {
+            let mut r = Response::new(Body::empty());
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; charset=utf-8"),

@@ -601,7 +601,15 @@ fn kubectl_logs_follow_streams_each_request_line_as_it_is_served() {
         .container("echo", "echo:v1")
         .create(&k);
     wait_pod(&k, "echo-logs", "Running", running_and_ready);
+    // Nothing printed yet (so no log file yet): an empty log, and a
+    // follower that waits for the first line.
+    assert_eq!(k.ok(&["logs", "echo-logs"]), "");
+    let mut first = k.spawn_lines(&["logs", "-f", "echo-logs"]);
     proxy(&k, "echo-logs", "status/201");
+    assert_eq!(
+        first.next_line(Duration::from_secs(20)),
+        "GET /status/201 -> 201"
+    );
     let mut follow = k.spawn_lines(&["logs", "-f", "echo-logs", "--tail=1"]);
     assert_eq!(
         follow.next_line(Duration::from_secs(20)),
