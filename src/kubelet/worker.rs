@@ -764,7 +764,10 @@ impl PodWorker {
         }
         // Off the async workers: removing a directory tree is a series of
         // blocking syscalls that the API server's requests would wait behind.
-        for dir in [handle.dir.clone(), handle.secrets_dir.clone()] {
+        // Without a directory in memory the two are the same one.
+        let mut dirs = vec![handle.dir.clone(), handle.secrets_dir.clone()];
+        dirs.dedup();
+        for dir in dirs {
             let removed = super::off_workers({
                 let dir = dir.clone();
                 move || std::fs::remove_dir_all(&dir)
