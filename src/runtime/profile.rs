@@ -31,7 +31,7 @@ pub const WASMTIME_VERSION: &str = "48.0.8";
 const CODEGEN_REVISION: u32 = 1;
 
 /// Targets the API server compiles for: the architectures wkube agents run
-/// on (the `all-arch` backends of the `compiler` feature cover both).
+/// on (the `compiler` feature builds exactly these two cranelift backends).
 pub const SUPPORTED_TARGETS: &[&str] = &["x86_64-unknown-linux-gnu", "aarch64-unknown-linux-gnu"];
 
 /// How guest memories are laid out, which decides how compiled code checks
