@@ -49,6 +49,9 @@ pub struct PodHandle {
     drained: Notify,
     /// Each container's CPU and memory accounting, by container name.
     usage: RwLock<HashMap<String, Usage>>,
+    /// The serving epoch of the table the pod is in (set by
+    /// [`PodTable::insert`]), bumped when its HTTP containers change.
+    epoch: std::sync::OnceLock<Arc<AtomicU64>>,
 }
 
 /// Where a container's use of the node is counted.
@@ -78,6 +81,7 @@ impl PodHandle {
             record: Mutex::new(record),
             changed: Notify::new(),
             services: RwLock::new(HashMap::new()),
+            epoch: std::sync::OnceLock::new(),
             accepting: AtomicBool::new(true),
             inflight: AtomicUsize::new(0),
             served: AtomicU64::new(0),
@@ -124,11 +128,19 @@ impl PodHandle {
     /// Makes an HTTP container reachable.
     pub fn add_service(&self, container: &str, entry: ServiceEntry) {
         self.services.write().insert(container.to_string(), entry);
+        self.serving_changed();
     }
 
     /// Takes an HTTP container out of routing (it is restarting or stopped).
     pub fn remove_service(&self, container: &str) {
         self.services.write().remove(container);
+        self.serving_changed();
+    }
+
+    fn serving_changed(&self) {
+        if let Some(epoch) = self.epoch.get() {
+            epoch.fetch_add(1, Ordering::Release);
+        }
     }
 
     /// The HTTP container for `port` (`None`: the pod's first one).
@@ -262,6 +274,10 @@ pub struct PodTable {
     /// Service endpoint looks its pod up here, so it must not walk the
     /// node's pods (at 10,000 pods that walk took longer than the request).
     ips: RwLock<HashMap<String, Arc<PodHandle>>>,
+    /// Bumped whenever a pod comes or goes, gets its address, or starts or
+    /// stops serving: the proxy walks the pods for their addresses only
+    /// when it moved, so an idle node with many pods does not walk them.
+    epoch: Arc<AtomicU64>,
 }
 
 impl PodTable {
@@ -288,16 +304,26 @@ impl PodTable {
     }
 
     pub fn insert(&self, handle: Arc<PodHandle>) {
+        // A handle belongs to one table for its life.
+        let _ = handle.epoch.set(Arc::clone(&self.epoch));
         if let Some(ip) = handle.read(|r| r.pod_ip.clone()) {
             self.ips.write().insert(ip, handle.clone());
         }
         self.pods.write().insert(handle.key(), handle);
+        self.epoch.fetch_add(1, Ordering::Release);
     }
 
     /// Gives `handle` its address (in its record and in the table).
     pub fn set_ip(&self, handle: &Arc<PodHandle>, ip: &str) {
         handle.update_quiet(|r| r.pod_ip = Some(ip.to_string()));
         self.ips.write().insert(ip.to_string(), handle.clone());
+        self.epoch.fetch_add(1, Ordering::Release);
+    }
+
+    /// A number that changes whenever a pod's address or serving ports
+    /// may have (see the `epoch` field).
+    pub fn serving_epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
     }
 
     /// Removes `handle`: its entry by name if that still is this pod, and
@@ -316,6 +342,7 @@ impl PodTable {
                 ips.remove(&ip);
             }
         }
+        self.epoch.fetch_add(1, Ordering::Release);
     }
 
     pub fn len(&self) -> usize {
@@ -343,6 +370,10 @@ impl crate::proxy::LocalPods for PodTable {
             .into_iter()
             .map(|h| h as Arc<dyn crate::proxy::LocalPod>)
             .collect()
+    }
+
+    fn serving_epoch(&self) -> u64 {
+        PodTable::serving_epoch(self)
     }
 }
 
@@ -378,5 +409,51 @@ impl crate::proxy::LocalPod for PodHandle {
                 .await
                 .map_err(|e| e.to_string())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::Pod;
+
+    use super::*;
+
+    fn handle(name: &str) -> Arc<PodHandle> {
+        let mut pod = Pod::default();
+        pod.metadata.namespace = Some("ns".into());
+        pod.metadata.name = Some(name.into());
+        pod.metadata.uid = Some(format!("uid-{name}"));
+        let record = PodRecord::new(&pod, "127.0.0.1".into());
+        Arc::new(PodHandle::new(
+            &pod,
+            PathBuf::from("/nonexistent"),
+            PathBuf::from("/nonexistent"),
+            record,
+        ))
+    }
+
+    #[test]
+    fn the_serving_epoch_moves_when_a_pod_comes_goes_or_gets_its_address_only() {
+        let table = PodTable::default();
+        let a = handle("a");
+        let mut last = table.serving_epoch();
+        let mut moved = |table: &PodTable| {
+            let now = table.serving_epoch();
+            let moved = now != last;
+            last = now;
+            moved
+        };
+        table.insert(a.clone());
+        assert!(moved(&table), "insert");
+        table.set_ip(&a, "10.42.0.7");
+        assert!(moved(&table), "address");
+        // Looking does not move it.
+        let _ = table.by_ip("10.42.0.7");
+        let _ = table.all();
+        a.update(|r| r.initialized = true);
+        assert!(!moved(&table), "reads and record changes");
+        table.remove(&a);
+        assert!(moved(&table), "remove");
+        assert!(table.by_ip("10.42.0.7").is_none());
     }
 }

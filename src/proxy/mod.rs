@@ -503,7 +503,7 @@ async fn rebuild_loop(
     // than after every rebuild: walking thousands of pods after each of a
     // burst of rebuilds cost more than the rebuilds.
     let mut pod_addrs: HashSet<std::net::SocketAddr> = HashSet::new();
-    let mut pods_looked_at: Option<std::time::Instant> = None;
+    let mut pods_looked_at: Option<(std::time::Instant, u64)> = None;
     loop {
         let started = std::time::Instant::now();
         let table = Table::build(&services.state(), &slices.state(), &nodes.state())
@@ -553,10 +553,13 @@ async fn rebuild_loop(
                 for (port, _) in table.gateway().ports() {
                     wanted.insert(std::net::SocketAddr::from((proxy.config.node_ip, port)));
                 }
-                if pods_looked_at.is_none_or(|t| t.elapsed() >= POD_LOOK) {
+                // Read before the walk: a change during it moves the
+                // epoch past this, and the next look walks again.
+                let epoch = proxy.pods.serving_epoch();
+                if pods_looked_at.is_none_or(|(t, seen)| seen != epoch && t.elapsed() >= POD_LOOK) {
                     pod_addrs.clear();
                     local_pod_addrs(proxy.pods.as_ref(), &mut pod_addrs);
-                    pods_looked_at = Some(std::time::Instant::now());
+                    pods_looked_at = Some((std::time::Instant::now(), epoch));
                 }
                 wanted.extend(pod_addrs.iter().copied());
                 listeners.reconcile(&wanted);

@@ -21,6 +21,10 @@ pub trait LocalPods: Send + Sync {
     fn by_ip(&self, ip: Ipv4Addr) -> Option<Arc<dyn LocalPod>>;
     /// Every pod.
     fn all(&self) -> Vec<Arc<dyn LocalPod>>;
+    /// Changes whenever a pod comes or goes, gets its address, or starts
+    /// or stops serving: the set of pod addresses to listen on is only
+    /// looked for again when it moved.
+    fn serving_epoch(&self) -> u64;
 }
 
 /// One pod on this node.
