@@ -323,14 +323,7 @@ async fn container_logs(
         Err(LogError::NotFound {
             attempt: Some(read),
             ..
-        }) if i64::from(read) < i64::from(runs) => {
-            let mut r = Response::new(Body::empty());
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
-            );
-            r
-        }
+        }) if i64::from(read) < i64::from(runs) => plain(StatusCode::OK, ""),
         Err(LogError::NotFound { .. }) if previous => plain(
             StatusCode::BAD_REQUEST,
             format!("previous terminated container \"{container}\" in pod \"{pod}\" not found"),
