@@ -7,6 +7,7 @@
 //! ```text
 //! DATA/server.lock     held (flock) while a server runs: one server per data dir
 //! DATA/store.redb      the embedded store
+//! DATA/store.redb.wal  its write-ahead log (the writes redb does not hold yet)
 //! DATA/etcd.endpoint   URL of the etcd v3 API of the running server
 //! DATA/api.endpoint    URL of the Kubernetes API of the running server
 //! DATA/admin.kubeconfig  kubeconfig of the cluster admin (group system:masters)

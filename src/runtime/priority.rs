@@ -15,7 +15,10 @@
 //! raises it, up to the process's own priority at one core, so a pod that
 //! asked for CPU keeps it against the node's threads. A pod alone on the
 //! node runs at the process's priority: lowering it would only cost it
-//! throughput against the threads serving its own requests.
+//! throughput against the threads serving its own requests. So does a pod
+//! the gate finds owed the CPU (behind every other busy pod in line): the
+//! kernel sees threads, not pods, and at equal low priority would keep a
+//! quiet pod's request waiting behind a spinning neighbour's threads.
 //!
 //! Going back up from a lower priority needs `CAP_SYS_NICE` (or a raised
 //! `RLIMIT_NICE`). Where the process may not, every guest thread stays at

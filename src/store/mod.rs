@@ -11,8 +11,9 @@
 //! - [`compactor`] forgets old revisions on a schedule.
 //! - [`etcd`] keeps the state in an external etcd v3 cluster.
 //! - [`snapshot`] is the backup file format (`etcdctl snapshot save`).
-//! - [`redb`] is the default backend: the MVCC index kept durable in an
-//!   embedded redb file, with group commit.
+//! - [`redb`] is the default backend: the MVCC index made durable by a
+//!   write-ahead log ([`wal`], with group commit) and kept in an embedded
+//!   redb file.
 //! - [`watch`] fans committed events out to watchers.
 //! - [`follow`] keeps an in-memory copy of one key prefix current.
 //! - [`watchcache`] serves watches over an external etcd from one etcd
@@ -26,6 +27,7 @@ pub mod grpc;
 pub mod mvcc;
 pub mod redb;
 pub mod snapshot;
+pub mod wal;
 pub mod watch;
 pub mod watchcache;
 

@@ -1,14 +1,20 @@
-//! The default backend: the MVCC index of [`super::mvcc`] made durable in an
-//! embedded redb file, with group commit.
+//! The default backend: the MVCC index of [`super::mvcc`] made durable by a
+//! write-ahead log ([`super::wal`]) and kept in an embedded redb file.
 //!
 //! # Write path
 //! Every write goes to one writer thread. It takes whatever requests are
 //! queued (up to `max_batch`), applies them in order to the in-memory index
-//! (assigning revisions), writes all their records in **one** redb
-//! transaction and commits it durably (fsync) — then publishes the new
-//! committed revision, hands the events to watchers, and answers the
-//! callers. So concurrent writers share one fsync, and no write is visible
-//! or acknowledged before it is on disk.
+//! (assigning revisions), appends all their changes to the log as **one**
+//! record and syncs it — then publishes the new committed revision, hands
+//! the events to watchers, and answers the callers. So concurrent writers
+//! share one sync, and no write is visible or acknowledged before it is on
+//! disk.
+//!
+//! A checkpointer thread applies the logged batches to redb, all those of
+//! an interval ([`RedbOptions::checkpoint_every`]) in one durable commit
+//! that also records the last log record it holds (`wal_seq`). Once the
+//! log holds [`RedbOptions::log_start_over_at`] bytes, the writer waits
+//! for redb to hold all of it and starts the log over.
 //!
 //! # Read path
 //! Reads never touch the disk: they run on the in-memory index under a
@@ -17,16 +23,19 @@
 //! # On disk
 //! - `revs`: `(revision, sub)` → one record (put or tombstone), like etcd's
 //!   key space by revision; compaction deletes superseded records.
-//! - `meta`: the current and compacted revisions, the cluster and member ids.
+//! - `meta`: the current and compacted revisions, the last log record
+//!   applied, the cluster and member ids.
 //! - `leases`: lease id → granted TTL.
 //!
-//! On open, the records are replayed in revision order to rebuild the index.
+//! On open, the log's records newer than redb's `wal_seq` are applied to
+//! redb first; then redb's records are replayed in revision order to
+//! rebuild the index.
 //!
 //! # Failure
-//! If a durable commit fails, the in-memory index is ahead of the disk. The
-//! store then refuses every further request with `Storage` rather than
-//! serve state that might not survive a restart; a restart recovers from
-//! the last good commit.
+//! If a log append or a checkpoint fails, the in-memory index may be ahead
+//! of the disk. The store then refuses every further request with
+//! `Storage` rather than serve state that might not survive a restart; a
+//! restart recovers from the log and the last good checkpoint.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -40,6 +49,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use super::mvcc::{Change, ClosedRevision, Mvcc};
+use super::wal::{self, Logged, Wal, decode_record, encode_record};
 use super::watch::{EventSource, WatchHub, WatchLimits};
 use super::{
     Backend, DeleteRangeRequest, DeleteRangeResponse, Event, EventType, Header, KeyValue,
@@ -63,6 +73,13 @@ pub struct RedbOptions {
     /// Most write requests waiting for the writer; callers beyond it wait
     /// for room (backpressure) instead of growing memory.
     pub max_pending: usize,
+    /// How long logged batches wait for their bulk commit to redb: the
+    /// longer, the fewer B-tree pages written per write under load (and the
+    /// more the log replays after a crash).
+    pub checkpoint_every: Duration,
+    /// The log's size at which the writer starts it over (once redb holds
+    /// all of it): bounds the log file and the replay after a crash.
+    pub log_start_over_at: u64,
     pub watch: WatchLimits,
 }
 
@@ -71,6 +88,8 @@ impl Default for RedbOptions {
         RedbOptions {
             max_batch: 4096,
             max_pending: 65_536,
+            checkpoint_every: Duration::from_millis(100),
+            log_start_over_at: 16 << 20,
             watch: WatchLimits::default(),
         }
     }
@@ -145,6 +164,7 @@ pub struct RedbStore {
     queue: Mutex<Option<std_mpsc::Sender<Request>>>,
     permits: Arc<Semaphore>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    checkpointer: Mutex<Option<std::thread::JoinHandle<()>>>,
     path: PathBuf,
     cluster_id: u64,
     member_id: u64,
@@ -168,7 +188,9 @@ impl RedbStore {
             )),
             e => StoreError::Storage(format!("opening {}: {e}", path.display())),
         })?;
-        let (mvcc, cluster_id, member_id) = recover(&db)?;
+        let (mut log, logged) = Wal::open(&wal::path_for(path))?;
+        let (mvcc, cluster_id, member_id, wal_seq) = recover(&db, &logged)?;
+        log.continue_after(wal_seq);
         let committed = mvcc.current_revision();
         let shared = Arc::new(Shared {
             mvcc: RwLock::new(mvcc),
@@ -179,31 +201,52 @@ impl RedbStore {
         let source: Arc<dyn EventSource> = shared.clone();
         let hub = WatchHub::new(opts.watch.clone(), runtime, Arc::downgrade(&source));
         *shared.hub.lock() = Some(hub.clone());
+        let thread =
+            |e: std::io::Error| StoreError::Storage(format!("starting a store thread: {e}"));
+        let (checkpoints, checkpoint_rx) = std_mpsc::channel();
+        let every = opts.checkpoint_every;
+        let checkpoint_shared = shared.clone();
+        let checkpointer = std::thread::Builder::new()
+            .name("store-checkpoint".into())
+            .spawn(move || checkpointer_loop(db, checkpoint_shared, checkpoint_rx, every))
+            .map_err(thread)?;
         let (tx, rx) = std_mpsc::channel();
-        let writer_shared = shared.clone();
+        let writer = Writer {
+            log,
+            file: path.to_path_buf(),
+            shared: shared.clone(),
+            checkpoints,
+            start_over_at: opts.log_start_over_at,
+        };
         let max_batch = opts.max_batch.max(1);
-        let file = path.to_path_buf();
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(db, &file, writer_shared, rx, max_batch))
-            .map_err(|e| StoreError::Storage(format!("starting the writer thread: {e}")))?;
+            .spawn(move || writer.run(rx, max_batch))
+            .map_err(thread)?;
         Ok(Arc::new(RedbStore {
             shared,
             hub,
             queue: Mutex::new(Some(tx)),
             permits: Arc::new(Semaphore::new(opts.max_pending.max(1))),
             writer: Mutex::new(Some(writer)),
+            checkpointer: Mutex::new(Some(checkpointer)),
             path: path.to_path_buf(),
             cluster_id,
             member_id,
         }))
     }
 
-    /// Stop accepting writes, finish the queued ones and wait for the
-    /// writer to exit. Reads keep working on the final state.
+    /// Stop accepting writes, finish the queued ones, wait for the writer
+    /// to exit and for redb to hold everything logged. Reads keep working
+    /// on the final state.
     pub fn close(&self) {
         self.queue.lock().take();
         if let Some(handle) = self.writer.lock().take() {
+            let _ = handle.join();
+        }
+        // The writer's end of the checkpointer's queue is gone with it: the
+        // checkpointer commits what it holds and exits.
+        if let Some(handle) = self.checkpointer.lock().take() {
             let _ = handle.join();
         }
     }
@@ -381,7 +424,10 @@ fn storage(context: &str) -> impl FnOnce(redb::Error) -> StoreError + '_ {
     move |e| StoreError::Storage(format!("{context}: {e}"))
 }
 
-fn recover(db: &Database) -> Result<(Mvcc, u64, u64)> {
+/// Rebuilds the index from redb after applying the log's records that redb
+/// does not hold yet; also returns the cluster and member ids and the last
+/// log record redb holds.
+fn recover(db: &Database, logged: &[Logged]) -> Result<(Mvcc, u64, u64, u64)> {
     // Make sure every table exists, and the cluster has its identity.
     let (cluster_id, member_id) = {
         let wtx = db.begin_write().map_err(|e| storage("begin")(e.into()))?;
@@ -424,6 +470,28 @@ fn recover(db: &Database) -> Result<(Mvcc, u64, u64)> {
         ids
     };
 
+    // What the log holds beyond the last checkpoint, made durable in redb
+    // before the log can start over.
+    let checkpointed = {
+        let rtx = db.begin_read().map_err(|e| storage("begin")(e.into()))?;
+        let meta = rtx
+            .open_table(META)
+            .map_err(|e| storage("meta")(e.into()))?;
+        meta.get("wal_seq")
+            .map_err(|e| storage("meta")(e.into()))?
+            .map_or(0, |v| v.value())
+    };
+    let newer: Vec<&Logged> = logged.iter().filter(|l| l.seq > checkpointed).collect();
+    let wal_seq = match newer.last() {
+        Some(last) => {
+            let changes = newer.iter().flat_map(|l| l.changes.iter());
+            persist(db, changes, last.current, last.seq, &mut Vec::new())
+                .map_err(storage("replaying the write-ahead log"))?;
+            last.seq
+        }
+        None => checkpointed,
+    };
+
     let rtx = db.begin_read().map_err(|e| storage("begin")(e.into()))?;
     let revs = rtx
         .open_table(REVS)
@@ -462,162 +530,224 @@ fn recover(db: &Database) -> Result<(Mvcc, u64, u64)> {
     let mut mvcc = Mvcc::new();
     mvcc.restore(records);
     mvcc.restore_meta(current, compacted, leases, Instant::now());
-    Ok((mvcc, cluster_id, member_id))
-}
-
-// ----- record encoding ----------------------------------------------------------
-
-/// `[kind u8][create i64][version i64][lease i64][key_len u32][key][value]`,
-/// little-endian. The mod revision is the record's own revision.
-fn encode_record(kind: EventType, kv: &KeyValue, out: &mut Vec<u8>) {
-    out.clear();
-    out.push(match kind {
-        EventType::Put => 0,
-        EventType::Delete => 1,
-    });
-    out.extend_from_slice(&kv.create_revision.to_le_bytes());
-    out.extend_from_slice(&kv.version.to_le_bytes());
-    out.extend_from_slice(&kv.lease.to_le_bytes());
-    out.extend_from_slice(&(kv.key.len() as u32).to_le_bytes());
-    out.extend_from_slice(&kv.key);
-    out.extend_from_slice(&kv.value);
-}
-
-fn decode_record(rev: Revision, buf: &[u8]) -> Result<(EventType, KeyValue)> {
-    let corrupt = || StoreError::Storage(format!("corrupt record at revision {rev}"));
-    if buf.len() < 29 {
-        return Err(corrupt());
-    }
-    let kind = match buf[0] {
-        0 => EventType::Put,
-        1 => EventType::Delete,
-        _ => return Err(corrupt()),
-    };
-    let int = |at: usize| -> i64 {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&buf[at..at + 8]);
-        i64::from_le_bytes(b)
-    };
-    let create_revision = int(1);
-    let version = int(9);
-    let lease = int(17);
-    let mut l = [0u8; 4];
-    l.copy_from_slice(&buf[25..29]);
-    let key_len = u32::from_le_bytes(l) as usize;
-    let key_end = 29usize
-        .checked_add(key_len)
-        .filter(|e| *e <= buf.len())
-        .ok_or_else(corrupt)?;
-    Ok((
-        kind,
-        KeyValue {
-            key: Bytes::copy_from_slice(&buf[29..key_end]),
-            value: Bytes::copy_from_slice(&buf[key_end..]),
-            create_revision,
-            mod_revision: rev,
-            version,
-            lease,
-        },
-    ))
+    Ok((mvcc, cluster_id, member_id, wal_seq))
 }
 
 // ----- the writer ---------------------------------------------------------------
 
-fn writer_loop(
-    db: Database,
-    file: &Path,
+/// The writer thread's state: the log it appends to, and the checkpointer
+/// it hands logged batches to.
+struct Writer {
+    log: Wal,
+    /// The redb file, copied by snapshots.
+    file: PathBuf,
     shared: Arc<Shared>,
-    rx: std_mpsc::Receiver<Request>,
-    max_batch: usize,
+    checkpoints: std_mpsc::Sender<Checkpoint>,
+    start_over_at: u64,
+}
+
+impl Writer {
+    fn run(mut self, rx: std_mpsc::Receiver<Request>, max_batch: usize) {
+        let mut batch: Vec<Request> = Vec::with_capacity(max_batch);
+        let mut replies: Vec<(oneshot::Sender<Result<Reply>>, Result<Reply>)> =
+            Vec::with_capacity(max_batch);
+        let shared = self.shared.clone();
+        loop {
+            // Sleep until a request arrives or the next lease runs out.
+            let deadline = shared.mvcc.read().next_lease_deadline();
+            let first = match deadline {
+                None => rx
+                    .recv()
+                    .map_err(|_| std_mpsc::RecvTimeoutError::Disconnected),
+                Some(d) => rx.recv_timeout(
+                    d.saturating_duration_since(Instant::now())
+                        .max(Duration::from_millis(1)),
+                ),
+            };
+            match first {
+                Ok(req) => batch.push(req),
+                Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            while batch.len() < max_batch {
+                match rx.try_recv() {
+                    Ok(req) => batch.push(req),
+                    Err(_) => break,
+                }
+            }
+
+            // Snapshots are taken after this batch is answered, before the
+            // next one starts, once redb holds everything: the file then
+            // holds exactly the committed state.
+            let mut snapshots = Vec::new();
+            batch.retain_mut(|req| match &req.op {
+                Op::Snapshot(dest) => {
+                    let (tx, _) = oneshot::channel();
+                    snapshots.push((dest.clone(), std::mem::replace(&mut req.reply, tx)));
+                    false
+                }
+                _ => true,
+            });
+
+            // Phase 1: apply in memory, in arrival order.
+            let mut revisions: Vec<(Revision, Arc<[Event]>)> = Vec::new();
+            let changes;
+            let current;
+            {
+                let mut mvcc = shared.mvcc.write();
+                let now = Instant::now();
+                for id in mvcc.expired_leases(now) {
+                    if let Ok(Some(closed)) = mvcc.lease_revoke(id) {
+                        revisions.push(closed);
+                    }
+                }
+                for req in batch.drain(..) {
+                    let result = apply(&mut mvcc, req.op, now, &mut revisions);
+                    replies.push((req.reply, result));
+                }
+                changes = mvcc.take_changes();
+                current = mvcc.current_revision();
+            }
+
+            // Phase 2: one synced log record for the whole batch.
+            if !changes.is_empty() {
+                match self.log.append(&changes, current) {
+                    Ok(seq) => {
+                        let _ = self.checkpoints.send(Checkpoint::Logged(Logged {
+                            seq,
+                            current,
+                            changes,
+                        }));
+                    }
+                    Err(e) => {
+                        self.fail(&format!("logging a batch: {e}"));
+                        for (tx, _) in replies.drain(..) {
+                            let _ = tx.send(Err(StoreError::Storage(e.to_string())));
+                        }
+                        continue;
+                    }
+                }
+            }
+
+            // Phase 3: publish, notify watchers, answer.
+            shared.committed.store(current, Ordering::Release);
+            if !revisions.is_empty() {
+                let hub = shared.hub.lock().clone();
+                if let Some(hub) = hub {
+                    hub.notify(&revisions, current);
+                }
+            }
+            for (tx, result) in replies.drain(..) {
+                let _ = tx.send(result.map(|r| with_revision(r, current)));
+            }
+
+            // Then, between two batches: the log starts over, snapshots
+            // are copied — both once redb holds everything logged.
+            if self.log.logged_bytes() < self.start_over_at && snapshots.is_empty() {
+                continue;
+            }
+            let flushed = self.flush();
+            if flushed.is_ok() {
+                self.log.start_over();
+            }
+            for (dest, tx) in snapshots {
+                let copied = match &flushed {
+                    Ok(()) => copy_synced(&self.file, &dest)
+                        .map(|()| Reply::Header(Header { revision: current }))
+                        .map_err(|e| {
+                            StoreError::Storage(format!("snapshot to {}: {e}", dest.display()))
+                        }),
+                    Err(e) => Err(StoreError::Storage(e.to_string())),
+                };
+                let _ = tx.send(copied);
+            }
+        }
+    }
+
+    /// Waits until redb holds every batch logged so far.
+    fn flush(&self) -> Result<()> {
+        let (tx, rx) = std_mpsc::sync_channel(1);
+        let result = self
+            .checkpoints
+            .send(Checkpoint::Flush(tx))
+            .ok()
+            .and_then(|()| rx.recv().ok())
+            .unwrap_or_else(|| Err("the checkpointer is gone".into()));
+        result.map_err(|e| {
+            self.fail(&e);
+            StoreError::Storage(e)
+        })
+    }
+
+    fn fail(&self, error: &str) {
+        tracing::error!(%error, "a durable write failed; the store stops accepting requests");
+        self.shared.failed.store(true, Ordering::Release);
+    }
+}
+
+/// What the writer hands the checkpointer.
+enum Checkpoint {
+    /// A batch the log holds.
+    Logged(Logged),
+    /// Commit everything handed over so far now, and say when redb holds it.
+    Flush(std_mpsc::SyncSender<std::result::Result<(), String>>),
+}
+
+/// Applies logged batches to redb: everything handed over within `every`
+/// of the oldest in one durable commit. Exits, after committing what it
+/// holds, when the writer is gone.
+fn checkpointer_loop(
+    db: Database,
+    shared: Arc<Shared>,
+    rx: std_mpsc::Receiver<Checkpoint>,
+    every: Duration,
 ) {
-    let mut batch: Vec<Request> = Vec::with_capacity(max_batch);
-    let mut replies: Vec<(oneshot::Sender<Result<Reply>>, Result<Reply>)> =
-        Vec::with_capacity(max_batch);
+    let mut pending: Vec<Logged> = Vec::new();
+    let mut due: Option<Instant> = None;
     let mut buf = Vec::with_capacity(512);
     loop {
-        // Sleep until a request arrives or the next lease runs out.
-        let deadline = shared.mvcc.read().next_lease_deadline();
-        let first = match deadline {
+        let next = match due {
             None => rx
                 .recv()
                 .map_err(|_| std_mpsc::RecvTimeoutError::Disconnected),
-            Some(d) => rx.recv_timeout(
-                d.saturating_duration_since(Instant::now())
-                    .max(Duration::from_millis(1)),
-            ),
+            Some(d) => rx.recv_timeout(d.saturating_duration_since(Instant::now())),
         };
-        match first {
-            Ok(req) => batch.push(req),
-            Err(std_mpsc::RecvTimeoutError::Timeout) => {}
-            Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-        while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(req) => batch.push(req),
-                Err(_) => break,
+        let (flush, last) = match next {
+            Ok(Checkpoint::Logged(logged)) => {
+                due.get_or_insert_with(|| Instant::now() + every);
+                pending.push(logged);
+                (None, false)
             }
-        }
-
-        // Snapshots are taken after this batch's commit, before the next
-        // one starts: the file then holds exactly the committed state.
-        let mut snapshots = Vec::new();
-        batch.retain_mut(|req| match &req.op {
-            Op::Snapshot(dest) => {
-                let (tx, _) = oneshot::channel();
-                snapshots.push((dest.clone(), std::mem::replace(&mut req.reply, tx)));
-                false
-            }
-            _ => true,
-        });
-
-        // Phase 1: apply in memory, in arrival order.
-        let mut revisions: Vec<(Revision, Arc<[Event]>)> = Vec::new();
-        let changes;
-        let current;
-        {
-            let mut mvcc = shared.mvcc.write();
-            let now = Instant::now();
-            for id in mvcc.expired_leases(now) {
-                if let Ok(Some(closed)) = mvcc.lease_revoke(id) {
-                    revisions.push(closed);
-                }
-            }
-            for req in batch.drain(..) {
-                let result = apply(&mut mvcc, req.op, now, &mut revisions);
-                replies.push((req.reply, result));
-            }
-            changes = mvcc.take_changes();
-            current = mvcc.current_revision();
-        }
-
-        // Phase 2: one durable commit for the whole batch.
-        if !changes.is_empty()
-            && let Err(e) = persist(&db, &changes, current, &mut buf)
-        {
-            tracing::error!(error = %e, "durable commit failed; the store stops accepting requests");
-            shared.failed.store(true, Ordering::Release);
-            for (tx, _) in replies.drain(..) {
-                let _ = tx.send(Err(StoreError::Storage(e.to_string())));
-            }
+            Ok(Checkpoint::Flush(tx)) => (Some(tx), false),
+            Err(std_mpsc::RecvTimeoutError::Timeout) => (None, false),
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => (None, true),
+        };
+        let is_due = due.is_some_and(|d| Instant::now() >= d);
+        if !(is_due || flush.is_some() || last) {
             continue;
         }
-
-        // Phase 3: publish, notify watchers, answer.
-        shared.committed.store(current, Ordering::Release);
-        if !revisions.is_empty() {
-            let hub = shared.hub.lock().clone();
-            if let Some(hub) = hub {
-                hub.notify(&revisions, current);
+        due = None;
+        let result = match pending.last() {
+            None => Ok(()),
+            Some(newest) => {
+                let changes = pending.iter().flat_map(|l| l.changes.iter());
+                persist(&db, changes, newest.current, newest.seq, &mut buf)
+                    .map_err(|e| format!("checkpoint to redb: {e}"))
+            }
+        };
+        match &result {
+            Ok(()) => pending.clear(),
+            Err(error) => {
+                // The log still holds the batches; a restart applies them.
+                tracing::error!(%error, "the store stops accepting requests");
+                shared.failed.store(true, Ordering::Release);
             }
         }
-        for (tx, result) in replies.drain(..) {
-            let _ = tx.send(result.map(|r| with_revision(r, current)));
+        if let Some(tx) = flush {
+            let _ = tx.send(result);
         }
-        for (dest, tx) in snapshots {
-            let copied = copy_synced(file, &dest)
-                .map(|()| Reply::Header(Header { revision: current }))
-                .map_err(|e| StoreError::Storage(format!("snapshot to {}: {e}", dest.display())));
-            let _ = tx.send(copied);
+        if last {
+            break;
         }
     }
 }
@@ -725,10 +855,13 @@ fn apply(
     }
 }
 
-fn persist(
+/// One durable redb commit of `changes`, which bring the store to revision
+/// `current` and include the log's records up to `wal_seq`.
+fn persist<'a>(
     db: &Database,
-    changes: &[Change],
+    changes: impl IntoIterator<Item = &'a Change>,
     current: Revision,
+    wal_seq: u64,
     buf: &mut Vec<u8>,
 ) -> Result<(), redb::Error> {
     let wtx = db.begin_write()?;
@@ -757,6 +890,7 @@ fn persist(
             }
         }
         meta.insert("current_rev", current as u64)?;
+        meta.insert("wal_seq", wal_seq)?;
     }
     wtx.commit()?;
     Ok(())
@@ -813,6 +947,107 @@ mod tests {
         assert_eq!(store.committed_revision(), 5);
         let resp = store.put(put_req("c", "1")).await.unwrap();
         assert_eq!(resp.header.revision, 6);
+    }
+
+    /// The disk as a crash leaves it: both files copied while the store
+    /// still runs, nothing closed.
+    fn crash_copy(from: &Path, to: &Path, with_log: bool) {
+        std::fs::copy(from, to).unwrap();
+        if with_log {
+            std::fs::copy(wal::path_for(from), wal::path_for(to)).unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn acknowledged_writes_redb_does_not_hold_yet_are_replayed_from_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        let opts = RedbOptions {
+            checkpoint_every: Duration::from_secs(3600),
+            ..RedbOptions::default()
+        };
+        let store = RedbStore::open(&path, opts.clone()).unwrap();
+        let lease = store.lease_grant(600, 0).await.unwrap().id;
+        store.put(put_req("a", "1")).await.unwrap();
+        store.put(put_req("a", "2")).await.unwrap();
+        store
+            .put(PutRequest {
+                lease,
+                ..put_req("leased", "x")
+            })
+            .await
+            .unwrap();
+        store.compact(2).await.unwrap();
+
+        // Without its log, the store file has none of it: no checkpoint ran.
+        let bare = dir.path().join("bare.redb");
+        crash_copy(&path, &bare, false);
+        {
+            let copy = RedbStore::open(&bare, opts.clone()).unwrap();
+            assert!(get(&copy, "a").await.is_none());
+            assert_eq!(copy.committed_revision(), 1);
+        }
+        // With it, everything acknowledged is back, revisions, lease and
+        // compaction included.
+        let crashed = dir.path().join("crashed.redb");
+        crash_copy(&path, &crashed, true);
+        let copy = RedbStore::open(&crashed, opts.clone()).unwrap();
+        let a = get(&copy, "a").await.unwrap();
+        assert_eq!((&a.value[..], a.mod_revision, a.version), (&b"2"[..], 3, 2));
+        assert_eq!(get(&copy, "leased").await.unwrap().lease, lease);
+        assert_eq!(
+            copy.lease_time_to_live(lease, true)
+                .await
+                .unwrap()
+                .granted_ttl,
+            600
+        );
+        assert_eq!(copy.shared.mvcc.read().compact_revision(), 2);
+        assert_eq!(copy.committed_revision(), 4);
+        // Writes go on from there, and a second crash keeps both rounds.
+        assert_eq!(
+            copy.put(put_req("b", "1")).await.unwrap().header.revision,
+            5
+        );
+        let again = dir.path().join("again.redb");
+        crash_copy(&crashed, &again, true);
+        let copy = RedbStore::open(&again, opts).unwrap();
+        assert!(get(&copy, "a").await.is_some() && get(&copy, "b").await.is_some());
+        assert_eq!(copy.committed_revision(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_log_started_over_many_times_replays_only_what_redb_lacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        // Starts over after every few records; checkpoints only then.
+        let opts = RedbOptions {
+            checkpoint_every: Duration::from_secs(3600),
+            log_start_over_at: 700,
+            ..RedbOptions::default()
+        };
+        let store = RedbStore::open(&path, opts.clone()).unwrap();
+        for i in 0..40 {
+            // Values of varying length, so records end at varying places
+            // over older ones.
+            let value = "v".repeat((i * 37) % 300);
+            store.put(put_req(&format!("k{i}"), &value)).await.unwrap();
+        }
+        let crashed = dir.path().join("crashed.redb");
+        crash_copy(&path, &crashed, true);
+        // The log started over: it reads back as its newest few records,
+        // not 40.
+        let (_, logged) = Wal::open(&wal::path_for(&crashed)).unwrap();
+        assert!((1..=3).contains(&logged.len()), "{} records", logged.len());
+        let copy = RedbStore::open(&crashed, opts).unwrap();
+        assert_eq!(copy.committed_revision(), 41);
+        for i in 0..40 {
+            let kv = get(&copy, &format!("k{i}")).await.unwrap();
+            assert_eq!(
+                (kv.mod_revision, kv.value.len()),
+                (i + 2, (i as usize * 37) % 300)
+            );
+        }
     }
 
     #[tokio::test]
@@ -997,23 +1232,5 @@ mod tests {
             store.lease_keep_alive(lease.id).await,
             Err(StoreError::LeaseNotFound)
         ));
-    }
-
-    #[test]
-    fn records_round_trip() {
-        let kv = KeyValue {
-            key: Bytes::from("key"),
-            value: Bytes::from("value"),
-            create_revision: 3,
-            mod_revision: 9,
-            version: 4,
-            lease: 77,
-        };
-        let mut buf = Vec::new();
-        encode_record(EventType::Put, &kv, &mut buf);
-        let (kind, back) = decode_record(9, &buf).unwrap();
-        assert_eq!(kind, EventType::Put);
-        assert_eq!(back, kv);
-        assert!(decode_record(9, &buf[..10]).is_err());
     }
 }

@@ -159,9 +159,20 @@ pub async fn restore(file: &Path, store_file: &Path) -> Result<i64, SnapshotErro
         store.close();
         revision
     };
+    // Closed, the staged store holds everything its log did.
+    let staged_log = super::wal::path_for(&staged);
+    std::fs::remove_file(&staged_log).map_err(io(&staged_log))?;
     if store_file.exists() {
         let kept = store_file.with_extension("redb.before-restore");
         std::fs::rename(store_file, &kept).map_err(io(store_file))?;
+        // The replaced store's log goes with it: a crash may have left
+        // writes there that its redb file lacks, and replaying them on
+        // the restored store would mix two histories.
+        let log = super::wal::path_for(store_file);
+        if log.exists() {
+            let kept_log = super::wal::path_for(&kept);
+            std::fs::rename(&log, &kept_log).map_err(io(&log))?;
+        }
     }
     std::fs::rename(&staged, store_file).map_err(io(store_file))?;
     Ok(revision)
