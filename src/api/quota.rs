@@ -53,13 +53,18 @@ pub async fn admit_create(
     if kind.group.is_empty() && kind.plural == "pods" {
         limit_ranges(state, kind, ns, obj).await?;
     }
+    // Most namespaces have no quota: then nothing is worked out.
+    let quotas = list_in(state, "resourcequotas", ns).await?;
+    if quotas.is_empty() {
+        return Ok(());
+    }
     let usage = object_usage(kind.group, kind.plural, obj);
-    charge(state, kind, ns, obj, &usage, dry_run).await
+    charge(state, kind, ns, quotas, obj, &usage, dry_run).await
 }
 
 /// Admission of an update from `old` to `new`: what the update adds (a
 /// Service turned NodePort, a pod asking for more) is charged as a create
-/// is; an update that adds nothing reads no quota.
+/// is; in a namespace without quotas nothing is worked out.
 ///
 /// # Errors
 /// 403 with Kubernetes' message when a quota refuses.
@@ -74,6 +79,10 @@ pub async fn admit_update(
     let Some(ns) = ns else {
         return Ok(());
     };
+    let quotas = list_in(state, "resourcequotas", ns).await?;
+    if quotas.is_empty() {
+        return Ok(());
+    }
     let grown = growth(
         &object_usage(kind.group, kind.plural, old),
         &object_usage(kind.group, kind.plural, new),
@@ -81,7 +90,7 @@ pub async fn admit_update(
     if grown.is_empty() {
         return Ok(());
     }
-    charge(state, kind, ns, new, &grown, dry_run).await
+    charge(state, kind, ns, quotas, new, &grown, dry_run).await
 }
 
 /// What `after` uses beyond `before`, resource by resource.
@@ -221,21 +230,18 @@ pub fn check_quota(
     Ok(Some(used))
 }
 
-/// Charges `obj` to every quota of `ns` that tracks it (see the module
-/// doc for the concurrency).
+/// Charges `obj` to every one of `quotas` (those of `ns`) that tracks it
+/// (see the module doc for the concurrency).
 async fn charge(
     state: &ApiState,
     kind: &Kind,
     ns: &str,
+    quotas: Vec<Value>,
     obj: &Value,
     usage: &Usage,
     dry_run: bool,
 ) -> Result<(), ApiError> {
     let quota_kind = resources::by_resource("", "v1", "resourcequotas").ok_or(ApiError::NoRoute)?;
-    let quotas = list_in(state, "resourcequotas", ns).await?;
-    if quotas.is_empty() {
-        return Ok(());
-    }
     // Every quota is checked before any is charged, so a create one quota
     // refuses charges none.
     for q in &quotas {

@@ -43,7 +43,6 @@ use std::sync::{Arc, mpsc as std_mpsc};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
@@ -52,10 +51,9 @@ use super::mvcc::{Change, ClosedRevision, Mvcc};
 use super::wal::{self, Logged, Wal, decode_record, encode_record};
 use super::watch::{EventSource, WatchHub, WatchLimits};
 use super::{
-    Backend, DeleteRangeRequest, DeleteRangeResponse, Event, EventType, Header, KeyValue,
-    LeaseGrantResponse, LeaseId, LeaseTimeToLiveResponse, PutRequest, PutResponse, RangeRequest,
-    RangeResponse, Result, Revision, StoreError, StoreStatus, TxnRequest, TxnResponse,
-    WatchRequest, WatchStream,
+    Backend, DeleteRangeRequest, DeleteRangeResponse, Event, Header, LeaseGrantResponse, LeaseId,
+    LeaseTimeToLiveResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, Result,
+    Revision, StoreError, StoreStatus, TxnRequest, TxnResponse, WatchRequest, WatchStream,
 };
 
 const REVS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("revs");
@@ -899,7 +897,8 @@ fn persist<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::KeyRange;
+    use crate::store::{EventType, KeyRange, KeyValue};
+    use bytes::Bytes;
 
     fn put_req(k: &str, v: &str) -> PutRequest {
         PutRequest {

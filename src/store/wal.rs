@@ -39,8 +39,10 @@ use bytes::Bytes;
 use super::mvcc::Change;
 use super::{EventType, KeyValue, Revision, StoreError};
 
-/// The file is filled with zeros this far ahead of the records at a time.
+/// The file is filled with zeros this far ahead of the records at a time...
 const ZERO_CHUNK: usize = 1 << 20;
+/// ...a page at a time.
+const PAGE: usize = 4096;
 /// Header of a record: length, checksum, sequence number.
 const HEADER: usize = 4 + 4 + 8;
 
@@ -103,6 +105,9 @@ impl Wal {
         }
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io("reading"))?;
+        // Reading may have cached the file in large folios; appends must
+        // find it uncached (see `append`), so the clean pages go.
+        let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
         let records = read_records(&bytes)?;
         let next_seq = records.last().map_or(1, |r| r.seq + 1);
         Ok((
@@ -153,10 +158,16 @@ impl Wal {
 
         let new_end = self.end + self.buf.len() as u64;
         if new_end > self.filled {
-            // Zeros past the record, so the next appends overwrite.
+            // Zeros past the record, so the next appends overwrite. One
+            // page per write: the page cache sizes a file's folios by the
+            // writes that create them, and a small record dirtying a page
+            // of a 1 MiB folio would send the whole folio to disk at every
+            // sync (measured: 1 MiB written per put).
             let target = new_end.next_multiple_of(ZERO_CHUNK as u64);
-            let zeros = vec![0u8; (target - self.filled) as usize];
-            self.file.write_all_at(&zeros, self.filled)?;
+            let page = [0u8; PAGE];
+            for at in (self.filled..target).step_by(PAGE) {
+                self.file.write_all_at(&page, at)?;
+            }
             self.filled = target;
         }
         self.file.write_all_at(&self.buf, self.end)?;
