@@ -120,82 +120,30 @@ struct GateState {
     min_vruntime: u64,
     /// The pods of the guests that hold a slot, one entry per slot held.
     running: Vec<Arc<CpuShare>>,
-    /// The two pods whose polls ended last, distinct, newest first.
-    recent: [Recent; 2],
-}
-
-/// A pod whose poll ended lately.
-#[derive(Default)]
-struct Recent {
-    share: Option<Arc<CpuShare>>,
-    /// When its last poll ended, in nanoseconds since the gate's epoch.
-    at_ns: u64,
-}
-
-impl Recent {
-    /// The pod, if its poll ended within [`CONTENDED_FOR`] before `now_ns`.
-    fn within(&self, now_ns: u64) -> Option<&CpuShare> {
-        let window = CONTENDED_FOR.as_nanos() as u64;
-        self.share
-            .as_deref()
-            .filter(|_| now_ns.saturating_sub(self.at_ns) < window)
-    }
+    /// The two pods whose polls ended last, distinct, newest first: (pod
+    /// id, when, in nanoseconds since the gate's epoch).
+    recent: [(u64, u64); 2],
 }
 
 impl GateState {
     /// Whether a pod other than `share`'s runs or waits now, or has run
     /// within [`CONTENDED_FOR`] before `now_ns`.
     fn contended(&self, share: &CpuShare, now_ns: u64) -> bool {
+        let window = CONTENDED_FOR.as_nanos() as u64;
         self.running.iter().any(|r| r.id != share.id)
             || self.waiting.keys().any(|(_, id)| *id != share.id)
             || self
                 .recent
                 .iter()
-                .filter_map(|r| r.within(now_ns))
-                .any(|r| r.id != share.id)
+                .any(|(id, t)| *id != 0 && *id != share.id && now_ns.saturating_sub(*t) < window)
     }
 
-    /// Whether `share`'s pod is owed the CPU: every other pod that runs,
-    /// waits first in line or ran within [`CONTENDED_FOR`] is ahead of it
-    /// by more than [`PREEMPT_GRANULARITY`] of that pod's CPU time. The
-    /// kernel's fair scheduler lets a task that slept while others ran
-    /// preempt them when it wakes; a guest thread at its pod's low priority
-    /// would instead wait behind the threads of a spinning pod of the same
-    /// weight, so an owed pod runs at the process's priority.
-    fn owed(&self, share: &CpuShare, now_ns: u64) -> bool {
-        let mine = share.vruntime.load(Ordering::Relaxed);
-        let ahead = |other: &CpuShare| {
-            other.id == share.id
-                || other.vruntime.load(Ordering::Relaxed)
-                    > mine.saturating_add(other.weighted(PREEMPT_GRANULARITY))
-        };
-        // The line is in order of virtual runtime: its first other pod is
-        // the least served one waiting.
-        let first_waiting = self
-            .waiting
-            .iter()
-            .find(|((_, id), _)| *id != share.id)
-            .and_then(|(_, queue)| queue.front());
-        self.running.iter().all(|r| ahead(r))
-            && first_waiting.is_none_or(|t| ahead(&t.share))
-            && self
-                .recent
-                .iter()
-                .filter_map(|r| r.within(now_ns))
-                .all(ahead)
-    }
-
-    /// Notes that a poll of `share`'s pod ended at `now_ns`.
-    fn ran(&mut self, share: &Arc<CpuShare>, now_ns: u64) {
-        if self.recent[0]
-            .share
-            .as_ref()
-            .is_none_or(|r| r.id != share.id)
-        {
-            self.recent[1] = std::mem::take(&mut self.recent[0]);
-            self.recent[0].share = Some(share.clone());
+    /// Notes that a poll of pod `id` ended at `now_ns`.
+    fn ran(&mut self, id: u64, now_ns: u64) {
+        if self.recent[0].0 != id {
+            self.recent[1] = self.recent[0];
         }
-        self.recent[0].at_ns = now_ns;
+        self.recent[0] = (id, now_ns);
     }
 
     /// Moves `min_vruntime` up to the least virtual runtime among the pod
@@ -232,7 +180,7 @@ impl CpuGate {
                 next_pod: 0,
                 min_vruntime: 0,
                 running: Vec::new(),
-                recent: Default::default(),
+                recent: [(0, 0); 2],
             }),
             epoch: Instant::now(),
             preempters: Mutex::new(Vec::new()),
@@ -440,8 +388,9 @@ impl CpuShare {
         let old = self.key();
         let new = old.0.saturating_add(self.weighted(ran));
         self.vruntime.store(new, Ordering::Relaxed);
-        self.last_ran_ns
-            .store(self.gate.since_epoch(), Ordering::Relaxed);
+        let now = self.gate.since_epoch();
+        self.last_ran_ns.store(now, Ordering::Relaxed);
+        s.ran(self.id, now);
         if let Some(queue) = s.waiting.remove(&old) {
             s.waiting.insert((new, self.id), queue);
         }
@@ -604,8 +553,7 @@ impl<F: Future> Future for Gated<F> {
             ticket.set(Stage::Running);
             s.running.push(ticket.share.clone());
             let share = &ticket.share;
-            let now = gate.since_epoch();
-            if s.contended(share, now) && !s.owed(share, now) {
+            if s.contended(share, gate.since_epoch()) {
                 share.nice
             } else {
                 0
@@ -634,7 +582,6 @@ impl<F: Future> Future for Gated<F> {
 
         let mut s = gate.state.lock();
         ticket.share.charge(&mut s, ran, cpu);
-        s.ran(&ticket.share, gate.since_epoch());
         if let Some(i) = s.running.iter().position(|r| Arc::ptr_eq(r, &ticket.share)) {
             s.running.swap_remove(i);
         }
@@ -686,34 +633,6 @@ mod tests {
         drop(bad);
         let mut next = Box::pin(share.gate(async { 7 }));
         assert_eq!(next.as_mut().poll(&mut cx), Poll::Ready(7));
-    }
-
-    /// A quiet pod beside a spinning one of the same weight is owed the
-    /// CPU (its guest runs at the process's priority); the spinner is not,
-    /// and neither is a pod that has caught up with the others.
-    #[test]
-    fn the_least_served_pod_is_owed_the_cpu_and_the_spinner_is_not() {
-        let gate = Arc::new(CpuGate::new(2));
-        let spinner = Arc::new(CpuShare::new(gate.clone(), None));
-        let quiet = Arc::new(CpuShare::new(gate.clone(), None));
-        let mut s = gate.state.lock();
-        let now = gate.since_epoch();
-        // The spinner has run 50 ms, the quiet pod 1 ms.
-        spinner.charge(&mut s, Duration::from_millis(50), Duration::ZERO);
-        quiet.charge(&mut s, Duration::from_millis(1), Duration::ZERO);
-        s.running.push(spinner.clone());
-        s.ran(&quiet, now);
-        assert!(s.owed(&quiet, now));
-        assert!(
-            !s.owed(&spinner, now),
-            "the quiet pod ran lately and is behind"
-        );
-        // Long after the quiet pod last ran, the spinner alone is owed.
-        let later = now + CONTENDED_FOR.as_nanos() as u64 + 1;
-        assert!(s.owed(&spinner, later));
-        // Caught up: within the granularity of the spinner, not owed.
-        quiet.charge(&mut s, Duration::from_millis(49), Duration::ZERO);
-        assert!(!s.owed(&quiet, now));
     }
 
     /// A future that burns `slices` slices of CPU, yielding between them.

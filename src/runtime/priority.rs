@@ -10,18 +10,12 @@
 //! the host thread carrying a quiet pod's request gets the core: up to a
 //! scheduler tick (4 ms on many kernels) at every hop of that request
 //! through the host. So while another pod has run lately, a pod without
-//! CPU requests (Kubernetes gives it two CPU shares) runs under the
-//! `SCHED_IDLE` policy, which every other thread preempts at once on
-//! waking (at nice 19 alone the kernel still lets the running guest
-//! finish its slice, about a millisecond, measured as a neighbour's p99
-//! of 1.3 ms beside a spinner); each step of requests
+//! CPU requests (Kubernetes gives it two CPU shares) runs at nice 19 and
+//! the node's threads take the core back at once; each step of requests
 //! raises it, up to the process's own priority at one core, so a pod that
 //! asked for CPU keeps it against the node's threads. A pod alone on the
 //! node runs at the process's priority: lowering it would only cost it
-//! throughput against the threads serving its own requests. So does a pod
-//! the gate finds owed the CPU (behind every other busy pod in line): the
-//! kernel sees threads, not pods, and at equal low priority would keep a
-//! quiet pod's request waiting behind a spinning neighbour's threads.
+//! throughput against the threads serving its own requests.
 //!
 //! Going back up from a lower priority needs `CAP_SYS_NICE` (or a raised
 //! `RLIMIT_NICE`). Where the process may not, every guest thread stays at
@@ -94,65 +88,19 @@ pub fn switches() -> bool {
     base().is_some()
 }
 
-/// Whether this process may put a thread under `SCHED_IDLE` and take it
-/// back to the normal policy.
-pub(crate) fn idle_policy_switches() -> bool {
-    static OK: OnceLock<bool> = OnceLock::new();
-    *OK.get_or_init(|| {
-        std::thread::Builder::new()
-            .name("wkube-sched-probe".into())
-            .spawn(|| set_idle_policy(true) && set_idle_policy(false))
-            .ok()
-            .and_then(|t| t.join().ok())
-            .unwrap_or(false)
-    })
-}
-
-/// Puts the calling thread under `SCHED_IDLE`, or back under the normal
-/// policy (`SCHED_OTHER`, whose nice value it kept).
-fn set_idle_policy(idle: bool) -> bool {
-    let param = libc::sched_param { sched_priority: 0 };
-    let policy = if idle {
-        libc::SCHED_IDLE
-    } else {
-        libc::SCHED_OTHER
-    };
-    // SAFETY: pid 0 names the calling thread; `param` is a valid
-    // `sched_param` that outlives the call, which only reads it.
-    unsafe { libc::sched_setscheduler(0, policy, &param) == 0 }
-}
-
 /// Runs the calling guest thread `steps` below the process's priority
-/// (from [`LOWEST`] on: under `SCHED_IDLE`, or at nice 19 where the
-/// process may not switch policies), with system calls only when that
-/// changes, if the process may switch priorities back and forth.
+/// (at most at nice 19), with a system call only when that changes, if the
+/// process may switch priorities back and forth.
 pub fn run_at(steps: i32) {
-    let current = CURRENT.with(Cell::get);
-    if !GUEST.with(Cell::get) || current == Some(steps) {
+    if !GUEST.with(Cell::get) || CURRENT.with(Cell::get) == Some(steps) {
         return;
     }
     let Some(base) = base() else { return };
-    let idle = steps >= LOWEST && idle_policy_switches();
-    let was_idle = current.is_some_and(|c| c >= LOWEST) && idle_policy_switches();
-    let done = if idle {
-        // The nice value does not matter under SCHED_IDLE.
-        was_idle || set_idle_policy(true)
-    } else {
-        // On Linux `setpriority` on a thread's id (`None`: the caller's)
-        // sets that thread alone.
-        (!was_idle || set_idle_policy(false))
-            && setpriority_process(None, (base + steps).min(LOWEST)).is_ok()
-    };
-    if done {
+    // On Linux `setpriority` on a thread's id (`None`: the caller's) sets
+    // that thread alone.
+    if setpriority_process(None, (base + steps).min(LOWEST)).is_ok() {
         CURRENT.with(|c| c.set(Some(steps)));
     }
-}
-
-/// The calling thread's scheduling policy (tests).
-#[cfg(test)]
-pub(crate) fn policy() -> i32 {
-    // SAFETY: pid 0 names the calling thread; no memory is passed.
-    unsafe { libc::sched_getscheduler(0) }
 }
 
 #[cfg(test)]
@@ -181,16 +129,9 @@ mod tests {
             run_at(LOWEST);
             match base() {
                 Some(base) => {
-                    if idle_policy_switches() {
-                        assert_eq!(policy(), libc::SCHED_IDLE);
-                    } else {
-                        assert_eq!(read(), LOWEST);
-                    }
-                    run_at(3);
-                    assert_eq!((policy(), read()), (libc::SCHED_OTHER, base + 3));
-                    run_at(LOWEST);
+                    assert_eq!(read(), LOWEST);
                     run_at(0);
-                    assert_eq!((policy(), read()), (libc::SCHED_OTHER, base));
+                    assert_eq!(read(), base);
                 }
                 None => assert_eq!(read(), start, "nothing changes where it may not"),
             }
