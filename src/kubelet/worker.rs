@@ -836,6 +836,13 @@ fn set_waiting(handle: &PodHandle, container: Option<&str>, reason: &str, messag
     });
 }
 
+/// Status writes the kubelet has in flight at most, over all its pods: far
+/// below what the API server queues for one node (its flow's queue holds
+/// 50, see `api::flowcontrol`), as Kubernetes' kubelet bounds its client
+/// by a rate.
+const MAX_STATUS_WRITES: usize = 16;
+static STATUS_WRITES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_STATUS_WRITES);
+
 /// Writes a pod's status whenever its record changes, skipping writes that
 /// would change nothing.
 pub struct StatusWriter {
@@ -927,13 +934,24 @@ impl StatusWriter {
     /// and should be retried.
     pub async fn sync(&self, handle: &PodHandle) -> bool {
         let mut last = self.last.lock().await;
-        let status = handle.update_quiet(|r| r.to_status());
-        let Ok(bytes) = serde_json::to_vec(&status) else {
-            return true;
+        let current = || {
+            let status = handle.update_quiet(|r| r.to_status());
+            let bytes = serde_json::to_vec(&status).ok()?;
+            let changed = last.as_ref().is_none_or(|sent| sent.json != bytes);
+            changed.then_some((status, bytes))
         };
-        if last.as_ref().is_some_and(|sent| sent.json == bytes) {
+        if current().is_none() {
             return true;
         }
+        // One write at a time per permit, so that a node starting a
+        // thousand pods at once queues its writes here instead of flooding
+        // its flow at the API server (past its queue: 429 and this pod's
+        // back-off, measured at 10 s for a 1,000-pod fill).
+        let _permit = STATUS_WRITES.acquire().await;
+        // Whatever changed while this waited goes in the same write.
+        let Some((status, bytes)) = current() else {
+            return true;
+        };
         let patch = json!({ "status": status });
         match self
             .api
