@@ -836,6 +836,20 @@ fn set_waiting(handle: &PodHandle, container: Option<&str>, reason: &str, messag
     });
 }
 
+/// How a status write went.
+pub enum Synced {
+    /// Written, or nothing to write.
+    Done,
+    /// Refused for now by the API server's flow control (429).
+    Throttled,
+    /// Failed otherwise; retried with back-off.
+    Failed,
+}
+
+/// How long a throttled status write waits: the `Retry-After` the API
+/// server sends with 429.
+const THROTTLED_RETRY: Duration = Duration::from_secs(1);
+
 /// Status writes the kubelet has in flight at most, over all its pods: far
 /// below what the API server queues for one node (its flow's queue holds
 /// 50, see `api::flowcontrol`), as Kubernetes' kubelet bounds its client
@@ -904,9 +918,20 @@ impl StatusWriter {
             let mut delay = Duration::from_millis(100);
             // Boxed: the request's state only while it runs, not in the
             // task that waits for the next change.
-            while !Box::pin(self.sync(&handle)).await {
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
+            loop {
+                match Box::pin(self.sync(&handle)).await {
+                    Synced::Done => break,
+                    // The API server asked for a second's patience (429
+                    // with Retry-After: 1, as it answers a node whose flow
+                    // is full): waiting longer would only report the pod
+                    // late; doubling the delay made the last pods of a
+                    // 1,000-pod start Running 10 s late.
+                    Synced::Throttled => tokio::time::sleep(THROTTLED_RETRY).await,
+                    Synced::Failed => {
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(10));
+                    }
+                }
             }
         }
     }
@@ -930,9 +955,8 @@ impl StatusWriter {
         true
     }
 
-    /// Sends the current status if it changed. False if the write failed
-    /// and should be retried.
-    pub async fn sync(&self, handle: &PodHandle) -> bool {
+    /// Sends the current status if it changed.
+    pub async fn sync(&self, handle: &PodHandle) -> Synced {
         let mut last = self.last.lock().await;
         let current = || {
             let status = handle.update_quiet(|r| r.to_status());
@@ -941,7 +965,7 @@ impl StatusWriter {
             changed.then_some((status, bytes))
         };
         if current().is_none() {
-            return true;
+            return Synced::Done;
         }
         // One write at a time per permit, so that a node starting a
         // thousand pods at once queues its writes here instead of flooding
@@ -950,7 +974,7 @@ impl StatusWriter {
         let _permit = STATUS_WRITES.acquire().await;
         // Whatever changed while this waited goes in the same write.
         let Some((status, bytes)) = current() else {
-            return true;
+            return Synced::Done;
         };
         let patch = json!({ "status": status });
         match self
@@ -963,13 +987,17 @@ impl StatusWriter {
                     ready: ready_of(&status).map(str::to_string),
                     json: bytes,
                 });
-                true
+                Synced::Done
             }
             // The pod is gone; nothing left to report.
-            Err(kube::Error::Api(e)) if e.code == 404 => true,
+            Err(kube::Error::Api(e)) if e.code == 404 => Synced::Done,
+            Err(kube::Error::Api(e)) if e.code == 429 => {
+                tracing::debug!(pod = %handle.key(), "status update throttled; retrying");
+                Synced::Throttled
+            }
             Err(e) => {
                 tracing::warn!(pod = %handle.key(), error = %e, "status update failed; retrying");
-                false
+                Synced::Failed
             }
         }
     }
