@@ -64,7 +64,7 @@ pub async fn admit_create(
 
 /// Admission of an update from `old` to `new`: what the update adds (a
 /// Service turned NodePort, a pod asking for more) is charged as a create
-/// is; in a namespace without quotas nothing is worked out.
+/// is; an update that adds nothing reads no quota.
 ///
 /// # Errors
 /// 403 with Kubernetes' message when a quota refuses.
@@ -79,15 +79,15 @@ pub async fn admit_update(
     let Some(ns) = ns else {
         return Ok(());
     };
-    let quotas = list_in(state, "resourcequotas", ns).await?;
-    if quotas.is_empty() {
-        return Ok(());
-    }
     let grown = growth(
         &object_usage(kind.group, kind.plural, old),
         &object_usage(kind.group, kind.plural, new),
     );
     if grown.is_empty() {
+        return Ok(());
+    }
+    let quotas = list_in(state, "resourcequotas", ns).await?;
+    if quotas.is_empty() {
         return Ok(());
     }
     charge(state, kind, ns, quotas, new, &grown, dry_run).await
