@@ -45,6 +45,7 @@
 //! ```
 
 pub mod container;
+pub mod gates;
 pub mod ipam;
 pub mod logs;
 pub mod manager;
@@ -234,6 +235,8 @@ pub struct Shared {
     pub automount: recent::Recent<bool>,
     /// Where pods' tokens, Secrets and ConfigMaps are written (in memory).
     pub volatile: volatile::VolatileRoot,
+    /// One load of a module's code at a time per digest.
+    pub loads: gates::LoadGates,
 }
 
 impl Shared {
@@ -321,6 +324,7 @@ pub async fn run(
         usage: usage::Sampler::default(),
         automount: spec::automount_cache(),
         volatile: volatile::VolatileRoot::open(&config.data_dir),
+        loads: gates::LoadGates::default(),
         config,
     });
     tracing::info!(

@@ -11,6 +11,7 @@ use http_body_util::BodyExt;
 use kube::api::{Api, DynamicObject};
 use kube::discovery::ApiResource;
 
+use super::gates::LoadGates;
 use super::recent::Recent;
 use crate::resources::module::{ImageRef, is_digest, parse_image};
 use crate::runtime::cache::digest_of;
@@ -29,6 +30,9 @@ pub enum ModuleError {
     /// The API server could not be reached or refused (`ErrModulePull`).
     #[error("cannot fetch module {what}: {message}")]
     Api { what: String, message: String },
+    /// The API server's flow control refused for now (429); retried soon.
+    #[error("cannot fetch module {what} yet: the API server is busy")]
+    Throttled { what: String },
     /// The disk cache failed.
     #[error("module cache {path}: {source}")]
     Io {
@@ -36,6 +40,14 @@ pub enum ModuleError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl ModuleError {
+    /// Whether the API server refused for now (see
+    /// [`ModuleError::Throttled`]).
+    pub fn throttled(&self) -> bool {
+        matches!(self, ModuleError::Throttled { .. })
+    }
 }
 
 /// How long a tag's resolution is reused. Pods created together (a
@@ -54,6 +66,8 @@ pub struct ModuleStore {
     client: kube::Client,
     /// Recent tag resolutions: `name:tag` → digest.
     resolved: Recent<String>,
+    /// One registry request per `name:tag` at a time.
+    resolving: LoadGates,
 }
 
 impl ModuleStore {
@@ -62,6 +76,7 @@ impl ModuleStore {
             dir,
             client,
             resolved: Recent::new(RESOLVED_TTL, RESOLVED_ENTRIES),
+            resolving: LoadGates::default(),
         }
     }
 
@@ -77,6 +92,11 @@ impl ModuleStore {
             ImageRef::Tagged { name, tag } => (name, tag),
         };
         let key = format!("{name}:{tag}");
+        if let Some(digest) = self.resolved.get(&key) {
+            return Ok(digest);
+        }
+        // Pods started together ask once: the others wait for the answer.
+        let _gate = self.resolving.enter(&key).await;
         if let Some(digest) = self.resolved.get(&key) {
             return Ok(digest);
         }
@@ -98,9 +118,14 @@ impl ModuleStore {
         let module = modules
             .get_opt(name)
             .await
-            .map_err(|e| ModuleError::Api {
-                what: image.to_string(),
-                message: e.to_string(),
+            .map_err(|e| match e {
+                kube::Error::Api(r) if r.code == 429 => ModuleError::Throttled {
+                    what: image.to_string(),
+                },
+                e => ModuleError::Api {
+                    what: image.to_string(),
+                    message: e.to_string(),
+                },
             })?
             .ok_or_else(|| {
                 ModuleError::NotFound(format!(
@@ -185,6 +210,9 @@ impl ModuleStore {
             404 => Err(ModuleError::NotFound(format!(
                 "module blob {digest} not found in the registry"
             ))),
+            429 => Err(ModuleError::Throttled {
+                what: digest.to_string(),
+            }),
             code => Err(api_err(format!(
                 "HTTP {code}: {}",
                 status_message(&body)

@@ -64,6 +64,11 @@ impl PrecompiledError {
     pub fn is_invalid_module(&self) -> bool {
         matches!(self, PrecompiledError::Refused { status: 422, .. })
     }
+
+    /// Whether the server's flow control refused for now (429).
+    pub fn throttled(&self) -> bool {
+        matches!(self, PrecompiledError::Refused { status: 429, .. })
+    }
 }
 
 /// Verified compiled code.

@@ -56,6 +56,10 @@ pub enum SpecError {
     },
     #[error("API request failed: {0}")]
     Api(String),
+    /// The API server's flow control refused the request for now (429):
+    /// retried after its `Retry-After`, not with the container back-off.
+    #[error("API server busy: {0}")]
+    Throttled(String),
     /// The blocking task writing the pod's files did not finish (the
     /// runtime is shutting down).
     #[error("writing the pod's files: {0}")]
@@ -71,10 +75,18 @@ impl SpecError {
             _ => "ContainerCreating",
         }
     }
+
+    /// Whether the API server refused for now (see [`SpecError::Throttled`]).
+    pub fn throttled(&self) -> bool {
+        matches!(self, SpecError::Throttled(_))
+    }
 }
 
 fn api_err(e: kube::Error) -> SpecError {
-    SpecError::Api(e.to_string())
+    match &e {
+        kube::Error::Api(r) if r.code == 429 => SpecError::Throttled(e.to_string()),
+        _ => SpecError::Api(e.to_string()),
+    }
 }
 
 /// The objects a pod refers to, fetched once per (re)start of the pod.

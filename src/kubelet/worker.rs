@@ -176,6 +176,15 @@ impl PodWorker {
                     Step::Initializing(0)
                 }
             }
+            Err(failure) if failure.throttled => {
+                // Still creating: no event, no back-off step (the server is
+                // busy, nothing is wrong with the pod).
+                tracing::debug!(pod = %handle.key(), message = %failure.message, "API server busy while preparing the pod; retrying");
+                if self.wait_or_deleted(THROTTLED_RETRY).await {
+                    return Step::Terminating;
+                }
+                Step::Preparing
+            }
             Err(failure) => {
                 tracing::info!(pod = %handle.key(), reason = failure.reason, message = %failure.message, "pod cannot start yet");
                 self.shared.events.record(
@@ -263,17 +272,10 @@ impl PodWorker {
             let (c, module) = build(c);
             let env = spec::environment(client, &mut refs, &facts, &c)
                 .await
-                .map_err(|e| Failure {
-                    container: Some(c.name.clone()),
-                    reason: e.reason(),
-                    message: e.to_string(),
-                })?;
-            let preopens =
-                spec::preopens(&c, &volumes, sa_dir.as_deref()).map_err(|e| Failure {
-                    container: Some(c.name.clone()),
-                    reason: "CreateContainerConfigError",
-                    message: e.to_string(),
-                })?;
+                .map_err(|e| Failure::spec(Some(c.name.clone()), e.reason(), &e))?;
+            let preopens = spec::preopens(&c, &volumes, sa_dir.as_deref()).map_err(|e| {
+                Failure::spec(Some(c.name.clone()), "CreateContainerConfigError", &e)
+            })?;
             let mut ctx = spec::context(spec::argv(&c), env, preopens, &pod, None);
             ctx.router = Some(Arc::new(crate::proxy::PodRouter::new(
                 self.shared.proxy.clone(),
@@ -326,14 +328,10 @@ impl PodWorker {
             if loaded.contains_key(&image) {
                 continue;
             }
-            let module = self
-                .load_module(&image)
-                .await
-                .map_err(|(reason, message)| Failure {
-                    container: Some(c.name.clone()),
-                    reason,
-                    message,
-                })?;
+            let module = self.load_module(&image).await.map_err(|f| Failure {
+                container: Some(c.name.clone()),
+                ..f
+            })?;
             let digest = module.digest().to_string();
             self.shared.events.record(
                 &handle.pod_ref(),
@@ -375,12 +373,12 @@ impl PodWorker {
         let volumes =
             spec::prepare_volumes(client, &mut refs, pod, &handle.dir, &handle.secrets_dir, ca)
                 .await
-                .map_err(|e| Failure::pod(e.reason(), e.to_string()))?;
+                .map_err(|e| Failure::spec(None, e.reason(), &e))?;
         let sa_dir = if spec::automount(client, &self.shared.automount, pod).await {
             Some(
                 spec::service_account_dir(client, pod, &handle.secrets_dir, ca)
                     .await
-                    .map_err(|e| Failure::pod("ContainerCreating", e.to_string()))?,
+                    .map_err(|e| Failure::spec(None, "ContainerCreating", &e))?,
             )
         } else {
             None
@@ -418,11 +416,19 @@ impl PodWorker {
 
     /// Resolves `image` and loads its code: from memory, from this node's
     /// disk, precompiled by the API server, or compiled here from the
-    /// fetched module (see [`ModuleCode`]); the error is a waiting reason
-    /// and message.
-    async fn load_module(&self, image: &str) -> Result<Arc<LoadedModule>, (&'static str, String)> {
-        let pull = |e: ModuleError| ("ErrModulePull", e.to_string());
+    /// fetched module (see [`ModuleCode`]).
+    async fn load_module(&self, image: &str) -> Result<Arc<LoadedModule>, Failure> {
+        let pull = |e: ModuleError| Failure {
+            throttled: e.throttled(),
+            ..Failure::pod("ErrModulePull", e.to_string())
+        };
         let digest = self.shared.modules.resolve(image).await.map_err(pull)?;
+        if let Some(m) = self.shared.runtime.get(&digest) {
+            return Ok(m);
+        }
+        // Pods started together wait for the first one's load and take its
+        // code from memory (see [`super::gates`]).
+        let _gate = self.shared.loads.enter(&digest).await;
         if let Some(m) = self.shared.runtime.get(&digest) {
             return Ok(m);
         }
@@ -439,6 +445,7 @@ impl PodWorker {
         let compiles = runtime.compiles_locally();
         if self.shared.config.module_code != ModuleCode::Local {
             let profile = runtime.profile().clone();
+            let mut throttled = false;
             let failure = match precompiled::fetch(&self.shared.client, &digest, &profile).await {
                 Ok(code) => {
                     let d = digest.clone();
@@ -460,7 +467,7 @@ impl PodWorker {
                             return Ok(m);
                         }
                         Err(RuntimeError::InvalidModule { reason }) => {
-                            return Err((
+                            return Err(Failure::pod(
                                 "InvalidModule",
                                 format!("module {image} ({digest}) cannot run: {reason}"),
                             ));
@@ -469,15 +476,25 @@ impl PodWorker {
                     }
                 }
                 Err(e) if e.is_invalid_module() => {
-                    return Err((
+                    return Err(Failure::pod(
                         "InvalidModule",
                         format!("module {image} ({digest}) cannot run: {e}"),
                     ));
                 }
-                Err(e) => e.to_string(),
+                Err(e) => {
+                    throttled = e.throttled();
+                    e.to_string()
+                }
             };
+            if !compiles && throttled {
+                // Asked again soon: the server is busy, the code may exist.
+                return Err(Failure {
+                    throttled,
+                    ..Failure::pod("ContainerCreating", failure)
+                });
+            }
             if !compiles {
-                return Err((
+                return Err(Failure::pod(
                     "ModuleNotPrecompiled",
                     format!(
                         "module {image} ({digest}) has no precompiled code for {} (engine {}), and this node runs only precompiled modules ({}): {failure}",
@@ -498,13 +515,13 @@ impl PodWorker {
         let d = digest.clone();
         let loaded = tokio::task::spawn_blocking(move || runtime.load(&d, &bytes))
             .await
-            .map_err(|e| ("InvalidModule", format!("compiling {digest}: {e}")))?;
+            .map_err(|e| Failure::pod("InvalidModule", format!("compiling {digest}: {e}")))?;
         let loaded = loaded.map_err(|e| match e {
-            RuntimeError::InvalidModule { reason } => (
+            RuntimeError::InvalidModule { reason } => Failure::pod(
                 "InvalidModule",
                 format!("module {image} ({digest}) cannot run: {reason}"),
             ),
-            other => (
+            other => Failure::pod(
                 "ErrModulePull",
                 format!("module {image} ({digest}): {other}"),
             ),
@@ -811,6 +828,10 @@ struct Failure {
     container: Option<String>,
     reason: &'static str,
     message: String,
+    /// The API server refused a request for now (429): retried after
+    /// [`THROTTLED_RETRY`] rather than the container back-off, which would
+    /// hold the pod back 10 s for the server being busy a moment.
+    throttled: bool,
 }
 
 impl Failure {
@@ -819,6 +840,17 @@ impl Failure {
             container: None,
             reason,
             message,
+            throttled: false,
+        }
+    }
+
+    /// A failure preparing the pod's files or environment.
+    fn spec(container: Option<String>, reason: &'static str, e: &spec::SpecError) -> Failure {
+        Failure {
+            container,
+            reason,
+            message: e.to_string(),
+            throttled: e.throttled(),
         }
     }
 }
