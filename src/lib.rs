@@ -40,6 +40,7 @@ pub mod cloud;
 pub mod cluster;
 #[cfg(feature = "server")]
 pub mod controllers;
+pub mod embedded;
 pub mod events;
 pub mod kubelet;
 pub mod metrics;

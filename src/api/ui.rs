@@ -1,6 +1,8 @@
 //! The browser dashboard: the files of `web/dist/`, built from the
-//! TypeScript sources in `web/` and embedded in the binary, served at
-//! `/ui/` on the API port.
+//! TypeScript sources in `web/` and embedded in the binary (gzipped, see
+//! [`crate::embedded`]), served at `/ui/` on the API port: as they are
+//! stored to clients that accept gzip (every browser), inflated for the
+//! rest.
 //!
 //! The files hold no data, so they are served without credentials (see
 //! [`is_exempt`]); the page then calls the API with the user's bearer
@@ -32,7 +34,8 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
 struct Asset {
     name: &'static str,
     content_type: &'static str,
-    body: &'static [u8],
+    /// The file, gzipped.
+    gz: &'static [u8],
 }
 
 /// The built bundle, as checked in (`scripts/test` fails when it is stale).
@@ -40,35 +43,61 @@ const ASSETS: &[Asset] = &[
     Asset {
         name: "index.html",
         content_type: "text/html; charset=utf-8",
-        body: include_bytes!("../../web/dist/index.html"),
+        gz: crate::embedded!("index.html"),
     },
     Asset {
         name: "app.js",
         content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../../web/dist/app.js"),
+        gz: crate::embedded!("app.js"),
     },
     Asset {
         name: "app.css",
         content_type: "text/css; charset=utf-8",
-        body: include_bytes!("../../web/dist/app.css"),
+        gz: crate::embedded!("app.css"),
     },
     Asset {
         name: "icon.svg",
         content_type: "image/svg+xml",
-        body: include_bytes!("../../web/dist/icon.svg"),
+        gz: crate::embedded!("icon.svg"),
     },
 ];
 
-/// Strong validators, one per asset, computed once: the files change only
-/// with the binary, and the page revalidates them on each load.
-fn etags() -> &'static [String] {
-    static ETAGS: OnceLock<Vec<String>> = OnceLock::new();
+/// Strong validators, one per asset and encoding, computed once: the files
+/// change only with the binary, and the page revalidates them on each
+/// load. The gzipped and the inflated body are different representations,
+/// so they have different tags.
+fn etags() -> &'static [(String, String)] {
+    static ETAGS: OnceLock<Vec<(String, String)>> = OnceLock::new();
     ETAGS.get_or_init(|| {
         ASSETS
             .iter()
-            .map(|a| format!("\"{}\"", &hex::encode(Sha256::digest(a.body))[..32]))
+            .map(|a| {
+                let hash = &hex::encode(Sha256::digest(a.gz))[..32];
+                (format!("\"{hash}-gzip\""), format!("\"{hash}\""))
+            })
             .collect()
     })
+}
+
+/// Whether the request's `Accept-Encoding` takes gzip (by name or `*`,
+/// without `q=0`).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';');
+            let name = parts.next().unwrap_or_default().trim();
+            let refused = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
+        })
 }
 
 /// Whether a request may skip authentication: a read of the dashboard's
@@ -120,7 +149,8 @@ pub async fn serve(req: Request) -> Response {
         );
     };
     let asset = &ASSETS[i];
-    let etag = &etags()[i];
+    let gzip = accepts_gzip(req.headers());
+    let etag = if gzip { &etags()[i].0 } else { &etags()[i].1 };
     let fresh = req
         .headers()
         .get(header::IF_NONE_MATCH)
@@ -129,14 +159,24 @@ pub async fn serve(req: Request) -> Response {
     let mut resp = if fresh {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        let mut r = Response::new(Body::from(asset.body));
+        let body = if gzip {
+            Body::from(asset.gz)
+        } else {
+            Body::from(crate::embedded::inflate(asset.gz))
+        };
+        let mut r = Response::new(body);
         r.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static(asset.content_type),
         );
+        if gzip {
+            r.headers_mut()
+                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
         r
     };
     let h = resp.headers_mut();
+    h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
     // Revalidated on every load (a 304 costs a round trip, no bytes), so a
     // new binary's files are picked up at once.
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -199,6 +239,19 @@ mod tests {
     }
 
     #[test]
+    fn gzip_is_sent_to_clients_that_take_it() {
+        let with = |v: &'static str| headers(&[(header::ACCEPT_ENCODING, v)]);
+        assert!(accepts_gzip(&with("gzip, deflate, br, zstd")));
+        assert!(accepts_gzip(&with("br;q=1.0, GZIP;q=0.5")));
+        assert!(accepts_gzip(&with("*")));
+        assert!(!accepts_gzip(&HeaderMap::new()));
+        assert!(!accepts_gzip(&with("identity")));
+        assert!(!accepts_gzip(&with("gzip;q=0")));
+        assert!(!accepts_gzip(&with("br, gzip; q=0.0")));
+        assert!(!accepts_gzip(&with("x-gzip-not")));
+    }
+
+    #[test]
     fn the_root_redirects_browsers_only() {
         let browser = headers(&[(header::ACCEPT, "text/html,application/xhtml+xml")]);
         assert!(is_exempt(&Method::GET, "/", &browser));
@@ -217,9 +270,14 @@ mod tests {
     #[test]
     fn every_embedded_file_is_built_and_the_page_loads_no_inline_code() {
         for a in ASSETS {
-            assert!(!a.body.is_empty(), "web/dist/{} is empty", a.name);
+            assert!(
+                !crate::embedded::inflate(a.gz).is_empty(),
+                "web/dist/{} is empty",
+                a.name
+            );
         }
-        let index = std::str::from_utf8(ASSETS[0].body).expect("utf-8 index.html");
+        let index = crate::embedded::inflate(ASSETS[0].gz);
+        let index = std::str::from_utf8(&index).expect("utf-8 index.html");
         assert!(index.contains("src=\"app.js\""));
         assert!(!index.contains("<script>"), "inline script in index.html");
         assert!(!index.contains("<style"), "inline style in index.html");

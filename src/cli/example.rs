@@ -20,8 +20,16 @@ pub struct Example {
     pub name: &'static str,
     /// What it is and what it does, one line.
     pub summary: &'static str,
+    /// The module, gzipped (see [`crate::embedded`]).
+    pub gz: &'static [u8],
+}
+
+impl Example {
     /// The module's bytes.
-    pub wasm: &'static [u8],
+    #[must_use]
+    pub fn wasm(&self) -> Vec<u8> {
+        crate::embedded::inflate(self.gz)
+    }
 }
 
 /// Every example, in the order `wkube example` lists them.
@@ -29,22 +37,22 @@ pub const EXAMPLES: &[Example] = &[
     Example {
         name: "hello-http",
         summary: "HTTP component: answers every request with \"Hello from wkube!\"",
-        wasm: include_bytes!("../../guest-examples/prebuilt/hello-http.wasm"),
+        gz: crate::embedded!("hello-http.wasm"),
     },
     Example {
         name: "echo-http",
         summary: "HTTP component: echoes the request; /env, /file/PATH, /spin/MS, /sleep/MS",
-        wasm: include_bytes!("../../guest-examples/prebuilt/echo-http.wasm"),
+        gz: crate::embedded!("echo-http.wasm"),
     },
     Example {
         name: "job",
         summary: "command component (wasi:cli/run): prints its arguments and exits",
-        wasm: include_bytes!("../../guest-examples/prebuilt/job.wasm"),
+        gz: crate::embedded!("job.wasm"),
     },
     Example {
         name: "hello-p1",
         summary: "core module (WASI preview 1, _start): prints a greeting and exits",
-        wasm: include_bytes!("../../guest-examples/prebuilt/hello-p1.wasm"),
+        gz: crate::embedded!("hello-p1.wasm"),
     },
 ];
 
@@ -106,7 +114,7 @@ pub fn run(args: &ExampleArgs) -> ExitCode {
 fn write(args: &ExampleArgs) -> Result<(), ExampleError> {
     let Some(name) = &args.name else {
         for e in EXAMPLES {
-            println!("{:<12} {:>7} bytes  {}", e.name, e.wasm.len(), e.summary);
+            println!("{:<12} {:>7} bytes  {}", e.name, e.wasm().len(), e.summary);
         }
         return Ok(());
     };
@@ -115,7 +123,7 @@ fn write(args: &ExampleArgs) -> Result<(), ExampleError> {
         all: names(),
     })?;
     match &args.output {
-        Some(path) => std::fs::write(path, example.wasm).map_err(|source| ExampleError::Write {
+        Some(path) => std::fs::write(path, example.wasm()).map_err(|source| ExampleError::Write {
             path: path.clone(),
             source,
         }),
@@ -124,7 +132,7 @@ fn write(args: &ExampleArgs) -> Result<(), ExampleError> {
             if out.is_terminal() {
                 return Err(ExampleError::Terminal);
             }
-            out.write_all(example.wasm)
+            out.write_all(&example.wasm())
                 .and_then(|()| out.flush())
                 .map_err(ExampleError::Stdout)
         }
@@ -142,11 +150,11 @@ mod tests {
         for e in EXAMPLES {
             let fresh = crate::runtime::testutil::guest(e.name);
             assert!(
-                fresh == e.wasm,
+                fresh == e.wasm(),
                 "guest-examples/prebuilt/{}.wasm is stale ({} bytes; a fresh build has {}): \
                  run guest-examples/build.sh --update-prebuilt and commit the result",
                 e.name,
-                e.wasm.len(),
+                e.wasm().len(),
                 fresh.len()
             );
         }
@@ -155,7 +163,7 @@ mod tests {
     #[test]
     fn every_example_is_a_module_wkube_accepts() {
         for e in EXAMPLES {
-            let kind = crate::api::modules::wasm::inspect(e.wasm);
+            let kind = crate::api::modules::wasm::inspect(&e.wasm());
             assert!(kind.is_ok(), "{}: {kind:?}", e.name);
         }
     }

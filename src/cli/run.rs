@@ -139,10 +139,7 @@ async fn deploy(args: &RunArgs, data_dir: &Path) -> Result<String, RunError> {
                 name: wanted.to_string(),
                 all: super::example::names(),
             })?;
-            (
-                PathBuf::from(format!("{}.wasm", found.name)),
-                found.wasm.to_vec(),
-            )
+            (PathBuf::from(format!("{}.wasm", found.name)), found.wasm())
         }
     };
     // The tag names the content: the same file is the same image.

@@ -339,6 +339,13 @@ pub trait ScorePlugin: Send + Sync {
     /// Brings the raw scores of one cycle into `0..=MAX_NODE_SCORE`; the
     /// default leaves scores that are already in range as they are.
     fn normalize(&self, _pod: &PodInfo, _scores: &mut [i64]) {}
+    /// Whether [`normalize`](Self::normalize) scales by the other nodes'
+    /// scores: then a node's score depends on every node, not only on the
+    /// pod and that node, and a batch cannot update it one node at a time
+    /// (see [`super::batch`]).
+    fn normalizes(&self) -> bool {
+        false
+    }
 }
 
 /// Binds a pod to the chosen node (through the API, in wkube).
@@ -420,7 +427,96 @@ pub struct Framework {
     pub scores: Vec<(Box<dyn ScorePlugin>, i64)>,
 }
 
+/// The node a pod scores highest on, by its position among the nodes
+/// walked, and that score.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Best {
+    pub index: usize,
+    pub total: i64,
+    /// Nodes that passed the filters when the pod was last walked over
+    /// every node.
+    pub feasible: usize,
+}
+
 impl Framework {
+    /// Whether each node's score for `pod` depends only on the pod and that
+    /// node (no relevant score plugin normalizes across nodes).
+    pub fn scores_independently(&self, pod: &PodInfo) -> bool {
+        !self
+            .scores
+            .iter()
+            .any(|(p, w)| *w != 0 && p.relevant(pod) && p.normalizes())
+    }
+
+    /// The weighted score of `pod` on `node`, `None` when a filter refuses
+    /// it. Only for pods that [score independently](Self::scores_independently):
+    /// it is the total [`schedule`](Self::schedule) gives that node.
+    ///
+    /// # Errors
+    /// [`ScheduleError::Internal`] when a plugin fails.
+    pub fn score_on(&self, pod: &PodInfo, node: &NodeInfo) -> Result<Option<i64>, ScheduleError> {
+        for f in self.filters.iter().filter(|f| f.relevant(pod)) {
+            match f.fits(pod, node) {
+                Code::Success => {}
+                Code::Unschedulable => return Ok(None),
+                Code::Error => {
+                    return Err(ScheduleError::Internal {
+                        plugin: f.name(),
+                        message: f.filter(pod, node).reasons.join("; "),
+                    });
+                }
+            }
+        }
+        let mut total = 0;
+        for (plugin, weight) in &self.scores {
+            if *weight == 0 || !plugin.relevant(pod) {
+                continue;
+            }
+            let s = plugin
+                .score(pod, node)
+                .map_err(|status| ScheduleError::Internal {
+                    plugin: plugin.name(),
+                    message: status.reasons.join("; "),
+                })?;
+            total += s.clamp(0, MAX_NODE_SCORE) * weight;
+        }
+        Ok(Some(total))
+    }
+
+    /// The highest-scoring node of `nodes` for `pod` (the first on a tie),
+    /// as [`schedule`](Self::schedule) chooses it, for a pod that scores
+    /// independently.
+    ///
+    /// # Errors
+    /// As [`schedule`](Self::schedule).
+    pub fn best(&self, pod: &PodInfo, nodes: &[&NodeInfo]) -> Result<Best, ScheduleError> {
+        let mut best: Option<Best> = None;
+        let mut feasible = 0;
+        for (index, node) in nodes.iter().enumerate() {
+            let Some(total) = self.score_on(pod, node)? else {
+                continue;
+            };
+            feasible += 1;
+            if best.is_none_or(|b| total > b.total) {
+                best = Some(Best {
+                    index,
+                    total,
+                    feasible: 0,
+                });
+            }
+        }
+        match best {
+            Some(b) => Ok(Best { feasible, ..b }),
+            // The reasons, as a cycle reports them.
+            None => self.schedule(pod, nodes.iter().copied()).and_then(|_| {
+                Err(ScheduleError::Internal {
+                    plugin: "framework",
+                    message: "a node fits by the filters but was not scored".into(),
+                })
+            }),
+        }
+    }
+
     /// Whether `pod` passes every filter on `node`.
     pub fn feasible(&self, pod: &PodInfo, node: &NodeInfo) -> bool {
         self.filters

@@ -8,9 +8,11 @@
 //! - [`plugins`]: the filter and score plugins, one per file.
 //! - [`config`]: the scoring strategy and weights.
 //!
-//! One task runs the cycles one pod at a time: under the cache lock it
-//! filters every node, scores every feasible one, picks the best and
-//! *assumes* the pod there, so the next cycle already counts it. Bindings
+//! One task runs the cycles: under the cache lock it filters every node,
+//! scores every feasible one, picks the best and *assumes* the pod there,
+//! so the next cycle already counts it. Pods of one priority that wait
+//! together are placed as a batch ([`batch`]): each still goes to its best
+//! node, in an order that packs nodes tighter. Bindings
 //! (`pods/binding`) are sent by separate tasks, a bounded number at once; a
 //! refused binding forgets the assumption and retries the pod after a
 //! back-off. A pod that fits nowhere gets `PodScheduled=False` with reason
@@ -21,6 +23,7 @@
 //! node (`status.nominatedNodeName`), and their going retries it; the
 //! queue's priority order puts it before the pods it outranks.
 
+pub mod batch;
 pub mod cache;
 pub mod config;
 pub mod framework;
@@ -397,90 +400,111 @@ fn apply_pod(shared: &Shared, pod: &Pod) {
     }
 }
 
-/// The scheduling cycles, one pod at a time.
+/// Most pods placed together (see [`batch`]). Larger batches pack a little
+/// tighter (`bench/packing-sim.py`'s batch runs: 1.034× the lower bound at
+/// 16, 1.023× at 64) but hold the cache lock longer.
+const BATCH_MAX: usize = 64;
+
+/// The scheduling cycles: the pods of one priority waiting together are
+/// placed as a batch, then each is bound (or reported unschedulable).
 async fn schedule_loop(shared: Arc<Shared>) {
     let framework = shared.config.framework();
-    while let Some(popped) = shared.queue.pop().await {
-        let pod = popped.info;
-        let decision = {
+    let resources = shared.config.strategy.resources.clone();
+    while let Some(popped) = shared.queue.pop_batch(BATCH_MAX).await {
+        let pods: Vec<Arc<PodInfo>> = popped.iter().map(|p| p.info.clone()).collect();
+        let placements = {
             let mut cache = shared.cache.lock();
-            let r = framework.schedule(&pod, cache.nodes());
-            if let Ok(result) = &r {
-                cache.assume(&pod, &result.node);
-            }
-            r
+            batch::place(&framework, &resources, &pods, &mut cache)
         };
-        match decision {
-            Ok(result) => {
-                let Ok(permit) = shared.binds.clone().acquire_owned().await else {
-                    return;
-                };
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    match shared.binder.bind(&pod, &result.node).await {
-                        Ok(()) => {
-                            shared.queue.done(&pod.uid);
-                            shared.events.record(
-                                &crate::events::pod_reference(&pod.namespace, &pod.name, &pod.uid),
-                                crate::events::EventType::Normal,
-                                "Scheduled",
-                                format!(
-                                    "Successfully assigned {}/{} to {}",
-                                    pod.namespace, pod.name, result.node
-                                ),
-                            );
-                        }
-                        Err(e) => {
-                            tracing::info!(pod = %pod.key(), node = %result.node, error = %e,
-                                "scheduler: binding failed; retrying");
-                            shared.cache.lock().forget(&pod.uid);
-                            shared.queue.retry(&pod.uid);
-                        }
-                    }
-                    drop(permit);
-                });
-            }
-            Err(ScheduleError::Unfit(fit)) => {
-                let mut message = fit.to_string();
-                tracing::debug!(pod = %pod.key(), %message, "scheduler: pod does not fit");
-                let preemption = {
-                    let mut cache = shared.cache.lock();
-                    let chosen = preemption::select(&framework, &pod, &cache);
-                    for v in chosen.iter().flat_map(|p| &p.victims) {
-                        cache.mark_terminating(&v.uid);
-                    }
-                    chosen
-                };
-                if let Some(p) = &preemption {
-                    message.push_str(&format!(
-                        " preemption: {} pod(s) of lower priority removed from node {}.",
-                        p.victims.len(),
-                        p.node
-                    ));
-                }
-                shared.queue.unschedulable(&pod.uid, popped.cycle);
-                if let Some(p) = preemption {
-                    let shared = shared.clone();
-                    let pod = pod.clone();
-                    tokio::spawn(async move { preempt(&shared, &pod, p).await });
-                }
-                let Ok(permit) = shared.binds.clone().acquire_owned().await else {
-                    return;
-                };
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    report_unschedulable(&shared, &pod, &message).await;
-                    drop(permit);
-                });
-            }
-            Err(e @ ScheduleError::Internal { .. }) => {
-                tracing::error!(pod = %pod.key(), error = %e, "scheduler: cycle failed");
-                shared.queue.retry(&pod.uid);
+        for (i, decision) in placements {
+            if !decide(&shared, &framework, &popped[i], decision).await {
+                return;
             }
         }
         // Let the watches and bindings run between cycles.
         tokio::task::yield_now().await;
     }
+}
+
+/// Acts on one pod's scheduling decision: binds it, or reports it
+/// unschedulable (after looking for pods to preempt). False when the
+/// scheduler is shutting down.
+async fn decide(
+    shared: &Arc<Shared>,
+    framework: &Framework,
+    popped: &queue::Popped,
+    decision: Result<framework::ScheduleResult, ScheduleError>,
+) -> bool {
+    let pod = popped.info.clone();
+    match decision {
+        Ok(result) => {
+            let Ok(permit) = shared.binds.clone().acquire_owned().await else {
+                return false;
+            };
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                match shared.binder.bind(&pod, &result.node).await {
+                    Ok(()) => {
+                        shared.queue.done(&pod.uid);
+                        shared.events.record(
+                            &crate::events::pod_reference(&pod.namespace, &pod.name, &pod.uid),
+                            crate::events::EventType::Normal,
+                            "Scheduled",
+                            format!(
+                                "Successfully assigned {}/{} to {}",
+                                pod.namespace, pod.name, result.node
+                            ),
+                        );
+                    }
+                    Err(e) => {
+                        tracing::info!(pod = %pod.key(), node = %result.node, error = %e,
+                            "scheduler: binding failed; retrying");
+                        shared.cache.lock().forget(&pod.uid);
+                        shared.queue.retry(&pod.uid);
+                    }
+                }
+                drop(permit);
+            });
+        }
+        Err(ScheduleError::Unfit(fit)) => {
+            let mut message = fit.to_string();
+            tracing::debug!(pod = %pod.key(), %message, "scheduler: pod does not fit");
+            let preemption = {
+                let mut cache = shared.cache.lock();
+                let chosen = preemption::select(framework, &pod, &cache);
+                for v in chosen.iter().flat_map(|p| &p.victims) {
+                    cache.mark_terminating(&v.uid);
+                }
+                chosen
+            };
+            if let Some(p) = &preemption {
+                message.push_str(&format!(
+                    " preemption: {} pod(s) of lower priority removed from node {}.",
+                    p.victims.len(),
+                    p.node
+                ));
+            }
+            shared.queue.unschedulable(&pod.uid, popped.cycle);
+            if let Some(p) = preemption {
+                let shared = shared.clone();
+                let pod = pod.clone();
+                tokio::spawn(async move { preempt(&shared, &pod, p).await });
+            }
+            let Ok(permit) = shared.binds.clone().acquire_owned().await else {
+                return false;
+            };
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                report_unschedulable(&shared, &pod, &message).await;
+                drop(permit);
+            });
+        }
+        Err(e @ ScheduleError::Internal { .. }) => {
+            tracing::error!(pod = %pod.key(), error = %e, "scheduler: cycle failed");
+            shared.queue.retry(&pod.uid);
+        }
+    }
+    true
 }
 
 /// Carries out a preemption: nominates the node on the preemptor, then

@@ -205,6 +205,39 @@ impl SchedulingQueue {
         self.inner.lock().pods.get(uid).map(|e| e.place)
     }
 
+    /// The next pod to schedule, and after it up to `max - 1` more active
+    /// pods of the same priority, in queue order; waits for the first.
+    /// `None` once closed. Pods of one priority that are already waiting
+    /// are placed together (see [`super::batch`]); a higher priority is
+    /// never held back behind a lower one, as every pod of the batch has
+    /// the priority of the queue's head.
+    pub async fn pop_batch(&self, max: usize) -> Option<Vec<Popped>> {
+        let first = self.pop().await?;
+        let mut batch = vec![first];
+        let priority = batch[0].info.priority;
+        let mut q = self.inner.lock();
+        while batch.len() < max {
+            let Some(key) = q.active.peek() else { break };
+            if key.priority != priority {
+                break;
+            }
+            let Some(key) = q.active.pop() else { break };
+            let cycle = q.move_cycle;
+            if let Some(e) = q.pods.get_mut(&key.uid)
+                && e.place == Place::Active
+                && e.generation == key.generation
+            {
+                e.place = Place::InFlight;
+                batch.push(Popped {
+                    info: e.info.clone(),
+                    attempts: e.attempts,
+                    cycle,
+                });
+            }
+        }
+        Some(batch)
+    }
+
     /// The next pod to schedule; waits for one. `None` once closed.
     pub async fn pop(&self) -> Option<Popped> {
         loop {
@@ -362,6 +395,19 @@ mod tests {
             order.push(q.pop().await.unwrap().info.uid.clone());
         }
         assert_eq!(order, ["b", "d", "a", "c"]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_the_head_and_the_pods_of_its_priority_up_to_the_limit() {
+        let q = queue();
+        for (uid, prio) in [("a", 10), ("b", 5), ("c", 10), ("d", 10), ("e", 5)] {
+            q.add(named(uid, prio));
+        }
+        let uids = |b: Vec<Popped>| b.iter().map(|p| p.info.uid.clone()).collect::<Vec<_>>();
+        assert_eq!(uids(q.pop_batch(2).await.unwrap()), ["a", "c"]);
+        assert_eq!(uids(q.pop_batch(8).await.unwrap()), ["d"]);
+        assert_eq!(uids(q.pop_batch(8).await.unwrap()), ["b", "e"]);
+        assert_eq!(q.place("e"), Some(Place::InFlight));
     }
 
     #[tokio::test(start_paused = true)]

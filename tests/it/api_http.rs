@@ -1267,3 +1267,54 @@ fn concurrent_scale_patches_all_land_and_a_stale_scale_put_is_a_409() {
     let after = request("GET", &scale).send().json();
     assert_eq!(after["spec"]["replicas"], 5, "{after}");
 }
+
+#[test]
+fn the_dashboard_is_served_gzipped_to_browsers_and_inflated_to_others() {
+    let source = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("web/dist/app.js"),
+    )
+    .unwrap();
+    let header = |r: &Reply, name: &str| {
+        r.headers.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    };
+    // curl --compressed asks for gzip and inflates what comes back.
+    let gz = request("GET", "/ui/app.js")
+        .anonymous()
+        .arg("--compressed")
+        .send();
+    assert_eq!(gz.code, 200, "{:?}", gz.headers);
+    assert_eq!(header(&gz, "content-encoding").as_deref(), Some("gzip"));
+    assert_eq!(header(&gz, "vary").as_deref(), Some("Accept-Encoding"));
+    assert!(
+        gz.body == source,
+        "the gzipped app.js inflates to web/dist/app.js"
+    );
+    // Without Accept-Encoding: the file as it is.
+    let plain = request("GET", "/ui/app.js").anonymous().send();
+    assert_eq!(plain.code, 200);
+    assert_eq!(header(&plain, "content-encoding"), None);
+    assert!(plain.body == source, "app.js as it is");
+    // Each representation revalidates against its own tag.
+    let gz_tag = header(&gz, "etag").expect("etag");
+    let plain_tag = header(&plain, "etag").expect("etag");
+    assert_ne!(gz_tag, plain_tag);
+    let again = request("GET", "/ui/app.js")
+        .anonymous()
+        .arg("--compressed")
+        .header(&format!("If-None-Match: {gz_tag}"))
+        .send();
+    assert_eq!(again.code, 304, "{again:?}");
+    let crossed = request("GET", "/ui/app.js")
+        .anonymous()
+        .header(&format!("If-None-Match: {gz_tag}"))
+        .send();
+    assert_eq!(
+        crossed.code, 200,
+        "the gzip tag does not match the plain body"
+    );
+}

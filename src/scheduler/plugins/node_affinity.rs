@@ -110,6 +110,10 @@ impl ScorePlugin for NodeAffinity {
     fn normalize(&self, _pod: &PodInfo, scores: &mut [i64]) {
         default_normalize(scores, false);
     }
+
+    fn normalizes(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]
