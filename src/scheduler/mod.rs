@@ -405,12 +405,24 @@ fn apply_pod(shared: &Shared, pod: &Pod) {
 /// 16, 1.023× at 64) but hold the cache lock longer.
 const BATCH_MAX: usize = 64;
 
+/// A batch of at least this many pods means pods are arriving in a burst:
+/// the scheduler then waits [`BATCH_LINGER`] for more of them before
+/// placing it. Pods created one at a time, or by a few clients, never wait.
+const BURST: usize = 8;
+
+/// How long a burst's batch waits to fill (see [`BURST`]).
+const BATCH_LINGER: Duration = Duration::from_millis(3);
+
 /// The scheduling cycles: the pods of one priority waiting together are
 /// placed as a batch, then each is bound (or reported unschedulable).
 async fn schedule_loop(shared: Arc<Shared>) {
     let framework = shared.config.framework();
     let resources = shared.config.strategy.resources.clone();
-    while let Some(popped) = shared.queue.pop_batch(BATCH_MAX).await {
+    while let Some(mut popped) = shared.queue.pop_batch(BATCH_MAX).await {
+        if popped.len() >= BURST && popped.len() < BATCH_MAX {
+            tokio::time::sleep(BATCH_LINGER).await;
+            shared.queue.pop_more(&mut popped, BATCH_MAX);
+        }
         let pods: Vec<Arc<PodInfo>> = popped.iter().map(|p| p.info.clone()).collect();
         let placements = {
             let mut cache = shared.cache.lock();

@@ -214,7 +214,16 @@ impl SchedulingQueue {
     pub async fn pop_batch(&self, max: usize) -> Option<Vec<Popped>> {
         let first = self.pop().await?;
         let mut batch = vec![first];
-        let priority = batch[0].info.priority;
+        self.pop_more(&mut batch, max);
+        Some(batch)
+    }
+
+    /// Adds to `batch` the active pods of its priority, in queue order,
+    /// until it holds `max`.
+    pub fn pop_more(&self, batch: &mut Vec<Popped>, max: usize) {
+        let Some(priority) = batch.first().map(|p| p.info.priority) else {
+            return;
+        };
         let mut q = self.inner.lock();
         while batch.len() < max {
             let Some(key) = q.active.peek() else { break };
@@ -235,7 +244,6 @@ impl SchedulingQueue {
                 });
             }
         }
-        Some(batch)
     }
 
     /// The next pod to schedule; waits for one. `None` once closed.
