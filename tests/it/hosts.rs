@@ -637,7 +637,7 @@ fn an_agent_behind_nat_is_reached_through_the_connection_it_keeps_open() {
     only_outbound(&lab, "a1");
     let s = lab.host("server");
     // With its own node, whose proxy reaches the API server in-process.
-    let server = TestServer::builder().netns(&s.ns, s.ip).with_node().start();
+    let mut server = TestServer::builder().netns(&s.ns, s.ip).with_node().start();
     let k = server.kubectl();
     server
         .wkube(&["push", guest("hello-http").to_str().unwrap(), "hello:v1"])
@@ -843,13 +843,50 @@ fn an_agent_behind_nat_is_reached_through_the_connection_it_keeps_open() {
         "a2 cannot reach a1's pod after the tunnel came back"
     );
 
+    // A stopping server closes the tunnels it holds (each holds one of the
+    // API server's connection slots, like any client's connection) rather
+    // than waiting for them to end: it exits promptly, and a1 dials the
+    // restarted server again.
+    let opened = log_lines(&a1, "tunnel open");
+    let stopping = std::time::Instant::now();
+    server.stop();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(15),
+        "the server took {:?} to stop with a1's tunnel open",
+        stopping.elapsed()
+    );
+    assert!(
+        server
+            .log_text()
+            .contains("node tunnel closed by the server"),
+        "the stopping server did not close a1's tunnel:\n{}",
+        server.log_tail(40)
+    );
+    server.restart();
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            k.run(&["get", "--raw", "/api/v1/nodes/a1/proxy/healthz"])
+                .stdout
+                .trim()
+                == "ok"
+                && log_lines(&a1, "tunnel open") > opened
+        }),
+        "a1's tunnel did not come back after the server restarted: {} openings logged",
+        log_lines(&a1, "tunnel open")
+    );
+
     // A deleted Node's tunnel is closed by the server at once, not left
     // open until it drops (a new one is refused while the Node is gone).
+    let closed = || {
+        server
+            .log_text()
+            .matches("node tunnel closed by the server")
+            .count()
+    };
+    let closed_before = closed();
     k.ok(&["delete", "node", "a1", "--wait=false"]);
     assert!(
-        eventually(Duration::from_secs(10), || server
-            .log_text()
-            .contains("node tunnel closed by the server")),
+        eventually(Duration::from_secs(10), || closed() > closed_before),
         "a1's tunnel stayed open after its Node was deleted\n--- server ---\n{}\n--- a1 ---\n{}",
         server.log_tail(40),
         ["agent.log", "agent.err"]
