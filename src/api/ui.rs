@@ -79,25 +79,45 @@ fn etags() -> &'static [(String, String)] {
     })
 }
 
-/// Whether the request's `Accept-Encoding` takes gzip (by name or `*`,
-/// without `q=0`).
+/// Whether the request's `Accept-Encoding` takes gzip: gzip named with a
+/// weight above 0, or not named and `*` with a weight above 0.
 fn accepts_gzip(headers: &HeaderMap) -> bool {
-    headers
+    let mut gzip = None;
+    let mut any = None;
+    for coding in headers
         .get_all(header::ACCEPT_ENCODING)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|coding| {
-            let mut parts = coding.split(';');
-            let name = parts.next().unwrap_or_default().trim();
-            let refused = parts.any(|p| {
-                p.trim()
-                    .strip_prefix("q=")
-                    .and_then(|q| q.trim().parse::<f32>().ok())
-                    .is_some_and(|q| q <= 0.0)
-            });
-            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
-        })
+    {
+        let mut parts = coding.split(';');
+        let name = parts.next().unwrap_or_default().trim();
+        // A weight that does not parse counts as refusal.
+        let weight = parts
+            .find_map(|p| {
+                let (k, v) = p.split_once('=')?;
+                k.trim().eq_ignore_ascii_case("q").then(|| v.trim())
+            })
+            .map_or(1.0, |q| q.parse::<f32>().unwrap_or(0.0));
+        if name.eq_ignore_ascii_case("gzip") || name.eq_ignore_ascii_case("x-gzip") {
+            gzip = Some(gzip.map_or(weight, |w: f32| w.max(weight)));
+        } else if name == "*" {
+            any = Some(weight);
+        }
+    }
+    gzip.or(any).is_some_and(|w| w > 0.0)
+}
+
+/// The files inflated, for the clients that do not take gzip; inflated
+/// once, when the first such client asks.
+fn inflated(i: usize) -> &'static [u8] {
+    static INFLATED: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    &INFLATED.get_or_init(|| {
+        ASSETS
+            .iter()
+            .map(|a| crate::embedded::inflate(a.gz))
+            .collect()
+    })[i]
 }
 
 /// Whether a request may skip authentication: a read of the dashboard's
@@ -162,7 +182,7 @@ pub async fn serve(req: Request) -> Response {
         let body = if gzip {
             Body::from(asset.gz)
         } else {
-            Body::from(crate::embedded::inflate(asset.gz))
+            Body::from(inflated(i))
         };
         let mut r = Response::new(body);
         r.headers_mut().insert(
@@ -249,6 +269,12 @@ mod tests {
         assert!(!accepts_gzip(&with("gzip;q=0")));
         assert!(!accepts_gzip(&with("br, gzip; q=0.0")));
         assert!(!accepts_gzip(&with("x-gzip-not")));
+        // Named, gzip's own weight counts, whatever `*` says.
+        assert!(!accepts_gzip(&with("gzip;q=0, *")));
+        assert!(!accepts_gzip(&with("*, gzip;Q=0")));
+        assert!(accepts_gzip(&with("*;q=0, gzip")));
+        assert!(!accepts_gzip(&with("*;q=0")));
+        assert!(!accepts_gzip(&with("gzip;q=zero")));
     }
 
     #[test]

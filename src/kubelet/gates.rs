@@ -1,68 +1,108 @@
-//! One load of a module's code at a time per digest (and one registry
-//! lookup per tag).
+//! One load at a time per key, its outcome shared with everyone who asked
+//! meanwhile: a module's code per digest, a tag's digest per `name:tag`.
 //!
 //! A Deployment scaled out, or a thousand pods created together, start many
-//! pods of one module on this node at once. Without a gate each of them
-//! asks the API server for the precompiled code (or compiles it here) while
-//! the first is still at it: on a busy server the extra requests are
-//! refused with 429 and each refusal falls back to a local compile, which
-//! costs far more than waiting for the first load and taking its result
-//! from memory.
+//! pods of one module on this node at once. Without this each of them asks
+//! the API server for the precompiled code (or compiles it here) while the
+//! first is still at it: on a busy server the extra requests are refused
+//! with 429 and each refusal falls back to a local compile, which costs far
+//! more than waiting for the first load. The waiters take the first load's
+//! outcome, failure included, so a load that fails slowly (a server that
+//! holds the request, then refuses it) costs them that one wait, not one
+//! each in turn.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::future::Future;
 
-/// The gates in use, by key (a digest or a `name:tag`). An entry lives
-/// while a load or a waiter holds it.
-#[derive(Default)]
-pub struct LoadGates {
-    gates: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+use tokio::sync::watch;
+
+/// The loads under way, by key; each entry lives while its load runs.
+pub struct Flights<T> {
+    inflight: parking_lot::Mutex<HashMap<String, watch::Receiver<Option<T>>>>,
 }
 
-/// Held while one module's code is loaded; dropping it lets the next waiter
-/// in (which then finds the code in memory).
-pub struct Gate<'a> {
-    gates: &'a LoadGates,
-    digest: String,
-    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+impl<T> Default for Flights<T> {
+    fn default() -> Self {
+        Flights {
+            inflight: parking_lot::Mutex::new(HashMap::new()),
+        }
+    }
 }
 
-impl LoadGates {
-    /// Waits until no other load of `digest` runs on this node.
-    pub async fn enter(&self, digest: &str) -> Gate<'_> {
-        let gate = self
-            .gates
-            .lock()
-            .entry(digest.to_string())
-            .or_default()
-            .clone();
-        let guard = gate.lock_owned().await;
-        Gate {
-            gates: self,
-            digest: digest.to_string(),
-            guard: Some(guard),
+impl<T: Clone> Flights<T> {
+    /// `load()`'s outcome for `key`: run here when no load of `key` is
+    /// under way, else the one under way's. A load whose caller gave up
+    /// (its future dropped) shares nothing; its waiters then try again,
+    /// one of them running its own `load`.
+    pub async fn run<Fut: Future<Output = T>>(&self, key: &str, load: impl FnOnce() -> Fut) -> T {
+        let mut load = Some(load);
+        loop {
+            match self.join(key) {
+                Role::Lead(tx, rx) => {
+                    let leading = Leading {
+                        flights: self,
+                        key,
+                        rx,
+                    };
+                    let Some(load) = load.take() else {
+                        unreachable!("a caller leads at most once: it returns after");
+                    };
+                    let out = load().await;
+                    tx.send_replace(Some(out.clone()));
+                    drop(leading);
+                    return out;
+                }
+                Role::Follow(mut rx) => {
+                    if let Ok(out) = rx.wait_for(Option::is_some).await
+                        && let Some(out) = out.clone()
+                    {
+                        return out;
+                    }
+                }
+            }
         }
     }
 
-    /// Digests with a load or waiters (for tests).
+    /// Leads the load of `key` if none is under way, else follows it.
+    fn join(&self, key: &str) -> Role<T> {
+        let mut inflight = self.inflight.lock();
+        if let Some(rx) = inflight.get(key) {
+            return Role::Follow(rx.clone());
+        }
+        let (tx, rx) = watch::channel(None);
+        inflight.insert(key.to_string(), rx.clone());
+        Role::Lead(tx, rx)
+    }
+
+    /// Keys with a load under way (for tests).
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.gates.lock().len()
+        self.inflight.lock().len()
     }
 }
 
-impl Drop for Gate<'_> {
+/// A caller's part in a load.
+enum Role<T> {
+    Lead(watch::Sender<Option<T>>, watch::Receiver<Option<T>>),
+    Follow(watch::Receiver<Option<T>>),
+}
+
+/// Held by the caller running a load: its entry goes when the load ends or
+/// is given up.
+struct Leading<'a, T> {
+    flights: &'a Flights<T>,
+    key: &'a str,
+    rx: watch::Receiver<Option<T>>,
+}
+
+impl<T> Drop for Leading<'_, T> {
     fn drop(&mut self) {
-        // Release first: the guard holds a reference to the gate.
-        self.guard.take();
-        let mut gates = self.gates.gates.lock();
-        // Only the map holds it: nobody waits, so the entry can go (a
-        // waiter clones the gate under this same lock before waiting).
-        if gates
-            .get(&self.digest)
-            .is_some_and(|g| Arc::strong_count(g) == 1)
+        let mut inflight = self.flights.inflight.lock();
+        if inflight
+            .get(self.key)
+            .is_some_and(|rx| rx.same_channel(&self.rx))
         {
-            gates.remove(&self.digest);
+            inflight.remove(self.key);
         }
     }
 }
@@ -70,42 +110,77 @@ impl Drop for Gate<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
     #[tokio::test]
-    async fn one_load_per_digest_at_a_time_and_entries_go_away() {
-        let gates = Arc::new(LoadGates::default());
-        let inside = Arc::new(AtomicUsize::new(0));
-        let most = Arc::new(AtomicUsize::new(0));
+    async fn callers_together_share_one_load_and_its_failure() {
+        let flights = Arc::new(Flights::<Result<u32, String>>::default());
+        let loads = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();
         for _ in 0..8 {
-            let (gates, inside, most) = (gates.clone(), inside.clone(), most.clone());
+            let (flights, loads) = (flights.clone(), loads.clone());
             tasks.push(tokio::spawn(async move {
-                let _gate = gates.enter("sha256:aa").await;
-                let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
-                most.fetch_max(now, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(2)).await;
-                inside.fetch_sub(1, Ordering::SeqCst);
+                flights
+                    .run("sha256:aa", || async {
+                        loads.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        Err::<u32, _>("refused".to_string())
+                    })
+                    .await
             }));
         }
         for t in tasks {
-            t.await.unwrap();
+            assert_eq!(t.await.unwrap(), Err("refused".to_string()));
         }
-        assert_eq!(most.load(Ordering::SeqCst), 1);
-        assert_eq!(gates.len(), 0);
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+        assert_eq!(flights.len(), 0);
+        // Later callers load again.
+        let again = flights.run("sha256:aa", || async { Ok(7) }).await;
+        assert_eq!(again, Ok(7));
     }
 
     #[tokio::test]
-    async fn different_digests_do_not_wait_for_each_other() {
-        let gates = LoadGates::default();
-        let a = gates.enter("sha256:aa").await;
-        let b = tokio::time::timeout(Duration::from_secs(5), gates.enter("sha256:bb"))
+    async fn a_load_given_up_is_taken_over_by_a_waiter() {
+        let flights = Arc::new(Flights::<u32>::default());
+        let leader = {
+            let flights = flights.clone();
+            tokio::spawn(async move {
+                flights
+                    .run("k", || async {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                        1
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let waiter = {
+            let flights = flights.clone();
+            tokio::spawn(async move { flights.run("k", || async { 2 }).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        leader.abort();
+        let got = tokio::time::timeout(Duration::from_secs(5), waiter)
             .await
-            .expect("another digest's gate is free");
-        assert_eq!(gates.len(), 2);
-        drop(a);
-        drop(b);
-        assert_eq!(gates.len(), 0);
+            .expect("the waiter took over")
+            .unwrap();
+        assert_eq!(got, 2);
+        assert_eq!(flights.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn different_keys_do_not_wait_for_each_other() {
+        let flights = Flights::<u32>::default();
+        let slow = flights.run("a", || async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            1
+        });
+        let fast = flights.run("b", || async { 2 });
+        tokio::select! {
+            _ = slow => panic!("the slow load finished first"),
+            got = fast => assert_eq!(got, 2),
+        }
     }
 }

@@ -235,8 +235,9 @@ pub struct Shared {
     pub automount: recent::Recent<bool>,
     /// Where pods' tokens, Secrets and ConfigMaps are written (in memory).
     pub volatile: volatile::VolatileRoot,
-    /// One load of a module's code at a time per digest.
-    pub loads: gates::LoadGates,
+    /// One load of a module's code at a time per digest, its outcome
+    /// shared.
+    pub loads: gates::Flights<Result<Arc<crate::runtime::LoadedModule>, worker::Failure>>,
 }
 
 impl Shared {
@@ -324,7 +325,7 @@ pub async fn run(
         usage: usage::Sampler::default(),
         automount: spec::automount_cache(),
         volatile: volatile::VolatileRoot::open(&config.data_dir),
-        loads: gates::LoadGates::default(),
+        loads: gates::Flights::default(),
         config,
     });
     tracing::info!(

@@ -11,14 +11,14 @@ use http_body_util::BodyExt;
 use kube::api::{Api, DynamicObject};
 use kube::discovery::ApiResource;
 
-use super::gates::LoadGates;
+use super::gates::Flights;
 use super::recent::Recent;
 use crate::resources::module::{ImageRef, is_digest, parse_image};
 use crate::runtime::cache::digest_of;
 
 /// Why a module could not be had. Each maps to a container's waiting
 /// reason.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ModuleError {
     /// The image is not a module reference, or the Module, tag or blob does
     /// not exist (`ErrModulePull`).
@@ -38,7 +38,7 @@ pub enum ModuleError {
     Io {
         path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: std::sync::Arc<std::io::Error>,
     },
 }
 
@@ -66,8 +66,8 @@ pub struct ModuleStore {
     client: kube::Client,
     /// Recent tag resolutions: `name:tag` → digest.
     resolved: Recent<String>,
-    /// One registry request per `name:tag` at a time.
-    resolving: LoadGates,
+    /// One registry request per `name:tag` at a time, its answer shared.
+    resolving: Flights<Result<String, ModuleError>>,
 }
 
 impl ModuleStore {
@@ -76,7 +76,7 @@ impl ModuleStore {
             dir,
             client,
             resolved: Recent::new(RESOLVED_TTL, RESOLVED_ENTRIES),
-            resolving: LoadGates::default(),
+            resolving: Flights::default(),
         }
     }
 
@@ -95,14 +95,17 @@ impl ModuleStore {
         if let Some(digest) = self.resolved.get(&key) {
             return Ok(digest);
         }
-        // Pods started together ask once: the others wait for the answer.
-        let _gate = self.resolving.enter(&key).await;
-        if let Some(digest) = self.resolved.get(&key) {
-            return Ok(digest);
-        }
-        let digest = self.resolve_tag(image, &name, &tag).await?;
-        self.resolved.put(key, digest.clone());
-        Ok(digest)
+        // Pods started together ask once and share the answer.
+        self.resolving
+            .run(&key, || async {
+                if let Some(digest) = self.resolved.get(&key) {
+                    return Ok(digest);
+                }
+                let digest = self.resolve_tag(image, &name, &tag).await?;
+                self.resolved.put(key.clone(), digest.clone());
+                Ok(digest)
+            })
+            .await
     }
 
     /// `tag` of Module `name`, asked of the registry.
@@ -172,7 +175,7 @@ impl ModuleStore {
             .await
             .map_err(|source| ModuleError::Io {
                 path: path.clone(),
-                source,
+                source: source.into(),
             })?;
         Ok(bytes)
     }

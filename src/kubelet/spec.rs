@@ -57,7 +57,8 @@ pub enum SpecError {
     #[error("API request failed: {0}")]
     Api(String),
     /// The API server's flow control refused the request for now (429):
-    /// retried after its `Retry-After`, not with the container back-off.
+    /// retried after about the second its `Retry-After` names, not with
+    /// the container back-off.
     #[error("API server busy: {0}")]
     Throttled(String),
     /// The blocking task writing the pod's files did not finish (the

@@ -75,6 +75,8 @@ pub struct PodWorker {
     /// The object as last seen, for writes after it is gone from the watch.
     last: Arc<Pod>,
     backoff: Backoff,
+    /// Preparations refused with 429 in a row (see [`THROTTLED_LIMIT`]).
+    throttled: u32,
 }
 
 impl PodWorker {
@@ -95,6 +97,7 @@ impl PodWorker {
             running: Vec::new(),
             last,
             backoff,
+            throttled: 0,
         }
     }
 
@@ -166,6 +169,7 @@ impl PodWorker {
         }
         match self.try_prepare(handle).await {
             Ok(()) => {
+                self.throttled = 0;
                 self.backoff = Backoff::new(
                     self.shared.config.backoff_initial,
                     self.shared.config.backoff_max,
@@ -176,16 +180,23 @@ impl PodWorker {
                     Step::Initializing(0)
                 }
             }
-            Err(failure) if failure.throttled => {
+            Err(failure) if failure.throttled && self.throttled < THROTTLED_LIMIT => {
                 // Still creating: no event, no back-off step (the server is
-                // busy, nothing is wrong with the pod).
+                // busy, nothing is wrong with the pod). Spread over a
+                // second more, so pods refused together do not all come
+                // back together.
+                self.throttled += 1;
                 tracing::debug!(pod = %handle.key(), message = %failure.message, "API server busy while preparing the pod; retrying");
-                if self.wait_or_deleted(THROTTLED_RETRY).await {
+                let jitter = Duration::from_millis(rand::random::<u64>() % 1000);
+                if self.wait_or_deleted(THROTTLED_RETRY + jitter).await {
                     return Step::Terminating;
                 }
                 Step::Preparing
             }
             Err(failure) => {
+                // Refused for long: from here on like any other failure,
+                // with an event and the back-off.
+                self.throttled = 0;
                 tracing::info!(pod = %handle.key(), reason = failure.reason, message = %failure.message, "pod cannot start yet");
                 self.shared.events.record(
                     &handle.pod_ref(),
@@ -426,9 +437,22 @@ impl PodWorker {
         if let Some(m) = self.shared.runtime.get(&digest) {
             return Ok(m);
         }
-        // Pods started together wait for the first one's load and take its
-        // code from memory (see [`super::gates`]).
-        let _gate = self.shared.loads.enter(&digest).await;
+        // Pods started together share the first one's load (see
+        // [`super::gates`]).
+        self.shared
+            .loads
+            .run(&digest, || self.load_code(image, &digest))
+            .await
+    }
+
+    /// [`Self::load_module`]'s work once `image` is resolved to `digest`
+    /// and its code is not in memory.
+    async fn load_code(&self, image: &str, digest: &str) -> Result<Arc<LoadedModule>, Failure> {
+        let pull = |e: ModuleError| Failure {
+            throttled: e.throttled(),
+            ..Failure::pod("ErrModulePull", e.to_string())
+        };
+        let digest = digest.to_string();
         if let Some(m) = self.shared.runtime.get(&digest) {
             return Ok(m);
         }
@@ -824,13 +848,15 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
 
 /// Why Preparing failed: the waiting reason and message, for one container
 /// or (when `None`) all of them.
-struct Failure {
+#[derive(Clone, Debug)]
+pub struct Failure {
     container: Option<String>,
     reason: &'static str,
     message: String,
     /// The API server refused a request for now (429): retried after
-    /// [`THROTTLED_RETRY`] rather than the container back-off, which would
-    /// hold the pod back 10 s for the server being busy a moment.
+    /// [`THROTTLED_RETRY`] and up to a second more rather than the
+    /// container back-off, which would hold the pod back 10 s for the
+    /// server being busy a moment (see [`THROTTLED_LIMIT`]).
     throttled: bool,
 }
 
@@ -877,6 +903,11 @@ pub enum Synced {
     /// Failed otherwise; retried with back-off.
     Failed,
 }
+
+/// Preparations refused with 429 in a row that are retried soon, without
+/// an event; after them the pod backs off as after any failure and says
+/// why.
+const THROTTLED_LIMIT: u32 = 10;
 
 /// How long a throttled status write waits: the `Retry-After` the API
 /// server sends with 429.

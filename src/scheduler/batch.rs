@@ -42,18 +42,37 @@ pub fn place(
     pods: &[Arc<PodInfo>],
     cache: &mut Cache,
 ) -> Placements {
-    let mut out: Placements = Vec::with_capacity(pods.len());
     if pods.len() < 2 || !pods.iter().all(|p| framework.scores_independently(p)) {
-        for (i, pod) in pods.iter().enumerate() {
-            let r = framework.schedule(pod, cache.nodes());
-            if let Ok(result) = &r {
-                cache.assume(pod, &result.node);
-            }
-            out.push((i, r));
-        }
-        return out;
+        return in_queue_order(framework, pods, cache);
     }
+    reordered(framework, resources, pods, cache)
+        .unwrap_or_else(|| in_queue_order(framework, pods, cache))
+}
 
+/// One pod after the other, as they came.
+fn in_queue_order(framework: &Framework, pods: &[Arc<PodInfo>], cache: &mut Cache) -> Placements {
+    let mut out: Placements = Vec::with_capacity(pods.len());
+    for (i, pod) in pods.iter().enumerate() {
+        let r = framework.schedule(pod, cache.nodes());
+        if let Ok(result) = &r {
+            cache.assume(pod, &result.node);
+        }
+        out.push((i, r));
+    }
+    out
+}
+
+/// The batch in the packing order; `None` (with nothing left assumed) when
+/// that order would leave a pod without a node it had when the batch
+/// began: the cluster is nearly full, and then the pods that came first
+/// are placed first, as one at a time would.
+fn reordered(
+    framework: &Framework,
+    resources: &[(Resource, i64)],
+    pods: &[Arc<PodInfo>],
+    cache: &mut Cache,
+) -> Option<Placements> {
+    let mut out: Placements = Vec::with_capacity(pods.len());
     // Each waiting pod with its best node as the nodes stand now.
     let mut pending: Vec<(usize, Best)> = Vec::with_capacity(pods.len());
     {
@@ -114,6 +133,14 @@ pub fn place(
                     pending[k].1 = b;
                     k += 1;
                 }
+                Err(ScheduleError::Unfit(_)) => {
+                    for (i, r) in &out {
+                        if r.is_ok() {
+                            cache.forget(&pods[*i].uid);
+                        }
+                    }
+                    return None;
+                }
                 Err(e) => {
                     pending.remove(k);
                     out.push((q, Err(e)));
@@ -121,7 +148,7 @@ pub fn place(
             }
         }
     }
-    out
+    Some(out)
 }
 
 /// The position in `pending` of the pod to place next: the one whose best
@@ -303,6 +330,46 @@ mod tests {
             .map(|(i, _)| i)
             .collect();
         assert_eq!(order, (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn when_the_batch_order_would_crowd_out_a_pod_the_batch_goes_in_queue_order() {
+        let (fw, resources) = framework();
+        // One node with room for exactly the first pod, or for the second
+        // and third together; the packing order would place the smaller
+        // later pods first (their best node is the same, and they align
+        // better) and leave the first pod without room.
+        let mut c = Cache::default();
+        c.apply_node(
+            &serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "only"},
+                "status": {"allocatable": {"cpu": "2", "memory": "4Gi", "pods": "110"},
+                           "conditions": [{"type": "Ready", "status": "True"}]}
+            }))
+            .unwrap(),
+        );
+        let mk = |name: &str, cpu: i64, mem: i64| {
+            let mut p = pod(cpu, mem * MI);
+            p.name = name.into();
+            p.uid = format!("uid-{name}");
+            Arc::new(p)
+        };
+        let pods = vec![
+            mk("first", 2000, 1024),
+            mk("second", 1000, 2048),
+            mk("third", 1000, 2048),
+        ];
+        let out = place(&fw, &resources, &pods, &mut c);
+        let first = out.iter().find(|(i, _)| *i == 0).unwrap();
+        assert!(first.1.is_ok(), "{out:?}");
+        assert!(c.is_placed("uid-first"));
+        let order: Vec<usize> = out.iter().map(|(i, _)| *i).collect();
+        assert_eq!(order, [0, 1, 2]);
+        let used = c.nodes().next().unwrap().requested;
+        assert_eq!(
+            used.milli_cpu, 2000,
+            "only the first pod is counted: {used:?}"
+        );
     }
 
     #[test]

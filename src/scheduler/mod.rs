@@ -423,10 +423,15 @@ async fn schedule_loop(shared: Arc<Shared>) {
             tokio::time::sleep(BATCH_LINGER).await;
             shared.queue.pop_more(&mut popped, BATCH_MAX);
         }
-        let pods: Vec<Arc<PodInfo>> = popped.iter().map(|p| p.info.clone()).collect();
-        let placements = {
+        let (popped, placements) = {
             let mut cache = shared.cache.lock();
-            batch::place(&framework, &resources, &pods, &mut cache)
+            // A pod deleted, or bound by someone else, while the batch
+            // waited has left the queue (the pod watch saw it): it is not
+            // placed.
+            popped.retain(|p| shared.queue.place(&p.info.uid) == Some(queue::Place::InFlight));
+            let pods: Vec<Arc<PodInfo>> = popped.iter().map(|p| p.info.clone()).collect();
+            let placements = batch::place(&framework, &resources, &pods, &mut cache);
+            (popped, placements)
         };
         for (i, decision) in placements {
             if !decide(&shared, &framework, &popped[i], decision).await {

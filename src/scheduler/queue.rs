@@ -208,9 +208,10 @@ impl SchedulingQueue {
     /// The next pod to schedule, and after it up to `max - 1` more active
     /// pods of the same priority, in queue order; waits for the first.
     /// `None` once closed. Pods of one priority that are already waiting
-    /// are placed together (see [`super::batch`]); a higher priority is
-    /// never held back behind a lower one, as every pod of the batch has
-    /// the priority of the queue's head.
+    /// are placed together (see [`super::batch`]); every pod of the batch
+    /// has the priority of the queue's head, so none goes before a pod of
+    /// higher priority that was waiting (one that arrives while a burst's
+    /// batch waits to fill comes after that batch).
     pub async fn pop_batch(&self, max: usize) -> Option<Vec<Popped>> {
         let first = self.pop().await?;
         let mut batch = vec![first];
