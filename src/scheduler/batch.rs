@@ -8,7 +8,8 @@
 //! bound that way (`bench/packing-sim.py`).
 //!
 //! When several pods of the same priority are already waiting, the
-//! scheduler takes them together. Every pod still goes to the node the
+//! scheduler takes them together (with the most-allocated strategy, the
+//! one that packs; spreading gains nothing from the order). Every pod still goes to the node the
 //! framework scores highest for it at the moment it is placed, exactly as
 //! a cycle of its own would put it there; only the order among the batch
 //! changes: next is the pod whose best node is the fullest, and among

@@ -42,7 +42,7 @@ use parking_lot::Mutex;
 use serde_json::json;
 
 use self::cache::{Cache, NodeChange};
-use self::config::{DEFAULT_SCHEDULER_NAME, ScoringStrategy};
+use self::config::{DEFAULT_SCHEDULER_NAME, ScoringStrategy, StrategyType};
 use self::framework::{Binder, Framework, PodInfo, ScheduleError};
 use self::queue::SchedulingQueue;
 
@@ -400,7 +400,8 @@ fn apply_pod(shared: &Shared, pod: &Pod) {
     }
 }
 
-/// Most pods placed together (see [`batch`]). Larger batches pack a little
+/// Most pods placed together (see [`batch`]), with the most-allocated
+/// strategy (the others place one pod at a time). Larger batches pack a little
 /// tighter (`bench/packing-sim.py`'s batch runs: 1.034× the lower bound at
 /// 16, 1.023× at 64) but hold the cache lock longer.
 const BATCH_MAX: usize = 64;
@@ -418,8 +419,14 @@ const BATCH_LINGER: Duration = Duration::from_millis(3);
 async fn schedule_loop(shared: Arc<Shared>) {
     let framework = shared.config.framework();
     let resources = shared.config.strategy.resources.clone();
-    while let Some(mut popped) = shared.queue.pop_batch(BATCH_MAX).await {
-        if popped.len() >= BURST && popped.len() < BATCH_MAX {
+    // Only packing gains from the batch's order; spreading places each pod
+    // on the emptiest node whatever the order, and there every pod of a
+    // batch would share one best node, to be looked for again after each
+    // placement.
+    let pack = shared.config.strategy.kind == StrategyType::MostAllocated;
+    let max = if pack { BATCH_MAX } else { 1 };
+    while let Some(mut popped) = shared.queue.pop_batch(max).await {
+        if pack && popped.len() >= BURST && popped.len() < BATCH_MAX {
             tokio::time::sleep(BATCH_LINGER).await;
             shared.queue.pop_more(&mut popped, BATCH_MAX);
         }
