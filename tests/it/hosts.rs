@@ -821,17 +821,21 @@ fn an_agent_behind_nat_is_reached_through_the_connection_it_keeps_open() {
     // back on the network, a1 dials again and is reachable again.
     let opened = log_lines(&a1, "tunnel open");
     assert!(opened >= 1, "a1 logged no open tunnel");
-    lab.cut("a1");
-    std::thread::sleep(Duration::from_secs(35));
-    lab.heal("a1");
-    assert!(
+    // a1 opened a tunnel since `opened` openings, and is reached through it.
+    let reopened = |opened: usize| {
         eventually(Duration::from_secs(60), || {
             k.run(&["get", "--raw", "/api/v1/nodes/a1/proxy/healthz"])
                 .stdout
                 .trim()
                 == "ok"
                 && log_lines(&a1, "tunnel open") > opened
-        }),
+        })
+    };
+    lab.cut("a1");
+    std::thread::sleep(Duration::from_secs(35));
+    lab.heal("a1");
+    assert!(
+        reopened(opened),
         "a1's tunnel did not come back: {} tunnel openings logged",
         log_lines(&a1, "tunnel open")
     );
@@ -870,13 +874,7 @@ fn an_agent_behind_nat_is_reached_through_the_connection_it_keeps_open() {
     );
     server.restart();
     assert!(
-        eventually(Duration::from_secs(60), || {
-            k.run(&["get", "--raw", "/api/v1/nodes/a1/proxy/healthz"])
-                .stdout
-                .trim()
-                == "ok"
-                && log_lines(&a1, "tunnel open") > opened
-        }),
+        reopened(opened),
         "a1's tunnel did not come back after the server restarted: {} openings logged",
         log_lines(&a1, "tunnel open")
     );
