@@ -429,11 +429,12 @@ impl PodWorker {
     /// disk, precompiled by the API server, or compiled here from the
     /// fetched module (see [`ModuleCode`]).
     async fn load_module(&self, image: &str) -> Result<Arc<LoadedModule>, Failure> {
-        let pull = |e: ModuleError| Failure {
-            throttled: e.throttled(),
-            ..Failure::pod("ErrModulePull", e.to_string())
-        };
-        let digest = self.shared.modules.resolve(image).await.map_err(pull)?;
+        let digest = self
+            .shared
+            .modules
+            .resolve(image)
+            .await
+            .map_err(Failure::pull)?;
         if let Some(m) = self.shared.runtime.get(&digest) {
             return Ok(m);
         }
@@ -448,10 +449,6 @@ impl PodWorker {
     /// [`Self::load_module`]'s work once `image` is resolved to `digest`
     /// and its code is not in memory.
     async fn load_code(&self, image: &str, digest: &str) -> Result<Arc<LoadedModule>, Failure> {
-        let pull = |e: ModuleError| Failure {
-            throttled: e.throttled(),
-            ..Failure::pod("ErrModulePull", e.to_string())
-        };
         let digest = digest.to_string();
         if let Some(m) = self.shared.runtime.get(&digest) {
             return Ok(m);
@@ -534,7 +531,12 @@ impl PodWorker {
             }
             tracing::info!(%digest, reason = %failure, "no precompiled code from the API server; compiling here");
         }
-        let bytes = self.shared.modules.fetch(&digest).await.map_err(pull)?;
+        let bytes = self
+            .shared
+            .modules
+            .fetch(&digest)
+            .await
+            .map_err(Failure::pull)?;
         let runtime = self.shared.runtime.clone();
         let d = digest.clone();
         let loaded = tokio::task::spawn_blocking(move || runtime.load(&d, &bytes))
@@ -867,6 +869,14 @@ impl Failure {
             reason,
             message,
             throttled: false,
+        }
+    }
+
+    /// A module that could not be had (`ErrModulePull`).
+    fn pull(e: ModuleError) -> Failure {
+        Failure {
+            throttled: e.throttled(),
+            ..Failure::pod("ErrModulePull", e.to_string())
         }
     }
 
